@@ -1,0 +1,190 @@
+//! The server's configuration: a TOML file, every key optional, overridable by flags.
+
+use std::path::Path;
+
+use hark_protocol::IceTransportPolicy;
+use serde::Deserialize;
+
+/// Everything a server can be told. Defaults match PROTOCOL.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen (`--listen` overrides).
+    pub listen: String,
+    /// Refuse `POST /v1/register` with `registration_closed`.
+    pub closed_registration: bool,
+    /// Lifetime of tokens minted at login, in seconds.
+    pub token_ttl_s: i64,
+    /// Most people in one call, caller included.
+    pub max_participants: u32,
+    /// Ring timeout when an invite names none, in seconds.
+    pub ring_timeout_s: u32,
+    /// How long a joined session may be away before it counts as left, in seconds.
+    pub reconnect_grace_s: u32,
+    /// Origins allowed for CORS and WebSocket upgrades; empty means any.
+    pub allowed_origins: Vec<String>,
+    /// `all` or `relay`.
+    pub ice_transport_policy: IceTransportPolicy,
+    /// STUN servers handed to clients.
+    pub stun_urls: Vec<String>,
+    /// A TURN server with TURN REST credentials, if any.
+    pub turn: Option<TurnConfig>,
+    /// Per-user rate limits.
+    pub rate_limits: RateLimits,
+    /// Transport timers. Not read from the file: they are protocol constants, shortened only by
+    /// tests that check them.
+    #[serde(skip)]
+    pub transport: TransportTimers,
+}
+
+/// The session-level timers of PROTOCOL.md section 3.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportTimers {
+    /// `hello` must arrive within this.
+    pub hello_within: std::time::Duration,
+    /// A WebSocket ping goes out this often.
+    pub ping_every: std::time::Duration,
+    /// A session silent this long (no frame, no pong) is closed.
+    pub idle_limit: std::time::Duration,
+}
+
+impl Default for TransportTimers {
+    fn default() -> Self {
+        use std::time::Duration;
+        TransportTimers {
+            hello_within: Duration::from_secs(10),
+            ping_every: Duration::from_secs(15),
+            idle_limit: Duration::from_secs(30),
+        }
+    }
+}
+
+/// TURN servers sharing one `use-auth-secret` secret with the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// `turn:` URLs.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`.
+    pub secret: String,
+    /// Lifetime of the credentials, in seconds.
+    #[serde(default = "default_turn_ttl")]
+    pub ttl_s: i64,
+}
+
+fn default_turn_ttl() -> i64 {
+    86_400
+}
+
+/// Per-user request budgets, as sustained rates with a burst of the same size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// `call.invite` and `call.invite_more` per user per minute.
+    pub invites_per_minute: u32,
+    /// `POST /v1/login` attempts per user per minute.
+    pub logins_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits { invites_per_minute: 30, logins_per_minute: 10 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7600".into(),
+            closed_registration: false,
+            token_ttl_s: 7 * 24 * 3600,
+            max_participants: 9,
+            ring_timeout_s: 30,
+            reconnect_grace_s: 20,
+            allowed_origins: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
+            stun_urls: Vec::new(),
+            turn: None,
+            rate_limits: RateLimits::default(),
+            transport: TransportTimers::default(),
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The file is not valid TOML for [`Config`].
+    #[error("bad configuration in {path}: {source}")]
+    Parse { path: String, source: Box<toml::de::Error> },
+    /// A value is out of range.
+    #[error("bad configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.display().to_string(), source: Box::new(source) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(2..=64).contains(&self.max_participants) {
+            return Err(ConfigError::Invalid("max_participants must be 2 to 64".into()));
+        }
+        if !hark_protocol::RING_TIMEOUT_RANGE_S.contains(&self.ring_timeout_s) {
+            return Err(ConfigError::Invalid("ring_timeout_s must be 5 to 120".into()));
+        }
+        if self.token_ttl_s <= 0 {
+            return Err(ConfigError::Invalid("token_ttl_s must be positive".into()));
+        }
+        if self.rate_limits.invites_per_minute == 0 || self.rate_limits.logins_per_minute == 0 {
+            return Err(ConfigError::Invalid("rate limits must be at least 1 per minute".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let config: Config = toml::from_str(
+            r#"
+            listen = "0.0.0.0:7600"
+            closed_registration = true
+            ice_transport_policy = "relay"
+            stun_urls = ["stun:127.0.0.1:3478"]
+            [turn]
+            urls = ["turn:127.0.0.1:3478"]
+            secret = "s3cret"
+            [rate_limits]
+            invites_per_minute = 5
+            "#,
+        )
+        .unwrap();
+        assert!(config.closed_registration);
+        assert_eq!(config.ice_transport_policy, IceTransportPolicy::Relay);
+        assert_eq!(config.turn.unwrap().ttl_s, 86_400);
+        assert_eq!(config.rate_limits.logins_per_minute, 10);
+        assert_eq!(config.max_participants, 9);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ranges_are_refused() {
+        assert!(toml::from_str::<Config>("listne = \"x\"").is_err());
+        let config = Config { ring_timeout_s: 3, ..Config::default() };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! hark-server: the Hark signaling server (protocol v1, `docs/PROTOCOL.md`).
+//!
+//! The pieces, from the socket inwards:
+//! - [`http`]: axum routes for register/login, the WebSocket upgrade, `/healthz`, `/metrics`, CORS.
+//! - [`session`]: one task per connection; transport rules, request validation, and the requests
+//!   that only touch storage (contacts, profiles, history).
+//! - [`hub`]: the single task that owns the [`registry::CallRegistry`] and persists records before
+//!   it delivers the events of the same batch.
+//! - [`registry`]: the pure call state machine; every call flow is a unit test on virtual time.
+//! - [`store`]: SQLite via sqlx (WAL, migrations).
+//!
+//! [`start`] takes its listener, configuration, data folder and clock as arguments (so tests bind
+//! `127.0.0.1:0` and drive time by hand) and returns a handle whose [`RunningServer::shutdown`]
+//! closes every session with `kicked {reason:"shutdown"}`, ends live calls and writes their
+//! records before it returns.
+
+pub mod accounts;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod rate_limit;
+pub mod registry;
+pub mod session;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::registry::{CallRegistry, RegistrySettings};
+use crate::store::Store;
+
+/// Commands queued for the hub before senders wait: deep enough to absorb a burst of setups.
+const HUB_QUEUE: usize = 8192;
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Config,
+    /// Storage.
+    pub store: Store,
+    /// The token signing secret.
+    pub secret: Vec<u8>,
+    /// Wall-clock time for tokens, records and ring timers.
+    pub clock: Arc<dyn Clock>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The hub's command channel.
+    pub hub: mpsc::Sender<hub::HubCommand>,
+    /// Invite budget per user.
+    pub invites: RateLimiter,
+    /// Login budget per user.
+    pub logins: RateLimiter,
+    /// Session numbering.
+    pub next_session: AtomicU64,
+    /// Random per start, so session ids do not repeat across restarts.
+    pub session_prefix: u32,
+    /// Flips to true when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The data folder or the secret in it could not be used.
+    #[error("data folder: {0}")]
+    DataDir(#[from] std::io::Error),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// A started server.
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<std::io::Result<()>>,
+    hub: JoinHandle<()>,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops accepting, closes every session, ends live calls (writing their records) and waits
+    /// for all of it.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.wait().await;
+    }
+
+    /// Waits until the server has stopped (after [`Self::shutdown`] or a fatal error).
+    async fn wait(self) {
+        match self.serve.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "server stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "server task failed"),
+        }
+        if let Err(e) = self.hub.await {
+            tracing::error!(error = %e, "hub task failed");
+        }
+        self.store.close().await;
+    }
+}
+
+/// Starts a server on `listener` with its data in `data_dir` (created owner-only if missing).
+pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    create_private_dir(data_dir)?;
+    let secret = accounts::load_or_create_secret(data_dir)?;
+    let store = Store::open(data_dir).await?;
+    let metrics = Arc::new(Metrics::default());
+    let settings = RegistrySettings {
+        max_participants: config.max_participants as usize,
+        default_ring_timeout_s: config.ring_timeout_s,
+        reconnect_grace_ms: i64::from(config.reconnect_grace_s) * 1000,
+    };
+    let (call_prefix, session_prefix) = {
+        let mut rng = rand::thread_rng();
+        (rng.gen(), rng.gen())
+    };
+    let registry = CallRegistry::new(settings, call_prefix);
+    let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
+    let hub = tokio::spawn(Hub::new(registry, store.clone(), Arc::clone(&clock), Arc::clone(&metrics)).run(hub_rx));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(AppState {
+        invites: RateLimiter::new(config.rate_limits.invites_per_minute),
+        logins: RateLimiter::new(config.rate_limits.logins_per_minute),
+        config,
+        store: store.clone(),
+        secret,
+        clock,
+        metrics: Arc::clone(&metrics),
+        hub: hub_tx,
+        next_session: AtomicU64::new(1),
+        session_prefix,
+        shutdown: shutdown_rx.clone(),
+    });
+    let addr = listener.local_addr()?;
+    let app = http::router(state);
+    let mut stop = shutdown_rx;
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .await
+    });
+    Ok(RunningServer { addr, shutdown: shutdown_tx, serve, hub, store, metrics })
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Counters for `/metrics`, in the Prometheus text format.
+//!
+//! Plain atomics: the hot paths bump them without locks, and rendering reads them once.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use hark_protocol::ErrorCode;
+
+/// The server's counters and gauges.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub connections: AtomicI64,
+    /// Sessions that said hello and are open.
+    pub sessions: AtomicI64,
+    /// Live calls (set by the hub).
+    pub live_calls: AtomicI64,
+    /// Invitations placed.
+    pub invites: AtomicU64,
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames sent.
+    pub frames_out: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+}
+
+impl Metrics {
+    /// Counts an error answer.
+    pub fn count_error(&self, code: ErrorCode) {
+        let index = ErrorCode::ALL.iter().position(|c| *c == code).expect("ALL lists every code");
+        self.errors[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        gauge(&mut out, "hark_connections", "Open WebSocket connections.", self.connections.load(Ordering::Relaxed));
+        gauge(&mut out, "hark_sessions", "Signed-in sessions.", self.sessions.load(Ordering::Relaxed));
+        gauge(&mut out, "hark_calls_live", "Live calls.", self.live_calls.load(Ordering::Relaxed));
+        counter(&mut out, "hark_invites_total", "Calls placed (rate() gives invites/s).", self.invites.load(Ordering::Relaxed));
+        counter(&mut out, "hark_frames_in_total", "Frames received.", self.frames_in.load(Ordering::Relaxed));
+        counter(&mut out, "hark_frames_out_total", "Frames sent.", self.frames_out.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP hark_errors_total Error answers by code.\n# TYPE hark_errors_total counter");
+        for (code, count) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(out, "hark_errors_total{{code=\"{code}\"}} {}", count.load(Ordering::Relaxed));
+        }
+        out
+    }
+}

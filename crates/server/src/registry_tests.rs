@@ -1,0 +1,560 @@
+//! Every call flow of the registry on virtual time: no clock, no sockets, no sleeps.
+
+use super::*;
+use serde_json::json;
+
+const T0: i64 = 1_767_139_200_000;
+
+struct World {
+    reg: CallRegistry,
+    now: i64,
+    next_session: SessionId,
+}
+
+impl World {
+    fn new() -> Self {
+        World { reg: CallRegistry::new(RegistrySettings::default(), 0xabc), now: T0, next_session: 1 }
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.reg.poll_output()).collect()
+    }
+
+    fn open(&mut self, user: &str, device: &str) -> (SessionId, Vec<CallSummary>, Vec<Output>) {
+        let session = self.next_session;
+        self.next_session += 1;
+        let joined = self.reg.open_session(session, user, device);
+        (session, joined, self.drain())
+    }
+
+    fn online(&mut self, user: &str) -> SessionId {
+        self.open(user, &format!("{user}-laptop")).0
+    }
+
+    fn req(&mut self, session: SessionId, request: CallRequest) -> Vec<Output> {
+        self.reg.handle_request(self.now, session, Some("r".into()), request);
+        self.drain()
+    }
+
+    fn close(&mut self, session: SessionId) -> Vec<Output> {
+        self.reg.close_session(self.now, session);
+        self.drain()
+    }
+
+    /// Moves virtual time on, firing timers on the way in order.
+    fn advance(&mut self, ms: i64) -> Vec<Output> {
+        let until = self.now + ms;
+        let mut out = Vec::new();
+        while let Some(at) = self.reg.poll_timeout().filter(|at| *at <= until) {
+            self.now = at;
+            self.reg.handle_timeout(at);
+            out.extend(self.drain());
+        }
+        self.now = until;
+        out
+    }
+
+    fn invite(&mut self, caller: SessionId, to: &[&str]) -> (CallId, Vec<Output>) {
+        let out = self.req(caller, invite(to, Media::Audio));
+        (call_id_of(&out, caller), out)
+    }
+}
+
+fn invite(to: &[&str], media: Media) -> CallRequest {
+    CallRequest::Invite { to: to.iter().map(|s| s.to_string()).collect(), media, timeout_s: None, user_data: None }
+}
+
+fn cid(call_id: &str) -> CallId {
+    call_id.to_owned()
+}
+
+/// What `session` was sent, as wire types (`error:<code>` for errors).
+fn kinds(out: &[Output], session: SessionId) -> Vec<String> {
+    sent(out, session)
+        .iter()
+        .map(|m| match m {
+            ServerMessage::Error { code, .. } => format!("error:{code}"),
+            m => serde_json::to_value(m).unwrap()["type"].as_str().unwrap().to_owned(),
+        })
+        .collect()
+}
+
+fn sent(out: &[Output], session: SessionId) -> Vec<ServerMessage> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(s, m) if *s == session => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn records(out: &[Output]) -> Vec<(String, CallRecord)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Record { user, record } => Some((user.clone(), record.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn record_of<'a>(recs: &'a [(String, CallRecord)], user: &str) -> &'a CallRecord {
+    &recs.iter().find(|(u, _)| u == user).unwrap_or_else(|| panic!("no record for {user}: {recs:?}")).1
+}
+
+fn call_id_of(out: &[Output], session: SessionId) -> CallId {
+    sent(out, session)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::Ok { body: OkBody { call_id: Some(id), .. }, .. } => Some(id),
+            _ => None,
+        })
+        .expect("an ok with a call id")
+}
+
+fn ended(out: &[Output], session: SessionId) -> (EndReason, u64) {
+    sent(out, session)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::CallEnded { reason, duration_s, .. } => Some((reason, duration_s)),
+            _ => None,
+        })
+        .expect("call.ended")
+}
+
+#[test]
+fn one_to_one_accept_signal_hangup() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let bob = w.online("bob");
+    let (call, out) = w.invite(alice, &["bob"]);
+    assert_eq!(kinds(&out, alice), ["ok"]);
+    assert_eq!(
+        sent(&out, bob),
+        [ServerMessage::CallIncoming {
+            call_id: call.clone(),
+            from: "alice".into(),
+            invitees: vec!["bob".into()],
+            media: Media::Audio,
+            user_data: None,
+            expires_at: T0 + 30_000,
+        }]
+    );
+
+    w.advance(3_000);
+    let out = w.req(bob, CallRequest::Accept { call_id: call.clone() });
+    assert_eq!(
+        sent(&out, bob),
+        [ServerMessage::Ok { re: Some("r".into()), body: OkBody { joined: Some(vec!["alice".into()]), ..Default::default() } }]
+    );
+    assert_eq!(kinds(&out, alice), ["call.accepted"]);
+
+    let offer = json!({"kind":"offer","sdp":"v=0"});
+    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: offer.clone() });
+    assert_eq!(kinds(&out, alice), ["ok"]);
+    assert_eq!(sent(&out, bob), [ServerMessage::Signal { call_id: call.clone(), from: "alice".into(), payload: offer }]);
+
+    w.advance(42_400);
+    let out = w.req(bob, CallRequest::Hangup { call_id: call.clone() });
+    assert_eq!(kinds(&out, alice), ["call.left", "call.ended"]);
+    assert_eq!(kinds(&out, bob), ["ok", "call.ended"]);
+    assert_eq!(ended(&out, alice), (EndReason::Hangup, 42));
+    assert_eq!(ended(&out, bob), (EndReason::Hangup, 42));
+    let recs = records(&out);
+    assert_eq!(recs.len(), 2);
+    let a = record_of(&recs, "alice");
+    assert_eq!((a.direction, a.result, a.duration_s), (Direction::Outgoing, CallResult::Completed, 42));
+    assert_eq!((a.started_at, a.connected_at, a.ended_at), (T0, Some(T0 + 3_000), T0 + 45_400));
+    let b = record_of(&recs, "bob");
+    assert_eq!((b.direction, b.result, b.duration_s), (Direction::Incoming, CallResult::Completed, 42));
+    assert_eq!(w.reg.live_calls(), 0);
+
+    // Both are idle again: a new call rings at once.
+    let (_, out) = w.invite(bob, &["alice"]);
+    assert_eq!(kinds(&out, alice), ["call.incoming"]);
+}
+
+#[test]
+fn reject_ends_a_one_to_one_call() {
+    let mut w = World::new();
+    let (alice, bob) = (w.online("alice"), w.online("bob"));
+    let (call, _) = w.invite(alice, &["bob"]);
+    let out = w.req(bob, CallRequest::Reject { call_id: call.clone() });
+    assert_eq!(kinds(&out, alice), ["call.rejected", "call.ended"]);
+    assert_eq!(kinds(&out, bob), ["ok", "call.ended"]);
+    assert_eq!(ended(&out, alice), (EndReason::Rejected, 0));
+    let recs = records(&out);
+    assert_eq!(record_of(&recs, "alice").result, CallResult::Declined);
+    assert_eq!(record_of(&recs, "bob").result, CallResult::Declined);
+    // The ring timer is gone with the invitation.
+    assert_eq!(w.reg.poll_timeout(), Some(T0 + ENDED_CALL_MEMORY_MS));
+}
+
+#[test]
+fn cancel_stops_ringing_everywhere() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let bob1 = w.open("bob", "laptop").0;
+    let bob2 = w.open("bob", "phone").0;
+    let (call, _) = w.invite(alice, &["bob"]);
+    let out = w.req(alice, CallRequest::Cancel { call_id: call.clone() });
+    assert_eq!(kinds(&out, alice), ["ok", "call.ended"]);
+    for bob in [bob1, bob2] {
+        assert_eq!(kinds(&out, bob), ["call.cancelled", "call.ended"]);
+    }
+    assert_eq!(ended(&out, bob1), (EndReason::Cancelled, 0));
+    let recs = records(&out);
+    assert_eq!(record_of(&recs, "alice").result, CallResult::Cancelled);
+    assert_eq!(record_of(&recs, "bob").result, CallResult::Missed);
+}
+
+#[test]
+fn callers_hangup_before_accept_is_a_cancel() {
+    let mut w = World::new();
+    let (alice, bob) = (w.online("alice"), w.online("bob"));
+    let (call, _) = w.invite(alice, &["bob"]);
+    let out = w.req(alice, CallRequest::Hangup { call_id: call });
+    assert_eq!(kinds(&out, bob), ["call.cancelled", "call.ended"]);
+}
+
+#[test]
+fn ring_timeout_on_virtual_time() {
+    let mut w = World::new();
+    let (alice, bob) = (w.online("alice"), w.online("bob"));
+    let out = w.req(alice, CallRequest::Invite { to: vec!["bob".into()], media: Media::Video, timeout_s: Some(5), user_data: Some("ticket 7".into()) });
+    let call = call_id_of(&out, alice);
+    assert!(matches!(&sent(&out, bob)[0], ServerMessage::CallIncoming { expires_at, user_data: Some(d), .. } if *expires_at == T0 + 5_000 && d == "ticket 7"));
+    assert!(w.advance(4_999).is_empty());
+    let out = w.advance(1);
+    assert_eq!(kinds(&out, bob), ["call.timeout"]);
+    assert_eq!(kinds(&out, alice), ["call.no_answer", "call.ended"]);
+    assert_eq!(ended(&out, alice), (EndReason::NoAnswer, 0));
+    let recs = records(&out);
+    assert_eq!(record_of(&recs, "alice").result, CallResult::NoAnswer);
+    assert_eq!(record_of(&recs, "bob").result, CallResult::Missed);
+    // A late accept is told the invitation is over.
+    let out = w.req(bob, CallRequest::Accept { call_id: call });
+    assert_eq!(kinds(&out, bob), ["error:invalid_state"]);
+}
+
+#[test]
+fn bad_invites_change_nothing() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    w.online("bob");
+    for (request, code) in [
+        (invite(&[], Media::Audio), "error:bad_request"),
+        (invite(&["alice"], Media::Audio), "error:bad_request"),
+        (CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: Some(4), user_data: None }, "error:bad_request"),
+        (CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: Some(121), user_data: None }, "error:bad_request"),
+    ] {
+        let out = w.req(alice, request);
+        assert_eq!(kinds(&out, alice), [code]);
+        assert!(records(&out).is_empty());
+    }
+    assert_eq!(w.reg.live_calls(), 0);
+}
+
+#[test]
+fn busy_callee_is_not_disturbed() {
+    let mut w = World::new();
+    let (alice, bob, carol) = (w.online("alice"), w.online("bob"), w.online("carol"));
+    let (call, _) = w.invite(alice, &["bob"]);
+    w.req(bob, CallRequest::Accept { call_id: call });
+    let (_, out) = w.invite(carol, &["bob"]);
+    assert_eq!(kinds(&out, carol), ["ok", "call.busy", "call.ended"]);
+    assert_eq!(ended(&out, carol), (EndReason::Busy, 0));
+    assert!(sent(&out, bob).is_empty(), "bob was disturbed: {out:?}");
+    assert!(sent(&out, alice).is_empty());
+    let recs = records(&out);
+    assert_eq!(record_of(&recs, "carol").result, CallResult::Busy);
+    assert_eq!(record_of(&recs, "bob").result, CallResult::Busy);
+    // Ringing counts as busy too.
+    let (dave, erin) = (w.online("dave"), w.online("erin"));
+    w.invite(dave, &["carol"]);
+    let (_, out) = w.invite(erin, &["carol"]);
+    assert_eq!(kinds(&out, erin), ["ok", "call.busy", "call.ended"]);
+    // Someone already in a call cannot place another.
+    let out = w.req(alice, invite(&["erin"], Media::Audio));
+    assert_eq!(kinds(&out, alice), ["error:invalid_state"]);
+}
+
+#[test]
+fn glare_resolves_to_one_call() {
+    let mut w = World::new();
+    let (alice, bob) = (w.online("alice"), w.online("bob"));
+    let (first, out) = w.invite(alice, &["bob"]);
+    assert_eq!(kinds(&out, bob), ["call.incoming"]);
+    // Bob called alice at the same moment: alice is in a live call, so bob's attempt is busy...
+    let (_, out) = w.invite(bob, &["alice"]);
+    assert_eq!(kinds(&out, bob), ["ok", "call.busy", "call.ended"]);
+    assert!(sent(&out, alice).is_empty());
+    // ...and alice's invitation still rings for him.
+    let out = w.req(bob, CallRequest::Accept { call_id: first });
+    assert_eq!(kinds(&out, alice), ["call.accepted"]);
+    assert_eq!(w.reg.live_calls(), 1);
+}
+
+#[test]
+fn multi_device_ringing_and_handled_elsewhere() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let bob_laptop = w.open("bob", "laptop").0;
+    let bob_phone = w.open("bob", "phone").0;
+    let (call, out) = w.invite(alice, &["bob"]);
+    assert_eq!(kinds(&out, bob_laptop), ["call.incoming"]);
+    assert_eq!(kinds(&out, bob_phone), ["call.incoming"]);
+    let out = w.req(bob_phone, CallRequest::Accept { call_id: call.clone() });
+    assert_eq!(kinds(&out, bob_phone), ["ok"]);
+    assert_eq!(sent(&out, bob_laptop), [ServerMessage::CallHandledElsewhere { call_id: call.clone(), action: HandledAction::Accepted }]);
+    // Signals go to the accepting device only.
+    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({"kind":"offer","sdp":"x"}) });
+    assert_eq!(kinds(&out, bob_phone), ["signal"]);
+    assert!(sent(&out, bob_laptop).is_empty());
+    // The other device may not signal in the call.
+    let out = w.req(bob_laptop, CallRequest::Signal { call_id: call, to: "alice".into(), payload: json!({"kind":"restart"}) });
+    assert_eq!(kinds(&out, bob_laptop), ["error:forbidden"]);
+}
+
+#[test]
+fn reject_on_one_device_tells_the_others() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let bob_laptop = w.open("bob", "laptop").0;
+    let bob_phone = w.open("bob", "phone").0;
+    let (call, _) = w.invite(alice, &["bob"]);
+    let out = w.req(bob_laptop, CallRequest::Reject { call_id: call.clone() });
+    assert_eq!(sent(&out, bob_phone)[0], ServerMessage::CallHandledElsewhere { call_id: call, action: HandledAction::Rejected });
+}
+
+#[test]
+fn pending_invitation_is_delivered_at_sign_in_until_it_expires() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let (call, out) = w.invite(alice, &["bob"]);
+    assert!(out.iter().all(|o| !matches!(o, Output::Send(s, _) if *s != alice)));
+    w.advance(10_000);
+    let (bob, _, out) = w.open("bob", "laptop");
+    assert!(matches!(&sent(&out, bob)[..], [ServerMessage::CallIncoming { call_id, expires_at, .. }] if *call_id == call && *expires_at == T0 + 30_000));
+    w.close(bob);
+    w.advance(20_000);
+    let (bob, _, out) = w.open("bob", "laptop");
+    assert!(sent(&out, bob).is_empty(), "an expired invitation was delivered: {out:?}");
+}
+
+#[test]
+fn accept_cancel_race_has_exactly_one_winner() {
+    for accept_first in [true, false] {
+        let mut w = World::new();
+        let (alice, bob) = (w.online("alice"), w.online("bob"));
+        let (call, _) = w.invite(alice, &["bob"]);
+        let (first, second) = if accept_first {
+            (w.req(bob, CallRequest::Accept { call_id: call.clone() }), w.req(alice, CallRequest::Cancel { call_id: call.clone() }))
+        } else {
+            (w.req(alice, CallRequest::Cancel { call_id: call.clone() }), w.req(bob, CallRequest::Accept { call_id: call.clone() }))
+        };
+        let (winner, loser) = if accept_first { (bob, alice) } else { (alice, bob) };
+        assert_eq!(kinds(&first, winner)[0], "ok");
+        assert_eq!(kinds(&second, loser), ["error:invalid_state"]);
+        assert_eq!(w.reg.live_calls(), usize::from(accept_first));
+    }
+}
+
+#[test]
+fn nine_people_fit_ten_do_not() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let eight: Vec<String> = (1..=8).map(|i| format!("u{i}")).collect();
+    let nine: Vec<String> = (1..=9).map(|i| format!("v{i}")).collect();
+    let out = w.req(alice, CallRequest::Invite { to: nine, media: Media::Audio, timeout_s: None, user_data: None });
+    assert_eq!(kinds(&out, alice), ["error:too_many_participants"]);
+    let out = w.req(alice, CallRequest::Invite { to: eight, media: Media::Audio, timeout_s: None, user_data: None });
+    let call = call_id_of(&out, alice);
+    let out = w.req(alice, CallRequest::InviteMore { call_id: call, to: vec!["w1".into()] });
+    assert_eq!(kinds(&out, alice), ["error:too_many_participants"]);
+}
+
+#[test]
+fn group_call_invite_more_join_and_leave() {
+    let mut w = World::new();
+    let (alice, bob, carol, dave) = (w.online("alice"), w.online("bob"), w.online("carol"), w.online("dave"));
+    let (call, _) = w.invite(alice, &["bob", "carol"]);
+    w.req(bob, CallRequest::Accept { call_id: call.clone() });
+    let out = w.req(carol, CallRequest::Reject { call_id: call.clone() });
+    assert_eq!(kinds(&out, alice), ["call.rejected"]);
+    assert_eq!(kinds(&out, bob), ["call.rejected"]);
+    assert!(!kinds(&out, carol).contains(&"call.ended".to_string()), "the call goes on");
+
+    // Bob invites dave; everyone in the call hears of it.
+    let out = w.req(bob, CallRequest::InviteMore { call_id: call.clone(), to: vec!["dave".into()] });
+    assert_eq!(kinds(&out, bob), ["ok", "call.invited"]);
+    assert_eq!(kinds(&out, alice), ["call.invited"]);
+    assert!(matches!(&sent(&out, dave)[..], [ServerMessage::CallIncoming { invitees, .. }] if invitees == &["bob", "carol", "dave"]));
+    let out = w.req(dave, CallRequest::Accept { call_id: call.clone() });
+    assert!(matches!(&sent(&out, dave)[0], ServerMessage::Ok { body: OkBody { joined: Some(j), .. }, .. } if j == &["alice", "bob"]));
+
+    // Carol changes her mind: the call is listed as joinable and she joins it.
+    let out = w.req(carol, CallRequest::Active);
+    assert!(matches!(&sent(&out, carol)[0], ServerMessage::Ok { body: OkBody { calls: Some(c), .. }, .. } if c.len() == 1 && c[0].joined == ["alice", "bob", "dave"]));
+    let out = w.req(carol, CallRequest::Join { call_id: call.clone() });
+    assert!(matches!(&sent(&out, carol)[0], ServerMessage::Ok { body: OkBody { joined: Some(j), .. }, .. } if j == &["alice", "bob", "dave"]));
+    for s in [alice, bob, dave] {
+        assert_eq!(kinds(&out, s), ["call.accepted"]);
+    }
+
+    // People leave one by one; the call ends when one is left.
+    w.advance(10_000);
+    let out = w.req(alice, CallRequest::Hangup { call_id: call.clone() });
+    assert_eq!(kinds(&out, bob), ["call.left"]);
+    assert_eq!(record_of(&records(&out), "alice").result, CallResult::Completed);
+    w.req(bob, CallRequest::Hangup { call_id: call.clone() });
+    let out = w.req(carol, CallRequest::Hangup { call_id: call.clone() });
+    assert_eq!(kinds(&out, dave), ["call.left", "call.ended"]);
+    assert_eq!(ended(&out, dave), (EndReason::Hangup, 10));
+    let recs = records(&out);
+    let carol_record = record_of(&recs, "carol");
+    assert_eq!((carol_record.result, carol_record.duration_s), (CallResult::Completed, 10));
+}
+
+#[test]
+fn join_rules() {
+    let mut w = World::new();
+    let (alice, bob, carol, eve) = (w.online("alice"), w.online("bob"), w.online("carol"), w.online("eve"));
+    let (call, _) = w.invite(alice, &["bob", "carol"]);
+    assert_eq!(kinds(&w.req(bob, CallRequest::Join { call_id: call.clone() }), bob), ["error:invalid_state"], "ringing: accept instead");
+    w.req(bob, CallRequest::Reject { call_id: call.clone() });
+    assert_eq!(kinds(&w.req(bob, CallRequest::Join { call_id: call.clone() }), bob), ["error:invalid_state"], "not connected yet");
+    assert_eq!(kinds(&w.req(eve, CallRequest::Join { call_id: call.clone() }), eve), ["error:forbidden"]);
+    w.req(carol, CallRequest::Accept { call_id: call.clone() });
+    assert_eq!(kinds(&w.req(bob, CallRequest::Join { call_id: call.clone() }), bob), ["ok"]);
+    assert_eq!(kinds(&w.req(bob, CallRequest::Join { call_id: call }), bob), ["error:invalid_state"]);
+}
+
+#[test]
+fn media_downgrade() {
+    let mut w = World::new();
+    let (alice, bob) = (w.online("alice"), w.online("bob"));
+    let out = w.req(alice, invite(&["bob"], Media::Video));
+    let call = call_id_of(&out, alice);
+    w.req(bob, CallRequest::Accept { call_id: call.clone() });
+    let out = w.req(bob, CallRequest::Media { call_id: call.clone(), media: Media::Video });
+    assert_eq!(kinds(&out, bob), ["error:bad_request"]);
+    let out = w.req(bob, CallRequest::Media { call_id: call.clone(), media: Media::Audio });
+    assert_eq!(kinds(&out, bob), ["ok", "call.media_changed"]);
+    assert_eq!(sent(&out, alice), [ServerMessage::CallMediaChanged { call_id: call.clone(), media: Media::Audio, by: "bob".into() }]);
+    let out = w.req(alice, CallRequest::Hangup { call_id: call });
+    assert_eq!(record_of(&records(&out), "bob").media, Media::Audio);
+}
+
+#[test]
+fn only_people_in_the_call_may_act() {
+    let mut w = World::new();
+    let (alice, bob, eve) = (w.online("alice"), w.online("bob"), w.online("eve"));
+    let (call, _) = w.invite(alice, &["bob"]);
+    for request in [
+        CallRequest::Hangup { call_id: call.clone() },
+        CallRequest::Cancel { call_id: call.clone() },
+        CallRequest::Accept { call_id: call.clone() },
+        CallRequest::Reject { call_id: call.clone() },
+        CallRequest::InviteMore { call_id: call.clone(), to: vec!["bob".into()] },
+        CallRequest::Media { call_id: call.clone(), media: Media::Audio },
+        CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({}) },
+    ] {
+        assert_eq!(kinds(&w.req(eve, request.clone()), eve), ["error:forbidden"], "{request:?}");
+    }
+    assert_eq!(kinds(&w.req(bob, CallRequest::Cancel { call_id: call.clone() }), bob), ["error:forbidden"], "invitees cannot cancel");
+    assert_eq!(kinds(&w.req(alice, CallRequest::Accept { call_id: call.clone() }), alice), ["error:forbidden"], "callers cannot accept");
+    assert_eq!(kinds(&w.req(bob, CallRequest::Signal { call_id: call.clone(), to: "alice".into(), payload: json!({}) }), bob), ["error:forbidden"], "ringing people cannot signal");
+    assert_eq!(kinds(&w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({}) }), alice), ["error:invalid_state"], "bob has not joined");
+    assert_eq!(kinds(&w.req(alice, CallRequest::Hangup { call_id: cid("c_nope") }), alice), ["error:not_found"]);
+    // After the call ended, eve still gets not_found and bob gets invalid_state.
+    w.req(alice, CallRequest::Cancel { call_id: call.clone() });
+    assert_eq!(kinds(&w.req(eve, CallRequest::Accept { call_id: call.clone() }), eve), ["error:not_found"]);
+    assert_eq!(kinds(&w.req(bob, CallRequest::Accept { call_id: call.clone() }), bob), ["error:invalid_state"]);
+    w.advance(ENDED_CALL_MEMORY_MS);
+    assert_eq!(kinds(&w.req(bob, CallRequest::Accept { call_id: call }), bob), ["error:not_found"]);
+}
+
+#[test]
+fn reconnect_within_grace_keeps_the_call() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let (bob, _, _) = w.open("bob", "laptop");
+    let (call, _) = w.invite(alice, &["bob"]);
+    w.req(bob, CallRequest::Accept { call_id: call.clone() });
+    assert!(w.close(bob).iter().all(|o| !matches!(o, Output::Record { .. })));
+    // While bob is away, signals to him are refused, not queued.
+    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({}) });
+    assert_eq!(kinds(&out, alice), ["error:invalid_state"]);
+    w.advance(19_000);
+    let (bob2, joined, out) = w.open("bob", "laptop");
+    assert_eq!(joined.len(), 1);
+    assert_eq!((joined[0].call_id.as_str(), joined[0].joined.clone()), (call.as_str(), vec!["alice".to_string(), "bob".to_string()]));
+    assert!(sent(&out, bob2).is_empty());
+    let out = w.advance(5_000);
+    assert!(out.is_empty(), "the old grace timer fired: {out:?}");
+    let out = w.req(alice, CallRequest::Signal { call_id: call, to: "bob".into(), payload: json!({"kind":"restart"}) });
+    assert_eq!(kinds(&out, bob2), ["signal"]);
+}
+
+#[test]
+fn away_past_the_grace_counts_as_left() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let bob = w.online("bob");
+    let (call, _) = w.invite(alice, &["bob"]);
+    w.req(bob, CallRequest::Accept { call_id: call });
+    w.advance(60_000);
+    w.close(bob);
+    assert!(w.advance(19_999).is_empty());
+    let out = w.advance(1);
+    assert_eq!(kinds(&out, alice), ["call.left", "call.ended"]);
+    assert_eq!(ended(&out, alice), (EndReason::Failed, 80));
+    let recs = records(&out);
+    assert_eq!(record_of(&recs, "bob").duration_s, 80);
+    assert_eq!(record_of(&recs, "alice").result, CallResult::Completed);
+}
+
+#[test]
+fn same_device_signing_in_again_replaces_the_old_session() {
+    let mut w = World::new();
+    let (old, _, _) = w.open("bob", "laptop");
+    let (_, _, out) = w.open("bob", "laptop");
+    assert!(out.contains(&Output::Close { session: old, reason: "replaced" }));
+    // A close of the replaced socket later changes nothing.
+    assert!(w.close(old).is_empty());
+    assert!(w.reg.is_online("bob"));
+}
+
+#[test]
+fn presence_events() {
+    let mut w = World::new();
+    let carol = w.online("carol");
+    w.reg.subscribe(carol, &["bob".into()]);
+    let (bob1, _, out) = w.open("bob", "laptop");
+    assert_eq!(sent(&out, carol), [ServerMessage::Presence { user: "bob".into(), status: PresenceStatus::Online }]);
+    let (bob2, _, out) = w.open("bob", "phone");
+    assert!(sent(&out, carol).is_empty(), "already online");
+    assert!(sent(&w.close(bob1), carol).is_empty(), "still online on the phone");
+    assert_eq!(sent(&w.close(bob2), carol), [ServerMessage::Presence { user: "bob".into(), status: PresenceStatus::Offline }]);
+    let registered: HashSet<UserId> = ["bob".to_string()].into();
+    let map = statuses(&w.reg, &["bob".into(), "carol".into(), "zed".into()], &registered);
+    assert_eq!(map["bob"], PresenceStatus::Offline);
+    assert_eq!(map["carol"], PresenceStatus::Online);
+    assert_eq!(map["zed"], PresenceStatus::Unregistered);
+    // A closed session stops hearing.
+    w.close(carol);
+    let (_, _, out) = w.open("bob", "laptop");
+    assert!(sent(&out, carol).is_empty());
+}
+
+#[test]
+fn group_ring_timeout_with_one_answer_keeps_the_call() {
+    let mut w = World::new();
+    let (alice, bob, _carol) = (w.online("alice"), w.online("bob"), w.online("carol"));
+    let (call, _) = w.invite(alice, &["bob", "carol"]);
+    w.req(bob, CallRequest::Accept { call_id: call });
+    let out = w.advance(30_000);
+    assert_eq!(kinds(&out, alice), ["call.no_answer"]);
+    assert_eq!(kinds(&out, bob), ["call.no_answer"]);
+    assert_eq!(w.reg.live_calls(), 1);
+}

@@ -1,0 +1,502 @@
+//! One WebSocket connection: hello, frame limits, keepalive, and the requests that need no hub.
+//!
+//! The task owns its socket and does everything in one `select!` loop (one task per connection
+//! keeps the per-session memory small): frames from the client, frames the hub queued for it,
+//! the keepalive tick and the shutdown signal. It enforces the transport rules of PROTOCOL.md
+//! (hello within 10 s, 64 KiB frames, 20 bad frames in 10 s close with 1008, 30 s idle) and
+//! validates each request's shape and sizes before anything reaches the hub. Requests about
+//! accounts, contacts, profiles and history go straight to the store from here, so the hub only
+//! sees what touches live calls.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use hark_protocol::token::{self, TokenError};
+use hark_protocol::{
+    parse_client_frame, valid_user_id, CallSummary, ClientMessage, Contact, ErrorCode, OkBody, PresenceStatus,
+    ServerMessage, UserId, MAX_AVATAR_BYTES, MAX_SIGNAL_PAYLOAD_BYTES, MAX_USER_DATA_BYTES, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::hub::{HubCommand, Outbound, SESSION_QUEUE};
+use crate::metrics::Metrics;
+use crate::registry::{CallRequest, SessionId};
+use crate::store::AccountState;
+use crate::AppState;
+
+const BAD_FRAME_WINDOW: Duration = Duration::from_secs(10);
+const BAD_FRAME_LIMIT: usize = 20;
+/// Most users named in one presence or profile request.
+const MAX_USERS_PER_REQUEST: usize = 1000;
+/// Longest nickname or alias, in characters.
+const MAX_NAME_CHARS: usize = 64;
+/// Longest device id, in characters.
+const MAX_DEVICE_CHARS: usize = 64;
+/// WebSocket close code for protocol violations.
+const POLICY_VIOLATION: u16 = 1008;
+const GOING_AWAY: u16 = 1001;
+const NORMAL: u16 = 1000;
+
+/// Serves one upgraded connection until it closes.
+pub async fn serve(socket: WebSocket, state: Arc<AppState>) {
+    let _connection = GaugeGuard::enter(&state.metrics, |m| &m.connections);
+    let mut conn = Connection { socket, state, bad_frames: VecDeque::new() };
+    let Some(hello) = conn.await_hello().await else { return };
+    let span = info_span!("session", user = %hello.user, device = %hello.device);
+    conn.run(hello).instrument(span).await;
+}
+
+struct Hello {
+    re: Option<String>,
+    user: UserId,
+    device: String,
+}
+
+/// What to do after a frame.
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Connection {
+    socket: WebSocket,
+    state: Arc<AppState>,
+    bad_frames: VecDeque<Instant>,
+}
+
+impl Connection {
+    /// Reads frames until a valid `hello`; `None` if the connection ended or was closed for cause.
+    async fn await_hello(&mut self) -> Option<Hello> {
+        let deadline = Instant::now() + self.state.config.transport.hello_within;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, self.socket.recv()).await {
+                Err(_) => {
+                    self.close(POLICY_VIOLATION, "no hello within 10 s").await;
+                    return None;
+                }
+                Ok(Some(Ok(message))) => message,
+                Ok(_) => return None,
+            };
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Binary(_) => {
+                    self.fail(None, ErrorCode::BadRequest, "frames are JSON text").await;
+                    if self.bad_frame().await {
+                        return None;
+                    }
+                    continue;
+                }
+                Message::Close(_) => return None,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            self.state.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+            let frame = match parse_client_frame(text.as_str()) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.fail(e.re.clone(), e.code, &e.message).await;
+                    if e.is_bad_frame() && self.bad_frame().await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            let ClientMessage::Hello { token, protocol, device, .. } = frame.message else {
+                self.fail(frame.id, ErrorCode::Unauthorized, "send hello first").await;
+                continue;
+            };
+            let re = frame.id;
+            if !protocol.contains(&PROTOCOL_VERSION) {
+                return self.refuse_hello(re, ErrorCode::UnsupportedVersion, "this server speaks protocol 1").await;
+            }
+            let now_ms = self.state.clock.now_ms();
+            let user = match token::verify(&self.state.secret, &token, now_ms.div_euclid(1000)) {
+                Ok(claims) if valid_user_id(&claims.user) => claims.user,
+                Ok(_) | Err(TokenError::Malformed | TokenError::BadSignature) => {
+                    return self.refuse_hello(re, ErrorCode::Unauthorized, "bad token").await;
+                }
+                Err(TokenError::Expired) => {
+                    return self.refuse_hello(re, ErrorCode::TokenExpired, "the token has expired; sign in again").await;
+                }
+            };
+            if device.is_empty() || device.chars().count() > MAX_DEVICE_CHARS {
+                self.fail(re, ErrorCode::BadRequest, "device must be 1 to 64 characters").await;
+                continue;
+            }
+            match self.state.store.ensure_user(&user, now_ms).await {
+                Ok(AccountState::Active) => return Some(Hello { re, user, device }),
+                Ok(AccountState::Removed) => {
+                    return self.refuse_hello(re, ErrorCode::Unauthorized, "this account was removed").await;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot look up account");
+                    return self.refuse_hello(re, ErrorCode::Internal, "try again later").await;
+                }
+            }
+        }
+    }
+
+    async fn refuse_hello(&mut self, re: Option<String>, code: ErrorCode, message: &str) -> Option<Hello> {
+        self.fail(re, code, message).await;
+        self.close(POLICY_VIOLATION, message).await;
+        None
+    }
+
+    /// The signed-in part of the session.
+    async fn run(&mut self, hello: Hello) {
+        let state = Arc::clone(&self.state);
+        let session: SessionId = state.next_session.fetch_add(1, Ordering::Relaxed);
+        let (sender, mut outbound) = mpsc::channel(SESSION_QUEUE);
+        let (reply, joined) = oneshot::channel();
+        let open = HubCommand::Open { session, user: hello.user.clone(), device: hello.device, sender, reply };
+        if state.hub.send(open).await.is_err() {
+            self.close(GOING_AWAY, "server shutting down").await;
+            return;
+        }
+        let joined_calls: Vec<CallSummary> = joined.await.unwrap_or_default();
+        let _signed_in = GaugeGuard::enter(&state.metrics, |m| &m.sessions);
+        let welcome = self.welcome(hello.re, &hello.user, session, joined_calls);
+        let mut flow = if self.send(&welcome).await { Flow::Continue } else { Flow::Close };
+
+        let mut shutdown = state.shutdown.clone();
+        let timers = state.config.transport;
+        let mut keepalive = tokio::time::interval_at(Instant::now() + timers.ping_every, timers.ping_every);
+        let mut last_seen = Instant::now();
+        while let Flow::Continue = flow {
+            flow = tokio::select! {
+                incoming = self.socket.recv() => {
+                    last_seen = Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => {
+                            state.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+                            self.handle_frame(session, &hello.user, text.as_str()).await
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            self.fail(None, ErrorCode::BadRequest, "frames are JSON text").await;
+                            if self.bad_frame().await { Flow::Close } else { Flow::Continue }
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Flow::Close,
+                    }
+                }
+                queued = outbound.recv() => match queued {
+                    Some(Outbound::Frame(text)) => {
+                        if self.send_text(text).await { Flow::Continue } else { Flow::Close }
+                    }
+                    Some(Outbound::Kick(reason)) => {
+                        self.send(&ServerMessage::Kicked { reason: reason.into() }).await;
+                        self.close(NORMAL, reason).await;
+                        Flow::Close
+                    }
+                    None => {
+                        // The hub dropped us: this session fell too far behind.
+                        self.close(POLICY_VIOLATION, "too slow").await;
+                        Flow::Close
+                    }
+                },
+                _ = keepalive.tick() => {
+                    if last_seen.elapsed() >= timers.idle_limit {
+                        debug!("idle session closed");
+                        self.close(NORMAL, "idle").await;
+                        Flow::Close
+                    } else if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        Flow::Close
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                _ = shutdown.changed() => {
+                    self.send(&ServerMessage::Kicked { reason: "shutdown".into() }).await;
+                    self.close(GOING_AWAY, "server shutting down").await;
+                    Flow::Close
+                }
+            };
+        }
+        let _ = state.hub.send(HubCommand::Close { session }).await;
+    }
+
+    fn welcome(&self, re: Option<String>, user: &str, session: SessionId, joined_calls: Vec<CallSummary>) -> ServerMessage {
+        let config = &self.state.config;
+        let now_s = self.state.clock.now_ms().div_euclid(1000);
+        let mut ice_servers = Vec::new();
+        if !config.stun_urls.is_empty() {
+            ice_servers.push(hark_protocol::IceServer { urls: config.stun_urls.clone(), username: None, credential: None });
+        }
+        if let Some(turn) = &config.turn {
+            let (username, credential) = crate::accounts::turn_credentials(&turn.secret, user, now_s + turn.ttl_s);
+            ice_servers.push(hark_protocol::IceServer {
+                urls: turn.urls.clone(),
+                username: Some(username),
+                credential: Some(credential),
+            });
+        }
+        ServerMessage::Welcome {
+            re,
+            protocol: PROTOCOL_VERSION,
+            user: user.to_owned(),
+            session: format!("s_{:08x}{session:x}", self.state.session_prefix),
+            server_time: self.state.clock.now_ms(),
+            ice_servers,
+            ice_transport_policy: config.ice_transport_policy,
+            max_participants: config.max_participants,
+            joined_calls,
+        }
+    }
+
+    /// Handles one text frame of a signed-in session.
+    async fn handle_frame(&mut self, session: SessionId, user: &str, text: &str) -> Flow {
+        let frame = match parse_client_frame(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.fail(e.re.clone(), e.code, &e.message).await;
+                return if e.is_bad_frame() && self.bad_frame().await { Flow::Close } else { Flow::Continue };
+            }
+        };
+        let re = frame.id;
+        let outcome = self.dispatch(session, user, re.clone(), frame.message).await;
+        if let Err(Refusal(code, message)) = outcome {
+            self.fail(re, code, &message).await;
+        }
+        Flow::Continue
+    }
+
+    async fn dispatch(&mut self, session: SessionId, user: &str, re: Option<String>, message: ClientMessage) -> Result<(), Refusal> {
+        let state = Arc::clone(&self.state);
+        let now = state.clock.now_ms();
+        let request = match message {
+            ClientMessage::Hello { .. } => return Err(Refusal(ErrorCode::InvalidState, "already signed in".into())),
+            ClientMessage::Ping => return self.reply(re, OkBody::default()).await,
+            ClientMessage::PresenceQuery { users } | ClientMessage::PresenceSubscribe { users }
+                if users.len() > MAX_USERS_PER_REQUEST =>
+            {
+                return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_USERS_PER_REQUEST} users")));
+            }
+            ClientMessage::PresenceQuery { users } => {
+                let statuses = statuses(&state, &users).await?;
+                return self.reply(re, OkBody { statuses: Some(statuses), ..OkBody::default() }).await;
+            }
+            ClientMessage::PresenceSubscribe { users } => {
+                to_hub(&state, HubCommand::Subscribe { session, users: users.clone() }).await?;
+                let statuses = statuses(&state, &users).await?;
+                return self.reply(re, OkBody { statuses: Some(statuses), ..OkBody::default() }).await;
+            }
+            ClientMessage::ProfileSet { nickname, avatar } => {
+                if nickname.as_ref().is_some_and(|n| n.trim().is_empty() || n.chars().count() > MAX_NAME_CHARS) {
+                    return Err(Refusal(ErrorCode::BadRequest, "nickname must be 1 to 64 characters".into()));
+                }
+                if avatar.as_ref().is_some_and(|a| a.len() > MAX_AVATAR_BYTES) {
+                    return Err(Refusal(ErrorCode::PayloadTooLarge, "avatar over 16 KiB".into()));
+                }
+                state.store.set_profile(user, nickname.as_deref(), avatar.as_deref()).await.map_err(internal)?;
+                return self.reply(re, OkBody::default()).await;
+            }
+            ClientMessage::UsersGet { users } => {
+                if users.len() > MAX_USERS_PER_REQUEST {
+                    return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_USERS_PER_REQUEST} users")));
+                }
+                let profiles = state.store.profiles(&users).await.map_err(internal)?;
+                return self.reply(re, OkBody { users: Some(profiles), ..OkBody::default() }).await;
+            }
+            ClientMessage::ContactsList => {
+                let rows = state.store.contacts(user).await.map_err(internal)?;
+                let online = online(&state, rows.iter().map(|r| r.user.clone()).collect()).await?;
+                let contacts = rows
+                    .into_iter()
+                    .zip(online)
+                    .map(|(row, online)| Contact {
+                        status: match (online, row.registered) {
+                            (true, _) => PresenceStatus::Online,
+                            (false, true) => PresenceStatus::Offline,
+                            (false, false) => PresenceStatus::Unregistered,
+                        },
+                        user: row.user,
+                        nickname: row.nickname,
+                        alias: row.alias,
+                    })
+                    .collect();
+                return self.reply(re, OkBody { contacts: Some(contacts), ..OkBody::default() }).await;
+            }
+            ClientMessage::ContactsAdd { user: contact, alias } => {
+                if contact == user {
+                    return Err(Refusal(ErrorCode::BadRequest, "you cannot add yourself".into()));
+                }
+                if alias.as_ref().is_some_and(|a| a.chars().count() > MAX_NAME_CHARS) {
+                    return Err(Refusal(ErrorCode::BadRequest, "alias over 64 characters".into()));
+                }
+                require_users(&state, std::slice::from_ref(&contact)).await?;
+                state.store.add_contact(user, &contact, alias.as_deref(), now).await.map_err(internal)?;
+                return self.reply(re, OkBody::default()).await;
+            }
+            ClientMessage::ContactsRemove { user: contact } => {
+                state.store.remove_contact(user, &contact).await.map_err(internal)?;
+                return self.reply(re, OkBody::default()).await;
+            }
+            ClientMessage::CallsHistory { before, limit } => {
+                let limit = limit.unwrap_or(50);
+                if !(1..=200).contains(&limit) {
+                    return Err(Refusal(ErrorCode::BadRequest, "limit must be 1 to 200".into()));
+                }
+                let records = state.store.history(user, before, limit).await.map_err(internal)?;
+                return self.reply(re, OkBody { records: Some(records), ..OkBody::default() }).await;
+            }
+            ClientMessage::CallsDelete { call_ids } => {
+                if call_ids.len() > 200 {
+                    return Err(Refusal(ErrorCode::BadRequest, "at most 200 call ids".into()));
+                }
+                state.store.delete_records(user, &call_ids).await.map_err(internal)?;
+                return self.reply(re, OkBody::default()).await;
+            }
+            ClientMessage::CallInvite { to, media, timeout_s, user_data } => {
+                if user_data.as_ref().is_some_and(|d| d.len() > MAX_USER_DATA_BYTES) {
+                    return Err(Refusal(ErrorCode::PayloadTooLarge, "user_data over 4 KiB".into()));
+                }
+                if to.len() >= state.config.max_participants as usize {
+                    let max = state.config.max_participants;
+                    return Err(Refusal(ErrorCode::TooManyParticipants, format!("a call holds at most {max} people")));
+                }
+                check_invitees(&state, user, &to, now).await?;
+                state.metrics.invites.fetch_add(1, Ordering::Relaxed);
+                CallRequest::Invite { to, media, timeout_s, user_data }
+            }
+            ClientMessage::CallInviteMore { call_id, to } => {
+                check_invitees(&state, user, &to, now).await?;
+                CallRequest::InviteMore { call_id, to }
+            }
+            ClientMessage::CallCancel { call_id } => CallRequest::Cancel { call_id },
+            ClientMessage::CallAccept { call_id } => CallRequest::Accept { call_id },
+            ClientMessage::CallReject { call_id } => CallRequest::Reject { call_id },
+            ClientMessage::CallHangup { call_id } => CallRequest::Hangup { call_id },
+            ClientMessage::CallJoin { call_id } => CallRequest::Join { call_id },
+            ClientMessage::CallMedia { call_id, media } => CallRequest::Media { call_id, media },
+            ClientMessage::Signal { call_id, to, payload } => {
+                if !payload.is_object() {
+                    return Err(Refusal(ErrorCode::BadRequest, "payload must be an object".into()));
+                }
+                if payload.to_string().len() > MAX_SIGNAL_PAYLOAD_BYTES {
+                    return Err(Refusal(ErrorCode::PayloadTooLarge, "payload over 32 KiB".into()));
+                }
+                CallRequest::Signal { call_id, to, payload }
+            }
+            ClientMessage::CallsActive => CallRequest::Active,
+        };
+        to_hub(&state, HubCommand::Request { session, re, request }).await
+    }
+
+    async fn reply(&mut self, re: Option<String>, body: OkBody) -> Result<(), Refusal> {
+        self.send(&ServerMessage::Ok { re, body }).await;
+        Ok(())
+    }
+
+    async fn fail(&mut self, re: Option<String>, code: ErrorCode, message: &str) {
+        self.state.metrics.count_error(code);
+        self.send(&ServerMessage::error(re, code, message)).await;
+    }
+
+    /// Counts a bad frame; at the limit, closes the socket with 1008 and returns true.
+    async fn bad_frame(&mut self) -> bool {
+        let now = Instant::now();
+        while self.bad_frames.front().is_some_and(|at| now.duration_since(*at) > BAD_FRAME_WINDOW) {
+            self.bad_frames.pop_front();
+        }
+        self.bad_frames.push_back(now);
+        if self.bad_frames.len() >= BAD_FRAME_LIMIT {
+            self.close(POLICY_VIOLATION, "too many bad frames").await;
+            return true;
+        }
+        false
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> bool {
+        self.send_text(message.to_json()).await
+    }
+
+    async fn send_text(&mut self, text: String) -> bool {
+        self.state.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
+        self.socket.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = self.socket.send(Message::Close(Some(frame))).await;
+    }
+}
+
+/// Invitees must be well-formed ids of existing accounts, and the inviter within its rate.
+async fn check_invitees(state: &AppState, user: &str, to: &[UserId], now: i64) -> Result<(), Refusal> {
+    if let Some(bad) = to.iter().find(|u| !valid_user_id(u)) {
+        return Err(Refusal(ErrorCode::BadRequest, format!("'{}' is not a user id", bad.chars().take(40).collect::<String>())));
+    }
+    if to.len() > MAX_USERS_PER_REQUEST {
+        return Err(Refusal(ErrorCode::TooManyParticipants, "too many invitees".into()));
+    }
+    if !state.invites.allow(user, now) {
+        return Err(Refusal(ErrorCode::RateLimited, "too many calls; wait a minute".into()));
+    }
+    require_users(state, to).await
+}
+
+async fn require_users(state: &AppState, users: &[UserId]) -> Result<(), Refusal> {
+    let existing = state.store.existing_users(users).await.map_err(internal)?;
+    match users.iter().find(|u| !existing.contains(*u)) {
+        Some(missing) => Err(Refusal(ErrorCode::NotFound, format!("no user '{missing}'"))),
+        None => Ok(()),
+    }
+}
+
+async fn statuses(state: &AppState, users: &[UserId]) -> Result<std::collections::BTreeMap<UserId, PresenceStatus>, Refusal> {
+    let registered: HashSet<UserId> = state.store.existing_users(users).await.map_err(internal)?;
+    let online = online(state, users.to_vec()).await?;
+    Ok(users
+        .iter()
+        .zip(online)
+        .map(|(u, online)| {
+            let status = match (online, registered.contains(u)) {
+                (true, _) => PresenceStatus::Online,
+                (false, true) => PresenceStatus::Offline,
+                (false, false) => PresenceStatus::Unregistered,
+            };
+            (u.clone(), status)
+        })
+        .collect())
+}
+
+async fn online(state: &AppState, users: Vec<UserId>) -> Result<Vec<bool>, Refusal> {
+    let (reply, answer) = oneshot::channel();
+    to_hub(state, HubCommand::Online { users, reply }).await?;
+    answer.await.map_err(|_| Refusal(ErrorCode::Internal, "server shutting down".into()))
+}
+
+async fn to_hub(state: &AppState, command: HubCommand) -> Result<(), Refusal> {
+    state.hub.send(command).await.map_err(|_| Refusal(ErrorCode::Internal, "server shutting down".into()))
+}
+
+/// A refused request: the code and message of its `error` answer.
+struct Refusal(ErrorCode, String);
+
+fn internal(error: crate::store::StoreError) -> Refusal {
+    warn!(%error, "storage failed");
+    Refusal(ErrorCode::Internal, "storage failed; try again".into())
+}
+
+/// Adds one to a gauge for as long as it lives.
+struct GaugeGuard {
+    metrics: Arc<Metrics>,
+    gauge: fn(&Metrics) -> &AtomicI64,
+}
+
+impl GaugeGuard {
+    fn enter(metrics: &Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicI64) -> Self {
+        gauge(metrics).fetch_add(1, Ordering::Relaxed);
+        GaugeGuard { metrics: Arc::clone(metrics), gauge }
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        (self.gauge)(&self.metrics).fetch_sub(1, Ordering::Relaxed);
+    }
+}

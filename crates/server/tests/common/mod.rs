@@ -1,0 +1,245 @@
+//! Test harness: a real hark-server on 127.0.0.1:0 with a manual clock, and real WebSocket and
+//! HTTP clients.
+//!
+//! Waiting is always for a condition with a deadline (a frame arriving, a socket closing), never a
+//! fixed sleep. To show that something did *not* arrive, [`Client::barrier`] makes a round trip
+//! through the hub: the hub handles commands in order, so anything it meant to send this client
+//! before the barrier is queued ahead of the barrier's answer.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hark_server::clock::ManualClock;
+use hark_server::config::Config;
+use hark_server::RunningServer;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Where the manual clock starts: 2026-01-01T00:00:00Z.
+pub const T0: i64 = 1_767_225_600_000;
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub addr: std::net::SocketAddr,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(config, dir, ManualClock::new(T0)).await
+    }
+
+    /// Starts (again) on an existing data folder.
+    pub async fn start_in(config: Config, dir: tempfile::TempDir, clock: Arc<ManualClock>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = hark_server::start(listener, config.clone(), dir.path(), clock.clone()).await.expect("server starts");
+        let addr = server.addr();
+        TestServer { server: Some(server), clock, dir, config, addr }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// A token minted with the server's secret, valid for an hour of the manual clock.
+    pub fn token(&self, user: &str) -> String {
+        token_from_dir(self.dir.path(), user, self.clock_s() + 3600)
+    }
+
+    pub fn clock_s(&self) -> i64 {
+        use hark_server::clock::Clock;
+        self.clock.now_ms() / 1000
+    }
+
+    /// A signed-in client on the device `<user>-laptop`.
+    pub async fn client(&self, user: &str) -> Client {
+        self.client_on(user, &format!("{user}-laptop")).await
+    }
+
+    pub async fn client_on(&self, user: &str, device: &str) -> Client {
+        let mut client = Client::connect(&self.ws_url()).await;
+        let welcome = client.hello(&self.token(user), device).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        client.user = user.to_owned();
+        client.welcome = welcome;
+        client
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new().post(self.http(path)).json(&body).send().await.expect("http");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers and logs in over HTTP, returning the token.
+    pub async fn register_and_login(&self, user: &str, password: &str) -> String {
+        let (status, body) = self.post("/v1/register", json!({"user": user, "password": password})).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self.post("/v1/login", json!({"user": user, "password": password})).await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+}
+
+pub fn token_from_dir(dir: &Path, user: &str, exp_s: i64) -> String {
+    let secret = hark_server::accounts::load_secret(dir).expect("secret");
+    hark_protocol::token::mint(&secret, user, exp_s)
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pending: VecDeque<Value>,
+    next_id: u64,
+    pub user: String,
+    pub welcome: Value,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        Client { ws, pending: VecDeque::new(), next_id: 100, user: String::new(), welcome: Value::Null }
+    }
+
+    /// Sends `hello` and returns the answer (`welcome` or `error`).
+    pub async fn hello(&mut self, token: &str, device: &str) -> Value {
+        self.send(json!({"type":"hello","id":"1","token":token,"protocol":[1],"device":device,"client":"tests/0"})).await;
+        self.next().await
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.ws.send(Message::Text(text.into())).await.expect("send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::Binary(bytes.into())).await.expect("send");
+    }
+
+    /// Sends a request with a fresh id and returns its answer; events that arrive first are kept
+    /// for [`Self::next`].
+    pub async fn request(&mut self, mut value: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        value["id"] = json!(id);
+        self.send(value).await;
+        let mut skipped = VecDeque::new();
+        loop {
+            let message = self.receive().await.unwrap_or_else(|| panic!("{}: closed while waiting for answer {id}", self.user));
+            if message["re"] == json!(id) {
+                self.pending.extend(skipped);
+                return message;
+            }
+            skipped.push_back(message);
+        }
+    }
+
+    /// The next frame that is not an answer to a request, waiting up to [`PATIENCE`].
+    pub async fn next(&mut self) -> Value {
+        if let Some(message) = self.pending.pop_front() {
+            return message;
+        }
+        self.receive().await.unwrap_or_else(|| panic!("{}: closed while waiting for a frame", self.user))
+    }
+
+    /// The next frame, which must be of `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let message = self.next().await;
+        assert_eq!(message["type"], kind, "{}: expected {kind}, got {message}", self.user);
+        message
+    }
+
+    /// Every frame the server queued for this client before now (see the module docs).
+    pub async fn barrier(&mut self) -> Vec<Value> {
+        let before: Vec<Value> = self.pending.drain(..).collect();
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        self.send(json!({"type":"calls.active","id":id})).await;
+        let mut seen = before;
+        loop {
+            let message = self.receive().await.expect("closed during barrier");
+            if message["re"] == json!(id) {
+                return seen;
+            }
+            seen.push(message);
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn closed(&mut self) -> Option<CloseCode> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await.expect("socket was not closed in time") {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(Message::Text(text))) => self.pending.push_back(serde_json::from_str(&text).expect("JSON")),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Drops the connection without a close handshake, as a lost network would.
+    pub async fn drop_connection(self) {
+        drop(self.ws);
+    }
+
+    async fn receive(&mut self) -> Option<Value> {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: nothing arrived in {PATIENCE:?}", self.user));
+            match frame {
+                Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).expect("server frames are JSON")),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Places a call from `caller` and returns its id after checking each invitee's ring.
+pub async fn place_call(caller: &mut Client, invitees: &mut [&mut Client], media: &str) -> String {
+    let to: Vec<&str> = invitees.iter().map(|c| c.user.as_str()).collect();
+    let ok = caller.request(json!({"type":"call.invite","to":to,"media":media})).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let call_id = ok["call_id"].as_str().expect("call_id").to_owned();
+    for invitee in invitees.iter_mut() {
+        let incoming = invitee.expect("call.incoming").await;
+        assert_eq!(incoming["call_id"], call_id);
+        assert_eq!(incoming["from"], caller.user);
+    }
+    call_id
+}
+
+/// A config whose reconnect grace and ring timeout are the protocol defaults.
+pub fn config() -> Config {
+    Config::default()
+}
