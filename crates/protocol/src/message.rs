@@ -692,7 +692,7 @@ pub enum ServerMessage {
     /// The server is closing this session.
     #[serde(rename = "kicked")]
     Kicked {
-        /// Why (`replaced`, `account_removed`, `shutdown`).
+        /// Why (`replaced`, `shutdown`).
         reason: String,
     },
     /// A `type` this client does not know (a newer server); ignore it.
