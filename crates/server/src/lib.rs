@@ -30,6 +30,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -165,6 +166,13 @@ pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock
     let app = http::router(state);
     let mut stop = shutdown_rx;
     let serve = tokio::spawn(async move {
+        // Signaling frames are small and often sent in pairs (`ok` then `call.ended`): without
+        // TCP_NODELAY the second waits for the peer's delayed ACK, about 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
