@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use hark_protocol::{CallSummary, ServerMessage, UserId};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, debug_span, info, warn};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -147,6 +147,7 @@ impl Hub {
                 self.registry.close_session(now, session);
             }
             HubCommand::Request { session, re, request } => {
+                let _span = debug_span!("request", session, call_id = request.call_id().unwrap_or("")).entered();
                 self.registry.handle_request(now, session, re, request);
             }
             HubCommand::Subscribe { session, users } => self.registry.subscribe(session, &users),

@@ -75,6 +75,23 @@ pub enum CallRequest {
     Active,
 }
 
+impl CallRequest {
+    /// The call this request is about, if any (for logs).
+    pub fn call_id(&self) -> Option<&str> {
+        match self {
+            CallRequest::Cancel { call_id }
+            | CallRequest::Accept { call_id }
+            | CallRequest::Reject { call_id }
+            | CallRequest::Hangup { call_id }
+            | CallRequest::InviteMore { call_id, .. }
+            | CallRequest::Join { call_id }
+            | CallRequest::Media { call_id, .. }
+            | CallRequest::Signal { call_id, .. } => Some(call_id),
+            CallRequest::Invite { .. } | CallRequest::Active => None,
+        }
+    }
+}
+
 /// What the registry decided, for the hub to carry out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
