@@ -1,0 +1,822 @@
+//! The call core: what a Hark client does in a call, as a pure state machine.
+//!
+//! In the sans-IO style of str0m: the engine feeds it inputs (a user command, a frame from the
+//! server, a media event, a timer firing), each with `now` in milliseconds, and drains
+//! [`CallCore::poll_output`] for what to do: frames to send, peer connections to open or close,
+//! the ringtone to start or stop, events for the application. It never touches a socket, a device
+//! or the clock, so every flow is a unit test on virtual time.
+//!
+//! States follow the reference product (TUICallEngine): `idle`, `calling` (ringing either way,
+//! including the moments before the server confirmed an invite or an accept) and `connected`.
+//! Which commands are allowed in which state is its API table: `call` and `join` only when idle;
+//! `accept` and `reject` only while an incoming call rings; `hangup` while calling or connected;
+//! `invite_more` while calling or connected (and joined). A command in the wrong state returns
+//! [`CommandError`] and changes nothing.
+//!
+//! The server is authoritative (PROTOCOL.md): the core mirrors it. Glare (two people calling each
+//! other at once) resolves to one call: the server rings one side and finds the other busy; when
+//! the core receives an invitation from the very person it is calling, it accepts that invitation
+//! and lets its own attempt end quietly.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use hark_protocol::{
+    CallId, CallSummary, ClientFrame, ClientMessage, EndReason, ErrorCode, Media, OkBody,
+    ServerMessage, SignalPayload, UserId,
+};
+
+/// How long the core waits for the server to answer a call request before it gives up.
+pub const REQUEST_TIMEOUT_MS: i64 = 10_000;
+
+/// The coarse call state of the reference product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// No call.
+    Idle,
+    /// Placing, ringing (either way) or joining.
+    Calling,
+    /// In a connected call.
+    Connected,
+}
+
+/// A user command the core refused, with nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command is not allowed in the current state.
+    #[error("`{command}` is not allowed while {state:?}")]
+    WrongState {
+        /// The command.
+        command: &'static str,
+        /// The state it was given in.
+        state: CallState,
+    },
+    /// The command's arguments are unusable.
+    #[error("{0}")]
+    BadArgument(String),
+}
+
+/// What the user asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Place a call.
+    Call {
+        /// Invitees.
+        to: Vec<UserId>,
+        /// Audio or video.
+        media: Media,
+        /// Ring timeout in seconds (server default if none).
+        timeout_s: Option<u32>,
+        /// Opaque data for the invitees.
+        user_data: Option<String>,
+    },
+    /// Join a connected call one was invited to.
+    Join {
+        /// Which call.
+        call_id: CallId,
+        /// Its media (from `calls.active`).
+        media: Media,
+    },
+    /// Answer the ringing call.
+    Accept,
+    /// Decline the ringing call.
+    Reject,
+    /// Leave (or cancel, or decline) the current call.
+    Hangup,
+    /// Invite more people into the current call.
+    InviteMore {
+        /// Whom.
+        to: Vec<UserId>,
+    },
+    /// Go down to audio.
+    AudioOnly,
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Call { .. } => "call",
+            Command::Join { .. } => "join",
+            Command::Accept => "accept",
+            Command::Reject => "reject",
+            Command::Hangup => "hangup",
+            Command::InviteMore { .. } => "invite_more",
+            Command::AudioOnly => "audio_only",
+        }
+    }
+}
+
+/// Why a call did not connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotConnectedReason {
+    /// The caller cancelled (incoming) or we cancelled (outgoing).
+    Cancelled,
+    /// Declined.
+    Rejected,
+    /// Busy.
+    Busy,
+    /// Nobody answered.
+    NoAnswer,
+    /// Answered or declined on another device of ours.
+    HandledElsewhere,
+    /// The server refused or the connection failed.
+    Failed,
+}
+
+/// What the core tells the application; the engine adds device and media events of its own.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CallEvent {
+    /// An invitation rings.
+    IncomingCall {
+        /// Call id.
+        call_id: CallId,
+        /// Who calls.
+        caller: UserId,
+        /// Everyone invited.
+        invitees: Vec<UserId>,
+        /// Audio or video.
+        media: Media,
+        /// The caller's data.
+        user_data: Option<String>,
+    },
+    /// Our invitation went out (the server gave it an id).
+    Dialing {
+        /// Call id.
+        call_id: CallId,
+        /// Whom we call.
+        invitees: Vec<UserId>,
+    },
+    /// The call connected.
+    CallBegan {
+        /// Call id.
+        call_id: CallId,
+        /// Audio or video.
+        media: Media,
+        /// Server time it connected, if known (Unix ms).
+        connected_at: Option<i64>,
+    },
+    /// A connected call ended.
+    CallEnded {
+        /// Call id.
+        call_id: CallId,
+        /// Why.
+        reason: EndReason,
+        /// Seconds, from the server.
+        duration_s: u64,
+    },
+    /// A call ended before it connected for us.
+    NotConnected {
+        /// Call id (none if the server never gave one).
+        call_id: Option<CallId>,
+        /// Why.
+        reason: NotConnectedReason,
+    },
+    /// Someone joined the call.
+    UserJoined {
+        /// Who.
+        user: UserId,
+    },
+    /// Someone left.
+    UserLeft {
+        /// Who.
+        user: UserId,
+    },
+    /// An invitee declined.
+    UserRejected {
+        /// Who.
+        user: UserId,
+    },
+    /// An invitee did not answer.
+    UserNoResponse {
+        /// Who.
+        user: UserId,
+    },
+    /// An invitee was busy.
+    UserBusy {
+        /// Who.
+        user: UserId,
+    },
+    /// More people were invited.
+    UsersInvited {
+        /// Who.
+        users: Vec<UserId>,
+    },
+    /// The call went down to audio.
+    MediaChanged {
+        /// Now.
+        media: Media,
+    },
+    /// A request failed at the server.
+    Error {
+        /// The protocol code.
+        code: ErrorCode,
+        /// The server's words.
+        message: String,
+    },
+}
+
+/// What the core decided, for the engine to carry out in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send a frame to the server.
+    Send(ClientFrame),
+    /// Open a peer connection to `user` (offer first if `offerer`).
+    OpenPeer {
+        /// Call id.
+        call_id: CallId,
+        /// The remote person.
+        user: UserId,
+        /// Whether we send the offer.
+        offerer: bool,
+        /// Audio or video.
+        media: Media,
+    },
+    /// Hand a remote negotiation message to the peer connection of `user`.
+    RemoteSignal {
+        /// The remote person.
+        user: UserId,
+        /// What they sent.
+        payload: SignalPayload,
+    },
+    /// Close the peer connection to `user`.
+    ClosePeer {
+        /// The remote person.
+        user: UserId,
+    },
+    /// Start or stop the ringtone.
+    Ringtone(RingtoneCommand),
+    /// Tell the application.
+    Event(CallEvent),
+}
+
+/// What the ringtone player should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingtoneCommand {
+    /// The incoming-call ringtone.
+    Incoming,
+    /// The outgoing dial tone.
+    Dialing,
+    /// Silence.
+    Stop,
+}
+
+/// The media driver's news, fed back into the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// The peer connection to `user` produced a negotiation message to send.
+    LocalSignal {
+        /// The remote person.
+        user: UserId,
+        /// What to send them.
+        payload: SignalPayload,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// We sent `call.invite`; waiting for its `ok`.
+    Dialing,
+    /// Our invitation rings at the far end.
+    RingingOut,
+    /// An invitation rings here.
+    RingingIn,
+    /// We sent `call.accept` or `call.join`; waiting for its `ok`.
+    Joining,
+    /// Joined, with at least one other person.
+    Connected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Invite,
+    /// An invite we gave up on (glare): its call is ended quietly when it is named.
+    AbandonedInvite,
+    Join,
+    Hangup,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    id: Option<CallId>,
+    phase: Phase,
+    media: Media,
+    caller: UserId,
+    invitees: Vec<UserId>,
+    /// Other people joined, with whether we offer to them.
+    peers: BTreeMap<UserId, bool>,
+    /// `hangup` was asked before the server gave the call an id.
+    hangup_asked: bool,
+    /// When it connected here (our clock), for a fallback duration.
+    connected_at: Option<i64>,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct CallCore {
+    me: UserId,
+    call: Option<Call>,
+    /// Ids of our requests still waiting for an answer, and what they were.
+    pending: HashMap<String, (Pending, i64)>,
+    next_request: u64,
+    /// A connected call we hung up, waiting for the server's `call.ended` (with the duration),
+    /// and when it connected here, for a duration of our own if the answer never comes.
+    ending: Option<(CallId, i64)>,
+    /// Calls we dropped (glare) whose late events are ignored.
+    abandoned: Vec<CallId>,
+    outputs: VecDeque<Output>,
+}
+
+impl CallCore {
+    /// A core for the signed-in user `me`.
+    pub fn new(me: impl Into<UserId>) -> Self {
+        CallCore {
+            me: me.into(),
+            call: None,
+            pending: HashMap::new(),
+            next_request: 0,
+            ending: None,
+            abandoned: Vec::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The state of the reference product.
+    pub fn state(&self) -> CallState {
+        match self.call.as_ref().map(|c| c.phase) {
+            None => CallState::Idle,
+            Some(Phase::Connected) => CallState::Connected,
+            Some(_) => CallState::Calling,
+        }
+    }
+
+    /// The current call's id, once the server gave it one.
+    pub fn call_id(&self) -> Option<&str> {
+        self.call.as_ref().and_then(|c| c.id.as_deref())
+    }
+
+    /// The next thing to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        self.pending.values().map(|(_, at)| at + REQUEST_TIMEOUT_MS).min()
+    }
+
+    /// A user command. Refused commands change nothing.
+    pub fn command(&mut self, now: i64, command: Command) -> Result<(), CommandError> {
+        let state = self.state();
+        let phase = self.call.as_ref().map(|c| c.phase);
+        let wrong = || Err(CommandError::WrongState { command: command.name(), state });
+        match (&command, phase) {
+            (Command::Call { to, .. }, None) => {
+                if to.is_empty() || to.contains(&self.me) {
+                    return Err(CommandError::BadArgument("call someone other than yourself".into()));
+                }
+            }
+            (Command::Join { .. }, None) => {}
+            (Command::Accept | Command::Reject, Some(Phase::RingingIn)) => {}
+            (Command::Hangup, Some(_)) => {}
+            (Command::InviteMore { to }, Some(Phase::RingingOut | Phase::Connected)) => {
+                if to.is_empty() {
+                    return Err(CommandError::BadArgument("invite someone".into()));
+                }
+            }
+            (Command::AudioOnly, Some(Phase::Connected | Phase::RingingOut)) => {}
+            _ => return wrong(),
+        }
+
+        match command {
+            Command::Call { to, media, timeout_s, user_data } => {
+                self.call = Some(Call {
+                    id: None,
+                    phase: Phase::Dialing,
+                    media,
+                    caller: self.me.clone(),
+                    invitees: to.clone(),
+                    peers: BTreeMap::new(),
+                    hangup_asked: false,
+                    connected_at: None,
+                });
+                self.request(now, Pending::Invite, ClientMessage::CallInvite { to, media, timeout_s, user_data });
+                self.outputs.push_back(Output::Ringtone(RingtoneCommand::Dialing));
+            }
+            Command::Join { call_id, media } => {
+                self.call = Some(Call {
+                    id: Some(call_id.clone()),
+                    phase: Phase::Joining,
+                    media,
+                    caller: String::new(),
+                    invitees: Vec::new(),
+                    peers: BTreeMap::new(),
+                    hangup_asked: false,
+                    connected_at: None,
+                });
+                self.request(now, Pending::Join, ClientMessage::CallJoin { call_id });
+            }
+            Command::Accept => {
+                let call = self.call.as_mut().expect("checked: ringing");
+                call.phase = Phase::Joining;
+                let call_id = call.id.clone().expect("incoming calls have ids");
+                self.outputs.push_back(Output::Ringtone(RingtoneCommand::Stop));
+                self.request(now, Pending::Join, ClientMessage::CallAccept { call_id });
+            }
+            Command::Reject => {
+                let call_id = self.call.as_ref().and_then(|c| c.id.clone()).expect("incoming calls have ids");
+                self.request(now, Pending::Other, ClientMessage::CallReject { call_id: call_id.clone() });
+                self.finish_not_connected(Some(call_id), NotConnectedReason::Rejected);
+            }
+            Command::Hangup => self.hangup(now),
+            Command::InviteMore { to } => {
+                let call_id = self.call.as_ref().and_then(|c| c.id.clone()).expect("ringing or connected calls have ids");
+                self.request(now, Pending::Other, ClientMessage::CallInviteMore { call_id, to });
+            }
+            Command::AudioOnly => {
+                let call_id = self.call.as_ref().and_then(|c| c.id.clone()).expect("has an id");
+                self.request(now, Pending::Other, ClientMessage::CallMedia { call_id, media: Media::Audio });
+            }
+        }
+        Ok(())
+    }
+
+    fn hangup(&mut self, now: i64) {
+        let call = self.call.as_mut().expect("checked: in a call");
+        match (call.phase, call.id.clone()) {
+            // The server has not named the call yet: cancel as soon as it does.
+            (Phase::Dialing, None) => call.hangup_asked = true,
+            (Phase::RingingIn, Some(call_id)) => {
+                self.request(now, Pending::Other, ClientMessage::CallReject { call_id: call_id.clone() });
+                self.finish_not_connected(Some(call_id), NotConnectedReason::Rejected);
+            }
+            (Phase::RingingOut | Phase::Dialing, Some(call_id)) => {
+                self.request(now, Pending::Other, ClientMessage::CallCancel { call_id: call_id.clone() });
+                self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled);
+            }
+            (Phase::Joining | Phase::Connected, Some(call_id)) => {
+                let connected_at = call.connected_at;
+                self.request(now, Pending::Hangup, ClientMessage::CallHangup { call_id: call_id.clone() });
+                self.close_peers();
+                self.call = None;
+                match connected_at {
+                    // The duration comes with the server's `call.ended`.
+                    Some(at) => self.ending = Some((call_id, at)),
+                    None => self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled),
+                }
+            }
+            (_, None) => unreachable!("only dialing calls lack an id"),
+        }
+    }
+}
+
+impl CallCore {
+    /// A frame from the server. Frames about other calls, or that the core has no use for
+    /// (presence, profiles), are ignored.
+    pub fn handle_server(&mut self, now: i64, message: ServerMessage) {
+        match message {
+            ServerMessage::Ok { re: Some(re), body } => self.answered(now, &re, Ok(body)),
+            ServerMessage::Error { re: Some(re), code, message } => self.answered(now, &re, Err((code, message))),
+            ServerMessage::Error { re: None, code, message } => self.event(CallEvent::Error { code, message }),
+            ServerMessage::CallIncoming { call_id, from, invitees, media, user_data, .. } => {
+                self.incoming(now, call_id, from, invitees, media, user_data)
+            }
+            ServerMessage::CallCancelled { call_id, .. } if self.is_ringing_in(&call_id) => {
+                self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled)
+            }
+            ServerMessage::CallTimeout { call_id } if self.is_ringing_in(&call_id) => {
+                self.finish_not_connected(Some(call_id), NotConnectedReason::NoAnswer)
+            }
+            ServerMessage::CallHandledElsewhere { call_id, .. } if self.is_ringing_in(&call_id) => {
+                self.finish_not_connected(Some(call_id), NotConnectedReason::HandledElsewhere)
+            }
+            ServerMessage::CallAccepted { call_id, user } if self.is_current(&call_id) => self.accepted(now, user),
+            ServerMessage::CallRejected { call_id, user } if self.is_current(&call_id) => {
+                self.event(CallEvent::UserRejected { user })
+            }
+            ServerMessage::CallBusy { call_id, user } if self.is_current(&call_id) => {
+                self.event(CallEvent::UserBusy { user })
+            }
+            ServerMessage::CallNoAnswer { call_id, user } if self.is_current(&call_id) => {
+                self.event(CallEvent::UserNoResponse { user })
+            }
+            ServerMessage::CallInvited { call_id, users } if self.is_current(&call_id) => {
+                let call = self.call.as_mut().expect("current");
+                call.invitees.extend(users.iter().filter(|u| !call.invitees.contains(u)).cloned().collect::<Vec<_>>());
+                self.event(CallEvent::UsersInvited { users });
+            }
+            ServerMessage::CallLeft { call_id, user } if self.is_current(&call_id) => {
+                let call = self.call.as_mut().expect("current");
+                if call.peers.remove(&user).is_some() {
+                    self.outputs.push_back(Output::ClosePeer { user: user.clone() });
+                }
+                self.event(CallEvent::UserLeft { user });
+            }
+            ServerMessage::CallMediaChanged { call_id, media, .. } if self.is_current(&call_id) => {
+                self.call.as_mut().expect("current").media = media;
+                self.event(CallEvent::MediaChanged { media });
+            }
+            ServerMessage::CallEnded { call_id, reason, duration_s } => self.ended(call_id, reason, duration_s),
+            ServerMessage::Signal { call_id, from, payload } if self.is_current(&call_id) => {
+                self.remote_signal(call_id, from, payload)
+            }
+            _ => {}
+        }
+    }
+
+    /// News from the media driver.
+    pub fn handle_media(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::LocalSignal { user, payload } => {
+                let Some(call_id) = self.call.as_ref().filter(|c| c.peers.contains_key(&user)).and_then(|c| c.id.clone())
+                else {
+                    return;
+                };
+                let payload = serde_json::to_value(payload).expect("payloads serialize");
+                // No id: signals are fire-and-forget; a refusal comes back as an `error` anyway.
+                self.outputs.push_back(Output::Send(ClientFrame {
+                    id: None,
+                    message: ClientMessage::Signal { call_id, to: user, payload },
+                }));
+            }
+        }
+    }
+
+    /// The signaling connection is back: `joined_calls` is the server's word on which calls this
+    /// device is still joined in. Peers that came or went while we were away are reconciled; a
+    /// call the server no longer has ended while we were away.
+    pub fn resync(&mut self, now: i64, joined_calls: &[CallSummary]) {
+        let Some(call) = self.call.as_mut() else { return };
+        let Some(id) = call.id.clone() else { return };
+        if !matches!(call.phase, Phase::Connected | Phase::RingingOut) {
+            return;
+        }
+        let Some(summary) = joined_calls.iter().find(|s| s.call_id == id) else {
+            let connected_at = call.connected_at;
+            self.close_peers();
+            self.call = None;
+            match connected_at {
+                Some(at) => self.event(CallEvent::CallEnded { call_id: id, reason: EndReason::Failed, duration_s: seconds(now - at) }),
+                None => self.finish_not_connected(Some(id), NotConnectedReason::Failed),
+            }
+            return;
+        };
+        let gone: Vec<UserId> = call.peers.keys().filter(|u| !summary.joined.contains(u)).cloned().collect();
+        for user in gone {
+            call.peers.remove(&user);
+            self.outputs.push_back(Output::ClosePeer { user: user.clone() });
+            self.outputs.push_back(Output::Event(CallEvent::UserLeft { user }));
+        }
+        let came: Vec<UserId> =
+            summary.joined.iter().filter(|u| **u != self.me && !call.peers.contains_key(*u)).cloned().collect();
+        for user in came {
+            // They joined after us, so we offer.
+            self.accepted(now, user);
+        }
+    }
+
+    /// Fires due timers: requests the server never answered.
+    pub fn handle_timeout(&mut self, now: i64) {
+        let expired: Vec<(String, Pending)> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, at))| at + REQUEST_TIMEOUT_MS <= now)
+            .map(|(id, (kind, _))| (id.clone(), *kind))
+            .collect();
+        for (id, kind) in expired {
+            self.pending.remove(&id);
+            match kind {
+                Pending::Invite | Pending::Join => {
+                    let call_id = self.call.as_ref().and_then(|c| c.id.clone());
+                    self.close_peers();
+                    self.finish_not_connected(call_id, NotConnectedReason::Failed);
+                }
+                Pending::Hangup => {
+                    if let Some((call_id, at)) = self.ending.take() {
+                        self.event(CallEvent::CallEnded { call_id, reason: EndReason::Hangup, duration_s: seconds(now - at) });
+                    }
+                }
+                Pending::AbandonedInvite | Pending::Other => {}
+            }
+        }
+    }
+
+    // ---- server frames ----
+
+    fn answered(&mut self, now: i64, re: &str, answer: Result<OkBody, (ErrorCode, String)>) {
+        let Some((kind, _)) = self.pending.remove(re) else { return };
+        match (kind, answer) {
+            (Pending::Invite, Ok(body)) => {
+                let Some(call_id) = body.call_id else { return };
+                let call = self.call.as_mut().filter(|c| c.phase == Phase::Dialing).expect("an invite is answered while dialing");
+                call.id = Some(call_id.clone());
+                call.phase = Phase::RingingOut;
+                let invitees = call.invitees.clone();
+                if call.hangup_asked {
+                    self.request(now, Pending::Other, ClientMessage::CallCancel { call_id: call_id.clone() });
+                    self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled);
+                } else {
+                    self.event(CallEvent::Dialing { call_id, invitees });
+                }
+            }
+            (Pending::AbandonedInvite, Ok(body)) => {
+                if let Some(call_id) = body.call_id {
+                    self.request(now, Pending::Other, ClientMessage::CallCancel { call_id: call_id.clone() });
+                    self.abandoned.push(call_id);
+                }
+            }
+            (Pending::Join, Ok(body)) => {
+                let Some(call) = self.call.as_mut().filter(|c| c.phase == Phase::Joining) else { return };
+                call.phase = Phase::Connected;
+                call.connected_at = Some(now);
+                let (call_id, media) = (call.id.clone().expect("joining a named call"), call.media);
+                for user in body.joined.unwrap_or_default() {
+                    if user != self.me && call.peers.insert(user.clone(), false).is_none() {
+                        self.outputs.push_back(Output::OpenPeer { call_id: call_id.clone(), user: user.clone(), offerer: false, media });
+                        self.outputs.push_back(Output::Event(CallEvent::UserJoined { user }));
+                    }
+                }
+                self.event(CallEvent::CallBegan { call_id, media, connected_at: None });
+            }
+            (Pending::Invite | Pending::Join, Err((code, message))) => {
+                // An answer about a call that already ended here (say, an accept that lost the
+                // race to the caller's cancel) is no news.
+                if !self.call.as_ref().is_some_and(|c| matches!(c.phase, Phase::Dialing | Phase::Joining)) {
+                    return;
+                }
+                let call_id = self.call.as_ref().and_then(|c| c.id.clone());
+                self.event(CallEvent::Error { code, message });
+                self.close_peers();
+                self.finish_not_connected(call_id, NotConnectedReason::Failed);
+            }
+            (Pending::Hangup | Pending::Other | Pending::AbandonedInvite, Err((code, message))) => {
+                // A cancel or reject that lost a race to the other side is no news.
+                if code != ErrorCode::InvalidState {
+                    self.event(CallEvent::Error { code, message });
+                }
+            }
+            (Pending::Hangup | Pending::Other, Ok(_)) => {}
+        }
+    }
+
+    fn incoming(&mut self, now: i64, call_id: CallId, from: UserId, invitees: Vec<UserId>, media: Media, user_data: Option<String>) {
+        let glare = match self.call.as_ref() {
+            None => false,
+            Some(call) if call.id.as_deref() == Some(call_id.as_str()) => return, // delivered again at sign-in
+            Some(call) => {
+                matches!(call.phase, Phase::Dialing | Phase::RingingOut) && call.invitees == [from.clone()] && call.caller == self.me
+            }
+        };
+        if self.call.is_some() && !glare {
+            return; // busy here; the server tells the caller
+        }
+        if glare {
+            // We called them as they called us: take their call, drop ours quietly.
+            let ours = self.call.take().expect("glare needs a call");
+            match ours.id {
+                Some(id) => {
+                    self.request(now, Pending::Other, ClientMessage::CallCancel { call_id: id.clone() });
+                    self.abandoned.push(id);
+                }
+                None => {
+                    for (kind, _) in self.pending.values_mut() {
+                        if *kind == Pending::Invite {
+                            *kind = Pending::AbandonedInvite;
+                        }
+                    }
+                }
+            }
+        }
+        self.call = Some(Call {
+            id: Some(call_id.clone()),
+            phase: Phase::RingingIn,
+            media,
+            caller: from.clone(),
+            invitees: invitees.clone(),
+            peers: BTreeMap::new(),
+            hangup_asked: false,
+            connected_at: None,
+        });
+        self.event(CallEvent::IncomingCall { call_id, caller: from, invitees, media, user_data });
+        if glare {
+            self.command(now, Command::Accept).expect("ringing in: accept is allowed");
+        } else {
+            self.outputs.push_back(Output::Ringtone(RingtoneCommand::Incoming));
+        }
+    }
+
+    /// Someone joined a call we are joined in: we joined first, so we offer.
+    fn accepted(&mut self, now: i64, user: UserId) {
+        let Some(call) = self.call.as_mut() else { return };
+        if !matches!(call.phase, Phase::RingingOut | Phase::Connected) || user == self.me {
+            return;
+        }
+        let call_id = call.id.clone().expect("joined calls have ids");
+        if call.peers.insert(user.clone(), true).is_none() {
+            self.outputs.push_back(Output::OpenPeer { call_id: call_id.clone(), user: user.clone(), offerer: true, media: call.media });
+            self.outputs.push_back(Output::Event(CallEvent::UserJoined { user }));
+        }
+        if call.phase == Phase::RingingOut {
+            call.phase = Phase::Connected;
+            call.connected_at = Some(now);
+            let media = call.media;
+            self.outputs.push_back(Output::Ringtone(RingtoneCommand::Stop));
+            self.event(CallEvent::CallBegan { call_id, media, connected_at: None });
+        }
+    }
+
+    fn ended(&mut self, call_id: CallId, reason: EndReason, duration_s: u64) {
+        if let Some(i) = self.abandoned.iter().position(|c| *c == call_id) {
+            self.abandoned.remove(i);
+            return;
+        }
+        if self.ending.as_ref().is_some_and(|(id, _)| *id == call_id) {
+            self.ending = None;
+            self.event(CallEvent::CallEnded { call_id, reason, duration_s });
+            return;
+        }
+        if !self.is_current(&call_id) {
+            return;
+        }
+        let connected = self.call.as_ref().is_some_and(|c| c.phase == Phase::Connected);
+        self.close_peers();
+        if connected {
+            self.call = None;
+            self.outputs.push_back(Output::Ringtone(RingtoneCommand::Stop));
+            self.event(CallEvent::CallEnded { call_id, reason, duration_s });
+        } else {
+            let why = match reason {
+                EndReason::Cancelled => NotConnectedReason::Cancelled,
+                EndReason::Rejected => NotConnectedReason::Rejected,
+                EndReason::Busy => NotConnectedReason::Busy,
+                EndReason::NoAnswer => NotConnectedReason::NoAnswer,
+                EndReason::Hangup | EndReason::Failed => NotConnectedReason::Failed,
+            };
+            self.finish_not_connected(Some(call_id), why);
+        }
+    }
+
+    fn remote_signal(&mut self, call_id: CallId, from: UserId, payload: serde_json::Value) {
+        let Ok(payload) = serde_json::from_value::<SignalPayload>(payload) else {
+            tracing::debug!(%from, "ignoring a signal payload of an unknown kind");
+            return;
+        };
+        let call = self.call.as_mut().expect("current");
+        if call.phase != Phase::Connected && call.phase != Phase::RingingOut {
+            return;
+        }
+        if !call.peers.contains_key(&from) {
+            // An offer from someone we have not heard join yet: they joined before us.
+            call.peers.insert(from.clone(), false);
+            let media = call.media;
+            self.outputs.push_back(Output::OpenPeer { call_id, user: from.clone(), offerer: false, media });
+        }
+        self.outputs.push_back(Output::RemoteSignal { user: from, payload });
+    }
+
+    // ---- helpers ----
+
+    fn request(&mut self, now: i64, kind: Pending, message: ClientMessage) {
+        self.next_request += 1;
+        let id = format!("e{}", self.next_request);
+        self.pending.insert(id.clone(), (kind, now));
+        self.outputs.push_back(Output::Send(ClientFrame { id: Some(id), message }));
+    }
+
+    fn is_current(&self, call_id: &str) -> bool {
+        self.call.as_ref().is_some_and(|c| c.id.as_deref() == Some(call_id))
+    }
+
+    fn is_ringing_in(&self, call_id: &str) -> bool {
+        self.call.as_ref().is_some_and(|c| c.phase == Phase::RingingIn && c.id.as_deref() == Some(call_id))
+    }
+
+    fn close_peers(&mut self) {
+        if let Some(call) = self.call.as_mut() {
+            for user in std::mem::take(&mut call.peers).into_keys() {
+                self.outputs.push_back(Output::ClosePeer { user });
+            }
+        }
+    }
+
+    fn finish_not_connected(&mut self, call_id: Option<CallId>, reason: NotConnectedReason) {
+        self.call = None;
+        self.outputs.push_back(Output::Ringtone(RingtoneCommand::Stop));
+        self.event(CallEvent::NotConnected { call_id, reason });
+    }
+
+    fn event(&mut self, event: CallEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+fn seconds(ms: i64) -> u64 {
+    u64::try_from(ms.max(0) / 1000).unwrap_or(0)
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

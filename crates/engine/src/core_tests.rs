@@ -1,0 +1,338 @@
+//! The call core on virtual time: the API table, every flow, glare and the accept/cancel race.
+
+use super::*;
+use serde_json::json;
+
+const T0: i64 = 1_000_000;
+
+struct Rig {
+    core: CallCore,
+    now: i64,
+}
+
+impl Rig {
+    fn new(me: &str) -> Self {
+        Rig { core: CallCore::new(me), now: T0 }
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.core.poll_output()).collect()
+    }
+
+    fn cmd(&mut self, command: Command) -> Vec<Output> {
+        self.core.command(self.now, command).expect("allowed");
+        self.drain()
+    }
+
+    fn server(&mut self, message: serde_json::Value) -> Vec<Output> {
+        self.core.handle_server(self.now, serde_json::from_value(message).expect("a server message"));
+        self.drain()
+    }
+
+    /// The id of the last request sent.
+    fn last_request(out: &[Output]) -> (String, ClientMessage) {
+        out.iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::Send(ClientFrame { id: Some(id), message }) => Some((id.clone(), message.clone())),
+                _ => None,
+            })
+            .expect("a request")
+    }
+
+    /// Places a call to `to` and has the server name it `c1`.
+    fn dialing(&mut self, to: &[&str]) -> Vec<Output> {
+        let out = self.cmd(call(to));
+        let (id, _) = Rig::last_request(&out);
+        self.server(json!({"type":"ok","re":id,"call_id":"c1"}))
+    }
+
+    fn ringing_in(&mut self, from: &str) -> Vec<Output> {
+        self.server(json!({"type":"call.incoming","call_id":"c1","from":from,"invitees":[self.core.me],"media":"audio","user_data":null,"expires_at":T0 + 30_000}))
+    }
+}
+
+fn call(to: &[&str]) -> Command {
+    Command::Call { to: to.iter().map(|s| s.to_string()).collect(), media: Media::Audio, timeout_s: None, user_data: None }
+}
+
+fn events(out: &[Output]) -> Vec<CallEvent> {
+    out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.clone()) } else { None }).collect()
+}
+
+fn sent(out: &[Output]) -> Vec<ClientMessage> {
+    out.iter().filter_map(|o| if let Output::Send(f) = o { Some(f.message.clone()) } else { None }).collect()
+}
+
+fn ringtones(out: &[Output]) -> Vec<RingtoneCommand> {
+    out.iter().filter_map(|o| if let Output::Ringtone(r) = o { Some(*r) } else { None }).collect()
+}
+
+#[test]
+fn api_table_refuses_commands_in_the_wrong_state_and_changes_nothing() {
+    let mut rig = Rig::new("alice");
+    for command in [Command::Accept, Command::Reject, Command::Hangup, Command::InviteMore { to: vec!["x".into()] }, Command::AudioOnly] {
+        let err = rig.core.command(T0, command).unwrap_err();
+        assert!(matches!(err, CommandError::WrongState { state: CallState::Idle, .. }), "{err}");
+    }
+    assert!(rig.drain().is_empty());
+    assert!(matches!(rig.core.command(T0, call(&["alice"])), Err(CommandError::BadArgument(_))));
+    assert!(matches!(rig.core.command(T0, call(&[])), Err(CommandError::BadArgument(_))));
+
+    rig.dialing(&["bob"]);
+    assert_eq!(rig.core.state(), CallState::Calling);
+    for command in [call(&["carol"]), Command::Join { call_id: "c9".into(), media: Media::Audio }, Command::Accept, Command::Reject] {
+        assert!(rig.core.command(T0, command).is_err());
+    }
+    assert!(rig.drain().is_empty());
+
+    let mut rig = Rig::new("bob");
+    rig.ringing_in("alice");
+    for command in [call(&["carol"]), Command::InviteMore { to: vec!["carol".into()] }] {
+        assert!(rig.core.command(T0, command).is_err());
+    }
+    assert!(rig.drain().is_empty());
+    assert_eq!(rig.core.state(), CallState::Calling);
+}
+
+#[test]
+fn outgoing_call_connects_offers_and_ends_with_the_server_duration() {
+    let mut rig = Rig::new("alice");
+    let out = rig.cmd(call(&["bob"]));
+    assert_eq!(ringtones(&out), [RingtoneCommand::Dialing]);
+    assert!(matches!(&sent(&out)[..], [ClientMessage::CallInvite { to, .. }] if to == &["bob"]));
+    let (id, _) = Rig::last_request(&out);
+    let out = rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
+    assert_eq!(events(&out), [CallEvent::Dialing { call_id: "c1".into(), invitees: vec!["bob".into()] }]);
+
+    rig.now += 3_000;
+    let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob"}));
+    assert_eq!(out[0], Output::OpenPeer { call_id: "c1".into(), user: "bob".into(), offerer: true, media: Media::Audio });
+    assert_eq!(ringtones(&out), [RingtoneCommand::Stop]);
+    assert!(events(&out).contains(&CallEvent::CallBegan { call_id: "c1".into(), media: Media::Audio, connected_at: None }));
+    assert_eq!(rig.core.state(), CallState::Connected);
+
+    // Negotiation goes both ways through the core.
+    let offer = SignalPayload::Offer { sdp: "v=0".into() };
+    rig.core.handle_media(MediaEvent::LocalSignal { user: "bob".into(), payload: offer });
+    let out = rig.drain();
+    assert!(matches!(&sent(&out)[..], [ClientMessage::Signal { to, payload, .. }] if to == "bob" && payload["kind"] == "offer"));
+    let out = rig.server(json!({"type":"signal","call_id":"c1","from":"bob","payload":{"kind":"answer","sdp":"v=0 a"}}));
+    assert_eq!(out, [Output::RemoteSignal { user: "bob".into(), payload: SignalPayload::Answer { sdp: "v=0 a".into() } }]);
+
+    let out = rig.server(json!({"type":"call.left","call_id":"c1","user":"bob"}));
+    assert_eq!(out[0], Output::ClosePeer { user: "bob".into() });
+    let out = rig.server(json!({"type":"call.ended","call_id":"c1","reason":"hangup","duration_s":42}));
+    assert!(events(&out).contains(&CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 42 }));
+    assert_eq!(rig.core.state(), CallState::Idle);
+}
+
+#[test]
+fn incoming_call_accept_answers_offers_and_local_hangup_waits_for_the_duration() {
+    let mut rig = Rig::new("bob");
+    let out = rig.ringing_in("alice");
+    assert_eq!(ringtones(&out), [RingtoneCommand::Incoming]);
+    assert!(matches!(&events(&out)[..], [CallEvent::IncomingCall { caller, .. }] if caller == "alice"));
+    let out = rig.cmd(Command::Accept);
+    assert_eq!(ringtones(&out), [RingtoneCommand::Stop], "ringing stops the moment the call is answered");
+    let (id, message) = Rig::last_request(&out);
+    assert_eq!(message, ClientMessage::CallAccept { call_id: "c1".into() });
+    assert_eq!(rig.core.state(), CallState::Calling);
+    let out = rig.server(json!({"type":"ok","re":id,"joined":["alice"]}));
+    assert_eq!(out[0], Output::OpenPeer { call_id: "c1".into(), user: "alice".into(), offerer: false, media: Media::Audio });
+    assert_eq!(rig.core.state(), CallState::Connected);
+
+    rig.now += 10_000;
+    let out = rig.cmd(Command::Hangup);
+    assert_eq!(sent(&out), [ClientMessage::CallHangup { call_id: "c1".into() }]);
+    assert!(out.contains(&Output::ClosePeer { user: "alice".into() }));
+    assert_eq!(rig.core.state(), CallState::Idle);
+    assert!(events(&out).is_empty(), "the end is told with the server's duration");
+    let out = rig.server(json!({"type":"call.ended","call_id":"c1","reason":"hangup","duration_s":10}));
+    assert_eq!(events(&out), [CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 10 }]);
+}
+
+#[test]
+fn hangup_without_an_answer_from_the_server_still_ends() {
+    let mut rig = Rig::new("bob");
+    rig.ringing_in("alice");
+    let out = rig.cmd(Command::Accept);
+    let (id, _) = Rig::last_request(&out);
+    rig.server(json!({"type":"ok","re":id,"joined":["alice"]}));
+    rig.now += 5_000;
+    rig.cmd(Command::Hangup);
+    assert_eq!(rig.core.poll_timeout(), Some(rig.now + REQUEST_TIMEOUT_MS));
+    rig.now += REQUEST_TIMEOUT_MS;
+    rig.core.handle_timeout(rig.now);
+    let out = rig.drain();
+    assert_eq!(events(&out), [CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 15 }]);
+}
+
+#[test]
+fn not_connected_outcomes() {
+    for (frame, reason) in [
+        (json!({"type":"call.ended","call_id":"c1","reason":"rejected","duration_s":0}), NotConnectedReason::Rejected),
+        (json!({"type":"call.ended","call_id":"c1","reason":"busy","duration_s":0}), NotConnectedReason::Busy),
+        (json!({"type":"call.ended","call_id":"c1","reason":"no_answer","duration_s":0}), NotConnectedReason::NoAnswer),
+    ] {
+        let mut rig = Rig::new("alice");
+        rig.dialing(&["bob"]);
+        let out = rig.server(frame);
+        assert_eq!(events(&out), [CallEvent::NotConnected { call_id: Some("c1".into()), reason }]);
+        assert_eq!(ringtones(&out), [RingtoneCommand::Stop]);
+        assert_eq!(rig.core.state(), CallState::Idle);
+    }
+    for (frame, reason) in [
+        (json!({"type":"call.cancelled","call_id":"c1","by":"alice"}), NotConnectedReason::Cancelled),
+        (json!({"type":"call.timeout","call_id":"c1"}), NotConnectedReason::NoAnswer),
+        (json!({"type":"call.handled_elsewhere","call_id":"c1","action":"accepted"}), NotConnectedReason::HandledElsewhere),
+    ] {
+        let mut rig = Rig::new("bob");
+        rig.ringing_in("alice");
+        let out = rig.server(frame);
+        assert_eq!(events(&out), [CallEvent::NotConnected { call_id: Some("c1".into()), reason }]);
+        assert_eq!(ringtones(&out), [RingtoneCommand::Stop], "ringing stops when handled anywhere");
+        // The server's call.ended that follows is no news.
+        assert!(rig.server(json!({"type":"call.ended","call_id":"c1","reason":"cancelled","duration_s":0})).is_empty());
+    }
+}
+
+#[test]
+fn reject_and_cancel() {
+    let mut rig = Rig::new("bob");
+    rig.ringing_in("alice");
+    let out = rig.cmd(Command::Reject);
+    assert_eq!(sent(&out), [ClientMessage::CallReject { call_id: "c1".into() }]);
+    assert_eq!(events(&out), [CallEvent::NotConnected { call_id: Some("c1".into()), reason: NotConnectedReason::Rejected }]);
+
+    let mut rig = Rig::new("alice");
+    rig.dialing(&["bob"]);
+    let out = rig.cmd(Command::Hangup);
+    assert_eq!(sent(&out), [ClientMessage::CallCancel { call_id: "c1".into() }]);
+    assert_eq!(rig.core.state(), CallState::Idle);
+}
+
+#[test]
+fn hangup_before_the_server_named_the_call_cancels_it_when_named() {
+    let mut rig = Rig::new("alice");
+    let out = rig.cmd(call(&["bob"]));
+    let (id, _) = Rig::last_request(&out);
+    assert!(rig.cmd(Command::Hangup).is_empty());
+    let out = rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
+    assert_eq!(sent(&out), [ClientMessage::CallCancel { call_id: "c1".into() }]);
+    assert_eq!(events(&out), [CallEvent::NotConnected { call_id: Some("c1".into()), reason: NotConnectedReason::Cancelled }]);
+}
+
+#[test]
+fn refused_invite_fails_with_the_servers_code() {
+    let mut rig = Rig::new("alice");
+    let out = rig.cmd(call(&["nobody"]));
+    let (id, _) = Rig::last_request(&out);
+    let out = rig.server(json!({"type":"error","re":id,"code":"not_found","message":"no user 'nobody'"}));
+    assert_eq!(
+        events(&out),
+        [
+            CallEvent::Error { code: ErrorCode::NotFound, message: "no user 'nobody'".into() },
+            CallEvent::NotConnected { call_id: None, reason: NotConnectedReason::Failed }
+        ]
+    );
+    assert_eq!(rig.core.state(), CallState::Idle);
+}
+
+#[test]
+fn accept_that_lost_the_race_to_cancel() {
+    let mut rig = Rig::new("bob");
+    rig.ringing_in("alice");
+    let out = rig.cmd(Command::Accept);
+    let (id, _) = Rig::last_request(&out);
+    // The server took alice's cancel first.
+    let out = rig.server(json!({"type":"call.ended","call_id":"c1","reason":"cancelled","duration_s":0}));
+    assert_eq!(events(&out), [CallEvent::NotConnected { call_id: Some("c1".into()), reason: NotConnectedReason::Cancelled }]);
+    let out = rig.server(json!({"type":"error","re":id,"code":"invalid_state","message":"the call has ended"}));
+    assert!(events(&out).iter().all(|e| !matches!(e, CallEvent::NotConnected { .. })), "told once: {out:?}");
+    assert_eq!(rig.core.state(), CallState::Idle);
+}
+
+#[test]
+fn glare_resolves_to_one_call() {
+    // Alice calls bob while bob calls alice; the server took bob's invite first.
+    let mut rig = Rig::new("alice");
+    let out = rig.cmd(call(&["bob"]));
+    let (invite_id, _) = Rig::last_request(&out);
+    let out = rig.ringing_in("bob");
+    let (accept_id, accept) = Rig::last_request(&out);
+    assert_eq!(accept, ClientMessage::CallAccept { call_id: "c1".into() }, "alice answers bob's call at once");
+    // Her own invite is named, then found busy: it is cancelled and its end is no news.
+    let out = rig.server(json!({"type":"ok","re":invite_id,"call_id":"c2"}));
+    assert_eq!(sent(&out), [ClientMessage::CallCancel { call_id: "c2".into() }]);
+    assert!(rig.server(json!({"type":"call.busy","call_id":"c2","user":"bob"})).is_empty());
+    assert!(rig.server(json!({"type":"call.ended","call_id":"c2","reason":"busy","duration_s":0})).is_empty());
+    let out = rig.server(json!({"type":"ok","re":accept_id,"joined":["bob"]}));
+    assert!(events(&out).iter().any(|e| matches!(e, CallEvent::CallBegan { call_id, .. } if call_id == "c1")));
+    assert_eq!(rig.core.state(), CallState::Connected);
+}
+
+#[test]
+fn group_call_mesh_roles_and_invite_more() {
+    let mut rig = Rig::new("carol");
+    rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob","carol"],"media":"video","user_data":null,"expires_at":T0}));
+    let out = rig.cmd(Command::Accept);
+    let (id, _) = Rig::last_request(&out);
+    // Alice and bob were joined before carol: both offer to her.
+    let out = rig.server(json!({"type":"ok","re":id,"joined":["alice","bob"]}));
+    let opened: Vec<(String, bool)> = out
+        .iter()
+        .filter_map(|o| if let Output::OpenPeer { user, offerer, .. } = o { Some((user.clone(), *offerer)) } else { None })
+        .collect();
+    assert_eq!(opened, [("alice".to_string(), false), ("bob".to_string(), false)]);
+    // Dave joins after carol: she offers to him.
+    let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"dave"}));
+    assert_eq!(out[0], Output::OpenPeer { call_id: "c1".into(), user: "dave".into(), offerer: true, media: Media::Video });
+    let out = rig.cmd(Command::InviteMore { to: vec!["erin".into()] });
+    assert_eq!(sent(&out), [ClientMessage::CallInviteMore { call_id: "c1".into(), to: vec!["erin".into()] }]);
+    let out = rig.server(json!({"type":"call.media_changed","call_id":"c1","media":"audio","by":"bob"}));
+    assert_eq!(events(&out), [CallEvent::MediaChanged { media: Media::Audio }]);
+}
+
+#[test]
+fn resync_after_reconnect() {
+    let mut rig = Rig::new("alice");
+    rig.dialing(&["bob", "carol"]);
+    rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob"}));
+    // While the socket was down, bob left and carol joined.
+    let summary = CallSummary {
+        call_id: "c1".into(),
+        caller: "alice".into(),
+        invitees: vec!["bob".into(), "carol".into()],
+        media: Media::Audio,
+        joined: vec!["alice".into(), "carol".into()],
+        connected_at: Some(T0),
+        user_data: None,
+    };
+    rig.core.resync(rig.now, std::slice::from_ref(&summary));
+    let out = rig.drain();
+    assert!(out.contains(&Output::ClosePeer { user: "bob".into() }));
+    assert!(out.contains(&Output::OpenPeer { call_id: "c1".into(), user: "carol".into(), offerer: true, media: Media::Audio }));
+    assert_eq!(rig.core.state(), CallState::Connected);
+
+    // Away past the grace: the server no longer has us in the call.
+    rig.now += 30_000;
+    rig.core.resync(rig.now, &[]);
+    let out = rig.drain();
+    assert!(out.contains(&Output::ClosePeer { user: "carol".into() }));
+    assert!(matches!(&events(&out)[..], [CallEvent::CallEnded { reason: EndReason::Failed, duration_s: 30, .. }]));
+    assert_eq!(rig.core.state(), CallState::Idle);
+}
+
+#[test]
+fn an_unanswered_invite_fails_after_the_request_timeout() {
+    let mut rig = Rig::new("alice");
+    rig.cmd(call(&["bob"]));
+    rig.now += REQUEST_TIMEOUT_MS - 1;
+    rig.core.handle_timeout(rig.now);
+    assert!(rig.drain().is_empty());
+    rig.now += 1;
+    rig.core.handle_timeout(rig.now);
+    let out = rig.drain();
+    assert_eq!(events(&out), [CallEvent::NotConnected { call_id: None, reason: NotConnectedReason::Failed }]);
+}
