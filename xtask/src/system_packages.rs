@@ -11,8 +11,9 @@ use anyhow::{bail, Context};
 use crate::workspace::{self, ChildOutcome};
 
 /// Debian packages needed to build and test the workspace.
-/// build-essential: the C compiler and linker Rust uses; pkg-config: finds system libraries.
-pub const SYSTEM_PACKAGES: &[&str] = &["build-essential", "pkg-config"];
+/// build-essential: the C compiler and linker Rust uses; pkg-config: finds system libraries;
+/// cmake: builds the libopus that the `opus` crate bundles.
+pub const SYSTEM_PACKAGES: &[&str] = &["build-essential", "pkg-config", "cmake"];
 
 pub fn ensure_installed(packages: &[&str]) -> anyhow::Result<()> {
     if !workspace::is_on_path("dpkg-query") {

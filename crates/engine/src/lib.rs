@@ -3,4 +3,12 @@
 //! [`core`] is the pure call state machine; drivers around it own the IO.
 #![forbid(unsafe_code)]
 
+pub mod audio;
 pub mod core;
+pub mod engine;
+pub mod jitter;
+pub mod media;
+pub mod peer;
+pub mod signaling;
+
+pub use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent};

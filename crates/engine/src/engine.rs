@@ -1,0 +1,419 @@
+//! The engine: the call core wired to its drivers, behind one handle and one event channel.
+//!
+//! [`Engine::start`] spawns the engine task and returns `(Engine, events)`, LiveKit-style:
+//! commands are methods on [`Engine`], everything that happens comes out of the event channel as
+//! [`EngineEvent`]s. The task owns the [`CallCore`] and carries out its outputs in order: frames
+//! go to the signaling driver, peer links are opened and closed, remote negotiation messages are
+//! handed to the right link, the ringtone starts and stops, and call events go to the channel. It
+//! feeds the core the server's frames, the links' negotiation messages and its timers.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hark_protocol::{
+    CallId, CallRecord, ClientFrame, ClientMessage, ErrorCode, IceTransportPolicy, Media, OkBody, PresenceStatus,
+    ServerMessage, UserId,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
+use crate::media::{AudioPipeline, Devices, MediaReport};
+use crate::peer::{PeerCommand, PeerEvent, PeerLink, PeerSettings};
+use crate::signaling::{self, SignalingConfig, SignalingEvent, SignalingHandle};
+
+/// Everything the engine needs to start.
+pub struct EngineConfig {
+    /// Server and credentials.
+    pub signaling: SignalingConfig,
+    /// Local UDP addresses for peer connections.
+    pub udp_addrs: Vec<String>,
+    /// Microphone and speaker.
+    pub devices: Devices,
+}
+
+/// Everything that happens, on one channel.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// Signed in (`resumed` after a reconnect).
+    SignedIn {
+        /// Who we are.
+        user: UserId,
+        /// Whether this follows a dropped connection.
+        resumed: bool,
+    },
+    /// The signaling connection dropped; calls go on and it is being re-established.
+    SignalingLost {
+        /// Why.
+        reason: String,
+    },
+    /// The server refused to sign us in; the engine cannot go on.
+    SignInRefused {
+        /// The protocol code.
+        code: ErrorCode,
+        /// The server's words.
+        message: String,
+    },
+    /// A call event from the core.
+    Call(CallEvent),
+    /// The first audio from `user` was heard.
+    RemoteAudioAvailable {
+        /// Who.
+        user: UserId,
+    },
+    /// Speaking level 0–100 of a person, about five times a second.
+    VoiceLevel {
+        /// Who.
+        user: UserId,
+        /// Level.
+        level: u8,
+    },
+    /// Network quality of the link to a person.
+    NetworkQuality {
+        /// Who.
+        user: UserId,
+        /// Percent of packets lost over the last two seconds.
+        loss_percent: f64,
+        /// Round-trip time in ms.
+        rtt_ms: Option<f64>,
+        /// Whether it runs through a TURN relay.
+        relayed: bool,
+    },
+    /// The ringtone should start or stop.
+    Ringtone {
+        /// `incoming`, `dialing` or `stop`.
+        action: &'static str,
+    },
+    /// A followed user's presence changed.
+    Presence {
+        /// Who.
+        user: UserId,
+        /// Now.
+        status: PresenceStatus,
+    },
+}
+
+/// Why an engine request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The call core refused the command.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The server refused the request.
+    #[error("{code}: {message}")]
+    Server {
+        /// The protocol code.
+        code: ErrorCode,
+        /// The server's words.
+        message: String,
+    },
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+enum Request {
+    Command(Command, oneshot::Sender<Result<(), CommandError>>),
+    Query(ClientMessage, oneshot::Sender<Result<OkBody, EngineError>>),
+    State(oneshot::Sender<CallState>),
+    MuteMicrophone(bool),
+    MuteSpeaker(bool),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle to a running engine; dropping every clone stops it.
+#[derive(Clone)]
+pub struct Engine {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl Engine {
+    /// Starts the engine: it signs in and waits for commands.
+    pub fn start(config: EngineConfig) -> (Engine, mpsc::UnboundedReceiver<EngineEvent>) {
+        let (requests, request_rx) = mpsc::unbounded_channel();
+        let (events, event_rx) = mpsc::unbounded_channel();
+        let (signaling_tx, signaling_rx) = mpsc::unbounded_channel();
+        let signaling = signaling::spawn(config.signaling, signaling_tx);
+        let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+        let (report_tx, report_rx) = mpsc::unbounded_channel();
+        let task = EngineTask {
+            core: CallCore::new(String::new()),
+            signaling,
+            events,
+            peers: HashMap::new(),
+            peer_events: peer_tx,
+            pipeline: AudioPipeline::new(config.devices, report_tx),
+            settings: PeerSettings { ice_servers: Vec::new(), policy: IceTransportPolicy::All, udp_addrs: config.udp_addrs },
+            queries: HashMap::new(),
+            next_query: 0,
+        };
+        tokio::spawn(task.run(request_rx, signaling_rx, peer_rx, report_rx));
+        (Engine { requests }, event_rx)
+    }
+
+    /// Places a call.
+    pub async fn call(&self, to: Vec<UserId>, media: Media, timeout_s: Option<u32>, user_data: Option<String>) -> Result<(), EngineError> {
+        self.command(Command::Call { to, media, timeout_s, user_data }).await
+    }
+
+    /// Answers the ringing call.
+    pub async fn accept(&self) -> Result<(), EngineError> {
+        self.command(Command::Accept).await
+    }
+
+    /// Declines the ringing call.
+    pub async fn reject(&self) -> Result<(), EngineError> {
+        self.command(Command::Reject).await
+    }
+
+    /// Leaves, cancels or declines the current call.
+    pub async fn hangup(&self) -> Result<(), EngineError> {
+        self.command(Command::Hangup).await
+    }
+
+    /// Invites more people into the current call.
+    pub async fn invite_more(&self, to: Vec<UserId>) -> Result<(), EngineError> {
+        self.command(Command::InviteMore { to }).await
+    }
+
+    /// Joins a connected call one was invited to.
+    pub async fn join(&self, call_id: CallId, media: Media) -> Result<(), EngineError> {
+        self.command(Command::Join { call_id, media }).await
+    }
+
+    /// The reference product's call state.
+    pub async fn state(&self) -> Result<CallState, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::State(reply)).map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Our call records, newest first.
+    pub async fn history(&self, before: Option<i64>, limit: Option<u32>) -> Result<Vec<CallRecord>, EngineError> {
+        Ok(self.query(ClientMessage::CallsHistory { before, limit }).await?.records.unwrap_or_default())
+    }
+
+    /// Removes records from our history.
+    pub async fn delete_records(&self, call_ids: Vec<CallId>) -> Result<(), EngineError> {
+        self.query(ClientMessage::CallsDelete { call_ids }).await.map(|_| ())
+    }
+
+    /// Presence of some users.
+    pub async fn presence(&self, users: Vec<UserId>) -> Result<Vec<(UserId, PresenceStatus)>, EngineError> {
+        let statuses = self.query(ClientMessage::PresenceQuery { users }).await?.statuses.unwrap_or_default();
+        Ok(statuses.into_iter().collect())
+    }
+
+    /// Mutes or unmutes our microphone.
+    pub fn mute_microphone(&self, muted: bool) {
+        let _ = self.requests.send(Request::MuteMicrophone(muted));
+    }
+
+    /// Mutes or unmutes all remote audio.
+    pub fn mute_speaker(&self, muted: bool) {
+        let _ = self.requests.send(Request::MuteSpeaker(muted));
+    }
+
+    /// Stops the engine: peers close, recordings are finished.
+    pub async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.requests.send(Request::Stop(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    async fn command(&self, command: Command) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Command(command, reply)).map_err(|_| EngineError::Stopped)?;
+        Ok(answer.await.map_err(|_| EngineError::Stopped)??)
+    }
+
+    async fn query(&self, message: ClientMessage) -> Result<OkBody, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Query(message, reply)).map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+}
+
+struct EngineTask {
+    core: CallCore,
+    signaling: SignalingHandle,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    peers: HashMap<UserId, PeerLink>,
+    peer_events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
+    pipeline: AudioPipeline,
+    settings: PeerSettings,
+    /// Our own requests (history, presence…) waiting for their answer, by request id.
+    queries: HashMap<String, oneshot::Sender<Result<OkBody, EngineError>>>,
+    next_query: u64,
+}
+
+impl EngineTask {
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut signaling: mpsc::UnboundedReceiver<SignalingEvent>,
+        mut peer_events: mpsc::UnboundedReceiver<(UserId, PeerEvent)>,
+        mut reports: mpsc::UnboundedReceiver<MediaReport>,
+    ) {
+        loop {
+            let wake = self.core.poll_timeout();
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(Request::Stop(done)) => {
+                        self.stop();
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(request) => self.request(request),
+                    None => {
+                        self.stop();
+                        return;
+                    }
+                },
+                event = signaling.recv() => match event {
+                    Some(event) => self.signaling_event(event),
+                    None => return,
+                },
+                Some((user, event)) = peer_events.recv() => self.peer_event(user, event),
+                Some(report) = reports.recv() => self.media_report(report),
+                () = sleep_until_ms(wake), if wake.is_some() => self.core.handle_timeout(now_ms()),
+            }
+            self.carry_out().await;
+        }
+    }
+
+    fn request(&mut self, request: Request) {
+        match request {
+            Request::Command(command, reply) => {
+                let _ = reply.send(self.core.command(now_ms(), command));
+            }
+            Request::Query(message, reply) => {
+                self.next_query += 1;
+                let id = format!("q{}", self.next_query);
+                self.queries.insert(id.clone(), reply);
+                self.signaling.send(ClientFrame::new(id, message));
+            }
+            Request::State(reply) => {
+                let _ = reply.send(self.core.state());
+            }
+            Request::MuteMicrophone(muted) => self.pipeline.set_microphone_muted(muted),
+            Request::MuteSpeaker(muted) => self.pipeline.set_speaker_muted(muted),
+            Request::Stop(_) => unreachable!("handled in run"),
+        }
+    }
+
+    fn signaling_event(&mut self, event: SignalingEvent) {
+        match event {
+            SignalingEvent::Up { welcome, resumed } => {
+                if !resumed {
+                    self.core = CallCore::new(welcome.user.clone());
+                }
+                self.settings.ice_servers = welcome.ice_servers.clone();
+                self.settings.policy = welcome.ice_transport_policy;
+                self.core.resync(now_ms(), &welcome.joined_calls);
+                self.emit(EngineEvent::SignedIn { user: welcome.user, resumed });
+            }
+            SignalingEvent::Down { reason } => self.emit(EngineEvent::SignalingLost { reason }),
+            SignalingEvent::Refused { code, message } => self.emit(EngineEvent::SignInRefused { code, message }),
+            SignalingEvent::Frame(message) => self.server_frame(message),
+        }
+    }
+
+    fn server_frame(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Ok { re: Some(re), body } if self.queries.contains_key(&re) => {
+                let _ = self.queries.remove(&re).expect("checked").send(Ok(body));
+            }
+            ServerMessage::Error { re: Some(re), code, message } if self.queries.contains_key(&re) => {
+                let _ = self.queries.remove(&re).expect("checked").send(Err(EngineError::Server { code, message }));
+            }
+            ServerMessage::Presence { user, status } => self.emit(EngineEvent::Presence { user, status }),
+            other => self.core.handle_server(now_ms(), other),
+        }
+    }
+
+    fn peer_event(&mut self, user: UserId, event: PeerEvent) {
+        if !self.peers.contains_key(&user) {
+            return; // a link we already closed
+        }
+        match event {
+            PeerEvent::LocalSignal(payload) => self.core.handle_media(MediaEvent::LocalSignal { user, payload }),
+            PeerEvent::Connected(outlet) => self.pipeline.add_outlet(user, outlet),
+            PeerEvent::RemoteTrack(track) => self.pipeline.add_remote_track(user, track),
+            PeerEvent::Failed => debug!(%user, "peer connection failed; restarting ICE"),
+            PeerEvent::Quality { loss_percent, rtt_ms, relayed } => {
+                self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed })
+            }
+        }
+    }
+
+    fn media_report(&mut self, report: MediaReport) {
+        match report {
+            MediaReport::RemoteAudioAvailable(user) => self.emit(EngineEvent::RemoteAudioAvailable { user }),
+            MediaReport::VoiceLevels(levels) => {
+                for (user, level) in levels {
+                    self.emit(EngineEvent::VoiceLevel { user, level });
+                }
+            }
+        }
+    }
+
+    /// Carries out the core's outputs in order.
+    async fn carry_out(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Send(frame) => self.signaling.send(frame),
+                Output::OpenPeer { user, offerer, .. } => {
+                    match PeerLink::open(user.clone(), offerer, &self.settings, self.peer_events.clone()).await {
+                        Ok(link) => {
+                            self.peers.insert(user, link);
+                        }
+                        Err(e) => warn!(%user, error = %e, "cannot open a peer connection"),
+                    }
+                }
+                Output::RemoteSignal { user, payload } => match self.peers.get(&user) {
+                    Some(link) => link.send(PeerCommand::Remote(payload)),
+                    None => debug!(%user, "signal for a closed link"),
+                },
+                Output::ClosePeer { user } => {
+                    if let Some(link) = self.peers.remove(&user) {
+                        link.send(PeerCommand::Close);
+                    }
+                    self.pipeline.remove(&user);
+                }
+                Output::Ringtone(command) => {
+                    let action = match command {
+                        RingtoneCommand::Incoming => "incoming",
+                        RingtoneCommand::Dialing => "dialing",
+                        RingtoneCommand::Stop => "stop",
+                    };
+                    self.emit(EngineEvent::Ringtone { action });
+                }
+                Output::Event(event) => self.emit(EngineEvent::Call(event)),
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        for (_, link) in self.peers.drain() {
+            link.send(PeerCommand::Close);
+        }
+        self.pipeline.finish();
+    }
+
+    fn emit(&self, event: EngineEvent) {
+        let _ = self.events.send(event);
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn sleep_until_ms(at: Option<i64>) {
+    let wait = at.map_or(0, |at| (at - now_ms()).max(0) as u64);
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+}

@@ -1,0 +1,203 @@
+//! An adaptive jitter buffer for one remote audio stream.
+//!
+//! webrtc-rs hands us RTP in arrival order with no buffering. This buffer puts packets back in
+//! sequence order and tells the playout clock, every 20 ms, what to play: the packet due, a
+//! recovery of a lost packet from the in-band FEC of the one after it, or concealment. Its depth
+//! follows the measured inter-arrival jitter (RFC 3550's estimator), from 2 frames (so a lost
+//! packet's successor is usually already here for FEC) up to 10, and it skips ahead when it holds
+//! far more than it needs, so latency does not pile up after a burst. Pure: arrival times are
+//! passed in.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+const FRAME_MS: f64 = 20.0;
+const MIN_DEPTH: usize = 2;
+const MAX_DEPTH: usize = 10;
+/// Concealed frames in a row after which the stream counts as stopped (and restarts buffering).
+const MAX_CONCEALED: u32 = 10;
+
+/// What to play for the next 20 ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// Decode this packet.
+    Packet(Bytes),
+    /// The due packet is lost; recover it from the FEC in this one (the next), which stays queued.
+    Recover(Bytes),
+    /// The due packet is lost and nothing follows yet: conceal.
+    Conceal,
+    /// Nothing to play (not started, or the stream stopped): silence.
+    Silence,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct JitterBuffer {
+    packets: BTreeMap<u64, Bytes>,
+    highest: Option<u64>,
+    next: Option<u64>,
+    jitter_ms: f64,
+    last: Option<(i64, u32)>,
+    concealed_in_a_row: u32,
+    /// Packets that arrived after their time to play had passed.
+    pub late: u64,
+    /// Frames that were recovered or concealed.
+    pub lost: u64,
+}
+
+impl JitterBuffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The depth it aims for, in frames.
+    pub fn target_depth(&self) -> usize {
+        (((2.0 * self.jitter_ms) / FRAME_MS).ceil() as usize + 1).clamp(MIN_DEPTH, MAX_DEPTH)
+    }
+
+    /// A packet arrived at `arrival_ms`.
+    pub fn push(&mut self, sequence: u16, timestamp: u32, payload: Bytes, arrival_ms: i64) {
+        let extended = match self.highest {
+            None => u64::from(sequence) + (1 << 16),
+            Some(highest) => {
+                let delta = i64::from(sequence.wrapping_sub(highest as u16) as i16);
+                (highest as i64 + delta).max(0) as u64
+            }
+        };
+        if let Some((last_arrival, last_ts)) = self.last {
+            // RFC 3550 A.8: transit-time difference, smoothed by 1/16.
+            let arrival_delta = (arrival_ms - last_arrival) as f64;
+            let media_delta = f64::from(timestamp.wrapping_sub(last_ts) as i32) / 48.0;
+            self.jitter_ms += ((arrival_delta - media_delta).abs() - self.jitter_ms) / 16.0;
+        }
+        self.last = Some((arrival_ms, timestamp));
+        if self.next.is_some_and(|next| extended < next) {
+            self.late += 1;
+            return;
+        }
+        self.highest = Some(self.highest.map_or(extended, |h| h.max(extended)));
+        self.packets.insert(extended, payload);
+    }
+
+    /// What to play for the next 20 ms.
+    pub fn pop(&mut self) -> Playout {
+        let target = self.target_depth();
+        let Some(mut next) = self.next else {
+            if self.packets.len() < target {
+                return Playout::Silence;
+            }
+            let first = *self.packets.keys().next().expect("not empty");
+            self.next = Some(first);
+            return self.pop();
+        };
+        // Far too much queued (a burst after a stall): skip to `target` frames behind the newest.
+        if let Some(highest) = self.highest {
+            if highest + 1 > next + (target as u64) + 4 {
+                next = highest + 1 - target as u64;
+                self.packets = self.packets.split_off(&next);
+            }
+        }
+        self.next = Some(next + 1);
+        if let Some(payload) = self.packets.remove(&next) {
+            self.concealed_in_a_row = 0;
+            return Playout::Packet(payload);
+        }
+        self.lost += 1;
+        if let Some(following) = self.packets.get(&(next + 1)) {
+            self.concealed_in_a_row = 0;
+            return Playout::Recover(following.clone());
+        }
+        self.concealed_in_a_row += 1;
+        if self.concealed_in_a_row > MAX_CONCEALED {
+            // The stream stopped: start over when it comes back.
+            self.next = None;
+            self.concealed_in_a_row = 0;
+            return Playout::Silence;
+        }
+        Playout::Conceal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(n: u16) -> Bytes {
+        Bytes::from(vec![n as u8])
+    }
+
+    fn feed(buffer: &mut JitterBuffer, sequences: &[u16]) {
+        for &s in sequences {
+            buffer.push(s, u32::from(s) * 960, packet(s), i64::from(s) * 20);
+        }
+    }
+
+    #[test]
+    fn waits_for_its_depth_then_plays_in_order() {
+        let mut b = JitterBuffer::new();
+        feed(&mut b, &[10]);
+        assert_eq!(b.pop(), Playout::Silence);
+        feed(&mut b, &[12, 11]); // reordered
+        assert_eq!(b.pop(), Playout::Packet(packet(10)));
+        assert_eq!(b.pop(), Playout::Packet(packet(11)));
+        assert_eq!(b.pop(), Playout::Packet(packet(12)));
+    }
+
+    #[test]
+    fn a_lost_packet_is_recovered_from_the_next_or_concealed() {
+        let mut b = JitterBuffer::new();
+        feed(&mut b, &[1, 2, 4, 5]);
+        assert_eq!(b.pop(), Playout::Packet(packet(1)));
+        assert_eq!(b.pop(), Playout::Packet(packet(2)));
+        assert_eq!(b.pop(), Playout::Recover(packet(4)), "3 is lost, 4 carries its FEC");
+        assert_eq!(b.pop(), Playout::Packet(packet(4)));
+        assert_eq!(b.pop(), Playout::Packet(packet(5)));
+        assert_eq!(b.pop(), Playout::Conceal, "6 not here and nothing after it");
+        assert_eq!(b.lost, 2);
+        // 6 arrives late: too late to play.
+        feed(&mut b, &[6]);
+        assert_eq!(b.late, 1);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut b = JitterBuffer::new();
+        for (i, s) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
+            b.push(s, i as u32 * 960, packet(s), i as i64 * 20);
+        }
+        let played: Vec<Playout> = (0..4).map(|_| b.pop()).collect();
+        assert_eq!(played, [65534u16, 65535, 0, 1].map(|s| Playout::Packet(packet(s))));
+    }
+
+    #[test]
+    fn depth_follows_jitter_and_a_backlog_is_skipped() {
+        let mut b = JitterBuffer::new();
+        // Packets every 20 ms of media arriving alternately 0 and 40 ms apart: 20 ms jitter.
+        for i in 0..200u16 {
+            let arrival = i64::from(i / 2) * 40;
+            b.push(i, u32::from(i) * 960, packet(i), arrival);
+        }
+        assert!(b.target_depth() >= 3, "{}", b.target_depth());
+        let mut calm = JitterBuffer::new();
+        feed(&mut calm, &(0..200).collect::<Vec<_>>());
+        assert_eq!(calm.target_depth(), MIN_DEPTH);
+        // 200 frames queued: playing skips ahead instead of lagging 4 s behind.
+        assert_eq!(calm.pop(), Playout::Packet(packet(198)));
+    }
+
+    #[test]
+    fn a_stopped_stream_goes_silent_and_restarts() {
+        let mut b = JitterBuffer::new();
+        feed(&mut b, &[1, 2]);
+        b.pop();
+        b.pop();
+        for _ in 0..MAX_CONCEALED {
+            assert_eq!(b.pop(), Playout::Conceal);
+        }
+        assert_eq!(b.pop(), Playout::Silence);
+        feed(&mut b, &[40, 41]);
+        assert_eq!(b.pop(), Playout::Packet(packet(40)));
+    }
+}

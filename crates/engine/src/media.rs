@@ -1,0 +1,243 @@
+//! The audio pipeline of a call: microphone -> Opus -> every peer; every peer -> jitter buffer ->
+//! Opus decode (with FEC recovery and loss concealment) -> mix -> speaker.
+//!
+//! One task runs the 20 ms clock while a call has peers. Each tick it reads one frame from the
+//! [`AudioSource`], encodes it once (48 kHz mono, in-band FEC on) and writes the packet to each
+//! connected peer's track; then it takes one frame's worth from each remote person's
+//! [`JitterBuffer`], decodes and mixes them, and writes the mix to the [`AudioSink`]. RTP from each
+//! remote track is pushed into its jitter buffer by a small reader task as it arrives. Voice levels
+//! (0–100, five times a second) and the first audio of each person are reported as events.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hark_protocol::UserId;
+use rtc::media::Sample;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use crate::audio::{voice_level, AudioSink, AudioSource, FRAME, SAMPLE_RATE};
+use crate::jitter::{JitterBuffer, Playout};
+use crate::peer::AudioOutlet;
+
+const FRAME_DURATION: Duration = Duration::from_millis(20);
+/// Ticks between voice-level reports (5 per second).
+const LEVEL_EVERY: u32 = 10;
+/// Opus bitrate for speech.
+const BITRATE: i32 = 32_000;
+
+/// What the pipeline reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaReport {
+    /// The first audio from `user` was decoded.
+    RemoteAudioAvailable(UserId),
+    /// Speaking levels, 0–100, of each remote person over the last 200 ms.
+    VoiceLevels(Vec<(UserId, u8)>),
+}
+
+/// The devices the pipeline reads from and writes to, shared so they can be swapped mid-call.
+pub struct Devices {
+    /// Where our voice comes from.
+    pub source: Box<dyn AudioSource>,
+    /// Where the others' voices go.
+    pub sink: Box<dyn AudioSink>,
+}
+
+struct Shared {
+    devices: Mutex<Devices>,
+    outlets: Mutex<HashMap<UserId, AudioOutlet>>,
+    inlets: Mutex<HashMap<UserId, JitterBuffer>>,
+    microphone_muted: AtomicBool,
+    speaker_muted: AtomicBool,
+    started: Instant,
+}
+
+/// The pipeline; cheap to clone, all clones drive the same one.
+#[derive(Clone)]
+pub struct AudioPipeline {
+    shared: Arc<Shared>,
+    running: watch::Sender<bool>,
+    reports: mpsc::UnboundedSender<MediaReport>,
+}
+
+impl AudioPipeline {
+    /// A pipeline over `devices`; nothing runs until the first peer is added.
+    pub fn new(devices: Devices, reports: mpsc::UnboundedSender<MediaReport>) -> Self {
+        let shared = Arc::new(Shared {
+            devices: Mutex::new(devices),
+            outlets: Mutex::new(HashMap::new()),
+            inlets: Mutex::new(HashMap::new()),
+            microphone_muted: AtomicBool::new(false),
+            speaker_muted: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        let (running, _) = watch::channel(false);
+        AudioPipeline { shared, running, reports }
+    }
+
+    /// Sends our audio to `user` from now on, and starts the clock if it is not running.
+    pub fn add_outlet(&self, user: UserId, outlet: AudioOutlet) {
+        lock(&self.shared.outlets).insert(user, outlet);
+        self.ensure_running();
+    }
+
+    /// Receives `user`'s audio from `track`.
+    pub fn add_remote_track(&self, user: UserId, track: Arc<dyn TrackRemote>) {
+        lock(&self.shared.inlets).insert(user.clone(), JitterBuffer::new());
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) => {
+                        let arrival_ms = shared.started.elapsed().as_millis() as i64;
+                        if let Some(buffer) = lock(&shared.inlets).get_mut(&user) {
+                            buffer.push(packet.header.sequence_number, packet.header.timestamp, packet.payload, arrival_ms);
+                        } else {
+                            break; // the person left
+                        }
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+            debug!(%user, "remote track ended");
+        });
+        self.ensure_running();
+    }
+
+    /// Stops sending to and hearing `user`; the clock stops with the last person.
+    pub fn remove(&self, user: &str) {
+        lock(&self.shared.outlets).remove(user);
+        lock(&self.shared.inlets).remove(user);
+        if lock(&self.shared.outlets).is_empty() && lock(&self.shared.inlets).is_empty() {
+            self.running.send_replace(false);
+        }
+    }
+
+    /// Mutes or unmutes our microphone (silence is sent, so the far end hears nothing).
+    pub fn set_microphone_muted(&self, muted: bool) {
+        self.shared.microphone_muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Mutes or unmutes all remote audio.
+    pub fn set_speaker_muted(&self, muted: bool) {
+        self.shared.speaker_muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Replaces the devices (takes effect on the next frame); returns the old ones.
+    pub fn swap_devices(&self, devices: Devices) -> Devices {
+        std::mem::replace(&mut *lock(&self.shared.devices), devices)
+    }
+
+    /// Finishes the sink (a recording's header is written) and stops the clock.
+    pub fn finish(&self) {
+        self.running.send_replace(false);
+        lock(&self.shared.devices).sink.finish();
+    }
+
+    fn ensure_running(&self) {
+        if *self.running.borrow() {
+            return;
+        }
+        self.running.send_replace(true);
+        let shared = Arc::clone(&self.shared);
+        let reports = self.reports.clone();
+        let running = self.running.subscribe();
+        tokio::spawn(async move {
+            if let Err(e) = clock(shared, running, reports).await {
+                warn!(error = %e, "audio pipeline stopped");
+            }
+        });
+    }
+}
+
+/// The 20 ms clock: capture, encode, send; receive, decode, mix, play.
+async fn clock(shared: Arc<Shared>, running: watch::Receiver<bool>, reports: mpsc::UnboundedSender<MediaReport>) -> Result<(), opus::Error> {
+    let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
+    encoder.set_bitrate(opus::Bitrate::Bits(BITRATE))?;
+    encoder.set_inband_fec(true)?;
+    // FEC is only produced when the encoder expects loss.
+    encoder.set_packet_loss_perc(10)?;
+    let mut decoders: HashMap<UserId, opus::Decoder> = HashMap::new();
+    let mut heard: HashMap<UserId, bool> = HashMap::new();
+    let mut peak_levels: HashMap<UserId, u8> = HashMap::new();
+    let mut interval = tokio::time::interval(FRAME_DURATION);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut frame = [0i16; FRAME];
+    let mut packet = [0u8; 1500];
+    let mut decoded = vec![0i16; FRAME];
+    let mut tick: u32 = 0;
+    while *running.borrow() {
+        interval.tick().await;
+        tick = tick.wrapping_add(1);
+
+        lock(&shared.devices).source.read_frame(&mut frame);
+        if shared.microphone_muted.load(Ordering::Relaxed) {
+            frame.fill(0);
+        }
+        let size = encoder.encode(&frame, &mut packet)?;
+        let data = Bytes::copy_from_slice(&packet[..size]);
+        let outlets: Vec<AudioOutlet> = lock(&shared.outlets).values().cloned().collect();
+        for outlet in outlets {
+            let sample = Sample { data: data.clone(), duration: FRAME_DURATION, ..Sample::new(Instant::now()) };
+            if let Err(e) = outlet.track.write_sample(outlet.ssrc, outlet.payload_type, &sample, &[]).await {
+                debug!(error = %e, "write_sample");
+            }
+        }
+
+        let mut mix = [0i32; FRAME];
+        let playouts: Vec<(UserId, Playout)> = lock(&shared.inlets).iter_mut().map(|(u, b)| (u.clone(), b.pop())).collect();
+        for (user, playout) in playouts {
+            let decoder = match decoders.entry(user.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)?),
+            };
+            let got = match &playout {
+                Playout::Packet(payload) => decoder.decode(payload, &mut decoded[..FRAME], false),
+                Playout::Recover(next) => decoder.decode(next, &mut decoded[..FRAME], true),
+                Playout::Conceal => decoder.decode(&[], &mut decoded[..FRAME], false),
+                Playout::Silence => Ok(0),
+            };
+            let samples = match got {
+                Ok(n) => n.min(FRAME),
+                Err(e) => {
+                    debug!(%user, error = %e, "undecodable packet");
+                    0
+                }
+            };
+            decoded[samples..FRAME].fill(0);
+            if matches!(playout, Playout::Packet(_)) && !heard.get(&user).copied().unwrap_or(false) {
+                heard.insert(user.clone(), true);
+                let _ = reports.send(MediaReport::RemoteAudioAvailable(user.clone()));
+            }
+            let level = voice_level(&decoded[..FRAME]);
+            let peak = peak_levels.entry(user).or_insert(0);
+            *peak = (*peak).max(level);
+            for (m, &s) in mix.iter_mut().zip(&decoded[..FRAME]) {
+                *m += i32::from(s);
+            }
+        }
+        let speaker_muted = shared.speaker_muted.load(Ordering::Relaxed);
+        for (out, &m) in frame.iter_mut().zip(&mix) {
+            *out = if speaker_muted { 0 } else { m.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16 };
+        }
+        lock(&shared.devices).sink.write_frame(&frame);
+
+        if tick.is_multiple_of(LEVEL_EVERY) && !peak_levels.is_empty() {
+            let mut levels: Vec<(UserId, u8)> = peak_levels.drain().collect();
+            levels.sort();
+            let _ = reports.send(MediaReport::VoiceLevels(levels));
+        }
+        decoders.retain(|user, _| lock(&shared.inlets).contains_key(user));
+    }
+    Ok(())
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere (the data is plain audio state).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,400 @@
+//! One WebRTC peer connection to one remote person (mesh: a call of N has N-1 of these).
+//!
+//! A [`PeerLink`] is an actor: its task owns the webrtc-rs `PeerConnection` and takes
+//! [`PeerCommand`]s (a remote offer, answer or candidate; close). It reports [`PeerEvent`]s: a
+//! negotiation message to send, the connection state, the remote audio track. The offerer (the
+//! person who joined first, PROTOCOL.md) sends the offer as soon as it opens; the answerer waits.
+//! Remote candidates that arrive before the remote description are held until it is set
+//! (`add_ice_candidate` refuses them before), and when the connection fails the offerer re-offers
+//! with an ICE restart while the answerer asks it to.
+//!
+//! Settings that matter for time-to-audio (measured, see STACK.md and docs/ARCHITECTURE.md): the
+//! answerer is the DTLS server, a peer-reflexive pair is accepted at once, ICE checks run every
+//! 10 ms for the first 1.5 s, and relay pairs are accepted at once under a relay-only policy.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hark_protocol::{IceServer, IceTransportPolicy, SignalPayload, UserId};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, RTCStatsReportEntry,
+    Registry, SettingEngineBuilder, StatsSelector,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// How a peer connection is set up: from `welcome`, plus where to bind.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// STUN/TURN servers.
+    pub ice_servers: Vec<IceServer>,
+    /// Relay only or not.
+    pub policy: IceTransportPolicy,
+    /// Local UDP addresses to bind (`127.0.0.1:0` for calls on one machine; `0.0.0.0:0` skips
+    /// loopback).
+    pub udp_addrs: Vec<String>,
+}
+
+/// What the engine tells a peer link.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// A negotiation message from the remote person.
+    Remote(SignalPayload),
+    /// Hang up this link.
+    Close,
+}
+
+/// Where our audio goes to one peer: the track, its SSRC and the negotiated payload type.
+#[derive(Clone)]
+pub struct AudioOutlet {
+    /// The local track.
+    pub track: Arc<TrackLocalStaticSample>,
+    /// Our SSRC on it.
+    pub ssrc: u32,
+    /// The negotiated Opus payload type.
+    pub payload_type: u8,
+}
+
+/// What a peer link reports.
+pub enum PeerEvent {
+    /// Send this to the remote person.
+    LocalSignal(SignalPayload),
+    /// Connected: audio can be sent through the outlet.
+    Connected(AudioOutlet),
+    /// The remote person's audio track.
+    RemoteTrack(Arc<dyn TrackRemote>),
+    /// The connection failed (an ICE restart is under way).
+    Failed,
+    /// Network figures from stats: loss in percent of packets and round-trip time.
+    Quality {
+        /// Percent of expected packets lost.
+        loss_percent: f64,
+        /// Round-trip time in ms, if measured.
+        rtt_ms: Option<f64>,
+        /// Whether the selected candidate pair runs through a TURN relay.
+        relayed: bool,
+    },
+}
+
+impl std::fmt::Debug for PeerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerEvent::LocalSignal(p) => write!(f, "LocalSignal({p:?})"),
+            PeerEvent::Connected(o) => write!(f, "Connected(ssrc {:#x}, pt {})", o.ssrc, o.payload_type),
+            PeerEvent::RemoteTrack(_) => write!(f, "RemoteTrack"),
+            PeerEvent::Failed => write!(f, "Failed"),
+            PeerEvent::Quality { loss_percent, rtt_ms, relayed } => write!(f, "Quality({loss_percent:.1}%, {rtt_ms:?} ms, relayed {relayed})"),
+        }
+    }
+}
+
+/// Why a peer link could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("peer connection: {0}")]
+pub struct PeerError(pub String);
+
+/// A handle to a peer link's task.
+#[derive(Debug, Clone)]
+pub struct PeerLink {
+    commands: mpsc::UnboundedSender<PeerCommand>,
+}
+
+impl PeerLink {
+    /// Builds the peer connection to `user` and starts its task. Events are tagged with `user`.
+    pub async fn open(
+        user: UserId,
+        offerer: bool,
+        settings: &PeerSettings,
+        events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
+    ) -> Result<PeerLink, PeerError> {
+        let fail = |e: webrtc::error::Error| PeerError(e.to_string());
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().map_err(fail)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(fail)?;
+        let relay_only = settings.policy == IceTransportPolicy::Relay;
+        let mut setting_engine = SettingEngineBuilder::new()
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .with_ice_connection_attempts(Some(Duration::from_millis(10)), Some(150));
+        if relay_only {
+            setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
+        }
+        let ice_servers = settings
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        let configuration = RTCConfigurationBuilder::new()
+            .with_ice_servers(ice_servers)
+            .with_ice_transport_policy(if relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All })
+            .build();
+
+        let (local_tx, local_rx) = mpsc::unbounded_channel();
+        let handler = Arc::new(Handler { events: local_tx });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(configuration)
+            .with_media_engine(media)
+            .with_setting_engine(setting_engine.build())
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            .with_udp_addrs(settings.udp_addrs.clone())
+            .build()
+            .await
+            .map_err(fail)?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let ssrc: u32 = rand::random();
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    "hark".to_owned(),
+                    "audio".to_owned(),
+                    "microphone".to_owned(),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        codec: RTCRtpCodec {
+                            mime_type: MIME_TYPE_OPUS.to_owned(),
+                            clock_rate: 48_000,
+                            channels: 2, // Opus is always "/2" in SDP, even when mono is sent
+                            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                            rtcp_feedback: vec![],
+                        },
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(fail)?,
+        );
+        let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await.map_err(fail)?;
+
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let task = LinkTask { user, offerer, pc, track, ssrc, sender, events, held: Vec::new(), connected: false };
+        tokio::spawn(task.run(command_rx, local_rx));
+        Ok(PeerLink { commands })
+    }
+
+    /// Passes a command to the link's task.
+    pub fn send(&self, command: PeerCommand) {
+        let _ = self.commands.send(command);
+    }
+}
+
+/// What the webrtc-rs driver loop tells us; forwarded into the link's own task at once.
+enum Local {
+    Candidate(RTCIceCandidateInit),
+    State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Handler {
+    events: mpsc::UnboundedSender<Local>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    // These run on webrtc-rs's driver loop: hand off and return, never block.
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.events.send(Local::Candidate(init));
+            }
+            Err(e) => warn!(error = %e, "unusable local candidate"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.send(Local::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.send(Local::Track(track));
+    }
+}
+
+struct LinkTask {
+    user: UserId,
+    offerer: bool,
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    sender: Arc<dyn RtpSender>,
+    events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
+    /// Remote candidates that came before the remote description.
+    held: Vec<RTCIceCandidateInit>,
+    connected: bool,
+}
+
+impl LinkTask {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<PeerCommand>, mut local: mpsc::UnboundedReceiver<Local>) {
+        if self.offerer {
+            if let Err(e) = self.offer().await {
+                warn!(user = %self.user, error = %e, "could not make an offer");
+            }
+        }
+        let mut stats = tokio::time::interval(Duration::from_secs(2));
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_counts = (0u64, 0i64);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(PeerCommand::Remote(payload)) => {
+                        if let Err(e) = self.remote(payload).await {
+                            warn!(user = %self.user, error = %e, "negotiation step failed");
+                        }
+                    }
+                    Some(PeerCommand::Close) | None => break,
+                },
+                news = local.recv() => match news {
+                    Some(Local::Candidate(init)) => {
+                        let sdp_mid = init.sdp_mid.filter(|m| !m.is_empty()).or_else(|| Some("0".to_owned()));
+                        self.emit(PeerEvent::LocalSignal(SignalPayload::Candidate {
+                            candidate: init.candidate,
+                            sdp_mid,
+                            sdp_mline_index: init.sdp_mline_index.or(Some(0)),
+                            ufrag: init.username_fragment,
+                        }));
+                    }
+                    Some(Local::State(state)) => self.state_changed(state).await,
+                    Some(Local::Track(track)) => self.emit(PeerEvent::RemoteTrack(track)),
+                    None => break,
+                },
+                _ = stats.tick(), if self.connected => {
+                    last_counts = self.report_quality(last_counts).await;
+                }
+            }
+        }
+        if let Err(e) = self.pc.close().await {
+            debug!(user = %self.user, error = %e, "close");
+        }
+    }
+
+    async fn offer(&mut self) -> Result<(), webrtc::error::Error> {
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer.clone()).await?;
+        self.emit(PeerEvent::LocalSignal(SignalPayload::Offer { sdp: offer.sdp }));
+        Ok(())
+    }
+
+    async fn remote(&mut self, payload: SignalPayload) -> Result<(), webrtc::error::Error> {
+        match payload {
+            SignalPayload::Offer { sdp } => {
+                self.pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                self.release_held().await?;
+                let answer = self.pc.create_answer(None).await?;
+                self.pc.set_local_description(answer.clone()).await?;
+                self.emit(PeerEvent::LocalSignal(SignalPayload::Answer { sdp: answer.sdp }));
+            }
+            SignalPayload::Answer { sdp } => {
+                self.pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+                self.release_held().await?;
+            }
+            SignalPayload::Candidate { candidate, sdp_mid, sdp_mline_index, ufrag } => {
+                let init = RTCIceCandidateInit { candidate, sdp_mid, sdp_mline_index, username_fragment: ufrag, ..Default::default() };
+                if self.pc.remote_description().await.is_some() {
+                    self.pc.add_ice_candidate(init).await?;
+                } else {
+                    self.held.push(init);
+                }
+            }
+            // webrtc-rs needs no end-of-candidates marker.
+            SignalPayload::EndOfCandidates => {}
+            SignalPayload::Restart if self.offerer => self.restart().await?,
+            SignalPayload::Restart => {}
+        }
+        Ok(())
+    }
+
+    async fn release_held(&mut self) -> Result<(), webrtc::error::Error> {
+        let remote_kind = self.pc.remote_description().await.map(|d| d.sdp_type);
+        debug_assert!(remote_kind.is_some_and(|k| k == RTCSdpType::Offer || k == RTCSdpType::Answer));
+        for init in std::mem::take(&mut self.held) {
+            self.pc.add_ice_candidate(init).await?;
+        }
+        Ok(())
+    }
+
+    async fn restart(&mut self) -> Result<(), webrtc::error::Error> {
+        self.pc.restart_ice().await?;
+        self.offer().await
+    }
+
+    async fn state_changed(&mut self, state: RTCPeerConnectionState) {
+        debug!(user = %self.user, %state, "peer connection");
+        match state {
+            RTCPeerConnectionState::Connected if !self.connected => {
+                self.connected = true;
+                let payload_type = match self.sender.get_parameters().await {
+                    Ok(parameters) => parameters.rtp_parameters.codecs.first().map(|c| c.payload_type),
+                    Err(e) => {
+                        warn!(error = %e, "no negotiated codec");
+                        None
+                    }
+                };
+                if let Some(payload_type) = payload_type {
+                    self.emit(PeerEvent::Connected(AudioOutlet { track: Arc::clone(&self.track), ssrc: self.ssrc, payload_type }));
+                }
+            }
+            RTCPeerConnectionState::Failed => {
+                self.emit(PeerEvent::Failed);
+                let outcome = if self.offerer {
+                    self.restart().await
+                } else {
+                    self.emit(PeerEvent::LocalSignal(SignalPayload::Restart));
+                    Ok(())
+                };
+                if let Err(e) = outcome {
+                    warn!(user = %self.user, error = %e, "ICE restart failed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Loss from our own inbound stats (the far side's RTCP reports are not parsed by webrtc-rs
+    /// 0.21.1), RTT from the selected candidate pair's consent checks.
+    async fn report_quality(&mut self, (last_received, last_lost): (u64, i64)) -> (u64, i64) {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let (mut received, mut lost) = (0u64, 0i64);
+        for inbound in report.inbound_rtp_streams() {
+            received += inbound.received_rtp_stream_stats.packets_received;
+            lost += inbound.received_rtp_stream_stats.packets_lost;
+        }
+        let pair_id = report.transport().map(|t| t.selected_candidate_pair_id.clone());
+        let pair = pair_id.and_then(|id| match report.get(&id) {
+            Some(RTCStatsReportEntry::IceCandidatePair(p)) => Some(p),
+            _ => None,
+        });
+        let rtt_ms = pair.as_ref().map(|p| p.current_round_trip_time * 1000.0);
+        let relayed = pair
+            .and_then(|p| match report.get(&format!("RTCLocalIceCandidate_{}", p.local_candidate_id)) {
+                Some(RTCStatsReportEntry::LocalCandidate(c)) => Some(c.candidate_type == RTCIceCandidateType::Relay),
+                _ => None,
+            })
+            .unwrap_or(false);
+        let new_received = received.saturating_sub(last_received) as f64;
+        let new_lost = (lost - last_lost).max(0) as f64;
+        let loss_percent = if new_received + new_lost > 0.0 { 100.0 * new_lost / (new_received + new_lost) } else { 0.0 };
+        self.emit(PeerEvent::Quality { loss_percent, rtt_ms, relayed });
+        (received, lost)
+    }
+
+    fn emit(&self, event: PeerEvent) {
+        let _ = self.events.send((self.user.clone(), event));
+    }
+}
