@@ -31,6 +31,9 @@ pub struct Config {
     pub turn: Option<TurnConfig>,
     /// Per-user rate limits.
     pub rate_limits: RateLimits,
+    /// Service accounts (like the echo test service) that are never busy and may be in many
+    /// calls at once, one per session.
+    pub service_accounts: Vec<String>,
     /// Transport timers. Not read from the file: they are protocol constants, shortened only by
     /// tests that check them.
     #[serde(skip)]
@@ -106,6 +109,7 @@ impl Default for Config {
             stun_urls: Vec::new(),
             turn: None,
             rate_limits: RateLimits::default(),
+            service_accounts: Vec::new(),
             transport: TransportTimers::default(),
         }
     }

@@ -140,6 +140,7 @@ pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock
         max_participants: config.max_participants as usize,
         default_ring_timeout_s: config.ring_timeout_s,
         reconnect_grace_ms: i64::from(config.reconnect_grace_s) * 1000,
+        service_accounts: config.service_accounts.iter().cloned().collect(),
     };
     let (call_prefix, session_prefix) = {
         let mut rng = rand::thread_rng();

@@ -42,11 +42,19 @@ pub struct RegistrySettings {
     pub default_ring_timeout_s: u32,
     /// How long a joined session may be away before it counts as left.
     pub reconnect_grace_ms: i64,
+    /// Service accounts (the echo test service): never busy, and each of their sessions may be
+    /// in a different call, so one account can serve many callers at once.
+    pub service_accounts: HashSet<UserId>,
 }
 
 impl Default for RegistrySettings {
     fn default() -> Self {
-        RegistrySettings { max_participants: 9, default_ring_timeout_s: 30, reconnect_grace_ms: 20_000 }
+        RegistrySettings {
+            max_participants: 9,
+            default_ring_timeout_s: 30,
+            reconnect_grace_ms: 20_000,
+            service_accounts: HashSet::new(),
+        }
     }
 }
 
@@ -405,7 +413,7 @@ impl CallRegistry {
                 format!("a call holds at most {} people", self.settings.max_participants),
             );
         }
-        if self.joined_call_of_user(user).is_some() {
+        if self.joined_call_of_session_user(user, session).is_some() {
             return refuse(ErrorCode::InvalidState, "you are already in a call");
         }
 
@@ -483,7 +491,7 @@ impl CallRegistry {
                 }
             }
         }
-        if let Some(other) = self.joined_call_of_user(user) {
+        if let Some(other) = self.joined_call_of_session_user(user, session) {
             if other != call_id {
                 return refuse(ErrorCode::InvalidState, "you are already in another call");
             }
@@ -817,7 +825,17 @@ impl CallRegistry {
     }
 
     fn is_busy(&self, user: &str) -> bool {
-        self.user_calls.get(user).is_some_and(|calls| !calls.is_empty())
+        !self.settings.service_accounts.contains(user) && self.user_calls.get(user).is_some_and(|calls| !calls.is_empty())
+    }
+
+    /// The call `user` is joined in, as far as `session` is concerned: any session's call for a
+    /// person, only this session's for a service account (whose sessions serve separate calls).
+    fn joined_call_of_session_user(&self, user: &str, session: SessionId) -> Option<CallId> {
+        if self.settings.service_accounts.contains(user) {
+            self.joined_call_of_session(user, session)
+        } else {
+            self.joined_call_of_user(user)
+        }
     }
 
     fn joined_call_of_user(&self, user: &str) -> Option<CallId> {

@@ -558,3 +558,22 @@ fn group_ring_timeout_with_one_answer_keeps_the_call() {
     assert_eq!(kinds(&out, bob), ["call.no_answer"]);
     assert_eq!(w.reg.live_calls(), 1);
 }
+
+#[test]
+fn a_service_account_serves_several_calls_at_once() {
+    let settings = RegistrySettings { service_accounts: ["echo".to_string()].into(), ..RegistrySettings::default() };
+    let mut w = World { reg: CallRegistry::new(settings, 1), now: T0, next_session: 1 };
+    let echo1 = w.open("echo", "echo-1").0;
+    let echo2 = w.open("echo", "echo-2").0;
+    let (alice, bob) = (w.online("alice"), w.online("bob"));
+    let (first, _) = w.invite(alice, &["echo"]);
+    assert_eq!(kinds(&w.req(echo1, CallRequest::Accept { call_id: first }), echo1), ["ok"]);
+    // Echo is in a call, yet bob's call rings it rather than finding it busy.
+    let (second, out) = w.invite(bob, &["echo"]);
+    assert_eq!(kinds(&out, bob), ["ok"]);
+    assert_eq!(kinds(&out, echo2), ["call.incoming"]);
+    // The session already in a call may not take a second one; another session may.
+    assert_eq!(kinds(&w.req(echo1, CallRequest::Accept { call_id: second.clone() }), echo1), ["error:invalid_state"]);
+    assert_eq!(kinds(&w.req(echo2, CallRequest::Accept { call_id: second }), echo2), ["ok"]);
+    assert_eq!(w.reg.live_calls(), 2);
+}
