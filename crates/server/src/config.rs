@@ -186,6 +186,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed");
+        let config: Config = toml::from_str(&readme[start..end]).expect("the README's example parses");
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn unknown_keys_and_bad_ranges_are_refused() {
         assert!(toml::from_str::<Config>("listne = \"x\"").is_err());
         let config = Config { ring_timeout_s: 3, ..Config::default() };
