@@ -1,0 +1,346 @@
+//! `hark-cli`: a headless Hark client on hark-engine, and the echo test service.
+//!
+//! Every command signs in first (a password, traded for a token; `--register` creates the
+//! account if needed), then runs to completion. Events go to stdout, as JSON lines with `--json`
+//! and as short sentences otherwise; diagnostics go to stderr. Media devices are chosen by spec:
+//! `--mic default|tone:FREQ|file:PATH|silence`, `--speaker default|record:PATH.wav|none`.
+
+mod echo;
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use hark_engine::audio::{sink_from_spec, source_from_spec};
+use hark_engine::core::CallEvent;
+use hark_engine::media::Devices;
+use hark_engine::signaling::{Credentials, SignalingConfig};
+use hark_engine::{Engine, EngineConfig, EngineEvent};
+use hark_protocol::{Media, PresenceStatus};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+#[derive(Parser)]
+#[command(name = "hark-cli", version, about = "Headless Hark client")]
+struct Cli {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7600")]
+    server: String,
+    /// User id (the echo service defaults to `echo`).
+    #[arg(long)]
+    user: Option<String>,
+    /// Password.
+    #[arg(long)]
+    password: String,
+    /// Create the account first if it does not exist.
+    #[arg(long)]
+    register: bool,
+    /// Events as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Microphone: default, tone:FREQ, file:PATH (48 kHz WAV), silence.
+    #[arg(long, default_value = "default")]
+    mic: String,
+    /// Speaker: default, record:PATH.wav, none.
+    #[arg(long, default_value = "default")]
+    speaker: String,
+    /// Local address for media (127.0.0.1:0 for calls on one machine).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: String,
+    /// This device's id (defaults to one derived from the user and the host).
+    #[arg(long)]
+    device: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Calls one or more people and stays until the call ends.
+    Call {
+        /// Whom.
+        users: Vec<String>,
+        /// A video call.
+        #[arg(long)]
+        video: bool,
+        /// Ring for this many seconds.
+        #[arg(long)]
+        timeout: Option<u32>,
+        /// Hang up after this many seconds of connection.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// Waits for the next incoming call.
+    Answer {
+        /// Answer without asking.
+        #[arg(long)]
+        auto: bool,
+        /// Decline instead.
+        #[arg(long)]
+        reject: bool,
+        /// Keep serving calls.
+        #[arg(long = "loop")]
+        repeat: bool,
+        /// Hang up after this many seconds of connection.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// Lists recent calls.
+    History {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Shows whether people are online.
+    Status {
+        /// Whom.
+        users: Vec<String>,
+    },
+    /// Runs the echo test service: answers every call, plays a prompt, then plays back what it
+    /// hears one second later, for up to five minutes a call, several calls at once.
+    Echo {
+        /// Calls served at once.
+        #[arg(long, default_value_t = 4)]
+        lines: usize,
+        /// Longest call, in seconds.
+        #[arg(long, default_value_t = 300)]
+        max_call: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let printer = Printer { json: cli.json };
+    match &cli.command {
+        Command::Echo { lines, max_call } => echo_service(&cli, &printer, *lines, Duration::from_secs(*max_call)).await,
+        Command::Call { users, video, timeout, duration } => {
+            let (engine, mut events) = sign_in(&cli, &printer, devices(&cli)?, None).await?;
+            let media = if *video { Media::Video } else { Media::Audio };
+            engine.call(users.clone(), media, *timeout, None).await?;
+            let connected = follow_call(&engine, &mut events, &printer, duration.map(Duration::from_secs_f64)).await;
+            engine.stop().await;
+            if connected {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        Command::Answer { auto, reject, repeat, duration } => {
+            let (engine, mut events) = sign_in(&cli, &printer, devices(&cli)?, None).await?;
+            loop {
+                wait_for_incoming(&mut events, &printer).await?;
+                if *reject {
+                    engine.reject().await?;
+                } else if *auto || ask("Answer? [Y/n] ")? {
+                    engine.accept().await?;
+                    follow_call(&engine, &mut events, &printer, duration.map(Duration::from_secs_f64)).await;
+                } else {
+                    engine.reject().await?;
+                }
+                if !*repeat {
+                    break;
+                }
+            }
+            engine.stop().await;
+            Ok(())
+        }
+        Command::History { limit } => {
+            let (engine, _events) = sign_in(&cli, &printer, silent_devices(), None).await?;
+            for record in engine.history(None, Some(*limit)).await? {
+                printer.line(
+                    &serde_json::to_value(&record)?,
+                    &format!(
+                        "{} {:?} {} {:?} {:?} {} s",
+                        record.call_id, record.direction, record.caller, record.media, record.result, record.duration_s
+                    ),
+                );
+            }
+            Ok(())
+        }
+        Command::Status { users } => {
+            let (engine, _events) = sign_in(&cli, &printer, silent_devices(), None).await?;
+            for (user, status) in engine.presence(users.clone()).await? {
+                let word = match status {
+                    PresenceStatus::Online => "online",
+                    PresenceStatus::Offline => "offline",
+                    PresenceStatus::Unregistered => "unregistered",
+                };
+                printer.line(&serde_json::json!({"user": user, "status": word}), &format!("{user}: {word}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Starts an engine and waits until it is signed in.
+async fn sign_in(cli: &Cli, printer: &Printer, devices: Devices, device: Option<String>) -> anyhow::Result<(Engine, UnboundedReceiver<EngineEvent>)> {
+    let user = cli.user.clone().or_else(|| matches!(cli.command, Command::Echo { .. }).then(|| "echo".to_owned()));
+    let Some(user) = user else { bail!("--user is required") };
+    let device = device.or_else(|| cli.device.clone()).unwrap_or_else(|| format!("cli-{user}-{}", std::process::id()));
+    let config = EngineConfig {
+        signaling: SignalingConfig {
+            server: cli.server.clone(),
+            credentials: Credentials::Password { user, password: cli.password.clone(), register: cli.register },
+            device,
+            client: format!("hark-cli/{}", env!("CARGO_PKG_VERSION")),
+        },
+        udp_addrs: vec![cli.bind.clone()],
+        devices,
+    };
+    let (engine, mut events) = Engine::start(config);
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .context("no answer from the server in 30 s")?
+            .context("the engine stopped")?;
+        printer.event(&event);
+        match event {
+            EngineEvent::SignedIn { .. } => return Ok((engine, events)),
+            EngineEvent::SignInRefused { code, message } => bail!("sign-in refused: {code}: {message}"),
+            _ => {}
+        }
+    }
+}
+
+/// Prints events until the current call ends; true if it had connected. With `hang_up_after`,
+/// hangs up that long after it connected.
+async fn follow_call(engine: &Engine, events: &mut UnboundedReceiver<EngineEvent>, printer: &Printer, hang_up_after: Option<Duration>) -> bool {
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut connected = false;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            () = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                deadline = None;
+                if let Err(e) = engine.hangup().await {
+                    eprintln!("hangup: {e}");
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else { return connected };
+        printer.event(&event);
+        match event {
+            EngineEvent::Call(CallEvent::CallBegan { .. }) => {
+                connected = true;
+                deadline = hang_up_after.map(|after| tokio::time::Instant::now() + after);
+            }
+            EngineEvent::Call(CallEvent::CallEnded { .. }) => return true,
+            EngineEvent::Call(CallEvent::NotConnected { .. }) => return false,
+            _ => {}
+        }
+    }
+}
+
+async fn wait_for_incoming(events: &mut UnboundedReceiver<EngineEvent>, printer: &Printer) -> anyhow::Result<()> {
+    while let Some(event) = events.recv().await {
+        printer.event(&event);
+        if matches!(event, EngineEvent::Call(CallEvent::IncomingCall { .. })) {
+            return Ok(());
+        }
+    }
+    bail!("the engine stopped")
+}
+
+/// The echo service: `lines` engines on one account (a service account on the server, so it is
+/// never busy), each answering whatever rings while it is free.
+async fn echo_service(cli: &Cli, printer: &Printer, lines: usize, max_call: Duration) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for line in 1..=lines.max(1) {
+        let device = format!("echo-line-{line}");
+        let echo_line = echo::EchoLine::default();
+        let (engine, events) = sign_in(cli, printer, echo_line.devices(), Some(device)).await?;
+        let printer = Printer { json: printer.json };
+        tasks.push(tokio::spawn(serve_echo_line(engine, events, printer, max_call)));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    Ok(())
+}
+
+async fn serve_echo_line(engine: Engine, mut events: UnboundedReceiver<EngineEvent>, printer: Printer, max_call: Duration) {
+    loop {
+        if wait_for_incoming(&mut events, &printer).await.is_err() {
+            return;
+        }
+        // Another line may have taken it; the core then reports it handled elsewhere.
+        if engine.accept().await.is_ok() {
+            follow_call(&engine, &mut events, &printer, Some(max_call)).await;
+        }
+    }
+}
+
+fn devices(cli: &Cli) -> anyhow::Result<Devices> {
+    let source = match cli.mic.as_str() {
+        "default" => bail!("--mic default needs a sound card (not available in this build yet); use tone:FREQ, file:PATH or silence"),
+        spec => source_from_spec(spec)?,
+    };
+    let sink = match cli.speaker.as_str() {
+        "default" => bail!("--speaker default needs a sound card (not available in this build yet); use record:PATH.wav or none"),
+        spec => sink_from_spec(spec)?,
+    };
+    Ok(Devices { source, sink })
+}
+
+fn silent_devices() -> Devices {
+    Devices { source: Box::new(hark_engine::audio::SilenceSource), sink: Box::new(hark_engine::audio::NullSink) }
+}
+
+fn ask(question: &str) -> anyhow::Result<bool> {
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(!answer.trim().eq_ignore_ascii_case("n"))
+}
+
+/// Writes events to stdout, as JSON lines or as sentences.
+struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    fn event(&self, event: &EngineEvent) {
+        if self.json {
+            self.write(&serde_json::to_string(event).unwrap_or_default());
+            return;
+        }
+        let text = match event {
+            EngineEvent::SignedIn { user, resumed: false } => format!("signed in as {user}"),
+            EngineEvent::SignedIn { resumed: true, .. } => "reconnected".to_owned(),
+            EngineEvent::SignalingLost { reason } => format!("connection lost ({reason}); reconnecting"),
+            EngineEvent::SignInRefused { code, message } => format!("sign-in refused: {code}: {message}"),
+            EngineEvent::Call(CallEvent::IncomingCall { caller, media, .. }) => format!("{caller} is calling ({media:?})"),
+            EngineEvent::Call(CallEvent::Dialing { invitees, .. }) => format!("ringing {}", invitees.join(", ")),
+            EngineEvent::Call(CallEvent::CallBegan { .. }) => "connected".to_owned(),
+            EngineEvent::Call(CallEvent::CallEnded { reason, duration_s, .. }) => format!("call ended ({reason:?}) after {duration_s} s"),
+            EngineEvent::Call(CallEvent::NotConnected { reason, .. }) => format!("not connected: {reason:?}"),
+            EngineEvent::Call(CallEvent::UserJoined { user }) => format!("{user} joined"),
+            EngineEvent::Call(CallEvent::UserLeft { user }) => format!("{user} left"),
+            EngineEvent::Call(CallEvent::UserRejected { user }) => format!("{user} declined"),
+            EngineEvent::Call(CallEvent::UserBusy { user }) => format!("{user} is busy"),
+            EngineEvent::Call(CallEvent::UserNoResponse { user }) => format!("{user} did not answer"),
+            EngineEvent::Call(CallEvent::Error { code, message }) => format!("error: {code}: {message}"),
+            EngineEvent::RemoteAudioAvailable { user } => format!("hearing {user}"),
+            // Levels and quality are too chatty for people; JSON carries them.
+            _ => return,
+        };
+        self.write(&text);
+    }
+
+    fn line(&self, json: &serde_json::Value, text: &str) {
+        self.write(&if self.json { json.to_string() } else { text.to_owned() });
+    }
+
+    fn write(&self, line: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
