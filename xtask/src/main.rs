@@ -4,6 +4,7 @@
 //! dispatches. When a child process fails, xtask exits with that child's exit code so that
 //! `.ci/run` and shells see the real outcome.
 
+mod assets;
 mod bench;
 mod run_app;
 mod run_tests;
@@ -24,6 +25,8 @@ commands:
         `cargo test --workspace --locked [args…]`, e.g. `cargo xtask test -p hark-server`
   bench [args…]
         run benchmarks, e.g. `cargo xtask bench signaling` (figures in docs/BENCHMARKS.md)
+  assets [--check]
+        synthesize the bundled ringtones into assets/ringtones/ (--check: verify them instead)
   help  print this text
 ";
 
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         "run" => run_app::run(rest),
         "test" => run_tests::run(rest),
         "bench" => bench::run(rest).map(|()| workspace::ChildOutcome::Success),
+        "assets" => assets::run(rest).map(|()| workspace::ChildOutcome::Success),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(workspace::ChildOutcome::Success)
