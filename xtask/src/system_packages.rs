@@ -12,8 +12,11 @@ use crate::workspace::{self, ChildOutcome};
 
 /// Debian packages needed to build and test the workspace.
 /// build-essential: the C compiler and linker Rust uses; pkg-config: finds system libraries;
-/// cmake: builds the libopus that the `opus` crate bundles.
-pub const SYSTEM_PACKAGES: &[&str] = &["build-essential", "pkg-config", "cmake"];
+/// cmake: builds the libopus that the `opus` crate bundles; libasound2-dev: cpal's ALSA backend;
+/// pulseaudio and libasound2-plugins: a null-sink sound server for the real-audio-path test;
+/// coturn: the TURN server of the relay test.
+pub const SYSTEM_PACKAGES: &[&str] =
+    &["build-essential", "pkg-config", "cmake", "libasound2-dev", "pulseaudio", "libasound2-plugins", "coturn"];
 
 pub fn ensure_installed(packages: &[&str]) -> anyhow::Result<()> {
     if !workspace::is_on_path("dpkg-query") {

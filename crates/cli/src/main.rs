@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 use hark_engine::audio::{sink_from_spec, source_from_spec};
 use hark_engine::core::CallEvent;
 use hark_engine::media::Devices;
+use hark_engine::sound_card::{MicrophoneSource, SpeakerSink};
+use hark_engine::ringtone::{RingtoneChoice, RingtoneKind, RodioOutput, SilentOutput};
 use hark_engine::signaling::{Credentials, SignalingConfig};
 use hark_engine::{Engine, EngineConfig, EngineEvent};
 use hark_protocol::{Media, PresenceStatus};
@@ -50,6 +52,9 @@ struct Cli {
     /// This device's id (defaults to one derived from the user and the host).
     #[arg(long)]
     device: Option<String>,
+    /// A custom incoming ringtone (WAV, OGG, MP3, FLAC); the bundled one otherwise.
+    #[arg(long)]
+    ringtone: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,8 +196,15 @@ async fn sign_in(cli: &Cli, printer: &Printer, devices: Devices, device: Option<
         },
         udp_addrs: vec![cli.bind.clone()],
         devices,
+        receive_loss_percent: 0.0,
+        // Ring on the sound card only when audio goes to it; headless runs stay quiet.
+        ring_output: if cli.speaker == "default" { Box::new(RodioOutput::new()) } else { Box::new(SilentOutput) },
+        watch_devices: cli.mic == "default" || cli.speaker == "default",
     };
     let (engine, mut events) = Engine::start(config);
+    if let Some(path) = &cli.ringtone {
+        engine.set_ringtone(RingtoneKind::Incoming, RingtoneChoice::Custom(path.clone())).await?;
+    }
     loop {
         let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
             .await
@@ -277,12 +289,12 @@ async fn serve_echo_line(engine: Engine, mut events: UnboundedReceiver<EngineEve
 }
 
 fn devices(cli: &Cli) -> anyhow::Result<Devices> {
-    let source = match cli.mic.as_str() {
-        "default" => bail!("--mic default needs a sound card (not available in this build yet); use tone:FREQ, file:PATH or silence"),
+    let source: Box<dyn hark_engine::audio::AudioSource> = match cli.mic.as_str() {
+        "default" => Box::new(MicrophoneSource::open(None).context("opening the microphone (try --mic tone:440 or silence)")?),
         spec => source_from_spec(spec)?,
     };
-    let sink = match cli.speaker.as_str() {
-        "default" => bail!("--speaker default needs a sound card (not available in this build yet); use record:PATH.wav or none"),
+    let sink: Box<dyn hark_engine::audio::AudioSink> = match cli.speaker.as_str() {
+        "default" => Box::new(SpeakerSink::open(None).context("opening the speaker (try --speaker none or record:PATH.wav)")?),
         spec => sink_from_spec(spec)?,
     };
     Ok(Devices { source, sink })
@@ -328,6 +340,10 @@ impl Printer {
             EngineEvent::Call(CallEvent::UserNoResponse { user }) => format!("{user} did not answer"),
             EngineEvent::Call(CallEvent::Error { code, message }) => format!("error: {code}: {message}"),
             EngineEvent::RemoteAudioAvailable { user } => format!("hearing {user}"),
+            EngineEvent::RingtonePlaying { kind, source } => format!("ringing ({kind}): {source}"),
+            EngineEvent::RingtoneFailed { message, .. } => format!("ringtone: {message}"),
+            EngineEvent::DeviceFallback { direction, error: None } => format!("the {direction} device went away; using the default"),
+            EngineEvent::DeviceFallback { direction, error: Some(e) } => format!("the {direction} device went away and the default failed: {e}"),
             // Levels and quality are too chatty for people; JSON carries them.
             _ => return,
         };

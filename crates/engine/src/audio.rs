@@ -34,6 +34,10 @@ pub enum DeviceError {
 pub trait AudioSource: Send {
     /// Fills `frame` with the next 20 ms.
     fn read_frame(&mut self, frame: &mut [i16; FRAME]);
+    /// Whether the device behind it has gone and it should be replaced (only real devices go).
+    fn is_lost(&self) -> bool {
+        false
+    }
 }
 
 /// Something that consumes audio, one frame at a time.
@@ -42,6 +46,10 @@ pub trait AudioSink: Send {
     fn write_frame(&mut self, frame: &[i16; FRAME]);
     /// Flushes whatever is buffered (a WAV file's header, say).
     fn finish(&mut self) {}
+    /// Whether the device behind it has gone and it should be replaced (only real devices go).
+    fn is_lost(&self) -> bool {
+        false
+    }
 }
 
 /// A sine at a fixed frequency and level.

@@ -8,6 +8,7 @@
 //! feeds the core the server's frames, the links' negotiation messages and its timers.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hark_protocol::{
@@ -20,6 +21,8 @@ use tracing::{debug, warn};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
 use crate::media::{AudioPipeline, Devices, MediaReport};
 use crate::peer::{PeerCommand, PeerEvent, PeerLink, PeerSettings};
+use crate::sound_card::{DeviceInfo, DeviceWatcher, Direction, MicrophoneSource, SpeakerSink};
+use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneEvent, RingtoneKind, RingtonePlayer};
 use crate::signaling::{self, SignalingConfig, SignalingEvent, SignalingHandle};
 
 /// Everything the engine needs to start.
@@ -30,6 +33,14 @@ pub struct EngineConfig {
     pub udp_addrs: Vec<String>,
     /// Microphone and speaker.
     pub devices: Devices,
+    /// Where ringtones play: the sound card ([`crate::ringtone::RodioOutput`]), nowhere
+    /// ([`crate::ringtone::SilentOutput`]) or a recording for tests.
+    pub ring_output: Box<dyn RingOutput>,
+    /// Watch the sound cards and report changes (apps with real devices; not headless tests).
+    pub watch_devices: bool,
+    /// Percent of received audio packets to drop on purpose (0 normally): a network impairment
+    /// for tests and diagnostics, applied before the jitter buffer.
+    pub receive_loss_percent: f64,
 }
 
 /// Everything that happens, on one channel.
@@ -81,10 +92,38 @@ pub enum EngineEvent {
         /// Whether it runs through a TURN relay.
         relayed: bool,
     },
-    /// The ringtone should start or stop.
+    /// The ringtone should start or stop (the core's decision).
     Ringtone {
         /// `incoming`, `dialing` or `stop`.
         action: &'static str,
+    },
+    /// A ringtone is playing: which sound (`bundled:NAME` or `custom:PATH`).
+    RingtonePlaying {
+        /// `incoming` or `dialing`.
+        kind: &'static str,
+        /// The sound.
+        source: String,
+    },
+    /// The ringtone stopped.
+    RingtoneStopped,
+    /// A ringtone could not be used (the bundled default is used instead).
+    RingtoneFailed {
+        /// A stable code such as `ringtone_undecodable`.
+        code: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// A sound card went away mid-call; the default device took over (or could not: `error`).
+    DeviceFallback {
+        /// Microphone (input) or speaker (output).
+        direction: Direction,
+        /// Why the default could not be opened, if it could not.
+        error: Option<String>,
+    },
+    /// The sound cards changed (plugged or unplugged).
+    DeviceListChanged {
+        /// All devices now.
+        devices: Vec<DeviceInfo>,
     },
     /// A followed user's presence changed.
     Presence {
@@ -127,6 +166,7 @@ enum Request {
 #[derive(Clone)]
 pub struct Engine {
     requests: mpsc::UnboundedSender<Request>,
+    ringtones: Arc<RingtonePlayer>,
 }
 
 impl Engine {
@@ -138,19 +178,27 @@ impl Engine {
         let signaling = signaling::spawn(config.signaling, signaling_tx);
         let (peer_tx, peer_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
+        let (ring_tx, ring_rx) = mpsc::unbounded_channel();
+        let ringtones = Arc::new(RingtonePlayer::with_listener(config.ring_output, move |event| {
+            let _ = ring_tx.send(event);
+        }));
         let task = EngineTask {
+            ringtones: Arc::clone(&ringtones),
             core: CallCore::new(String::new()),
             signaling,
             events,
             peers: HashMap::new(),
             peer_events: peer_tx,
-            pipeline: AudioPipeline::new(config.devices, report_tx),
+            pipeline: AudioPipeline::new(config.devices, report_tx).with_receive_loss(config.receive_loss_percent),
             settings: PeerSettings { ice_servers: Vec::new(), policy: IceTransportPolicy::All, udp_addrs: config.udp_addrs },
             queries: HashMap::new(),
             next_query: 0,
         };
-        tokio::spawn(task.run(request_rx, signaling_rx, peer_rx, report_rx));
-        (Engine { requests }, event_rx)
+        if config.watch_devices {
+            tokio::spawn(watch_devices(task.events.clone()));
+        }
+        tokio::spawn(task.run(request_rx, signaling_rx, peer_rx, report_rx, ring_rx));
+        (Engine { requests, ringtones }, event_rx)
     }
 
     /// Places a call.
@@ -216,6 +264,24 @@ impl Engine {
         let _ = self.requests.send(Request::MuteSpeaker(muted));
     }
 
+    /// Chooses the incoming ringtone or the dial tone. A file that is missing or cannot be decoded
+    /// is refused (and reported as an event) and the bundled default is used instead.
+    pub async fn set_ringtone(&self, kind: RingtoneKind, choice: RingtoneChoice) -> Result<(), RingtoneError> {
+        let player = Arc::clone(&self.ringtones);
+        // Decoding a file is blocking work.
+        tokio::task::spawn_blocking(move || player.set_choice(kind, choice)).await.map_err(|_| RingtoneError::Stopped)?
+    }
+
+    /// Ringtone volume, 0.0 to 1.0.
+    pub fn set_ringtone_volume(&self, volume: f32) {
+        self.ringtones.set_volume(volume);
+    }
+
+    /// Mute mode: calls still come in, nothing rings.
+    pub fn set_ringtone_muted(&self, muted: bool) {
+        self.ringtones.set_muted(muted);
+    }
+
     /// Stops the engine: peers close, recordings are finished.
     pub async fn stop(&self) {
         let (reply, done) = oneshot::channel();
@@ -239,6 +305,7 @@ impl Engine {
 
 struct EngineTask {
     core: CallCore,
+    ringtones: Arc<RingtonePlayer>,
     signaling: SignalingHandle,
     events: mpsc::UnboundedSender<EngineEvent>,
     peers: HashMap<UserId, PeerLink>,
@@ -257,6 +324,7 @@ impl EngineTask {
         mut signaling: mpsc::UnboundedReceiver<SignalingEvent>,
         mut peer_events: mpsc::UnboundedReceiver<(UserId, PeerEvent)>,
         mut reports: mpsc::UnboundedReceiver<MediaReport>,
+        mut ring_events: mpsc::UnboundedReceiver<RingtoneEvent>,
     ) {
         loop {
             let wake = self.core.poll_timeout();
@@ -279,6 +347,7 @@ impl EngineTask {
                 },
                 Some((user, event)) = peer_events.recv() => self.peer_event(user, event),
                 Some(report) = reports.recv() => self.media_report(report),
+                Some(event) = ring_events.recv() => self.ringtone_event(event),
                 () = sleep_until_ms(wake), if wake.is_some() => self.core.handle_timeout(now_ms()),
             }
             self.carry_out().await;
@@ -358,6 +427,34 @@ impl EngineTask {
                     self.emit(EngineEvent::VoiceLevel { user, level });
                 }
             }
+            // A sound card that disappears mid-call is replaced by the default one, and said so.
+            MediaReport::MicrophoneLost => self.fall_back(Direction::Input),
+            MediaReport::SpeakerLost => self.fall_back(Direction::Output),
+        }
+    }
+
+    fn fall_back(&self, direction: Direction) {
+        let pipeline = self.pipeline.clone();
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = match direction {
+                Direction::Input => MicrophoneSource::open(None).map(|source| pipeline.replace_source(Box::new(source))),
+                Direction::Output => SpeakerSink::open(None).map(|sink| pipeline.replace_sink(Box::new(sink))),
+            };
+            let _ = events.send(EngineEvent::DeviceFallback { direction, error: outcome.err().map(|e| e.to_string()) });
+        });
+    }
+
+    fn ringtone_event(&mut self, event: RingtoneEvent) {
+        let kind_name = |kind: RingtoneKind| match kind {
+            RingtoneKind::Incoming => "incoming",
+            RingtoneKind::Dialing => "dialing",
+        };
+        match event {
+            RingtoneEvent::Playing { kind, source } => self.emit(EngineEvent::RingtonePlaying { kind: kind_name(kind), source }),
+            RingtoneEvent::Stopped => self.emit(EngineEvent::RingtoneStopped),
+            RingtoneEvent::Error { code, message, .. } => self.emit(EngineEvent::RingtoneFailed { code, message }),
+            _ => {}
         }
     }
 
@@ -386,9 +483,18 @@ impl EngineTask {
                 }
                 Output::Ringtone(command) => {
                     let action = match command {
-                        RingtoneCommand::Incoming => "incoming",
-                        RingtoneCommand::Dialing => "dialing",
-                        RingtoneCommand::Stop => "stop",
+                        RingtoneCommand::Incoming => {
+                            self.ringtones.play(RingtoneKind::Incoming);
+                            "incoming"
+                        }
+                        RingtoneCommand::Dialing => {
+                            self.ringtones.play(RingtoneKind::Dialing);
+                            "dialing"
+                        }
+                        RingtoneCommand::Stop => {
+                            self.ringtones.stop();
+                            "stop"
+                        }
                     };
                     self.emit(EngineEvent::Ringtone { action });
                 }
@@ -398,6 +504,7 @@ impl EngineTask {
     }
 
     fn stop(&mut self) {
+        self.ringtones.stop();
         for (_, link) in self.peers.drain() {
             link.send(PeerCommand::Close);
         }
@@ -406,6 +513,20 @@ impl EngineTask {
 
     fn emit(&self, event: EngineEvent) {
         let _ = self.events.send(event);
+    }
+}
+
+/// Polls the sound cards every second (listing them blocks for a few ms) until the engine stops.
+async fn watch_devices(events: mpsc::UnboundedSender<EngineEvent>) {
+    let mut watcher = Some(DeviceWatcher::new());
+    while !events.is_closed() {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let Some(mut current) = watcher.take() else { return };
+        let Ok((changed, returned)) = tokio::task::spawn_blocking(move || (current.poll(), current)).await else { return };
+        watcher = Some(returned);
+        if let Some(devices) = changed {
+            let _ = events.send(EngineEvent::DeviceListChanged { devices });
+        }
     }
 }
 

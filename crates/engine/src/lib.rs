@@ -9,6 +9,8 @@ pub mod engine;
 pub mod jitter;
 pub mod media;
 pub mod peer;
+pub mod ringtone;
 pub mod signaling;
+pub mod sound_card;
 
 pub use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent};

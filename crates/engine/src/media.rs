@@ -37,6 +37,10 @@ pub enum MediaReport {
     RemoteAudioAvailable(UserId),
     /// Speaking levels, 0–100, of each remote person over the last 200 ms.
     VoiceLevels(Vec<(UserId, u8)>),
+    /// The microphone's device has gone.
+    MicrophoneLost,
+    /// The speaker's device has gone.
+    SpeakerLost,
 }
 
 /// The devices the pipeline reads from and writes to, shared so they can be swapped mid-call.
@@ -54,6 +58,8 @@ struct Shared {
     microphone_muted: AtomicBool,
     speaker_muted: AtomicBool,
     started: Instant,
+    /// Percent of received packets dropped on purpose (a test impairment).
+    receive_loss_percent: f64,
 }
 
 /// The pipeline; cheap to clone, all clones drive the same one.
@@ -74,9 +80,17 @@ impl AudioPipeline {
             microphone_muted: AtomicBool::new(false),
             speaker_muted: AtomicBool::new(false),
             started: Instant::now(),
+            receive_loss_percent: 0.0,
         });
         let (running, _) = watch::channel(false);
         AudioPipeline { shared, running, reports }
+    }
+
+    /// Drops `percent` of received packets at random before the jitter buffer, as a lossy network
+    /// would.
+    pub fn with_receive_loss(mut self, percent: f64) -> Self {
+        Arc::get_mut(&mut self.shared).expect("set before the pipeline is shared").receive_loss_percent = percent;
+        self
     }
 
     /// Sends our audio to `user` from now on, and starts the clock if it is not running.
@@ -93,6 +107,9 @@ impl AudioPipeline {
             while let Some(event) = track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
+                        if shared.receive_loss_percent > 0.0 && rand::random::<f64>() * 100.0 < shared.receive_loss_percent {
+                            continue;
+                        }
                         let arrival_ms = shared.started.elapsed().as_millis() as i64;
                         if let Some(buffer) = lock(&shared.inlets).get_mut(&user) {
                             buffer.push(packet.header.sequence_number, packet.header.timestamp, packet.payload, arrival_ms);
@@ -128,9 +145,15 @@ impl AudioPipeline {
         self.shared.speaker_muted.store(muted, Ordering::Relaxed);
     }
 
-    /// Replaces the devices (takes effect on the next frame); returns the old ones.
-    pub fn swap_devices(&self, devices: Devices) -> Devices {
-        std::mem::replace(&mut *lock(&self.shared.devices), devices)
+    /// Replaces the microphone (takes effect on the next frame).
+    pub fn replace_source(&self, source: Box<dyn AudioSource>) {
+        lock(&self.shared.devices).source = source;
+    }
+
+    /// Replaces the speaker (takes effect on the next frame); the old one is finished.
+    pub fn replace_sink(&self, sink: Box<dyn AudioSink>) {
+        let mut old = std::mem::replace(&mut lock(&self.shared.devices).sink, sink);
+        old.finish();
     }
 
     /// Finishes the sink (a recording's header is written) and stops the clock.
@@ -171,11 +194,22 @@ async fn clock(shared: Arc<Shared>, running: watch::Receiver<bool>, reports: mps
     let mut packet = [0u8; 1500];
     let mut decoded = vec![0i16; FRAME];
     let mut tick: u32 = 0;
+    let (mut source_lost, mut sink_lost) = (false, false);
     while *running.borrow() {
         interval.tick().await;
         tick = tick.wrapping_add(1);
 
-        lock(&shared.devices).source.read_frame(&mut frame);
+        {
+            let mut devices = lock(&shared.devices);
+            devices.source.read_frame(&mut frame);
+            // Said once per device: the engine replaces it, and the new one starts healthy.
+            if devices.source.is_lost() && !source_lost {
+                source_lost = true;
+                let _ = reports.send(MediaReport::MicrophoneLost);
+            } else if !devices.source.is_lost() {
+                source_lost = false;
+            }
+        }
         if shared.microphone_muted.load(Ordering::Relaxed) {
             frame.fill(0);
         }
@@ -225,7 +259,16 @@ async fn clock(shared: Arc<Shared>, running: watch::Receiver<bool>, reports: mps
         for (out, &m) in frame.iter_mut().zip(&mix) {
             *out = if speaker_muted { 0 } else { m.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16 };
         }
-        lock(&shared.devices).sink.write_frame(&frame);
+        {
+            let mut devices = lock(&shared.devices);
+            devices.sink.write_frame(&frame);
+            if devices.sink.is_lost() && !sink_lost {
+                sink_lost = true;
+                let _ = reports.send(MediaReport::SpeakerLost);
+            } else if !devices.sink.is_lost() {
+                sink_lost = false;
+            }
+        }
 
         if tick.is_multiple_of(LEVEL_EVERY) && !peak_levels.is_empty() {
             let mut levels: Vec<(UserId, u8)> = peak_levels.drain().collect();

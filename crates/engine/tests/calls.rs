@@ -7,6 +7,7 @@ use std::time::Duration;
 use hark_engine::audio::{goertzel_power, AudioSink, ToneSource, FRAME};
 use hark_engine::core::{CallEvent, CallState, NotConnectedReason};
 use hark_engine::media::Devices;
+use hark_engine::ringtone::{CaptureOutput, RingtoneChoice, RingtoneKind};
 use hark_engine::signaling::{Credentials, SignalingConfig};
 use hark_engine::{Engine, EngineConfig, EngineEvent};
 use hark_protocol::{CallResult, EndReason, Media};
@@ -39,11 +40,19 @@ struct Person {
     engine: Engine,
     events: UnboundedReceiver<EngineEvent>,
     heard: Capture,
+    /// What the ringtone player played.
+    rung: Arc<Mutex<Vec<i16>>>,
 }
 
 impl Person {
     async fn start(server: &str, user: &str, tone: f64) -> Person {
+        Person::start_with_loss(server, user, tone, 0.0).await
+    }
+
+    async fn start_with_loss(server: &str, user: &str, tone: f64, loss: f64) -> Person {
         let heard = Capture::default();
+        let ring_output = CaptureOutput::new();
+        let rung = ring_output.recording();
         let config = EngineConfig {
             signaling: SignalingConfig {
                 server: server.to_owned(),
@@ -53,9 +62,12 @@ impl Person {
             },
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices { source: Box::new(ToneSource::new(tone)), sink: Box::new(heard.clone()) },
+            receive_loss_percent: loss,
+            ring_output: Box::new(ring_output),
+            watch_devices: false,
         };
         let (engine, events) = Engine::start(config);
-        let mut person = Person { engine, events, heard };
+        let mut person = Person { engine, events, heard, rung };
         person.wait_for(|e| matches!(e, EngineEvent::SignedIn { .. })).await;
         person
     }
@@ -153,10 +165,29 @@ async fn reject_busy_and_cancel_reach_the_right_events() {
     let mut bob = Person::start(&base, "bob", 880.0).await;
     let mut carol = Person::start(&base, "carol", 660.0).await;
 
+    // Bob picks a ringtone of his own; a corrupt one is refused and the default stays.
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.mp3");
+    std::fs::write(&corrupt, b"ID3 but not really an mp3 at all").unwrap();
+    assert!(bob.engine.set_ringtone(RingtoneKind::Incoming, RingtoneChoice::Custom(corrupt)).await.is_err());
+    bob.wait_for(|e| matches!(e, EngineEvent::RingtoneFailed { .. })).await;
+    let custom = dir.path().join("mine.wav");
+    write_tone_wav(&custom, 1234.0);
+    bob.engine.set_ringtone(RingtoneKind::Incoming, RingtoneChoice::Custom(custom.clone())).await.unwrap();
+
     // Reject.
     alice.engine.call(vec!["bob".into()], Media::Audio, None, None).await.unwrap();
     bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    let playing = bob.wait_for(|e| matches!(e, EngineEvent::RingtonePlaying { .. })).await;
+    assert_eq!(playing, EngineEvent::RingtonePlaying { kind: "incoming", source: format!("custom:{}", custom.display()) });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while bob.rung.lock().unwrap().len() < 4_800 {
+        assert!(tokio::time::Instant::now() < deadline, "the ringtone did not play");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(goertzel_power(&bob.rung.lock().unwrap()[..4_800], 1234.0) > 1e-3, "not the chosen file");
     bob.engine.reject().await.unwrap();
+    bob.wait_for(|e| *e == EngineEvent::RingtoneStopped).await;
     alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::UserRejected { .. }))).await;
     let e = alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
     assert!(matches!(e, EngineEvent::Call(CallEvent::NotConnected { reason: NotConnectedReason::Rejected, .. })));
@@ -187,4 +218,225 @@ async fn reject_busy_and_cancel_reach_the_right_events() {
     // Commands in the wrong state are refused.
     assert!(carol.engine.accept().await.is_err());
     assert!(carol.engine.hangup().await.is_err());
+}
+
+/// Connects `caller` to `callees` (each accepts) and waits until every pair hears the other.
+async fn connect(caller: &mut Person, callees: &mut [&mut Person], names: &[&str]) {
+    assert_eq!(callees.len() + 1, names.len(), "names: the caller's, then each callee's");
+    let to: Vec<String> = names[1..].iter().map(|n| n.to_string()).collect();
+    caller.engine.call(to, Media::Audio, None, None).await.unwrap();
+    for callee in callees.iter_mut() {
+        callee.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+        callee.engine.accept().await.unwrap();
+        callee.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallBegan { .. }))).await;
+    }
+}
+
+fn assert_hears(who: &str, heard: &Capture, wanted: &[f64], unwanted: f64, seconds: f64, min_share: f64) {
+    let samples = heard.last((seconds * 48_000.0) as usize);
+    let windows: Vec<&[i16]> = samples.chunks(4_800).collect();
+    for &tone in wanted {
+        let good = windows
+            .iter()
+            .filter(|w| {
+                let far = goertzel_power(w, tone);
+                far > 1e-4 && far > 30.0 * goertzel_power(w, unwanted)
+            })
+            .count();
+        let share = good as f64 / windows.len() as f64;
+        assert!(share >= min_share, "{who}: {tone} Hz heard in {:.0} % of 100 ms windows", share * 100.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_of_three_each_hears_both_others() {
+    let (_server, base, _dir) = start_server().await;
+    let mut alice = Person::start(&base, "alice", 440.0).await;
+    let mut bob = Person::start(&base, "bob", 660.0).await;
+    let mut carol = Person::start(&base, "carol", 880.0).await;
+    connect(&mut alice, &mut [&mut bob, &mut carol], &["alice", "bob", "carol"]).await;
+    // Each person hears both others (mesh: bob joined before carol, so bob offered to her).
+    for (person, others) in [(&mut alice, ["bob", "carol"]), (&mut bob, ["alice", "carol"]), (&mut carol, ["alice", "bob"])] {
+        // In whichever order they come.
+        let mut pending: Vec<&str> = others.to_vec();
+        while !pending.is_empty() {
+            let event = person.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
+            let EngineEvent::RemoteAudioAvailable { user } = event else { unreachable!() };
+            pending.retain(|p| *p != user);
+        }
+    }
+    for person in [&alice, &bob, &carol] {
+        person.listen(1.2).await;
+    }
+    assert_hears("alice", &alice.heard, &[660.0, 880.0], 440.0, 1.0, 1.0);
+    assert_hears("bob", &bob.heard, &[440.0, 880.0], 660.0, 1.0, 1.0);
+    assert_hears("carol", &carol.heard, &[440.0, 660.0], 880.0, 1.0, 1.0);
+
+    // One leaves; the other two go on.
+    carol.engine.hangup().await.unwrap();
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::UserLeft { user }) if user == "carol")).await;
+    assert_eq!(alice.engine.state().await.unwrap(), CallState::Connected);
+    bob.engine.hangup().await.unwrap();
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_packet_loss_still_carries_the_tone() {
+    let (_server, base, _dir) = start_server().await;
+    let mut alice = Person::start_with_loss(&base, "alice", 440.0, 10.0).await;
+    let mut bob = Person::start_with_loss(&base, "bob", 880.0, 10.0).await;
+    connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
+    alice.listen(3.2).await;
+    bob.listen(3.2).await;
+    assert_hears("alice", &alice.heard, &[880.0], 440.0, 3.0, 0.95);
+    assert_hears("bob", &bob.heard, &[440.0], 880.0, 3.0, 0.95);
+    alice.engine.hangup().await.unwrap();
+}
+
+/// A TCP relay in front of the server whose connections the test can cut, as a network outage
+/// would; new connections still go through.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u32>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = tokio::sync::watch::channel(0u32);
+        let cuts = cut.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {} // both sockets drop here
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, cut }
+    }
+
+    fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_signaling_socket_does_not_stop_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = hark_server::start(listener, Default::default(), dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
+    let proxy = CuttableProxy::start(server.addr()).await;
+    let base = format!("http://{}", proxy.addr);
+    let mut alice = Person::start(&base, "alice", 440.0).await;
+    let mut bob = Person::start(&base, "bob", 880.0).await;
+    connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
+
+    proxy.cut_all();
+    bob.wait_for(|e| matches!(e, EngineEvent::SignalingLost { .. })).await;
+    // Audio keeps flowing peer to peer while signaling is down and coming back.
+    bob.listen(1.2).await;
+    assert_hears("bob", &bob.heard, &[440.0], 880.0, 1.0, 1.0);
+    bob.wait_for(|e| matches!(e, EngineEvent::SignedIn { resumed: true, .. })).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::SignedIn { resumed: true, .. })).await;
+    assert_eq!(bob.engine.state().await.unwrap(), CallState::Connected, "resynced into the same call");
+    bob.listen(0.6).await;
+    assert_hears("bob", &bob.heard, &[440.0], 880.0, 0.5, 1.0);
+
+    // Signaling works again: the hangup reaches alice through the server.
+    bob.engine.hangup().await.unwrap();
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    server.shutdown().await;
+}
+
+/// A coturn started for one test, with the TURN REST shared secret.
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    fn start(secret: &str) -> Coturn {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new("turnserver")
+            .args(["-n", "-L", "127.0.0.1", "-E", "127.0.0.1", "--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers"])
+            .args(["--use-auth-secret", &format!("--static-auth-secret={secret}"), "--realm=hark", "--log-file=stdout"])
+            .args(["-p", &port.to_string(), "--min-port", "49400", "--max-port", "49600"])
+            .arg(format!("--pidfile={}", dir.path().join("turn.pid").display()))
+            .arg(format!("--userdb={}", dir.path().join("turndb").display()))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("turnserver (Debian package coturn) runs; `cargo xtask test` installs it");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = lines.next().expect("turnserver exited before it was ready").unwrap();
+            if line.contains("Total General servers") {
+                break;
+            }
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Coturn { child, port, _dir: dir }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_calls_connect_through_coturn() {
+    let turn = Coturn::start("turn-shared-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let config = hark_server::config::Config {
+        turn: Some(hark_server::config::TurnConfig {
+            urls: vec![format!("turn:127.0.0.1:{}?transport=udp", turn.port)],
+            secret: "turn-shared-secret".into(),
+            ttl_s: 600,
+        }),
+        ice_transport_policy: hark_protocol::IceTransportPolicy::Relay,
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = hark_server::start(listener, config, dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
+    let base = format!("http://{}", server.addr());
+    let mut alice = Person::start(&base, "alice", 440.0).await;
+    let mut bob = Person::start(&base, "bob", 880.0).await;
+    connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
+    for person in [&mut alice, &mut bob] {
+        let quality = person.wait_for(|e| matches!(e, EngineEvent::NetworkQuality { .. })).await;
+        assert!(matches!(quality, EngineEvent::NetworkQuality { relayed: true, .. }), "selected pair is not a relay: {quality:?}");
+    }
+    bob.listen(1.2).await;
+    assert_hears("bob", &bob.heard, &[440.0], 880.0, 1.0, 1.0);
+    alice.engine.hangup().await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    server.shutdown().await;
+}
+
+fn write_tone_wav(path: &std::path::Path, frequency: f64) {
+    let mut recorder = hark_engine::audio::WavRecorder::create(path).unwrap();
+    let mut tone = ToneSource::new(frequency);
+    let mut frame = [0i16; FRAME];
+    for _ in 0..50 {
+        hark_engine::audio::AudioSource::read_frame(&mut tone, &mut frame);
+        recorder.write_frame(&frame);
+    }
+    recorder.finish();
 }
