@@ -1,8 +1,10 @@
 //! `cargo xtask run`: build and start Hark on this machine.
 //!
-//! For now Hark is only the signaling server: `hark-server serve` on 127.0.0.1:7600 with its
-//! data (SQLite database and signing key) in the user's data folder. xtask prints how to connect,
-//! then hands the terminal to the server, so Ctrl-C reaches the server and stops it.
+//! For now Hark is the signaling server and the echo test service (the desktop app comes with a
+//! later issue): `hark-server serve` on 127.0.0.1:7600 with its data (SQLite database, signing
+//! key, a config making `echo` a service account) in the user's data folder, and `hark-cli echo`
+//! signed in as `echo` with a password generated on first run. xtask prints how to call echo,
+//! then waits; Ctrl-C reaches every process of the terminal and stops them all.
 
 use std::path::PathBuf;
 
@@ -22,33 +24,75 @@ pub fn run(args: &[String]) -> anyhow::Result<ChildOutcome> {
     let settings = parse_settings(args)?;
     create_private_dir(&settings.data_dir)?;
 
+    let config = settings.data_dir.join("server.toml");
+    if !config.exists() {
+        std::fs::write(&config, "# Written by cargo xtask run; see README.md for every key.\nservice_accounts = [\"echo\"]\n")
+            .with_context(|| format!("could not write {}", config.display()))?;
+    }
+    let echo_password = echo_password(&settings.data_dir)?;
+
+    // Later: build the desktop app (src-tauri) here and start it alongside the server.
+    let mut build = workspace::cargo_command()?;
+    build.args(["build", "--release", "-p", "hark-server", "-p", "hark-cli"]);
+    println!("xtask: running {}", workspace::describe(&build));
+    if let ChildOutcome::Failed(code) = workspace::run_to_completion(&mut build)? {
+        return Ok(ChildOutcome::Failed(code));
+    }
+    let binaries = workspace::root()?.join("target/release");
+    let mut server = std::process::Command::new(binaries.join("hark-server"));
+    server.args(["serve", "--listen", &settings.listen, "--config"]).arg(&config).arg("--data-dir").arg(&settings.data_dir);
+    println!("xtask: starting {}", workspace::describe(&server));
+    let mut server = server.spawn().context("could not start hark-server")?;
+    wait_until_listening(&settings.listen)?;
+
+    let mut echo = std::process::Command::new(binaries.join("hark-cli"));
+    echo.args(["--server", &format!("http://{}", settings.listen), "--user", "echo", "--password", &echo_password])
+        .args(["--register", "--mic", "silence", "--speaker", "none", "--bind", "127.0.0.1:0", "--bind", "0.0.0.0:0", "echo"]);
+    println!("xtask: starting the echo service (hark-cli echo)");
+    let mut echo = echo.spawn().context("could not start the echo service")?;
     print_how_to_connect(&settings);
 
-    // Later: build the desktop app (src-tauri) here and start it alongside the server,
-    // pointed at `settings.listen`; then wait for both and stop the server when the app exits.
-
-    let mut server = workspace::cargo_command()?;
-    server
-        .args(["run", "--release", "-p", "hark-server", "--", "serve", "--listen"])
-        .arg(&settings.listen)
-        .arg("--data-dir")
-        .arg(&settings.data_dir);
-    println!("xtask: running {}", workspace::describe(&server));
-    hand_over_to(server)
+    let status = server.wait().context("waiting for hark-server")?;
+    let _ = echo.kill();
+    let _ = echo.wait();
+    Ok(if status.success() { ChildOutcome::Success } else { ChildOutcome::Failed(status.code().unwrap_or(1).clamp(1, 255) as u8) })
 }
 
-/// Replaces xtask with the server process (Unix), so signals such as Ctrl-C go straight to it.
-#[cfg(unix)]
-fn hand_over_to(mut command: std::process::Command) -> anyhow::Result<ChildOutcome> {
-    use std::os::unix::process::CommandExt;
-    let error = command.exec();
-    Err(error).with_context(|| format!("could not start {}", workspace::describe(&command)))
+/// The echo account's password: generated once (from the kernel's random source) and kept
+/// owner-only in the data dir, so nobody else can sign in as the echo service.
+fn echo_password(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let path = data_dir.join("echo.password");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    let mut bytes = [0u8; 18];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    writeln!(options.open(&path).with_context(|| format!("could not write {}", path.display()))?, "{password}")?;
+    Ok(password)
 }
 
-/// Elsewhere: run the server as a child and wait; the console delivers Ctrl-C to both.
-#[cfg(not(unix))]
-fn hand_over_to(mut command: std::process::Command) -> anyhow::Result<ChildOutcome> {
-    workspace::run_to_completion(&mut command)
+/// Polls the server's health endpoint for up to 30 s.
+fn wait_until_listening(listen: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(mut stream) = std::net::TcpStream::connect(listen) {
+            let _ = write!(stream, "GET /healthz HTTP/1.0\r\n\r\n");
+            let mut answer = String::new();
+            if stream.read_to_string(&mut answer).is_ok() && answer.contains("200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!("hark-server did not answer on {listen} within 30 s")
 }
 
 fn parse_settings(args: &[String]) -> anyhow::Result<ServerSettings> {
@@ -110,7 +154,7 @@ fn print_how_to_connect(settings: &ServerSettings) {
     let data_dir = settings.data_dir.display();
     println!(
         "\
-xtask: building and starting the Hark signaling server (release build)
+xtask: Hark is running: the signaling server and the echo test service
   listening on  {listen}
   data dir      {data_dir}   (hark.db and signing.key)
 
@@ -124,7 +168,11 @@ xtask: building and starting the Hark signaling server (release build)
   mint a token for a user (hark-server token alice --data-dir {data_dir}):
     cargo run --release -p hark-server -- token alice --data-dir {data_dir}
 
-  Ctrl-C stops the server.
+  call the echo test service with your microphone and speaker (you hear yourself 1 s later):
+    cargo run --release -p hark-cli -- --server http://{listen} --user alice \\
+        --password 'correct horse battery' --register --bind 127.0.0.1:0 call echo
+
+  Ctrl-C stops the server and the echo service.
 "
     );
 }

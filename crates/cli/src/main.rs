@@ -46,9 +46,10 @@ struct Cli {
     /// Speaker: default, record:PATH.wav, none.
     #[arg(long, default_value = "default")]
     speaker: String,
-    /// Local address for media (127.0.0.1:0 for calls on one machine).
-    #[arg(long, default_value = "0.0.0.0:0")]
-    bind: String,
+    /// Local addresses for media; repeat to bind several. 127.0.0.1:0 is needed for calls on one
+    /// machine, since 0.0.0.0:0 leaves loopback out.
+    #[arg(long, default_values_t = ["0.0.0.0:0".to_string(), "127.0.0.1:0".to_string()])]
+    bind: Vec<String>,
     /// This device's id (defaults to one derived from the user and the host).
     #[arg(long)]
     device: Option<String>,
@@ -194,7 +195,7 @@ async fn sign_in(cli: &Cli, printer: &Printer, devices: Devices, device: Option<
             device,
             client: format!("hark-cli/{}", env!("CARGO_PKG_VERSION")),
         },
-        udp_addrs: vec![cli.bind.clone()],
+        udp_addrs: cli.bind.clone(),
         devices,
         receive_loss_percent: 0.0,
         // Ring on the sound card only when audio goes to it; headless runs stay quiet.
