@@ -49,7 +49,15 @@ impl Person {
         Person::start_with_loss(server, user, tone, 0.0).await
     }
 
+    async fn start_on(server: &str, user: &str, device: &str, tone: f64) -> Person {
+        Person::launch(server, user, device, tone, 0.0).await
+    }
+
     async fn start_with_loss(server: &str, user: &str, tone: f64, loss: f64) -> Person {
+        Person::launch(server, user, &format!("{user}-test"), tone, loss).await
+    }
+
+    async fn launch(server: &str, user: &str, device: &str, tone: f64, loss: f64) -> Person {
         let heard = Capture::default();
         let ring_output = CaptureOutput::new();
         let rung = ring_output.recording();
@@ -57,7 +65,7 @@ impl Person {
             signaling: SignalingConfig {
                 server: server.to_owned(),
                 credentials: Credentials::Password { user: user.into(), password: "password123".into(), register: true },
-                device: format!("{user}-test"),
+                device: device.to_owned(),
                 client: "engine-tests/0".into(),
             },
             udp_addrs: vec!["127.0.0.1:0".into()],
@@ -439,4 +447,73 @@ fn write_tone_wav(path: &std::path::Path, frequency: f64) {
         recorder.write_frame(&frame);
     }
     recorder.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_timeout_and_answered_elsewhere() {
+    // The server's ring timers run on a manual clock: the test rings out a call without waiting.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = hark_server::clock::ManualClock::new(1_767_225_600_000);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = hark_server::start(listener, Default::default(), dir.path(), clock.clone()).await.unwrap();
+    let base = format!("http://{}", server.addr());
+    let mut alice = Person::start(&base, "alice", 440.0).await;
+    let mut bob = Person::start(&base, "bob", 880.0).await;
+
+    alice.engine.call(vec!["bob".into()], Media::Audio, Some(5), None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::Dialing { .. }))).await;
+    clock.advance(5_000);
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::UserNoResponse { .. }))).await;
+    let e = alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+    assert!(matches!(e, EngineEvent::Call(CallEvent::NotConnected { reason: NotConnectedReason::NoAnswer, .. })), "{e:?}");
+    let e = bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+    assert!(matches!(e, EngineEvent::Call(CallEvent::NotConnected { reason: NotConnectedReason::NoAnswer, .. })), "{e:?}");
+
+    // Bob on a second device answers; the first one stops ringing.
+    let mut bob_phone = Person::start_on(&base, "bob", "bob-phone", 880.0).await;
+    alice.engine.call(vec!["bob".into()], Media::Audio, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    bob_phone.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    bob_phone.engine.accept().await.unwrap();
+    let e = bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+    assert!(matches!(e, EngineEvent::Call(CallEvent::NotConnected { reason: NotConnectedReason::HandledElsewhere, .. })), "{e:?}");
+    bob_phone.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
+    assert_eq!(bob.engine.state().await.unwrap(), CallState::Idle);
+    bob_phone.engine.hangup().await.unwrap();
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muting_and_deleting_records() {
+    let (_server, base, _dir) = start_server().await;
+    let mut alice = Person::start(&base, "alice", 440.0).await;
+    let mut bob = Person::start(&base, "bob", 880.0).await;
+    connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
+    bob.listen(0.5).await;
+    assert_hears("bob", &bob.heard, &[440.0], 880.0, 0.4, 1.0);
+
+    // Alice mutes her microphone: bob hears silence (after what was already in flight).
+    alice.engine.mute_microphone(true);
+    bob.listen(0.6).await;
+    let quiet = bob.heard.last(9_600);
+    assert!(goertzel_power(&quiet, 440.0) < 1e-6, "muted audio still heard: {:e}", goertzel_power(&quiet, 440.0));
+    alice.engine.mute_microphone(false);
+    bob.listen(0.6).await;
+    assert_hears("bob", &bob.heard, &[440.0], 880.0, 0.2, 1.0);
+
+    // Bob mutes all remote audio: his speaker plays silence.
+    bob.engine.mute_speaker(true);
+    bob.listen(0.3).await;
+    assert!(bob.heard.last(4_800).iter().all(|&s| s == 0));
+
+    alice.engine.hangup().await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    let records = bob.engine.history(None, None).await.unwrap();
+    assert_eq!(records.len(), 1);
+    bob.engine.delete_records(vec![records[0].call_id.clone()]).await.unwrap();
+    assert!(bob.engine.history(None, None).await.unwrap().is_empty());
+    assert_eq!(alice.engine.history(None, None).await.unwrap().len(), 1, "alice's history is hers");
 }
