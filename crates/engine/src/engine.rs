@@ -159,6 +159,7 @@ enum Request {
     State(oneshot::Sender<CallState>),
     MuteMicrophone(bool),
     MuteSpeaker(bool),
+    RestartIce,
     Stop(oneshot::Sender<()>),
 }
 
@@ -262,6 +263,12 @@ impl Engine {
     /// Mutes or unmutes all remote audio.
     pub fn mute_speaker(&self, muted: bool) {
         let _ = self.requests.send(Request::MuteSpeaker(muted));
+    }
+
+    /// Renegotiates ICE on every peer connection of the call, as a failed connection does by
+    /// itself (for a network change the application noticed first).
+    pub fn restart_ice(&self) {
+        let _ = self.requests.send(Request::RestartIce);
     }
 
     /// Chooses the incoming ringtone or the dial tone. A file that is missing or cannot be decoded
@@ -370,6 +377,11 @@ impl EngineTask {
             }
             Request::MuteMicrophone(muted) => self.pipeline.set_microphone_muted(muted),
             Request::MuteSpeaker(muted) => self.pipeline.set_speaker_muted(muted),
+            Request::RestartIce => {
+                for link in self.peers.values() {
+                    link.send(PeerCommand::RestartIce);
+                }
+            }
             Request::Stop(_) => unreachable!("handled in run"),
         }
     }

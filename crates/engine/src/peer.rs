@@ -50,6 +50,9 @@ pub struct PeerSettings {
 pub enum PeerCommand {
     /// A negotiation message from the remote person.
     Remote(SignalPayload),
+    /// Renegotiate ICE (what a failed connection does by itself): the offerer re-offers with an
+    /// ICE restart, the answerer asks it to.
+    RestartIce,
     /// Hang up this link.
     Close,
 }
@@ -258,6 +261,7 @@ impl LinkTask {
                             warn!(user = %self.user, error = %e, "negotiation step failed");
                         }
                     }
+                    Some(PeerCommand::RestartIce) => self.restart_or_ask().await,
                     Some(PeerCommand::Close) | None => break,
                 },
                 news = local.recv() => match news {
@@ -329,6 +333,17 @@ impl LinkTask {
         Ok(())
     }
 
+    /// The offerer restarts ICE; the answerer asks the offerer to (PROTOCOL.md `restart`).
+    async fn restart_or_ask(&mut self) {
+        if !self.offerer {
+            self.emit(PeerEvent::LocalSignal(SignalPayload::Restart));
+            return;
+        }
+        if let Err(e) = self.restart().await {
+            warn!(user = %self.user, error = %e, "ICE restart failed");
+        }
+    }
+
     async fn restart(&mut self) -> Result<(), webrtc::error::Error> {
         self.pc.restart_ice().await?;
         self.offer().await
@@ -352,15 +367,7 @@ impl LinkTask {
             }
             RTCPeerConnectionState::Failed => {
                 self.emit(PeerEvent::Failed);
-                let outcome = if self.offerer {
-                    self.restart().await
-                } else {
-                    self.emit(PeerEvent::LocalSignal(SignalPayload::Restart));
-                    Ok(())
-                };
-                if let Err(e) = outcome {
-                    warn!(user = %self.user, error = %e, "ICE restart failed");
-                }
+                self.restart_or_ask().await;
             }
             _ => {}
         }
