@@ -18,6 +18,7 @@ use hark_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::audio::{AudioSink, AudioSource};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
 use crate::media::{AudioPipeline, Devices, MediaReport};
 use crate::peer::{PeerCommand, PeerEvent, PeerLink, PeerSettings};
@@ -160,6 +161,8 @@ enum Request {
     MuteMicrophone(bool),
     MuteSpeaker(bool),
     RestartIce,
+    Microphone(Box<dyn AudioSource>),
+    Speaker(Box<dyn AudioSink>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -263,6 +266,16 @@ impl Engine {
     /// Mutes or unmutes all remote audio.
     pub fn mute_speaker(&self, muted: bool) {
         let _ = self.requests.send(Request::MuteSpeaker(muted));
+    }
+
+    /// Switches the microphone (a picked device, say), mid-call or not.
+    pub fn set_microphone(&self, source: Box<dyn AudioSource>) {
+        let _ = self.requests.send(Request::Microphone(source));
+    }
+
+    /// Switches the speaker, mid-call or not; the old one is finished.
+    pub fn set_speaker(&self, sink: Box<dyn AudioSink>) {
+        let _ = self.requests.send(Request::Speaker(sink));
     }
 
     /// Renegotiates ICE on every peer connection of the call, as a failed connection does by
@@ -377,6 +390,8 @@ impl EngineTask {
             }
             Request::MuteMicrophone(muted) => self.pipeline.set_microphone_muted(muted),
             Request::MuteSpeaker(muted) => self.pipeline.set_speaker_muted(muted),
+            Request::Microphone(source) => self.pipeline.replace_source(source),
+            Request::Speaker(sink) => self.pipeline.replace_sink(sink),
             Request::RestartIce => {
                 for link in self.peers.values() {
                     link.send(PeerCommand::RestartIce);

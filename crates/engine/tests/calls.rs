@@ -513,6 +513,11 @@ async fn muting_and_deleting_records() {
     bob.listen(0.6).await;
     assert_hears("bob", &bob.heard, &[440.0], 880.0, 0.2, 1.0);
 
+    // Alice picks another microphone mid-call: bob hears the new one.
+    alice.engine.set_microphone(Box::new(ToneSource::new(550.0)));
+    bob.listen(0.6).await;
+    assert_hears("bob", &bob.heard, &[550.0], 440.0, 0.3, 1.0);
+
     // Bob mutes all remote audio: his speaker plays silence.
     bob.engine.mute_speaker(true);
     bob.listen(0.3).await;
