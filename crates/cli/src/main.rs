@@ -16,6 +16,7 @@ use hark_engine::audio::{sink_from_spec, source_from_spec};
 use hark_engine::core::CallEvent;
 use hark_engine::media::Devices;
 use hark_engine::sound_card::{MicrophoneSource, SpeakerSink};
+use hark_engine::voice_processing::ProcessingSettings;
 use hark_engine::ringtone::{RingtoneChoice, RingtoneKind, RodioOutput, SilentOutput};
 use hark_engine::signaling::{Credentials, SignalingConfig};
 use hark_engine::{Engine, EngineConfig, EngineEvent};
@@ -53,6 +54,13 @@ struct Cli {
     /// This device's id (defaults to one derived from the user and the host).
     #[arg(long)]
     device: Option<String>,
+    /// Echo cancellation and noise suppression on, even for a synthetic microphone (they are on
+    /// by default only for `--mic default`).
+    #[arg(long, conflicts_with = "no_voice_processing")]
+    voice_processing: bool,
+    /// Echo cancellation and noise suppression off.
+    #[arg(long)]
+    no_voice_processing: bool,
     /// A custom incoming ringtone (WAV, OGG, MP3, FLAC); the bundled one otherwise.
     #[arg(long)]
     ringtone: Option<std::path::PathBuf>,
@@ -185,7 +193,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// Starts an engine and waits until it is signed in.
 async fn sign_in(cli: &Cli, printer: &Printer, devices: Devices, device: Option<String>) -> anyhow::Result<(Engine, UnboundedReceiver<EngineEvent>)> {
-    let user = cli.user.clone().or_else(|| matches!(cli.command, Command::Echo { .. }).then(|| "echo".to_owned()));
+    let is_echo = matches!(cli.command, Command::Echo { .. });
+    let user = cli.user.clone().or_else(|| is_echo.then(|| "echo".to_owned()));
     let Some(user) = user else { bail!("--user is required") };
     let device = device.or_else(|| cli.device.clone()).unwrap_or_else(|| format!("cli-{user}-{}", std::process::id()));
     let config = EngineConfig {
@@ -201,6 +210,13 @@ async fn sign_in(cli: &Cli, printer: &Printer, devices: Devices, device: Option<
         // Ring on the sound card only when audio goes to it; headless runs stay quiet.
         ring_output: if cli.speaker == "default" { Box::new(RodioOutput::new()) } else { Box::new(SilentOutput) },
         watch_devices: cli.mic == "default" || cli.speaker == "default",
+        // A room needs cleaning; a tone, a file or the echo service's playback does not (and a
+        // suppressor would learn a steady tone as noise).
+        processing: if cli.voice_processing || (cli.mic == "default" && !cli.no_voice_processing && !is_echo) {
+            ProcessingSettings::default()
+        } else {
+            ProcessingSettings::OFF
+        },
     };
     let (engine, mut events) = Engine::start(config);
     if let Some(path) = &cli.ringtone {

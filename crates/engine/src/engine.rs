@@ -22,6 +22,7 @@ use crate::audio::{AudioSink, AudioSource};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
 use crate::media::{AudioPipeline, Devices, MediaReport};
 use crate::peer::{PeerCommand, PeerEvent, PeerLink, PeerSettings};
+use crate::voice_processing::ProcessingSettings;
 use crate::sound_card::{DeviceInfo, DeviceWatcher, Direction, MicrophoneSource, SpeakerSink};
 use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneEvent, RingtoneKind, RingtonePlayer};
 use crate::signaling::{self, SignalingConfig, SignalingEvent, SignalingHandle};
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     /// Where ringtones play: the sound card ([`crate::ringtone::RodioOutput`]), nowhere
     /// ([`crate::ringtone::SilentOutput`]) or a recording for tests.
     pub ring_output: Box<dyn RingOutput>,
+    /// Echo cancellation and noise suppression of the microphone (both on by default).
+    pub processing: ProcessingSettings,
     /// Watch the sound cards and report changes (apps with real devices; not headless tests).
     pub watch_devices: bool,
     /// Percent of received audio packets to drop on purpose (0 normally): a network impairment
@@ -160,6 +163,7 @@ enum Request {
     State(oneshot::Sender<CallState>),
     MuteMicrophone(bool),
     MuteSpeaker(bool),
+    Processing(ProcessingSettings),
     RestartIce,
     Microphone(Box<dyn AudioSource>),
     Speaker(Box<dyn AudioSink>),
@@ -198,6 +202,7 @@ impl Engine {
             queries: HashMap::new(),
             next_query: 0,
         };
+        task.pipeline.set_processing(config.processing);
         if config.watch_devices {
             tokio::spawn(watch_devices(task.events.clone()));
         }
@@ -266,6 +271,11 @@ impl Engine {
     /// Mutes or unmutes all remote audio.
     pub fn mute_speaker(&self, muted: bool) {
         let _ = self.requests.send(Request::MuteSpeaker(muted));
+    }
+
+    /// Turns echo cancellation and noise suppression on or off, mid-call or not.
+    pub fn set_processing(&self, settings: ProcessingSettings) {
+        let _ = self.requests.send(Request::Processing(settings));
     }
 
     /// Switches the microphone (a picked device, say), mid-call or not.
@@ -390,6 +400,7 @@ impl EngineTask {
             }
             Request::MuteMicrophone(muted) => self.pipeline.set_microphone_muted(muted),
             Request::MuteSpeaker(muted) => self.pipeline.set_speaker_muted(muted),
+            Request::Processing(settings) => self.pipeline.set_processing(settings),
             Request::Microphone(source) => self.pipeline.replace_source(source),
             Request::Speaker(sink) => self.pipeline.replace_sink(sink),
             Request::RestartIce => {

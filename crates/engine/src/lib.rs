@@ -12,5 +12,6 @@ pub mod peer;
 pub mod ringtone;
 pub mod signaling;
 pub mod sound_card;
+pub mod voice_processing;
 
 pub use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent};

@@ -2,11 +2,13 @@
 //! Opus decode (with FEC recovery and loss concealment) -> mix -> speaker.
 //!
 //! One task runs the 20 ms clock while a call has peers. Each tick it reads one frame from the
-//! [`AudioSource`], encodes it once (48 kHz mono, in-band FEC on) and writes the packet to each
-//! connected peer's track; then it takes one frame's worth from each remote person's
-//! [`JitterBuffer`], decodes and mixes them, and writes the mix to the [`AudioSink`]. RTP from each
-//! remote track is pushed into its jitter buffer by a small reader task as it arrives. Voice levels
-//! (0–100, five times a second) and the first audio of each person are reported as events.
+//! [`AudioSource`], cleans it with a [`VoiceProcessor`] (echo cancellation and noise suppression,
+//! both on unless turned off with [`AudioPipeline::set_processing`]), encodes it once (48 kHz mono,
+//! in-band FEC on) and writes the packet to each connected peer's track; then it takes one frame's
+//! worth from each remote person's [`JitterBuffer`], decodes and mixes them, and writes the mix to
+//! the [`AudioSink`] and, as the echo reference, to the voice processor. RTP from each remote track
+//! is pushed into its jitter buffer by a small reader task as it arrives. Voice levels (0–100, five
+//! times a second) and the first audio of each person are reported as events.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +25,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use crate::audio::{voice_level, AudioSink, AudioSource, FRAME, SAMPLE_RATE};
 use crate::jitter::{JitterBuffer, Playout};
 use crate::peer::AudioOutlet;
+use crate::voice_processing::{ProcessingSettings, VoiceProcessor};
 
 const FRAME_DURATION: Duration = Duration::from_millis(20);
 /// Ticks between voice-level reports (5 per second).
@@ -57,6 +60,8 @@ struct Shared {
     inlets: Mutex<HashMap<UserId, JitterBuffer>>,
     microphone_muted: AtomicBool,
     speaker_muted: AtomicBool,
+    /// Echo cancellation and noise suppression of the microphone; the clock reads it every tick.
+    processing: Mutex<ProcessingSettings>,
     started: Instant,
     /// Percent of received packets dropped on purpose (a test impairment).
     receive_loss_percent: f64,
@@ -79,6 +84,7 @@ impl AudioPipeline {
             inlets: Mutex::new(HashMap::new()),
             microphone_muted: AtomicBool::new(false),
             speaker_muted: AtomicBool::new(false),
+            processing: Mutex::new(ProcessingSettings::default()),
             started: Instant::now(),
             receive_loss_percent: 0.0,
         });
@@ -145,6 +151,12 @@ impl AudioPipeline {
         self.shared.speaker_muted.store(muted, Ordering::Relaxed);
     }
 
+    /// Turns echo cancellation and noise suppression of our microphone on or off (both are on at
+    /// first); takes effect on the next frame.
+    pub fn set_processing(&self, settings: ProcessingSettings) {
+        *lock(&self.shared.processing) = settings;
+    }
+
     /// Replaces the microphone (takes effect on the next frame).
     pub fn replace_source(&self, source: Box<dyn AudioSource>) {
         lock(&self.shared.devices).source = source;
@@ -178,13 +190,15 @@ impl AudioPipeline {
     }
 }
 
-/// The 20 ms clock: capture, encode, send; receive, decode, mix, play.
+/// The 20 ms clock: capture, clean, encode, send; receive, decode, mix, play.
 async fn clock(shared: Arc<Shared>, running: watch::Receiver<bool>, reports: mpsc::UnboundedSender<MediaReport>) -> Result<(), opus::Error> {
     let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
     encoder.set_bitrate(opus::Bitrate::Bits(BITRATE))?;
     encoder.set_inband_fec(true)?;
     // FEC is only produced when the encoder expects loss.
     encoder.set_packet_loss_perc(10)?;
+    // One per run of the clock: each call learns its own echo path.
+    let mut processor = VoiceProcessor::new(*lock(&shared.processing));
     let mut decoders: HashMap<UserId, opus::Decoder> = HashMap::new();
     let mut heard: HashMap<UserId, bool> = HashMap::new();
     let mut peak_levels: HashMap<UserId, u8> = HashMap::new();
@@ -210,6 +224,9 @@ async fn clock(shared: Arc<Shared>, running: watch::Receiver<bool>, reports: mps
                 source_lost = false;
             }
         }
+        // Cleaned even when muted, so the echo canceller stays adapted for when the mute ends.
+        processor.set_settings(*lock(&shared.processing));
+        processor.process_capture(&mut frame);
         if shared.microphone_muted.load(Ordering::Relaxed) {
             frame.fill(0);
         }
@@ -269,6 +286,8 @@ async fn clock(shared: Arc<Shared>, running: watch::Receiver<bool>, reports: mps
                 sink_lost = false;
             }
         }
+        // What the speaker just played is what the next ticks' microphone frames may echo.
+        processor.process_render(&frame);
 
         if tick.is_multiple_of(LEVEL_EVERY) && !peak_levels.is_empty() {
             let mut levels: Vec<(UserId, u8)> = peak_levels.drain().collect();

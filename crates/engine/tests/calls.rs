@@ -8,6 +8,7 @@ use hark_engine::audio::{goertzel_power, AudioSink, ToneSource, FRAME};
 use hark_engine::core::{CallEvent, CallState, NotConnectedReason};
 use hark_engine::media::Devices;
 use hark_engine::ringtone::{CaptureOutput, RingtoneChoice, RingtoneKind};
+use hark_engine::voice_processing::ProcessingSettings;
 use hark_engine::signaling::{Credentials, SignalingConfig};
 use hark_engine::{Engine, EngineConfig, EngineEvent};
 use hark_protocol::{CallResult, EndReason, Media};
@@ -73,6 +74,9 @@ impl Person {
             receive_loss_percent: loss,
             ring_output: Box::new(ring_output),
             watch_devices: false,
+            // Synthetic tones are not rooms: the noise suppressor would learn a steady tone as
+            // noise. Processing is tested on its own (voice_processing) and below with it on.
+            processing: ProcessingSettings::OFF,
         };
         let (engine, events) = Engine::start(config);
         let mut person = Person { engine, events, heard, rung };
@@ -512,6 +516,16 @@ async fn muting_and_deleting_records() {
     alice.engine.mute_microphone(false);
     bob.listen(0.6).await;
     assert_hears("bob", &bob.heard, &[440.0], 880.0, 0.2, 1.0);
+
+    // With echo cancellation and noise suppression on at both ends, the call still carries the
+    // tone (the suppressor takes a steady tone for noise, so it is quieter, not gone).
+    alice.engine.set_processing(ProcessingSettings::default());
+    bob.engine.set_processing(ProcessingSettings::default());
+    bob.listen(1.0).await;
+    let processed = bob.heard.last(24_000);
+    assert!(goertzel_power(&processed, 440.0) > 1e-5, "{:e}", goertzel_power(&processed, 440.0));
+    alice.engine.set_processing(ProcessingSettings::OFF);
+    bob.engine.set_processing(ProcessingSettings::OFF);
 
     // Alice picks another microphone mid-call: bob hears the new one.
     alice.engine.set_microphone(Box::new(ToneSource::new(550.0)));
