@@ -84,7 +84,7 @@ fn classic() -> Vec<f64> {
     (0..total)
         .map(|n| {
             let t = n as f64 / f64::from(SAMPLE_RATE);
-            let frequency = if (t * 40.0) as u64 % 2 == 0 { 440.0 } else { 480.0 };
+            let frequency = if ((t * 40.0) as u64).is_multiple_of(2) { 440.0 } else { 480.0 };
             phase = (phase + TAU * frequency / f64::from(SAMPLE_RATE)) % TAU;
             let gain: f64 = BURSTS.iter().map(|&(start, end)| envelope(t, start, end, 0.02, 0.12)).sum();
             0.45 * gain * (phase.sin() + 0.2 * (2.0 * phase).sin()) / 1.2

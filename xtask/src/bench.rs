@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-const BENCHMARKS: &[&str] = &["signaling"];
+mod call;
+
+const BENCHMARKS: &[&str] = &["signaling", "call"];
 
 const TARGET_SESSIONS: usize = 20_000;
 const TARGET_KIB_PER_SESSION: f64 = 16.0;
@@ -44,12 +46,18 @@ usage: cargo xtask bench signaling [--sessions N] [--duration S] [--quick] [--no
   --quick        smoke run: 2000 sessions, 5 s runs; does not touch docs/BENCHMARKS.md
   --no-record    print the figures only; do not update docs/BENCHMARKS.md
 
-HARK_BENCH_SERVER=PATH benchmarks that hark-server binary instead of building this one.";
+HARK_BENCH_SERVER=PATH benchmarks that hark-server binary instead of building this one.
+
+usage: cargo xtask bench call [--calls N] [--cpu-seconds S] [--quick] [--no-record] [--no-baresip]
+
+  call setup (accept -> first audio), audio latency, and CPU per side against baresip;
+  `cargo xtask bench call --help` for the options.";
 
 /// Runs `cargo xtask bench ARGS…`; `args` is what follows `bench`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("signaling") => signaling(&args[1..]),
+        Some("call") => call::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -678,26 +686,11 @@ impl Figures {
         let rate_pass = flat.setups_per_s >= TARGET_SETUPS_PER_S;
         let p99_pass = paced.incoming_p99_ms.is_some_and(|p| p <= TARGET_P99_MS)
             && paced.setups_per_s >= PACED_RATE * 0.95;
-        let mut out = String::new();
+        let mut out = section_opening(SECTION_TITLE, "server and load generator on the same machine, over loopback", machine, command_line);
         let mut line = |s: String| {
             out.push_str(&s);
             out.push('\n');
         };
-        line(SECTION_TITLE.to_owned());
-        line(String::new());
-        line(format!(
-            "Run {} on {} cores ({}), {}, Linux {}; server and load generator on the same machine, over loopback.",
-            utc_now(),
-            machine.cores,
-            machine.model,
-            machine.memory,
-            machine.kernel
-        ));
-        line(String::new());
-        line(format!("Command: `{command_line}`"));
-        line(String::new());
-        line("| figure | result | target | |".into());
-        line("| --- | --- | --- | --- |".into());
         line(format!(
             "| sessions held at once | {} of {} asked{} | {TARGET_SESSIONS} | {sessions_verdict} |",
             hold.sessions_up,
@@ -788,8 +781,10 @@ impl Figures {
     }
 }
 
-/// Replaces this benchmark's section in `path`, or appends it; creates the file if need be.
+/// Replaces the benchmark's section in `path` (the one titled like `section`'s first line), or
+/// appends it; creates the file if need be.
 fn record(path: &Path, section: &str) -> Result<()> {
+    let title = section.lines().next().unwrap_or(SECTION_TITLE);
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n\n\
@@ -799,9 +794,9 @@ fn record(path: &Path, section: &str) -> Result<()> {
             .to_owned(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let updated = match existing.find(SECTION_TITLE) {
+    let updated = match existing.find(title) {
         Some(start) => {
-            let after = start + SECTION_TITLE.len();
+            let after = start + title.len();
             let end = existing[after..].find("\n## ").map(|i| after + i + 1).unwrap_or(existing.len());
             let tail = &existing[end..];
             let separator = if tail.is_empty() { "" } else { "\n" };
@@ -816,6 +811,19 @@ fn record(path: &Path, section: &str) -> Result<()> {
 }
 
 /// `YYYY-MM-DD HH:MM UTC`, from the system clock (std only).
+/// The lines every recorded section opens with: its title, when and on what it ran, the command,
+/// and the head of the figures table.
+fn section_opening(title: &str, setting: &str, machine: &Machine, command_line: &str) -> String {
+    format!(
+        "{title}\n\nRun {} on {} cores ({}), {}, Linux {}; {setting}.\n\nCommand: `{command_line}`\n\n| figure | result | target | |\n| --- | --- | --- | --- |\n",
+        utc_now(),
+        machine.cores,
+        machine.model,
+        machine.memory,
+        machine.kernel
+    )
+}
+
 fn utc_now() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

@@ -24,7 +24,8 @@ commands:
         install the Debian packages the tests need (apt-get), then run
         `cargo test --workspace --locked [args…]`, e.g. `cargo xtask test -p hark-server`
   bench [args…]
-        run benchmarks, e.g. `cargo xtask bench signaling` (figures in docs/BENCHMARKS.md)
+        run benchmarks: `cargo xtask bench signaling`, `cargo xtask bench call`
+        (figures in docs/BENCHMARKS.md)
   assets [--check]
         synthesize the bundled ringtones into assets/ringtones/ (--check: verify them instead)
   help  print this text
