@@ -243,6 +243,7 @@ impl Person {
                 credentials: Credentials::Password { user: name.into(), password: "password123".into(), register: true },
                 device: format!("{name}-bench"),
                 client: "hark-callbench/0".into(),
+                extra_roots: Vec::new(),
             },
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices {

@@ -61,6 +61,9 @@ struct Cli {
     /// Echo cancellation and noise suppression off.
     #[arg(long)]
     no_voice_processing: bool,
+    /// Also trust this root certificate (PEM) for an https:// server (repeatable).
+    #[arg(long)]
+    trust_root: Vec<std::path::PathBuf>,
     /// A custom incoming ringtone (WAV, OGG, MP3, FLAC); the bundled one otherwise.
     #[arg(long)]
     ringtone: Option<std::path::PathBuf>,
@@ -203,6 +206,7 @@ async fn sign_in(cli: &Cli, printer: &Printer, devices: Devices, device: Option<
             credentials: Credentials::Password { user, password: cli.password.clone(), register: cli.register },
             device,
             client: format!("hark-cli/{}", env!("CARGO_PKG_VERSION")),
+            extra_roots: cli.trust_root.clone(),
         },
         udp_addrs: cli.bind.clone(),
         devices,

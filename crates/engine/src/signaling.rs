@@ -49,6 +49,9 @@ pub struct SignalingConfig {
     pub device: String,
     /// Client name and version for `hello`.
     pub client: String,
+    /// Extra trusted root certificates (PEM files) for an `https://` server whose certificate is
+    /// not signed by a public authority (a self-hosted server's own CA, a test certificate).
+    pub extra_roots: Vec<std::path::PathBuf>,
 }
 
 /// What the server said at sign-in.
@@ -274,11 +277,65 @@ async fn wait_or_closed(backoff: &mut Backoff, outbound: &mut mpsc::UnboundedRec
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A byte stream to the server: plain TCP or TLS over it.
+trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Transport for T {}
+
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Transport>>;
+
+/// Opens `ws://` over TCP, or `wss://` over TLS checked against the public roots and
+/// `config.extra_roots`.
+async fn open_websocket(url: &str, config: &SignalingConfig) -> Result<Socket, SignalingError> {
+    let transient = |e: &dyn std::fmt::Display| SignalingError::Transient(format!("{url}: {e}"));
+    let (secure, rest) = match url.strip_prefix("wss://") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("ws://").unwrap_or(url)),
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            (host.trim_matches(['[', ']']), port.parse::<u16>().map_err(|e| transient(&e))?)
+        }
+        _ => (authority, if secure { 443 } else { 80 }),
+    };
+    let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| transient(&e))?;
+    // Signaling frames are small; do not let them wait for delayed ACKs.
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Transport> = if secure {
+        let connector = tokio_rustls::TlsConnector::from(tls_config(&config.extra_roots)?);
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| transient(&e))?;
+        Box::new(connector.connect(name, tcp).await.map_err(|e| transient(&e))?)
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.map_err(|e| transient(&e))?;
+    Ok(ws)
+}
+
+/// The TLS client configuration: the public web roots plus any extra ones.
+fn tls_config(extra_roots: &[std::path::PathBuf]) -> Result<std::sync::Arc<rustls::ClientConfig>, SignalingError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for path in extra_roots {
+        let refused = |e: &dyn std::fmt::Display| SignalingError::Refused {
+            code: ErrorCode::BadRequest,
+            message: format!("trusted root {}: {e}", path.display()),
+        };
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| refused(&e))? {
+            roots.add(cert.map_err(|e| refused(&e))?).map_err(|e| refused(&e))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SignalingError::Transient(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
 
 async fn connect(config: &SignalingConfig, token: &str) -> Result<(Socket, Welcome), SignalingError> {
     let url = websocket_url(&config.server);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| SignalingError::Transient(format!("{url}: {e}")))?;
+    let mut ws = open_websocket(&url, config).await?;
     let hello = ClientFrame::new(
         "hello",
         ClientMessage::Hello { token: token.to_owned(), protocol: vec![hark_protocol::PROTOCOL_VERSION], device: config.device.clone(), client: Some(config.client.clone()) },
@@ -312,7 +369,10 @@ async fn obtain_token(config: &SignalingConfig) -> Result<String, SignalingError
         Credentials::Token(token) => return Ok(token.clone()),
         Credentials::Password { user, password, register } => (user, password, *register),
     };
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls((*tls_config(&config.extra_roots)?).clone())
+        .build()
+        .map_err(|e| SignalingError::Transient(e.to_string()))?;
     let base = config.server.trim_end_matches('/');
     if register {
         let (status, body) = post(&http, &format!("{base}/v1/register"), json!({"user": user, "password": password})).await?;
@@ -328,12 +388,25 @@ async fn obtain_token(config: &SignalingConfig) -> Result<String, SignalingError
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: serde_json::Value) -> Result<(u16, serde_json::Value), SignalingError> {
-    let response = http.post(url).json(&body).send().await.map_err(|e| SignalingError::Transient(format!("{url}: {e}")))?;
+    let response = http.post(url).json(&body).send().await.map_err(|e| SignalingError::Transient(format!("{url}: {}", with_causes(&e))))?;
     let status = response.status().as_u16();
     if status >= 500 {
         return Err(SignalingError::Transient(format!("{url}: HTTP {status}")));
     }
     Ok((status, response.json().await.unwrap_or(serde_json::Value::Null)))
+}
+
+/// An error and its causes on one line: reqwest's own text ("error sending request") hides the
+/// reason (a refused certificate, say) in its source chain.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 fn refusal(body: &serde_json::Value) -> SignalingError {

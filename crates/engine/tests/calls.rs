@@ -51,14 +51,14 @@ impl Person {
     }
 
     async fn start_on(server: &str, user: &str, device: &str, tone: f64) -> Person {
-        Person::launch(server, user, device, tone, 0.0).await
+        Person::launch(server, user, device, tone, 0.0, Vec::new()).await
     }
 
     async fn start_with_loss(server: &str, user: &str, tone: f64, loss: f64) -> Person {
-        Person::launch(server, user, &format!("{user}-test"), tone, loss).await
+        Person::launch(server, user, &format!("{user}-test"), tone, loss, Vec::new()).await
     }
 
-    async fn launch(server: &str, user: &str, device: &str, tone: f64, loss: f64) -> Person {
+    async fn launch(server: &str, user: &str, device: &str, tone: f64, loss: f64, extra_roots: Vec<std::path::PathBuf>) -> Person {
         let heard = Capture::default();
         let ring_output = CaptureOutput::new();
         let rung = ring_output.recording();
@@ -68,6 +68,7 @@ impl Person {
                 credentials: Credentials::Password { user: user.into(), password: "password123".into(), register: true },
                 device: device.to_owned(),
                 client: "engine-tests/0".into(),
+                extra_roots,
             },
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices { source: Box::new(ToneSource::new(tone)), sink: Box::new(heard.clone()) },
@@ -544,4 +545,48 @@ async fn muting_and_deleting_records() {
     bob.engine.delete_records(vec![records[0].call_id.clone()]).await.unwrap();
     assert!(bob.engine.history(None, None).await.unwrap().is_empty());
     assert_eq!(alice.engine.history(None, None).await.unwrap().len(), 1, "alice's history is hers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_and_calling_over_tls() {
+    // The server terminates TLS with a certificate of its own CA; the engines trust that CA.
+    let dir = tempfile::tempdir().unwrap();
+    let signed = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, signed.cert.pem()).unwrap();
+    std::fs::write(&key, signed.signing_key.serialize_pem()).unwrap();
+    let config = hark_server::config::Config {
+        tls: Some(hark_server::config::TlsConfig { cert: cert.clone(), key }),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = hark_server::start(listener, config, &dir.path().join("data"), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
+    let base = format!("https://localhost:{}", server.addr().port());
+    let mut alice = Person::launch(&base, "alice", "alice-tls", 440.0, 0.0, vec![cert.clone()]).await;
+    let mut bob = Person::launch(&base, "bob", "bob-tls", 880.0, 0.0, vec![cert]).await;
+    connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
+    alice.engine.hangup().await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+
+    // Without trusting that CA, signing in fails on the certificate, never in plain text.
+    let config = EngineConfig {
+        signaling: SignalingConfig {
+            server: base.clone(),
+            credentials: Credentials::Password { user: "carol".into(), password: "password123".into(), register: true },
+            device: "carol-tls".into(),
+            client: "engine-tests/0".into(),
+            extra_roots: Vec::new(),
+        },
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        devices: Devices { source: Box::new(ToneSource::new(660.0)), sink: Box::new(Capture::default()) },
+        receive_loss_percent: 0.0,
+        ring_output: Box::new(CaptureOutput::new()),
+        watch_devices: false,
+        processing: ProcessingSettings::OFF,
+    };
+    let (_engine, mut events) = Engine::start(config);
+    let event = tokio::time::timeout(PATIENCE, events.recv()).await.unwrap().unwrap();
+    assert!(matches!(&event, EngineEvent::SignalingLost { reason } if reason.contains("certificate") || reason.contains("Certificate")), "{event:?}");
+    server.shutdown().await;
 }

@@ -31,6 +31,8 @@ pub struct Config {
     pub turn: Option<TurnConfig>,
     /// Per-user rate limits.
     pub rate_limits: RateLimits,
+    /// Serve HTTPS and WSS with this certificate; plain HTTP without it (loopback and tests).
+    pub tls: Option<TlsConfig>,
     /// Service accounts (like the echo test service) that are never busy and may be in many
     /// calls at once, one per session.
     pub service_accounts: Vec<String>,
@@ -60,6 +62,16 @@ impl Default for TransportTimers {
             idle_limit: Duration::from_secs(30),
         }
     }
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 /// TURN servers sharing one `use-auth-secret` secret with the server.
@@ -110,6 +122,7 @@ impl Default for Config {
             turn: None,
             rate_limits: RateLimits::default(),
             service_accounts: Vec::new(),
+            tls: None,
             transport: TransportTimers::default(),
         }
     }

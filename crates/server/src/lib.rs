@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod session;
 pub mod store;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -85,6 +86,9 @@ pub enum StartError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A started server.
@@ -132,6 +136,11 @@ impl RunningServer {
 /// Starts a server on `listener` with its data in `data_dir` (created owner-only if missing).
 pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
     config.validate()?;
+    // A bad certificate stops the start before anything else is set up.
+    let tls = match &config.tls {
+        Some(files) => Some(tls::acceptor(files)?),
+        None => None,
+    };
     create_private_dir(data_dir)?;
     let secret = accounts::load_or_create_secret(data_dir)?;
     let store = Store::open(data_dir).await?;
@@ -166,20 +175,23 @@ pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock
     let addr = listener.local_addr()?;
     let app = http::router(state);
     let mut stop = shutdown_rx;
-    let serve = tokio::spawn(async move {
-        // Signaling frames are small and often sent in pairs (`ok` then `call.ended`): without
-        // TCP_NODELAY the second waits for the peer's delayed ACK, about 40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            })
-            .await
-    });
+    let serve = match tls {
+        Some(acceptor) => tokio::spawn(tls::serve(listener, app, acceptor, stop)),
+        None => tokio::spawn(async move {
+            // Signaling frames are small and often sent in pairs (`ok` then `call.ended`): without
+            // TCP_NODELAY the second waits for the peer's delayed ACK, about 40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                })
+                .await
+        }),
+    };
     Ok(RunningServer { addr, shutdown: shutdown_tx, serve, hub, store, metrics })
 }
 

@@ -33,6 +33,12 @@ enum Command {
         /// Refuse new registrations.
         #[arg(long)]
         closed_registration: bool,
+        /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Mints a token for USER with the server's secret (creating the account if there is none).
     Token {
@@ -90,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, data_dir, config, closed_registration } => {
+        Command::Serve { listen, data_dir, config, closed_registration, tls_cert, tls_key } => {
             let mut config = match config {
                 Some(path) => Config::from_file(&path)?,
                 None => Config::default(),
@@ -99,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
                 config.listen = listen;
             }
             config.closed_registration |= closed_registration;
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                config.tls = Some(hark_server::config::TlsConfig { cert, key });
+            }
             serve(config, &data_dir).await
         }
         Command::Token { user, ttl, data_dir } => {
@@ -125,8 +134,9 @@ async fn serve(config: Config, data_dir: &Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let server = hark_server::start(listener, config, data_dir, Arc::new(SystemClock)).await?;
-    println!("hark-server listening on http://{}", server.addr());
+    println!("hark-server listening on {scheme}://{}", server.addr());
     std::io::stdout().flush()?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
