@@ -155,7 +155,14 @@ pub enum EngineError {
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
+    /// The server did not answer in time (the connection may have dropped with the request).
+    #[error("no answer from the server")]
+    TimedOut,
 }
+
+/// How long a query waits for the server's answer: a request lost with a dropped socket is
+/// never answered, and the caller must not wait forever.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 enum Request {
     Command(Command, oneshot::Sender<Result<(), CommandError>>),
@@ -329,7 +336,10 @@ impl Engine {
     async fn query(&self, message: ClientMessage) -> Result<OkBody, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.requests.send(Request::Query(message, reply)).map_err(|_| EngineError::Stopped)?;
-        answer.await.map_err(|_| EngineError::Stopped)?
+        match tokio::time::timeout(QUERY_TIMEOUT, answer).await {
+            Ok(answer) => answer.map_err(|_| EngineError::Stopped)?,
+            Err(_) => Err(EngineError::TimedOut),
+        }
     }
 }
 
@@ -390,6 +400,8 @@ impl EngineTask {
                 let _ = reply.send(self.core.command(now_ms(), command));
             }
             Request::Query(message, reply) => {
+                // Forget queries whose callers stopped waiting (timed out): their answer is lost.
+                self.queries.retain(|_, waiting| !waiting.is_closed());
                 self.next_query += 1;
                 let id = format!("q{}", self.next_query);
                 self.queries.insert(id.clone(), reply);
