@@ -514,6 +514,10 @@ pub struct OkBody {
     /// `calls.history`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<Vec<CallRecord>>,
+    /// (Added to v1.) `call.hangup`: whole seconds the leaver was connected, so a person who
+    /// leaves a group call that goes on knows their own duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<u64>,
 }
 
 /// A frame from the server, tagged by `type`.

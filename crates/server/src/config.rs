@@ -99,11 +99,13 @@ pub struct RateLimits {
     pub invites_per_minute: u32,
     /// `POST /v1/login` attempts per user per minute.
     pub logins_per_minute: u32,
+    /// `POST /v1/register` per minute, for all callers together (each costs an argon2 hash).
+    pub registrations_per_minute: u32,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits { invites_per_minute: 30, logins_per_minute: 10 }
+        RateLimits { invites_per_minute: 30, logins_per_minute: 10, registrations_per_minute: 60 }
     }
 }
 
@@ -164,7 +166,8 @@ impl Config {
         if self.token_ttl_s <= 0 {
             return Err(ConfigError::Invalid("token_ttl_s must be positive".into()));
         }
-        if self.rate_limits.invites_per_minute == 0 || self.rate_limits.logins_per_minute == 0 {
+        let limits = &self.rate_limits;
+        if limits.invites_per_minute == 0 || limits.logins_per_minute == 0 || limits.registrations_per_minute == 0 {
             return Err(ConfigError::Invalid("rate limits must be at least 1 per minute".into()));
         }
         Ok(())

@@ -85,6 +85,10 @@ async fn register(
     if state.config.closed_registration {
         return Err(ApiError::new(StatusCode::FORBIDDEN, ErrorCode::RegistrationClosed, "registration is closed"));
     }
+    // Each registration costs an argon2 hash: anonymous callers share one budget.
+    if !state.registrations.allow("", state.clock.now_ms()) {
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many registrations; wait a minute"));
+    }
     if !valid_user_id(&body.user) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -126,10 +130,14 @@ async fn login(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(body) = body?;
     let now = state.clock.now_ms();
+    // Only real user ids get a bucket: any other string is refused before it can cost memory.
+    if !valid_user_id(&body.user) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::BadCredentials, "wrong user or password"));
+    }
     if !state.logins.allow(&body.user, now) {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many attempts; wait a minute"));
     }
-    let stored = if valid_user_id(&body.user) { state.store.password_hash(&body.user).await.map_err(internal)? } else { None };
+    let stored = state.store.password_hash(&body.user).await.map_err(internal)?;
     let hash = stored.clone().flatten();
     let password = body.password;
     let matches = tokio::task::spawn_blocking(move || verify_password(hash.as_deref().unwrap_or(decoy_hash()), &password))

@@ -66,6 +66,8 @@ pub struct AppState {
     pub invites: RateLimiter,
     /// Login budget per user.
     pub logins: RateLimiter,
+    /// Registration budget for everyone together.
+    pub registrations: RateLimiter,
     /// Session numbering.
     pub next_session: AtomicU64,
     /// Random per start, so session ids do not repeat across restarts.
@@ -162,6 +164,7 @@ pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock
     let state = Arc::new(AppState {
         invites: RateLimiter::new(config.rate_limits.invites_per_minute),
         logins: RateLimiter::new(config.rate_limits.logins_per_minute),
+        registrations: RateLimiter::new(config.rate_limits.registrations_per_minute),
         config,
         store: store.clone(),
         secret,

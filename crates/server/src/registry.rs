@@ -29,6 +29,9 @@ use serde_json::Value;
 /// A session, as the hub numbers them.
 pub type SessionId = u64;
 
+/// Most users one session may follow.
+pub const MAX_SUBSCRIPTIONS: usize = 2_000;
+
 /// How long an ended call is remembered, so a late request about it is told `invalid_state`
 /// rather than `not_found`.
 const ENDED_CALL_MEMORY_MS: i64 = 120_000;
@@ -326,10 +329,14 @@ impl CallRegistry {
         }
     }
 
-    /// Follows the presence of `users` for `session`.
+    /// Follows the presence of `users` for `session`, up to [`MAX_SUBSCRIPTIONS`] users a session
+    /// (more are ignored: a contact list is far smaller, and the registry's memory stays bounded).
     pub fn subscribe(&mut self, session: SessionId, users: &[UserId]) {
         let Some(entry) = self.sessions.get_mut(&session) else { return };
         for user in users {
+            if entry.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                break;
+            }
             if self.watchers.entry(user.clone()).or_default().insert(session) {
                 entry.subscriptions.push(user.clone());
             }
@@ -519,7 +526,8 @@ impl CallRegistry {
         part.state = PartState::Joined { session };
         part.join_seq = seq;
         part.recorded = false;
-        part.connected_at.get_or_insert(now);
+        // A record covers a person's latest part: joining again starts a new one.
+        part.connected_at = Some(now);
         if join {
             self.user_calls.entry(user.to_owned()).or_default().push(call_id.to_owned());
         }
@@ -561,8 +569,14 @@ impl CallRegistry {
             }
             // An invitee hanging up a ringing call declines it.
             PartState::Ringing { .. } => self.reject(now, session, user, re, call_id),
+            // Only the device in the call hangs it up: another device of the same person would
+            // leave the joined one in a call nobody else is in any more.
+            PartState::Joined { session: joined } if joined != session => {
+                refuse(ErrorCode::Forbidden, "this session is not the one in the call")
+            }
             PartState::Joined { .. } => {
-                self.reply(session, re, OkBody::default());
+                let duration_s = part.connected_at.map(|at| whole_seconds(now - at));
+                self.reply(session, re, OkBody { duration_s, ..OkBody::default() });
                 self.leave(now, call_id, user, Cause::Hangup, Some(session));
                 Ok(())
             }

@@ -157,6 +157,7 @@ fn one_to_one_accept_signal_hangup() {
     let out = w.req(bob, CallRequest::Hangup { call_id: call.clone() });
     assert_eq!(kinds(&out, alice), ["call.left", "call.ended"]);
     assert_eq!(kinds(&out, bob), ["ok", "call.ended"]);
+    assert!(matches!(&sent(&out, bob)[0], ServerMessage::Ok { body: OkBody { duration_s: Some(42), .. }, .. }));
     assert_eq!(ended(&out, alice), (EndReason::Hangup, 42));
     assert_eq!(ended(&out, bob), (EndReason::Hangup, 42));
     let recs = records(&out);
@@ -310,8 +311,10 @@ fn multi_device_ringing_and_handled_elsewhere() {
     let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({"kind":"offer","sdp":"x"}) });
     assert_eq!(kinds(&out, bob_phone), ["signal"]);
     assert!(sent(&out, bob_laptop).is_empty());
-    // The other device may not signal in the call.
-    let out = w.req(bob_laptop, CallRequest::Signal { call_id: call, to: "alice".into(), payload: json!({"kind":"restart"}) });
+    // The other device may not signal in the call, nor hang it up from under the phone.
+    let out = w.req(bob_laptop, CallRequest::Signal { call_id: call.clone(), to: "alice".into(), payload: json!({"kind":"restart"}) });
+    assert_eq!(kinds(&out, bob_laptop), ["error:forbidden"]);
+    let out = w.req(bob_laptop, CallRequest::Hangup { call_id: call });
     assert_eq!(kinds(&out, bob_laptop), ["error:forbidden"]);
 }
 

@@ -164,7 +164,11 @@ impl Connection {
 
         let mut shutdown = state.shutdown.clone();
         let timers = state.config.transport;
-        let mut keepalive = tokio::time::interval_at(Instant::now() + timers.ping_every, timers.ping_every);
+        // The idle check runs three times per ping period, so a silent session is closed within a
+        // few seconds of its 30 s rather than up to a ping period late; pings go every third tick.
+        let check_every = timers.ping_every / 3;
+        let mut keepalive = tokio::time::interval_at(Instant::now() + check_every, check_every);
+        let mut checks: u32 = 0;
         let mut last_seen = Instant::now();
         while let Flow::Continue = flow {
             flow = tokio::select! {
@@ -199,10 +203,13 @@ impl Connection {
                     }
                 },
                 _ = keepalive.tick() => {
+                    checks = checks.wrapping_add(1);
                     if last_seen.elapsed() >= timers.idle_limit {
                         debug!("idle session closed");
                         self.close(NORMAL, "idle").await;
                         Flow::Close
+                    } else if !checks.is_multiple_of(3) {
+                        Flow::Continue
                     } else if self.socket.send(Message::Ping(Default::default())).await.is_err() {
                         Flow::Close
                     } else {
@@ -280,6 +287,9 @@ impl Connection {
                 return self.reply(re, OkBody { statuses: Some(statuses), ..OkBody::default() }).await;
             }
             ClientMessage::PresenceSubscribe { users } => {
+                if let Some(bad) = users.iter().find(|u| !valid_user_id(u)) {
+                    return Err(Refusal(ErrorCode::BadRequest, format!("'{}' is not a user id", bad.chars().take(40).collect::<String>())));
+                }
                 to_hub(&state, HubCommand::Subscribe { session, users: users.clone() }).await?;
                 let statuses = statuses(&state, &users).await?;
                 return self.reply(re, OkBody { statuses: Some(statuses), ..OkBody::default() }).await;

@@ -184,7 +184,7 @@ async fn answer_to(client: &mut Client, id: &str) -> Value {
 
 #[tokio::test]
 async fn accept_cancel_race_has_exactly_one_winner_every_time() {
-    let limits = hark_server::config::RateLimits { invites_per_minute: 1000, logins_per_minute: 10 };
+    let limits = hark_server::config::RateLimits { invites_per_minute: 1000, logins_per_minute: 10, ..Default::default() };
     let server = TestServer::start_with(Config { rate_limits: limits, ..Config::default() }).await;
     let mut alice = server.client("alice").await;
     let mut bob = server.client("bob").await;
@@ -400,7 +400,7 @@ async fn glare_leaves_one_call() {
 
 #[tokio::test]
 async fn invite_rate_limit() {
-    let config = Config { rate_limits: hark_server::config::RateLimits { invites_per_minute: 2, logins_per_minute: 10 }, ..Config::default() };
+    let config = Config { rate_limits: hark_server::config::RateLimits { invites_per_minute: 2, logins_per_minute: 10, ..Default::default() }, ..Config::default() };
     let server = TestServer::start_with(config).await;
     let mut alice = server.client("alice").await;
     let mut bob = server.client("bob").await;

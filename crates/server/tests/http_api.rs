@@ -53,7 +53,7 @@ async fn register_and_login() {
 
 #[tokio::test]
 async fn login_rate_limit_and_closed_registration() {
-    let config = Config { closed_registration: true, rate_limits: RateLimits { invites_per_minute: 30, logins_per_minute: 3 }, ..Config::default() };
+    let config = Config { closed_registration: true, rate_limits: RateLimits { invites_per_minute: 30, logins_per_minute: 3, ..Default::default() }, ..Config::default() };
     let server = TestServer::start_with(config).await;
     let (status, body) = server.post("/v1/register", json!({"user":"alice","password":"correct horse"})).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("registration_closed")));
@@ -106,7 +106,7 @@ async fn health_metrics_and_cors() {
 /// Every error code of the protocol is produced by some real request, and counted in /metrics.
 #[tokio::test]
 async fn every_error_code_is_produced() {
-    let config = Config { rate_limits: RateLimits { invites_per_minute: 2, logins_per_minute: 1 }, ..Config::default() };
+    let config = Config { rate_limits: RateLimits { invites_per_minute: 2, logins_per_minute: 1, ..Default::default() }, ..Config::default() };
     let mut server = TestServer::start_with(config).await;
     let mut seen = std::collections::BTreeSet::new();
     let mut note = |code: &serde_json::Value| {
@@ -160,4 +160,20 @@ async fn every_error_code_is_produced() {
         assert!(!metrics.contains(&format!("hark_errors_total{{code=\"{code}\"}} 0")), "{code} not counted:\n{metrics}");
     }
     server.stop().await;
+}
+
+#[tokio::test]
+async fn registrations_share_one_budget() {
+    let limits = RateLimits { registrations_per_minute: 2, ..Default::default() };
+    let server = TestServer::start_with(Config { rate_limits: limits, ..Config::default() }).await;
+    for user in ["ann", "ben"] {
+        assert_eq!(server.post("/v1/register", json!({"user":user,"password":"correct horse"})).await.0, 201);
+    }
+    let (status, body) = server.post("/v1/register", json!({"user":"cat","password":"correct horse"})).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")));
+    // A login with something that is not a user id costs nothing and says nothing.
+    let (status, body) = server.post("/v1/login", json!({"user":"x".repeat(10_000),"password":"p"})).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("bad_credentials")));
+    server.clock.advance(30_000);
+    assert_eq!(server.post("/v1/register", json!({"user":"cat","password":"correct horse"})).await.0, 201);
 }
