@@ -301,6 +301,8 @@ enum Pending {
 
 #[derive(Debug, Clone)]
 struct Call {
+    /// This call's sequence number here.
+    seq: u64,
     id: Option<CallId>,
     phase: Phase,
     media: Media,
@@ -312,21 +314,34 @@ struct Call {
     hangup_asked: bool,
     /// When it connected here (our clock), for a fallback duration.
     connected_at: Option<i64>,
+    /// An incoming call stops ringing here at the server's `expires_at` (plus a little for clock
+    /// skew) even if the server's word is lost with a dropped socket.
+    ring_until: Option<i64>,
 }
+
+/// Slack after an invitation's `expires_at` before the core stops ringing on its own.
+const RING_SLACK_MS: i64 = 3_000;
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct CallCore {
     me: UserId,
     call: Option<Call>,
-    /// Ids of our requests still waiting for an answer, and what they were.
-    pending: HashMap<String, (Pending, i64)>,
+    /// Ids of our requests still waiting for an answer: what they were, when they were sent,
+    /// and which call (by sequence number) they were about.
+    pending: HashMap<String, (Pending, i64, Option<u64>)>,
+    /// Sequence numbers of calls here, so a late answer or timeout about an old call cannot
+    /// touch a newer one.
+    next_seq: u64,
     next_request: u64,
     /// A connected call we hung up, waiting for the server's `call.ended` (with the duration),
     /// and when it connected here, for a duration of our own if the answer never comes.
     ending: Option<(CallId, i64)>,
     /// Calls we dropped (glare) whose late events are ignored.
     abandoned: Vec<CallId>,
+    /// The server's clock minus ours (from `welcome.server_time`): server times such as
+    /// `expires_at` are read on our clock through it.
+    server_offset_ms: i64,
     outputs: VecDeque<Output>,
 }
 
@@ -338,10 +353,18 @@ impl CallCore {
             call: None,
             pending: HashMap::new(),
             next_request: 0,
+            next_seq: 0,
             ending: None,
             abandoned: Vec::new(),
+            server_offset_ms: 0,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Learns how the server's clock stands to ours: `server_time` is what `welcome` said, `now`
+    /// our time when it arrived.
+    pub fn set_server_clock(&mut self, server_time: i64, now: i64) {
+        self.server_offset_ms = server_time - now;
     }
 
     /// The state of the reference product.
@@ -365,7 +388,8 @@ impl CallCore {
 
     /// When [`Self::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<i64> {
-        self.pending.values().map(|(_, at)| at + REQUEST_TIMEOUT_MS).min()
+        let ring = self.call.as_ref().filter(|c| c.phase == Phase::RingingIn).and_then(|c| c.ring_until);
+        self.pending.values().map(|(_, at, _)| at + REQUEST_TIMEOUT_MS).chain(ring).min()
     }
 
     /// A user command. Refused commands change nothing.
@@ -394,6 +418,7 @@ impl CallCore {
         match command {
             Command::Call { to, media, timeout_s, user_data } => {
                 self.call = Some(Call {
+                    seq: self.fresh_seq(),
                     id: None,
                     phase: Phase::Dialing,
                     media,
@@ -402,12 +427,14 @@ impl CallCore {
                     peers: BTreeMap::new(),
                     hangup_asked: false,
                     connected_at: None,
+                    ring_until: None,
                 });
                 self.request(now, Pending::Invite, ClientMessage::CallInvite { to, media, timeout_s, user_data });
                 self.outputs.push_back(Output::Ringtone(RingtoneCommand::Dialing));
             }
             Command::Join { call_id, media } => {
                 self.call = Some(Call {
+                    seq: self.fresh_seq(),
                     id: Some(call_id.clone()),
                     phase: Phase::Joining,
                     media,
@@ -416,6 +443,7 @@ impl CallCore {
                     peers: BTreeMap::new(),
                     hangup_asked: false,
                     connected_at: None,
+                    ring_until: None,
                 });
                 self.request(now, Pending::Join, ClientMessage::CallJoin { call_id });
             }
@@ -481,8 +509,8 @@ impl CallCore {
             ServerMessage::Ok { re: Some(re), body } => self.answered(now, &re, Ok(body)),
             ServerMessage::Error { re: Some(re), code, message } => self.answered(now, &re, Err((code, message))),
             ServerMessage::Error { re: None, code, message } => self.event(CallEvent::Error { code, message }),
-            ServerMessage::CallIncoming { call_id, from, invitees, media, user_data, .. } => {
-                self.incoming(now, call_id, from, invitees, media, user_data)
+            ServerMessage::CallIncoming { call_id, from, invitees, media, user_data, expires_at } => {
+                self.incoming(now, call_id, from, invitees, media, user_data, expires_at)
             }
             ServerMessage::CallCancelled { call_id, .. } if self.is_ringing_in(&call_id) => {
                 self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled)
@@ -578,17 +606,22 @@ impl CallCore {
         }
     }
 
-    /// Fires due timers: requests the server never answered.
+    /// Fires due timers: requests the server never answered, and ringing the server never ended.
     pub fn handle_timeout(&mut self, now: i64) {
-        let expired: Vec<(String, Pending)> = self
+        if let Some(call) = self.call.as_ref().filter(|c| c.phase == Phase::RingingIn && c.ring_until.is_some_and(|t| t <= now)) {
+            let call_id = call.id.clone();
+            self.finish_not_connected(call_id, NotConnectedReason::NoAnswer);
+        }
+        let expired: Vec<(String, Pending, Option<u64>)> = self
             .pending
             .iter()
-            .filter(|(_, (_, at))| at + REQUEST_TIMEOUT_MS <= now)
-            .map(|(id, (kind, _))| (id.clone(), *kind))
+            .filter(|(_, (_, at, _))| at + REQUEST_TIMEOUT_MS <= now)
+            .map(|(id, (kind, _, seq))| (id.clone(), *kind, *seq))
             .collect();
-        for (id, kind) in expired {
+        for (id, kind, seq) in expired {
             self.pending.remove(&id);
             match kind {
+                Pending::Invite | Pending::Join if !self.is_call_seq(seq) => {}
                 Pending::Invite | Pending::Join => {
                     let call_id = self.call.as_ref().and_then(|c| c.id.clone());
                     self.close_peers();
@@ -607,7 +640,13 @@ impl CallCore {
     // ---- server frames ----
 
     fn answered(&mut self, now: i64, re: &str, answer: Result<OkBody, (ErrorCode, String)>) {
-        let Some((kind, _)) = self.pending.remove(re) else { return };
+        let Some((kind, _, seq)) = self.pending.remove(re) else { return };
+        // An invite or accept answered after its call ended here is about no current call.
+        let kind = match kind {
+            Pending::Invite if !self.is_call_seq(seq) => Pending::AbandonedInvite,
+            Pending::Join if !self.is_call_seq(seq) => return,
+            kind => kind,
+        };
         match (kind, answer) {
             (Pending::Invite, Ok(body)) => {
                 let Some(call_id) = body.call_id else { return };
@@ -658,11 +697,30 @@ impl CallCore {
                     self.event(CallEvent::Error { code, message });
                 }
             }
-            (Pending::Hangup | Pending::Other, Ok(_)) => {}
+            (Pending::Hangup, Ok(body)) => {
+                // The server answers a hangup with how long we were connected. In a group call
+                // that goes on, no `call.ended` follows, so the end is told now; in a call that
+                // ends, the `call.ended` that follows finds nothing left to end.
+                if let Some((call_id, at)) = self.ending.take() {
+                    let duration_s = body.duration_s.unwrap_or_else(|| seconds(now - at));
+                    self.event(CallEvent::CallEnded { call_id, reason: EndReason::Hangup, duration_s });
+                }
+            }
+            (Pending::Other, Ok(_)) => {}
         }
     }
 
-    fn incoming(&mut self, now: i64, call_id: CallId, from: UserId, invitees: Vec<UserId>, media: Media, user_data: Option<String>) {
+    #[allow(clippy::too_many_arguments)]
+    fn incoming(
+        &mut self,
+        now: i64,
+        call_id: CallId,
+        from: UserId,
+        invitees: Vec<UserId>,
+        media: Media,
+        user_data: Option<String>,
+        expires_at: i64,
+    ) {
         let glare = match self.call.as_ref() {
             None => false,
             Some(call) if call.id.as_deref() == Some(call_id.as_str()) => return, // delivered again at sign-in
@@ -682,7 +740,7 @@ impl CallCore {
                     self.abandoned.push(id);
                 }
                 None => {
-                    for (kind, _) in self.pending.values_mut() {
+                    for (kind, _, _) in self.pending.values_mut() {
                         if *kind == Pending::Invite {
                             *kind = Pending::AbandonedInvite;
                         }
@@ -691,6 +749,7 @@ impl CallCore {
             }
         }
         self.call = Some(Call {
+            seq: self.fresh_seq(),
             id: Some(call_id.clone()),
             phase: Phase::RingingIn,
             media,
@@ -699,6 +758,7 @@ impl CallCore {
             peers: BTreeMap::new(),
             hangup_asked: false,
             connected_at: None,
+            ring_until: Some(expires_at - self.server_offset_ms + RING_SLACK_MS),
         });
         self.event(CallEvent::IncomingCall { call_id, caller: from, invitees, media, user_data });
         if glare {
@@ -782,8 +842,18 @@ impl CallCore {
     fn request(&mut self, now: i64, kind: Pending, message: ClientMessage) {
         self.next_request += 1;
         let id = format!("e{}", self.next_request);
-        self.pending.insert(id.clone(), (kind, now));
+        let seq = self.call.as_ref().map(|c| c.seq);
+        self.pending.insert(id.clone(), (kind, now, seq));
         self.outputs.push_back(Output::Send(ClientFrame { id: Some(id), message }));
+    }
+
+    fn fresh_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn is_call_seq(&self, seq: Option<u64>) -> bool {
+        seq.is_some() && self.call.as_ref().map(|c| c.seq) == seq
     }
 
     fn is_current(&self, call_id: &str) -> bool {

@@ -148,8 +148,28 @@ fn incoming_call_accept_answers_offers_and_local_hangup_waits_for_the_duration()
     assert!(out.contains(&Output::ClosePeer { user: "alice".into() }));
     assert_eq!(rig.core.state(), CallState::Idle);
     assert!(events(&out).is_empty(), "the end is told with the server's duration");
-    let out = rig.server(json!({"type":"call.ended","call_id":"c1","reason":"hangup","duration_s":10}));
-    assert_eq!(events(&out), [CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 10 }]);
+    let (hangup_id, _) = Rig::last_request(&out);
+    let out = rig.server(json!({"type":"ok","re":hangup_id,"duration_s":9}));
+    assert_eq!(events(&out), [CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 9 }]);
+    // The call.ended of a 1:1 call that follows is no news.
+    assert!(rig.server(json!({"type":"call.ended","call_id":"c1","reason":"hangup","duration_s":9})).is_empty());
+}
+
+#[test]
+fn leaving_a_group_call_that_goes_on_ends_it_here() {
+    let mut rig = Rig::new("carol");
+    rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob","carol"],"media":"audio","user_data":null,"expires_at":T0}));
+    let out = rig.cmd(Command::Accept);
+    let (id, _) = Rig::last_request(&out);
+    rig.server(json!({"type":"ok","re":id,"joined":["alice","bob"]}));
+    rig.now += 4_000;
+    let out = rig.cmd(Command::Hangup);
+    let (hangup_id, _) = Rig::last_request(&out);
+    // Alice and bob go on talking: the server sends carol only the ok.
+    let out = rig.server(json!({"type":"ok","re":hangup_id,"duration_s":4}));
+    assert_eq!(events(&out), [CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 4 }]);
+    assert_eq!(rig.core.state(), CallState::Idle);
+    assert_eq!(rig.core.poll_timeout(), None, "nothing left waiting");
 }
 
 #[test]
@@ -335,4 +355,50 @@ fn an_unanswered_invite_fails_after_the_request_timeout() {
     rig.core.handle_timeout(rig.now);
     let out = rig.drain();
     assert_eq!(events(&out), [CallEvent::NotConnected { call_id: None, reason: NotConnectedReason::Failed }]);
+}
+
+#[test]
+fn a_stale_answer_or_timeout_does_not_touch_a_newer_call() {
+    let mut rig = Rig::new("bob");
+    rig.ringing_in("alice");
+    let out = rig.cmd(Command::Accept);
+    let (accept_id, _) = Rig::last_request(&out);
+    // The accept's answer is lost with the socket; bob gives up and calls carol instead.
+    rig.now += 1_000;
+    rig.cmd(Command::Hangup);
+    rig.now += 1_000;
+    let out = rig.cmd(call(&["carol"]));
+    let (invite_id, _) = Rig::last_request(&out);
+    rig.now += REQUEST_TIMEOUT_MS - 1_500; // past the accept's timeout, before the invite's
+    rig.core.handle_timeout(rig.now);
+    assert!(events(&rig.drain()).is_empty(), "the old accept's timeout ended the new call");
+    assert_eq!(rig.core.state(), CallState::Calling);
+    // A late answer to the old accept changes nothing either.
+    assert!(rig.server(json!({"type":"ok","re":accept_id,"joined":["alice"]})).is_empty());
+    let out = rig.server(json!({"type":"ok","re":invite_id,"call_id":"c2"}));
+    assert!(matches!(&events(&out)[..], [CallEvent::Dialing { call_id, .. }] if call_id == "c2"));
+}
+
+#[test]
+fn ringing_stops_at_expiry_even_if_the_servers_word_was_lost() {
+    let mut rig = Rig::new("bob");
+    rig.ringing_in("alice"); // expires_at T0 + 30 s
+    assert_eq!(rig.core.poll_timeout(), Some(T0 + 30_000 + RING_SLACK_MS));
+    rig.now = T0 + 30_000 + RING_SLACK_MS - 1;
+    rig.core.handle_timeout(rig.now);
+    assert!(rig.drain().is_empty());
+    rig.now += 1;
+    rig.core.handle_timeout(rig.now);
+    let out = rig.drain();
+    assert_eq!(ringtones(&out), [RingtoneCommand::Stop]);
+    assert_eq!(events(&out), [CallEvent::NotConnected { call_id: Some("c1".into()), reason: NotConnectedReason::NoAnswer }]);
+}
+
+#[test]
+fn ring_expiry_is_read_on_our_clock() {
+    // The server's clock is an hour ahead of ours.
+    let mut rig = Rig::new("bob");
+    rig.core.set_server_clock(T0 + 3_600_000, T0);
+    rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob"],"media":"audio","user_data":null,"expires_at":T0 + 3_600_000 + 30_000}));
+    assert_eq!(rig.core.poll_timeout(), Some(T0 + 30_000 + RING_SLACK_MS));
 }

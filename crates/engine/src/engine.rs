@@ -430,6 +430,7 @@ impl EngineTask {
                 if !resumed {
                     self.core = CallCore::new(welcome.user.clone());
                 }
+                self.core.set_server_clock(welcome.server_time, now_ms());
                 self.settings.ice_servers = welcome.ice_servers.clone();
                 self.settings.policy = welcome.ice_transport_policy;
                 self.core.resync(now_ms(), &welcome.joined_calls);

@@ -71,7 +71,11 @@ struct Shared {
 #[derive(Clone)]
 pub struct AudioPipeline {
     shared: Arc<Shared>,
-    running: watch::Sender<bool>,
+    next_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The generation of the clock that should run, 0 for none. A clock task runs only while the
+    /// value is its own generation, so a clock stopped and restarted within one tick cannot
+    /// leave two clocks running.
+    running: Arc<watch::Sender<u64>>,
     reports: mpsc::UnboundedSender<MediaReport>,
 }
 
@@ -88,8 +92,8 @@ impl AudioPipeline {
             started: Instant::now(),
             receive_loss_percent: 0.0,
         });
-        let (running, _) = watch::channel(false);
-        AudioPipeline { shared, running, reports }
+        let (running, _) = watch::channel(0u64);
+        AudioPipeline { shared, next_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)), running: Arc::new(running), reports }
     }
 
     /// Drops `percent` of received packets at random before the jitter buffer, as a lossy network
@@ -137,7 +141,7 @@ impl AudioPipeline {
         lock(&self.shared.outlets).remove(user);
         lock(&self.shared.inlets).remove(user);
         if lock(&self.shared.outlets).is_empty() && lock(&self.shared.inlets).is_empty() {
-            self.running.send_replace(false);
+            self.running.send_replace(0);
         }
     }
 
@@ -170,20 +174,30 @@ impl AudioPipeline {
 
     /// Finishes the sink (a recording's header is written) and stops the clock.
     pub fn finish(&self) {
-        self.running.send_replace(false);
+        self.running.send_replace(0);
         lock(&self.shared.devices).sink.finish();
     }
 
     fn ensure_running(&self) {
-        if *self.running.borrow() {
+        if *self.running.borrow() != 0 {
             return;
         }
-        self.running.send_replace(true);
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.running.send_replace(generation);
         let shared = Arc::clone(&self.shared);
         let reports = self.reports.clone();
-        let running = self.running.subscribe();
+        let running = self.running.clone();
         tokio::spawn(async move {
-            if let Err(e) = clock(shared, running, reports).await {
+            let outcome = clock(shared, running.subscribe(), generation, reports).await;
+            // A clock that failed says so and lets the next peer start a new one.
+            running.send_if_modified(|current| {
+                let mine = *current == generation;
+                if mine {
+                    *current = 0;
+                }
+                mine
+            });
+            if let Err(e) = outcome {
                 warn!(error = %e, "audio pipeline stopped");
             }
         });
@@ -191,7 +205,12 @@ impl AudioPipeline {
 }
 
 /// The 20 ms clock: capture, clean, encode, send; receive, decode, mix, play.
-async fn clock(shared: Arc<Shared>, running: watch::Receiver<bool>, reports: mpsc::UnboundedSender<MediaReport>) -> Result<(), opus::Error> {
+async fn clock(
+    shared: Arc<Shared>,
+    running: watch::Receiver<u64>,
+    generation: u64,
+    reports: mpsc::UnboundedSender<MediaReport>,
+) -> Result<(), opus::Error> {
     let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
     encoder.set_bitrate(opus::Bitrate::Bits(BITRATE))?;
     encoder.set_inband_fec(true)?;
@@ -209,8 +228,11 @@ async fn clock(shared: Arc<Shared>, running: watch::Receiver<bool>, reports: mps
     let mut decoded = vec![0i16; FRAME];
     let mut tick: u32 = 0;
     let (mut source_lost, mut sink_lost) = (false, false);
-    while *running.borrow() {
+    loop {
         interval.tick().await;
+        if *running.borrow() != generation {
+            break;
+        }
         tick = tick.wrapping_add(1);
 
         {

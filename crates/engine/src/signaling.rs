@@ -21,6 +21,9 @@ use tracing::{debug, info, warn};
 /// Frames kept while the socket is down; older ones are dropped past this.
 const OFFLINE_QUEUE: usize = 256;
 
+/// How long the server may be silent (it pings every 15 s) before the connection counts as dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+
 /// How to sign in.
 #[derive(Debug, Clone)]
 pub enum Credentials {
@@ -207,10 +210,27 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
                 let reason = if failed {
                     "send failed".to_string()
                 } else {
+                    // The server pings every 15 s: hearing nothing for much longer means the
+                    // connection is half-open (the server vanished without closing it).
+                    let mut silence = std::pin::pin!(tokio::time::sleep(SILENCE_LIMIT));
                     loop {
                         tokio::select! {
-                            incoming = ws.next() => match incoming {
+                            () = &mut silence => break "nothing heard from the server; reconnecting".to_string(),
+                            incoming = ws.next() => {
+                                if matches!(incoming, Some(Ok(_))) {
+                                    silence.as_mut().reset(tokio::time::Instant::now() + SILENCE_LIMIT);
+                                }
+                                match incoming {
                                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(&text) {
+                                    // Another engine signed in with our device id: coming back
+                                    // would only push it out in turn, forever.
+                                    Ok(ServerMessage::Kicked { reason }) if reason == "replaced" => {
+                                        let _ = events.send(SignalingEvent::Refused {
+                                            code: ErrorCode::InvalidState,
+                                            message: "signed in again elsewhere with this device id".into(),
+                                        });
+                                        return;
+                                    }
                                     Ok(ServerMessage::Kicked { reason }) => break format!("kicked: {reason}"),
                                     Ok(message) => { let _ = events.send(SignalingEvent::Frame(message)); }
                                     Err(e) => warn!(error = %e, "unreadable frame from the server"),
@@ -219,7 +239,8 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
                                 Some(Ok(_)) => {}
                                 Some(Err(e)) => break e.to_string(),
                                 None => break "connection ended".to_string(),
-                            },
+                                }
+                            }
                             frame = outbound.recv() => match frame {
                                 Some(frame) => {
                                     if let Err(e) = ws.send(Message::Text(frame.to_json().into())).await {

@@ -287,6 +287,8 @@ async fn group_of_three_each_hears_both_others() {
 
     // One leaves; the other two go on.
     carol.engine.hangup().await.unwrap();
+    // Carol's part ends with her own duration although the call goes on.
+    carol.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
     alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::UserLeft { user }) if user == "carol")).await;
     assert_eq!(alice.engine.state().await.unwrap(), CallState::Connected);
     bob.engine.hangup().await.unwrap();
@@ -589,4 +591,18 @@ async fn signing_in_and_calling_over_tls() {
     let event = tokio::time::timeout(PATIENCE, events.recv()).await.unwrap().unwrap();
     assert!(matches!(&event, EngineEvent::SignalingLost { reason } if reason.contains("certificate") || reason.contains("Certificate")), "{event:?}");
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_on_the_same_device_id_takes_over_without_a_fight() {
+    let (_server, base, _dir) = start_server().await;
+    let mut first = Person::start_on(&base, "alice", "alice-laptop", 440.0).await;
+    let mut second = Person::start_on(&base, "alice", "alice-laptop", 440.0).await;
+    let refused = first.wait_for(|e| matches!(e, EngineEvent::SignInRefused { .. })).await;
+    assert!(matches!(refused, EngineEvent::SignInRefused { code: hark_protocol::ErrorCode::InvalidState, .. }), "{refused:?}");
+    // The newer one stays signed in: a barrier query goes through, and no second take-over comes.
+    assert!(second.engine.history(None, None).await.is_ok());
+    let bob = Person::start(&base, "bob", 880.0).await;
+    bob.engine.call(vec!["alice".into()], Media::Audio, None, None).await.unwrap();
+    second.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
 }
