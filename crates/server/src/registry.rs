@@ -18,7 +18,7 @@
 //! - Requests are handled one at a time, so of two racing requests (cancel and accept) exactly one
 //!   wins and the other sees `invalid_state`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use hark_protocol::{
     CallId, CallRecord, CallResult, CallSummary, Direction, EndReason, ErrorCode, HandledAction, Media, OkBody,
@@ -238,15 +238,6 @@ impl CallRegistry {
         self.user_sessions
             .get(user)
             .is_some_and(|ids| ids.iter().any(|id| self.sessions[id].away_until.is_none()))
-    }
-
-    /// Presence of `user`, given whether they have an account.
-    pub fn status(&self, user: &str, registered: bool) -> PresenceStatus {
-        match (self.is_online(user), registered) {
-            (true, _) => PresenceStatus::Online,
-            (false, true) => PresenceStatus::Offline,
-            (false, false) => PresenceStatus::Unregistered,
-        }
     }
 
     /// A session said `hello`. If the same user and device has a session still here (away within
@@ -1076,9 +1067,14 @@ fn record_for(call: &Call, user: &str, now: i64, reason: Option<EndReason>) -> C
     }
 }
 
-/// The statuses of `users` as a map, for `presence.query` answers.
-pub fn statuses(registry: &CallRegistry, users: &[UserId], registered: &HashSet<UserId>) -> BTreeMap<UserId, PresenceStatus> {
-    users.iter().map(|u| (u.clone(), registry.status(u, registered.contains(u)))).collect()
+/// Presence from the two facts behind it: a live session (the registry's) and an account (the
+/// store's). The one place that decides between online, offline and unregistered.
+pub fn presence(online: bool, registered: bool) -> PresenceStatus {
+    match (online, registered) {
+        (true, _) => PresenceStatus::Online,
+        (false, true) => PresenceStatus::Offline,
+        (false, false) => PresenceStatus::Unregistered,
+    }
 }
 
 #[cfg(test)]

@@ -539,11 +539,9 @@ fn presence_events() {
     assert!(sent(&out, carol).is_empty(), "already online");
     assert!(sent(&w.close(bob1), carol).is_empty(), "still online on the phone");
     assert_eq!(sent(&w.close(bob2), carol), [ServerMessage::Presence { user: "bob".into(), status: PresenceStatus::Offline }]);
-    let registered: HashSet<UserId> = ["bob".to_string()].into();
-    let map = statuses(&w.reg, &["bob".into(), "carol".into(), "zed".into()], &registered);
-    assert_eq!(map["bob"], PresenceStatus::Offline);
-    assert_eq!(map["carol"], PresenceStatus::Online);
-    assert_eq!(map["zed"], PresenceStatus::Unregistered);
+    assert_eq!(presence(w.reg.is_online("bob"), true), PresenceStatus::Offline);
+    assert_eq!(presence(w.reg.is_online("carol"), true), PresenceStatus::Online);
+    assert_eq!(presence(w.reg.is_online("zed"), false), PresenceStatus::Unregistered);
     // A closed session stops hearing.
     w.close(carol);
     let (_, _, out) = w.open("bob", "laptop");

@@ -25,7 +25,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::hub::{HubCommand, Outbound, SESSION_QUEUE};
 use crate::metrics::Metrics;
-use crate::registry::{CallRequest, SessionId};
+use crate::registry::{presence, CallRequest, SessionId};
 use crate::store::AccountState;
 use crate::AppState;
 
@@ -264,14 +264,22 @@ impl Connection {
             }
         };
         let re = frame.id;
-        let outcome = self.dispatch(session, user, re.clone(), frame.message).await;
+        let outcome = self.dispatch(session, user, re.clone(), frame.message, text.len()).await;
         if let Err(Refusal(code, message)) = outcome {
             self.fail(re, code, &message).await;
         }
         Flow::Continue
     }
 
-    async fn dispatch(&mut self, session: SessionId, user: &str, re: Option<String>, message: ClientMessage) -> Result<(), Refusal> {
+    /// Handles one request; `frame_len` is the size of the frame it came in.
+    async fn dispatch(
+        &mut self,
+        session: SessionId,
+        user: &str,
+        re: Option<String>,
+        message: ClientMessage,
+        frame_len: usize,
+    ) -> Result<(), Refusal> {
         let state = Arc::clone(&self.state);
         let now = state.clock.now_ms();
         let request = match message {
@@ -318,11 +326,7 @@ impl Connection {
                     .into_iter()
                     .zip(online)
                     .map(|(row, online)| Contact {
-                        status: match (online, row.registered) {
-                            (true, _) => PresenceStatus::Online,
-                            (false, true) => PresenceStatus::Offline,
-                            (false, false) => PresenceStatus::Unregistered,
-                        },
+                        status: presence(online, row.registered),
                         user: row.user,
                         nickname: row.nickname,
                         alias: row.alias,
@@ -386,7 +390,9 @@ impl Connection {
                 if !payload.is_object() {
                     return Err(Refusal(ErrorCode::BadRequest, "payload must be an object".into()));
                 }
-                if payload.to_string().len() > MAX_SIGNAL_PAYLOAD_BYTES {
+                // A payload is never larger than its frame: only frames over the limit (rare:
+                // candidates and SDP are small) pay for measuring the payload itself.
+                if frame_len > MAX_SIGNAL_PAYLOAD_BYTES && payload.to_string().len() > MAX_SIGNAL_PAYLOAD_BYTES {
                     return Err(Refusal(ErrorCode::PayloadTooLarge, "payload over 32 KiB".into()));
                 }
                 CallRequest::Signal { call_id, to, payload }
@@ -463,14 +469,7 @@ async fn statuses(state: &AppState, users: &[UserId]) -> Result<std::collections
     Ok(users
         .iter()
         .zip(online)
-        .map(|(u, online)| {
-            let status = match (online, registered.contains(u)) {
-                (true, _) => PresenceStatus::Online,
-                (false, true) => PresenceStatus::Offline,
-                (false, false) => PresenceStatus::Unregistered,
-            };
-            (u.clone(), status)
-        })
+        .map(|(u, online)| (u.clone(), presence(online, registered.contains(u))))
         .collect())
 }
 
