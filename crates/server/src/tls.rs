@@ -56,15 +56,30 @@ pub async fn serve(listener: TcpListener, app: Router, acceptor: TlsAcceptor, mu
         };
         // As for plain TCP: small frames in pairs must not wait for delayed ACKs.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let (acceptor, app, mut stop) = (acceptor.clone(), app.clone(), stop.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => return debug!(%peer, "TLS handshake timed out"),
             };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+            let builder = Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));
+            let mut connection = std::pin::pin!(connection);
+            // At shutdown an idle keep-alive connection is closed rather than waited for (it
+            // holds the app state, and with it the hub, until the client's own idle timeout).
+            let finished = tokio::select! {
+                outcome = connection.as_mut() => Some(outcome),
+                _ = stop.wait_for(|stopping| *stopping) => None,
+            };
+            let outcome = match finished {
+                Some(outcome) => outcome,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = outcome {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });

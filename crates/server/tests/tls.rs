@@ -76,3 +76,17 @@ async fn a_bad_certificate_stops_the_start() {
     assert!(matches!(outcome, Err(hark_server::StartError::Tls(_))));
     assert!(!dir.path().join("data").exists(), "nothing was set up");
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_idle_keep_alive_connections() {
+    let certs = tempfile::tempdir().unwrap();
+    let (tls, client) = certificate(certs.path());
+    let mut server = TestServer::start_with(Config { tls: Some(tls), ..Config::default() }).await;
+    // A client keeps its connection open after a request, as HTTP clients' pools do.
+    let mut idle = tls_stream(server.addr, client).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut answer = [0u8; 256];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::timeout(common::PATIENCE, server.stop()).await.expect("shutdown waited on an idle connection");
+}
