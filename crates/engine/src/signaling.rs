@@ -9,6 +9,7 @@
 //! `welcome` (a hangup typed during an outage still reaches the server).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -182,15 +183,34 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
     let mut token: Option<String> = None;
     let mut queued: VecDeque<ClientFrame> = VecDeque::new();
     let mut resumed = false;
+    // The trusted roots (files on disk) and the HTTP client are made once, not per attempt.
+    let prepared = tls_config(&config.extra_roots).and_then(|tls| {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| SignalingError::Transient(e.to_string()))?;
+        Ok((tls, http))
+    });
+    let (tls, http) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            let (code, message) = match e {
+                SignalingError::Refused { code, message } => (code, message),
+                SignalingError::Transient(message) => (ErrorCode::Internal, message),
+            };
+            let _ = events.send(SignalingEvent::Refused { code, message });
+            return;
+        }
+    };
     loop {
         let attempt = match token.clone() {
             Some(current) => Ok(current),
-            None => obtain_token(&config).await,
+            None => obtain_token(&config, &http).await,
         };
         let connected = match attempt {
             Ok(current) => {
                 token = Some(current.clone());
-                connect(&config, &current).await
+                connect(&config, &tls, &current).await
             }
             Err(e) => Err(e),
         };
@@ -306,7 +326,7 @@ type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Transport>>;
 
 /// Opens `ws://` over TCP, or `wss://` over TLS checked against the public roots and
 /// `config.extra_roots`.
-async fn open_websocket(url: &str, config: &SignalingConfig) -> Result<Socket, SignalingError> {
+async fn open_websocket(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, SignalingError> {
     let transient = |e: &dyn std::fmt::Display| SignalingError::Transient(format!("{url}: {e}"));
     let (secure, rest) = match url.strip_prefix("wss://") {
         Some(rest) => (true, rest),
@@ -323,7 +343,7 @@ async fn open_websocket(url: &str, config: &SignalingConfig) -> Result<Socket, S
     // Signaling frames are small; do not let them wait for delayed ACKs.
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn Transport> = if secure {
-        let connector = tokio_rustls::TlsConnector::from(tls_config(&config.extra_roots)?);
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
         let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| transient(&e))?;
         Box::new(connector.connect(name, tcp).await.map_err(|e| transient(&e))?)
     } else {
@@ -334,7 +354,7 @@ async fn open_websocket(url: &str, config: &SignalingConfig) -> Result<Socket, S
 }
 
 /// The TLS client configuration: the public web roots plus any extra ones.
-fn tls_config(extra_roots: &[std::path::PathBuf]) -> Result<std::sync::Arc<rustls::ClientConfig>, SignalingError> {
+fn tls_config(extra_roots: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientConfig>, SignalingError> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     for path in extra_roots {
@@ -346,17 +366,17 @@ fn tls_config(extra_roots: &[std::path::PathBuf]) -> Result<std::sync::Arc<rustl
             roots.add(cert.map_err(|e| refused(&e))?).map_err(|e| refused(&e))?;
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| SignalingError::Transient(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(std::sync::Arc::new(config))
+    Ok(Arc::new(config))
 }
 
-async fn connect(config: &SignalingConfig, token: &str) -> Result<(Socket, Welcome), SignalingError> {
+async fn connect(config: &SignalingConfig, tls: &Arc<rustls::ClientConfig>, token: &str) -> Result<(Socket, Welcome), SignalingError> {
     let url = websocket_url(&config.server);
-    let mut ws = open_websocket(&url, config).await?;
+    let mut ws = open_websocket(&url, tls).await?;
     let hello = ClientFrame::new(
         "hello",
         ClientMessage::Hello { token: token.to_owned(), protocol: vec![hark_protocol::PROTOCOL_VERSION], device: config.device.clone(), client: Some(config.client.clone()) },
@@ -385,23 +405,19 @@ async fn connect(config: &SignalingConfig, token: &str) -> Result<(Socket, Welco
     }
 }
 
-async fn obtain_token(config: &SignalingConfig) -> Result<String, SignalingError> {
+async fn obtain_token(config: &SignalingConfig, http: &reqwest::Client) -> Result<String, SignalingError> {
     let (user, password, register) = match &config.credentials {
         Credentials::Token(token) => return Ok(token.clone()),
         Credentials::Password { user, password, register } => (user, password, *register),
     };
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls((*tls_config(&config.extra_roots)?).clone())
-        .build()
-        .map_err(|e| SignalingError::Transient(e.to_string()))?;
     let base = config.server.trim_end_matches('/');
     if register {
-        let (status, body) = post(&http, &format!("{base}/v1/register"), json!({"user": user, "password": password})).await?;
+        let (status, body) = post(http, &format!("{base}/v1/register"), json!({"user": user, "password": password})).await?;
         if status != 201 && body["code"] != "user_exists" {
             return Err(refusal(&body));
         }
     }
-    let (status, body) = post(&http, &format!("{base}/v1/login"), json!({"user": user, "password": password})).await?;
+    let (status, body) = post(http, &format!("{base}/v1/login"), json!({"user": user, "password": password})).await?;
     if status != 200 {
         return Err(refusal(&body));
     }
