@@ -304,10 +304,22 @@ fn volume_scales_the_amplitude() {
 
     // Changing the volume while ringing applies at once; 0 is silence.
     rig.player.set_volume(0.0);
-    std::thread::sleep(Duration::from_millis(100));
     let len = rig.recorded().len();
-    let later = rig.recorded_at_least(len + 4_800);
-    assert!(later[len..].iter().all(|&s| s == 0), "volume 0 is silent");
+    // Wait for the change to reach the output: the first all-zero 20 ms block after `len`. It
+    // must come while the dial tone still sounds (its first second, 48,000 samples), so the
+    // tone's own pause cannot pass for it.
+    let deadline = Instant::now() + WAIT;
+    let start = loop {
+        let recorded = rig.recorded();
+        if let Some(block) = recorded[len..].chunks_exact(960).position(|b| b.iter().all(|&s| s == 0)) {
+            break len + block * 960;
+        }
+        assert!(Instant::now() < deadline, "volume 0 never reached the output");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(start + 4_800 <= 48_000, "silence came only with the tone's own pause, at sample {start}");
+    let later = rig.recorded_at_least(start + 4_800);
+    assert!(later[start..start + 4_800].iter().all(|&s| s == 0), "volume 0 is silent");
 }
 
 #[test]
