@@ -5,7 +5,6 @@
 //! and as short sentences otherwise; diagnostics go to stderr. Media devices are chosen by spec:
 //! `--mic default|tone:FREQ|file:PATH|silence`, `--speaker default|record:PATH.wav|none`.
 
-mod echo;
 
 use std::io::Write;
 use std::time::Duration;
@@ -286,7 +285,7 @@ async fn echo_service(cli: &Cli, printer: &Printer, lines: usize, max_call: Dura
     let mut tasks = Vec::new();
     for line in 1..=lines.max(1) {
         let device = format!("echo-line-{line}");
-        let echo_line = echo::EchoLine::default();
+        let echo_line = hark_engine::echo::EchoLine::default();
         let (engine, events) = sign_in(cli, printer, echo_line.devices(), Some(device)).await?;
         let printer = Printer { json: printer.json };
         tasks.push(tokio::spawn(serve_echo_line(engine, events, printer, max_call)));

@@ -109,6 +109,7 @@ impl Command {
 /// Why a call did not connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum NotConnectedReason {
     /// The caller cancelled (incoming) or we cancelled (outgoing).
     Cancelled,
@@ -128,6 +129,7 @@ pub enum NotConnectedReason {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum CallEvent {
     /// An invitation rings.
     IncomingCall {
@@ -155,7 +157,8 @@ pub enum CallEvent {
         call_id: CallId,
         /// Audio or video.
         media: Media,
-        /// Server time it connected, if known (Unix ms).
+        /// When it connected (Unix ms): the moment the server confirmed it, on the clock the core
+        /// is driven by (a call view times from this).
         connected_at: Option<i64>,
     },
     /// A connected call ended.
@@ -678,7 +681,7 @@ impl CallCore {
                         self.outputs.push_back(Output::Event(CallEvent::UserJoined { user }));
                     }
                 }
-                self.event(CallEvent::CallBegan { call_id, media, connected_at: None });
+                self.event(CallEvent::CallBegan { call_id, media, connected_at: Some(now) });
             }
             (Pending::Invite | Pending::Join, Err((code, message))) => {
                 // An answer about a call that already ended here (say, an accept that lost the
@@ -784,7 +787,7 @@ impl CallCore {
             call.connected_at = Some(now);
             let media = call.media;
             self.outputs.push_back(Output::Ringtone(RingtoneCommand::Stop));
-            self.event(CallEvent::CallBegan { call_id, media, connected_at: None });
+            self.event(CallEvent::CallBegan { call_id, media, connected_at: Some(now) });
         }
     }
 

@@ -109,7 +109,7 @@ fn outgoing_call_connects_offers_and_ends_with_the_server_duration() {
     let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob"}));
     assert_eq!(out[0], Output::OpenPeer { call_id: "c1".into(), user: "bob".into(), offerer: true, media: Media::Audio });
     assert_eq!(ringtones(&out), [RingtoneCommand::Stop]);
-    assert!(events(&out).contains(&CallEvent::CallBegan { call_id: "c1".into(), media: Media::Audio, connected_at: None }));
+    assert!(events(&out).contains(&CallEvent::CallBegan { call_id: "c1".into(), media: Media::Audio, connected_at: Some(rig.now) }));
     assert_eq!(rig.core.state(), CallState::Connected);
 
     // Negotiation goes both ways through the core.

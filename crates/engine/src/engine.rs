@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hark_protocol::{
-    CallId, CallRecord, ClientFrame, ClientMessage, ErrorCode, IceTransportPolicy, Media, OkBody, PresenceStatus,
-    ServerMessage, UserId,
+    CallId, CallRecord, CallSummary, ClientFrame, Contact, ClientMessage, ErrorCode, IceTransportPolicy, Media, OkBody, PresenceStatus,
+    ServerMessage, UserId, UserProfile,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -51,6 +51,7 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum EngineEvent {
     /// Signed in (`resumed` after a reconnect).
     SignedIn {
@@ -71,8 +72,6 @@ pub enum EngineEvent {
         /// The server's words.
         message: String,
     },
-    /// A call event from the core.
-    Call(CallEvent),
     /// The first audio from `user` was heard.
     RemoteAudioAvailable {
         /// Who.
@@ -136,6 +135,10 @@ pub enum EngineEvent {
         /// Now.
         status: PresenceStatus,
     },
+    /// A call event from the core. Serialized as the call event itself (`{"event":"dialing",…}`):
+    /// nesting one tagged enum in another would write the `event` key twice.
+    #[serde(untagged)]
+    Call(CallEvent),
 }
 
 /// Why an engine request failed.
@@ -270,6 +273,42 @@ impl Engine {
         Ok(statuses.into_iter().collect())
     }
 
+    /// Follows some users' presence: [`EngineEvent::Presence`] reports each change from now on.
+    pub async fn subscribe_presence(&self, users: Vec<UserId>) -> Result<Vec<(UserId, PresenceStatus)>, EngineError> {
+        let statuses = self.query(ClientMessage::PresenceSubscribe { users }).await?.statuses.unwrap_or_default();
+        Ok(statuses.into_iter().collect())
+    }
+
+    /// Our contacts, with presence.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, EngineError> {
+        Ok(self.query(ClientMessage::ContactsList).await?.contacts.unwrap_or_default())
+    }
+
+    /// Adds a contact (`not_found` for an unknown user).
+    pub async fn add_contact(&self, user: UserId, alias: Option<String>) -> Result<(), EngineError> {
+        self.query(ClientMessage::ContactsAdd { user, alias }).await.map(|_| ())
+    }
+
+    /// Removes a contact.
+    pub async fn remove_contact(&self, user: UserId) -> Result<(), EngineError> {
+        self.query(ClientMessage::ContactsRemove { user }).await.map(|_| ())
+    }
+
+    /// Changes our display name and/or avatar.
+    pub async fn set_profile(&self, nickname: Option<String>, avatar: Option<String>) -> Result<(), EngineError> {
+        self.query(ClientMessage::ProfileSet { nickname, avatar }).await.map(|_| ())
+    }
+
+    /// Profiles of some users.
+    pub async fn profiles(&self, users: Vec<UserId>) -> Result<Vec<UserProfile>, EngineError> {
+        Ok(self.query(ClientMessage::UsersGet { users }).await?.users.unwrap_or_default())
+    }
+
+    /// Live calls we were invited to and could still join.
+    pub async fn active_calls(&self) -> Result<Vec<CallSummary>, EngineError> {
+        Ok(self.query(ClientMessage::CallsActive).await?.calls.unwrap_or_default())
+    }
+
     /// Mutes or unmutes our microphone.
     pub fn mute_microphone(&self, muted: bool) {
         let _ = self.requests.send(Request::MuteMicrophone(muted));
@@ -307,6 +346,17 @@ impl Engine {
         let player = Arc::clone(&self.ringtones);
         // Decoding a file is blocking work.
         tokio::task::spawn_blocking(move || player.set_choice(kind, choice)).await.map_err(|_| RingtoneError::Stopped)?
+    }
+
+    /// Plays a sound once as a preview (settings' play button, the speaker test).
+    pub async fn preview_ringtone(&self, choice: RingtoneChoice) -> Result<(), RingtoneError> {
+        let player = Arc::clone(&self.ringtones);
+        tokio::task::spawn_blocking(move || player.preview(&choice)).await.map_err(|_| RingtoneError::Stopped)?
+    }
+
+    /// Stops whatever ringtone or preview is playing.
+    pub fn stop_ringtone(&self) {
+        self.ringtones.stop();
     }
 
     /// Ringtone volume, 0.0 to 1.0.
@@ -588,4 +638,18 @@ fn now_ms() -> i64 {
 async fn sleep_until_ms(at: Option<i64>) {
     let wait = at.map_or(0, |at| (at - now_ms()).max(0) as u64);
     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_event_serializes_with_one_event_key() {
+        let event = EngineEvent::Call(CallEvent::Dialing { call_id: "c1".into(), invitees: vec!["bob".into()] });
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(json, r#"{"event":"dialing","call_id":"c1","invitees":["bob"]}"#);
+        let presence = EngineEvent::Presence { user: "bob".into(), status: PresenceStatus::Online };
+        assert_eq!(serde_json::to_string(&presence).unwrap(), r#"{"event":"presence","user":"bob","status":"online"}"#);
+    }
 }

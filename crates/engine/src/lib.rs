@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod core;
+pub mod echo;
 pub mod engine;
 pub mod jitter;
 pub mod media;

@@ -184,13 +184,7 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
     let mut queued: VecDeque<ClientFrame> = VecDeque::new();
     let mut resumed = false;
     // The trusted roots (files on disk) and the HTTP client are made once, not per attempt.
-    let prepared = tls_config(&config.extra_roots).and_then(|tls| {
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            .build()
-            .map_err(|e| SignalingError::Transient(e.to_string()))?;
-        Ok((tls, http))
-    });
+    let prepared = tls_config(&config.extra_roots).and_then(|tls| Ok((Arc::clone(&tls), client_with(&tls)?)));
     let (tls, http) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -422,6 +416,53 @@ async fn obtain_token(config: &SignalingConfig, http: &reqwest::Client) -> Resul
         return Err(refusal(&body));
     }
     body["token"].as_str().map(str::to_owned).ok_or_else(|| SignalingError::Transient("login answer without a token".into()))
+}
+
+/// A token from `POST /v1/login`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedToken {
+    /// The token, for [`Credentials::Token`].
+    pub token: String,
+    /// When it expires (Unix ms).
+    pub expires_at: i64,
+}
+
+/// Creates an account (`POST /v1/register`); `user_exists` and `registration_closed` come back
+/// as [`SignalingError::Refused`]. For an app's sign-up form, where an existing account is an
+/// error the person must see (the driver's `register` flag instead treats it as "sign in").
+pub async fn register_account(server: &str, extra_roots: &[std::path::PathBuf], user: &str, password: &str, nickname: Option<&str>) -> Result<(), SignalingError> {
+    let http = http_client(extra_roots)?;
+    let mut body = json!({"user": user, "password": password});
+    if let Some(nickname) = nickname {
+        body["nickname"] = json!(nickname);
+    }
+    let (status, answer) = post(&http, &format!("{}/v1/register", server.trim_end_matches('/')), body).await?;
+    if status == 201 { Ok(()) } else { Err(refusal(&answer)) }
+}
+
+/// Trades a password for a token (`POST /v1/login`), so an app can keep the token rather than
+/// the password.
+pub async fn log_in(server: &str, extra_roots: &[std::path::PathBuf], user: &str, password: &str) -> Result<SignedToken, SignalingError> {
+    let http = http_client(extra_roots)?;
+    let (status, body) = post(&http, &format!("{}/v1/login", server.trim_end_matches('/')), json!({"user": user, "password": password})).await?;
+    if status != 200 {
+        return Err(refusal(&body));
+    }
+    match (body["token"].as_str(), body["expires_at"].as_i64()) {
+        (Some(token), Some(expires_at)) => Ok(SignedToken { token: token.to_owned(), expires_at }),
+        _ => Err(SignalingError::Transient("login answer without a token".into())),
+    }
+}
+
+fn http_client(extra_roots: &[std::path::PathBuf]) -> Result<reqwest::Client, SignalingError> {
+    client_with(&tls_config(extra_roots)?)
+}
+
+fn client_with(tls: &Arc<rustls::ClientConfig>) -> Result<reqwest::Client, SignalingError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls((**tls).clone())
+        .build()
+        .map_err(|e| SignalingError::Transient(e.to_string()))
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: serde_json::Value) -> Result<(u16, serde_json::Value), SignalingError> {

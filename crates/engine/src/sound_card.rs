@@ -115,6 +115,7 @@ pub enum SoundCardError {
 /// Whether a device captures or plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(rename = "DeviceDirection"))]
 pub enum Direction {
     /// A microphone or line in.
     Input,
@@ -134,6 +135,7 @@ impl fmt::Display for Direction {
 /// One device as the UI shows it. A device that both captures and plays is listed twice, once per
 /// direction, with the same id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct DeviceInfo {
     /// cpal's device id as a string (`host:device`, e.g. `alsa:default`): stable across runs, and
     /// what [`MicrophoneSource::open`] and [`SpeakerSink::open`] take.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Why a request was refused. Clients switch on this, never on the message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum ErrorCode {
     /// The frame or request is malformed (not JSON, missing or wrong fields, bad values).
     BadRequest,

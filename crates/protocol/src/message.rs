@@ -19,6 +19,7 @@ pub type CallId = String;
 /// What a call carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum Media {
     /// Audio only.
     Audio,
@@ -29,6 +30,7 @@ pub enum Media {
 /// Whether a user can be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum PresenceStatus {
     /// At least one live session.
     Online,
@@ -41,6 +43,7 @@ pub enum PresenceStatus {
 /// Why a call ended (`call.ended`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum EndReason {
     /// The call connected and people hung up.
     Hangup,
@@ -59,6 +62,7 @@ pub enum EndReason {
 /// How a call went for one person, in their record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum CallResult {
     /// The person was in the connected call.
     Completed,
@@ -79,6 +83,7 @@ pub enum CallResult {
 /// Which side of a call a record is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum Direction {
     /// This person called.
     Outgoing,
@@ -122,6 +127,7 @@ pub struct IceServer {
 
 /// A user's public profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct UserProfile {
     /// User id.
     pub user: UserId,
@@ -134,6 +140,7 @@ pub struct UserProfile {
 
 /// One entry of `contacts.list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Contact {
     /// User id.
     pub user: UserId,
@@ -148,6 +155,7 @@ pub struct Contact {
 
 /// A live call, as `calls.active` and `welcome.joined_calls` describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct CallSummary {
     /// Call id.
     pub call_id: CallId,
@@ -169,6 +177,7 @@ pub struct CallSummary {
 
 /// One person's record of one call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct CallRecord {
     /// Call id.
     pub call_id: CallId,

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use std::f64::consts::PI;
 use std::sync::{Arc, Mutex};
 
-use hark_engine::audio::{AudioSink, AudioSource, FRAME, SAMPLE_RATE};
-use hark_engine::media::Devices;
+use crate::audio::{AudioSink, AudioSource, FRAME, SAMPLE_RATE};
+use crate::media::Devices;
 
 /// Frames of delay: 50 × 20 ms = 1 s.
 pub const DELAY_FRAMES: usize = 50;
