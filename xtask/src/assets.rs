@@ -20,6 +20,7 @@ const USAGE: &str = "\
 usage: cargo xtask assets [--check]
 
   writes assets/ringtones/{classic,chime,dialing}.wav (48 kHz mono 16-bit, generated, no downloads)
+  and assets/icons/{32x32,128x128,icon}.png (the app icon, drawn by xtask/src/icons.rs)
   --check   write nothing; fail if the files on disk differ from what this code generates";
 
 /// One bundled sound: its file name and how to synthesize its samples.
@@ -53,6 +54,22 @@ pub fn run(args: &[String]) -> Result<()> {
     for asset in ASSETS {
         let bytes = wav_bytes(&(asset.synthesize)());
         let path = directory.join(asset.file_name);
+        if check {
+            if !matches_file(&path, &bytes) {
+                stale.push(path.display().to_string());
+            }
+            continue;
+        }
+        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+    let icons = workspace::root()?.join("assets").join("icons");
+    if !check {
+        std::fs::create_dir_all(&icons).with_context(|| format!("creating {}", icons.display()))?;
+    }
+    for (file_name, size) in crate::icons::ICONS {
+        let bytes = crate::icons::png_bytes(*size);
+        let path = icons.join(file_name);
         if check {
             if !matches_file(&path, &bytes) {
                 stale.push(path.display().to_string());

@@ -25,7 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 mod call;
 
-const BENCHMARKS: &[&str] = &["signaling", "call"];
+const BENCHMARKS: &[&str] = &["signaling", "call", "app"];
 
 const TARGET_SESSIONS: usize = 20_000;
 const TARGET_KIB_PER_SESSION: f64 = 16.0;
@@ -51,13 +51,20 @@ HARK_BENCH_SERVER=PATH benchmarks that hark-server binary instead of building th
 usage: cargo xtask bench call [--calls N] [--cpu-seconds S] [--quick] [--no-record] [--no-baresip]
 
   call setup (accept -> first audio), audio latency, and CPU per side against baresip;
-  `cargo xtask bench call --help` for the options.";
+  `cargo xtask bench call --help` for the options.
+
+usage: cargo xtask bench app [--no-record]
+
+  the desktop app (release) under Xvfb: launch -> contacts shown, PSS and RSS over the app and
+  its WebKit processes idle and in a call, CPU in a 1:1 audio call; needs what `cargo xtask test`
+  installs (tauri-driver in target/tools).";
 
 /// Runs `cargo xtask bench ARGS…`; `args` is what follows `bench`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("signaling") => signaling(&args[1..]),
         Some("call") => call::run(&args[1..]),
+        Some("app") => app(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -779,6 +786,52 @@ impl Figures {
         }
         out
     }
+}
+
+/// `cargo xtask bench app`: builds the UI, the release app and the driver program, runs it under
+/// `dbus-run-session -- xvfb-run` and records what it prints.
+fn app(args: &[String]) -> Result<()> {
+    let no_record = match args {
+        [] => false,
+        [flag] if flag == "--no-record" => true,
+        _ => bail!("unexpected arguments {args:?}\n\n{USAGE}"),
+    };
+    let root = crate::workspace::root()?;
+    let mut npm = Command::new("npm");
+    npm.args(["run", "build"]).current_dir(root.join("ui"));
+    let mut build = crate::workspace::cargo_command()?;
+    build.args(["build", "--release", "--locked", "-p", "hark-desktop", "-p", "hark-e2e", "--bin", "hark-appbench"]);
+    for mut step in [npm, build] {
+        println!("xtask: {}", crate::workspace::describe(&step));
+        if !step.status()?.success() {
+            bail!("{} failed", crate::workspace::describe(&step));
+        }
+    }
+    let driver = crate::run_tests::tauri_driver()?;
+    let release = root.join("target").join("release");
+    let output = Command::new("dbus-run-session")
+        .args(["--", "xvfb-run", "-a", "-s", "-screen 0 1280x800x24"])
+        .arg(release.join("hark-appbench"))
+        .arg(release.join("hark-desktop"))
+        .arg(&driver)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running hark-appbench")?;
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{printed}");
+    if !output.status.success() {
+        bail!("hark-appbench failed");
+    }
+    if !no_record {
+        let section = format!(
+            "## Desktop app (cargo xtask bench app)\n\nRecorded {} UTC on this machine (2 cores, Xvfb, software rendering), release build, \
+             first-run folders, the built-in server and echo service in the app process.\n\n```\n{}```\n",
+            utc_now(),
+            printed
+        );
+        record(&root.join("docs").join("BENCHMARKS.md"), &section)?;
+    }
+    Ok(())
 }
 
 /// Replaces the benchmark's section in `path` (the one titled like `section`'s first line), or

@@ -6,6 +6,7 @@
 
 mod assets;
 mod bench;
+mod icons;
 mod run_app;
 mod run_tests;
 mod system_packages;
@@ -17,12 +18,14 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args…]
 
 commands:
-  run   [--listen ADDR] [--data-dir DIR]
-        build and start Hark: for now the signaling server
+  run   [--headless [--listen ADDR] [--data-dir DIR]]
+        build and start Hark: the desktop app with its built-in server and echo service;
+        --headless: the signaling server and the echo service only, no display needed
         (default 127.0.0.1:7600, data in $XDG_DATA_HOME/hark/server or ~/.local/share/hark/server)
   test  [cargo test args…]
-        install the Debian packages the tests need (apt-get), then run
-        `cargo test --workspace --locked [args…]`, e.g. `cargo xtask test -p hark-server`
+        install the Debian packages (apt-get) and npm packages the tests need, then run every
+        test: UI unit tests, Rust tests, the UI in Chromium, the app end to end under Xvfb;
+        with args, only `cargo test --workspace --locked [args…]`, e.g. `cargo xtask test -p hark-server`
   bench [args…]
         run benchmarks: `cargo xtask bench signaling`, `cargo xtask bench call`
         (figures in docs/BENCHMARKS.md)

@@ -1,15 +1,21 @@
 //! `cargo xtask run`: build and start Hark on this machine.
 //!
-//! For now Hark is the signaling server and the echo test service (the desktop app comes with a
-//! later issue): `hark-server serve` on 127.0.0.1:7600 with its data (SQLite database, signing
-//! key, a config making `echo` a service account) in the user's data folder, and `hark-cli echo`
-//! signed in as `echo` with a password generated on first run. xtask prints how to call echo,
-//! then waits; Ctrl-C reaches every process of the terminal and stops them all.
+//! By default that is the desktop app: xtask installs the Debian packages and the UI's npm
+//! packages, builds the UI and `hark-desktop` (release), and starts it. With no server
+//! configured the app runs its own hark-server on 127.0.0.1:7600 (data in the XDG data folder)
+//! and the echo test service, so a new user can sign up and call `echo` at once.
+//!
+//! `--headless` runs the same thing without a display: `hark-server serve` on 127.0.0.1:7600
+//! with its data (SQLite database, signing key, a config making `echo` a service account) in the
+//! user's data folder, and `hark-cli echo` signed in as `echo` with a password generated on first
+//! run (the same folder and password file the app's built-in server uses). xtask prints how to
+//! call echo, then waits; Ctrl-C reaches every process of the terminal and stops them all.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
+use crate::system_packages;
 use crate::workspace::{self, ChildOutcome};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
@@ -21,6 +27,39 @@ struct ServerSettings {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<ChildOutcome> {
+    if args.first().map(String::as_str) == Some("--headless") {
+        return run_headless(&args[1..]);
+    }
+    if let Some(arg) = args.first() {
+        bail!("unknown argument `{arg}` (expected nothing, or --headless [--listen ADDR] [--data-dir DIR])");
+    }
+    system_packages::ensure_installed(system_packages::SYSTEM_PACKAGES)?;
+    let root = workspace::root()?;
+    let ui = root.join("ui");
+    for (what, args) in [("installing the UI's npm packages", &["ci", "--no-audit", "--no-fund"][..]), ("building the UI", &["run", "build"][..])] {
+        let mut npm = std::process::Command::new("npm");
+        npm.args(args).current_dir(&ui);
+        println!("xtask: {what}: {}", workspace::describe(&npm));
+        if let ChildOutcome::Failed(code) = workspace::run_to_completion(&mut npm)? {
+            return Ok(ChildOutcome::Failed(code));
+        }
+    }
+    let mut build = workspace::cargo_command()?;
+    build.args(["build", "--release", "--locked", "-p", "hark-desktop"]);
+    println!("xtask: building the app: {}", workspace::describe(&build));
+    if let ChildOutcome::Failed(code) = workspace::run_to_completion(&mut build)? {
+        return Ok(ChildOutcome::Failed(code));
+    }
+    let mut app = std::process::Command::new(root.join("target/release/hark-desktop"));
+    println!(
+        "xtask: starting Hark ({}). With no server configured it runs its own on {DEFAULT_LISTEN} \
+         and the echo test service: sign up, then dial `echo`.",
+        workspace::describe(&app)
+    );
+    workspace::run_to_completion(&mut app)
+}
+
+fn run_headless(args: &[String]) -> anyhow::Result<ChildOutcome> {
     let settings = parse_settings(args)?;
     create_private_dir(&settings.data_dir)?;
 
@@ -31,7 +70,6 @@ pub fn run(args: &[String]) -> anyhow::Result<ChildOutcome> {
     }
     let echo_password = echo_password(&settings.data_dir)?;
 
-    // Later: build the desktop app (src-tauri) here and start it alongside the server.
     let mut build = workspace::cargo_command()?;
     build.args(["build", "--release", "-p", "hark-server", "-p", "hark-cli"]);
     println!("xtask: running {}", workspace::describe(&build));

@@ -1,19 +1,97 @@
 //! `cargo xtask test`: install what the tests need, then run every test in the workspace.
 //!
-//! Extra arguments go to `cargo test` unchanged (`cargo xtask test -p hark-server`). The exit
-//! code is cargo's, so CI fails exactly when a test fails.
+//! In order, each step saying what it does: the Debian packages (apt-get); the UI's npm packages
+//! from the lockfile, its unit tests (vitest) and its build (the app embeds `ui/dist`); every
+//! Rust test but the end-to-end ones; the UI in a real browser (Debian Chromium); then the real
+//! app end to end under `dbus-run-session -- xvfb-run`, driven by tauri-driver (installed from
+//! crates into `target/tools`). The first failing step's exit code is xtask's.
+//!
+//! Extra arguments go to `cargo test` unchanged and run only that (`cargo xtask test -p
+//! hark-server`), after the packages and the UI build the desktop crate needs.
+
+use std::process::Command;
 
 use crate::system_packages;
 use crate::workspace::{self, ChildOutcome};
 
+/// The WebDriver proxy for Tauri apps, pinned (STACK.md).
+const TAURI_DRIVER_VERSION: &str = "2.1.0";
+
 pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
     system_packages::ensure_installed(system_packages::SYSTEM_PACKAGES)?;
+    let root = workspace::root()?;
+    let ui = root.join("ui");
 
+    let mut steps: Vec<(&str, Command)> = Vec::new();
+    steps.push(("installing the UI's npm packages from ui/package-lock.json", npm(&ui, &["ci", "--no-audit", "--no-fund"])));
+    if extra_args.is_empty() {
+        steps.push(("UI type check (svelte-check)", npm(&ui, &["run", "check"])));
+        steps.push(("UI unit tests (vitest)", npm(&ui, &["test"])));
+    }
+    steps.push(("building the UI into ui/dist (the app embeds it)", npm(&ui, &["run", "build"])));
     let mut cargo_test = workspace::cargo_command()?;
-    cargo_test
-        .args(["test", "--workspace", "--locked"])
-        .args(extra_args)
-        .env("RUST_BACKTRACE", "1");
-    println!("xtask: running {}", workspace::describe(&cargo_test));
-    workspace::run_to_completion(&mut cargo_test)
+    cargo_test.args(["test", "--workspace", "--locked"]).env("RUST_BACKTRACE", "1");
+    if extra_args.is_empty() {
+        cargo_test.args(["--exclude", "hark-e2e"]);
+    } else {
+        cargo_test.args(extra_args);
+    }
+    steps.push(("every Rust test but the end-to-end ones", cargo_test));
+    if extra_args.is_empty() {
+        steps.push(("the UI in Debian Chromium (playwright-core, IPC mocked)", npm(&ui, &["run", "test:browser"])));
+        let mut build = workspace::cargo_command()?;
+        build.args(["build", "--locked", "-p", "hark-desktop", "-p", "hark-cli"]);
+        steps.push(("building hark-desktop and hark-cli for the end-to-end test", build));
+        let tauri_driver = tauri_driver_path()?;
+        if !tauri_driver.exists() {
+            steps.push(("installing tauri-driver into target/tools", install_tauri_driver()?));
+        }
+        let mut e2e = Command::new("dbus-run-session");
+        e2e.args(["--", "xvfb-run", "-a", "-s", "-screen 0 1280x800x24"])
+            .arg(workspace::cargo_program())
+            .args(["test", "--locked", "-p", "hark-e2e", "--", "--nocapture"])
+            .env("TAURI_DRIVER", &tauri_driver)
+            .env("RUST_BACKTRACE", "1")
+            .current_dir(&root);
+        steps.push(("the real app end to end under Xvfb (screenshots in target/e2e/)", e2e));
+    }
+    for (what, mut command) in steps {
+        println!("xtask: {what}: {}", workspace::describe(&command));
+        match workspace::run_to_completion(&mut command)? {
+            ChildOutcome::Success => {}
+            failed => return Ok(failed),
+        }
+    }
+    Ok(ChildOutcome::Success)
+}
+
+fn npm(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new("npm");
+    command.args(args).current_dir(dir);
+    command
+}
+
+fn tauri_driver_path() -> anyhow::Result<std::path::PathBuf> {
+    Ok(workspace::root()?.join("target").join("tools").join("bin").join("tauri-driver"))
+}
+
+fn install_tauri_driver() -> anyhow::Result<Command> {
+    let mut install = workspace::cargo_command()?;
+    install
+        .args(["install", "--locked", "tauri-driver", "--version", TAURI_DRIVER_VERSION, "--root"])
+        .arg(workspace::root()?.join("target").join("tools"));
+    Ok(install)
+}
+
+/// tauri-driver's path, installing it first when missing.
+pub fn tauri_driver() -> anyhow::Result<std::path::PathBuf> {
+    let path = tauri_driver_path()?;
+    if !path.exists() {
+        let mut install = install_tauri_driver()?;
+        println!("xtask: installing tauri-driver into target/tools: {}", workspace::describe(&install));
+        if !install.status()?.success() {
+            anyhow::bail!("installing tauri-driver failed");
+        }
+    }
+    Ok(path)
 }

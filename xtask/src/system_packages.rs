@@ -15,8 +15,32 @@ use crate::workspace::{self, ChildOutcome};
 /// cmake: builds the libopus that the `opus` crate bundles; libasound2-dev: cpal's ALSA backend;
 /// pulseaudio and libasound2-plugins: a null-sink sound server for the real-audio-path test;
 /// coturn: the TURN server of the relay test.
-pub const SYSTEM_PACKAGES: &[&str] =
-    &["build-essential", "pkg-config", "cmake", "libasound2-dev", "pulseaudio", "libasound2-plugins", "coturn"];
+pub const SYSTEM_PACKAGES: &[&str] = &[
+    // Rust crates that build C (opus, the sound and web views' -sys crates).
+    "build-essential",
+    "pkg-config",
+    "cmake",
+    "libasound2-dev",
+    // The desktop app (Tauri on WebKitGTK): build and run.
+    "libwebkit2gtk-4.1-dev",
+    "libsoup-3.0-dev",
+    "libayatana-appindicator3-dev",
+    "librsvg2-dev",
+    "libxdo-dev",
+    "libssl-dev",
+    // Tests: a real audio path, a real TURN relay, a real browser, the app under a virtual X
+    // server driven through WebKit's WebDriver, with a session bus.
+    "pulseaudio",
+    "libasound2-plugins",
+    "coturn",
+    "chromium",
+    "webkit2gtk-driver",
+    "xvfb",
+    "xauth",
+    "x11-apps",
+    "dbus",
+    "dbus-x11",
+];
 
 pub fn ensure_installed(packages: &[&str]) -> anyhow::Result<()> {
     if !workspace::is_on_path("dpkg-query") {

@@ -36,10 +36,14 @@ pub fn root() -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{} has no parent directory", xtask_dir.display()))
 }
 
+/// The cargo that runs xtask (`CARGO`), or `cargo` from `PATH`.
+pub fn cargo_program() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 /// A `cargo` command that runs in the workspace root.
 pub fn cargo_command() -> anyhow::Result<Command> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = Command::new(cargo_program());
     command.current_dir(root()?);
     Ok(command)
 }

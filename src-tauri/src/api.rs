@@ -1,0 +1,230 @@
+//! The types that cross the Tauri boundary, and nothing else.
+//!
+//! Every type here derives `ts_rs::TS`; `cargo test -p hark-desktop bindings` writes them (and the
+//! engine and protocol types they use) to `ui/src/lib/bindings/`, and fails when the committed
+//! files are out of date, so the UI's types are never written by hand. Commands return
+//! `Result<T, ApiError>`: the UI switches on `code`, never on `message`.
+
+use hark_engine::core::CallEvent;
+use hark_engine::engine::EngineError;
+use hark_protocol::{CallId, Media, UserId};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// A failed command, as the UI sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct ApiError {
+    /// A stable code: a protocol error code (`not_found`, `unauthorized`, `user_exists`, …) or one
+    /// of the app's own (`not_signed_in`, `wrong_state`, `bad_argument`, `timed_out`,
+    /// `engine_stopped`, `settings_io`, `ringtone_missing`, `ringtone_undecodable`, `no_device`).
+    pub code: String,
+    /// Words for a log or a tooltip.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with the app's own code.
+    pub fn new(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { code: code.to_owned(), message: message.into() }
+    }
+
+    /// A command that needs an account was given before signing in.
+    pub fn not_signed_in() -> ApiError {
+        ApiError::new("not_signed_in", "sign in first")
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        let message = error.to_string();
+        let code = match &error {
+            EngineError::Command(hark_engine::core::CommandError::WrongState { .. }) => "wrong_state".to_owned(),
+            EngineError::Command(hark_engine::core::CommandError::BadArgument(_)) => "bad_argument".to_owned(),
+            EngineError::Server { code, .. } => code.to_string(),
+            EngineError::Stopped => "engine_stopped".to_owned(),
+            EngineError::TimedOut => "timed_out".to_owned(),
+        };
+        ApiError { code, message }
+    }
+}
+
+/// What the sign-in form sends.
+#[derive(Debug, Clone, Deserialize, TS)]
+pub struct SignInRequest {
+    /// Server base URL; `None` for the server built into the app.
+    pub server: Option<String>,
+    /// User id.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Create the account (sign up) rather than sign in.
+    pub register: bool,
+    /// Display name to set (sign up, or a change).
+    pub nickname: Option<String>,
+    /// Avatar as a data URI (at most 16 KiB).
+    pub avatar: Option<String>,
+}
+
+/// Who is signed in, where.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct Account {
+    /// User id.
+    pub user: UserId,
+    /// Display name.
+    pub nickname: String,
+    /// Avatar (data URI or URL).
+    pub avatar: Option<String>,
+    /// Server base URL.
+    pub server: String,
+    /// Whether that is the server built into the app.
+    pub embedded: bool,
+}
+
+/// What the UI asks for first.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct AppInfo {
+    /// The app's version.
+    pub version: String,
+    /// The built-in server's URL when it runs (others can call this app through it).
+    pub embedded_server: Option<String>,
+    /// The signed-in account, if the app signed in by itself (a remembered session).
+    pub account: Option<Account>,
+    /// The user id last signed in with, to fill the form.
+    pub last_user: Option<String>,
+    /// The settings.
+    pub settings: Settings,
+}
+
+/// How an incoming call is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IncomingPresentation {
+    /// A small always-on-top banner in the top-right corner.
+    #[default]
+    Banner,
+    /// The main window takes the whole screen.
+    FullScreen,
+}
+
+/// Light or dark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Theme {
+    /// Follow the desktop.
+    #[default]
+    System,
+    /// Light.
+    Light,
+    /// Dark.
+    Dark,
+}
+
+/// The user's choices, kept in `$XDG_CONFIG_HOME/hark/settings.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(default)]
+pub struct Settings {
+    /// Server base URL; `None` for the built-in server.
+    pub server: Option<String>,
+    /// Banner or full screen for incoming calls.
+    pub incoming: IncomingPresentation,
+    /// The incoming ringtone: `bundled:NAME` or `custom:PATH`.
+    pub ringtone: String,
+    /// Ringtone volume, 0 to 100.
+    pub ringtone_volume: u8,
+    /// Mute mode: calls still come in, nothing rings.
+    pub ringtone_muted: bool,
+    /// Echo cancellation.
+    pub echo_cancellation: bool,
+    /// Noise suppression.
+    pub noise_suppression: bool,
+    /// Microphone device id; `None` for the default.
+    pub microphone: Option<String>,
+    /// Speaker device id; `None` for the default.
+    pub speaker: Option<String>,
+    /// `en` or `zh`.
+    pub language: String,
+    /// Light, dark or the desktop's.
+    pub theme: Theme,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            server: None,
+            incoming: IncomingPresentation::Banner,
+            ringtone: "bundled:classic".into(),
+            ringtone_volume: 80,
+            ringtone_muted: false,
+            echo_cancellation: true,
+            noise_suppression: true,
+            microphone: None,
+            speaker: None,
+            language: "en".into(),
+            theme: Theme::System,
+        }
+    }
+}
+
+/// The ringing call, for the banner (which opens after the event went by).
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct IncomingCall {
+    /// Call id.
+    pub call_id: CallId,
+    /// Who calls.
+    pub caller: UserId,
+    /// The caller's display name.
+    pub caller_name: String,
+    /// The caller's avatar.
+    pub caller_avatar: Option<String>,
+    /// Everyone invited (a group call when more than one).
+    pub invitees: Vec<UserId>,
+    /// Audio or video.
+    pub media: Media,
+}
+
+/// A bundled ringtone the settings offer.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct RingtoneOption {
+    /// `bundled:NAME`.
+    pub source: String,
+    /// The name.
+    pub name: String,
+}
+
+/// High-rate news for the call view and the settings' meter, on a Tauri channel.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LiveUpdate {
+    /// Speaking level 0–100 of a person in the call (our own user id for us).
+    Level {
+        /// Who.
+        user: UserId,
+        /// Level.
+        level: u8,
+    },
+    /// Network quality of the link to a person.
+    Quality {
+        /// Who.
+        user: UserId,
+        /// Percent of packets lost over the last two seconds.
+        loss_percent: f64,
+        /// Round-trip time in ms.
+        rtt_ms: Option<f64>,
+        /// Through a TURN relay.
+        relayed: bool,
+        /// Whether to show the weak-network badge.
+        weak: bool,
+    },
+    /// The settings' microphone meter, 0–100.
+    MicrophoneLevel {
+        /// Level.
+        level: u8,
+    },
+}
+
+/// The engine's event as the UI receives it on the `engine` event (levels and quality go to the
+/// live channel instead).
+pub type UiEvent = hark_engine::engine::EngineEvent;
+
+/// Re-exported for the bindings: the call events inside [`UiEvent`].
+pub type UiCallEvent = CallEvent;

@@ -1,0 +1,220 @@
+//! The Tauri commands: one-line adapters from the UI onto the engine and the app's state.
+//!
+//! Each returns `Result<_, ApiError>`; anything that needs an account says `not_signed_in`
+//! without one. Argument names are what the UI sends, in camelCase (Tauri's convention).
+
+use hark_engine::sound_card::DeviceInfo;
+use hark_protocol::{CallRecord, CallSummary, Contact, Media, UserId, UserProfile};
+use tauri::ipc::Channel;
+use tauri::{AppHandle, State};
+
+use crate::api::{Account, ApiError, AppInfo, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
+use crate::session::{self, parse_ringtone};
+use crate::AppState;
+
+type Answer<T> = Result<T, ApiError>;
+
+#[tauri::command]
+pub async fn app_info(state: State<'_, AppState>) -> Answer<AppInfo> {
+    Ok(state.info().await)
+}
+
+#[tauri::command]
+pub async fn sign_in(app: AppHandle, state: State<'_, AppState>, request: SignInRequest) -> Answer<Account> {
+    state.sign_in(&app, request).await
+}
+
+#[tauri::command]
+pub async fn sign_out(state: State<'_, AppState>) -> Answer<()> {
+    state.sign_out().await;
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn set_profile(state: State<'_, AppState>, nickname: Option<String>, avatar: Option<String>) -> Answer<()> {
+    Ok(state.signed_in().await?.set_profile(nickname, avatar).await?)
+}
+
+#[tauri::command]
+pub async fn contacts(state: State<'_, AppState>) -> Answer<Vec<Contact>> {
+    let engine = state.signed_in().await?;
+    let contacts = engine.contacts().await?;
+    // Follow their presence from now on; the list already carries the current status.
+    let users: Vec<UserId> = contacts.iter().map(|c| c.user.clone()).collect();
+    if !users.is_empty() {
+        engine.subscribe_presence(users).await?;
+    }
+    Ok(contacts)
+}
+
+#[tauri::command]
+pub async fn add_contact(state: State<'_, AppState>, user: UserId, alias: Option<String>) -> Answer<()> {
+    let engine = state.signed_in().await?;
+    engine.add_contact(user.clone(), alias).await?;
+    engine.subscribe_presence(vec![user]).await?;
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn remove_contact(state: State<'_, AppState>, user: UserId) -> Answer<()> {
+    Ok(state.signed_in().await?.remove_contact(user).await?)
+}
+
+#[tauri::command]
+pub async fn profiles(state: State<'_, AppState>, users: Vec<UserId>) -> Answer<Vec<UserProfile>> {
+    Ok(state.signed_in().await?.profiles(users).await?)
+}
+
+#[tauri::command]
+pub async fn place_call(state: State<'_, AppState>, to: Vec<UserId>, media: Media) -> Answer<()> {
+    Ok(state.signed_in().await?.call(to, media, None, None).await?)
+}
+
+#[tauri::command]
+pub async fn accept_call(state: State<'_, AppState>) -> Answer<()> {
+    Ok(state.signed_in().await?.accept().await?)
+}
+
+#[tauri::command]
+pub async fn reject_call(state: State<'_, AppState>) -> Answer<()> {
+    Ok(state.signed_in().await?.reject().await?)
+}
+
+#[tauri::command]
+pub async fn hang_up(state: State<'_, AppState>) -> Answer<()> {
+    Ok(state.signed_in().await?.hangup().await?)
+}
+
+#[tauri::command]
+pub async fn invite_more(state: State<'_, AppState>, to: Vec<UserId>) -> Answer<()> {
+    Ok(state.signed_in().await?.invite_more(to).await?)
+}
+
+#[tauri::command]
+pub async fn join_call(state: State<'_, AppState>, call_id: String, media: Media) -> Answer<()> {
+    Ok(state.signed_in().await?.join(call_id, media).await?)
+}
+
+#[tauri::command]
+pub fn incoming_call(state: State<'_, AppState>) -> Answer<Option<IncomingCall>> {
+    Ok(state.incoming.lock().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
+#[tauri::command]
+pub async fn active_calls(state: State<'_, AppState>) -> Answer<Vec<CallSummary>> {
+    Ok(state.signed_in().await?.active_calls().await?)
+}
+
+#[tauri::command]
+pub async fn history(state: State<'_, AppState>) -> Answer<Vec<CallRecord>> {
+    Ok(state.signed_in().await?.history(None, Some(200)).await?)
+}
+
+#[tauri::command]
+pub async fn delete_history(state: State<'_, AppState>, call_ids: Vec<String>) -> Answer<()> {
+    Ok(state.signed_in().await?.delete_records(call_ids).await?)
+}
+
+#[tauri::command]
+pub async fn clear_history(state: State<'_, AppState>) -> Answer<()> {
+    let engine = state.signed_in().await?;
+    // The server keeps at most what one page shows per query: delete page by page.
+    loop {
+        let page = engine.history(None, Some(200)).await?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        engine.delete_records(page.into_iter().map(|r| r.call_id).collect()).await?;
+    }
+}
+
+#[tauri::command]
+pub async fn mute_microphone(state: State<'_, AppState>, muted: bool) -> Answer<()> {
+    state.signed_in().await?.mute_microphone(muted);
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn mute_speaker(state: State<'_, AppState>, muted: bool) -> Answer<()> {
+    state.signed_in().await?.mute_speaker(muted);
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn devices() -> Answer<Vec<DeviceInfo>> {
+    tauri::async_runtime::spawn_blocking(hark_engine::sound_card::list_devices)
+        .await
+        .map_err(|e| ApiError::new("no_device", e.to_string()))?
+        .map_err(|e| ApiError::new("no_device", e.to_string()))
+}
+
+#[tauri::command]
+pub async fn play_test_sound(state: State<'_, AppState>) -> Answer<()> {
+    preview(&state, "bundled:chime").await
+}
+
+#[tauri::command]
+pub fn watch_live(state: State<'_, AppState>, channel: Channel<LiveUpdate>) -> Answer<()> {
+    state.live.watch(channel);
+    Ok(())
+}
+
+#[tauri::command]
+pub fn microphone_meter(app: AppHandle, state: State<'_, AppState>, on: bool) -> Answer<()> {
+    crate::live::meter(&app, on, state.settings().microphone);
+    Ok(())
+}
+
+#[tauri::command]
+pub fn settings(state: State<'_, AppState>) -> Answer<Settings> {
+    Ok(state.settings())
+}
+
+#[tauri::command]
+pub async fn save_settings(state: State<'_, AppState>, settings: Settings) -> Answer<Settings> {
+    state.save_settings(settings).await
+}
+
+#[tauri::command]
+pub fn ringtones() -> Answer<Vec<RingtoneOption>> {
+    Ok(hark_engine::ringtone::bundled_names()
+        .filter(|name| *name != "dialing")
+        .map(|name| RingtoneOption { source: format!("bundled:{name}"), name: name.to_owned() })
+        .collect())
+}
+
+#[tauri::command]
+pub async fn choose_ringtone_file(app: AppHandle) -> Answer<Option<String>> {
+    use tauri_plugin_dialog::DialogExt;
+    let (answer, chosen) = tokio::sync::oneshot::channel();
+    app.dialog()
+        .file()
+        .set_title("Choose a ringtone")
+        .add_filter("Sound", &["wav", "ogg", "mp3", "flac"])
+        .pick_file(move |path| {
+            let _ = answer.send(path);
+        });
+    let path = chosen.await.map_err(|_| ApiError::new("cancelled", "the dialog closed"))?;
+    Ok(path.and_then(|p| p.into_path().ok()).map(|p| p.display().to_string()))
+}
+
+#[tauri::command]
+pub async fn preview_ringtone(state: State<'_, AppState>, source: String) -> Answer<()> {
+    preview(&state, &source).await
+}
+
+#[tauri::command]
+pub async fn stop_preview(state: State<'_, AppState>) -> Answer<()> {
+    state.signed_in().await?.stop_ringtone();
+    Ok(())
+}
+
+async fn preview(state: &State<'_, AppState>, source: &str) -> Answer<()> {
+    let choice = parse_ringtone(source)?;
+    state.signed_in().await?.preview_ringtone(choice).await.map_err(|e| ApiError::new(e.code(), e.to_string()))
+}
+
+/// Used by [`crate::AppState::sign_in`]; kept here with the other UI-facing steps.
+pub(crate) async fn token_for(server: &str, request: &SignInRequest) -> Answer<hark_engine::signaling::SignedToken> {
+    session::obtain_token(server, &request.user, &request.password, request.register, request.nickname.as_deref()).await
+}

@@ -1,0 +1,414 @@
+//! hark-desktop: the Tauri v2 shell around the call engine.
+//!
+//! Thin by design: [`commands`] are one-line adapters onto the engine; [`session`] carries the
+//! engine's events to the UI; [`windows`] decides how a call reaches the person; [`embedded`]
+//! runs the built-in server and the echo service when no server is configured; [`store`] keeps
+//! settings and the session on disk. Everything the UI sees is typed in [`api`], from which the
+//! UI's TypeScript types are generated. Nothing below this crate knows Tauri.
+
+pub mod api;
+mod commands;
+pub mod embedded;
+mod live;
+mod session;
+pub mod store;
+mod windows;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hark_engine::engine::Engine;
+use tauri::{Manager, RunEvent, WindowEvent};
+
+use api::{Account, ApiError, AppInfo, IncomingCall, Settings, SignInRequest};
+use store::{AppDirs, SavedSession};
+
+/// Everything the commands share.
+pub struct AppState {
+    /// Where things are kept.
+    pub dirs: AppDirs,
+    settings: Mutex<Settings>,
+    embedded: tokio::sync::Mutex<Option<embedded::EmbeddedServer>>,
+    embedded_url: Mutex<Option<String>>,
+    session: Arc<tokio::sync::Mutex<Option<session::Session>>>,
+    /// The call ringing now, for the banner.
+    pub incoming: Mutex<Option<IncomingCall>>,
+    live: live::LiveOutlet,
+    fullscreen_for_call: AtomicBool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl AppState {
+    fn new(dirs: AppDirs) -> AppState {
+        let settings = store::load_settings(&dirs);
+        AppState {
+            dirs,
+            settings: Mutex::new(settings),
+            embedded: tokio::sync::Mutex::new(None),
+            embedded_url: Mutex::new(None),
+            session: Arc::new(tokio::sync::Mutex::new(None)),
+            incoming: Mutex::new(None),
+            live: live::LiveOutlet::default(),
+            fullscreen_for_call: AtomicBool::new(false),
+        }
+    }
+
+    /// The settings now.
+    pub fn settings(&self) -> Settings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn embedded_url(&self) -> Option<String> {
+        self.embedded_url.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records whether the main window went full screen for a ringing call; returns the old value.
+    fn set_fullscreen_for_call(&self, on: bool) -> bool {
+        self.fullscreen_for_call.swap(on, Ordering::SeqCst)
+    }
+
+    /// The engine, if signed in.
+    async fn engine(&self) -> Option<Engine> {
+        self.session.lock().await.as_ref().map(|s| s.engine.clone())
+    }
+
+    async fn signed_in(&self) -> Result<Engine, ApiError> {
+        self.engine().await.ok_or_else(ApiError::not_signed_in)
+    }
+
+    async fn info(&self) -> AppInfo {
+        // Waits for a sign-in under way (the remembered session at launch), so the UI shows
+        // contacts rather than flashing the sign-in form.
+        let account = self.session.lock().await.as_ref().map(|s| s.account.clone());
+        AppInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            embedded_server: self.embedded_url(),
+            account,
+            last_user: store::last_user(&self.dirs),
+            settings: self.settings(),
+        }
+    }
+
+    fn server_for(&self, configured: Option<&str>) -> Result<(String, bool), ApiError> {
+        match configured.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(server) => Ok((server.trim_end_matches('/').to_owned(), false)),
+            None => self.embedded_url().map(|url| (url, true)).ok_or_else(|| ApiError::new("unreachable", "the built-in server is not running")),
+        }
+    }
+
+    async fn sign_in(&self, app: &tauri::AppHandle, request: SignInRequest) -> Result<Account, ApiError> {
+        let (server, embedded) = self.server_for(request.server.as_deref())?;
+        let mut slot = self.session.lock().await;
+        if let Some(old) = slot.take() {
+            old.engine.stop().await;
+        }
+        let token = commands::token_for(&server, &request).await?;
+        let mut session = session::start(app, &server, embedded, token.token.clone(), &self.settings()).await?;
+        if request.nickname.is_some() || request.avatar.is_some() {
+            session.engine.set_profile(request.nickname.clone(), request.avatar.clone()).await?;
+            if let Some(nickname) = request.nickname {
+                session.account.nickname = nickname;
+            }
+            session.account.avatar = request.avatar.or(session.account.avatar);
+        }
+        let saved = SavedSession { server: (!embedded).then(|| server.clone()), user: session.account.user.clone(), token: token.token, expires_at: token.expires_at };
+        if let Err(error) = store::save_session(&self.dirs, &saved) {
+            tracing::warn!(%error, "could not remember the session");
+        }
+        store::save_last_user(&self.dirs, &session.account.user);
+        {
+            let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            settings.server = saved.server.clone();
+        }
+        let account = session.account.clone();
+        *slot = Some(session);
+        tracing::info!(user = %account.user, server = %account.server, "signed in");
+        Ok(account)
+    }
+
+    async fn sign_out(&self) {
+        if let Some(session) = self.session.lock().await.take() {
+            session.engine.stop().await;
+        }
+        store::forget_session(&self.dirs);
+    }
+
+    async fn save_settings(&self, settings: Settings) -> Result<Settings, ApiError> {
+        if !settings.ringtone.is_empty() {
+            session::parse_ringtone(&settings.ringtone)?;
+        }
+        let before = self.settings();
+        store::save_settings(&self.dirs, &settings).map_err(|e| ApiError::new("settings_io", e.to_string()))?;
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings.clone();
+        if let Some(engine) = self.engine().await {
+            session::apply_settings(&engine, &settings).await;
+            if settings.microphone != before.microphone {
+                engine.set_microphone(session::open_microphone(settings.microphone.as_deref()));
+            }
+            if settings.speaker != before.speaker {
+                engine.set_speaker(session::open_speaker(settings.speaker.as_deref()));
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Ends the session and the built-in server (records of live calls are written).
+    async fn shutdown(&self) {
+        if let Some(session) = self.session.lock().await.take() {
+            session.engine.stop().await;
+        }
+        if let Some(server) = self.embedded.lock().await.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// Resumes the remembered session at launch, holding the session lock so that `app_info` waits.
+async fn resume(app: tauri::AppHandle, mut slot: tokio::sync::OwnedMutexGuard<Option<session::Session>>) {
+    let state = app.state::<AppState>();
+    let Some(saved) = store::load_session(&state.dirs, now_ms()) else { return };
+    let Ok((server, embedded)) = state.server_for(saved.server.as_deref()) else { return };
+    match session::start(&app, &server, embedded, saved.token, &state.settings()).await {
+        Ok(session) => {
+            tracing::info!(user = %session.account.user, "resumed the remembered session");
+            *slot = Some(session);
+        }
+        Err(error) => {
+            tracing::info!(code = %error.code, "the remembered session was refused; signing in again");
+            if error.code == "unauthorized" || error.code == "token_expired" {
+                store::forget_session(&state.dirs);
+            }
+        }
+    }
+}
+
+fn init_logging(dirs: &AppDirs) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::prelude::*;
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tao=warn,wry=warn".into());
+    let logs = dirs.state.join("logs");
+    // The appender prunes old files by listing the folder, which must exist first.
+    let _ = std::fs::create_dir_all(&logs);
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("hark")
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(&logs);
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
+    match appender {
+        Ok(appender) => {
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let file = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter());
+            tracing_subscriber::registry().with(stderr).with(file).init();
+            Some(guard)
+        }
+        Err(error) => {
+            tracing_subscriber::registry().with(stderr).init();
+            tracing::warn!(%error, path = %logs.display(), "no log file");
+            None
+        }
+    }
+}
+
+/// GTK and WebKitGTK settings that cut the app's memory, chosen by measurement
+/// (docs/BENCHMARKS.md, `cargo xtask bench app`): the UI is a few flat panels, so GPU buffer
+/// sharing (DMA-BUF), accelerated compositing and GTK's own GL context buy nothing here and cost
+/// tens of MiB each. Must run before GTK starts; a variable the user set wins, and
+/// `HARK_WEBKIT_TUNING=0` turns all of it off.
+pub fn tune_webkit() {
+    if std::env::var("HARK_WEBKIT_TUNING").as_deref() == Ok("0") {
+        return;
+    }
+    for (variable, value) in [("WEBKIT_DISABLE_DMABUF_RENDERER", "1"), ("WEBKIT_DISABLE_COMPOSITING_MODE", "1"), ("GDK_GL", "disable")] {
+        if std::env::var_os(variable).is_none() {
+            // Still single-threaded: nothing else reads the environment yet.
+            std::env::set_var(variable, value);
+        }
+    }
+}
+
+/// Makes the main window's WebKit cache for a single local document (no browsing history, no
+/// page cache): the UI is one page served from the app itself.
+fn trim_webkit_caches(app: &tauri::App) {
+    #[cfg(target_os = "linux")]
+    if std::env::var("HARK_WEBKIT_TUNING").as_deref() != Ok("0") {
+        if let Some(main) = app.get_webview_window("main") {
+            let _ = main.with_webview(|webview| {
+                use webkit2gtk::{WebContextExt, WebViewExt};
+                if let Some(context) = webview.inner().context() {
+                    context.set_cache_model(webkit2gtk::CacheModel::DocumentViewer);
+                }
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = app;
+}
+
+/// Runs the app until it quits.
+pub fn run() {
+    let dirs = AppDirs::from_env();
+    let _log = init_logging(&dirs);
+    let launched = std::time::Instant::now();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "hark-desktop starting");
+
+    let app = tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| windows::show_main(app)))
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_dialog::init())
+        .manage(AppState::new(dirs))
+        .setup(move |app| {
+            trim_webkit_caches(app);
+            let handle = app.handle().clone();
+            let state = app.state::<AppState>();
+            // The built-in server starts before any window asks for it (a few ms: a socket
+            // and a SQLite file); a configured server makes it unnecessary.
+            if state.settings().server.is_none() {
+                let data = state.dirs.data.join("server");
+                match tauri::async_runtime::block_on(embedded::start(&data)) {
+                    Ok(server) => {
+                        *state.embedded_url.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.url());
+                        if let Ok(mut slot) = state.embedded.try_lock() {
+                            *slot = Some(server);
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "the built-in server did not start"),
+                }
+            }
+            if let Ok(guard) = Arc::clone(&state.session).try_lock_owned() {
+                tauri::async_runtime::spawn(resume(handle.clone(), guard));
+            }
+            if let Err(error) = windows::create_tray(&handle) {
+                tracing::warn!(%error, "no tray icon");
+            }
+            tracing::info!(elapsed_ms = launched.elapsed().as_millis() as u64, "set up");
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            // Closing the main window keeps Hark reachable for calls (tray "Quit" ends it),
+            // unless there is no tray to bring it back from.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                if window.label() == "main" && window.app_handle().tray_by_id("hark").is_some() && std::env::var_os("HARK_QUIT_ON_CLOSE").is_none() {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
+        })
+        .invoke_handler(tauri::generate_handler![
+            commands::app_info,
+            commands::sign_in,
+            commands::sign_out,
+            commands::set_profile,
+            commands::contacts,
+            commands::add_contact,
+            commands::remove_contact,
+            commands::profiles,
+            commands::place_call,
+            commands::accept_call,
+            commands::reject_call,
+            commands::hang_up,
+            commands::invite_more,
+            commands::join_call,
+            commands::incoming_call,
+            commands::active_calls,
+            commands::history,
+            commands::delete_history,
+            commands::clear_history,
+            commands::mute_microphone,
+            commands::mute_speaker,
+            commands::devices,
+            commands::play_test_sound,
+            commands::watch_live,
+            commands::microphone_meter,
+            commands::settings,
+            commands::save_settings,
+            commands::ringtones,
+            commands::choose_ringtone_file,
+            commands::preview_ringtone,
+            commands::stop_preview,
+        ])
+        .build(tauri::generate_context!());
+    let app = match app {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(%error, "could not start the app");
+            eprintln!("hark-desktop: {error}");
+            std::process::exit(1);
+        }
+    };
+    app.run(|handle, event| {
+        if let RunEvent::ExitRequested { .. } = event {
+            let state = handle.state::<AppState>();
+            tauri::async_runtime::block_on(state.shutdown());
+        }
+    });
+}
+
+#[cfg(test)]
+mod bindings {
+    //! The UI's TypeScript types, generated from the Rust types. `HARK_WRITE_BINDINGS=1 cargo
+    //! test -p hark-desktop bindings` rewrites `ui/src/lib/bindings/`; without it the test fails
+    //! when the committed files differ from what the Rust types say.
+
+    use std::path::{Path, PathBuf};
+    use ts_rs::TS;
+
+    fn export_all(dir: &Path) {
+        macro_rules! export {
+            ($($t:ty),* $(,)?) => { $( <$t>::export_all_to(dir).unwrap(); )* };
+        }
+        export!(
+            crate::api::ApiError,
+            crate::api::SignInRequest,
+            crate::api::Account,
+            crate::api::AppInfo,
+            crate::api::Settings,
+            crate::api::IncomingCall,
+            crate::api::RingtoneOption,
+            crate::api::LiveUpdate,
+            hark_engine::engine::EngineEvent,
+            hark_engine::sound_card::DeviceInfo,
+            hark_protocol::CallRecord,
+            hark_protocol::CallSummary,
+            hark_protocol::Contact,
+            hark_protocol::UserProfile,
+        );
+        // serde_json writes i64/u64 as JSON numbers (every value here is far below 2^53), but
+        // ts-rs types them `bigint`, which `JSON.parse` never produces.
+        for (name, text) in files(dir) {
+            if text.contains("bigint") {
+                std::fs::write(dir.join(name), text.replace("bigint", "number")).unwrap();
+            }
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn bindings_are_current() {
+        let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ui/src/lib/bindings");
+        if std::env::var_os("HARK_WRITE_BINDINGS").is_some() {
+            let _ = std::fs::remove_dir_all(&committed);
+            export_all(&committed);
+            return;
+        }
+        let fresh = tempfile::tempdir().unwrap();
+        export_all(fresh.path());
+        assert_eq!(files(&committed), files(fresh.path()), "ui/src/lib/bindings is stale: run HARK_WRITE_BINDINGS=1 cargo test -p hark-desktop bindings");
+    }
+}

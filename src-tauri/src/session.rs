@@ -1,0 +1,237 @@
+//! One signed-in account: its engine, and the task that carries the engine's events to the UI.
+//!
+//! Signing in trades the password for a token at the server (so only the token is remembered),
+//! starts an engine with real sound cards (synthetic silence when there are none, so a machine
+//! without a microphone can still place calls) and waits for the server's welcome. From then on
+//! [`forward_events`] is the one reader of the engine's channel: state-like events go out as the
+//! Tauri event `engine`, levels and network quality to the live channel, and an incoming call
+//! opens the banner (or the full-screen view) through [`crate::windows`].
+
+use std::time::Duration;
+
+use hark_engine::audio::{AudioSink, AudioSource, NullSink, SilenceSource};
+use hark_engine::core::CallEvent;
+use hark_engine::engine::{Engine, EngineConfig, EngineEvent};
+use hark_engine::media::Devices;
+use hark_engine::ringtone::{RingOutput, RingtoneChoice, RingtoneKind, RodioOutput, SilentOutput};
+use hark_engine::signaling::{self, Credentials, SignalingConfig, SignalingError};
+use hark_engine::sound_card::{MicrophoneSource, SpeakerSink};
+use hark_engine::voice_processing::ProcessingSettings;
+use tauri::{AppHandle, Emitter, Manager};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::api::{Account, ApiError, IncomingCall, LiveUpdate, Settings};
+use crate::AppState;
+
+/// How long sign-in waits for the server's welcome.
+const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Loss or round trip above which a tile shows the weak-network badge.
+const WEAK_LOSS_PERCENT: f64 = 8.0;
+const WEAK_RTT_MS: f64 = 400.0;
+
+/// A signed-in account and its engine.
+pub struct Session {
+    /// The engine.
+    pub engine: Engine,
+    /// Who, where.
+    pub account: Account,
+}
+
+impl From<SignalingError> for ApiError {
+    fn from(error: SignalingError) -> ApiError {
+        match error {
+            SignalingError::Refused { code, message } => ApiError { code: code.to_string(), message },
+            SignalingError::Transient(message) => ApiError::new("unreachable", message),
+        }
+    }
+}
+
+/// Trades a password for a token, creating the account first when `register`.
+pub async fn obtain_token(server: &str, user: &str, password: &str, register: bool, nickname: Option<&str>) -> Result<signaling::SignedToken, ApiError> {
+    if register {
+        signaling::register_account(server, &[], user, password, nickname).await?;
+    }
+    Ok(signaling::log_in(server, &[], user, password).await?)
+}
+
+/// Starts an engine with `token` and waits until the server welcomes it.
+pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String, settings: &Settings) -> Result<Session, ApiError> {
+    let (engine, mut events) = Engine::start(EngineConfig {
+        signaling: SignalingConfig {
+            server: server.to_owned(),
+            credentials: Credentials::Token(token),
+            device: device_id(app),
+            client: concat!("hark-desktop/", env!("CARGO_PKG_VERSION")).into(),
+            extra_roots: Vec::new(),
+        },
+        udp_addrs: vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()],
+        devices: Devices { source: open_microphone(settings.microphone.as_deref()), sink: open_speaker(settings.speaker.as_deref()) },
+        ring_output: ring_output(),
+        processing: ProcessingSettings { echo_cancellation: settings.echo_cancellation, noise_suppression: settings.noise_suppression },
+        watch_devices: true,
+        receive_loss_percent: 0.0,
+    });
+    let welcome = async {
+        while let Some(event) = events.recv().await {
+            match event {
+                EngineEvent::SignedIn { user, .. } => return Ok(user),
+                EngineEvent::SignInRefused { code, message } => return Err(ApiError { code: code.to_string(), message }),
+                _ => {}
+            }
+        }
+        Err(ApiError::new("engine_stopped", "the engine stopped"))
+    };
+    let user = match tokio::time::timeout(SIGN_IN_TIMEOUT, welcome).await {
+        Ok(Ok(user)) => user,
+        Ok(Err(error)) => {
+            engine.stop().await;
+            return Err(error);
+        }
+        Err(_) => {
+            engine.stop().await;
+            return Err(ApiError::new("timed_out", format!("no answer from {server}")));
+        }
+    };
+    apply_settings(&engine, settings).await;
+    let profile = engine.profiles(vec![user.clone()]).await.ok().and_then(|mut p| p.pop());
+    let account = Account {
+        nickname: profile.as_ref().map(|p| p.nickname.clone()).unwrap_or_else(|| user.clone()),
+        avatar: profile.and_then(|p| p.avatar),
+        user,
+        server: server.to_owned(),
+        embedded,
+    };
+    tauri::async_runtime::spawn(forward_events(app.clone(), engine.clone(), events));
+    Ok(Session { engine, account })
+}
+
+/// Applies the ringtone and processing settings to a running engine. A ringtone file that is
+/// gone or unreadable falls back to the bundled default (the engine reports it as an event).
+pub async fn apply_settings(engine: &Engine, settings: &Settings) {
+    engine.set_processing(ProcessingSettings { echo_cancellation: settings.echo_cancellation, noise_suppression: settings.noise_suppression });
+    engine.set_ringtone_volume(f32::from(settings.ringtone_volume.min(100)) / 100.0);
+    engine.set_ringtone_muted(settings.ringtone_muted);
+    match parse_ringtone(&settings.ringtone) {
+        Ok(choice) => {
+            if let Err(error) = engine.set_ringtone(RingtoneKind::Incoming, choice).await {
+                tracing::warn!(%error, ringtone = %settings.ringtone, "ringtone refused; the default rings instead");
+            }
+        }
+        Err(error) => tracing::warn!(?error, "bad ringtone setting"),
+    }
+}
+
+/// `bundled:NAME` or `custom:PATH` as a choice.
+pub fn parse_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
+    if let Some(name) = source.strip_prefix("bundled:") {
+        if hark_engine::ringtone::bundled_names().any(|n| n == name) {
+            return Ok(RingtoneChoice::Bundled(name.to_owned()));
+        }
+        return Err(ApiError::new("ringtone_missing", format!("no bundled ringtone named {name}")));
+    }
+    if let Some(path) = source.strip_prefix("custom:") {
+        if !path.is_empty() {
+            return Ok(RingtoneChoice::Custom(path.into()));
+        }
+    }
+    Err(ApiError::new("bad_argument", format!("not a ringtone: {source}")))
+}
+
+/// The microphone, or silence (logged) when there is none: calls still work, one way.
+pub fn open_microphone(id: Option<&str>) -> Box<dyn AudioSource> {
+    match MicrophoneSource::open(id) {
+        Ok(source) => Box::new(source),
+        Err(error) => {
+            tracing::warn!(%error, "no microphone; sending silence");
+            Box::new(SilenceSource)
+        }
+    }
+}
+
+/// The speaker, or nowhere (logged) when there is none.
+pub fn open_speaker(id: Option<&str>) -> Box<dyn AudioSink> {
+    match SpeakerSink::open(id) {
+        Ok(sink) => Box::new(sink),
+        Err(error) => {
+            tracing::warn!(%error, "no speaker; received audio is dropped");
+            Box::new(NullSink)
+        }
+    }
+}
+
+fn ring_output() -> Box<dyn RingOutput> {
+    // `HARK_SILENT_RINGTONES=1`: for machines where no sound may be made (CI); the engine still
+    // decodes the chosen file and reports what it would play.
+    if std::env::var_os("HARK_SILENT_RINGTONES").is_some() {
+        Box::new(SilentOutput)
+    } else {
+        Box::new(RodioOutput::new())
+    }
+}
+
+/// A stable id for this installation, so the server recognises a reconnect as the same device.
+fn device_id(app: &AppHandle) -> String {
+    let state = app.state::<AppState>();
+    let path = state.dirs.config.join("device_id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return id.trim().to_owned();
+        }
+    }
+    let id = format!("desktop-{:016x}", rand::random::<u64>());
+    if let Err(error) = std::fs::create_dir_all(&state.dirs.config).and_then(|()| std::fs::write(&path, &id)) {
+        tracing::warn!(%error, "could not keep the device id");
+    }
+    id
+}
+
+/// The one reader of the engine's events while the session lasts.
+async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedReceiver<EngineEvent>) {
+    while let Some(event) = events.recv().await {
+        match &event {
+            EngineEvent::VoiceLevel { user, level } => {
+                crate::live::send(&app, LiveUpdate::Level { user: user.clone(), level: *level });
+                continue;
+            }
+            EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed } => {
+                let weak = *loss_percent >= WEAK_LOSS_PERCENT || rtt_ms.is_some_and(|rtt| rtt >= WEAK_RTT_MS);
+                crate::live::send(&app, LiveUpdate::Quality { user: user.clone(), loss_percent: *loss_percent, rtt_ms: *rtt_ms, relayed: *relayed, weak });
+                continue;
+            }
+            EngineEvent::Call(CallEvent::IncomingCall { call_id, caller, invitees, media, .. }) => {
+                let profile = engine.profiles(vec![caller.clone()]).await.ok().and_then(|mut p| p.pop());
+                let incoming = IncomingCall {
+                    call_id: call_id.clone(),
+                    caller_name: profile.as_ref().map(|p| p.nickname.clone()).unwrap_or_else(|| caller.clone()),
+                    caller_avatar: profile.and_then(|p| p.avatar),
+                    caller: caller.clone(),
+                    invitees: invitees.clone(),
+                    media: *media,
+                };
+                tracing::info!(call_id = %incoming.call_id, caller = %incoming.caller, "incoming call");
+                crate::windows::present_incoming(&app, incoming);
+            }
+            EngineEvent::Call(CallEvent::CallBegan { call_id, .. }) => {
+                tracing::info!(%call_id, "call connected");
+                crate::windows::incoming_over(&app, true);
+            }
+            EngineEvent::Call(CallEvent::NotConnected { call_id, reason }) => {
+                tracing::info!(?call_id, ?reason, "call did not connect");
+                crate::windows::incoming_over(&app, false);
+            }
+            EngineEvent::Call(CallEvent::CallEnded { call_id, reason, duration_s }) => {
+                tracing::info!(%call_id, ?reason, duration_s, "call ended");
+                crate::windows::incoming_over(&app, false);
+            }
+            EngineEvent::RingtonePlaying { kind, source } => tracing::info!(kind, %source, "ringtone playing"),
+            EngineEvent::RingtoneFailed { code, message } => tracing::warn!(code, %message, "ringtone failed"),
+            EngineEvent::SignalingLost { reason } => tracing::warn!(%reason, "signaling lost; reconnecting"),
+            EngineEvent::SignInRefused { code, message } => tracing::warn!(%code, %message, "sign-in refused"),
+            _ => {}
+        }
+        crate::windows::on_call_event(&app, &event);
+        if let Err(error) = app.emit("engine", &event) {
+            tracing::warn!(%error, "could not deliver an engine event to the UI");
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Helpers for Hark's end-to-end tests: a small WebDriver client (enough to drive the real app
+//! through tauri-driver and WebKitWebDriver) and the processes a scenario needs.
+//!
+//! Waiting is always "poll until true or a deadline passes": the app's windows, calls and
+//! timers take real time, and a fixed sleep would either waste it or flake.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+/// The W3C element key.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A child process killed when dropped.
+pub struct Guarded(pub Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The workspace's target directory (`CARGO_TARGET_DIR` or `target/` at the root).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
+}
+
+/// A built binary of the workspace (debug profile), which must exist.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let path = target_dir().join("debug").join(name);
+    if !path.exists() {
+        bail!("{} is missing: run `cargo xtask test` (it builds the app before the end-to-end tests)", path.display());
+    }
+    Ok(path)
+}
+
+/// A free TCP port on loopback (closed again before use; fine for a test machine).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `check` every 100 ms until it gives `Some` or `within` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + within;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("timed out after {within:?} waiting for {what}; last error: {last_error:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One WebDriver session.
+pub struct WebDriver {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+}
+
+impl WebDriver {
+    /// Starts a session on the driver at `port` with these capabilities, waiting for the driver
+    /// to listen first.
+    pub async fn start(port: u16, capabilities: Value) -> Result<WebDriver> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for("the WebDriver server", Duration::from_secs(20), || {
+            let http = http.clone();
+            let url = format!("{base}/status");
+            async move { Ok(http.get(url).send().await.ok().map(|_| ())) }
+        })
+        .await?;
+        let answer: Value = http
+            .post(format!("{base}/session"))
+            .json(&json!({"capabilities": {"alwaysMatch": capabilities}}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let session = answer["value"]["sessionId"].as_str().ok_or_else(|| anyhow!("no session: {answer}"))?.to_owned();
+        Ok(WebDriver { http, base, session })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}/session/{}{}", self.base, self.session, path);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.with_context(|| url.clone())?.json().await?;
+        if let Some(error) = answer["value"]["error"].as_str() {
+            bail!("{path}: {error}: {}", answer["value"]["message"]);
+        }
+        Ok(answer["value"].clone())
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// The first element matching `css`, if any now.
+    pub async fn find(&self, css: &str) -> Result<Option<String>> {
+        let found = self.post("/elements", json!({"using": "css selector", "value": css})).await?;
+        Ok(found.as_array().and_then(|all| all.first()).and_then(|e| e[ELEMENT].as_str()).map(str::to_owned))
+    }
+
+    /// Waits for an element matching `css`.
+    pub async fn wait(&self, css: &str, within: Duration) -> Result<String> {
+        wait_for(css, within, || self.find(css)).await
+    }
+
+    /// Waits until the text of the first element matching `css` satisfies `test`, giving the
+    /// text (its `textContent`, whitespace-trimmed: what is drawn, without WebDriver's
+    /// visibility rules).
+    pub async fn wait_text(&self, css: &str, within: Duration, test: impl Fn(&str) -> bool) -> Result<String> {
+        let script = format!("const e = document.querySelector({}); return e ? e.textContent.trim() : null;", json!(css));
+        wait_for(&format!("the text of {css}"), within, || async {
+            let Some(text) = self.execute(&script).await?.as_str().map(str::to_owned) else { return Ok(None) };
+            if test(&text) {
+                Ok(Some(text))
+            } else {
+                // Kept as the last error, so a timeout says what was there instead.
+                Err(anyhow!("the text was {text:?}"))
+            }
+        })
+        .await
+    }
+
+    /// Clicks an element.
+    pub async fn click(&self, element: &str) -> Result<()> {
+        self.post(&format!("/element/{element}/click"), json!({})).await.map(|_| ())
+    }
+
+    /// Clicks the element matching `css`, waiting for it.
+    pub async fn click_css(&self, css: &str, within: Duration) -> Result<()> {
+        let element = self.wait(css, within).await?;
+        self.click(&element).await
+    }
+
+    /// Types into an element (after clearing it).
+    pub async fn type_into(&self, css: &str, text: &str) -> Result<()> {
+        let element = self.wait(css, Duration::from_secs(10)).await?;
+        self.post(&format!("/element/{element}/clear"), json!({})).await?;
+        self.post(&format!("/element/{element}/value"), json!({"text": text})).await.map(|_| ())
+    }
+
+    /// Sends keys to an element (WebDriver key codes such as `\u{E00C}` for Escape).
+    pub async fn post_keys(&self, element: &str, keys: &str) -> Result<()> {
+        self.post(&format!("/element/{element}/value"), json!({"text": keys})).await.map(|_| ())
+    }
+
+    /// An element's visible text.
+    pub async fn text(&self, element: &str) -> Result<String> {
+        Ok(self.get(&format!("/element/{element}/text")).await?.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Runs a script in the current window.
+    pub async fn execute(&self, script: &str) -> Result<Value> {
+        self.post("/execute/sync", json!({"script": script, "args": []})).await
+    }
+
+    /// Every window handle.
+    pub async fn windows(&self) -> Result<Vec<String>> {
+        let all = self.get("/window/handles").await?;
+        Ok(all.as_array().map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect()).unwrap_or_default())
+    }
+
+    /// The current window handle.
+    pub async fn current_window(&self) -> Result<String> {
+        Ok(self.get("/window").await?.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Switches to a window.
+    pub async fn switch_to(&self, handle: &str) -> Result<()> {
+        self.post("/window", json!({"handle": handle})).await.map(|_| ())
+    }
+
+    /// Waits for a window that is not in `known` and gives its handle (the handle list is not
+    /// in creation order, so new windows are found by difference).
+    pub async fn wait_new_window(&self, known: &[String], within: Duration) -> Result<String> {
+        wait_for("a new window", within, || async {
+            Ok(self.windows().await?.into_iter().find(|h| !known.contains(h)))
+        })
+        .await
+    }
+
+    /// Ends the session (the app quits).
+    pub async fn quit(&self) {
+        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
+    }
+}
+
+/// The desktop app with first-run folders of its own, its built-in server on a free port, and a
+/// tauri-driver to start it through: what the end-to-end test and `cargo xtask bench app` share.
+pub struct AppUnderTest {
+    /// Holds `config/`, `data/`, `state/` (the XDG folders) and logs.
+    pub home: tempfile::TempDir,
+    /// The built-in server's base URL.
+    pub server: String,
+    driver_port: u16,
+    _tauri_driver: Guarded,
+}
+
+impl AppUnderTest {
+    /// Starts tauri-driver with the app's environment; the app starts with each [`Self::session`].
+    pub fn prepare(tauri_driver: &Path) -> Result<AppUnderTest> {
+        let home = tempfile::tempdir()?;
+        let app_port = free_port()?;
+        let (driver_port, native_port) = (free_port()?, free_port()?);
+        let path = |sub: &str| home.path().join(sub).display().to_string();
+        let envs = [
+            ("XDG_CONFIG_HOME", path("config")),
+            ("XDG_DATA_HOME", path("data")),
+            ("XDG_STATE_HOME", path("state")),
+            ("HARK_EMBEDDED_LISTEN", format!("127.0.0.1:{app_port}")),
+            // No sound is made; the engine still decodes and reports what would ring.
+            ("HARK_SILENT_RINGTONES", "1".into()),
+            // No tray host under Xvfb: closing the window must end the app.
+            ("HARK_QUIT_ON_CLOSE", "1".into()),
+            ("RUST_LOG", "info".into()),
+        ];
+        let tauri_driver = spawn_logged(
+            tauri_driver,
+            &["--port", &driver_port.to_string(), "--native-port", &native_port.to_string()],
+            &envs,
+            &home.path().join("tauri-driver.log"),
+        )
+        .context("tauri-driver (cargo xtask test installs it into target/tools)")?;
+        Ok(AppUnderTest { home, server: format!("http://127.0.0.1:{app_port}"), driver_port, _tauri_driver: tauri_driver })
+    }
+
+    /// Launches `app` in a new WebDriver session.
+    pub async fn session(&self, app: &Path) -> Result<WebDriver> {
+        WebDriver::start(self.driver_port, json!({"tauri:options": {"application": app.display().to_string()}})).await
+    }
+
+    /// Everything the app has logged so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(self.home.path().join("state/hark/logs")).into_iter().flatten().flatten() {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        text
+    }
+}
+
+/// Signs up on the sign-in form (the built-in server) and waits for the contacts.
+pub async fn sign_up(web: &WebDriver, user: &str, password: &str, nickname: Option<&str>) -> Result<()> {
+    const WITHIN: Duration = Duration::from_secs(20);
+    web.wait("[data-testid=signin-form]", Duration::from_secs(30)).await?;
+    web.click_css("[data-testid=signin-register]", WITHIN).await?;
+    web.type_into("[data-testid=signin-user]", user).await?;
+    web.type_into("[data-testid=signin-password]", password).await?;
+    if let Some(nickname) = nickname {
+        web.type_into("[data-testid=signin-nickname]", nickname).await?;
+    }
+    web.click_css("[data-testid=signin-submit]", WITHIN).await?;
+    web.wait("[data-testid=contacts-list]", WITHIN).await.map(|_| ())
+}
+
+/// Saves a PNG of the whole X screen (`$DISPLAY`), windows where the window manager put them.
+///
+/// Taken with `xwd` rather than WebDriver's screenshot: WebKitGTK's snapshot for WebDriver never
+/// answers when the app runs with its memory tuning (no DMA-BUF renderer), and the screen also
+/// shows the banner's real place beside the main window.
+pub fn capture_screen(path: &Path) -> Result<()> {
+    let output = Command::new("xwd").args(["-root", "-silent"]).output().context("running xwd (Debian package x11-apps)")?;
+    if !output.status.success() {
+        bail!("xwd failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let (width, height, rgb) = xwd_to_rgb(&output.stdout)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header()?.write_image_data(&rgb)?;
+    Ok(())
+}
+
+/// Decodes an XWD dump of a TrueColor screen with 32 bits per pixel (what Xvfb at depth 24
+/// gives) into RGB bytes.
+fn xwd_to_rgb(dump: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
+    let field = |index: usize| -> Result<u32> {
+        let bytes = dump.get(index * 4..index * 4 + 4).ok_or_else(|| anyhow!("short XWD header"))?;
+        Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    };
+    let (header_size, format, width, height) = (field(0)? as usize, field(2)?, field(4)?, field(5)?);
+    let (byte_order, bits_per_pixel, bytes_per_line) = (field(7)?, field(11)?, field(12)? as usize);
+    let (red_mask, green_mask, blue_mask, colors) = (field(14)?, field(15)?, field(16)?, field(19)? as usize);
+    if format != 2 || bits_per_pixel != 32 {
+        bail!("unsupported XWD image: format {format}, {bits_per_pixel} bits per pixel");
+    }
+    let pixels = dump.get(header_size + colors * 12..).ok_or_else(|| anyhow!("short XWD dump"))?;
+    let channel = |pixel: u32, mask: u32| ((pixel & mask) >> mask.trailing_zeros()) as u8;
+    let mut rgb = Vec::with_capacity((width * height * 3) as usize);
+    for row in 0..height as usize {
+        let line = pixels.get(row * bytes_per_line..row * bytes_per_line + width as usize * 4).ok_or_else(|| anyhow!("short XWD rows"))?;
+        for p in line.chunks_exact(4) {
+            let bytes = [p[0], p[1], p[2], p[3]];
+            let pixel = if byte_order == 0 { u32::from_le_bytes(bytes) } else { u32::from_be_bytes(bytes) };
+            rgb.extend_from_slice(&[channel(pixel, red_mask), channel(pixel, green_mask), channel(pixel, blue_mask)]);
+        }
+    }
+    Ok((width, height, rgb))
+}
+
+/// Starts `program` with `args` and `envs`, output to `log`.
+pub fn spawn_logged(program: &Path, args: &[&str], envs: &[(&str, String)], log: &Path) -> Result<Guarded> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    Ok(Guarded(command.spawn().with_context(|| format!("starting {}", program.display()))?))
+}

@@ -1,0 +1,155 @@
+//! The real app end to end: `hark-desktop` under Xvfb, driven by tauri-driver + WebKitWebDriver,
+//! with its built-in server and echo service, and `hark-cli` as the other person.
+//!
+//! Run by `cargo xtask test` inside `dbus-run-session -- xvfb-run`, after it has built the app
+//! (with the UI) and hark-cli. Screenshots of each step go to `target/e2e/`. The scenario: sign
+//! up; call the echo service and reach connected; hark-cli calls the app, the banner window
+//! appears, accept by click, the call view shows the caller and a running timer, hark-cli hangs
+//! up, history lists the call with its duration; a custom ringtone file typed into settings is
+//! what rings at the next incoming call (read from the app's log, where the engine reports
+//! what it plays), and Escape on the banner declines it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hark_e2e::{binary, sign_up, spawn_logged, target_dir, wait_for, AppUnderTest, Guarded, WebDriver};
+
+const SHORT: Duration = Duration::from_secs(15);
+const CALL: Duration = Duration::from_secs(40);
+
+fn tauri_driver() -> PathBuf {
+    std::env::var_os("TAURI_DRIVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("tauri-driver"))
+}
+
+struct Scene {
+    app: AppUnderTest,
+    driver: WebDriver,
+    shots: PathBuf,
+}
+
+impl Scene {
+    async fn shot(&self, name: &str) -> Result<()> {
+        hark_e2e::capture_screen(&self.shots.join(format!("{name}.png")))
+    }
+
+    /// `hark-cli` as `user`, calling the app's user with these extra arguments.
+    fn cli_call(&self, user: &str, extra: &[&str], log: &str) -> Result<Guarded> {
+        let mut args = vec!["--server", &self.app.server, "--user", user, "--password", "bob's password 1", "--register", "--json"];
+        args.extend(["--mic", "tone:440", "--speaker", "none", "--bind", "127.0.0.1:0", "call", "alice"]);
+        args.extend(extra);
+        spawn_logged(&binary("hark-cli")?, &args, &[], &self.app.home.path().join(log))
+    }
+}
+
+/// Seconds shown by a call timer (`MM:SS` or `H:MM:SS`, anywhere in the text).
+fn timer_seconds(text: &str) -> Option<u64> {
+    let token = text.split_whitespace().find(|w| w.contains(':'))?;
+    token.split(':').try_fold(0u64, |total, part| Some(total * 60 + part.trim().parse::<u64>().ok()?))
+}
+
+async fn start() -> Result<Scene> {
+    let shots = target_dir().join("e2e");
+    std::fs::create_dir_all(&shots)?;
+    let app = AppUnderTest::prepare(&tauri_driver())?;
+    let driver = app.session(&binary("hark-desktop")?).await?;
+    Ok(Scene { app, driver, shots })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_call_echo_answer_from_the_banner_history_and_ringtone() -> Result<()> {
+    let scene = start().await?;
+    let outcome = scenario(&scene).await;
+    if outcome.is_err() {
+        let _ = scene.shot("zz-failure").await;
+        eprintln!("app log:\n{}", scene.app.log());
+    }
+    scene.driver.quit().await;
+    outcome
+}
+
+async fn scenario(scene: &Scene) -> Result<()> {
+    let web = &scene.driver;
+    let main = web.current_window().await?;
+
+    // Sign up on the built-in server.
+    web.wait("[data-testid=signin-form]", Duration::from_secs(30)).await?;
+    scene.shot("01-sign-in").await?;
+    sign_up(web, "alice", "alice's password 1", Some("Alice Liddell")).await?;
+    scene.shot("02-contacts").await?;
+
+    // Call the echo service from the dial box and reach connected.
+    web.type_into("[data-testid=dial-input]", "echo").await?;
+    web.click_css("[data-testid=dial-audio]", SHORT).await?;
+    web.wait("[data-testid=call-view]", SHORT).await?;
+    web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some_and(|s| s >= 1)).await?;
+    scene.shot("03-echo-connected").await?;
+    web.click_css("[data-testid=hangup]", SHORT).await?;
+    wait_for("the call view to close", CALL, || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
+
+    // hark-cli (bob) calls; the banner opens; accept by click.
+    let known = web.windows().await?;
+    let _bob = scene.cli_call("bob", &["--duration", "6"], "bob-1.log")?;
+    let banner = web.wait_new_window(&known, CALL).await?;
+    web.switch_to(&banner).await?;
+    web.wait_text("[data-testid=banner-caller]", SHORT, |t| t.contains("bob")).await?;
+    scene.shot("04-banner").await?;
+    // The click closes the banner's own window, which WebDriver may report as 404.
+    if let Err(error) = web.click_css("[data-testid=banner-accept]", SHORT).await {
+        anyhow::ensure!(error.to_string().contains("no such window"), "accept: {error}");
+    }
+    web.switch_to(&main).await?;
+    web.wait("[data-testid=tile-bob]", CALL).await?;
+    let first = web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some()).await?;
+    let first = timer_seconds(&first).unwrap_or_default();
+    let later = web.wait_text("[data-testid=call-timer]", SHORT, |t| timer_seconds(t).is_some_and(|s| s > first)).await?;
+    eprintln!("timer: {first} s, then {later}");
+    scene.shot("05-in-call-with-bob").await?;
+
+    // bob hangs up after 6 s; history lists the call with its duration.
+    wait_for("the call with bob to end", CALL, || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
+    web.click_css("[data-testid=nav-recents]", SHORT).await?;
+    let row = web.wait_text("[data-testid^=history-row-]", SHORT, |t| t.contains("bob")).await?;
+    // bob hung up 6 s after connecting: the record says 5 to 7 s.
+    let duration = web.wait_text("[data-testid^=history-duration-]", SHORT, |t| timer_seconds(t).is_some()).await?;
+    let seconds = timer_seconds(&duration).unwrap_or_default();
+    assert!((5..=7).contains(&seconds), "a duration of about 6 s: {duration} in {row}");
+    scene.shot("06-history").await?;
+
+    // Choose a custom ringtone file in settings.
+    let ringtone = scene.app.home.path().join("my ringtone.wav");
+    std::fs::copy(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/ringtones/chime.wav"), &ringtone)?;
+    web.click_css("[data-testid=nav-settings]", SHORT).await?;
+    web.type_into("[data-testid=ringtone-path]", &ringtone.display().to_string()).await?;
+    web.click_css("[data-testid=ringtone-use]", SHORT).await?;
+    let settings_file = scene.app.home.path().join("config/hark/settings.json");
+    let expected = format!("custom:{}", ringtone.display());
+    wait_for("the ringtone to be saved", SHORT, || async {
+        Ok(std::fs::read_to_string(&settings_file).ok().filter(|s| s.contains(&expected)).map(|_| ()))
+    })
+    .await?;
+    scene.shot("07-settings-ringtone").await?;
+
+    // The next incoming call rings with that file; Escape on the banner declines.
+    let known = web.windows().await?;
+    let _bob = scene.cli_call("bob", &[], "bob-2.log")?;
+    let banner = web.wait_new_window(&known, CALL).await?;
+    let needle = format!("ringtone playing kind=\"incoming\" source={expected}");
+    wait_for("the custom ringtone to play", SHORT, || async { Ok(scene.app.log().contains(&needle).then_some(())) })
+        .await
+        .with_context(|| format!("looking for `{needle}`"))?;
+    web.switch_to(&banner).await?;
+    scene.shot("08-banner-custom-ringtone").await?;
+    let body = web.wait("body", SHORT).await?;
+    let escape = web.post_keys(&body, "\u{E00C}").await;
+    if let Err(error) = escape {
+        anyhow::ensure!(error.to_string().contains("no such window"), "escape: {error}");
+    }
+    web.switch_to(&main).await?;
+    wait_for("bob's call to be declined", CALL, || async {
+        let log = std::fs::read_to_string(scene.app.home.path().join("bob-2.log")).unwrap_or_default();
+        Ok(log.contains("rejected").then_some(()))
+    })
+    .await?;
+    Ok(())
+}

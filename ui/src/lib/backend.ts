@@ -1,0 +1,116 @@
+// The only door to the Rust side: one typed function per Tauri command, the `engine` event, the
+// live-update channel and the few window actions the UI needs. Nothing else imports
+// `@tauri-apps/api`. Every failure is rethrown as an `ApiError` (`{code, message}`), so callers
+// switch on `code`. Stores take the functions they need as a parameter (`Pick<Backend, ..>`), so
+// unit tests give them fakes.
+
+import { Channel, invoke } from '@tauri-apps/api/core';
+import { listen } from '@tauri-apps/api/event';
+import { getCurrentWindow } from '@tauri-apps/api/window';
+
+import type { Account } from './bindings/Account';
+import type { AppInfo } from './bindings/AppInfo';
+import type { CallRecord } from './bindings/CallRecord';
+import type { CallSummary } from './bindings/CallSummary';
+import type { Contact } from './bindings/Contact';
+import type { DeviceInfo } from './bindings/DeviceInfo';
+import type { IncomingCall } from './bindings/IncomingCall';
+import type { LiveUpdate } from './bindings/LiveUpdate';
+import type { Media } from './bindings/Media';
+import type { RingtoneOption } from './bindings/RingtoneOption';
+import type { Settings } from './bindings/Settings';
+import type { SignInRequest } from './bindings/SignInRequest';
+import type { UserProfile } from './bindings/UserProfile';
+import { toApiError } from './errors';
+import { normalizeEvent, type AppEvent } from './events';
+
+/** Which window this page runs in. */
+export type WindowLabel = 'main' | 'incoming';
+
+async function command<T>(name: string, args?: Record<string, unknown>): Promise<T> {
+  try {
+    return await invoke<T>(name, args);
+  } catch (thrown) {
+    throw toApiError(thrown);
+  }
+}
+
+export const backend = {
+  appInfo: () => command<AppInfo>('app_info'),
+  signIn: (request: SignInRequest) => command<Account>('sign_in', { request }),
+  signOut: () => command<null>('sign_out'),
+  setProfile: (nickname: string | null, avatar: string | null) => command<null>('set_profile', { nickname, avatar }),
+
+  contacts: () => command<Contact[]>('contacts'),
+  addContact: (user: string, alias: string | null) => command<null>('add_contact', { user, alias }),
+  removeContact: (user: string) => command<null>('remove_contact', { user }),
+  profiles: (users: string[]) => command<UserProfile[]>('profiles', { users }),
+
+  placeCall: (to: string[], media: Media) => command<null>('place_call', { to, media }),
+  acceptCall: () => command<null>('accept_call'),
+  rejectCall: () => command<null>('reject_call'),
+  hangUp: () => command<null>('hang_up'),
+  inviteMore: (to: string[]) => command<null>('invite_more', { to }),
+  joinCall: (callId: string, media: Media) => command<null>('join_call', { callId, media }),
+  incomingCall: () => command<IncomingCall | null>('incoming_call'),
+  activeCalls: () => command<CallSummary[]>('active_calls'),
+  muteMicrophone: (muted: boolean) => command<null>('mute_microphone', { muted }),
+  muteSpeaker: (muted: boolean) => command<null>('mute_speaker', { muted }),
+
+  history: () => command<CallRecord[]>('history'),
+  deleteHistory: (callIds: string[]) => command<null>('delete_history', { callIds }),
+  clearHistory: () => command<null>('clear_history'),
+
+  devices: () => command<DeviceInfo[]>('devices'),
+  playTestSound: () => command<null>('play_test_sound'),
+  microphoneMeter: (on: boolean) => command<null>('microphone_meter', { on }),
+  settings: () => command<Settings>('settings'),
+  saveSettings: (settings: Settings) => command<Settings>('save_settings', { settings }),
+  ringtones: () => command<RingtoneOption[]>('ringtones'),
+  chooseRingtoneFile: () => command<string | null>('choose_ringtone_file'),
+  previewRingtone: (source: string) => command<null>('preview_ringtone', { source }),
+  stopPreview: () => command<null>('stop_preview'),
+
+  /** Levels and network quality, several times a second, on a channel (events are too slow). */
+  watchLive: async (onUpdate: (update: LiveUpdate) => void): Promise<void> => {
+    const channel = new Channel<LiveUpdate>();
+    channel.onmessage = onUpdate;
+    await command<null>('watch_live', { channel });
+  },
+
+  /** Engine events, already normalized; resolves to a function that stops listening. */
+  onEngineEvent: async (handler: (event: AppEvent) => void): Promise<() => void> => {
+    return listen<unknown>('engine', (message) => {
+      const event = normalizeEvent(message.payload);
+      if (event) handler(event);
+    });
+  },
+
+  windowLabel: (): WindowLabel => {
+    try {
+      return getCurrentWindow().label === 'incoming' ? 'incoming' : 'main';
+    } catch {
+      // Outside Tauri (a plain browser during `vite dev`): behave as the main window.
+      return 'main';
+    }
+  },
+
+  toggleFullscreen: async (): Promise<void> => {
+    try {
+      const window = getCurrentWindow();
+      await window.setFullscreen(!(await window.isFullscreen()));
+    } catch (thrown) {
+      throw toApiError(thrown);
+    }
+  },
+
+  closeWindow: async (): Promise<void> => {
+    try {
+      await getCurrentWindow().close();
+    } catch (thrown) {
+      throw toApiError(thrown);
+    }
+  },
+};
+
+export type Backend = typeof backend;

@@ -1,0 +1,31 @@
+// Unit tests: everything thrown becomes an ApiError, and codes map to words.
+
+import { describe, expect, test } from 'vitest';
+import { errorKey, isApiError, toApiError, UNKNOWN } from './errors';
+
+describe('error mapping', () => {
+  test('an ApiError passes through, extra fields dropped', () => {
+    expect(toApiError({ code: 'not_found', message: 'no such user', extra: 1 })).toEqual({ code: 'not_found', message: 'no such user' });
+  });
+
+  test('strings, Errors and anything else become unknown', () => {
+    expect(toApiError('Command foo not found')).toEqual({ code: UNKNOWN, message: 'Command foo not found' });
+    expect(toApiError(new Error('boom'))).toEqual({ code: UNKNOWN, message: 'boom' });
+    expect(toApiError(undefined)).toEqual({ code: UNKNOWN, message: 'undefined' });
+    expect(toApiError({ code: 5, message: 'x' }).code).toBe(UNKNOWN);
+  });
+
+  test('isApiError wants both fields as strings', () => {
+    expect(isApiError({ code: 'x', message: 'y' })).toBe(true);
+    expect(isApiError({ code: 'x' })).toBe(false);
+    expect(isApiError(null)).toBe(false);
+  });
+
+  test('codes map to their own sentence, unknown ones to a generic one', () => {
+    expect(errorKey('unauthorized')).toBe('error.unauthorized');
+    expect(errorKey('user_exists')).toBe('error.user_exists');
+    expect(errorKey('registration_closed')).toBe('error.registration_closed');
+    expect(errorKey('brand_new_code')).toBe('error.unknown');
+    expect(errorKey(UNKNOWN)).toBe('error.unknown');
+  });
+});

@@ -1,0 +1,155 @@
+// The main window's stores, wired together: the first `app_info`, engine events and live updates
+// dispatched to the stores that care, and what happens on sign-in and sign-out.
+
+import type { SignInRequest } from '../bindings/SignInRequest';
+import type { Backend } from '../backend';
+import type { Clock } from '../clock';
+import { toApiError } from '../errors';
+import type { AppEvent } from '../events';
+import { setLanguage } from '../i18n/index.svelte';
+import { CallStore } from './call.svelte';
+import { ContactsStore } from './contacts.svelte';
+import { HistoryStore } from './history.svelte';
+import { PeopleStore } from './people.svelte';
+import { SessionStore } from './session.svelte';
+import { SettingsStore } from './settings.svelte';
+
+export type View = 'contacts' | 'recents' | 'settings';
+
+export class HarkApp {
+  readonly session: SessionStore;
+  readonly contacts: ContactsStore;
+  readonly people: PeopleStore;
+  readonly call: CallStore;
+  readonly history: HistoryStore;
+  readonly settings: SettingsStore;
+  view = $state<View>('contacts');
+  /** `app_info` itself failed (the shell is broken): nothing else can work. */
+  fatal = $state<string | null>(null);
+
+  fullScreenIncoming = $derived.by(() => this.settings.value.incoming === 'full_screen');
+  callVisible = $derived.by(() => this.call.showsCallView(this.fullScreenIncoming));
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly clock: Clock,
+  ) {
+    this.session = new SessionStore(backend);
+    this.contacts = new ContactsStore(backend);
+    this.people = new PeopleStore(backend, this.contacts);
+    this.call = new CallStore(backend, clock);
+    this.history = new HistoryStore(backend);
+    this.settings = new SettingsStore(backend);
+  }
+
+  async start(): Promise<void> {
+    // Listen first: an event sent while `app_info` is on its way must not be lost.
+    try {
+      await this.backend.onEngineEvent((event) => this.dispatch(event));
+      const info = await this.backend.appInfo();
+      this.settings.set(info.settings);
+      setLanguage(info.settings.language);
+      this.session.applyInfo(info);
+    } catch (thrown) {
+      this.fatal = toApiError(thrown).message;
+      return;
+    }
+    await this.backend.watchLive((update) => {
+      this.call.live(update);
+      this.settings.live(update);
+    }).catch(() => undefined);
+    // Missed calls from before this start are not news.
+    this.history.markSeen(this.clock.now());
+    if (this.session.account) this.afterSignIn();
+  }
+
+  async signIn(request: SignInRequest): Promise<boolean> {
+    const account = await this.session.signIn(request);
+    if (account) this.afterSignIn();
+    return account !== null;
+  }
+
+  async signOut(): Promise<void> {
+    if (this.call.busy) await this.call.hangUp();
+    await this.session.signOut();
+    this.call.stop();
+    this.contacts.clear();
+    this.view = 'contacts';
+  }
+
+  /** Changes our display name and picture. */
+  async setProfile(nickname: string, avatar: string | null): Promise<boolean> {
+    const done = await this.session.setProfile(nickname, avatar);
+    const account = this.session.account;
+    if (done && account) this.people.remember({ user: account.user, nickname: account.nickname, avatar: account.avatar });
+    return done;
+  }
+
+  /** Redial, a contact's call button, the dial box and a group call all come here. */
+  async placeCall(to: string[], media: 'audio' | 'video'): Promise<void> {
+    void this.people.want(to);
+    await this.call.place(to, media);
+  }
+
+  /** The time now (Unix ms), from the app's clock. */
+  now(): number {
+    return this.clock.now();
+  }
+
+  /** F11 and a double-click on the call. */
+  toggleFullscreen(): void {
+    void this.backend.toggleFullscreen().catch(() => undefined);
+  }
+
+  dispatch(event: AppEvent): void {
+    if (event.kind === 'call') {
+      const call = event.call;
+      this.call.handle(call);
+      if (call.event === 'incoming_call') void this.people.want([call.caller, ...call.invitees]);
+      if (call.event === 'user_joined') void this.people.want([call.user]);
+      if (call.event === 'users_invited') void this.people.want(call.users);
+      // A call that ended leaves a record behind.
+      if (call.event === 'call_ended' || call.event === 'not_connected') void this.history.load();
+      return;
+    }
+    const engine = event.event;
+    this.session.handle(engine);
+    this.settings.handle(engine);
+    switch (engine.event) {
+      case 'presence':
+        this.contacts.presence(engine.user, engine.status);
+        return;
+      case 'voice_level':
+        this.call.voiceLevel(engine.user, engine.level);
+        return;
+      case 'network_quality':
+        this.call.networkQuality(engine.user, engine.loss_percent, engine.rtt_ms);
+        return;
+      case 'signed_in':
+        // After a reconnect the server may have moved on: what can be joined, who is online.
+        if (engine.resumed) {
+          void this.contacts.load();
+          void this.call.refreshJoinable();
+        }
+        return;
+      case 'sign_in_refused':
+        this.call.stop();
+        return;
+      default:
+        return;
+    }
+  }
+
+  private afterSignIn(): void {
+    const account = this.session.account;
+    if (!account) return;
+    this.call.me = account.user;
+    this.people.remember({ user: account.user, nickname: account.nickname, avatar: account.avatar });
+    void this.contacts.load();
+    void this.history.load();
+    void this.settings.loadDevices();
+    void this.settings.loadRingtones();
+    void this.call.refreshJoinable();
+    this.call.watchJoinable();
+  }
+}

@@ -1,0 +1,92 @@
+// Unit tests: the main window wiring, with a fake backend: start, events to stores, sign-in and out.
+
+import { describe, expect, test } from 'vitest';
+import { currentLanguage, setLanguage } from '../i18n/index.svelte';
+import { fakeBackend, settle } from '../testing/fakeBackend';
+import { FakeClock } from '../testing/fakeClock';
+import { HarkApp } from './app.svelte';
+import { DEFAULT_SETTINGS } from './settings.svelte';
+
+const account = { user: 'me', nickname: 'Me', avatar: null, server: 'http://127.0.0.1:7000', embedded: true };
+
+function signedInBackend() {
+  return fakeBackend({
+    appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS, language: 'zh', incoming: 'full_screen' } }),
+    contacts: async () => [{ user: 'bob', nickname: 'Bob', alias: null, status: 'offline' }],
+  });
+}
+
+describe('app wiring', () => {
+  test('start with a remembered account loads everything and follows the settings', async () => {
+    const backend = signedInBackend();
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    await settle();
+    expect(app.session.status).toBe('signed_in');
+    expect(app.call.me).toBe('me');
+    expect(currentLanguage()).toBe('zh');
+    expect(app.contacts.list.map((c) => c.user)).toEqual(['bob']);
+    for (const name of ['contacts', 'history', 'devices', 'ringtones', 'activeCalls', 'watchLive'] as const) {
+      expect(backend.callsOf(name).length, name).toBeGreaterThan(0);
+    }
+    setLanguage('en');
+  });
+
+  test('engine events reach the stores that care', async () => {
+    const backend = signedInBackend();
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    await settle();
+
+    backend.emit({ kind: 'engine', event: { event: 'presence', user: 'bob', status: 'online' } });
+    expect(app.contacts.get('bob')?.status).toBe('online');
+
+    backend.emit({ kind: 'call', call: { event: 'incoming_call', call_id: 'c1', caller: 'carol', invitees: ['me'], media: 'audio', user_data: null } });
+    expect(app.call.phase).toBe('incoming');
+    // Full-screen presentation in these settings: the main window shows it.
+    expect(app.callVisible).toBe(true);
+    await settle();
+    expect(app.people.name('carol')).toBe('CAROL');
+
+    backend.live({ kind: 'level', user: 'carol', level: 50 });
+    backend.live({ kind: 'microphone_level', level: 33 });
+    expect(app.call.levels['carol']).toBe(50);
+    expect(app.settings.meter).toBe(33);
+
+    const before = backend.callsOf('history').length;
+    backend.emit({ kind: 'call', call: { event: 'not_connected', call_id: 'c1', reason: 'cancelled' } });
+    expect(backend.callsOf('history').length).toBe(before + 1);
+
+    backend.emit({ kind: 'engine', event: { event: 'signaling_lost', reason: 'eof' } });
+    expect(app.session.reconnecting).toBe(true);
+    backend.emit({ kind: 'engine', event: { event: 'sign_in_refused', code: 'token_expired', message: 'old' } });
+    expect(app.session.status).toBe('signed_out');
+    setLanguage('en');
+  });
+
+  test('sign in from the form, then sign out', async () => {
+    const backend = fakeBackend();
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    expect(app.session.status).toBe('signed_out');
+    expect(await app.signIn({ server: null, user: 'me', password: 'pw', register: true, nickname: 'Me', avatar: null })).toBe(true);
+    expect(app.call.me).toBe('me');
+    expect(backend.callsOf('signIn')[0]?.[0]).toMatchObject({ user: 'me', register: true, nickname: 'Me' });
+    await app.signOut();
+    expect(app.session.status).toBe('signed_out');
+    expect(app.contacts.list).toEqual([]);
+  });
+
+  test('a broken shell is shown, not hidden', async () => {
+    const app = new HarkApp(
+      fakeBackend({
+        appInfo: async () => {
+          throw { code: 'unknown', message: 'Command app_info not found' };
+        },
+      }),
+      new FakeClock(),
+    );
+    await app.start();
+    expect(app.fatal).toBe('Command app_info not found');
+  });
+});

@@ -1,0 +1,423 @@
+// The call view model: reduces the engine's call events (and our own commands) to what the call
+// view shows: a phase, the people and how each is doing, levels, weak-network badges, the timer
+// and why the call ended.
+//
+// Phases: idle → incoming | dialing → connected → ended → (after ENDED_HOLD_MS) idle. `dialing`
+// also covers "we accepted or asked to join, waiting for the server" (`joining`). The engine's
+// core is the authority; this store only mirrors it, and optimistic changes made by a command
+// (showing "Calling…" before the server named the call) are corrected by the events that follow.
+// Time comes from an injected `Clock`, so tests step it instead of sleeping.
+
+import type { ApiError } from '../bindings/ApiError';
+import type { CallEvent } from '../bindings/CallEvent';
+import type { CallSummary } from '../bindings/CallSummary';
+import type { EndReason } from '../bindings/EndReason';
+import type { LiveUpdate } from '../bindings/LiveUpdate';
+import type { Media } from '../bindings/Media';
+import type { NotConnectedReason } from '../bindings/NotConnectedReason';
+import type { Backend } from '../backend';
+import type { Clock, TimerId } from '../clock';
+import { toApiError } from '../errors';
+import { elapsedSeconds, formatDuration } from '../format';
+
+export type CallPhase = 'idle' | 'incoming' | 'dialing' | 'connected' | 'ended';
+export type PeerState = 'ringing' | 'joined' | 'left' | 'rejected' | 'busy' | 'no_answer';
+
+export interface Peer {
+  user: string;
+  state: PeerState;
+}
+
+export type CallEnd =
+  /** A connected call ended. */
+  | { kind: 'ended'; reason: EndReason; durationS: number }
+  /** The call ended before it connected for us. */
+  | { kind: 'not_connected'; reason: NotConnectedReason }
+  /** Our command was refused before there was a call. */
+  | { kind: 'refused'; code: string };
+
+/** How long "Call ended" stays on screen. */
+export const ENDED_HOLD_MS = 3000;
+/** The timer's step. */
+export const TICK_MS = 1000;
+/** How often the "people are in a call — Join" bar is refreshed while idle (there is no event). */
+export const JOINABLE_POLL_MS = 15_000;
+/** A level (0–100) above which a person counts as speaking. */
+export const SPEAKING_LEVEL = 12;
+/** Loss and round-trip time above which a link counts as weak, for the engine's raw figures. */
+export const WEAK_LOSS_PERCENT = 8;
+export const WEAK_RTT_MS = 400;
+
+export type CallBackend = Pick<
+  Backend,
+  'placeCall' | 'acceptCall' | 'rejectCall' | 'hangUp' | 'inviteMore' | 'joinCall' | 'activeCalls' | 'muteMicrophone' | 'muteSpeaker'
+>;
+
+export class CallStore {
+  phase = $state<CallPhase>('idle');
+  callId = $state<string | null>(null);
+  /** We placed the call. */
+  outgoing = $state(false);
+  caller = $state<string | null>(null);
+  media = $state<Media>('audio');
+  /** The other people, in the order they came up. */
+  peers = $state<Peer[]>([]);
+  /** We accepted or asked to join and wait for the server. */
+  joining = $state(false);
+  /** When the call connected (Unix ms; the server's time when it told us). */
+  connectedAt = $state<number | null>(null);
+  end = $state<CallEnd | null>(null);
+  /** The phase the call was in when it ended (`joining` counts as `dialing`). */
+  endedFrom = $state<CallPhase>('idle');
+  micMuted = $state(false);
+  speakerMuted = $state(false);
+  /** Speaking level per user (our own user id for us). */
+  levels = $state<Record<string, number>>({});
+  /** Weak-network badge per user. */
+  weak = $state<Record<string, boolean>>({});
+  /** The last error the engine or a command reported. */
+  error = $state<ApiError | null>(null);
+  /** Calls we could join. */
+  joinable = $state<CallSummary[]>([]);
+  /** The clock's time at the last tick. */
+  now = $state(0);
+  /** Who we are (set on sign-in). */
+  me = $state('');
+
+  /** Seconds on the timer: running while connected, the server's duration once ended. */
+  elapsedS = $derived.by((): number | null => {
+    if (this.phase === 'connected' && this.connectedAt !== null) return elapsedSeconds(this.connectedAt, this.now);
+    if (this.phase === 'ended' && this.end?.kind === 'ended') return this.end.durationS;
+    return null;
+  });
+  timerText = $derived(this.elapsedS === null ? '' : formatDuration(this.elapsedS));
+  /** Everyone in the call now or still invited, for the tiles (not those who declined or left). */
+  present = $derived(this.peers.filter((p) => p.state === 'joined' || p.state === 'ringing'));
+  isGroup = $derived(this.peers.length > 1);
+
+  private tick: TimerId | null = null;
+  private hold: TimerId | null = null;
+  private poll: TimerId | null = null;
+
+  constructor(
+    private readonly backend: CallBackend,
+    private readonly clock: Clock,
+  ) {
+    this.now = clock.now();
+  }
+
+  /** A call is ringing, being placed or going on (a new one cannot start). */
+  get busy(): boolean {
+    return this.phase === 'incoming' || this.phase === 'dialing' || this.phase === 'connected';
+  }
+
+  /** Whether the main window shows the call view (an incoming call shows there only full screen). */
+  showsCallView(fullScreenIncoming: boolean): boolean {
+    switch (this.phase) {
+      case 'dialing':
+      case 'connected':
+        return true;
+      case 'incoming':
+        return fullScreenIncoming || this.joining;
+      case 'ended':
+        return this.endedFrom !== 'incoming' || fullScreenIncoming;
+      case 'idle':
+        return false;
+    }
+  }
+
+  isSpeaking(user: string): boolean {
+    return (this.levels[user] ?? 0) >= SPEAKING_LEVEL;
+  }
+
+  // ---- events ----
+
+  handle(event: CallEvent): void {
+    switch (event.event) {
+      case 'incoming_call':
+        // The core answers a second call "busy" by itself; never let it replace the one shown.
+        if (this.busy) return;
+        this.begin();
+        this.phase = 'incoming';
+        this.callId = event.call_id;
+        this.caller = event.caller;
+        this.media = event.media;
+        this.setPeer(event.caller, 'joined');
+        for (const user of event.invitees) this.setPeer(user, 'ringing');
+        return;
+      case 'dialing':
+        if (!(this.phase === 'dialing' && this.outgoing)) {
+          this.begin();
+          this.phase = 'dialing';
+          this.outgoing = true;
+          this.caller = this.me;
+        }
+        this.callId = event.call_id;
+        for (const user of event.invitees) this.setPeer(user, 'ringing', { keep: true });
+        return;
+      case 'call_began':
+        if (!this.matches(event.call_id)) return;
+        this.callId = event.call_id;
+        this.phase = 'connected';
+        this.joining = false;
+        this.media = event.media;
+        this.now = this.clock.now();
+        this.connectedAt = event.connected_at ?? this.now;
+        this.startTicking();
+        return;
+      case 'call_ended':
+        if (!this.matches(event.call_id) || !this.busy) return;
+        this.finish({ kind: 'ended', reason: event.reason, durationS: event.duration_s });
+        return;
+      case 'not_connected':
+        if ((event.call_id !== null && !this.matches(event.call_id)) || !this.busy) return;
+        this.finish({ kind: 'not_connected', reason: event.reason });
+        return;
+      case 'user_joined':
+        this.setPeer(event.user, 'joined');
+        return;
+      case 'user_left':
+        this.setPeer(event.user, 'left');
+        return;
+      case 'user_rejected':
+        this.setPeer(event.user, 'rejected');
+        return;
+      case 'user_busy':
+        this.setPeer(event.user, 'busy');
+        return;
+      case 'user_no_response':
+        this.setPeer(event.user, 'no_answer');
+        return;
+      case 'users_invited':
+        for (const user of event.users) this.setPeer(user, 'ringing', { keep: true });
+        return;
+      case 'media_changed':
+        this.media = event.media;
+        return;
+      case 'error':
+        this.error = { code: event.code, message: event.message };
+        return;
+    }
+  }
+
+  /** Levels and network quality from the live channel. */
+  live(update: LiveUpdate): void {
+    if (update.kind === 'level') this.levels[update.user] = update.level;
+    else if (update.kind === 'quality') this.weak[update.user] = update.weak;
+  }
+
+  /** The engine's own level event (when levels come on the event stream instead of the channel). */
+  voiceLevel(user: string, level: number): void {
+    this.levels[user] = level;
+  }
+
+  /** The engine's raw quality figures, judged here with the same thresholds as the shell. */
+  networkQuality(user: string, lossPercent: number, rttMs: number | null): void {
+    this.weak[user] = lossPercent >= WEAK_LOSS_PERCENT || (rttMs ?? 0) >= WEAK_RTT_MS;
+  }
+
+  // ---- commands ----
+
+  async place(to: string[], media: Media): Promise<void> {
+    if (this.busy || to.length === 0) return;
+    this.begin();
+    this.phase = 'dialing';
+    this.outgoing = true;
+    this.caller = this.me;
+    this.media = media;
+    for (const user of to) this.setPeer(user, 'ringing');
+    try {
+      await this.backend.placeCall(to, media);
+    } catch (thrown) {
+      this.refused(toApiError(thrown));
+    }
+  }
+
+  async accept(): Promise<void> {
+    if (this.phase !== 'incoming') return;
+    this.joining = true;
+    try {
+      await this.backend.acceptCall();
+    } catch (thrown) {
+      this.joining = false;
+      this.error = toApiError(thrown);
+    }
+  }
+
+  async reject(): Promise<void> {
+    if (this.phase !== 'incoming') return;
+    try {
+      await this.backend.rejectCall();
+      // The engine may say nothing more about a call we declined ourselves.
+      if (this.phase === 'incoming') this.finish({ kind: 'not_connected', reason: 'rejected' });
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+    }
+  }
+
+  async hangUp(): Promise<void> {
+    if (!this.busy) return;
+    try {
+      await this.backend.hangUp();
+    } catch (thrown) {
+      const error = toApiError(thrown);
+      // The call is already over in the engine: stop showing it.
+      if (error.code === 'wrong_state') this.finish({ kind: 'not_connected', reason: 'cancelled' });
+      else this.error = error;
+    }
+  }
+
+  async invite(users: string[]): Promise<boolean> {
+    const fresh = users.filter((u) => u !== this.me && !this.present.some((p) => p.user === u));
+    if (fresh.length === 0 || this.phase !== 'connected') return false;
+    try {
+      await this.backend.inviteMore(fresh);
+      return true;
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+      return false;
+    }
+  }
+
+  async join(summary: CallSummary, media: Media): Promise<void> {
+    if (this.busy) return;
+    this.begin();
+    this.phase = 'dialing';
+    this.joining = true;
+    this.callId = summary.call_id;
+    this.caller = summary.caller;
+    this.media = media;
+    for (const user of summary.joined) this.setPeer(user, 'joined');
+    this.joinable = this.joinable.filter((c) => c.call_id !== summary.call_id);
+    try {
+      await this.backend.joinCall(summary.call_id, media);
+    } catch (thrown) {
+      this.refused(toApiError(thrown));
+    }
+  }
+
+  async toggleMicrophone(): Promise<void> {
+    const muted = !this.micMuted;
+    this.micMuted = muted;
+    try {
+      await this.backend.muteMicrophone(muted);
+    } catch (thrown) {
+      this.micMuted = !muted;
+      this.error = toApiError(thrown);
+    }
+  }
+
+  async toggleSpeaker(): Promise<void> {
+    const muted = !this.speakerMuted;
+    this.speakerMuted = muted;
+    try {
+      await this.backend.muteSpeaker(muted);
+    } catch (thrown) {
+      this.speakerMuted = !muted;
+      this.error = toApiError(thrown);
+    }
+  }
+
+  /** Asks the server which calls we could join (only calls with people in them, without us). */
+  async refreshJoinable(): Promise<void> {
+    try {
+      const calls = await this.backend.activeCalls();
+      this.joinable = calls.filter((c) => c.call_id !== this.callId && c.joined.length > 0 && !c.joined.includes(this.me));
+    } catch {
+      // Not signed in, or the server is away: keep what was shown; the next poll tries again.
+    }
+  }
+
+  /** Polls for joinable calls while idle; `stop()` ends it. */
+  watchJoinable(): void {
+    if (this.poll !== null) return;
+    this.poll = this.clock.setInterval(() => {
+      if (this.phase === 'idle') void this.refreshJoinable();
+    }, JOINABLE_POLL_MS);
+  }
+
+  /** Back to idle and no timers left (sign-out). */
+  stop(): void {
+    if (this.poll !== null) this.clock.clearInterval(this.poll);
+    this.poll = null;
+    this.reset();
+    this.joinable = [];
+  }
+
+  // ---- inner workings ----
+
+  private matches(callId: string): boolean {
+    return this.callId === null || this.callId === callId;
+  }
+
+  /** A fresh call replaces whatever was shown (an ended call's hold included). */
+  private begin(): void {
+    this.clearTimers();
+    this.callId = null;
+    this.outgoing = false;
+    this.caller = null;
+    this.peers = [];
+    this.joining = false;
+    this.connectedAt = null;
+    this.end = null;
+    this.error = null;
+    this.levels = {};
+    this.weak = {};
+  }
+
+  private setPeer(user: string, state: PeerState, options: { keep?: boolean } = {}): void {
+    if (user === this.me) return;
+    const peer = this.peers.find((p) => p.user === user);
+    if (!peer) this.peers.push({ user, state });
+    // `keep`: an invitation repeated for someone already answering must not set them back to ringing.
+    else if (!(options.keep && peer.state === 'joined')) peer.state = state;
+  }
+
+  private refused(error: ApiError): void {
+    this.error = error;
+    // A refusal after the engine had already taken the call further changes nothing shown.
+    if (this.phase === 'dialing' && this.connectedAt === null) this.finish({ kind: 'refused', code: error.code });
+  }
+
+  private finish(end: CallEnd): void {
+    this.endedFrom = this.joining ? 'dialing' : this.phase;
+    this.phase = 'ended';
+    this.end = end;
+    this.joining = false;
+    // Nobody speaks and no link is weak in a call that is over.
+    this.levels = {};
+    this.weak = {};
+    this.clearTimers();
+    this.hold = this.clock.setTimeout(() => {
+      this.hold = null;
+      this.reset();
+      void this.refreshJoinable();
+    }, ENDED_HOLD_MS);
+  }
+
+  private reset(): void {
+    this.begin();
+    this.phase = 'idle';
+    this.media = 'audio';
+    this.endedFrom = 'idle';
+    // Each call starts unmuted; tell the engine too, in case it keeps the state between calls.
+    if (this.micMuted) void this.backend.muteMicrophone(false).catch(() => undefined);
+    if (this.speakerMuted) void this.backend.muteSpeaker(false).catch(() => undefined);
+    this.micMuted = false;
+    this.speakerMuted = false;
+  }
+
+  private startTicking(): void {
+    if (this.tick !== null) return;
+    this.tick = this.clock.setInterval(() => {
+      this.now = this.clock.now();
+    }, TICK_MS);
+  }
+
+  private clearTimers(): void {
+    if (this.tick !== null) this.clock.clearInterval(this.tick);
+    if (this.hold !== null) this.clock.clearTimeout(this.hold);
+    this.tick = null;
+    this.hold = null;
+  }
+}

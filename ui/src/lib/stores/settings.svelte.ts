@@ -1,0 +1,190 @@
+// The user's settings and what the settings page needs around them: sound devices, the bundled
+// ringtones, the microphone meter, the ringtone preview and the last error.
+//
+// Every change is saved at once (`save_settings` applies it in Rust and returns what it kept);
+// the page shows the change immediately and puts the old value back if the save is refused.
+
+import type { ApiError } from '../bindings/ApiError';
+import type { DeviceInfo } from '../bindings/DeviceInfo';
+import type { LiveUpdate } from '../bindings/LiveUpdate';
+import type { RingtoneOption } from '../bindings/RingtoneOption';
+import type { Settings } from '../bindings/Settings';
+import type { Backend } from '../backend';
+import { toApiError } from '../errors';
+import type { OtherEngineEvent } from '../events';
+
+export type SettingsBackend = Pick<
+  Backend,
+  | 'saveSettings'
+  | 'devices'
+  | 'ringtones'
+  | 'chooseRingtoneFile'
+  | 'previewRingtone'
+  | 'stopPreview'
+  | 'microphoneMeter'
+  | 'playTestSound'
+>;
+
+/** The same defaults as the Rust side, until `app_info` tells the real ones. */
+export const DEFAULT_SETTINGS: Settings = {
+  server: null,
+  incoming: 'banner',
+  ringtone: 'bundled:classic',
+  ringtone_volume: 80,
+  ringtone_muted: false,
+  echo_cancellation: true,
+  noise_suppression: true,
+  microphone: null,
+  speaker: null,
+  language: 'en',
+  theme: 'system',
+};
+
+export type RingtoneSource = { kind: 'bundled'; name: string } | { kind: 'custom'; path: string };
+
+/** Reads a ringtone source (`bundled:NAME` or `custom:PATH`). */
+export function parseRingtone(source: string): RingtoneSource {
+  if (source.startsWith('custom:')) return { kind: 'custom', path: source.slice('custom:'.length) };
+  return { kind: 'bundled', name: source.startsWith('bundled:') ? source.slice('bundled:'.length) : source };
+}
+
+export function customRingtone(path: string): string {
+  return `custom:${path.trim()}`;
+}
+
+export class SettingsStore {
+  value = $state<Settings>({ ...DEFAULT_SETTINGS });
+  devices = $state<DeviceInfo[]>([]);
+  ringtones = $state<RingtoneOption[]>([]);
+  /** The settings' microphone meter, 0–100. */
+  meter = $state(0);
+  /** The sound being previewed or rung, if any. */
+  playing = $state<string | null>(null);
+  error = $state<ApiError | null>(null);
+  /** Counts saves that went through (the page flashes "Saved"). */
+  saves = $state(0);
+
+  microphones = $derived(this.devices.filter((d) => d.direction === 'input'));
+  speakers = $derived(this.devices.filter((d) => d.direction === 'output'));
+  ringtone = $derived(parseRingtone(this.value.ringtone));
+
+  constructor(private readonly backend: SettingsBackend) {}
+
+  /** Takes settings as Rust has them (from `app_info`). */
+  set(settings: Settings): void {
+    this.value = settings;
+  }
+
+  /** Changes some settings and saves them; false (and the old values back) if refused. */
+  async save(patch: Partial<Settings>): Promise<boolean> {
+    const before = this.value;
+    this.value = { ...before, ...patch };
+    this.error = null;
+    try {
+      this.value = await this.backend.saveSettings($state.snapshot(this.value));
+      this.saves += 1;
+      return true;
+    } catch (thrown) {
+      this.value = before;
+      this.error = toApiError(thrown);
+      return false;
+    }
+  }
+
+  async loadDevices(): Promise<void> {
+    try {
+      this.devices = await this.backend.devices();
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+    }
+  }
+
+  async loadRingtones(): Promise<void> {
+    try {
+      this.ringtones = await this.backend.ringtones();
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+    }
+  }
+
+  /** Uses a sound file of the user's own, by path. */
+  async useRingtoneFile(path: string): Promise<boolean> {
+    if (!path.trim()) return false;
+    return this.save({ ringtone: customRingtone(path) });
+  }
+
+  /** Lets the user pick a sound file in a native dialog, then uses it; the path, or null. */
+  async chooseRingtoneFile(): Promise<string | null> {
+    try {
+      const path = await this.backend.chooseRingtoneFile();
+      if (path === null) return null;
+      return (await this.useRingtoneFile(path)) ? path : null;
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+      return null;
+    }
+  }
+
+  async preview(): Promise<void> {
+    this.error = null;
+    try {
+      await this.backend.previewRingtone(this.value.ringtone);
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+    }
+  }
+
+  async stopPreview(): Promise<void> {
+    try {
+      await this.backend.stopPreview();
+      this.playing = null;
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+    }
+  }
+
+  async meterOn(on: boolean): Promise<void> {
+    if (!on) this.meter = 0;
+    try {
+      await this.backend.microphoneMeter(on);
+    } catch (thrown) {
+      if (on) this.error = toApiError(thrown);
+    }
+  }
+
+  async testSound(): Promise<void> {
+    try {
+      await this.backend.playTestSound();
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+    }
+  }
+
+  handle(event: OtherEngineEvent): void {
+    switch (event.event) {
+      case 'ringtone_playing':
+        this.playing = event.source;
+        return;
+      case 'ringtone_stopped':
+        this.playing = null;
+        return;
+      case 'ringtone_failed':
+        this.error = { code: event.code, message: event.message };
+        return;
+      case 'device_list_changed':
+        this.devices = event.devices;
+        return;
+      case 'device_fallback':
+        // The default device took over; only tell when even that failed.
+        if (event.error !== null) this.error = { code: 'no_device', message: event.error };
+        void this.loadDevices();
+        return;
+      default:
+        return;
+    }
+  }
+
+  live(update: LiveUpdate): void {
+    if (update.kind === 'microphone_level') this.meter = update.level;
+  }
+}

@@ -1,0 +1,471 @@
+// The built UI in headless Chromium with the Tauri IPC mocked: every view and call state, driven by
+// engine events from the test, checked by what is on screen, with a screenshot of each in
+// target/ui-screens/. Run by `npm run test:browser` after `vite build`.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  ACCOUNT,
+  Scenario,
+  buildHarness,
+  emit,
+  launchChromium,
+  live,
+  openApp,
+  screenshot,
+  serveDist,
+  text,
+  until,
+  waitText,
+} from './support.mjs';
+
+/** @type {{ browser: import('playwright-core').Browser, url: string, harness: string }} */
+const env = /** @type {any} */ ({});
+let stopServer;
+let closeBrowser;
+
+before(async () => {
+  // Started side by side; whatever did start is stopped in `after` even if another part failed.
+  const [server, harness, chromium] = await Promise.allSettled([serveDist(), buildHarness(), launchChromium()]);
+  if (server.status === 'fulfilled') stopServer = server.value.stop;
+  if (chromium.status === 'fulfilled') closeBrowser = chromium.value.close;
+  for (const part of [server, harness, chromium]) if (part.status === 'rejected') throw part.reason;
+  env.url = server.value.url;
+  env.harness = harness.value;
+  env.browser = chromium.value.browser;
+});
+
+after(async () => {
+  await closeBrowser?.();
+  await stopServer?.();
+});
+
+/** Opens the app and, at the end, fails on any console error (CSP violations included). */
+async function withApp(scenario, options, run) {
+  const opened = await openApp(env, scenario, options);
+  try {
+    await run(opened.page);
+    assert.deepEqual(opened.problems, [], 'console errors or warnings');
+    const unknown = scenario.calls.filter((c) => c.cmd.startsWith('unknown') || !(c.cmd in scenario.replies));
+    assert.deepEqual(unknown, [], 'commands the Rust side does not have');
+  } finally {
+    await opened.context.close();
+  }
+}
+
+const contact = (user, status = 'online', nickname = user[0].toUpperCase() + user.slice(1), alias = null) => ({ user, nickname, alias, status });
+
+describe('sign-in', () => {
+  test('sign up: a taken user id, then success shows the contacts', async () => {
+    let attempts = 0;
+    const scenario = new Scenario({
+      account: null,
+      replies: {
+        sign_in: ({ request }) => {
+          attempts += 1;
+          if (attempts === 1) throw { code: 'user_exists', message: 'taken' };
+          return { ...ACCOUNT, user: request.user, nickname: request.nickname };
+        },
+      },
+    });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('signin-form').waitFor();
+      assert.equal(await page.getByTestId('signin-user').inputValue(), 'me', 'the last user fills the form');
+      await page.getByTestId('signin-register').click();
+      await page.getByRole('heading', { name: 'Create a Hark account' }).waitFor();
+      await page.getByTestId('signin-user').fill('mia');
+      await page.getByTestId('signin-password').fill('secret');
+      await page.getByTestId('signin-nickname').fill('Mia');
+      await screenshot(page, '01-sign-up');
+      await page.getByTestId('signin-submit').click();
+      await waitText(page, 'signin-error', 'That user ID is taken.');
+      await screenshot(page, '02-sign-up-error');
+
+      await page.getByTestId('signin-password').fill('secret');
+      await page.getByTestId('signin-submit').click();
+      await page.getByTestId('contacts-list').waitFor();
+      assert.deepEqual(scenario.callsOf('sign_in')[1], {
+        request: { server: null, user: 'mia', password: 'secret', register: true, nickname: 'Mia', avatar: null },
+      });
+    });
+  });
+
+  test('a wrong password on another server', async () => {
+    const scenario = new Scenario({ account: null, replies: { sign_in: () => Promise.reject({ code: 'unauthorized', message: 'no' }) } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('signin-builtin').uncheck();
+      await page.getByTestId('signin-server').fill('https://hark.example.org');
+      await page.getByTestId('signin-password').fill('wrong');
+      await page.getByTestId('signin-submit').click();
+      await waitText(page, 'signin-error', 'Wrong user ID or password.');
+      assert.equal(scenario.callsOf('sign_in')[0].request.server, 'https://hark.example.org');
+      assert.equal(scenario.callsOf('sign_in')[0].request.register, false);
+    });
+  });
+});
+
+describe('contacts', () => {
+  test('presence, search, add, multi-select limit and a call from a row', async () => {
+    const many = ['bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi', 'ivan', 'judy'];
+    const scenario = new Scenario({
+      replies: {
+        contacts: [contact('alice', 'offline', 'Alice Liddell'), ...many.map((u) => contact(u, u === 'bob' ? 'online' : 'offline'))],
+        add_contact: ({ user }) => {
+          if (user === 'nobody') throw { code: 'not_found', message: 'no such user' };
+          return null;
+        },
+      },
+    });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('contact-row-alice').waitFor();
+      assert.equal(await page.getByTestId('presence-alice').getAttribute('data-status'), 'offline');
+      await emit(page, { event: 'presence', user: 'alice', status: 'online' });
+      await page.locator('[data-testid="presence-alice"][data-status="online"]').waitFor();
+      assert.match(await text(page, 'contact-row-alice'), /Online/);
+      await screenshot(page, '03-contacts');
+
+      await page.getByTestId('contacts-search').fill('lidd');
+      await page.getByTestId('contact-row-bob').waitFor({ state: 'detached' });
+      assert.equal(await page.getByTestId('contacts-list').locator('li').count(), 1);
+      await page.getByTestId('contacts-search').fill('');
+
+      await page.getByTestId('add-contact-user').fill('nobody');
+      await page.getByTestId('add-contact-submit').click();
+      await waitText(page, 'contacts-error', 'No such user.');
+
+      for (const user of many.slice(0, 8)) await page.getByTestId(`contact-select-${user}`).check();
+      assert.equal(await page.getByTestId('contact-select-judy').isDisabled(), true, 'a ninth person cannot be selected');
+      assert.equal(await page.getByTestId('contact-select-bob').isDisabled(), false);
+      assert.match(await text(page, 'group-bar'), /8 selected/);
+      await screenshot(page, '04-contacts-selected');
+      await page.getByRole('button', { name: 'Clear selection' }).click();
+
+      await page.getByTestId('contact-remove-carol').click();
+      await page.getByTestId('contact-remove-confirm-carol').click();
+      await page.getByTestId('contact-row-carol').waitFor({ state: 'detached' });
+      assert.deepEqual(scenario.callsOf('remove_contact'), [{ user: 'carol' }]);
+
+      await page.getByTestId('call-audio-bob').click();
+      await page.getByTestId('call-view').waitFor();
+      await waitText(page, 'call-status', 'Calling…');
+      assert.deepEqual(scenario.callsOf('place_call'), [{ to: ['bob'], media: 'audio' }]);
+    });
+  });
+
+  test('the dial box calls any user id', async () => {
+    const scenario = new Scenario();
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('dial-input').fill('zoe, yan');
+      await page.getByTestId('dial-audio').click();
+      await page.getByTestId('call-view').waitFor();
+      assert.deepEqual(scenario.callsOf('place_call'), [{ to: ['zoe', 'yan'], media: 'audio' }]);
+      await page.getByTestId('tile-zoe').waitFor();
+    });
+  });
+});
+
+describe('call view', () => {
+  test('dialing → connected (timer runs) → ended → back; controls never move', async () => {
+    const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+    const scenario = new Scenario({ replies: { contacts: [contact('bob')] } });
+    await withApp(scenario, { clockAt: t0 }, async (page) => {
+      await page.getByTestId('call-audio-bob').click();
+      await waitText(page, 'call-status', 'Calling…');
+      await emit(page, { event: 'dialing', call_id: 'c1', invitees: ['bob'] });
+      assert.equal(await page.getByTestId('tile-bob').getAttribute('data-state'), 'ringing');
+      assert.equal(await text(page, 'call-timer'), '');
+      const boxes = async () => ({
+        controls: await page.getByTestId('call-controls').boundingBox(),
+        hangup: await page.getByTestId('hangup').boundingBox(),
+        status: await page.getByTestId('call-status').boundingBox(),
+        timer: await page.getByTestId('call-timer').boundingBox(),
+        tile: await page.getByTestId('tile-bob').boundingBox(),
+      });
+      const dialing = await boxes();
+      await screenshot(page, '05-call-dialing');
+
+      await emit(page, { event: 'user_joined', user: 'bob' });
+      // The server connected the call 65 s before the test's "now".
+      await emit(page, { event: 'call_began', call_id: 'c1', media: 'audio', connected_at: t0 - 65_000 });
+      await waitText(page, 'call-status', 'Connected');
+      await waitText(page, 'call-timer', '01:05');
+      await page.clock.runFor(1000);
+      await waitText(page, 'call-timer', '01:06');
+      await page.clock.runFor(60_000);
+      await waitText(page, 'call-timer', '02:06');
+
+      await live(page, { kind: 'level', user: 'bob', level: 60 });
+      await live(page, { kind: 'quality', user: 'bob', loss_percent: 14, rtt_ms: 320, relayed: false, weak: true });
+      await page.locator('[data-testid="tile-bob"][data-speaking="true"][data-weak="true"]').waitFor();
+      assert.equal(await page.getByTestId('weak-bob').isVisible(), true, 'weak-network badge shown');
+      await page.getByTestId('mute-mic').click();
+      await page.locator('[data-testid="mute-mic"][aria-pressed="true"]').waitFor();
+      assert.deepEqual(scenario.callsOf('mute_microphone'), [{ muted: true }]);
+      const connected = await boxes();
+      await screenshot(page, '06-call-connected');
+
+      await emit(page, { event: 'call_ended', call_id: 'c1', reason: 'hangup', duration_s: 126 });
+      await waitText(page, 'call-status', 'Call ended');
+      await waitText(page, 'call-timer', '02:06');
+      const ended = await boxes();
+      await screenshot(page, '07-call-ended');
+
+      assert.deepEqual(connected, dialing, 'no layout shift from dialing to connected');
+      assert.deepEqual(ended, dialing, 'no layout shift from connected to ended');
+
+      await page.clock.runFor(3000);
+      await page.getByTestId('call-view').waitFor({ state: 'detached' });
+      await page.getByTestId('contacts-list').waitFor();
+    });
+  });
+
+  test('hang up while ringing; busy is told', async () => {
+    const scenario = new Scenario({ replies: { contacts: [contact('bob')] } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('call-audio-bob').click();
+      await emit(page, { event: 'dialing', call_id: 'c1', invitees: ['bob'] });
+      await emit(page, { event: 'user_busy', user: 'bob' });
+      await emit(page, { event: 'not_connected', call_id: 'c1', reason: 'busy' });
+      await waitText(page, 'call-status', 'Busy');
+      await screenshot(page, '08-call-busy');
+    });
+    const second = new Scenario({ replies: { contacts: [contact('bob')] } });
+    await withApp(second, {}, async (page) => {
+      await page.getByTestId('call-video-bob').click();
+      await page.getByTestId('hangup').click();
+      await until(() => second.callsOf('hang_up').length === 1, 'hang_up');
+    });
+  });
+
+  test('a group call shows a grid; invite more', async () => {
+    const scenario = new Scenario({ replies: { contacts: ['bob', 'carol', 'dave', 'erin'].map((u) => contact(u)) } });
+    await withApp(scenario, {}, async (page) => {
+      for (const user of ['bob', 'carol', 'dave']) await page.getByTestId(`contact-select-${user}`).check();
+      await page.getByTestId('group-video').click();
+      assert.deepEqual(scenario.callsOf('place_call'), [{ to: ['bob', 'carol', 'dave'], media: 'video' }]);
+      await emit(page, { event: 'dialing', call_id: 'g1', invitees: ['bob', 'carol', 'dave'] });
+      await emit(page, { event: 'user_joined', user: 'bob' });
+      await emit(page, { event: 'call_began', call_id: 'g1', media: 'video', connected_at: Date.now() });
+      await emit(page, { event: 'user_joined', user: 'carol' });
+      await emit(page, { event: 'user_rejected', user: 'dave' });
+      await waitText(page, 'call-status', '3 people in the call');
+      await page.getByTestId('tile-dave').waitFor({ state: 'detached' });
+      assert.equal(await page.locator('[data-testid^="tile-"]').count(), 3, 'me, bob and carol');
+      const me = await page.getByTestId('tile-me').boundingBox();
+      const bob = await page.getByTestId('tile-bob').boundingBox();
+      assert.equal(Math.round(me.width), Math.round(bob.width), 'grid tiles are the same size');
+      await live(page, { kind: 'level', user: 'carol', level: 80 });
+      await page.locator('[data-testid="tile-carol"][data-speaking="true"]').waitFor();
+      await screenshot(page, '09-call-group');
+
+      await page.getByTestId('invite-more').click();
+      await page.getByTestId('invite-pick-erin').check();
+      await page.getByTestId('invite-send').click();
+      await page.getByTestId('invite-dialog').waitFor({ state: 'detached' });
+      assert.deepEqual(scenario.callsOf('invite_more'), [{ to: ['erin'] }]);
+    });
+  });
+
+  test('a call one can still join: the join bar', async () => {
+    const summary = { call_id: 'g7', caller: 'bob', invitees: ['me', 'carol'], media: 'audio', joined: ['bob', 'carol'], connected_at: 1, user_data: null };
+    const scenario = new Scenario({ replies: { active_calls: [summary] } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('join-bar').waitFor();
+      assert.match(await text(page, 'join-bar'), /2 people are in a call/);
+      await screenshot(page, '10-join-bar');
+      await page.getByTestId('join-button').click();
+      await page.getByTestId('call-view').waitFor();
+      await waitText(page, 'call-status', 'Connecting…');
+      assert.deepEqual(scenario.callsOf('join_call'), [{ callId: 'g7', media: 'audio' }]);
+    });
+  });
+});
+
+describe('incoming', () => {
+  const ringing = { call_id: 'c5', caller: 'alice', caller_name: 'Alice Liddell', caller_avatar: null, invitees: ['me'], media: 'video' };
+
+  test('the banner window: caller, media, Enter accepts and the window closes', async () => {
+    const scenario = new Scenario({ replies: { incoming_call: ringing } });
+    await withApp(scenario, { label: 'incoming', viewport: { width: 360, height: 120 } }, async (page) => {
+      await waitText(page, 'banner-caller', 'Alice Liddell');
+      assert.match(await text(page, 'banner-media'), /Incoming video call/);
+      const box = await page.getByTestId('banner').boundingBox();
+      assert.ok(box.width <= 360 && box.height <= 120, 'fits the banner window');
+      for (const id of ['banner-accept', 'banner-decline']) {
+        const b = await page.getByTestId(id).boundingBox();
+        assert.ok(b.x + b.width <= 360 && b.y + b.height <= 120, `${id} is inside the window`);
+      }
+      await screenshot(page, '11-banner');
+      await page.keyboard.press('Enter');
+      await until(() => scenario.callsOf('accept_call').length === 1, 'accept_call');
+      await until(() => scenario.callsOf('plugin:window|close').length === 1, 'the banner to close');
+      assert.equal(scenario.callsOf('reject_call').length, 0);
+    });
+  });
+
+  test('the banner: Escape declines', async () => {
+    const scenario = new Scenario({ replies: { incoming_call: ringing } });
+    await withApp(scenario, { label: 'incoming', viewport: { width: 360, height: 120 } }, async (page) => {
+      await page.getByTestId('banner-decline').waitFor();
+      await page.keyboard.press('Escape');
+      await until(() => scenario.callsOf('reject_call').length === 1, 'reject_call');
+      assert.equal(scenario.callsOf('accept_call').length, 0);
+    });
+  });
+
+  test('the banner closes when the caller gives up', async () => {
+    const scenario = new Scenario({ replies: { incoming_call: ringing } });
+    await withApp(scenario, { label: 'incoming', viewport: { width: 360, height: 120 } }, async (page) => {
+      await page.getByTestId('banner-caller').waitFor();
+      await emit(page, { event: 'not_connected', call_id: 'c5', reason: 'cancelled' });
+      await until(() => scenario.callsOf('plugin:window|close').length === 1, 'the banner to close');
+    });
+  });
+
+  test('banner presentation: the main window keeps its page while it rings', async () => {
+    const scenario = new Scenario();
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('contacts-list').waitFor();
+      await emit(page, { event: 'incoming_call', call_id: 'c5', caller: 'alice', invitees: ['me'], media: 'audio', user_data: null });
+      await emit(page, { event: 'user_joined', user: 'alice' });
+      assert.equal(await page.getByTestId('call-view').count(), 0);
+      // Accepted in the banner window: the main window shows the call once it connects.
+      await emit(page, { event: 'call_began', call_id: 'c5', media: 'audio', connected_at: Date.now() });
+      await page.getByTestId('call-view').waitFor();
+      await page.getByTestId('tile-alice').waitFor();
+    });
+  });
+
+  test('full-screen presentation: Accept and Decline in the main window, Escape declines', async () => {
+    const scenario = new Scenario({ settings: { incoming: 'full_screen' } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('contacts-list').waitFor();
+      await emit(page, { event: 'incoming_call', call_id: 'c6', caller: 'alice', invitees: ['me'], media: 'video', user_data: null });
+      await page.getByTestId('call-view').waitFor();
+      await waitText(page, 'call-status', 'Incoming video call');
+      await page.getByTestId('incoming-accept').waitFor();
+      await screenshot(page, '12-incoming-full-screen');
+      await page.keyboard.press('Escape');
+      await until(() => scenario.callsOf('reject_call').length === 1, 'reject_call');
+      await waitText(page, 'call-status', 'Declined');
+    });
+  });
+});
+
+describe('recents', () => {
+  test('tabs, durations, redial and delete', async () => {
+    const now = Date.now();
+    const history = [
+      { call_id: 'h3', caller: 'alice', invitees: ['me'], media: 'video', started_at: now - 60_000, connected_at: null, ended_at: now - 30_000, duration_s: 0, direction: 'incoming', result: 'missed' },
+      { call_id: 'h2', caller: 'me', invitees: ['bob'], media: 'audio', started_at: now - 3_600_000, connected_at: now - 3_590_000, ended_at: now - 3_515_000, duration_s: 75, direction: 'outgoing', result: 'completed' },
+      { call_id: 'h1', caller: 'me', invitees: ['bob', 'carol'], media: 'audio', started_at: now - 90_000_000, connected_at: null, ended_at: now - 89_990_000, duration_s: 0, direction: 'outgoing', result: 'no_answer' },
+    ];
+    const scenario = new Scenario({ replies: { history, contacts: [contact('bob', 'online', 'Bob', 'Bobby')] } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('nav-recents').click();
+      await page.getByTestId('history-row-h2').waitFor();
+      assert.equal(await text(page, 'history-duration-h2'), '01:15');
+      assert.equal(await text(page, 'history-duration-h3'), 'Missed');
+      assert.equal(await text(page, 'history-duration-h1'), 'No answer');
+      assert.match(await text(page, 'history-row-h2'), /Bobby/);
+      assert.match(await text(page, 'history-row-h1'), /Bobby and 1 more/);
+      assert.equal(await page.getByTestId('history-redial-h1').isDisabled(), true, 'no redial for a group call');
+      await screenshot(page, '13-recents');
+
+      await page.getByTestId('history-tab-missed').click();
+      await page.getByTestId('history-row-h2').waitFor({ state: 'detached' });
+      assert.equal(await page.getByTestId('history-list').locator('li').count(), 1);
+      await page.getByTestId('history-tab-all').click();
+
+      await page.getByTestId('history-delete-h3').click();
+      await page.getByTestId('history-row-h3').waitFor({ state: 'detached' });
+      assert.deepEqual(scenario.callsOf('delete_history'), [{ callIds: ['h3'] }]);
+
+      await page.getByTestId('history-redial-h2').click();
+      await page.getByTestId('call-view').waitFor();
+      assert.deepEqual(scenario.callsOf('place_call'), [{ to: ['bob'], media: 'audio' }]);
+    });
+  });
+});
+
+describe('recents, clearing', () => {
+  test('clear all asks first', async () => {
+    const record = { call_id: 'h1', caller: 'me', invitees: ['bob'], media: 'audio', started_at: Date.now(), connected_at: null, ended_at: Date.now(), duration_s: 0, direction: 'outgoing', result: 'cancelled' };
+    const scenario = new Scenario({ replies: { history: [record] } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('nav-recents').click();
+      assert.equal(await text(page, 'history-duration-h1'), 'Cancelled');
+      await page.getByTestId('history-clear').click();
+      assert.equal(scenario.callsOf('clear_history').length, 0, 'not before the confirmation');
+      await page.getByTestId('history-clear-confirm').click();
+      await waitText(page, 'history-empty', 'No calls yet.');
+      assert.equal(scenario.callsOf('clear_history').length, 1);
+    });
+  });
+});
+
+describe('settings', () => {
+  test('ringtone by typed path, preview, meter, theme and language', async () => {
+    const scenario = new Scenario({
+      replies: {
+        save_settings: ({ settings }) => {
+          if (settings.ringtone === 'custom:/missing.ogg') throw { code: 'ringtone_missing', message: 'no such file' };
+          scenario.settings = settings;
+          return settings;
+        },
+      },
+    });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('nav-settings').click();
+      await page.getByTestId('ringtone-select').waitFor();
+      assert.equal(await page.getByTestId('ringtone-select').inputValue(), 'bundled:classic');
+      assert.deepEqual(scenario.callsOf('microphone_meter'), [{ on: true }]);
+      await live(page, { kind: 'microphone_level', level: 42 });
+      await page.locator('[data-testid="mic-meter"][aria-valuenow="42"]').waitFor();
+
+      await page.getByTestId('ringtone-path').fill('/missing.ogg');
+      await page.getByTestId('ringtone-use').click();
+      await waitText(page, 'settings-error', 'That sound file was not found.');
+      assert.equal(await page.getByTestId('ringtone-select').inputValue(), 'bundled:classic', 'a refused file is not kept');
+
+      await page.getByTestId('ringtone-path').fill('/home/me/ring.ogg');
+      await page.getByTestId('ringtone-use').click();
+      await until(() => scenario.settings.ringtone === 'custom:/home/me/ring.ogg', 'the custom ringtone to be saved');
+      await waitText(page, 'settings-error', '');
+      assert.equal(await page.getByTestId('ringtone-select').inputValue(), 'custom:/home/me/ring.ogg');
+
+      await page.getByTestId('ringtone-preview').click();
+      assert.deepEqual(scenario.callsOf('preview_ringtone'), [{ source: 'custom:/home/me/ring.ogg' }]);
+      await emit(page, { event: 'ringtone_playing', kind: 'incoming', source: 'custom:/home/me/ring.ogg' });
+      await page.locator('[data-testid="ringtone-preview"][aria-pressed="true"]').waitFor();
+      await screenshot(page, '14-settings');
+      await page.getByTestId('ringtone-preview').click();
+      await until(() => scenario.callsOf('stop_preview').length === 1, 'stop_preview');
+
+      await page.getByTestId('ringtone-select').selectOption('bundled:chime');
+      await until(() => scenario.settings.ringtone === 'bundled:chime', 'the bundled ringtone to be saved');
+      await page.getByTestId('incoming-full_screen').check();
+      await until(() => scenario.settings.incoming === 'full_screen', 'full-screen incoming');
+      await page.getByTestId('echo-cancellation').uncheck();
+      await until(() => scenario.settings.echo_cancellation === false, 'echo cancellation off');
+
+      await page.getByTestId('theme-dark').check();
+      await page.locator('html[data-theme="dark"]').waitFor();
+      await page.getByTestId('settings-language').selectOption('zh');
+      await page.getByTestId('nav-recents').filter({ hasText: '最近通话' }).waitFor();
+      assert.equal(scenario.settings.language, 'zh');
+      await screenshot(page, '15-settings-dark-zh');
+
+      await page.getByTestId('profile-nickname').fill('Mia Wong');
+      await page.getByTestId('profile-save').click();
+      await page.getByTestId('nav-contacts').filter({ hasText: '联系人' }).waitFor();
+      await until(() => scenario.callsOf('set_profile').length === 1, 'set_profile');
+      assert.deepEqual(scenario.callsOf('set_profile')[0], { nickname: 'Mia Wong', avatar: null });
+      assert.match(await page.locator('nav').textContent(), /Mia Wong/, 'the new name shows at once');
+
+      await page.getByTestId('sign-out').click();
+      await page.getByTestId('signin-form').waitFor();
+      assert.equal(scenario.callsOf('sign_out').length, 1);
+    });
+  });
+});
