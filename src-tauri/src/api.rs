@@ -15,8 +15,9 @@ use ts_rs::TS;
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
 pub struct ApiError {
     /// A stable code: a protocol error code (`not_found`, `unauthorized`, `user_exists`, …) or one
-    /// of the app's own (`not_signed_in`, `wrong_state`, `bad_argument`, `timed_out`,
-    /// `engine_stopped`, `settings_io`, `ringtone_missing`, `ringtone_undecodable`, `no_device`).
+    /// of the app's own: `not_signed_in`, `wrong_state`, `bad_argument`, `timed_out`,
+    /// `unreachable` (no server there), `engine_stopped`, `settings_io`, `ringtone_unknown`,
+    /// `ringtone_unreadable`, `ringtone_undecodable`, `no_device`, `cancelled`, `internal`.
     pub code: String,
     /// Words for a log or a tooltip.
     pub message: String,

@@ -9,7 +9,7 @@ use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
 
 use crate::api::{Account, ApiError, AppInfo, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
-use crate::session::{self, parse_ringtone};
+use crate::session::parse_ringtone;
 use crate::AppState;
 
 type Answer<T> = Result<T, ApiError>;
@@ -44,6 +44,7 @@ pub async fn contacts(state: State<'_, AppState>) -> Answer<Vec<Contact>> {
     if !users.is_empty() {
         engine.subscribe_presence(users).await?;
     }
+    crate::note_contacts_shown();
     Ok(contacts)
 }
 
@@ -118,13 +119,19 @@ pub async fn delete_history(state: State<'_, AppState>, call_ids: Vec<String>) -
 #[tauri::command]
 pub async fn clear_history(state: State<'_, AppState>) -> Answer<()> {
     let engine = state.signed_in().await?;
-    // The server keeps at most what one page shows per query: delete page by page.
+    // The server answers at most a page per query: delete page by page, and stop if a page
+    // comes back unchanged rather than loop forever.
+    let mut last_page = Vec::new();
     loop {
-        let page = engine.history(None, Some(200)).await?;
+        let page: Vec<String> = engine.history(None, Some(200)).await?.into_iter().map(|r| r.call_id).collect();
         if page.is_empty() {
             return Ok(());
         }
-        engine.delete_records(page.into_iter().map(|r| r.call_id).collect()).await?;
+        if page == last_page {
+            return Err(ApiError::new("internal", "the server kept records it was asked to delete"));
+        }
+        engine.delete_records(page.clone()).await?;
+        last_page = page;
     }
 }
 
@@ -212,9 +219,4 @@ pub async fn stop_preview(state: State<'_, AppState>) -> Answer<()> {
 async fn preview(state: &State<'_, AppState>, source: &str) -> Answer<()> {
     let choice = parse_ringtone(source)?;
     state.signed_in().await?.preview_ringtone(choice).await.map_err(|e| ApiError::new(e.code(), e.to_string()))
-}
-
-/// Used by [`crate::AppState::sign_in`]; kept here with the other UI-facing steps.
-pub(crate) async fn token_for(server: &str, request: &SignInRequest) -> Answer<hark_engine::signaling::SignedToken> {
-    session::obtain_token(server, &request.user, &request.password, request.register, request.nickname.as_deref()).await
 }

@@ -127,7 +127,7 @@ pub fn parse_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
         if hark_engine::ringtone::bundled_names().any(|n| n == name) {
             return Ok(RingtoneChoice::Bundled(name.to_owned()));
         }
-        return Err(ApiError::new("ringtone_missing", format!("no bundled ringtone named {name}")));
+        return Err(ApiError::new("ringtone_unknown", format!("no bundled ringtone named {name}")));
     }
     if let Some(path) = source.strip_prefix("custom:") {
         if !path.is_empty() {
@@ -135,6 +135,21 @@ pub fn parse_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
         }
     }
     Err(ApiError::new("bad_argument", format!("not a ringtone: {source}")))
+}
+
+/// Parses a ringtone setting and, for a file of the user's, decodes it once, so a missing or
+/// corrupt file is refused with its code (`ringtone_unreadable`, `ringtone_undecodable`, …)
+/// before it is saved.
+pub async fn check_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
+    let choice = parse_ringtone(source)?;
+    if let RingtoneChoice::Custom(_) = &choice {
+        let probe = choice.clone();
+        tokio::task::spawn_blocking(move || hark_engine::ringtone::Sound::decode(&probe))
+            .await
+            .map_err(|e| ApiError::new("internal", e.to_string()))?
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    }
+    Ok(choice)
 }
 
 /// The microphone, or silence (logged) when there is none: calls still work, one way.
@@ -233,5 +248,30 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
         if let Err(error) = app.emit("engine", &event) {
             tracing::warn!(%error, "could not deliver an engine event to the UI");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ringtone_settings_are_checked_before_they_are_kept() {
+        assert_eq!(check_ringtone("bundled:chime").await.unwrap(), RingtoneChoice::Bundled("chime".into()));
+        assert_eq!(check_ringtone("bundled:nope").await.unwrap_err().code, "ringtone_unknown");
+        assert_eq!(check_ringtone("custom:").await.unwrap_err().code, "bad_argument");
+        assert_eq!(check_ringtone("chime").await.unwrap_err().code, "bad_argument");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone.wav");
+        let code = check_ringtone(&format!("custom:{}", missing.display())).await.unwrap_err().code;
+        assert_eq!(code, "ringtone_unreadable");
+        let corrupt = dir.path().join("corrupt.wav");
+        std::fs::write(&corrupt, b"RIFF\0\0\0\0WAVEnot really a wave file").unwrap();
+        let code = check_ringtone(&format!("custom:{}", corrupt.display())).await.unwrap_err().code;
+        assert_eq!(code, "ringtone_undecodable");
+        let good = dir.path().join("mine.wav");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/ringtones/chime.wav"), &good).unwrap();
+        assert_eq!(check_ringtone(&format!("custom:{}", good.display())).await.unwrap(), RingtoneChoice::Custom(good));
     }
 }

@@ -128,6 +128,8 @@ async fn scenario(scene: &Scene) -> Result<()> {
         Ok(std::fs::read_to_string(&settings_file).ok().filter(|s| s.contains(&expected)).map(|_| ()))
     })
     .await?;
+    let chosen = "[data-testid=ringtone-select] option:checked";
+    web.wait_text(chosen, SHORT, |t| t.contains("my ringtone.wav")).await?;
     scene.shot("07-settings-ringtone").await?;
 
     // The next incoming call rings with that file; Escape on the banner declines.
@@ -139,6 +141,7 @@ async fn scenario(scene: &Scene) -> Result<()> {
         .await
         .with_context(|| format!("looking for `{needle}`"))?;
     web.switch_to(&banner).await?;
+    web.wait_text("[data-testid=banner-caller]", SHORT, |t| t.contains("bob")).await?;
     scene.shot("08-banner-custom-ringtone").await?;
     let body = web.wait("body", SHORT).await?;
     let escape = web.post_keys(&body, "\u{E00C}").await;

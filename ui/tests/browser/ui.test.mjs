@@ -219,6 +219,55 @@ describe('call view', () => {
     });
   });
 
+  test('our own tile shows our account; the device pickers offer the system default without any device', async () => {
+    const account = { ...ACCOUNT, user: 'alice', nickname: 'Alice Liddell' };
+    const failing = new Scenario({
+      account,
+      replies: {
+        contacts: [contact('bob')],
+        devices: () => {
+          throw { code: 'no_device', message: 'no sound card' };
+        },
+      },
+    });
+    await withApp(failing, {}, async (page) => {
+      await page.getByTestId('call-audio-bob').click();
+      await emit(page, { event: 'dialing', call_id: 'c1', invitees: ['bob'] });
+      await emit(page, { event: 'user_joined', user: 'bob' });
+      await emit(page, { event: 'call_began', call_id: 'c1', media: 'audio', connected_at: Date.now() });
+      await waitText(page, 'call-status', 'Connected');
+      const self = page.getByTestId('tile-alice');
+      assert.equal((await self.locator('.avatar').textContent()).trim(), 'AL', 'initials of the account nickname');
+      assert.equal((await self.locator('.name').textContent()).trim(), 'You');
+      assert.match(await self.getAttribute('aria-label'), /^You/);
+      for (const id of ['call-microphone', 'call-speaker']) {
+        const picker = page.getByTestId(id);
+        assert.deepEqual(await picker.locator('option').allTextContents(), ['System default'], `${id} offers the default`);
+        assert.equal(await picker.inputValue(), '');
+        assert.equal(await picker.evaluate((select) => select.selectedIndex), 0, `${id} shows it`);
+        // Drawn by the page, so its colours (light text on the dark stage) are the ones shown.
+        const style = await picker.evaluate((select) => {
+          const css = getComputedStyle(select);
+          return { appearance: css.appearance, color: css.color, background: css.backgroundColor };
+        });
+        assert.equal(style.appearance, 'none');
+        assert.notEqual(style.color, style.background);
+      }
+    });
+    const empty = new Scenario({ settings: { microphone: 'alsa:usb' }, replies: { contacts: [contact('bob')], devices: [] } });
+    await withApp(empty, {}, async (page) => {
+      await page.getByTestId('call-audio-bob').click();
+      await emit(page, { event: 'dialing', call_id: 'c1', invitees: ['bob'] });
+      assert.deepEqual(await page.getByTestId('call-speaker').locator('option').allTextContents(), ['System default']);
+      assert.equal(await page.getByTestId('call-speaker').inputValue(), '');
+      // A chosen microphone that is not there now stays shown, not a blank box.
+      assert.deepEqual(await page.getByTestId('call-microphone').locator('option').allTextContents(), ['System default', 'alsa:usb (not connected)']);
+      assert.equal(await page.getByTestId('call-microphone').inputValue(), 'alsa:usb');
+      await page.getByTestId('call-microphone').selectOption('');
+      await until(() => empty.settings.microphone === null, 'the default microphone to be saved');
+    });
+  });
+
   test('hang up while ringing; busy is told', async () => {
     const scenario = new Scenario({ replies: { contacts: [contact('bob')] } });
     await withApp(scenario, {}, async (page) => {
@@ -303,6 +352,32 @@ describe('incoming', () => {
     });
   });
 
+  test('the banner: a long name ends in an ellipsis, the call type stays whole, the buttons stay in', async () => {
+    const long = { ...ringing, caller: 'maxi', caller_name: 'Maximiliana Wolfeschlegelstein', media: 'audio' };
+    assert.equal(long.caller_name.length, 30);
+    for (const language of ['en', 'zh']) {
+      const scenario = new Scenario({ settings: { language }, replies: { incoming_call: long } });
+      await withApp(scenario, { label: 'incoming', viewport: { width: 360, height: 124 } }, async (page) => {
+        await waitText(page, 'banner-caller', long.caller_name);
+        const caller = await page.getByTestId('banner-caller').evaluate((p) => ({
+          cut: p.scrollWidth > p.clientWidth,
+          ellipsis: getComputedStyle(p).textOverflow === 'ellipsis',
+        }));
+        assert.deepEqual(caller, { cut: true, ellipsis: true }, 'the name is cut with an ellipsis');
+        const media = page.getByTestId('banner-media');
+        assert.match(await media.textContent(), language === 'en' ? /Incoming audio call/ : /语音来电/);
+        const whole = await media.evaluate((p) => p.scrollWidth <= p.clientWidth && p.scrollHeight <= p.clientHeight);
+        assert.ok(whole, 'the call type is not clipped');
+        const text = await media.boundingBox();
+        const accept = await page.getByTestId('banner-accept').boundingBox();
+        const decline = await page.getByTestId('banner-decline').boundingBox();
+        assert.ok(text.x + text.width <= decline.x, 'the call type ends before the buttons');
+        for (const b of [accept, decline]) assert.ok(b.x >= 0 && b.x + b.width <= 360 && b.y >= 0 && b.y + b.height <= 124, 'a button is inside the window');
+        if (language === 'en') await screenshot(page, '11b-banner-long-name');
+      });
+    }
+  });
+
   test('the banner: Escape declines', async () => {
     const scenario = new Scenario({ replies: { incoming_call: ringing } });
     await withApp(scenario, { label: 'incoming', viewport: { width: 360, height: 120 } }, async (page) => {
@@ -344,10 +419,35 @@ describe('incoming', () => {
       await page.getByTestId('call-view').waitFor();
       await waitText(page, 'call-status', 'Incoming video call');
       await page.getByTestId('incoming-accept').waitFor();
+      for (const id of ['incoming-accept', 'incoming-decline']) {
+        const box = await page.getByTestId(id).boundingBox();
+        assert.ok(box.width >= 160 && box.height >= 56, `${id} is a big button (${box.width}×${box.height})`);
+      }
+      assert.equal(await page.getByTestId('incoming-accept').getAttribute('aria-keyshortcuts'), 'Enter');
+      assert.equal(await page.getByTestId('incoming-decline').getAttribute('aria-keyshortcuts'), 'Escape');
+      assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('data-testid')), 'incoming-accept', 'focus on Accept');
       await screenshot(page, '12-incoming-full-screen');
       await page.keyboard.press('Escape');
       await until(() => scenario.callsOf('reject_call').length === 1, 'reject_call');
       await waitText(page, 'call-status', 'Declined');
+      assert.equal(scenario.callsOf('accept_call').length, 0);
+    });
+  });
+
+  test('full-screen presentation: Enter accepts, also with the focus off the buttons', async () => {
+    const scenario = new Scenario({ settings: { incoming: 'full_screen' } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('contacts-list').waitFor();
+      await emit(page, { event: 'incoming_call', call_id: 'c7', caller: 'alice', invitees: ['me'], media: 'audio', user_data: null });
+      await page.getByTestId('incoming-accept').waitFor();
+      assert.equal(await page.getByTestId('call-controls').count(), 0, 'Accept and Decline instead of the call controls');
+      await page.getByTestId('call-status').click();
+      await page.keyboard.press('Enter');
+      await until(() => scenario.callsOf('accept_call').length === 1, 'accept_call');
+      assert.equal(scenario.callsOf('reject_call').length, 0);
+      await emit(page, { event: 'call_began', call_id: 'c7', media: 'audio', connected_at: Date.now() });
+      await page.getByTestId('call-controls').waitFor();
+      await page.getByTestId('incoming-actions').waitFor({ state: 'detached' });
     });
   });
 });
@@ -404,6 +504,11 @@ describe('recents, clearing', () => {
   });
 });
 
+/** The text of the option a select shows. */
+function selectedText(page, testid) {
+  return page.getByTestId(testid).evaluate((select) => select.selectedOptions[0]?.textContent?.trim() ?? '');
+}
+
 describe('settings', () => {
   test('ringtone by typed path, preview, meter, theme and language', async () => {
     const scenario = new Scenario({
@@ -428,11 +533,26 @@ describe('settings', () => {
       await waitText(page, 'settings-error', 'That sound file was not found.');
       assert.equal(await page.getByTestId('ringtone-select').inputValue(), 'bundled:classic', 'a refused file is not kept');
 
+      // The path box has the row to itself, with Use beside it.
+      const pathBox = await page.getByTestId('ringtone-path').boundingBox();
+      const use = await page.getByTestId('ringtone-use').boundingBox();
+      const select = await page.getByTestId('ringtone-select').boundingBox();
+      assert.ok(pathBox.width >= 0.6 * (use.x + use.width - pathBox.x), `the path box is wide (${pathBox.width} px)`);
+      assert.ok(use.x > pathBox.x + pathBox.width && Math.abs(use.y + use.height / 2 - (pathBox.y + pathBox.height / 2)) < 2, 'Use is beside it');
+      assert.ok(Math.abs(pathBox.x - select.x) < 1, 'aligned with the ringtone select');
+
       await page.getByTestId('ringtone-path').fill('/home/me/ring.ogg');
       await page.getByTestId('ringtone-use').click();
       await until(() => scenario.settings.ringtone === 'custom:/home/me/ring.ogg', 'the custom ringtone to be saved');
       await waitText(page, 'settings-error', '');
       assert.equal(await page.getByTestId('ringtone-select').inputValue(), 'custom:/home/me/ring.ogg');
+      assert.equal(await selectedText(page, 'ringtone-select'), 'Custom: ring.ogg');
+      assert.equal(await page.getByTestId('ringtone-path').inputValue(), '/home/me/ring.ogg');
+      // Still so on coming back to the page.
+      await page.getByTestId('nav-recents').click();
+      await page.getByTestId('nav-settings').click();
+      assert.equal(await selectedText(page, 'ringtone-select'), 'Custom: ring.ogg');
+      assert.equal(await page.getByTestId('ringtone-path').inputValue(), '/home/me/ring.ogg');
 
       await page.getByTestId('ringtone-preview').click();
       assert.deepEqual(scenario.callsOf('preview_ringtone'), [{ source: 'custom:/home/me/ring.ogg' }]);
@@ -444,6 +564,9 @@ describe('settings', () => {
 
       await page.getByTestId('ringtone-select').selectOption('bundled:chime');
       await until(() => scenario.settings.ringtone === 'bundled:chime', 'the bundled ringtone to be saved');
+      assert.equal(await selectedText(page, 'ringtone-select'), 'Chime');
+      assert.equal(await page.getByTestId('ringtone-select').locator('option').count(), 2, 'no custom entry once a bundled one is chosen');
+      assert.equal(await page.getByTestId('ringtone-path').inputValue(), '/home/me/ring.ogg', 'the path stays to use again');
       await page.getByTestId('incoming-full_screen').check();
       await until(() => scenario.settings.incoming === 'full_screen', 'full-screen incoming');
       await page.getByTestId('echo-cancellation').uncheck();
@@ -466,6 +589,68 @@ describe('settings', () => {
       await page.getByTestId('sign-out').click();
       await page.getByTestId('signin-form').waitFor();
       assert.equal(scenario.callsOf('sign_out').length, 1);
+    });
+  });
+});
+
+describe('settings, files and devices', () => {
+  test('a file chosen in the dialog shows as the ringtone and in the path box; device pickers without devices', async () => {
+    const scenario = new Scenario({
+      settings: { ringtone: 'custom:/music/old bell.wav' },
+      replies: {
+        choose_ringtone_file: '/home/me/Music/My Ring Tone.flac',
+        devices: [],
+        ringtones: () => {
+          throw { code: 'internal', message: 'no list' };
+        },
+      },
+    });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('nav-settings').click();
+      // A custom ringtone set before the page opened, with no bundled list: still shown.
+      assert.equal(await selectedText(page, 'ringtone-select'), 'Custom: old bell.wav');
+      assert.equal(await page.getByTestId('ringtone-path').inputValue(), '/music/old bell.wav');
+      await page.getByTestId('ringtone-choose').click();
+      await until(() => scenario.settings.ringtone === 'custom:/home/me/Music/My Ring Tone.flac', 'the chosen file to be saved');
+      await page.waitForFunction(() => document.querySelector('[data-testid="ringtone-path"]')?.value === '/home/me/Music/My Ring Tone.flac');
+      assert.equal(await selectedText(page, 'ringtone-select'), 'Custom: My Ring Tone.flac');
+      assert.deepEqual(await page.getByTestId('ringtone-select').locator('option').allTextContents().then((all) => all.map((o) => o.trim())), [
+        'Custom: My Ring Tone.flac',
+      ]);
+      for (const id of ['settings-microphone', 'settings-speaker']) {
+        assert.equal(await selectedText(page, id), 'System default', `${id} shows the default`);
+      }
+    });
+  });
+});
+
+describe('profile picture', () => {
+  test('chosen, shown and saved in settings; removed; a file that is no picture is refused', async () => {
+    const scenario = new Scenario();
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('nav-settings').click();
+      await page.getByTestId('profile-avatar').setInputFiles({ name: 'me.txt', mimeType: 'text/plain', buffer: Buffer.from('not a picture') });
+      await page.getByText('That file is not a picture Hark can read.').waitFor();
+      // A small picture, drawn by the page itself.
+      const dataUri = await page.evaluate(() => {
+        const canvas = document.createElement('canvas');
+        canvas.width = 120;
+        canvas.height = 80;
+        const context = canvas.getContext('2d');
+        context.fillStyle = '#c33';
+        context.fillRect(0, 0, 120, 80);
+        return canvas.toDataURL('image/png');
+      });
+      const png = Buffer.from(dataUri.split(',')[1], 'base64');
+      await page.getByTestId('profile-avatar').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: png });
+      const form = page.locator('form').filter({ has: page.getByTestId('profile-avatar') });
+      await form.locator('img').waitFor();
+      await page.getByTestId('profile-save').click();
+      await until(() => scenario.callsOf('set_profile').length === 1, 'set_profile');
+      assert.match(scenario.callsOf('set_profile')[0].avatar, /^data:image\/jpeg;base64,/);
+      await form.getByRole('button', { name: 'Remove' }).click();
+      await form.locator('img').waitFor({ state: 'detached' });
+      assert.equal((await form.locator('.avatar').textContent()).trim(), 'M');
     });
   });
 });

@@ -33,7 +33,10 @@ describe('i18n', () => {
       'bad_request', 'payload_too_large', 'unsupported', 'unsupported_version', 'unauthorized', 'token_expired', 'not_found',
       'forbidden', 'invalid_state', 'too_many_participants', 'rate_limited', 'internal', 'user_exists', 'registration_closed', 'bad_credentials',
     ];
-    const appCodes = ['not_signed_in', 'wrong_state', 'bad_argument', 'timed_out', 'engine_stopped', 'settings_io', 'ringtone_missing', 'ringtone_undecodable', 'no_device'];
+    const appCodes = [
+      'not_signed_in', 'wrong_state', 'bad_argument', 'timed_out', 'engine_stopped', 'settings_io',
+      'ringtone_missing', 'ringtone_unreadable', 'ringtone_undecodable', 'ringtone_unknown', 'no_device',
+    ];
     // Protocol codes a person can meet from this UI, plus all of the app's own.
     const shown = codes.filter((c) => !['payload_too_large', 'unsupported'].includes(c));
     for (const code of [...shown, ...appCodes]) expect(hasKey(`error.${code}`), code).toBe(true);

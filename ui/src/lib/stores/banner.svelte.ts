@@ -30,23 +30,20 @@ export class BannerStore {
     else await this.close();
   }
 
-  async accept(): Promise<void> {
-    if (this.status !== 'ringing') return;
-    this.status = 'answering';
-    try {
-      await this.backend.acceptCall();
-      await this.close();
-    } catch (thrown) {
-      this.error = toApiError(thrown);
-      this.status = 'ringing';
-    }
+  accept(): Promise<void> {
+    return this.answer(() => this.backend.acceptCall());
   }
 
-  async decline(): Promise<void> {
+  decline(): Promise<void> {
+    return this.answer(() => this.backend.rejectCall());
+  }
+
+  /** Accept or decline, once: the banner closes when the shell took the answer. */
+  private async answer(send: () => Promise<unknown>): Promise<void> {
     if (this.status !== 'ringing') return;
     this.status = 'answering';
     try {
-      await this.backend.rejectCall();
+      await send();
       await this.close();
     } catch (thrown) {
       this.error = toApiError(thrown);

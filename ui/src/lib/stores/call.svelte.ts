@@ -296,24 +296,22 @@ export class CallStore {
     }
   }
 
-  async toggleMicrophone(): Promise<void> {
-    const muted = !this.micMuted;
-    this.micMuted = muted;
-    try {
-      await this.backend.muteMicrophone(muted);
-    } catch (thrown) {
-      this.micMuted = !muted;
-      this.error = toApiError(thrown);
-    }
+  toggleMicrophone(): Promise<void> {
+    return this.toggleMute('micMuted', (muted) => this.backend.muteMicrophone(muted));
   }
 
-  async toggleSpeaker(): Promise<void> {
-    const muted = !this.speakerMuted;
-    this.speakerMuted = muted;
+  toggleSpeaker(): Promise<void> {
+    return this.toggleMute('speakerMuted', (muted) => this.backend.muteSpeaker(muted));
+  }
+
+  /** Flips a mute at once, and back if the shell refuses. */
+  private async toggleMute(which: 'micMuted' | 'speakerMuted', send: (muted: boolean) => Promise<unknown>): Promise<void> {
+    const muted = !this[which];
+    this[which] = muted;
     try {
-      await this.backend.muteSpeaker(muted);
+      await send(muted);
     } catch (thrown) {
-      this.speakerMuted = !muted;
+      this[which] = !muted;
       this.error = toApiError(thrown);
     }
   }

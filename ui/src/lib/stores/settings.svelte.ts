@@ -52,6 +52,50 @@ export function customRingtone(path: string): string {
   return `custom:${path.trim()}`;
 }
 
+/** The last part of a path, with `/` or a backslash between parts (`/home/me/ring.ogg` → `ring.ogg`). */
+export function fileName(path: string): string {
+  return path.split(/[\\/]/).filter(Boolean).pop() ?? path;
+}
+
+/** One entry of a picker: `label` is a name to show as is; `custom` (ringtones, with the whole
+ *  path as `title`) and `missing` (devices) entries are worded by the page; `selected` marks the
+ *  current setting. */
+export type Choice = { value: string; label: string; selected: boolean; custom?: boolean; missing?: boolean; title?: string };
+
+/**
+ * The "Ringtone sound" entries: the bundled ones, then the current setting if it is none of them
+ * (a file of the user's, labelled with its file name; or a bundled name this app does not list),
+ * so the current setting is always there and selected.
+ */
+export function ringtoneChoices(bundled: readonly RingtoneOption[], current: string): Choice[] {
+  const choices: Choice[] = bundled.map((option) => ({ value: option.source, label: option.name, selected: option.source === current }));
+  if (!choices.some((c) => c.selected)) {
+    const source = parseRingtone(current);
+    choices.push(
+      source.kind === 'custom'
+        ? { value: current, label: fileName(source.path), selected: true, custom: true, title: source.path }
+        : { value: current, label: source.name, selected: true },
+    );
+  }
+  return choices;
+}
+
+/**
+ * A device picker's entries: the system default first (value `''`, label `''`: the page words it),
+ * then the devices of that direction; a chosen device that is not connected now stays listed
+ * (`missing`), so the picker never shows an empty box.
+ */
+export function deviceChoices(devices: readonly DeviceInfo[], direction: DeviceInfo['direction'], current: string | null): Choice[] {
+  const choices: Choice[] = [{ value: '', label: '', selected: current === null }];
+  for (const device of devices) {
+    if (device.direction === direction && !choices.some((c) => c.value === device.id)) {
+      choices.push({ value: device.id, label: device.name, selected: device.id === current });
+    }
+  }
+  if (current !== null && !choices.some((c) => c.selected)) choices.push({ value: current, label: current, selected: true, missing: true });
+  return choices;
+}
+
 export class SettingsStore {
   value = $state<Settings>({ ...DEFAULT_SETTINGS });
   devices = $state<DeviceInfo[]>([]);
@@ -64,8 +108,6 @@ export class SettingsStore {
   /** Counts saves that went through (the page flashes "Saved"). */
   saves = $state(0);
 
-  microphones = $derived(this.devices.filter((d) => d.direction === 'input'));
-  speakers = $derived(this.devices.filter((d) => d.direction === 'output'));
   ringtone = $derived(parseRingtone(this.value.ringtone));
 
   constructor(private readonly backend: SettingsBackend) {}

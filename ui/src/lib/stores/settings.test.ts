@@ -3,7 +3,7 @@
 import { describe, expect, test } from 'vitest';
 import type { Settings } from '../bindings/Settings';
 import { fakeBackend } from '../testing/fakeBackend';
-import { customRingtone, DEFAULT_SETTINGS, parseRingtone, SettingsStore } from './settings.svelte';
+import { customRingtone, DEFAULT_SETTINGS, deviceChoices, fileName, parseRingtone, ringtoneChoices, SettingsStore } from './settings.svelte';
 
 describe('settings', () => {
   test('ringtone sources', () => {
@@ -11,6 +11,50 @@ describe('settings', () => {
     expect(parseRingtone('custom:/home/me/ring.ogg')).toEqual({ kind: 'custom', path: '/home/me/ring.ogg' });
     expect(parseRingtone('custom:C:\\ring:1.wav')).toEqual({ kind: 'custom', path: 'C:\\ring:1.wav' });
     expect(customRingtone('  /tmp/a.wav ')).toBe('custom:/tmp/a.wav');
+  });
+
+  test('the ringtone picker always lists and selects the current setting', () => {
+    const bundled = [
+      { source: 'bundled:classic', name: 'classic' },
+      { source: 'bundled:chime', name: 'chime' },
+    ];
+    const selected = (choices: { value: string; selected: boolean }[]) => choices.filter((c) => c.selected).map((c) => c.value);
+    expect(ringtoneChoices(bundled, 'bundled:chime').map((c) => c.value)).toEqual(['bundled:classic', 'bundled:chime']);
+    expect(selected(ringtoneChoices(bundled, 'bundled:chime'))).toEqual(['bundled:chime']);
+    // A file of one's own: one more entry, named by its file, selected.
+    const custom = ringtoneChoices(bundled, 'custom:/tmp/.tmpA1/my ringtone.wav');
+    expect(custom).toHaveLength(3);
+    expect(custom[2]).toEqual({ value: 'custom:/tmp/.tmpA1/my ringtone.wav', label: 'my ringtone.wav', selected: true, custom: true, title: '/tmp/.tmpA1/my ringtone.wav' });
+    expect(selected(custom)).toEqual(['custom:/tmp/.tmpA1/my ringtone.wav']);
+    // Bundled names not loaded (yet, or the command failed): the setting is still shown.
+    expect(ringtoneChoices([], 'bundled:classic')).toEqual([{ value: 'bundled:classic', label: 'classic', selected: true }]);
+    expect(fileName('C:\\Users\\me\\ring.ogg')).toBe('ring.ogg');
+    expect(fileName('/a/b/')).toBe('b');
+    expect(fileName('ring.ogg')).toBe('ring.ogg');
+  });
+
+  test('a device picker starts with the system default, selected while the setting is null', () => {
+    const devices = [
+      { id: 'alsa:default', name: 'Default', direction: 'input' as const, is_default: true },
+      { id: 'alsa:usb', name: 'USB headset', direction: 'input' as const, is_default: false },
+      { id: 'alsa:default', name: 'Default', direction: 'output' as const, is_default: true },
+    ];
+    // No sound card at all (or the list failed): the default is still offered and selected.
+    expect(deviceChoices([], 'input', null)).toEqual([{ value: '', label: '', selected: true }]);
+    expect(deviceChoices(devices, 'input', null).map((c) => [c.value, c.selected])).toEqual([
+      ['', true],
+      ['alsa:default', false],
+      ['alsa:usb', false],
+    ]);
+    expect(deviceChoices(devices, 'output', 'alsa:default').map((c) => [c.value, c.selected])).toEqual([
+      ['', false],
+      ['alsa:default', true],
+    ]);
+    // A chosen device that is gone stays listed and selected, marked missing.
+    expect(deviceChoices([], 'output', 'alsa:usb')).toEqual([
+      { value: '', label: '', selected: false },
+      { value: 'alsa:usb', label: 'alsa:usb', selected: true, missing: true },
+    ]);
   });
 
   test('save sends the whole settings and keeps what Rust returns', async () => {
@@ -71,8 +115,8 @@ describe('settings', () => {
         { id: 'alsa:spk', name: 'Speaker', direction: 'output', is_default: true },
       ],
     });
-    expect(store.microphones.map((d) => d.id)).toEqual(['alsa:mic']);
-    expect(store.speakers.map((d) => d.id)).toEqual(['alsa:spk']);
+    expect(deviceChoices(store.devices, 'input', null).map((c) => c.value)).toEqual(['', 'alsa:mic']);
+    expect(deviceChoices(store.devices, 'output', null).map((c) => c.value)).toEqual(['', 'alsa:spk']);
     store.handle({ event: 'device_fallback', direction: 'input', error: null });
     expect(store.error?.code).toBe('ringtone_undecodable');
     store.handle({ event: 'device_fallback', direction: 'output', error: 'no card' });
