@@ -156,9 +156,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dirs = dirs(root.path());
         assert_eq!(load_settings(&dirs), Settings::default());
-        let mut settings = Settings::default();
-        settings.ringtone = "custom:/tmp/x.wav".into();
-        settings.language = "zh".into();
+        let settings = Settings { ringtone: "custom:/tmp/x.wav".into(), language: "zh".into(), ..Settings::default() };
         save_settings(&dirs, &settings).unwrap();
         assert_eq!(load_settings(&dirs), settings);
         std::fs::write(dirs.settings_file(), "{not json").unwrap();

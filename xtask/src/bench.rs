@@ -800,7 +800,7 @@ fn app(args: &[String]) -> Result<()> {
     let mut npm = Command::new("npm");
     npm.args(["run", "build"]).current_dir(root.join("ui"));
     let mut build = crate::workspace::cargo_command()?;
-    build.args(["build", "--release", "--locked", "-p", "hark-desktop", "-p", "hark-e2e", "--bin", "hark-appbench"]);
+    build.args(["build", "--release", "--locked", "-p", "hark-desktop", "-p", "hark-e2e"]);
     for mut step in [npm, build] {
         println!("xtask: {}", crate::workspace::describe(&step));
         if !step.status()?.success() {
@@ -817,14 +817,19 @@ fn app(args: &[String]) -> Result<()> {
         .stderr(Stdio::inherit())
         .output()
         .context("running hark-appbench")?;
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    // Only the bench's own lines: the session bus and X server also write to stdout.
+    let printed: String = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("hark-appbench") || line.starts_with("  "))
+        .map(|line| format!("{line}\n"))
+        .collect();
     print!("{printed}");
     if !output.status.success() {
         bail!("hark-appbench failed");
     }
     if !no_record {
         let section = format!(
-            "## Desktop app (cargo xtask bench app)\n\nRecorded {} UTC on this machine (2 cores, Xvfb, software rendering), release build, \
+            "## Desktop app (cargo xtask bench app)\n\nRecorded {} on this machine (2 cores, Xvfb, software rendering), release build, \
              first-run folders, the built-in server and echo service in the app process.\n\n```\n{}```\n",
             utc_now(),
             printed

@@ -112,13 +112,14 @@ async fn main() -> Result<()> {
         Ok(resumed.lines().find(|l| l.contains("contacts listed")).and_then(|l| l.split("since_launch_ms=").nth(1)).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()))
     })
     .await?;
-    // Let the web process finish loading and settle.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Idle means settled: the web process done loading, and the app's periodic heap trim
+    // (every 10 s) has run at least once since.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let idle = memory(&app);
 
     web.type_into("[data-testid=dial-input]", "echo").await?;
     web.click_css("[data-testid=dial-audio]", SHORT).await?;
-    web.wait_text("[data-testid=call-timer]", Duration::from_secs(40), |t| t.contains("00:02")).await?;
+    web.wait_text("[data-testid=call-timer]", Duration::from_secs(40), |t| t.contains("00:12")).await?;
     let tree = app_tree(&app);
     let ticks_before: u64 = tree.iter().map(|&pid| cpu_ticks(pid)).sum();
     let measured = Instant::now();
