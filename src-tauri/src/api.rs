@@ -16,7 +16,7 @@ use ts_rs::TS;
 pub struct ApiError {
     /// A stable code: a protocol error code (`not_found`, `unauthorized`, `user_exists`, …) or one
     /// of the app's own: `not_signed_in`, `wrong_state`, `bad_argument`, `timed_out`,
-    /// `unreachable` (no server there), `engine_stopped`, `settings_io`, `ringtone_unknown`,
+    /// `unreachable` (no server there), `insecure_server` (plain http to another machine), `engine_stopped`, `settings_io`, `ringtone_unknown`,
     /// `ringtone_unreadable`, `ringtone_undecodable`, `no_device`, `cancelled`, `internal`.
     pub code: String,
     /// Words for a log or a tooltip.

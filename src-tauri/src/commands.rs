@@ -25,8 +25,8 @@ pub async fn sign_in(app: AppHandle, state: State<'_, AppState>, request: SignIn
 }
 
 #[tauri::command]
-pub async fn sign_out(state: State<'_, AppState>) -> Answer<()> {
-    state.sign_out().await;
+pub async fn sign_out(app: AppHandle, state: State<'_, AppState>) -> Answer<()> {
+    state.sign_out(&app).await;
     Ok(())
 }
 

@@ -35,7 +35,8 @@ pub struct AppState {
     /// The call ringing now, for the banner.
     pub incoming: Mutex<Option<IncomingCall>>,
     live: live::LiveOutlet,
-    fullscreen_for_call: AtomicBool,
+    /// The ringing call for which the main window was made full screen, if any.
+    fullscreen_call: Mutex<Option<String>>,
 }
 
 /// When `run` began, for the launch → contacts figure in the log.
@@ -50,6 +51,20 @@ fn note_contacts_shown() {
             tracing::info!(since_launch_ms = launched.elapsed().as_millis() as u64, "contacts listed");
         }
     }
+}
+
+/// Whether a password may be sent to `server`: over TLS, or plain HTTP to this machine only.
+fn secure_or_loopback(server: &str) -> bool {
+    if server.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = server.strip_prefix("http://") else { return false };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(host, _)| host),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn now_ms() -> i64 {
@@ -67,7 +82,7 @@ impl AppState {
             session: Arc::new(tokio::sync::Mutex::new(None)),
             incoming: Mutex::new(None),
             live: live::LiveOutlet::default(),
-            fullscreen_for_call: AtomicBool::new(false),
+            fullscreen_call: Mutex::new(None),
         }
     }
 
@@ -80,9 +95,19 @@ impl AppState {
         self.embedded_url.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Records whether the main window went full screen for a ringing call; returns the old value.
-    fn set_fullscreen_for_call(&self, on: bool) -> bool {
-        self.fullscreen_for_call.swap(on, Ordering::SeqCst)
+    /// Records that the main window went full screen for this ringing call.
+    fn set_fullscreen_call(&self, call_id: &str) {
+        *self.fullscreen_call.lock().unwrap_or_else(|p| p.into_inner()) = Some(call_id.to_owned());
+    }
+
+    /// Whether the main window was made full screen for `call_id` (any call for `None`), forgetting it.
+    fn take_fullscreen_call(&self, call_id: Option<&str>) -> bool {
+        let mut fullscreen = self.fullscreen_call.lock().unwrap_or_else(|p| p.into_inner());
+        if fullscreen.is_some() && (call_id.is_none() || fullscreen.as_deref() == call_id) {
+            *fullscreen = None;
+            return true;
+        }
+        false
     }
 
     /// The engine, if signed in.
@@ -109,6 +134,9 @@ impl AppState {
 
     fn server_for(&self, configured: Option<&str>) -> Result<(String, bool), ApiError> {
         match configured.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(server) if !secure_or_loopback(server) => {
+                Err(ApiError::new("insecure_server", "a server on another machine must be reached over https://"))
+            }
             Some(server) => Ok((server.trim_end_matches('/').to_owned(), false)),
             None => self.embedded_url().map(|url| (url, true)).ok_or_else(|| ApiError::new("unreachable", "the built-in server is not running")),
         }
@@ -123,20 +151,32 @@ impl AppState {
         let token = session::obtain_token(&server, &request.user, &request.password, request.register, request.nickname.as_deref()).await?;
         let mut session = session::start(app, &server, embedded, token.token.clone(), &self.settings()).await?;
         if request.nickname.is_some() || request.avatar.is_some() {
-            session.engine.set_profile(request.nickname.clone(), request.avatar.clone()).await?;
-            if let Some(nickname) = request.nickname {
-                session.account.nickname = nickname;
+            // The account exists and is signed in by now: a refused profile (an avatar over the
+            // server's limit, say) must not leave a running engine behind a failed sign-in.
+            match session.engine.set_profile(request.nickname.clone(), request.avatar.clone()).await {
+                Ok(()) => {
+                    if let Some(nickname) = request.nickname {
+                        session.account.nickname = nickname;
+                    }
+                    session.account.avatar = request.avatar.or(session.account.avatar);
+                }
+                Err(error) => tracing::warn!(%error, "signed in, but the profile was refused"),
             }
-            session.account.avatar = request.avatar.or(session.account.avatar);
         }
         let saved = SavedSession { server: (!embedded).then(|| server.clone()), user: session.account.user.clone(), token: token.token, expires_at: token.expires_at };
         if let Err(error) = store::save_session(&self.dirs, &saved) {
             tracing::warn!(%error, "could not remember the session");
         }
         store::save_last_user(&self.dirs, &session.account.user);
-        {
+        let settings = {
             let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
             settings.server = saved.server.clone();
+            settings.clone()
+        };
+        // The server chosen at sign-in is the one the next launch uses (and whether the
+        // built-in server starts at all).
+        if let Err(error) = store::save_settings(&self.dirs, &settings) {
+            tracing::warn!(%error, "could not save the server choice");
         }
         let account = session.account.clone();
         *slot = Some(session);
@@ -144,15 +184,18 @@ impl AppState {
         Ok(account)
     }
 
-    async fn sign_out(&self) {
+    async fn sign_out(&self, app: &tauri::AppHandle) {
         if let Some(session) = self.session.lock().await.take() {
-            session.engine.stop().await;
+            end_session(session).await;
         }
+        windows::incoming_over(app, None, false);
         store::forget_session(&self.dirs);
     }
 
-    async fn save_settings(&self, settings: Settings) -> Result<Settings, ApiError> {
+    async fn save_settings(&self, mut settings: Settings) -> Result<Settings, ApiError> {
         let before = self.settings();
+        // The server changes only by signing in to it (which checks it answers).
+        settings.server = before.server.clone();
         if settings.ringtone != before.ringtone {
             // A missing or undecodable file is refused here, with its code, and nothing is saved.
             session::check_ringtone(&settings.ringtone).await?;
@@ -174,12 +217,22 @@ impl AppState {
     /// Ends the session and the built-in server (records of live calls are written).
     async fn shutdown(&self) {
         if let Some(session) = self.session.lock().await.take() {
-            session.engine.stop().await;
+            end_session(session).await;
         }
         if let Some(server) = self.embedded.lock().await.take() {
             server.shutdown().await;
         }
     }
+}
+
+/// Leaves any call properly (so the other side is not left in a silent call until the server's
+/// reconnect grace runs out), then stops the engine.
+async fn end_session(session: session::Session) {
+    let in_call = session.engine.state().await.is_ok_and(|state| state != hark_engine::core::CallState::Idle);
+    if in_call {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), session.engine.hangup()).await;
+    }
+    session.engine.stop().await;
 }
 
 /// Resumes the remembered session at launch, holding the session lock so that `app_info` waits.
@@ -446,5 +499,20 @@ mod bindings {
         let fresh = tempfile::tempdir().unwrap();
         export_all(fresh.path());
         assert_eq!(files(&committed), files(fresh.path()), "ui/src/lib/bindings is stale: run HARK_WRITE_BINDINGS=1 cargo test -p hark-desktop bindings");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secure_or_loopback;
+
+    #[test]
+    fn passwords_go_over_tls_or_stay_on_this_machine() {
+        for ok in ["https://hark.example.org", "https://10.0.0.2:7600", "http://127.0.0.1:7600", "http://localhost:7600/", "http://[::1]:7600", "http://127.0.0.2"] {
+            assert!(secure_or_loopback(ok), "{ok}");
+        }
+        for refused in ["http://hark.example.org", "http://10.0.0.2:7600", "http://127.0.0.1.evil.example:80", "ftp://127.0.0.1", "hark.example.org"] {
+            assert!(!secure_or_loopback(refused), "{refused}");
+        }
     }
 }

@@ -25,6 +25,8 @@ use crate::AppState;
 
 /// How long sign-in waits for the server's welcome.
 const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an incoming call waits for the caller's profile before showing the user id.
+const PROFILE_WAIT: Duration = Duration::from_millis(500);
 /// Loss or round trip above which a tile shows the weak-network badge.
 const WEAK_LOSS_PERCENT: f64 = 8.0;
 const WEAK_RTT_MS: f64 = 400.0;
@@ -214,7 +216,9 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
                 continue;
             }
             EngineEvent::Call(CallEvent::IncomingCall { call_id, caller, invitees, media, .. }) => {
-                let profile = engine.profiles(vec![caller.clone()]).await.ok().and_then(|mut p| p.pop());
+                // The banner must not wait on a slow server: the user id will do.
+                let lookup = tokio::time::timeout(PROFILE_WAIT, engine.profiles(vec![caller.clone()]));
+                let profile = lookup.await.ok().and_then(Result::ok).and_then(|mut p| p.pop());
                 let incoming = IncomingCall {
                     call_id: call_id.clone(),
                     caller_name: profile.as_ref().map(|p| p.nickname.clone()).unwrap_or_else(|| caller.clone()),
@@ -228,15 +232,15 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
             }
             EngineEvent::Call(CallEvent::CallBegan { call_id, .. }) => {
                 tracing::info!(%call_id, "call connected");
-                crate::windows::incoming_over(&app, true);
+                crate::windows::incoming_over(&app, Some(call_id), true);
             }
             EngineEvent::Call(CallEvent::NotConnected { call_id, reason }) => {
                 tracing::info!(?call_id, ?reason, "call did not connect");
-                crate::windows::incoming_over(&app, false);
+                crate::windows::incoming_over(&app, call_id.as_deref(), false);
             }
             EngineEvent::Call(CallEvent::CallEnded { call_id, reason, duration_s }) => {
                 tracing::info!(%call_id, ?reason, duration_s, "call ended");
-                crate::windows::incoming_over(&app, false);
+                crate::windows::incoming_over(&app, Some(call_id), false);
             }
             EngineEvent::RingtonePlaying { kind, source } => tracing::info!(kind, %source, "ringtone playing"),
             EngineEvent::RingtoneFailed { code, message } => tracing::warn!(code, %message, "ringtone failed"),

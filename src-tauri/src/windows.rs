@@ -31,6 +31,7 @@ pub fn present_incoming(app: &AppHandle, incoming: IncomingCall) {
     let state = app.state::<AppState>();
     let presentation = state.settings().incoming;
     let caller = incoming.caller_name.clone();
+    let call_id = incoming.call_id.clone();
     *state.incoming.lock().unwrap_or_else(|p| p.into_inner()) = Some(incoming);
     set_tray_status(app, &format!("Incoming call from {caller}"));
     let main = app.get_webview_window("main");
@@ -41,11 +42,15 @@ pub fn present_incoming(app: &AppHandle, incoming: IncomingCall) {
             if let Some(main) = &main {
                 let _ = main.show();
                 let _ = main.unminimize();
-                if let Err(error) = main.set_fullscreen(true) {
-                    tracing::warn!(%error, "could not make the main window full screen");
+                // Only a window we made full screen is given back when the ring ends (not one
+                // the user had put there with F11).
+                if !main.is_fullscreen().unwrap_or(false) {
+                    match main.set_fullscreen(true) {
+                        Ok(()) => state.set_fullscreen_call(&call_id),
+                        Err(error) => tracing::warn!(%error, "could not make the main window full screen"),
+                    }
                 }
                 let _ = main.set_focus();
-                state.set_fullscreen_for_call(true);
             }
         }
     }
@@ -57,24 +62,38 @@ pub fn present_incoming(app: &AppHandle, incoming: IncomingCall) {
     }
 }
 
-/// The ring is over (answered, declined, cancelled, missed): the banner goes; a main window
-/// made full screen for the ring stays so only if the call connected.
-pub fn incoming_over(app: &AppHandle, connected: bool) {
+/// The ring of `call_id` is over (answered, declined, cancelled, missed): the banner goes; a
+/// main window made full screen for the ring stays so only if the call connected. News about
+/// another call (a late end of the previous one while a new one rings) changes nothing; `None`
+/// ends whatever rings (signing out).
+pub fn incoming_over(app: &AppHandle, call_id: Option<&str>, connected: bool) {
     let state = app.state::<AppState>();
-    *state.incoming.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    if let Some(banner) = app.get_webview_window(BANNER) {
-        if let Err(error) = banner.destroy() {
-            tracing::warn!(%error, "could not close the banner");
+    let was_ringing = {
+        let mut incoming = state.incoming.lock().unwrap_or_else(|p| p.into_inner());
+        let ringing = incoming.as_ref().map(|call| call.call_id.clone());
+        let matches = ringing.is_some() && (call_id.is_none() || ringing.as_deref() == call_id);
+        if matches {
+            *incoming = None;
+        }
+        matches
+    };
+    if was_ringing {
+        if let Some(banner) = app.get_webview_window(BANNER) {
+            if let Err(error) = banner.destroy() {
+                tracing::warn!(%error, "could not close the banner");
+            }
+        }
+        if connected {
+            // Answered (from the banner, the tray or the window): bring the call view forward.
+            if let Some(main) = app.get_webview_window("main") {
+                let _ = main.show();
+                let _ = main.unminimize();
+                let _ = main.set_focus();
+            }
         }
     }
-    if connected {
-        // Answered from the banner: bring the call view forward.
-        if let Some(main) = app.get_webview_window("main") {
-            let _ = main.show();
-            let _ = main.unminimize();
-            let _ = main.set_focus();
-        }
-    } else if state.set_fullscreen_for_call(false) {
+    // Full screen taken for a ring is given back when that call is over, or never connected.
+    if !connected && state.take_fullscreen_call(call_id) {
         if let Some(main) = app.get_webview_window("main") {
             let _ = main.set_fullscreen(false);
         }
@@ -99,6 +118,9 @@ fn open_banner(app: &AppHandle) {
         .always_on_top(true)
         .skip_taskbar(true)
         .visible_on_all_workspaces(true)
+        // Never take the keyboard from what the person is typing into: Enter or Escape meant
+        // for another app must not answer or decline. A click (or the tray) does.
+        .focused(false)
         .build();
     if let Err(error) = built {
         tracing::error!(%error, "could not open the incoming-call banner");

@@ -214,7 +214,7 @@ impl Engine {
         };
         task.pipeline.set_processing(config.processing);
         if config.watch_devices {
-            tokio::spawn(watch_devices(task.events.clone()));
+            tokio::spawn(watch_devices(task.events.downgrade()));
         }
         tokio::spawn(task.run(request_rx, signaling_rx, peer_rx, report_rx, ring_rx));
         (Engine { requests, ringtones }, event_rx)
@@ -618,14 +618,19 @@ impl EngineTask {
 }
 
 /// Polls the sound cards every second (listing them blocks for a few ms) until the engine stops.
-async fn watch_devices(events: mpsc::UnboundedSender<EngineEvent>) {
+/// Polls the sound cards every second while the engine runs. It holds only a weak sender, so
+/// the event channel closes when the engine stops (and whoever reads it sees the end).
+async fn watch_devices(events: mpsc::WeakUnboundedSender<EngineEvent>) {
     let mut watcher = Some(DeviceWatcher::new());
-    while !events.is_closed() {
+    loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if events.strong_count() == 0 {
+            return;
+        }
         let Some(mut current) = watcher.take() else { return };
         let Ok((changed, returned)) = tokio::task::spawn_blocking(move || (current.poll(), current)).await else { return };
         watcher = Some(returned);
-        if let Some(devices) = changed {
+        if let (Some(devices), Some(events)) = (changed, events.upgrade()) {
             let _ = events.send(EngineEvent::DeviceListChanged { devices });
         }
     }

@@ -200,6 +200,7 @@ export const en = {
   'error.settings_io': 'The settings could not be saved.',
   'error.ringtone_missing': 'That sound file was not found.',
   'error.ringtone_unreadable': 'That sound file could not be opened.',
+  'error.insecure_server': 'A server on another machine must use https://.',
   'error.ringtone_unknown': 'Hark has no ringtone by that name.',
   'error.ringtone_undecodable': 'That file is not a sound Hark can play.',
   'error.no_device': 'That audio device is not available.',

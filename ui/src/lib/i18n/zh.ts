@@ -201,6 +201,7 @@ export const zh: Record<MessageKey, string> = {
   'error.settings_io': '无法保存设置。',
   'error.ringtone_missing': '找不到这个声音文件。',
   'error.ringtone_unreadable': '无法打开该声音文件。',
+  'error.insecure_server': '其他机器上的服务器必须使用 https://。',
   'error.ringtone_unknown': '没有这个名称的铃声。',
   'error.ringtone_undecodable': 'Hark 无法播放这个文件。',
   'error.no_device': '这个音频设备不可用。',
