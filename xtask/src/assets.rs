@@ -46,35 +46,19 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         Some(_) => bail!("unexpected arguments {args:?}\n\n{USAGE}"),
     };
-    let directory = workspace::root()?.join("assets").join("ringtones");
-    if !check {
-        std::fs::create_dir_all(&directory).with_context(|| format!("creating {}", directory.display()))?;
-    }
+    let root = workspace::root()?.join("assets");
+    let ringtones = ASSETS.iter().map(|asset| (root.join("ringtones").join(asset.file_name), wav_bytes(&(asset.synthesize)())));
+    let icons = crate::icons::ICONS.iter().map(|(file_name, size)| (root.join("icons").join(file_name), crate::icons::png_bytes(*size)));
     let mut stale = Vec::new();
-    for asset in ASSETS {
-        let bytes = wav_bytes(&(asset.synthesize)());
-        let path = directory.join(asset.file_name);
+    for (path, bytes) in ringtones.chain(icons) {
         if check {
             if !matches_file(&path, &bytes) {
                 stale.push(path.display().to_string());
             }
             continue;
         }
-        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {} ({} bytes)", path.display(), bytes.len());
-    }
-    let icons = workspace::root()?.join("assets").join("icons");
-    if !check {
-        std::fs::create_dir_all(&icons).with_context(|| format!("creating {}", icons.display()))?;
-    }
-    for (file_name, size) in crate::icons::ICONS {
-        let bytes = crate::icons::png_bytes(*size);
-        let path = icons.join(file_name);
-        if check {
-            if !matches_file(&path, &bytes) {
-                stale.push(path.display().to_string());
-            }
-            continue;
+        if let Some(directory) = path.parent() {
+            std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
         }
         std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {} ({} bytes)", path.display(), bytes.len());
