@@ -42,6 +42,11 @@ impl Scene {
     }
 }
 
+/// Waits until the main window has left the call view (the call ended).
+async fn wait_for_call_view_to_close(web: &WebDriver) -> Result<()> {
+    wait_for("the call view to close", CALL, || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await
+}
+
 /// Seconds shown by a call timer (`MM:SS` or `H:MM:SS`, anywhere in the text).
 fn timer_seconds(text: &str) -> Option<u64> {
     let token = text.split_whitespace().find(|w| w.contains(':'))?;
@@ -85,7 +90,7 @@ async fn scenario(scene: &Scene) -> Result<()> {
     web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some_and(|s| s >= 1)).await?;
     scene.shot("03-echo-connected").await?;
     web.click_css("[data-testid=hangup]", SHORT).await?;
-    wait_for("the call view to close", CALL, || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
+    wait_for_call_view_to_close(web).await?;
 
     // hark-cli (bob) calls; the banner opens; accept by click.
     let known = web.windows().await?;
@@ -107,7 +112,7 @@ async fn scenario(scene: &Scene) -> Result<()> {
     scene.shot("05-in-call-with-bob").await?;
 
     // bob hangs up after 6 s; history lists the call with its duration.
-    wait_for("the call with bob to end", CALL, || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
+    wait_for_call_view_to_close(web).await?;
     web.click_css("[data-testid=nav-recents]", SHORT).await?;
     let row = web.wait_text("[data-testid^=history-row-]", SHORT, |t| t.contains("bob")).await?;
     // bob hung up 6 s after connecting: the record says 5 to 7 s.

@@ -797,8 +797,7 @@ fn app(args: &[String]) -> Result<()> {
         _ => bail!("unexpected arguments {args:?}\n\n{USAGE}"),
     };
     let root = crate::workspace::root()?;
-    let mut npm = Command::new("npm");
-    npm.args(["run", "build"]).current_dir(root.join("ui"));
+    let npm = crate::workspace::npm_command(&["run", "build"])?;
     let mut build = crate::workspace::cargo_command()?;
     build.args(["build", "--release", "--locked", "-p", "hark-desktop", "-p", "hark-e2e"]);
     for mut step in [npm, build] {

@@ -35,10 +35,8 @@ pub fn run(args: &[String]) -> anyhow::Result<ChildOutcome> {
     }
     system_packages::ensure_installed(system_packages::SYSTEM_PACKAGES)?;
     let root = workspace::root()?;
-    let ui = root.join("ui");
     for (what, args) in [("installing the UI's npm packages", &["ci", "--no-audit", "--no-fund"][..]), ("building the UI", &["run", "build"][..])] {
-        let mut npm = std::process::Command::new("npm");
-        npm.args(args).current_dir(&ui);
+        let mut npm = workspace::npm_command(args)?;
         println!("xtask: {what}: {}", workspace::describe(&npm));
         if let ChildOutcome::Failed(code) = workspace::run_to_completion(&mut npm)? {
             return Ok(ChildOutcome::Failed(code));

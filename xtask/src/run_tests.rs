@@ -20,15 +20,14 @@ const TAURI_DRIVER_VERSION: &str = "2.1.0";
 pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
     system_packages::ensure_installed(system_packages::SYSTEM_PACKAGES)?;
     let root = workspace::root()?;
-    let ui = root.join("ui");
 
     let mut steps: Vec<(&str, Command)> = Vec::new();
-    steps.push(("installing the UI's npm packages from ui/package-lock.json", npm(&ui, &["ci", "--no-audit", "--no-fund"])));
+    steps.push(("installing the UI's npm packages from ui/package-lock.json", workspace::npm_command(&["ci", "--no-audit", "--no-fund"])?));
     if extra_args.is_empty() {
-        steps.push(("UI type check (svelte-check)", npm(&ui, &["run", "check"])));
-        steps.push(("UI unit tests (vitest)", npm(&ui, &["test"])));
+        steps.push(("UI type check (svelte-check)", workspace::npm_command(&["run", "check"])?));
+        steps.push(("UI unit tests (vitest)", workspace::npm_command(&["test"])?));
     }
-    steps.push(("building the UI into ui/dist (the app embeds it)", npm(&ui, &["run", "build"])));
+    steps.push(("building the UI into ui/dist (the app embeds it)", workspace::npm_command(&["run", "build"])?));
     let mut cargo_test = workspace::cargo_command()?;
     cargo_test.args(["test", "--workspace", "--locked"]).env("RUST_BACKTRACE", "1");
     if extra_args.is_empty() {
@@ -38,7 +37,7 @@ pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
     }
     steps.push(("every Rust test but the end-to-end ones", cargo_test));
     if extra_args.is_empty() {
-        steps.push(("the UI in Debian Chromium (playwright-core, IPC mocked)", npm(&ui, &["run", "test:browser"])));
+        steps.push(("the UI in Debian Chromium (playwright-core, IPC mocked)", workspace::npm_command(&["run", "test:browser"])?));
         let mut build = workspace::cargo_command()?;
         build.args(["build", "--locked", "-p", "hark-desktop", "-p", "hark-cli"]);
         steps.push(("building hark-desktop and hark-cli for the end-to-end test", build));
@@ -65,11 +64,6 @@ pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
     Ok(ChildOutcome::Success)
 }
 
-fn npm(dir: &std::path::Path, args: &[&str]) -> Command {
-    let mut command = Command::new("npm");
-    command.args(args).current_dir(dir);
-    command
-}
 
 fn tauri_driver_path() -> anyhow::Result<std::path::PathBuf> {
     Ok(workspace::root()?.join("target").join("tools").join("bin").join("tauri-driver"))

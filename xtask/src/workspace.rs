@@ -48,6 +48,13 @@ pub fn cargo_command() -> anyhow::Result<Command> {
     Ok(command)
 }
 
+/// An `npm ARGS…` command that runs in the UI's folder (`ui/`).
+pub fn npm_command(args: &[&str]) -> anyhow::Result<Command> {
+    let mut command = Command::new("npm");
+    command.args(args).current_dir(root()?.join("ui"));
+    Ok(command)
+}
+
 /// Runs `command` to completion, inheriting stdin/stdout/stderr.
 pub fn run_to_completion(command: &mut Command) -> anyhow::Result<ChildOutcome> {
     let status = command
