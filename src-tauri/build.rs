@@ -1,6 +1,7 @@
 //! Generates Tauri's context and one permission per app command (`allow-<command>`), so each
 //! window's capability lists exactly the commands it may call: the banner can only read the
-//! ringing call, accept and decline.
+//! ringing call, accept and decline; the mini window can only follow the call, mute, hang up and
+//! bring the main window back.
 
 const COMMANDS: &[&str] = &[
     "app_info",
@@ -34,6 +35,8 @@ const COMMANDS: &[&str] = &[
     "choose_ringtone_file",
     "preview_ringtone",
     "stop_preview",
+    "call_replay",
+    "show_main",
 ];
 
 fn main() {

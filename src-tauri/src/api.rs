@@ -229,3 +229,25 @@ pub type UiEvent = hark_engine::engine::EngineEvent;
 
 /// Re-exported for the bindings: the call events inside [`UiEvent`].
 pub type UiCallEvent = CallEvent;
+
+/// Whether our microphone and the call's sound are muted. Sent to every window (the `mutes`
+/// event) when one of them changes it, so the call view and the mini window agree.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, TS)]
+pub struct Mutes {
+    /// Our microphone sends silence.
+    pub microphone: bool,
+    /// The others are not played.
+    pub speaker: bool,
+}
+
+/// The call going on now, for a window that opens in the middle of it: the call events so far,
+/// in order (empty when there is no call), and the mutes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, TS)]
+pub struct CallReplay {
+    /// Who we are (signed out: none), since a window opening in a call knows nothing yet.
+    pub me: Option<UserId>,
+    /// What the `engine` event carried for this call, oldest first.
+    pub events: Vec<CallEvent>,
+    /// The mutes now.
+    pub mutes: Mutes,
+}

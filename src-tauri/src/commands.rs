@@ -8,7 +8,7 @@ use hark_protocol::{CallRecord, CallSummary, Contact, Media, UserId, UserProfile
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
 
-use crate::api::{Account, ApiError, AppInfo, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
+use crate::api::{Account, ApiError, AppInfo, CallReplay, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
 use crate::session::parse_ringtone;
 use crate::AppState;
 
@@ -136,14 +136,29 @@ pub async fn clear_history(state: State<'_, AppState>) -> Answer<()> {
 }
 
 #[tauri::command]
-pub async fn mute_microphone(state: State<'_, AppState>, muted: bool) -> Answer<()> {
+pub async fn mute_microphone(app: AppHandle, state: State<'_, AppState>, muted: bool) -> Answer<()> {
     state.signed_in().await?.mute_microphone(muted);
+    crate::windows::announce_mutes(&app, state.call_log().set_mutes(Some(muted), None));
     Ok(())
 }
 
 #[tauri::command]
-pub async fn mute_speaker(state: State<'_, AppState>, muted: bool) -> Answer<()> {
+pub async fn mute_speaker(app: AppHandle, state: State<'_, AppState>, muted: bool) -> Answer<()> {
     state.signed_in().await?.mute_speaker(muted);
+    crate::windows::announce_mutes(&app, state.call_log().set_mutes(None, Some(muted)));
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn call_replay(state: State<'_, AppState>) -> Answer<CallReplay> {
+    let me = state.account().await.map(|account| account.user);
+    Ok(state.call_log().replay(me))
+}
+
+/// The mini window's way back to the call view.
+#[tauri::command]
+pub fn show_main(app: AppHandle) -> Answer<()> {
+    crate::windows::show_main(&app);
     Ok(())
 }
 

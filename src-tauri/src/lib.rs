@@ -7,6 +7,7 @@
 //! UI's TypeScript types are generated. Nothing below this crate knows Tauri.
 
 pub mod api;
+mod call_log;
 mod commands;
 pub mod embedded;
 mod live;
@@ -37,6 +38,8 @@ pub struct AppState {
     live: live::LiveOutlet,
     /// The ringing call for which the main window was made full screen, if any.
     fullscreen_call: Mutex<Option<String>>,
+    /// The call going on, for windows that open in its middle.
+    call_log: Mutex<call_log::CallLog>,
 }
 
 /// When `run` began, for the launch → contacts figure in the log.
@@ -83,6 +86,7 @@ impl AppState {
             incoming: Mutex::new(None),
             live: live::LiveOutlet::default(),
             fullscreen_call: Mutex::new(None),
+            call_log: Mutex::new(call_log::CallLog::default()),
         }
     }
 
@@ -108,6 +112,16 @@ impl AppState {
             return true;
         }
         false
+    }
+
+    /// The call log, locked (a panic elsewhere does not make it unreadable).
+    fn call_log(&self) -> std::sync::MutexGuard<'_, call_log::CallLog> {
+        self.call_log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Who is signed in.
+    async fn account(&self) -> Option<Account> {
+        self.session.lock().await.as_ref().map(|s| s.account.clone())
     }
 
     /// The engine, if signed in.
@@ -189,6 +203,8 @@ impl AppState {
             end_session(session).await;
         }
         windows::incoming_over(app, None, false);
+        *self.call_log() = call_log::CallLog::default();
+        windows::close_mini(app);
         store::forget_session(&self.dirs);
     }
 
@@ -380,15 +396,26 @@ pub fn run() {
         .on_window_event(|window, event| {
             // Closing the main window keeps Hark reachable for calls (tray "Quit" ends it),
             // unless there is no tray to bring it back from.
-            if let WindowEvent::CloseRequested { api, .. } = event {
-                if window.label() == "main" && window.app_handle().tray_by_id("hark").is_some() && std::env::var_os("HARK_QUIT_ON_CLOSE").is_none() {
-                    api.prevent_close();
-                    let _ = window.hide();
+            if window.label() != "main" {
+                return;
+            }
+            match event {
+                WindowEvent::CloseRequested { api, .. } => {
+                    if window.app_handle().tray_by_id("hark").is_some() && std::env::var_os("HARK_QUIT_ON_CLOSE").is_none() {
+                        api.prevent_close();
+                        let _ = window.hide();
+                        windows::main_window_changed(window.app_handle());
+                    }
                 }
+                // GTK reports minimising and restoring as a move and a resize.
+                WindowEvent::Moved(_) | WindowEvent::Resized(_) | WindowEvent::Focused(true) => windows::main_window_changed(window.app_handle()),
+                _ => {}
             }
         })
         .invoke_handler(tauri::generate_handler![
             commands::app_info,
+            commands::call_replay,
+            commands::show_main,
             commands::sign_in,
             commands::sign_out,
             commands::set_profile,
@@ -457,6 +484,8 @@ mod bindings {
             crate::api::AppInfo,
             crate::api::Settings,
             crate::api::IncomingCall,
+            crate::api::CallReplay,
+            crate::api::Mutes,
             crate::api::RingtoneOption,
             crate::api::LiveUpdate,
             hark_engine::engine::EngineEvent,

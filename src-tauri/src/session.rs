@@ -248,6 +248,17 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
             EngineEvent::SignInRefused { code, message } => tracing::warn!(%code, %message, "sign-in refused"),
             _ => {}
         }
+        if let EngineEvent::Call(call) = &event {
+            let state = app.state::<AppState>();
+            let over = {
+                let mut log = state.call_log();
+                log.record(call);
+                !log.in_progress()
+            };
+            if over {
+                crate::windows::close_mini(&app);
+            }
+        }
         crate::windows::on_call_event(&app, &event);
         if let Err(error) = app.emit("engine", &event) {
             tracing::warn!(%error, "could not deliver an engine event to the UI");

@@ -1,29 +1,36 @@
 //! Windows, tray and notifications: how a call reaches the person.
 //!
-//! Two windows at most, decided by memory measurements (docs/BENCHMARKS.md): each webview window
-//! costs a WebKit process of about 100 MiB, so the call view lives in the `main` window and the
-//! `incoming` banner exists only while a call rings — created on the incoming call, closed when
-//! the ring ends. The banner is small, undecorated, always on top, in the screen's top-right
-//! corner; with full-screen incoming chosen, the main window takes the screen instead (and gives
-//! it back when that call is over). A desktop notification goes out when the main window is
+//! Which windows live when was decided by measurement (docs/BENCHMARKS.md). A webview window of
+//! its own costs a WebKit web process of about 100 MiB, so the call view lives in the `main`
+//! window, and the two small windows exist only while needed and share the main window's web
+//! process (WebKit's related views) instead of starting their own:
+//! - the `incoming` banner, while a call rings: created on the incoming call, closed when the
+//!   ring ends. Small, undecorated, always on top, in the screen's top-right corner; with
+//!   full-screen incoming chosen, the main window takes the screen instead (and gives it back
+//!   when that call is over);
+//! - the `mini` window, while a call goes on and the main window is minimised or closed to the
+//!   tray: the other person, the timer, mute and hang up, floating in the bottom-right corner;
+//!   a click on it brings the call view back.
+//!
+//! Both ask the shell what is going on when they open, so it does not matter that the event
+//! that opened them went by before their page listened. A desktop notification goes out when the main window is
 //! hidden; failing to notify is logged, never fatal. The tray carries the status and a menu,
 //! since Linux trays give no clicks.
 
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::TrayIconBuilder;
-use tauri::{AppHandle, Manager, WebviewUrl, WebviewWindowBuilder};
+use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindowBuilder, Wry};
 use tauri_plugin_notification::NotificationExt;
 
-use crate::api::{IncomingCall, IncomingPresentation};
+use crate::api::{IncomingCall, IncomingPresentation, Mutes};
 use crate::AppState;
 use hark_engine::core::CallEvent;
 use hark_engine::engine::EngineEvent;
 
 /// The banner's label (its capability set allows only what a banner needs).
 pub const BANNER: &str = "incoming";
-const BANNER_WIDTH: f64 = 360.0;
-const BANNER_HEIGHT: f64 = 124.0;
-const BANNER_MARGIN: f64 = 16.0;
+/// The floating mini window's label (its capability set: follow the call, mute, hang up).
+pub const MINI: &str = "mini";
 const TRAY_ID: &str = "hark";
 
 /// Shows a ringing call the way the settings say.
@@ -106,39 +113,124 @@ fn open_banner(app: &AppHandle) {
         let _ = banner.show();
         return;
     }
-    let (x, y) = banner_position(app);
-    let built = WebviewWindowBuilder::new(app, BANNER, WebviewUrl::App("index.html".into()))
-        .title("Incoming call")
-        .inner_size(BANNER_WIDTH, BANNER_HEIGHT)
+    open_floating(app, &BANNER_WINDOW);
+}
+
+/// The main window was minimised, restored, hidden or shown: a call going on while the call
+/// view is out of sight floats as the mini window, which goes when the call view is back.
+pub fn main_window_changed(app: &AppHandle) {
+    let Some(main) = app.get_webview_window("main") else { return };
+    let out_of_sight = main.is_minimized().unwrap_or(false) || !main.is_visible().unwrap_or(true);
+    let call_shown = app.state::<AppState>().call_log().placed_or_answered();
+    if !(out_of_sight && call_shown) {
+        close_mini(app);
+    } else if app.get_webview_window(MINI).is_none() {
+        tracing::info!("call view out of sight: opening the mini window");
+        open_floating(app, &MINI_WINDOW);
+    }
+}
+
+/// Closes the mini window, if open (the call view is back, or the call is over).
+pub fn close_mini(app: &AppHandle) {
+    if let Some(mini) = app.get_webview_window(MINI) {
+        tracing::info!("closing the mini window");
+        if let Err(error) = mini.destroy() {
+            tracing::warn!(%error, "could not close the mini window");
+        }
+    }
+}
+
+/// Tells every window the mutes changed (one window's button, the others' view).
+pub fn announce_mutes(app: &AppHandle, mutes: Mutes) {
+    if let Err(error) = app.emit("mutes", mutes) {
+        tracing::warn!(%error, "could not announce the mutes");
+    }
+}
+
+/// A small undecorated window floating over everything in a corner of the screen.
+struct Floating {
+    label: &'static str,
+    title: &'static str,
+    width: f64,
+    height: f64,
+    corner: Corner,
+    margin: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Corner {
+    TopRight,
+    BottomRight,
+}
+
+const BANNER_WINDOW: Floating = Floating { label: BANNER, title: "Incoming call", width: 360.0, height: 124.0, corner: Corner::TopRight, margin: 16.0 };
+const MINI_WINDOW: Floating = Floating { label: MINI, title: "Hark call", width: 300.0, height: 84.0, corner: Corner::BottomRight, margin: 24.0 };
+
+type Builder<'a> = WebviewWindowBuilder<'a, Wry, AppHandle>;
+
+/// Opens a floating window running the UI's page, as a related view of the main window's
+/// webview so that it lives in the main window's web process: about 100 MiB less than a process
+/// of its own (docs/BENCHMARKS.md). Without a main window it gets its own process. The window is
+/// made on the main thread, where the main webview can be reached; the page asks the shell what
+/// to show, so the moment it appears does not matter.
+fn open_floating(app: &AppHandle, window: &'static Floating) {
+    let (x, y) = corner_position(app, window);
+    let page = || WebviewUrl::App("index.html".into());
+    let report = |built: tauri::Result<()>| {
+        if let Err(error) = built {
+            tracing::error!(%error, label = window.label, "could not open a window");
+        }
+    };
+    match app.get_webview_window("main").filter(|_| share_web_process()) {
+        #[cfg(target_os = "linux")]
+        Some(main) => {
+            let handle = app.clone();
+            report(main.with_webview(move |webview| {
+                report(describe(WebviewWindowBuilder::new(&handle, window.label, page()), window, x, y).with_related_view(webview.inner()).build().map(drop));
+            }));
+        }
+        _ => report(describe(WebviewWindowBuilder::new(app, window.label, page()), window, x, y).build().map(drop)),
+    }
+}
+
+fn describe<'a>(builder: Builder<'a>, window: &Floating, x: f64, y: f64) -> Builder<'a> {
+    builder
+        .title(window.title)
+        .inner_size(window.width, window.height)
         // Not `resizable(false)`: on Linux that forces at least 200 px of height (tao#561).
-        .min_inner_size(BANNER_WIDTH, BANNER_HEIGHT)
-        .max_inner_size(BANNER_WIDTH, BANNER_HEIGHT)
+        .min_inner_size(window.width, window.height)
+        .max_inner_size(window.width, window.height)
         .position(x, y)
         .decorations(false)
         .always_on_top(true)
         .skip_taskbar(true)
         .visible_on_all_workspaces(true)
         // Never take the keyboard from what the person is typing into: Enter or Escape meant
-        // for another app must not answer or decline. A click (or the tray) does.
+        // for another app must not answer or decline a call. A click (or the tray) does.
         .focused(false)
-        .build();
-    if let Err(error) = built {
-        tracing::error!(%error, "could not open the incoming-call banner");
-    }
 }
 
-/// Top-right corner of the primary monitor, in logical pixels.
-fn banner_position(app: &AppHandle) -> (f64, f64) {
+/// Whether floating windows share the main window's web process: yes, unless
+/// `HARK_RELATED_VIEWS=0` (for `cargo xtask bench app` to measure what sharing saves).
+fn share_web_process() -> bool {
+    std::env::var("HARK_RELATED_VIEWS").map_or(true, |value| value != "0")
+}
+
+/// Where `window` sits in its corner of the primary monitor, in logical pixels.
+fn corner_position(app: &AppHandle, window: &Floating) -> (f64, f64) {
     let monitor = app.primary_monitor().ok().flatten();
     match monitor {
         Some(monitor) => {
             let scale = monitor.scale_factor();
-            let width = f64::from(monitor.size().width) / scale;
             let origin_x = f64::from(monitor.position().x) / scale;
             let origin_y = f64::from(monitor.position().y) / scale;
-            (origin_x + width - BANNER_WIDTH - BANNER_MARGIN, origin_y + BANNER_MARGIN)
+            let x = origin_x + f64::from(monitor.size().width) / scale - window.width - window.margin;
+            match window.corner {
+                Corner::TopRight => (x, origin_y + window.margin),
+                Corner::BottomRight => (x, origin_y + f64::from(monitor.size().height) / scale - window.height - window.margin),
+            }
         }
-        None => (BANNER_MARGIN, BANNER_MARGIN),
+        None => (window.margin, window.margin),
     }
 }
 
@@ -212,4 +304,7 @@ pub fn show_main(app: &AppHandle) {
         let _ = main.unminimize();
         let _ = main.set_focus();
     }
+    // The call view is back in sight. (Without a window manager there is no state change to
+    // report it, so this does not wait for one.)
+    close_mini(app);
 }

@@ -326,6 +326,26 @@ fn xwd_to_rgb(dump: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
     Ok((width, height, rgb))
 }
 
+/// Starts a window manager (openbox) on the test's X display: minimising a window needs one,
+/// since it is the window manager that iconifies on the client's request.
+pub fn start_window_manager(log: &Path) -> Result<Guarded> {
+    spawn_logged(Path::new("openbox"), &["--sm-disable"], &[], log)
+}
+
+/// Asks the window manager to minimise every top-level window titled exactly `title`, as a
+/// click on a title bar's minimise button does. Without a window manager nothing happens.
+pub fn minimise_windows_titled(title: &str) -> Result<()> {
+    let pattern = format!("^{title}$");
+    let status = Command::new("xdotool")
+        .args(["search", "--name", &pattern, "windowminimize", "%@"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running xdotool")?;
+    anyhow::ensure!(status.success(), "xdotool found no window titled {title:?}");
+    Ok(())
+}
+
 /// Starts `program` with `args` and `envs`, output to `log`.
 pub fn spawn_logged(program: &Path, args: &[&str], envs: &[(&str, String)], log: &Path) -> Result<Guarded> {
     let out = std::fs::File::create(log)?;

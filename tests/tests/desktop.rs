@@ -3,7 +3,8 @@
 //!
 //! Run by `cargo xtask test` inside `dbus-run-session -- xvfb-run`, after it has built the app
 //! (with the UI) and hark-cli. Screenshots of each step go to `target/e2e/`. The scenario: sign
-//! up; call the echo service and reach connected; hark-cli calls the app, the banner window
+//! up; call the echo service and reach connected; minimise the window (through openbox) and
+//! follow the call in the mini window, mute there, come back; hark-cli calls the app, the banner window
 //! appears, accept by click, the call view shows the caller and a running timer, hark-cli hangs
 //! up, history lists the call with its duration; a custom ringtone file typed into settings is
 //! what rings at the next incoming call (read from the app's log, where the engine reports
@@ -89,6 +90,36 @@ async fn scenario(scene: &Scene) -> Result<()> {
     web.wait("[data-testid=call-view]", SHORT).await?;
     web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some_and(|s| s >= 1)).await?;
     scene.shot("03-echo-connected").await?;
+
+    // Minimised mid-call through a window manager, as a person would: the mini window floats
+    // with the call; muting there shows in the call view; a click on it brings the call back.
+    let _window_manager = hark_e2e::start_window_manager(&scene.app.home.path().join("openbox.log"))?;
+    let known = web.windows().await?;
+    // The window manager takes a moment to start managing: ask again until the mini window shows.
+    let mini = wait_for("the mini window", CALL, || async {
+        hark_e2e::minimise_windows_titled("Hark")?;
+        let shown = web.wait_new_window(&known, Duration::from_secs(2)).await;
+        Ok(shown.ok())
+    })
+    .await?;
+    web.switch_to(&mini).await?;
+    web.wait_text("[data-testid=mini-name]", SHORT, |t| t.to_lowercase().contains("echo")).await?;
+    web.wait_text("[data-testid=mini-status]", SHORT, |t| timer_seconds(t).is_some_and(|s| s >= 1)).await?;
+    scene.shot("03b-minimised-mini-window").await?;
+    web.click_css("[data-testid=mini-mute]", SHORT).await?;
+    web.wait("[data-testid=mini-mute][aria-pressed=true]", SHORT).await?;
+    web.switch_to(&main).await?;
+    web.wait("[data-testid=mute-mic][aria-pressed=true]", SHORT).await?;
+    web.switch_to(&mini).await?;
+    // The click closes the mini window, which WebDriver may report as 404.
+    if let Err(error) = web.click_css("[data-testid=mini-back]", SHORT).await {
+        anyhow::ensure!(error.to_string().contains("no such window"), "back to the call: {error}");
+    }
+    web.switch_to(&main).await?;
+    wait_for("the mini window to close", SHORT, || async { Ok((!web.windows().await?.contains(&mini)).then_some(())) }).await?;
+    web.click_css("[data-testid=mute-mic]", SHORT).await?;
+    web.wait("[data-testid=mute-mic][aria-pressed=false]", SHORT).await?;
+    scene.shot("03c-call-view-back").await?;
     web.click_css("[data-testid=hangup]", SHORT).await?;
     wait_for_call_view_to_close(web).await?;
 

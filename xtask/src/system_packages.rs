@@ -38,6 +38,9 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "xvfb",
     "xauth",
     "x11-apps",
+    // A window manager and a way to minimise through it, for the mini window's test.
+    "openbox",
+    "xdotool",
     "dbus",
     "dbus-x11",
 ];

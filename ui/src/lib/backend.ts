@@ -11,12 +11,14 @@ import { getCurrentWindow } from '@tauri-apps/api/window';
 import type { Account } from './bindings/Account';
 import type { AppInfo } from './bindings/AppInfo';
 import type { CallRecord } from './bindings/CallRecord';
+import type { CallReplay } from './bindings/CallReplay';
 import type { CallSummary } from './bindings/CallSummary';
 import type { Contact } from './bindings/Contact';
 import type { DeviceInfo } from './bindings/DeviceInfo';
 import type { IncomingCall } from './bindings/IncomingCall';
 import type { LiveUpdate } from './bindings/LiveUpdate';
 import type { Media } from './bindings/Media';
+import type { Mutes } from './bindings/Mutes';
 import type { RingtoneOption } from './bindings/RingtoneOption';
 import type { Settings } from './bindings/Settings';
 import type { SignInRequest } from './bindings/SignInRequest';
@@ -25,7 +27,7 @@ import { toApiError } from './errors';
 import { normalizeEvent, type AppEvent } from './events';
 
 /** Which window this page runs in. */
-export type WindowLabel = 'main' | 'incoming';
+export type WindowLabel = 'main' | 'incoming' | 'mini';
 
 async function command<T>(name: string, args?: Record<string, unknown>): Promise<T> {
   try {
@@ -56,6 +58,10 @@ export const backend = {
   activeCalls: () => command<CallSummary[]>('active_calls'),
   muteMicrophone: (muted: boolean) => command<null>('mute_microphone', { muted }),
   muteSpeaker: (muted: boolean) => command<null>('mute_speaker', { muted }),
+  /** The call going on, as its events so far: for a window that opens in its middle. */
+  callReplay: () => command<CallReplay>('call_replay'),
+  /** Brings the main window (and its call view) back; the mini window uses it. */
+  showMain: () => command<null>('show_main'),
 
   history: () => command<CallRecord[]>('history'),
   deleteHistory: (callIds: string[]) => command<null>('delete_history', { callIds }),
@@ -86,9 +92,15 @@ export const backend = {
     });
   },
 
+  /** The mutes, whenever any window changes them; resolves to a function that stops listening. */
+  onMutes: async (handler: (mutes: Mutes) => void): Promise<() => void> => {
+    return listen<Mutes>('mutes', (message) => handler(message.payload));
+  },
+
   windowLabel: (): WindowLabel => {
     try {
-      return getCurrentWindow().label === 'incoming' ? 'incoming' : 'main';
+      const label = getCurrentWindow().label;
+      return label === 'incoming' || label === 'mini' ? label : 'main';
     } catch {
       // Outside Tauri (a plain browser during `vite dev`): behave as the main window.
       return 'main';
@@ -99,6 +111,15 @@ export const backend = {
     try {
       const window = getCurrentWindow();
       await window.setFullscreen(!(await window.isFullscreen()));
+    } catch (thrown) {
+      throw toApiError(thrown);
+    }
+  },
+
+  /** Moves the window with the pointer (the mini window has no title bar to drag). */
+  startDragging: async (): Promise<void> => {
+    try {
+      await getCurrentWindow().startDragging();
     } catch (thrown) {
       throw toApiError(thrown);
     }

@@ -17,6 +17,7 @@ interface HarnessWindow {
   /** Exposed by the test (page.exposeFunction): the Rust side's answer to a command. */
   __harkInvoke(cmd: string, args: unknown): Promise<Reply>;
   __harkEmit(payload: unknown): Promise<unknown>;
+  __harkEmitTo(event: string, payload: unknown): Promise<unknown>;
   __harkLive(update: unknown): void;
 }
 
@@ -43,7 +44,8 @@ mockIPC(
   { shouldMockEvents: true },
 );
 
-page.__harkEmit = (payload) => page.__TAURI_INTERNALS__.invoke('plugin:event|emit', { event: 'engine', payload });
+page.__harkEmitTo = (event, payload) => page.__TAURI_INTERNALS__.invoke('plugin:event|emit', { event, payload });
+page.__harkEmit = (payload) => page.__harkEmitTo('engine', payload);
 page.__harkLive = (message) => {
   if (live) page.__TAURI_INTERNALS__.runCallback(live.id, { index: liveIndex++, message });
 };

@@ -123,6 +123,8 @@ export class Scenario {
       clear_history: null,
       mute_microphone: null,
       mute_speaker: null,
+      call_replay: { me: 'me', events: [], mutes: { microphone: false, speaker: false } },
+      show_main: null,
       devices: [
         { id: 'alsa:default', name: 'Default microphone', direction: 'input', is_default: true },
         { id: 'alsa:usb', name: 'USB headset', direction: 'input', is_default: false },
@@ -143,6 +145,7 @@ export class Scenario {
       preview_ringtone: null,
       stop_preview: null,
       'plugin:window|close': null,
+      'plugin:window|start_dragging': null,
       'plugin:window|is_fullscreen': false,
       'plugin:window|set_fullscreen': null,
       ...replies,
@@ -195,6 +198,11 @@ export function screenshot(page, name) {
 /** Sends an engine event (as serde would shape it) into the page. */
 export function emit(page, payload) {
   return page.evaluate((p) => window.__harkEmit(p), payload);
+}
+
+/** Sends the shell's `mutes` event (another window changed them) into the page. */
+export function emitMutes(page, mutes) {
+  return page.evaluate((m) => window.__harkEmitTo('mutes', m), mutes);
 }
 
 /** Sends a live-channel update into the page. */

@@ -9,6 +9,7 @@ import {
   Scenario,
   buildHarness,
   emit,
+  emitMutes,
   launchChromium,
   live,
   openApp,
@@ -651,6 +652,80 @@ describe('profile picture', () => {
       await form.getByRole('button', { name: 'Remove' }).click();
       await form.locator('img').waitFor({ state: 'detached' });
       assert.equal((await form.locator('.avatar').textContent()).trim(), 'M');
+    });
+  });
+});
+
+describe('mini window', () => {
+  const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+  const inCall = (invitees, mutes = { microphone: false, speaker: false }) => ({
+    me: 'me',
+    events: [
+      { event: 'dialing', call_id: 'c7', invitees },
+      { event: 'call_began', call_id: 'c7', media: 'audio', connected_at: t0 - 65_000 },
+      ...invitees.map((user) => ({ event: 'user_joined', user })),
+    ],
+    mutes,
+  });
+  const inside = async (page, ids, width, height) => {
+    for (const id of ids) {
+      const b = await page.getByTestId(id).boundingBox();
+      assert.ok(b.x >= 0 && b.y >= 0 && b.x + b.width <= width && b.y + b.height <= height, `${id} is inside the window`);
+    }
+  };
+
+  test('who, the running timer, mute kept in step with the main window, back to the call, hang up', async () => {
+    const scenario = new Scenario({ replies: { call_replay: inCall(['alice']) } });
+    await withApp(scenario, { label: 'mini', viewport: { width: 300, height: 84 }, clockAt: t0 }, async (page) => {
+      await waitText(page, 'mini-name', 'Alice');
+      await waitText(page, 'mini-status', '01:05');
+      await page.clock.runFor(2000);
+      await waitText(page, 'mini-status', '01:07');
+      await inside(page, ['mini-back', 'mini-mute', 'mini-hangup'], 300, 84);
+      assert.equal(await page.getByTestId('mini').getAttribute('data-tauri-drag-region'), '', 'the window drags by its background');
+      await screenshot(page, '13-mini-window');
+
+      const mute = page.getByTestId('mini-mute');
+      assert.equal(await mute.getAttribute('aria-pressed'), 'false');
+      await mute.click();
+      await until(() => scenario.callsOf('mute_microphone').length === 1, 'mute_microphone');
+      assert.deepEqual(scenario.callsOf('mute_microphone')[0], { muted: true });
+      assert.equal(await mute.getAttribute('aria-pressed'), 'true');
+      assert.equal(await mute.getAttribute('aria-label'), 'Unmute microphone');
+      // Unmuted in the main window's call view: this one follows.
+      await emitMutes(page, { microphone: false, speaker: false });
+      await page.locator('[data-testid="mini-mute"][aria-pressed="false"]').waitFor();
+
+      await page.getByTestId('mini-back').click();
+      await until(() => scenario.callsOf('show_main').length === 1, 'show_main');
+      await page.getByTestId('mini-hangup').click();
+      await until(() => scenario.callsOf('hang_up').length === 1, 'hang_up');
+    });
+  });
+
+  test('a group call names the first person and how many more; a long name is cut, the count and buttons stay in', async () => {
+    const scenario = new Scenario({
+      replies: {
+        call_replay: inCall(['maxi', 'bob', 'carol'], { microphone: true, speaker: false }),
+        profiles: ({ users }) => users.map((user) => ({ user, nickname: user === 'maxi' ? 'Maximiliana Wolfeschlegelstein' : user, avatar: null })),
+      },
+    });
+    await withApp(scenario, { label: 'mini', viewport: { width: 300, height: 84 }, clockAt: t0 }, async (page) => {
+      await waitText(page, 'mini-name', 'Maximiliana Wolfeschlegelstein');
+      assert.equal(await text(page, 'mini-more'), '+2');
+      assert.match(await page.getByTestId('mini-back').getAttribute('aria-label'), /Maximiliana Wolfeschlegelstein and 2 more/);
+      const cut = await page.getByTestId('mini-name').evaluate((n) => n.scrollWidth > n.clientWidth && getComputedStyle(n).textOverflow === 'ellipsis');
+      assert.ok(cut, 'the name ends in an ellipsis');
+      assert.equal(await page.getByTestId('mini-mute').getAttribute('aria-pressed'), 'true', 'muted before it opened');
+      await inside(page, ['mini-back', 'mini-more', 'mini-mute', 'mini-hangup'], 300, 84);
+      await screenshot(page, '13b-mini-window-group');
+    });
+  });
+
+  test('opened after the call ended, it closes itself', async () => {
+    const scenario = new Scenario();
+    await withApp(scenario, { label: 'mini', viewport: { width: 300, height: 84 } }, async () => {
+      await until(() => scenario.callsOf('plugin:window|close').length === 1, 'the mini window to close');
     });
   });
 });

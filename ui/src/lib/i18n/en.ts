@@ -136,6 +136,10 @@ export const en = {
   'join.many': '{count} people are in a call',
   'join.join': 'Join',
 
+  'mini.label': 'Call in progress',
+  'mini.back': 'Back to the call',
+  'mini.back_to': 'Back to the call with {name}',
+  'mini.group': '{name} and {count} more',
   'banner.label': 'Incoming call',
   'banner.group': 'Group call with {count} people',
   'banner.keys': 'Enter to accept, Escape to decline',

@@ -137,6 +137,10 @@ export const zh: Record<MessageKey, string> = {
   'join.many': '{count} 人正在通话',
   'join.join': '加入',
 
+  'mini.label': '通话中',
+  'mini.back': '返回通话',
+  'mini.back_to': '返回与 {name} 的通话',
+  'mini.group': '{name} 等 {count} 人',
   'banner.label': '来电',
   'banner.group': '{count} 人的多人通话',
   'banner.keys': '按 Enter 接听，按 Esc 拒绝',

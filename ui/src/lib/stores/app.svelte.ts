@@ -54,6 +54,7 @@ export class HarkApp {
       this.fatal = toApiError(thrown).message;
       return;
     }
+    await this.catchUp();
     await this.backend.watchLive((update) => {
       this.call.live(update);
       this.settings.live(update);
@@ -61,6 +62,23 @@ export class HarkApp {
     // Missed calls from before this start are not news.
     this.history.markSeen(this.clock.now());
     if (this.session.account) this.afterSignIn();
+  }
+
+  /**
+   * A call that rang or went on before this page listened (the page loaded while a call rang, or
+   * the main window was reopened mid-call) is replayed into the call view; mutes changed in the
+   * mini window reach this one.
+   */
+  private async catchUp(): Promise<void> {
+    try {
+      await this.backend.onMutes((mutes) => {
+        if (this.call.busy) this.call.applyMutes(mutes);
+      });
+      this.call.replay(await this.backend.callReplay());
+      if (this.call.busy) void this.people.want([this.call.caller ?? '', ...this.call.peers.map((p) => p.user)]);
+    } catch {
+      // Nothing to catch up with, or the shell refused: live events still arrive.
+    }
   }
 
   async signIn(request: SignInRequest): Promise<boolean> {

@@ -90,3 +90,30 @@ describe('app wiring', () => {
     expect(app.fatal).toBe('Command app_info not found');
   });
 });
+
+describe('a main window opened in the middle of a call', () => {
+  test('replays the call and follows mutes changed elsewhere', async () => {
+    const backend = fakeBackend({
+      appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }),
+      callReplay: async () => ({
+        me: 'me',
+        events: [
+          { event: 'dialing', call_id: 'c9', invitees: ['bob'] },
+          { event: 'call_began', call_id: 'c9', media: 'audio', connected_at: Date.UTC(2026, 10, 20, 8, 59, 30) },
+        ],
+        mutes: { microphone: true, speaker: false },
+      }),
+    });
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    await settle();
+    expect(app.call.phase).toBe('connected');
+    expect(app.callVisible).toBe(true);
+    expect(app.call.timerText).toBe('00:30');
+    expect(app.call.micMuted).toBe(true);
+    expect(backend.callsOf('profiles').flat(2)).toContain('bob');
+    backend.mutes({ microphone: false, speaker: true });
+    expect(app.call.micMuted).toBe(false);
+    expect(app.call.speakerMuted).toBe(true);
+  });
+});

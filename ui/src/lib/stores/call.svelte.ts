@@ -10,10 +10,12 @@
 
 import type { ApiError } from '../bindings/ApiError';
 import type { CallEvent } from '../bindings/CallEvent';
+import type { CallReplay } from '../bindings/CallReplay';
 import type { CallSummary } from '../bindings/CallSummary';
 import type { EndReason } from '../bindings/EndReason';
 import type { LiveUpdate } from '../bindings/LiveUpdate';
 import type { Media } from '../bindings/Media';
+import type { Mutes } from '../bindings/Mutes';
 import type { NotConnectedReason } from '../bindings/NotConnectedReason';
 import type { Backend } from '../backend';
 import type { Clock, TimerId } from '../clock';
@@ -294,6 +296,24 @@ export class CallStore {
     } catch (thrown) {
       this.refused(toApiError(thrown));
     }
+  }
+
+  /**
+   * Catches up with a call that began before this window listened (the mini window, a main window
+   * opened from the tray mid-call): its events so far, then the mutes. An event that also arrived
+   * live is harmless twice: the reducer ignores a second `incoming_call` while busy and the rest
+   * set what they already set.
+   */
+  replay(replay: CallReplay): void {
+    if (replay.me) this.me = replay.me;
+    for (const event of replay.events) this.handle(event);
+    if (this.busy) this.applyMutes(replay.mutes);
+  }
+
+  /** The mutes as the shell has them (another window may have changed them). */
+  applyMutes(mutes: Mutes): void {
+    this.micMuted = mutes.microphone;
+    this.speakerMuted = mutes.speaker;
   }
 
   toggleMicrophone(): Promise<void> {

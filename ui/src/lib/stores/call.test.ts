@@ -394,3 +394,46 @@ describe('joinable calls', () => {
     expect(call.end).toEqual({ kind: 'refused', code: 'too_many_participants' });
   });
 });
+
+describe('catching up with a call that began before the window listened', () => {
+  const began: CallEvent = { event: 'call_began', call_id: 'c1', media: 'video', connected_at: 5_000 };
+
+  test('the replayed events rebuild the call, the mutes included', () => {
+    setUp();
+    call.me = '';
+    // Connected a minute before this window opened.
+    const connectedAt = clock.now() - 60_000;
+    call.replay({ me: 'me', events: [incoming, { ...began, connected_at: connectedAt }], mutes: { microphone: true, speaker: false } });
+    expect(call.phase).toBe('connected');
+    expect(call.callId).toBe('c1');
+    // We are among the invitees: never a tile of our own.
+    expect(states()).toEqual({ alice: 'joined' });
+    expect(call.connectedAt).toBe(connectedAt);
+    expect(call.timerText).toBe('01:00');
+    expect(call.micMuted).toBe(true);
+    expect(call.speakerMuted).toBe(false);
+  });
+
+  test('an event that also came live is harmless twice', () => {
+    call.handle(incoming);
+    call.handle(began);
+    call.handle({ event: 'user_joined', user: 'carol' });
+    call.replay({ me: 'me', events: [incoming, began], mutes: { microphone: false, speaker: false } });
+    expect(call.phase).toBe('connected');
+    expect(states()).toEqual({ alice: 'joined', carol: 'joined' });
+  });
+
+  test('nothing to replay leaves the window idle and unmuted', () => {
+    call.replay({ me: 'me', events: [], mutes: { microphone: true, speaker: true } });
+    expect(call.phase).toBe('idle');
+    expect(call.micMuted).toBe(false);
+  });
+
+  test('mutes changed in another window are shown here', () => {
+    call.handle(incoming);
+    call.handle(began);
+    call.applyMutes({ microphone: false, speaker: true });
+    expect(call.speakerMuted).toBe(true);
+    expect(backend.callsOf('muteSpeaker')).toEqual([]);
+  });
+});

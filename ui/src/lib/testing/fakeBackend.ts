@@ -4,6 +4,7 @@
 import type { Backend } from '../backend';
 import type { AppEvent } from '../events';
 import type { LiveUpdate } from '../bindings/LiveUpdate';
+import type { Mutes } from '../bindings/Mutes';
 import type { Settings } from '../bindings/Settings';
 import { DEFAULT_SETTINGS } from '../stores/settings.svelte';
 
@@ -17,12 +18,15 @@ export interface FakeBackend extends Backend {
   emit(event: AppEvent): void;
   /** Sends a live update to the channel. */
   live(update: LiveUpdate): void;
+  /** Announces the mutes, as the shell does after any window changed them. */
+  mutes(mutes: Mutes): void;
 }
 
 export function fakeBackend(overrides: Partial<Backend> = {}): FakeBackend {
   const calls: Recorded[] = [];
   const listeners: ((event: AppEvent) => void)[] = [];
   const liveListeners: ((update: LiveUpdate) => void)[] = [];
+  const muteListeners: ((mutes: Mutes) => void)[] = [];
   const defaults: Backend = {
     appInfo: async () => ({ version: '0.0.0-test', embedded_server: 'http://127.0.0.1:7000', account: null, last_user: null, settings: { ...DEFAULT_SETTINGS } }),
     signIn: async (request) => ({ user: request.user, nickname: request.nickname ?? request.user, avatar: request.avatar, server: request.server ?? 'http://127.0.0.1:7000', embedded: request.server === null }),
@@ -42,6 +46,8 @@ export function fakeBackend(overrides: Partial<Backend> = {}): FakeBackend {
     activeCalls: async () => [],
     muteMicrophone: async () => null,
     muteSpeaker: async () => null,
+    callReplay: async () => ({ me: null, events: [], mutes: { microphone: false, speaker: false } }),
+    showMain: async () => null,
     history: async () => [],
     deleteHistory: async () => null,
     clearHistory: async () => null,
@@ -61,8 +67,13 @@ export function fakeBackend(overrides: Partial<Backend> = {}): FakeBackend {
       listeners.push(handler);
       return () => listeners.splice(listeners.indexOf(handler), 1);
     },
+    onMutes: async (handler) => {
+      muteListeners.push(handler);
+      return () => muteListeners.splice(muteListeners.indexOf(handler), 1);
+    },
     windowLabel: () => 'main',
     toggleFullscreen: async () => undefined,
+    startDragging: async () => undefined,
     closeWindow: async () => undefined,
   };
   const merged = { ...defaults, ...overrides } as Record<string, (...args: unknown[]) => unknown>;
@@ -81,6 +92,7 @@ export function fakeBackend(overrides: Partial<Backend> = {}): FakeBackend {
     callsOf: (name) => calls.filter((c) => c.name === name).map((c) => c.args),
     emit: (event) => listeners.forEach((listener) => listener(event)),
     live: (update) => liveListeners.forEach((listener) => listener(update)),
+    mutes: (mutes) => muteListeners.forEach((listener) => listener(mutes)),
   };
 }
 
