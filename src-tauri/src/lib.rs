@@ -313,6 +313,43 @@ pub fn tune_webkit() {
             std::env::set_var(variable, value);
         }
     }
+    if std::env::var("WEBKIT_DISABLE_DMABUF_RENDERER").is_ok_and(|value| value != "0") {
+        keep_egl_out_of_this_process();
+    }
+}
+
+/// With the DMA-BUF renderer off, this process shows the web process's frames from shared
+/// memory and never draws with EGL, yet WebKit opens an EGL display here anyway. Under Mesa that
+/// loads the driver and, for llvmpipe (and radeonsi), all of LLVM: about 20 MiB of PSS for
+/// nothing (docs/BENCHMARKS.md). The web process does need EGL (it aborts without it), so only
+/// this process is kept from it: libglvnd reads `__EGL_VENDOR_LIBRARY_FILENAMES` once, at its
+/// first call, so the variable is set, libEGL asked one harmless question, and the variable
+/// removed before any WebKit process is started with this environment. Without libglvnd or
+/// libEGL nothing changes.
+fn keep_egl_out_of_this_process() {
+    #[cfg(target_os = "linux")]
+    {
+        const VENDORS: &str = "__EGL_VENDOR_LIBRARY_FILENAMES";
+        const EGL_EXTENSIONS: i32 = 0x3055;
+        if std::env::var_os(VENDORS).is_some() {
+            return;
+        }
+        // Still single-threaded: nothing else reads the environment yet.
+        std::env::set_var(VENDORS, "/dev/null");
+        // SAFETY: dlopen/dlsym with NUL-terminated names; `eglQueryString` has this C signature
+        // and accepts EGL_NO_DISPLAY (a null pointer) for the client extensions.
+        unsafe {
+            let egl = libc::dlopen(c"libEGL.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
+            if !egl.is_null() {
+                let query = libc::dlsym(egl, c"eglQueryString".as_ptr());
+                if !query.is_null() {
+                    let query: extern "C" fn(*mut std::ffi::c_void, i32) -> *const std::ffi::c_char = std::mem::transmute(query);
+                    query(std::ptr::null_mut(), EGL_EXTENSIONS);
+                }
+            }
+        }
+        std::env::remove_var(VENDORS);
+    }
 }
 
 /// Hands freed heap back to the system every ten seconds. glibc keeps what threads free in
@@ -394,19 +431,15 @@ pub fn run() {
             Ok(())
         })
         .on_window_event(|window, event| {
-            // Closing the main window keeps Hark reachable for calls (tray "Quit" ends it),
-            // unless there is no tray to bring it back from.
             if window.label() != "main" {
                 return;
             }
             match event {
-                WindowEvent::CloseRequested { api, .. } => {
-                    if window.app_handle().tray_by_id("hark").is_some() && std::env::var_os("HARK_QUIT_ON_CLOSE").is_none() {
-                        api.prevent_close();
-                        let _ = window.hide();
-                        windows::main_window_changed(window.app_handle());
-                    }
-                }
+                // Closing the main window with a tray to come back from lets the window go, and
+                // with it the WebKit web process (about 100 MiB, docs/BENCHMARKS.md): the tray,
+                // the banner or the mini window carry Hark until the tray's "Show" or an
+                // answered call makes the window anew. Without a tray, closing quits.
+                WindowEvent::Destroyed => windows::main_window_changed(window.app_handle()),
                 // GTK reports minimising and restoring as a move and a resize.
                 WindowEvent::Moved(_) | WindowEvent::Resized(_) | WindowEvent::Focused(true) => windows::main_window_changed(window.app_handle()),
                 _ => {}
@@ -457,6 +490,14 @@ pub fn run() {
         }
     };
     app.run(|handle, event| {
+        // The last window closed (not the tray's Quit, which gives a code): Hark stays in the
+        // tray, reachable for calls.
+        if let RunEvent::ExitRequested { code: None, api, .. } = &event {
+            if windows::lives_in_tray(handle) {
+                api.prevent_exit();
+                return;
+            }
+        }
         if let RunEvent::ExitRequested { .. } = event {
             let state = handle.state::<AppState>();
             tauri::async_runtime::block_on(state.shutdown());

@@ -13,7 +13,12 @@
 //!   a click on it brings the call view back.
 //!
 //! Both ask the shell what is going on when they open, so it does not matter that the event
-//! that opened them went by before their page listened. A desktop notification goes out when the main window is
+//! that opened them went by before their page listened.
+//!
+//! Closing the main window with a tray to come back to lets it go, web process and all: a
+//! softphone spends most of its life waiting in the tray, and there it costs about 100 MiB less.
+//! The tray's "Show", a second launch, the mini window or an answered call make it anew; its
+//! page replays a call in progress. A desktop notification goes out when the main window is
 //! hidden; failing to notify is logged, never fatal. The tray carries the status and a menu,
 //! since Linux trays give no clicks.
 
@@ -46,7 +51,7 @@ pub fn present_incoming(app: &AppHandle, incoming: IncomingCall) {
     match presentation {
         IncomingPresentation::Banner => open_banner(app),
         IncomingPresentation::FullScreen => {
-            if let Some(main) = &main {
+            if let Some(main) = &main_window(app) {
                 let _ = main.show();
                 let _ = main.unminimize();
                 // Only a window we made full screen is given back when the ring ends (not one
@@ -92,11 +97,7 @@ pub fn incoming_over(app: &AppHandle, call_id: Option<&str>, connected: bool) {
         }
         if connected {
             // Answered (from the banner, the tray or the window): bring the call view forward.
-            if let Some(main) = app.get_webview_window("main") {
-                let _ = main.show();
-                let _ = main.unminimize();
-                let _ = main.set_focus();
-            }
+            show_main(app);
         }
     }
     // Full screen taken for a ring is given back when that call is over, or never connected.
@@ -119,8 +120,11 @@ fn open_banner(app: &AppHandle) {
 /// The main window was minimised, restored, hidden or shown: a call going on while the call
 /// view is out of sight floats as the mini window, which goes when the call view is back.
 pub fn main_window_changed(app: &AppHandle) {
-    let Some(main) = app.get_webview_window("main") else { return };
-    let out_of_sight = main.is_minimized().unwrap_or(false) || !main.is_visible().unwrap_or(true);
+    let out_of_sight = match app.get_webview_window("main") {
+        Some(main) => main.is_minimized().unwrap_or(false) || !main.is_visible().unwrap_or(true),
+        // Closed to the tray.
+        None => true,
+    };
     let call_shown = app.state::<AppState>().call_log().placed_or_answered();
     if !(out_of_sight && call_shown) {
         close_mini(app);
@@ -297,9 +301,33 @@ async fn tray_action(app: &AppHandle, action: &str) {
     }
 }
 
-/// Brings the main window forward (tray "Show", a second launch).
-pub fn show_main(app: &AppHandle) {
+/// Whether closing the main window leaves Hark running in the tray: there is a tray, and
+/// `HARK_QUIT_ON_CLOSE` is not set (the end-to-end tests set it: Xvfb has no tray host).
+pub fn lives_in_tray(app: &AppHandle) -> bool {
+    app.tray_by_id(TRAY_ID).is_some() && std::env::var_os("HARK_QUIT_ON_CLOSE").is_none()
+}
+
+/// The main window, made anew from the app's configuration if it was closed to the tray. Its
+/// page starts like at launch and replays a call in progress (`call_replay`).
+fn main_window(app: &AppHandle) -> Option<tauri::WebviewWindow> {
     if let Some(main) = app.get_webview_window("main") {
+        return Some(main);
+    }
+    let config = app.config().app.windows.iter().find(|window| window.label == "main")?.clone();
+    tracing::info!("opening the main window again");
+    match WebviewWindowBuilder::from_config(app, &config).and_then(|builder| builder.build()) {
+        Ok(main) => Some(main),
+        Err(error) => {
+            tracing::error!(%error, "could not open the main window");
+            None
+        }
+    }
+}
+
+/// Brings the main window forward (tray "Show", a second launch, the mini window, an answered
+/// call), opening it again if it was closed to the tray.
+pub fn show_main(app: &AppHandle) {
+    if let Some(main) = main_window(app) {
         let _ = main.show();
         let _ = main.unminimize();
         let _ = main.set_focus();

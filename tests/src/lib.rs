@@ -194,6 +194,15 @@ impl WebDriver {
         self.post("/window", json!({"handle": handle})).await.map(|_| ())
     }
 
+    /// Clicks a button that closes its own window (the banner's answers, the mini window's):
+    /// WebDriver may then report the click's window as gone, which is the click working.
+    pub async fn click_closing_window(&self, css: &str, within: Duration) -> Result<()> {
+        match self.click_css(css, within).await {
+            Err(error) if !error.to_string().contains("no such window") => Err(error.context(format!("clicking {css}"))),
+            _ => Ok(()),
+        }
+    }
+
     /// Waits for a window that is not in `known` and gives its handle (the handle list is not
     /// in creation order, so new windows are found by difference).
     pub async fn wait_new_window(&self, known: &[String], within: Duration) -> Result<String> {
@@ -223,6 +232,16 @@ pub struct AppUnderTest {
 impl AppUnderTest {
     /// Starts tauri-driver with the app's environment; the app starts with each [`Self::session`].
     pub fn prepare(tauri_driver: &Path) -> Result<AppUnderTest> {
+        AppUnderTest::start_driver(tauri_driver, true)
+    }
+
+    /// Like [`Self::prepare`], but closing the main window leaves the app in the tray (the
+    /// tray icon is created under Xvfb even with no tray host to show it).
+    pub fn prepare_keeping_tray(tauri_driver: &Path) -> Result<AppUnderTest> {
+        AppUnderTest::start_driver(tauri_driver, false)
+    }
+
+    fn start_driver(tauri_driver: &Path, quit_on_close: bool) -> Result<AppUnderTest> {
         let home = tempfile::tempdir()?;
         let app_port = free_port()?;
         let (driver_port, native_port) = (free_port()?, free_port()?);
@@ -234,10 +253,11 @@ impl AppUnderTest {
             ("HARK_EMBEDDED_LISTEN", format!("127.0.0.1:{app_port}")),
             // No sound is made; the engine still decodes and reports what would ring.
             ("HARK_SILENT_RINGTONES", "1".into()),
-            // No tray host under Xvfb: closing the window must end the app.
-            ("HARK_QUIT_ON_CLOSE", "1".into()),
             ("RUST_LOG", "info".into()),
         ];
+        // No tray host under Xvfb to bring the window back from: closing it ends the app.
+        let quit = quit_on_close.then(|| ("HARK_QUIT_ON_CLOSE", "1".to_owned()));
+        let envs: Vec<(&str, String)> = envs.into_iter().chain(quit).collect();
         let tauri_driver = spawn_logged(
             tauri_driver,
             &["--port", &driver_port.to_string(), "--native-port", &native_port.to_string()],
@@ -330,6 +350,14 @@ fn xwd_to_rgb(dump: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
 /// since it is the window manager that iconifies on the client's request.
 pub fn start_window_manager(log: &Path) -> Result<Guarded> {
     spawn_logged(Path::new("openbox"), &["--sm-disable"], &[], log)
+}
+
+/// Asks the window manager to close the top-level window titled exactly `title`, as its title
+/// bar's close button does.
+pub fn close_window_titled(title: &str) -> Result<()> {
+    let status = Command::new("wmctrl").args(["-F", "-c", title]).status().context("running wmctrl")?;
+    anyhow::ensure!(status.success(), "wmctrl found no window titled {title:?}");
+    Ok(())
 }
 
 /// Asks the window manager to minimise every top-level window titled exactly `title`, as a

@@ -8,7 +8,8 @@
 //! appears, accept by click, the call view shows the caller and a running timer, hark-cli hangs
 //! up, history lists the call with its duration; a custom ringtone file typed into settings is
 //! what rings at the next incoming call (read from the app's log, where the engine reports
-//! what it plays), and Escape on the banner declines it.
+//! what it plays), and Escape on the banner declines it; closed to the tray, the app answers the
+//! next call from the banner and opens its window again on the call.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,7 +58,7 @@ fn timer_seconds(text: &str) -> Option<u64> {
 async fn start() -> Result<Scene> {
     let shots = target_dir().join("e2e");
     std::fs::create_dir_all(&shots)?;
-    let app = AppUnderTest::prepare(&tauri_driver())?;
+    let app = AppUnderTest::prepare_keeping_tray(&tauri_driver())?;
     let driver = app.session(&binary("hark-desktop")?).await?;
     Ok(Scene { app, driver, shots })
 }
@@ -111,10 +112,7 @@ async fn scenario(scene: &Scene) -> Result<()> {
     web.switch_to(&main).await?;
     web.wait("[data-testid=mute-mic][aria-pressed=true]", SHORT).await?;
     web.switch_to(&mini).await?;
-    // The click closes the mini window, which WebDriver may report as 404.
-    if let Err(error) = web.click_css("[data-testid=mini-back]", SHORT).await {
-        anyhow::ensure!(error.to_string().contains("no such window"), "back to the call: {error}");
-    }
+    web.click_closing_window("[data-testid=mini-back]", SHORT).await?;
     web.switch_to(&main).await?;
     wait_for("the mini window to close", SHORT, || async { Ok((!web.windows().await?.contains(&mini)).then_some(())) }).await?;
     web.click_css("[data-testid=mute-mic]", SHORT).await?;
@@ -130,10 +128,7 @@ async fn scenario(scene: &Scene) -> Result<()> {
     web.switch_to(&banner).await?;
     web.wait_text("[data-testid=banner-caller]", SHORT, |t| t.contains("bob")).await?;
     scene.shot("04-banner").await?;
-    // The click closes the banner's own window, which WebDriver may report as 404.
-    if let Err(error) = web.click_css("[data-testid=banner-accept]", SHORT).await {
-        anyhow::ensure!(error.to_string().contains("no such window"), "accept: {error}");
-    }
+    web.click_closing_window("[data-testid=banner-accept]", SHORT).await?;
     web.switch_to(&main).await?;
     web.wait("[data-testid=tile-bob]", CALL).await?;
     let first = web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some()).await?;
@@ -190,5 +185,26 @@ async fn scenario(scene: &Scene) -> Result<()> {
         Ok(log.contains("rejected").then_some(()))
     })
     .await?;
+
+    // Closed to the tray: the window goes (and its web process with it); Hark stays for calls.
+    // bob calls: the banner comes up; answering opens the window again, on the call.
+    hark_e2e::close_window_titled("Hark")?;
+    wait_for("the main window to go", SHORT, || async { Ok((!web.windows().await?.contains(&main)).then_some(())) }).await?;
+    let known = web.windows().await?;
+    let _bob = scene.cli_call("bob", &["--duration", "5"], "bob-3.log")?;
+    let banner = web.wait_new_window(&known, CALL).await?;
+    web.switch_to(&banner).await?;
+    web.wait_text("[data-testid=banner-caller]", SHORT, |t| t.contains("bob")).await?;
+    scene.shot("09-banner-from-the-tray").await?;
+    web.click_closing_window("[data-testid=banner-accept]", SHORT).await?;
+    let reopened = wait_for("the main window to open again", CALL, || async {
+        Ok(web.windows().await?.into_iter().find(|handle| !known.contains(handle) && *handle != banner))
+    })
+    .await?;
+    web.switch_to(&reopened).await?;
+    web.wait("[data-testid=tile-bob]", CALL).await?;
+    web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some_and(|s| s >= 1)).await?;
+    scene.shot("10-reopened-on-the-call").await?;
+    wait_for_call_view_to_close(web).await?;
     Ok(())
 }

@@ -55,9 +55,12 @@ usage: cargo xtask bench call [--calls N] [--cpu-seconds S] [--quick] [--no-reco
 
 usage: cargo xtask bench app [--no-record]
 
-  the desktop app (release) under Xvfb: launch -> contacts shown, PSS and RSS over the app and
-  its WebKit processes idle and in a call, CPU in a 1:1 audio call; needs what `cargo xtask test`
-  installs (tauri-driver in target/tools).";
+  the desktop app (release) under Xvfb and openbox: launch -> contacts shown; PSS and RSS over
+  the app and its WebKit processes idle (window open), ringing (banner), in a call, in a call
+  minimised (mini window) and idle closed to the tray, with where the memory goes; CPU in a 1:1
+  audio call. Needs what `cargo xtask test` installs (tauri-driver in target/tools, openbox,
+  xdotool, wmctrl). HARK_WEBKIT_TUNING=0 or HARK_RELATED_VIEWS=0 in the environment measure
+  without the WebKit settings or with a web process per window.";
 
 /// Runs `cargo xtask bench ARGS…`; `args` is what follows `bench`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -799,7 +802,7 @@ fn app(args: &[String]) -> Result<()> {
     let root = crate::workspace::root()?;
     let npm = crate::workspace::npm_command(&["run", "build"])?;
     let mut build = crate::workspace::cargo_command()?;
-    build.args(["build", "--release", "--locked", "-p", "hark-desktop", "-p", "hark-e2e"]);
+    build.args(["build", "--release", "--locked", "-p", "hark-desktop", "-p", "hark-e2e", "-p", "hark-cli"]);
     for mut step in [npm, build] {
         println!("xtask: {}", crate::workspace::describe(&step));
         if !step.status()?.success() {
@@ -828,7 +831,7 @@ fn app(args: &[String]) -> Result<()> {
     }
     if !no_record {
         let section = format!(
-            "## Desktop app (cargo xtask bench app)\n\nRecorded {} on this machine (2 cores, Xvfb, software rendering), release build, \
+            "## Desktop app (cargo xtask bench app)\n\nRecorded {} on this machine (2 cores, Xvfb with openbox, software rendering), release build, \
              first-run folders, the built-in server and echo service in the app process.\n\n```\n{}```\n",
             utc_now(),
             printed

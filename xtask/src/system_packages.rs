@@ -38,9 +38,10 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "xvfb",
     "xauth",
     "x11-apps",
-    // A window manager and a way to minimise through it, for the mini window's test.
+    // A window manager and ways to minimise and close through it (the mini window, the tray).
     "openbox",
     "xdotool",
+    "wmctrl",
     "dbus",
     "dbus-x11",
 ];
