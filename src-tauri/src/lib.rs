@@ -220,11 +220,14 @@ impl AppState {
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings.clone();
         if let Some(engine) = self.engine().await {
             session::apply_settings(&engine, &settings).await;
-            if settings.microphone != before.microphone {
-                engine.set_microphone(session::open_microphone(settings.microphone.as_deref()));
+            let microphone = (settings.microphone != before.microphone).then(|| settings.microphone.clone());
+            let speaker = (settings.speaker != before.speaker).then(|| settings.speaker.clone());
+            let (source, sink) = session::open_sound_cards(microphone, speaker).await;
+            if let Some(source) = source {
+                engine.set_microphone(source);
             }
-            if settings.speaker != before.speaker {
-                engine.set_speaker(session::open_speaker(settings.speaker.as_deref()));
+            if let Some(sink) = sink {
+                engine.set_speaker(sink);
             }
         }
         Ok(settings)
@@ -352,6 +355,22 @@ fn keep_egl_out_of_this_process() {
     }
 }
 
+/// Fixes glibc's thresholds instead of letting them follow the program. By default, freeing one
+/// large block (a decoded ringtone, a buffer in WebKit) raises the mmap threshold to its size and
+/// the trim threshold to twice that, up to 64 MiB; a thread's arena then keeps that much free
+/// memory at its top, and `malloc_trim` does not shrink other threads' arena tops. Measured: a
+/// one-time 20 MiB that stayed in the app process from launch or the first ring
+/// (docs/BENCHMARKS.md). With fixed thresholds, blocks over 256 KiB are mapped and unmapped on
+/// their own and an arena gives back what lies free above 1 MiB.
+fn bound_heap_retention() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before other threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
 /// Hands freed heap back to the system every ten seconds. glibc keeps what threads free in
 /// their arenas for reuse; with a GTK main loop, tokio workers, WebRTC and the built-in server
 /// all allocating, that retained memory was about 40 MiB of the app process's PSS at idle
@@ -392,6 +411,7 @@ fn trim_webkit_caches(app: &tauri::App) {
 
 /// Runs the app until it quits.
 pub fn run() {
+    bound_heap_retention();
     let dirs = AppDirs::from_env();
     let _log = init_logging(&dirs);
     let launched = *LAUNCHED.get_or_init(std::time::Instant::now);

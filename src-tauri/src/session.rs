@@ -58,6 +58,8 @@ pub async fn obtain_token(server: &str, user: &str, password: &str, register: bo
 
 /// Starts an engine with `token` and waits until the server welcomes it.
 pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String, settings: &Settings) -> Result<Session, ApiError> {
+    let (source, sink) = open_sound_cards(Some(settings.microphone.clone()), Some(settings.speaker.clone())).await;
+    let devices = Devices { source: source.unwrap_or_else(|| Box::new(SilenceSource)), sink: sink.unwrap_or_else(|| Box::new(NullSink)) };
     let (engine, mut events) = Engine::start(EngineConfig {
         signaling: SignalingConfig {
             server: server.to_owned(),
@@ -67,7 +69,7 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
             extra_roots: Vec::new(),
         },
         udp_addrs: vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()],
-        devices: Devices { source: open_microphone(settings.microphone.as_deref()), sink: open_speaker(settings.speaker.as_deref()) },
+        devices,
         ring_output: ring_output(),
         processing: ProcessingSettings { echo_cancellation: settings.echo_cancellation, noise_suppression: settings.noise_suppression },
         watch_devices: true,
@@ -152,6 +154,19 @@ pub async fn check_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
             .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     }
     Ok(choice)
+}
+
+/// Opens the chosen sound cards (either may be `None`: left as it is) on a blocking thread:
+/// opening one takes tens of milliseconds, which must not hold up a runtime worker.
+pub async fn open_sound_cards(microphone: Option<Option<String>>, speaker: Option<Option<String>>) -> (Option<Box<dyn AudioSource>>, Option<Box<dyn AudioSink>>) {
+    let opened = tokio::task::spawn_blocking(move || {
+        (microphone.map(|id| open_microphone(id.as_deref())), speaker.map(|id| open_speaker(id.as_deref())))
+    })
+    .await;
+    opened.unwrap_or_else(|error| {
+        tracing::error!(%error, "opening the sound cards failed");
+        (None, None)
+    })
 }
 
 /// The microphone, or silence (logged) when there is none: calls still work, one way.

@@ -55,7 +55,7 @@ usage: cargo xtask bench call [--calls N] [--cpu-seconds S] [--quick] [--no-reco
 
 usage: cargo xtask bench app [--no-record]
 
-  the desktop app (release) under Xvfb and openbox: launch -> contacts shown; PSS and RSS over
+  the desktop app (the `desktop` profile, as `cargo xtask run` builds it) under Xvfb and openbox: launch -> contacts shown; PSS and RSS over
   the app and its WebKit processes idle (window open), ringing (banner), in a call, in a call
   minimised (mini window) and idle closed to the tray, with where the memory goes; CPU in a 1:1
   audio call. Needs what `cargo xtask test` installs (tauri-driver in target/tools, openbox,
@@ -791,7 +791,7 @@ impl Figures {
     }
 }
 
-/// `cargo xtask bench app`: builds the UI, the release app and the driver program, runs it under
+/// `cargo xtask bench app`: builds the UI, the app (`desktop` profile) and the driver program, runs it under
 /// `dbus-run-session -- xvfb-run` and records what it prints.
 fn app(args: &[String]) -> Result<()> {
     let no_record = match args {
@@ -802,7 +802,7 @@ fn app(args: &[String]) -> Result<()> {
     let root = crate::workspace::root()?;
     let npm = crate::workspace::npm_command(&["run", "build"])?;
     let mut build = crate::workspace::cargo_command()?;
-    build.args(["build", "--release", "--locked", "-p", "hark-desktop", "-p", "hark-e2e", "-p", "hark-cli"]);
+    build.args(["build", "--profile", "desktop", "--locked", "-p", "hark-desktop", "-p", "hark-e2e", "-p", "hark-cli"]);
     for mut step in [npm, build] {
         println!("xtask: {}", crate::workspace::describe(&step));
         if !step.status()?.success() {
@@ -810,7 +810,7 @@ fn app(args: &[String]) -> Result<()> {
         }
     }
     let driver = crate::run_tests::tauri_driver()?;
-    let release = root.join("target").join("release");
+    let release = root.join("target").join("desktop");
     let output = Command::new("dbus-run-session")
         .args(["--", "xvfb-run", "-a", "-s", "-screen 0 1280x800x24"])
         .arg(release.join("hark-appbench"))
@@ -831,7 +831,7 @@ fn app(args: &[String]) -> Result<()> {
     }
     if !no_record {
         let section = format!(
-            "## Desktop app (cargo xtask bench app)\n\nRecorded {} on this machine (2 cores, Xvfb with openbox, software rendering), release build, \
+            "## Desktop app (cargo xtask bench app)\n\nRecorded {} on this machine (2 cores, Xvfb with openbox, software rendering), `desktop` profile (release, optimised for size), \
              first-run folders, the built-in server and echo service in the app process.\n\n```\n{}```\n",
             utc_now(),
             printed

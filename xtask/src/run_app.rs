@@ -1,7 +1,8 @@
 //! `cargo xtask run`: build and start Hark on this machine.
 //!
 //! By default that is the desktop app: xtask installs the Debian packages and the UI's npm
-//! packages, builds the UI and `hark-desktop` (release), and starts it. With no server
+//! packages, builds the UI and `hark-desktop` (the `desktop` profile: release, optimised for
+//! size), and starts it. With no server
 //! configured the app runs its own hark-server on 127.0.0.1:7600 (data in the XDG data folder)
 //! and the echo test service, so a new user can sign up and call `echo` at once.
 //!
@@ -43,12 +44,12 @@ pub fn run(args: &[String]) -> anyhow::Result<ChildOutcome> {
         }
     }
     let mut build = workspace::cargo_command()?;
-    build.args(["build", "--release", "--locked", "-p", "hark-desktop"]);
+    build.args(["build", "--profile", "desktop", "--locked", "-p", "hark-desktop"]);
     println!("xtask: building the app: {}", workspace::describe(&build));
     if let ChildOutcome::Failed(code) = workspace::run_to_completion(&mut build)? {
         return Ok(ChildOutcome::Failed(code));
     }
-    let mut app = std::process::Command::new(root.join("target/release/hark-desktop"));
+    let mut app = std::process::Command::new(root.join("target/desktop/hark-desktop"));
     println!(
         "xtask: starting Hark ({}). With no server configured it runs its own on {DEFAULT_LISTEN} \
          and the echo test service: sign up, then dial `echo`.",
