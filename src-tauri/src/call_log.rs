@@ -10,38 +10,56 @@ use hark_engine::core::CallEvent;
 
 use crate::api::{CallReplay, Mutes};
 
-/// The events of the call in progress, from its first (`incoming_call` or `dialing`) on.
+/// The events of the call in progress, from its first (`incoming_call`, `dialing`, or for a call
+/// we joined the people already in it and `call_began`) on.
 #[derive(Debug, Default)]
 pub struct CallLog {
     events: Vec<CallEvent>,
+    /// Who joined before a call of ours began: joining one sends no event of its own first.
+    pending: Vec<CallEvent>,
     mutes: Mutes,
 }
 
+/// At most this many events are held for a call that has not begun (a group of 9 and then some).
+const MAX_PENDING: usize = 32;
+
 impl CallLog {
-    /// Takes in an event, in the order the engine sent them.
-    pub fn record(&mut self, event: &CallEvent) {
+    /// Takes in an event, in the order the engine sent them. When the event ends the call, gives
+    /// back the mutes it had: the engine keeps its own between calls, so the shell lifts them.
+    pub fn record(&mut self, event: &CallEvent) -> Option<Mutes> {
         match event {
-            CallEvent::IncomingCall { call_id, .. } => {
-                // A second call while one goes on is answered "busy" by the core; it is not ours.
-                if self.in_progress() && self.call_id() != Some(call_id.as_str()) {
-                    return;
-                }
-                self.events = vec![event.clone()];
+            // The core tells of a ringing call only when it has none, or when both sides called
+            // each other at once and it took theirs over ours: either way, this is the call now.
+            CallEvent::IncomingCall { .. } => self.start(vec![event.clone()]),
+            CallEvent::Dialing { .. } if !self.in_progress() => self.start(vec![event.clone()]),
+            CallEvent::CallBegan { .. } if !self.in_progress() => {
+                let mut events = std::mem::take(&mut self.pending);
+                events.push(event.clone());
+                self.start(events);
             }
-            CallEvent::Dialing { .. } if !self.in_progress() => self.events = vec![event.clone()],
             CallEvent::CallEnded { call_id, .. } | CallEvent::NotConnected { call_id: Some(call_id), .. }
                 if self.call_id().is_some_and(|current| current != call_id.as_str()) =>
             {
-                // The late end of an earlier call (or of the busy one) leaves this call be.
+                // The late end of an earlier call leaves this one be.
             }
             CallEvent::CallEnded { .. } | CallEvent::NotConnected { .. } => {
-                // Nothing to replay once it is over; each call starts unmuted.
-                self.events.clear();
-                self.mutes = Mutes::default();
+                self.pending.clear();
+                if self.in_progress() {
+                    // Nothing to replay once it is over; the next call starts unmuted.
+                    self.events.clear();
+                    return Some(std::mem::take(&mut self.mutes));
+                }
             }
             _ if self.in_progress() => self.events.push(event.clone()),
+            CallEvent::UserJoined { .. } | CallEvent::UsersInvited { .. } if self.pending.len() < MAX_PENDING => self.pending.push(event.clone()),
             _ => {}
         }
+        None
+    }
+
+    fn start(&mut self, events: Vec<CallEvent>) {
+        self.pending.clear();
+        self.events = events;
     }
 
     /// Whether a call rings, is being placed or goes on.
@@ -55,8 +73,9 @@ impl CallLog {
         self.events.iter().any(|event| matches!(event, CallEvent::Dialing { .. } | CallEvent::CallBegan { .. }))
     }
 
+    /// The id of the call now (the latest named: a call taken over in glare is the later one).
     fn call_id(&self) -> Option<&str> {
-        self.events.iter().find_map(|event| match event {
+        self.events.iter().rev().find_map(|event| match event {
             CallEvent::IncomingCall { call_id, .. } | CallEvent::Dialing { call_id, .. } | CallEvent::CallBegan { call_id, .. } => Some(call_id.as_str()),
             _ => None,
         })
@@ -82,10 +101,15 @@ impl CallLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hark_engine::core::NotConnectedReason;
     use hark_protocol::{EndReason, Media};
 
     fn incoming(call_id: &str) -> CallEvent {
         CallEvent::IncomingCall { call_id: call_id.into(), caller: "bob".into(), invitees: vec!["me".into()], media: Media::Audio, user_data: None }
+    }
+
+    fn began(call_id: &str) -> CallEvent {
+        CallEvent::CallBegan { call_id: call_id.into(), media: Media::Audio, connected_at: Some(1_000) }
     }
 
     #[test]
@@ -93,25 +117,60 @@ mod tests {
         let mut log = CallLog::default();
         assert!(!log.in_progress());
         // Stray news with no call going on is not a call.
-        log.record(&CallEvent::UserLeft { user: "carol".into() });
+        assert_eq!(log.record(&CallEvent::UserLeft { user: "carol".into() }), None);
         assert!(log.replay(None).events.is_empty());
 
         log.record(&incoming("c1"));
         assert!(log.in_progress() && !log.placed_or_answered(), "ringing here is the banner's, not the call view's");
-        let began = CallEvent::CallBegan { call_id: "c1".into(), media: Media::Audio, connected_at: Some(1_000) };
-        log.record(&began);
+        log.record(&began("c1"));
         assert!(log.placed_or_answered());
         assert_eq!(log.set_mutes(Some(true), None), Mutes { microphone: true, speaker: false });
-        // A second caller while this call goes on is answered busy by the core: not replayed.
-        log.record(&incoming("c2"));
-        log.record(&CallEvent::NotConnected { call_id: Some("c2".into()), reason: hark_engine::core::NotConnectedReason::Busy });
-        let replay = log.replay(None);
-        assert_eq!(replay.events, vec![incoming("c1"), began]);
+        // The late end of an earlier call changes nothing.
+        assert_eq!(log.record(&CallEvent::NotConnected { call_id: Some("c0".into()), reason: NotConnectedReason::Cancelled }), None);
+        let replay = log.replay(Some("me".into()));
+        assert_eq!(replay.events, vec![incoming("c1"), began("c1")]);
+        assert_eq!(replay.me.as_deref(), Some("me"));
         assert!(replay.mutes.microphone);
 
-        log.record(&CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 6 });
+        // Its end gives back the mutes to lift, and leaves nothing to replay.
+        let ended = log.record(&CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 6 });
+        assert_eq!(ended, Some(Mutes { microphone: true, speaker: false }));
         assert!(!log.in_progress());
         assert_eq!(log.replay(None), CallReplay::default());
+    }
+
+    #[test]
+    fn in_glare_their_call_replaces_ours() {
+        let mut log = CallLog::default();
+        let dialing = CallEvent::Dialing { call_id: "ours".into(), invitees: vec!["bob".into()] };
+        log.record(&dialing);
+        assert!(log.placed_or_answered());
+        log.record(&incoming("theirs"));
+        log.record(&began("theirs"));
+        assert_eq!(log.replay(None).events, vec![incoming("theirs"), began("theirs")]);
+        // Its end is the end of the call now, not ignored as another call's.
+        assert!(log.record(&CallEvent::CallEnded { call_id: "theirs".into(), reason: EndReason::Hangup, duration_s: 1 }).is_some());
+        assert!(!log.in_progress());
+    }
+
+    #[test]
+    fn a_joined_call_starts_with_who_was_already_there() {
+        let mut log = CallLog::default();
+        log.record(&CallEvent::UserJoined { user: "alice".into() });
+        log.record(&CallEvent::UserJoined { user: "bob".into() });
+        log.record(&began("g1"));
+        assert!(log.placed_or_answered());
+        let events = log.replay(None).events;
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2], began("g1"));
+        // Stray joins never pile up without a call.
+        let mut idle = CallLog::default();
+        for _ in 0..100 {
+            idle.record(&CallEvent::UserJoined { user: "x".into() });
+        }
+        assert!(idle.pending.len() <= MAX_PENDING);
+        idle.record(&CallEvent::NotConnected { call_id: None, reason: NotConnectedReason::Failed });
+        assert!(idle.pending.is_empty());
     }
 
     #[test]
@@ -119,11 +178,11 @@ mod tests {
         let mut log = CallLog::default();
         let dialing = CallEvent::Dialing { call_id: "c3".into(), invitees: vec!["echo".into()] };
         log.record(&dialing);
-        assert!(log.placed_or_answered());
         // Dialing again for the same call (the server naming it) adds to it.
         log.record(&dialing);
         assert_eq!(log.replay(None).events.len(), 2);
-        log.record(&CallEvent::NotConnected { call_id: Some("c3".into()), reason: hark_engine::core::NotConnectedReason::Rejected });
+        // An unmuted call gives back no mutes to lift, and still ends.
+        assert_eq!(log.record(&CallEvent::NotConnected { call_id: Some("c3".into()), reason: NotConnectedReason::Rejected }), Some(Mutes::default()));
         log.record(&incoming("c4"));
         assert_eq!(log.replay(None).events, vec![incoming("c4")]);
         assert!(!log.placed_or_answered());

@@ -162,6 +162,8 @@ impl AppState {
         if let Some(old) = slot.take() {
             old.engine.stop().await;
         }
+        // A call of the session just stopped is no call of the next one.
+        *self.call_log() = call_log::CallLog::default();
         let token = session::obtain_token(&server, &request.user, &request.password, request.register, request.nickname.as_deref()).await?;
         let mut session = session::start(app, &server, embedded, token.token.clone(), &self.settings()).await?;
         if request.nickname.is_some() || request.avatar.is_some() {
@@ -316,7 +318,12 @@ pub fn tune_webkit() {
             std::env::set_var(variable, value);
         }
     }
-    if std::env::var("WEBKIT_DISABLE_DMABUF_RENDERER").is_ok_and(|value| value != "0") {
+    // Only when nothing in this process draws with GL: not when the user turned any of these
+    // back on.
+    let no_gl_here = std::env::var("WEBKIT_DISABLE_DMABUF_RENDERER").is_ok_and(|value| value != "0")
+        && std::env::var("WEBKIT_DISABLE_COMPOSITING_MODE").is_ok_and(|value| value != "0")
+        && std::env::var("GDK_GL").is_ok_and(|value| value == "disable");
+    if no_gl_here {
         keep_egl_out_of_this_process();
     }
 }

@@ -20,7 +20,7 @@ use hark_engine::voice_processing::ProcessingSettings;
 use tauri::{AppHandle, Emitter, Manager};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::api::{Account, ApiError, IncomingCall, LiveUpdate, Settings};
+use crate::api::{Account, ApiError, IncomingCall, LiveUpdate, Mutes, Settings};
 use crate::AppState;
 
 /// How long sign-in waits for the server's welcome.
@@ -264,14 +264,16 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
             _ => {}
         }
         if let EngineEvent::Call(call) = &event {
-            let state = app.state::<AppState>();
-            let over = {
-                let mut log = state.call_log();
-                log.record(call);
-                !log.in_progress()
-            };
-            if over {
+            let ended = app.state::<AppState>().call_log().record(call);
+            if let Some(mutes) = ended {
                 crate::windows::close_mini(&app);
+                // The engine keeps its mutes between calls; the next call starts unmuted even
+                // when no window is left to say so (the main window closed to the tray).
+                if mutes != Mutes::default() {
+                    engine.mute_microphone(false);
+                    engine.mute_speaker(false);
+                    crate::windows::announce_mutes(&app, Mutes::default());
+                }
             }
         }
         crate::windows::on_call_event(&app, &event);

@@ -50,21 +50,21 @@ pub fn present_incoming(app: &AppHandle, incoming: IncomingCall) {
     let main_visible = main.as_ref().and_then(|w| w.is_visible().ok()).unwrap_or(false);
     match presentation {
         IncomingPresentation::Banner => open_banner(app),
-        IncomingPresentation::FullScreen => {
-            if let Some(main) = &main_window(app) {
+        IncomingPresentation::FullScreen => on_main_thread(app, move |app| {
+            if let Some(main) = main_window(app) {
                 let _ = main.show();
                 let _ = main.unminimize();
                 // Only a window we made full screen is given back when the ring ends (not one
                 // the user had put there with F11).
                 if !main.is_fullscreen().unwrap_or(false) {
                     match main.set_fullscreen(true) {
-                        Ok(()) => state.set_fullscreen_call(&call_id),
+                        Ok(()) => app.state::<AppState>().set_fullscreen_call(&call_id),
                         Err(error) => tracing::warn!(%error, "could not make the main window full screen"),
                     }
                 }
                 let _ = main.set_focus();
             }
-        }
+        }),
     }
     if !main_visible {
         let shown = app.notification().builder().title("Hark: incoming call").body(format!("{caller} is calling")).show();
@@ -122,8 +122,9 @@ fn open_banner(app: &AppHandle) {
 pub fn main_window_changed(app: &AppHandle) {
     let out_of_sight = match app.get_webview_window("main") {
         Some(main) => main.is_minimized().unwrap_or(false) || !main.is_visible().unwrap_or(true),
-        // Closed to the tray.
-        None => true,
+        // Closed to the tray; without a tray, closed means quitting, and nothing may hold it up.
+        None if lives_in_tray(app) => true,
+        None => false,
     };
     let call_shown = app.state::<AppState>().call_log().placed_or_answered();
     if !(out_of_sight && call_shown) {
@@ -178,22 +179,35 @@ type Builder<'a> = WebviewWindowBuilder<'a, Wry, AppHandle>;
 /// made on the main thread, where the main webview can be reached; the page asks the shell what
 /// to show, so the moment it appears does not matter.
 fn open_floating(app: &AppHandle, window: &'static Floating) {
-    let (x, y) = corner_position(app, window);
-    let page = || WebviewUrl::App("index.html".into());
-    let report = |built: tauri::Result<()>| {
-        if let Err(error) = built {
-            tracing::error!(%error, label = window.label, "could not open a window");
+    // On the main thread, where the main webview is looked up and reached in one go: from
+    // another thread the build would be queued behind a main window that may be gone by then.
+    on_main_thread(app, move |app| {
+        let (x, y) = corner_position(app, window);
+        let page = || WebviewUrl::App("index.html".into());
+        let report = |built: tauri::Result<()>| {
+            if let Err(error) = built {
+                tracing::error!(%error, label = window.label, "could not open a window");
+            }
+        };
+        match app.get_webview_window("main").filter(|_| share_web_process()) {
+            #[cfg(target_os = "linux")]
+            Some(main) => {
+                let handle = app.clone();
+                report(main.with_webview(move |webview| {
+                    report(describe(WebviewWindowBuilder::new(&handle, window.label, page()), window, x, y).with_related_view(webview.inner()).build().map(drop));
+                }));
+            }
+            _ => report(describe(WebviewWindowBuilder::new(app, window.label, page()), window, x, y).build().map(drop)),
         }
-    };
-    match app.get_webview_window("main").filter(|_| share_web_process()) {
-        #[cfg(target_os = "linux")]
-        Some(main) => {
-            let handle = app.clone();
-            report(main.with_webview(move |webview| {
-                report(describe(WebviewWindowBuilder::new(&handle, window.label, page()), window, x, y).with_related_view(webview.inner()).build().map(drop));
-            }));
-        }
-        _ => report(describe(WebviewWindowBuilder::new(app, window.label, page()), window, x, y).build().map(drop)),
+    });
+}
+
+/// Runs `work` on the main (GTK) thread: at once when called there, queued otherwise. Window
+/// creation goes through here, so two threads can never both find "no main window" and make one.
+fn on_main_thread(app: &AppHandle, work: impl FnOnce(&AppHandle) + Send + 'static) {
+    let handle = app.clone();
+    if let Err(error) = app.run_on_main_thread(move || work(&handle)) {
+        tracing::error!(%error, "could not reach the main thread");
     }
 }
 
@@ -308,7 +322,8 @@ pub fn lives_in_tray(app: &AppHandle) -> bool {
 }
 
 /// The main window, made anew from the app's configuration if it was closed to the tray. Its
-/// page starts like at launch and replays a call in progress (`call_replay`).
+/// page starts like at launch and replays a call in progress (`call_replay`). Main thread only
+/// ([`on_main_thread`]).
 fn main_window(app: &AppHandle) -> Option<tauri::WebviewWindow> {
     if let Some(main) = app.get_webview_window("main") {
         return Some(main);
@@ -327,12 +342,14 @@ fn main_window(app: &AppHandle) -> Option<tauri::WebviewWindow> {
 /// Brings the main window forward (tray "Show", a second launch, the mini window, an answered
 /// call), opening it again if it was closed to the tray.
 pub fn show_main(app: &AppHandle) {
-    if let Some(main) = main_window(app) {
-        let _ = main.show();
-        let _ = main.unminimize();
-        let _ = main.set_focus();
-    }
-    // The call view is back in sight. (Without a window manager there is no state change to
-    // report it, so this does not wait for one.)
-    close_mini(app);
+    on_main_thread(app, |app| {
+        if let Some(main) = main_window(app) {
+            let _ = main.show();
+            let _ = main.unminimize();
+            let _ = main.set_focus();
+            // The call view is back in sight. (Without a window manager there is no state
+            // change to report it, so this does not wait for one.)
+            close_mini(app);
+        }
+    });
 }

@@ -116,15 +116,6 @@ export const backend = {
     }
   },
 
-  /** Moves the window with the pointer (the mini window has no title bar to drag). */
-  startDragging: async (): Promise<void> => {
-    try {
-      await getCurrentWindow().startDragging();
-    } catch (thrown) {
-      throw toApiError(thrown);
-    }
-  },
-
   closeWindow: async (): Promise<void> => {
     try {
       await getCurrentWindow().close();

@@ -1,13 +1,15 @@
 // The main window's stores, wired together: the first `app_info`, engine events and live updates
 // dispatched to the stores that care, and what happens on sign-in and sign-out.
 
+import type { CallEvent } from '../bindings/CallEvent';
+import type { CallReplay } from '../bindings/CallReplay';
 import type { SignInRequest } from '../bindings/SignInRequest';
 import type { Backend } from '../backend';
 import type { Clock } from '../clock';
 import { toApiError } from '../errors';
 import type { AppEvent } from '../events';
 import { setLanguage } from '../i18n/index.svelte';
-import { CallStore } from './call.svelte';
+import { CallStore, liveAfterReplay } from './call.svelte';
 import { ContactsStore } from './contacts.svelte';
 import { HistoryStore } from './history.svelte';
 import { PeopleStore } from './people.svelte';
@@ -29,6 +31,8 @@ export class HarkApp {
 
   fullScreenIncoming = $derived.by(() => this.settings.value.incoming === 'full_screen');
   callVisible = $derived.by(() => this.call.showsCallView(this.fullScreenIncoming));
+  /** Call events held back while a call in progress is replayed at start; then `null`. */
+  private heldCalls: CallEvent[] | null = [];
 
   constructor(
     private readonly backend: Backend,
@@ -70,15 +74,20 @@ export class HarkApp {
    * mini window reach this one.
    */
   private async catchUp(): Promise<void> {
+    let replayed: CallReplay | null = null;
     try {
       await this.backend.onMutes((mutes) => {
         if (this.call.busy) this.call.applyMutes(mutes);
       });
-      this.call.replay(await this.backend.callReplay());
+      replayed = await this.backend.callReplay();
+      this.call.replay(replayed);
       if (this.call.busy) void this.people.want([this.call.caller ?? '', ...this.call.peers.map((p) => p.user)]);
     } catch {
       // Nothing to catch up with, or the shell refused: live events still arrive.
     }
+    const held = this.heldCalls ?? [];
+    this.heldCalls = null;
+    for (const call of liveAfterReplay(replayed?.events ?? [], held)) this.dispatch({ kind: 'call', call });
   }
 
   async signIn(request: SignInRequest): Promise<boolean> {
@@ -120,6 +129,11 @@ export class HarkApp {
   }
 
   dispatch(event: AppEvent): void {
+    if (event.kind === 'call' && this.heldCalls) {
+      // Until the replay of a call in progress is in (`catchUp`).
+      this.heldCalls.push(event.call);
+      return;
+    }
     if (event.kind === 'call') {
       const call = event.call;
       this.call.handle(call);

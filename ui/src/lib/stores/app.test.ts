@@ -1,6 +1,8 @@
 // Unit tests: the main window wiring, with a fake backend: start, events to stores, sign-in and out.
 
 import { describe, expect, test } from 'vitest';
+import type { CallEvent } from '../bindings/CallEvent';
+import type { CallReplay } from '../bindings/CallReplay';
 import { currentLanguage, setLanguage } from '../i18n/index.svelte';
 import { fakeBackend, settle } from '../testing/fakeBackend';
 import { FakeClock } from '../testing/fakeClock';
@@ -115,5 +117,31 @@ describe('a main window opened in the middle of a call', () => {
     backend.mutes({ microphone: false, speaker: true });
     expect(app.call.micMuted).toBe(false);
     expect(app.call.speakerMuted).toBe(true);
+  });
+});
+
+describe('call events while the replay is on its way', () => {
+  test('are held, and follow it without those it already holds', async () => {
+    let answer: (value: CallReplay) => void = () => undefined;
+    const backend = fakeBackend({
+      appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }),
+      callReplay: () => new Promise<CallReplay>((resolve) => (answer = resolve)),
+    });
+    const app = new HarkApp(backend, new FakeClock());
+    const started = app.start();
+    await settle();
+    const dialing: CallEvent = { event: 'dialing', call_id: 'c9', invitees: ['bob'] };
+    const began: CallEvent = { event: 'call_began', call_id: 'c9', media: 'audio', connected_at: Date.UTC(2026, 10, 20, 8, 59, 30) };
+    // Sent while the replay was being read: already in it, then news after it.
+    backend.emit({ kind: 'call', call: began });
+    backend.emit({ kind: 'call', call: { event: 'user_joined', user: 'bob' } });
+    expect(app.call.phase).toBe('idle');
+    answer({ me: 'me', events: [dialing, began], mutes: { microphone: false, speaker: false } });
+    await started;
+    expect(app.call.phase).toBe('connected');
+    expect(app.call.peers).toEqual([{ user: 'bob', state: 'joined' }]);
+    // Live from now on.
+    backend.emit({ kind: 'call', call: { event: 'call_ended', call_id: 'c9', reason: 'hangup', duration_s: 31 } });
+    expect(app.call.phase).toBe('ended');
   });
 });

@@ -55,6 +55,21 @@ export type CallBackend = Pick<
   'placeCall' | 'acceptCall' | 'rejectCall' | 'hangUp' | 'inviteMore' | 'joinCall' | 'activeCalls' | 'muteMicrophone' | 'muteSpeaker'
 >;
 
+/**
+ * The live call events to apply after a replay: those that arrived while it was on its way, less
+ * the ones it already holds (the longest run that ends the replay and starts the live list).
+ * Applying an event twice is not harmless (a second `dialing` restarts the call's view), and
+ * applying a live end before the replay would bring an ended call back.
+ */
+export function liveAfterReplay(replayed: readonly CallEvent[], live: readonly CallEvent[]): CallEvent[] {
+  const key = (event: CallEvent) => JSON.stringify(event);
+  for (let overlap = Math.min(replayed.length, live.length); overlap > 0; overlap--) {
+    const tail = replayed.slice(replayed.length - overlap).map(key);
+    if (tail.every((k, i) => k === key(live[i]))) return live.slice(overlap);
+  }
+  return [...live];
+}
+
 export class CallStore {
   phase = $state<CallPhase>('idle');
   callId = $state<string | null>(null);
@@ -300,9 +315,8 @@ export class CallStore {
 
   /**
    * Catches up with a call that began before this window listened (the mini window, a main window
-   * opened from the tray mid-call): its events so far, then the mutes. An event that also arrived
-   * live is harmless twice: the reducer ignores a second `incoming_call` while busy and the rest
-   * set what they already set.
+   * opened from the tray mid-call): its events so far, then the mutes. Live events that arrived
+   * while the replay was on its way follow it, through `liveAfterReplay`.
    */
   replay(replay: CallReplay): void {
     if (replay.me) this.me = replay.me;

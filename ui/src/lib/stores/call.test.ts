@@ -5,7 +5,7 @@ import type { CallEvent } from '../bindings/CallEvent';
 import type { CallSummary } from '../bindings/CallSummary';
 import { FakeClock } from '../testing/fakeClock';
 import { fakeBackend, settle, type FakeBackend } from '../testing/fakeBackend';
-import { CallStore, ENDED_HOLD_MS, JOINABLE_POLL_MS } from './call.svelte';
+import { CallStore, ENDED_HOLD_MS, JOINABLE_POLL_MS, liveAfterReplay } from './call.svelte';
 
 let clock: FakeClock;
 let backend: FakeBackend;
@@ -414,13 +414,20 @@ describe('catching up with a call that began before the window listened', () => 
     expect(call.speakerMuted).toBe(false);
   });
 
-  test('an event that also came live is harmless twice', () => {
-    call.handle(incoming);
-    call.handle(began);
-    call.handle({ event: 'user_joined', user: 'carol' });
-    call.replay({ me: 'me', events: [incoming, began], mutes: { microphone: false, speaker: false } });
-    expect(call.phase).toBe('connected');
-    expect(states()).toEqual({ alice: 'joined', carol: 'joined' });
+  test('live events that came while the replay was on its way: only those it does not hold follow', () => {
+    const joined: CallEvent = { event: 'user_joined', user: 'carol' };
+    const ended: CallEvent = { event: 'call_ended', call_id: 'c1', reason: 'hangup', duration_s: 3 };
+    // The replay already holds the first live event.
+    expect(liveAfterReplay([incoming, began], [began, joined])).toEqual([joined]);
+    expect(liveAfterReplay([incoming, began, joined], [began, joined])).toEqual([]);
+    // Nothing in common: all follow, in order.
+    expect(liveAfterReplay([incoming], [began, joined])).toEqual([began, joined]);
+    // The call ended before the replay was taken: only the end follows, and a window that
+    // applies it after the (empty) replay stays idle.
+    expect(liveAfterReplay([], [ended])).toEqual([ended]);
+    call.replay({ me: 'me', events: [], mutes: { microphone: false, speaker: false } });
+    for (const event of liveAfterReplay([], [ended])) call.handle(event);
+    expect(call.phase).toBe('idle');
   });
 
   test('nothing to replay leaves the window idle and unmuted', () => {

@@ -73,7 +73,6 @@ export function fakeBackend(overrides: Partial<Backend> = {}): FakeBackend {
     },
     windowLabel: () => 'main',
     toggleFullscreen: async () => undefined,
-    startDragging: async () => undefined,
     closeWindow: async () => undefined,
   };
   const merged = { ...defaults, ...overrides } as Record<string, (...args: unknown[]) => unknown>;
