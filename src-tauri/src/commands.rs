@@ -137,28 +137,12 @@ pub async fn clear_history(state: State<'_, AppState>) -> Answer<()> {
 
 #[tauri::command]
 pub async fn mute_microphone(app: AppHandle, state: State<'_, AppState>, muted: bool) -> Answer<()> {
-    let engine = state.signed_in().await?;
-    // The engine and the log change together, so quick toggles from two windows cannot leave
-    // them apart; the windows hear of it after the lock is let go.
-    let mutes = {
-        let mut log = state.call_log();
-        engine.mute_microphone(muted);
-        log.set_mutes(Some(muted), None)
-    };
-    crate::windows::announce_mutes(&app, mutes);
-    Ok(())
+    state.set_mutes(&app, Some(muted), None).await
 }
 
 #[tauri::command]
 pub async fn mute_speaker(app: AppHandle, state: State<'_, AppState>, muted: bool) -> Answer<()> {
-    let engine = state.signed_in().await?;
-    let mutes = {
-        let mut log = state.call_log();
-        engine.mute_speaker(muted);
-        log.set_mutes(None, Some(muted))
-    };
-    crate::windows::announce_mutes(&app, mutes);
-    Ok(())
+    state.set_mutes(&app, None, Some(muted)).await
 }
 
 #[tauri::command]

@@ -124,6 +124,25 @@ impl AppState {
         self.session.lock().await.as_ref().map(|s| s.account.clone())
     }
 
+    /// Mutes or unmutes the microphone and/or the call's sound. The engine and the call log
+    /// change together, so quick toggles from two windows cannot leave them apart; the windows
+    /// hear of it once the lock is let go.
+    async fn set_mutes(&self, app: &tauri::AppHandle, microphone: Option<bool>, speaker: Option<bool>) -> Result<(), ApiError> {
+        let engine = self.signed_in().await?;
+        let mutes = {
+            let mut log = self.call_log();
+            if let Some(muted) = microphone {
+                engine.mute_microphone(muted);
+            }
+            if let Some(muted) = speaker {
+                engine.mute_speaker(muted);
+            }
+            log.set_mutes(microphone, speaker)
+        };
+        windows::announce_mutes(app, mutes);
+        Ok(())
+    }
+
     /// The engine, if signed in.
     async fn engine(&self) -> Option<Engine> {
         self.session.lock().await.as_ref().map(|s| s.engine.clone())
@@ -136,7 +155,7 @@ impl AppState {
     async fn info(&self) -> AppInfo {
         // Waits for a sign-in under way (the remembered session at launch), so the UI shows
         // contacts rather than flashing the sign-in form.
-        let account = self.session.lock().await.as_ref().map(|s| s.account.clone());
+        let account = self.account().await;
         AppInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             embedded_server: self.embedded_url(),
