@@ -35,6 +35,14 @@ pub const MAX_USER_DATA_BYTES: usize = 4 * 1024;
 /// Largest avatar (URL or data URI) in a profile (16 KiB).
 pub const MAX_AVATAR_BYTES: usize = 16 * 1024;
 
+/// Most distinct users one `users.get` may name: 50 profiles with 16 KiB avatars keep the answer
+/// under [`MAX_SERVER_FRAME_BYTES`].
+pub const MAX_USERS_GET: usize = 50;
+
+/// Largest frame the server sends (1 MiB); the server answers an over-large request with an error
+/// rather than a bigger frame.
+pub const MAX_SERVER_FRAME_BYTES: usize = 1024 * 1024;
+
 /// Largest request `id` (64 characters).
 pub const MAX_REQUEST_ID_CHARS: usize = 64;
 

@@ -1,7 +1,10 @@
 //! Session tokens: `B64URL(payload) "." B64URL(HMAC-SHA256(secret, B64URL(payload)))`.
 //!
-//! The payload is the JSON `{"user":…,"exp":…}` with `exp` in Unix seconds. The server mints them
-//! at login; an operator's backend may mint them with the shared secret (the "UserSig" model).
+//! The payload is the JSON `{"user":…,"exp":…}` with `exp` in Unix seconds, and optionally `iat`
+//! (issued at, Unix seconds). The server mints them at login with `iat`; an operator's backend may
+//! mint them with the shared secret (the "UserSig" model), with or without `iat`. `iat` is what
+//! lets a server refuse tokens issued before an account was removed, so that they do not carry
+//! over to a later account of the same id.
 //! Verification checks the signature in constant time before it reads the payload, so a forged
 //! token tells an attacker nothing about its contents' validity.
 
@@ -20,6 +23,9 @@ pub struct TokenClaims {
     pub user: String,
     /// Expiry, Unix seconds.
     pub exp: i64,
+    /// When it was issued, Unix seconds (absent in tokens minted without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
 }
 
 /// Why a token was refused.
@@ -36,9 +42,18 @@ pub enum TokenError {
     Expired,
 }
 
-/// Mints a token for `user` that expires at `exp` (Unix seconds).
+/// Mints a token for `user` that expires at `exp` (Unix seconds), with no `iat`: the form an
+/// operator's backend is documented to mint.
 pub fn mint(secret: &[u8], user: &str, exp: i64) -> String {
-    let claims = TokenClaims { user: user.to_owned(), exp };
+    mint_claims(secret, &TokenClaims { user: user.to_owned(), exp, iat: None })
+}
+
+/// Mints a token for `user` issued at `iat` that expires at `exp` (both Unix seconds).
+pub fn mint_issued(secret: &[u8], user: &str, iat: i64, exp: i64) -> String {
+    mint_claims(secret, &TokenClaims { user: user.to_owned(), exp, iat: Some(iat) })
+}
+
+fn mint_claims(secret: &[u8], claims: &TokenClaims) -> String {
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialize"));
     let signature = URL_SAFE_NO_PAD.encode(sign(secret, payload.as_bytes()).finalize().into_bytes());
     format!("{payload}.{signature}")
@@ -76,7 +91,16 @@ mod tests {
     fn mint_then_verify() {
         let token = mint(SECRET, "alice", 1_767_225_600);
         let claims = verify(SECRET, &token, 1_767_225_599).unwrap();
-        assert_eq!(claims, TokenClaims { user: "alice".into(), exp: 1_767_225_600 });
+        assert_eq!(claims, TokenClaims { user: "alice".into(), exp: 1_767_225_600, iat: None });
+    }
+
+    #[test]
+    fn issued_at_travels_in_the_payload() {
+        let token = mint_issued(SECRET, "alice", 1_767_225_000, 1_767_225_600);
+        let payload = token.split('.').next().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!({"user":"alice","exp":1767225600,"iat":1767225000}));
+        assert_eq!(verify(SECRET, &token, 1_767_225_001).unwrap().iat, Some(1_767_225_000));
     }
 
     #[test]
