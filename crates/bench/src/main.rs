@@ -564,7 +564,12 @@ async fn run(args: Args) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let config = hark_server::config::Config {
-        rate_limits: hark_server::config::RateLimits { invites_per_minute: 100_000, logins_per_minute: 100_000, registrations_per_minute: 100_000 },
+        rate_limits: hark_server::config::RateLimits {
+            invites_per_minute: 100_000,
+            logins_per_minute: 100_000,
+            logins_per_source_per_minute: 100_000,
+            registrations_per_minute: 100_000,
+        },
         ..Default::default()
     };
     let server = hark_server::start(listener, config, dir.path(), Arc::new(hark_server::clock::SystemClock)).await?;

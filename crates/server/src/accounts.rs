@@ -1,12 +1,10 @@
-//! Secrets and credentials: the token signing key, password hashes, TURN REST credentials.
+//! Secrets and credentials: the token signing key and TURN REST credentials. Password hashes are
+//! [`crate::hashing`]'s.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -42,17 +40,6 @@ pub fn load_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     Ok(text.trim().as_bytes().to_vec())
 }
 
-/// An argon2id hash (PHC string) of `password`. Slow on purpose: call it off the async threads.
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
-}
-
-/// Whether `password` matches the PHC string `hash`. Slow on purpose, like [`hash_password`].
-pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-}
-
 /// TURN REST credentials (coturn `use-auth-secret`): `username = "<expiry>:<user>"`,
 /// `credential = base64(HMAC-SHA1(secret, username))`.
 pub fn turn_credentials(secret: &str, user: &str, expiry_s: i64) -> (String, String) {
@@ -76,15 +63,6 @@ mod tests {
         assert_eq!(load_secret(dir.path()).unwrap(), first);
         let mode = std::fs::metadata(dir.path().join(SECRET_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-    }
-
-    #[test]
-    fn passwords_are_argon2id() {
-        let hash = hash_password("correct horse").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password(&hash, "correct horse"));
-        assert!(!verify_password(&hash, "wrong horse"));
-        assert!(!verify_password("not a hash", "x"));
     }
 
     #[test]

@@ -29,8 +29,11 @@ pub struct Config {
     pub stun_urls: Vec<String>,
     /// A TURN server with TURN REST credentials, if any.
     pub turn: Option<TurnConfig>,
-    /// Per-user rate limits.
+    /// Request budgets per user and per source address.
     pub rate_limits: RateLimits,
+    /// Most TCP connections open at once from one source address (an IPv6 /64 counts as one);
+    /// beyond it a new connection is answered `429 rate_limited` and closed.
+    pub connections_per_source: u32,
     /// Serve HTTPS and WSS with this certificate; plain HTTP without it (loopback and tests).
     pub tls: Option<TlsConfig>,
     /// Service accounts (like the echo test service) that are never busy and may be in many
@@ -51,6 +54,13 @@ pub struct TransportTimers {
     pub ping_every: std::time::Duration,
     /// A session silent this long (no frame, no pong) is closed.
     pub idle_limit: std::time::Duration,
+    /// An HTTP request's headers, and a body the server reads, must arrive within this.
+    pub request_within: std::time::Duration,
+    /// A write to a client that makes no progress for this long ends the connection (a client
+    /// that stopped reading).
+    pub write_stall: std::time::Duration,
+    /// How often the server looks for accounts removed by `hark-server user remove`.
+    pub account_watch_every: std::time::Duration,
 }
 
 impl Default for TransportTimers {
@@ -60,6 +70,9 @@ impl Default for TransportTimers {
             hello_within: Duration::from_secs(10),
             ping_every: Duration::from_secs(15),
             idle_limit: Duration::from_secs(30),
+            request_within: Duration::from_secs(10),
+            write_stall: Duration::from_secs(10),
+            account_watch_every: Duration::from_secs(1),
         }
     }
 }
@@ -91,21 +104,27 @@ fn default_turn_ttl() -> i64 {
     86_400
 }
 
-/// Per-user request budgets, as sustained rates with a burst of the same size.
+/// Request budgets, as sustained rates with a burst of the same size.
+///
+/// Logins are limited by source and account together, as login services do: a stranger's wrong
+/// passwords use up the stranger's budget, never the owner's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
     /// `call.invite` and `call.invite_more` per user per minute.
     pub invites_per_minute: u32,
-    /// `POST /v1/login` attempts per user per minute.
+    /// Failed `POST /v1/login` attempts per source address and user id per minute.
     pub logins_per_minute: u32,
-    /// `POST /v1/register` per minute, for all callers together (each costs an argon2 hash).
+    /// `POST /v1/login` attempts per source address per minute, whatever the user id (each
+    /// costs a password hash, a decoy one for unknown ids).
+    pub logins_per_source_per_minute: u32,
+    /// `POST /v1/register` per source address per minute (each costs a password hash).
     pub registrations_per_minute: u32,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits { invites_per_minute: 30, logins_per_minute: 10, registrations_per_minute: 60 }
+        RateLimits { invites_per_minute: 30, logins_per_minute: 10, logins_per_source_per_minute: 60, registrations_per_minute: 10 }
     }
 }
 
@@ -123,6 +142,7 @@ impl Default for Config {
             stun_urls: Vec::new(),
             turn: None,
             rate_limits: RateLimits::default(),
+            connections_per_source: 256,
             service_accounts: Vec::new(),
             tls: None,
             transport: TransportTimers::default(),
@@ -163,11 +183,18 @@ impl Config {
         if !hark_protocol::RING_TIMEOUT_RANGE_S.contains(&self.ring_timeout_s) {
             return Err(ConfigError::Invalid("ring_timeout_s must be 5 to 120".into()));
         }
+        if self.connections_per_source == 0 {
+            return Err(ConfigError::Invalid("connections_per_source must be at least 1".into()));
+        }
         if self.token_ttl_s <= 0 {
             return Err(ConfigError::Invalid("token_ttl_s must be positive".into()));
         }
         let limits = &self.rate_limits;
-        if limits.invites_per_minute == 0 || limits.logins_per_minute == 0 || limits.registrations_per_minute == 0 {
+        if limits.invites_per_minute == 0
+            || limits.logins_per_minute == 0
+            || limits.logins_per_source_per_minute == 0
+            || limits.registrations_per_minute == 0
+        {
             return Err(ConfigError::Invalid("rate limits must be at least 1 per minute".into()));
         }
         Ok(())

@@ -1,28 +1,39 @@
 //! HTTP routes: registration, login, the WebSocket upgrade, health and metrics, and CORS.
 //!
-//! HTTP errors carry `{"code","message"}` with the protocol's codes. Password hashing runs on the
-//! blocking pool: argon2id is deliberately slow and must not stall the async threads.
+//! HTTP errors carry `{"code","message"}` with the protocol's codes. Registration and login cost a
+//! password hash each, the dearest thing a stranger can ask for, so both are budgeted per source
+//! address before any hash is made (and login also per source and user id, counting failures
+//! only, so a stranger's wrong guesses never lock the owner out), and the hashes run on the
+//! bounded [`crate::hashing::HashPool`]: when it is full the answer is `429` with `Retry-After`
+//! at once. Their JSON bodies are read with a size cap and a deadline, so a trickled body cannot
+//! hold the connection.
 
-use std::sync::{Arc, OnceLock};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Request, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequest, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hark_protocol::{valid_user_id, ErrorCode, MAX_FRAME_BYTES};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
-use crate::accounts::{hash_password, verify_password};
+use crate::hashing::{HashError, Lane};
+use crate::listener::source_of;
 use crate::AppState;
 
 /// Bytes the WebSocket reader allocates up front per connection; frames larger than this grow
 /// it on demand. Small, because 20,000 idle sessions each hold one.
 const WS_READ_BUFFER: usize = 4 * 1024;
+/// Largest register or login body: a 1 KiB password, an id and a nickname fit many times over.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// What a client waits before retrying when every password hasher is busy, in seconds.
+const HASHING_RETRY_AFTER_S: u64 = 1;
 /// Largest message the WebSocket layer accepts at all; between 64 KiB and this the session
 /// answers `payload_too_large` and stays open, above it the connection is dropped.
 const WS_MAX_MESSAGE: usize = 1024 * 1024;
@@ -45,23 +56,71 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    /// Seconds for `Retry-After`, on refusals that pass.
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after_s: None }
+    }
+
+    /// `429 rate_limited` with `Retry-After`.
+    fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
+        ApiError { retry_after_s: Some(retry_after_s), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message) }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response()
+        let mut response = (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, rejection.body_text())
+impl From<HashError> for ApiError {
+    fn from(error: HashError) -> Self {
+        match error {
+            HashError::Busy => ApiError::rate_limited("the server is busy; try again in a second", HASHING_RETRY_AFTER_S),
+            other => internal(other),
+        }
+    }
+}
+
+/// A JSON body of at most [`MAX_BODY_BYTES`], all of which must arrive within the server's
+/// request deadline; a slower or larger one is refused and the connection let go.
+struct BoundedJson<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for BoundedJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message);
+        let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge, "the body is over 16 KiB");
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+        if !is_json {
+            return Err(bad("send the body as application/json".into()));
+        }
+        let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let within = state.config.transport.request_within;
+        let bytes = match tokio::time::timeout(within, axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)).await {
+            Err(_) => {
+                return Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::BadRequest, "the body did not arrive in time"));
+            }
+            Ok(Err(_)) => return Err(too_large()),
+            Ok(Ok(bytes)) => bytes,
+        };
+        serde_json::from_slice(&bytes).map(BoundedJson).map_err(|e| bad(format!("bad JSON body: {e}")))
     }
 }
 
@@ -79,15 +138,11 @@ struct RegisterBody {
 
 async fn register(
     State(state): State<Arc<AppState>>,
-    body: Result<Json<RegisterBody>, JsonRejection>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    BoundedJson(body): BoundedJson<RegisterBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(body) = body?;
     if state.config.closed_registration {
         return Err(ApiError::new(StatusCode::FORBIDDEN, ErrorCode::RegistrationClosed, "registration is closed"));
-    }
-    // Each registration costs an argon2 hash: anonymous callers share one budget.
-    if !state.registrations.allow("", state.clock.now_ms()) {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many registrations; wait a minute"));
     }
     if !valid_user_id(&body.user) {
         return Err(ApiError::new(
@@ -102,11 +157,30 @@ async fn register(
     if body.nickname.as_ref().is_some_and(|n| n.trim().is_empty() || n.chars().count() > 64) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "nickname must be 1 to 64 characters"));
     }
-    let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(internal)?.map_err(internal)?;
+    let taken = || ApiError::new(StatusCode::CONFLICT, ErrorCode::UserExists, format!("'{}' is taken", body.user));
+    // A taken id is refused before it costs a hash (the insert below still decides races), and
+    // before it counts: clients that register on every start ("create if missing") meet 409s.
+    if state.store.user_exists(&body.user).await.map_err(internal)? {
+        return Err(taken());
+    }
+    // Each registration costs a password hash: each source address has its own budget, so one
+    // stranger cannot spend everyone's.
+    let source = source_of(peer.ip()).to_string();
+    if let Err(wait_s) = state.registrations.take(&source, state.clock.now_ms()) {
+        return Err(ApiError::rate_limited("too many registrations from your address; wait a minute", wait_s));
+    }
+    let hash = match state.passwords.hash(body.password.clone()).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            // Nothing was made: a client that comes back after `Retry-After` has not spent its
+            // budget on being turned away.
+            state.registrations.refund(&source);
+            return Err(e.into());
+        }
+    };
     let now = state.clock.now_ms();
     if !state.store.create_user(&body.user, Some(&hash), body.nickname.as_deref(), now).await.map_err(internal)? {
-        return Err(ApiError::new(StatusCode::CONFLICT, ErrorCode::UserExists, format!("'{}' is taken", body.user)));
+        return Err(taken());
     }
     Ok((StatusCode::CREATED, Json(json!({"user": body.user}))))
 }
@@ -117,37 +191,46 @@ struct LoginBody {
     password: String,
 }
 
-/// A hash to verify against when the account does not exist, so a wrong user id costs the same
-/// time as a wrong password and ids cannot be probed by timing.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| hash_password("decoy password").expect("hashing a constant works"))
-}
-
 async fn login(
     State(state): State<Arc<AppState>>,
-    body: Result<Json<LoginBody>, JsonRejection>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    BoundedJson(body): BoundedJson<LoginBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(body) = body?;
     let now = state.clock.now_ms();
     // Only real user ids get a bucket: any other string is refused before it can cost memory.
     if !valid_user_id(&body.user) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::BadCredentials, "wrong user or password"));
     }
-    if !state.logins.allow(&body.user, now) {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many attempts; wait a minute"));
+    // Two budgets, both keyed by where the attempt comes from: all attempts from a source (each
+    // costs a hash, a decoy one for unknown ids), and failures for one id from a source. A
+    // stranger hammering alice's password empties the stranger's buckets, never alice's own.
+    let source = source_of(peer.ip()).to_string();
+    if let Err(wait_s) = state.login_sources.take(&source, now) {
+        return Err(ApiError::rate_limited("too many sign-in attempts from your address; wait a minute", wait_s));
+    }
+    let source_and_user = format!("{source} {}", body.user);
+    if let Err(wait_s) = state.logins.take(&source_and_user, now) {
+        return Err(ApiError::rate_limited("too many attempts; wait a minute", wait_s));
     }
     let stored = state.store.password_hash(&body.user).await.map_err(internal)?;
-    let hash = stored.clone().flatten();
-    let password = body.password;
-    let matches = tokio::task::spawn_blocking(move || verify_password(hash.as_deref().unwrap_or(decoy_hash()), &password))
-        .await
-        .map_err(internal)?;
+    let lane = if state.known_sources.contains(&source_and_user) { Lane::Known } else { Lane::Other };
+    let matches = match state.passwords.verify(stored.clone().flatten(), body.password, lane).await {
+        Ok(matches) => matches,
+        Err(e) => {
+            // Not a failed guess, nor an attempt: it never ran.
+            state.logins.refund(&source_and_user);
+            state.login_sources.refund(&source);
+            return Err(e.into());
+        }
+    };
     if !matches || !matches!(stored, Some(Some(_))) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::BadCredentials, "wrong user or password"));
     }
-    let exp = now.div_euclid(1000) + state.config.token_ttl_s;
-    let token = hark_protocol::token::mint(&state.secret, &body.user, exp);
+    state.logins.refund(&source_and_user);
+    state.known_sources.insert(&source_and_user);
+    let now_s = now.div_euclid(1000);
+    let exp = now_s + state.config.token_ttl_s;
+    let token = hark_protocol::token::mint_issued(&state.secret, &body.user, now_s, exp);
     Ok(Json(json!({"token": token, "expires_at": exp * 1000})))
 }
 

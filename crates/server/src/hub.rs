@@ -76,6 +76,11 @@ pub enum HubCommand {
         /// Whom.
         users: Vec<UserId>,
     },
+    /// An operator removed `user`'s account: close its sessions and take it out of its calls.
+    AccountRemoved {
+        /// Whose.
+        user: UserId,
+    },
     /// Which of `users` are online.
     Online {
         /// Whom.
@@ -151,6 +156,7 @@ impl Hub {
                 self.registry.handle_request(now, session, re, request);
             }
             HubCommand::Subscribe { session, users } => self.registry.subscribe(session, &users),
+            HubCommand::AccountRemoved { user } => self.registry.remove_account(now, &user),
             HubCommand::Online { users, reply } => {
                 let _ = reply.send(users.iter().map(|u| self.registry.is_online(u)).collect());
             }

@@ -1,24 +1,32 @@
 //! hark-server: the Hark signaling server (protocol v1, `docs/PROTOCOL.md`).
 //!
 //! The pieces, from the socket inwards:
+//! - [`listener`]: the accept loop (plain or TLS) with its limits: connections per source,
+//!   request and write deadlines.
 //! - [`http`]: axum routes for register/login, the WebSocket upgrade, `/healthz`, `/metrics`, CORS.
+//! - [`hashing`]: argon2id on a bounded pool of its own threads.
 //! - [`session`]: one task per connection; transport rules, request validation, and the requests
 //!   that only touch storage (contacts, profiles, history).
 //! - [`hub`]: the single task that owns the [`registry::CallRegistry`] and persists records before
 //!   it delivers the events of the same batch.
 //! - [`registry`]: the pure call state machine; every call flow is a unit test on virtual time.
 //! - [`store`]: SQLite via sqlx (WAL, migrations).
+//! - [`account_watch`]: learns of accounts removed by `hark-server user remove` (another process)
+//!   and has the hub close their sessions.
 //!
 //! [`start`] takes its listener, configuration, data folder and clock as arguments (so tests bind
 //! `127.0.0.1:0` and drive time by hand) and returns a handle whose [`RunningServer::shutdown`]
 //! closes every session with `kicked {reason:"shutdown"}`, ends live calls and writes their
 //! records before it returns.
 
+pub mod account_watch;
 pub mod accounts;
 pub mod clock;
 pub mod config;
+pub mod hashing;
 pub mod http;
 pub mod hub;
+pub mod listener;
 pub mod metrics;
 pub mod rate_limit;
 pub mod registry;
@@ -31,7 +39,6 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -39,14 +46,18 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::hashing::HashPool;
 use crate::hub::Hub;
+use crate::listener::ListenerSettings;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{KnownSources, RateLimiter};
 use crate::registry::{CallRegistry, RegistrySettings};
 use crate::store::Store;
 
 /// Commands queued for the hub before senders wait: deep enough to absorb a burst of setups.
 const HUB_QUEUE: usize = 8192;
+/// Password hashes that may wait for a worker; more are refused at once (`429`).
+const HASH_QUEUE: usize = 8;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -64,10 +75,16 @@ pub struct AppState {
     pub hub: mpsc::Sender<hub::HubCommand>,
     /// Invite budget per user.
     pub invites: RateLimiter,
-    /// Login budget per user.
+    /// Failed-login budget per source address and user id.
     pub logins: RateLimiter,
-    /// Registration budget for everyone together.
+    /// Login-attempt budget per source address.
+    pub login_sources: RateLimiter,
+    /// Registration budget per source address.
     pub registrations: RateLimiter,
+    /// Where passwords are hashed and checked.
+    pub passwords: HashPool,
+    /// Where each account signed in from before (their logins go first).
+    pub known_sources: KnownSources,
     /// Session numbering.
     pub next_session: AtomicU64,
     /// Random per start, so session ids do not repeat across restarts.
@@ -99,6 +116,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
     hub: JoinHandle<()>,
+    watch: JoinHandle<()>,
     store: Store,
     metrics: Arc<Metrics>,
 }
@@ -127,6 +145,9 @@ impl RunningServer {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "server stopped with an error"),
             Err(e) => tracing::error!(error = %e, "server task failed"),
+        }
+        if let Err(e) = self.watch.await {
+            tracing::error!(error = %e, "account watch failed");
         }
         if let Err(e) = self.hub.await {
             tracing::error!(error = %e, "hub task failed");
@@ -161,10 +182,27 @@ pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
     let hub = tokio::spawn(Hub::new(registry, store.clone(), Arc::clone(&clock), Arc::clone(&metrics)).run(hub_rx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Removals from before this start need nothing: their sessions died with the last process.
+    let seen = store.last_account_event().await?;
+    let watch = tokio::spawn(account_watch::run(
+        store.clone(),
+        hub_tx.clone(),
+        seen,
+        config.transport.account_watch_every,
+        shutdown_rx.clone(),
+    ));
+    let listener_settings = ListenerSettings {
+        connections_per_source: config.connections_per_source,
+        timers: config.transport,
+        tls,
+    };
     let state = Arc::new(AppState {
         invites: RateLimiter::new(config.rate_limits.invites_per_minute),
         logins: RateLimiter::new(config.rate_limits.logins_per_minute),
+        login_sources: RateLimiter::new(config.rate_limits.logins_per_source_per_minute),
         registrations: RateLimiter::new(config.rate_limits.registrations_per_minute),
+        passwords: HashPool::new(HashPool::default_workers(), HASH_QUEUE)?,
+        known_sources: KnownSources::default(),
         config,
         store: store.clone(),
         secret,
@@ -177,25 +215,8 @@ pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock
     });
     let addr = listener.local_addr()?;
     let app = http::router(state);
-    let mut stop = shutdown_rx;
-    let serve = match tls {
-        Some(acceptor) => tokio::spawn(tls::serve(listener, app, acceptor, stop)),
-        None => tokio::spawn(async move {
-            // Signaling frames are small and often sent in pairs (`ok` then `call.ended`): without
-            // TCP_NODELAY the second waits for the peer's delayed ACK, about 40 ms.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopping| *stopping).await;
-                })
-                .await
-        }),
-    };
-    Ok(RunningServer { addr, shutdown: shutdown_tx, serve, hub, store, metrics })
+    let serve = tokio::spawn(listener::serve(listener, app, listener_settings, Arc::clone(&metrics), shutdown_rx));
+    Ok(RunningServer { addr, shutdown: shutdown_tx, serve, hub, watch, store, metrics })
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

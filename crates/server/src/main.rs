@@ -71,7 +71,8 @@ enum UserAction {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Removes an account; its tokens stop working.
+    /// Removes an account: its tokens stop working, and a running server closes its sessions
+    /// within a couple of seconds.
     Remove {
         /// The user id.
         user: String,
@@ -122,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
             if store.ensure_user(&user, now).await? == hark_server::store::AccountState::Removed {
                 bail!("'{user}' was removed; add the account again first");
             }
-            println!("{}", hark_protocol::token::mint(&secret, &user, now / 1000 + ttl_s));
+            println!("{}", hark_protocol::token::mint_issued(&secret, &user, now / 1000, now / 1000 + ttl_s));
             Ok(())
         }
         Command::User { action } => manage_users(action).await,
@@ -161,7 +162,8 @@ async fn manage_users(action: UserAction) -> anyhow::Result<()> {
             if password.len() < 8 {
                 bail!("passwords are at least 8 bytes");
             }
-            let hash = hark_server::accounts::hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+            let mut memory = hark_server::hashing::ArgonMemory::new(hark_server::hashing::DEFAULT_BLOCKS).context("memory for hashing")?;
+            let hash = hark_server::hashing::hash_password(password, &mut memory).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
             let store = Store::open(&data_dir).await?;
             if !store.create_user(&user, Some(&hash), nickname.as_deref(), now).await? {
                 bail!("'{user}' already exists");

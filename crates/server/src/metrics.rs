@@ -10,6 +10,10 @@ use hark_protocol::ErrorCode;
 /// The server's counters and gauges.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Open TCP connections (HTTP and WebSocket).
+    pub tcp_connections: AtomicI64,
+    /// Connections refused because their source had too many open.
+    pub refused_connections: AtomicU64,
     /// Open WebSocket connections.
     pub connections: AtomicI64,
     /// Sessions that said hello and are open.
@@ -41,6 +45,13 @@ impl Metrics {
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         };
+        gauge(&mut out, "hark_tcp_connections", "Open TCP connections (HTTP and WebSocket).", self.tcp_connections.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "hark_refused_connections_total",
+            "Connections refused because their source address had too many open.",
+            self.refused_connections.load(Ordering::Relaxed),
+        );
         gauge(&mut out, "hark_connections", "Open WebSocket connections.", self.connections.load(Ordering::Relaxed));
         gauge(&mut out, "hark_sessions", "Signed-in sessions.", self.sessions.load(Ordering::Relaxed));
         gauge(&mut out, "hark_calls_live", "Live calls.", self.live_calls.load(Ordering::Relaxed));

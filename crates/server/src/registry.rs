@@ -32,6 +32,10 @@ pub type SessionId = u64;
 /// Most users one session may follow.
 pub const MAX_SUBSCRIPTIONS: usize = 2_000;
 
+/// Most calls one `calls.active` answer lists (the newest): each summary can carry 4 KiB of
+/// `user_data`, and no answer may pass 1 MiB.
+pub const MAX_ACTIVE_CALLS_LISTED: usize = 20;
+
 /// How long an ended call is remembered, so a late request about it is told `invalid_state`
 /// rather than `not_found`.
 const ENDED_CALL_MEMORY_MS: i64 = 120_000;
@@ -309,6 +313,39 @@ impl CallRegistry {
         if !self.is_online(&user) {
             self.announce_presence(&user, PresenceStatus::Offline);
         }
+    }
+
+    /// An operator removed `user`'s account. It cannot come back, so nothing waits for it: every
+    /// invitation ringing for it is declined, it leaves every call it is joined in (a caller
+    /// before anyone accepted cancels), each of its sessions is closed with
+    /// `kicked {reason:"account_removed"}` and forgotten at once (no reconnect grace), and whoever
+    /// follows it sees it `unregistered`.
+    pub fn remove_account(&mut self, now: i64, user: &str) {
+        for call_id in self.user_calls.get(user).cloned().unwrap_or_default() {
+            let Some(state) = self.calls.get(&call_id).and_then(|call| call.part(user)).map(|p| p.state) else { continue };
+            match state {
+                PartState::Ringing { expires_at } => {
+                    self.timers.remove(&(expires_at, Timer::Ring { call: call_id.clone(), user: user.to_owned() }));
+                    self.end_part(now, &call_id, user, PartState::Declined);
+                    let rejected = ServerMessage::CallRejected { call_id: call_id.clone(), user: user.to_owned() };
+                    let recipients = self.joined_sessions(&call_id);
+                    self.send_all(&recipients, &rejected);
+                    self.check_end(now, &call_id, Cause::Reject, None);
+                }
+                PartState::Joined { .. } => self.leave(now, &call_id, user, Cause::Hangup, None),
+                _ => {}
+            }
+        }
+        for session in self.user_sessions.get(user).cloned().unwrap_or_default() {
+            match self.sessions.get(&session).and_then(|entry| entry.away_until) {
+                Some(until) => {
+                    self.timers.remove(&(until, Timer::Grace { session }));
+                }
+                None => self.outputs.push_back(Output::Close { session, reason: "account_removed" }),
+            }
+            self.forget_session(session);
+        }
+        self.announce_presence(user, PresenceStatus::Unregistered);
     }
 
     /// Ends every live call (server shutdown) so that each person's record is written.
@@ -862,6 +899,10 @@ impl CallRegistry {
             .filter(|call| call.connected_at.is_some() && call.part(user).is_some_and(|p| !p.is_active()))
             .map(summary)
             .collect();
+        if calls.len() > MAX_ACTIVE_CALLS_LISTED {
+            calls.sort_by_key(|c| std::cmp::Reverse(c.connected_at));
+            calls.truncate(MAX_ACTIVE_CALLS_LISTED);
+        }
         calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
         calls
     }

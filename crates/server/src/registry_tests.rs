@@ -578,3 +578,73 @@ fn a_service_account_serves_several_calls_at_once() {
     assert_eq!(kinds(&w.req(echo2, CallRequest::Accept { call_id: second }), echo2), ["ok"]);
     assert_eq!(w.reg.live_calls(), 2);
 }
+
+#[test]
+fn a_removed_account_is_closed_everywhere_and_leaves_its_calls() {
+    let mut w = World::new();
+    let carol = w.online("carol");
+    w.reg.subscribe(carol, &["alice".into()]);
+    let alice_laptop = w.online("alice");
+    let (alice_phone, _, _) = w.open("alice", "phone");
+    let bob = w.online("bob");
+    let dave = w.online("dave");
+    // alice rings in dave's call, and is joined in a call she placed to bob meanwhile.
+    let (ringing, _) = w.invite(dave, &["alice"]);
+    let (call, _) = w.invite(alice_laptop, &["bob"]);
+    w.req(bob, CallRequest::Accept { call_id: call.clone() });
+    w.advance(5_000);
+
+    w.reg.remove_account(w.now, "alice");
+    let out = w.drain();
+    assert!(out.contains(&Output::Close { session: alice_laptop, reason: "account_removed" }));
+    assert!(out.contains(&Output::Close { session: alice_phone, reason: "account_removed" }));
+    assert_eq!(kinds(&out, bob), ["call.left", "call.ended"]);
+    assert_eq!(ended(&out, bob), (EndReason::Hangup, 5));
+    assert_eq!(kinds(&out, dave), ["call.rejected", "call.ended"]);
+    assert_eq!(ended(&out, dave), (EndReason::Rejected, 0));
+    assert_eq!(sent(&out, carol), [ServerMessage::Presence { user: "alice".into(), status: PresenceStatus::Unregistered }]);
+    let recs = records(&out);
+    assert_eq!(recs.iter().filter(|(u, _)| u == "alice").count(), 2, "a record for each of alice's calls: {recs:?}");
+    assert!(!w.reg.is_online("alice"));
+    assert_eq!(w.reg.live_calls(), 0);
+    let out = w.req(dave, CallRequest::Hangup { call_id: ringing });
+    assert_eq!(kinds(&out, dave), ["error:invalid_state"], "dave's call ended with alice's refusal");
+    // Nothing of hers is left to fire or to answer.
+    assert!(w.close(alice_laptop).is_empty());
+    assert!(w.advance(120_000).iter().all(|o| !matches!(o, Output::Send(..) | Output::Record { .. })));
+    assert!(w.req(alice_phone, CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: None, user_data: None }).is_empty());
+}
+
+#[test]
+fn a_removed_account_away_in_its_grace_is_not_waited_for() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let bob = w.online("bob");
+    let (call, _) = w.invite(alice, &["bob"]);
+    w.req(bob, CallRequest::Accept { call_id: call });
+    w.close(bob);
+    w.reg.remove_account(w.now, "bob");
+    let out = w.drain();
+    assert_eq!(kinds(&out, alice), ["call.left", "call.ended"]);
+    assert!(out.iter().all(|o| !matches!(o, Output::Close { .. })), "an away session has no socket to close");
+    assert!(w.advance(30_000).is_empty(), "its grace timer is gone");
+}
+
+#[test]
+fn calls_active_lists_at_most_the_newest_twenty() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    for n in 0..(MAX_ACTIVE_CALLS_LISTED + 5) {
+        let (caller, callee) = (w.online(&format!("caller{n}")), w.online(&format!("callee{n}")));
+        let (call, _) = w.invite(caller, &[&format!("callee{n}"), "alice"]);
+        w.req(callee, CallRequest::Accept { call_id: call.clone() });
+        w.req(alice, CallRequest::Reject { call_id: call });
+        w.advance(1_000);
+    }
+    let out = w.req(alice, CallRequest::Active);
+    let answers = sent(&out, alice);
+    let [ServerMessage::Ok { body: OkBody { calls: Some(calls), .. }, .. }] = answers.as_slice() else { panic!("{out:?}") };
+    assert_eq!(calls.len(), MAX_ACTIVE_CALLS_LISTED);
+    let oldest_listed = calls.iter().filter_map(|c| c.connected_at).min().unwrap();
+    assert_eq!(oldest_listed, T0 + 5_000, "the five oldest calls are the ones left out");
+}

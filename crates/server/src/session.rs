@@ -2,9 +2,17 @@
 //!
 //! The task owns its socket and does everything in one `select!` loop (one task per connection
 //! keeps the per-session memory small): frames from the client, frames the hub queued for it,
-//! the keepalive tick and the shutdown signal. It enforces the transport rules of PROTOCOL.md
-//! (hello within 10 s, 64 KiB frames, 20 bad frames in 10 s close with 1008, 30 s idle) and
-//! validates each request's shape and sizes before anything reaches the hub. Requests about
+//! the keepalive ping, the idle deadline and the shutdown signal. It enforces the transport rules
+//! of PROTOCOL.md (hello within 10 s, 64 KiB frames, 20 bad frames in 10 s close with 1008, 30 s
+//! idle; invalid UTF-8 closes with 1007 and frames over 1 MiB with 1009) and validates each
+//! request's shape and sizes before anything reaches the hub.
+//!
+//! No write may outlive the session's welcome: a client that stops reading fills its socket, and
+//! a write into a full socket waits forever. So every write has a deadline (at most
+//! [`SEND_LIMIT`], and never past the idle deadline), a write that misses it ends the session, and
+//! a session is closed at most a second after the 30 s idle rule says so, reading or not. Every
+//! answer stays under 1 MiB: `users.get` names at most 50 distinct users, and an answer that would
+//! still be larger is replaced by a `payload_too_large` error. Requests about
 //! accounts, contacts, profiles and history go straight to the store from here, so the hub only
 //! sees what touches live calls.
 
@@ -17,7 +25,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use hark_protocol::token::{self, TokenError};
 use hark_protocol::{
     parse_client_frame, valid_user_id, CallSummary, ClientMessage, Contact, ErrorCode, OkBody, PresenceStatus,
-    ServerMessage, UserId, MAX_AVATAR_BYTES, MAX_SIGNAL_PAYLOAD_BYTES, MAX_USER_DATA_BYTES, PROTOCOL_VERSION,
+    ServerMessage, UserId, MAX_AVATAR_BYTES, MAX_SERVER_FRAME_BYTES, MAX_SIGNAL_PAYLOAD_BYTES, MAX_USERS_GET,
+    MAX_USER_DATA_BYTES, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -31,21 +40,33 @@ use crate::AppState;
 
 const BAD_FRAME_WINDOW: Duration = Duration::from_secs(10);
 const BAD_FRAME_LIMIT: usize = 20;
-/// Most users named in one presence or profile request.
+/// Most users named in one presence request.
 const MAX_USERS_PER_REQUEST: usize = 1000;
+/// Most contacts one account keeps (a `contacts.list` answer stays well under 1 MiB).
+const MAX_CONTACTS: usize = 1000;
+/// Longest a write to the client may take; a client that has not taken a frame in this long
+/// has stopped reading.
+const SEND_LIMIT: Duration = Duration::from_secs(10);
+/// Longest a close frame may take to go out: the session is ending either way.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 /// Longest nickname or alias, in characters.
 const MAX_NAME_CHARS: usize = 64;
 /// Longest device id, in characters.
 const MAX_DEVICE_CHARS: usize = 64;
 /// WebSocket close code for protocol violations.
 const POLICY_VIOLATION: u16 = 1008;
+/// WebSocket close code for a text frame that is not UTF-8 (RFC 6455 section 7.4.1).
+const INVALID_DATA: u16 = 1007;
+/// WebSocket close code for a frame too big to take (RFC 6455 section 7.4.1).
+const MESSAGE_TOO_BIG: u16 = 1009;
 const GOING_AWAY: u16 = 1001;
 const NORMAL: u16 = 1000;
 
 /// Serves one upgraded connection until it closes.
 pub async fn serve(socket: WebSocket, state: Arc<AppState>) {
     let _connection = GaugeGuard::enter(&state.metrics, |m| &m.connections);
-    let mut conn = Connection { socket, state, bad_frames: VecDeque::new() };
+    let idle_limit = state.config.transport.idle_limit;
+    let mut conn = Connection { socket, state, bad_frames: VecDeque::new(), last_seen: Instant::now(), idle_limit, gone: false };
     let Some(hello) = conn.await_hello().await else { return };
     let span = info_span!("session", user = %hello.user, device = %hello.device);
     conn.run(hello).instrument(span).await;
@@ -55,6 +76,8 @@ struct Hello {
     re: Option<String>,
     user: UserId,
     device: String,
+    /// The token's `iat`.
+    issued_at: Option<i64>,
 }
 
 /// What to do after a frame.
@@ -67,6 +90,11 @@ struct Connection {
     socket: WebSocket,
     state: Arc<AppState>,
     bad_frames: VecDeque<Instant>,
+    /// When the client was last heard (any frame, pongs included).
+    last_seen: Instant,
+    idle_limit: Duration,
+    /// A write failed or missed its deadline: the socket is unusable and the session ends.
+    gone: bool,
 }
 
 impl Connection {
@@ -74,14 +102,22 @@ impl Connection {
     async fn await_hello(&mut self) -> Option<Hello> {
         let deadline = Instant::now() + self.state.config.transport.hello_within;
         loop {
+            if self.gone {
+                return None;
+            }
             let message = match tokio::time::timeout_at(deadline, self.socket.recv()).await {
                 Err(_) => {
                     self.close(POLICY_VIOLATION, "no hello within 10 s").await;
                     return None;
                 }
                 Ok(Some(Ok(message))) => message,
-                Ok(_) => return None,
+                Ok(Some(Err(error))) => {
+                    self.close_for(&error).await;
+                    return None;
+                }
+                Ok(None) => return None,
             };
+            self.last_seen = Instant::now();
             let text = match message {
                 Message::Text(text) => text,
                 Message::Binary(_) => {
@@ -114,8 +150,8 @@ impl Connection {
                 return self.refuse_hello(re, ErrorCode::UnsupportedVersion, "this server speaks protocol 1").await;
             }
             let now_ms = self.state.clock.now_ms();
-            let user = match token::verify(&self.state.secret, &token, now_ms.div_euclid(1000)) {
-                Ok(claims) if valid_user_id(&claims.user) => claims.user,
+            let (user, issued_at) = match token::verify(&self.state.secret, &token, now_ms.div_euclid(1000)) {
+                Ok(claims) if valid_user_id(&claims.user) => (claims.user, claims.iat),
                 Ok(_) | Err(TokenError::Malformed | TokenError::BadSignature) => {
                     return self.refuse_hello(re, ErrorCode::Unauthorized, "bad token").await;
                 }
@@ -128,9 +164,13 @@ impl Connection {
                 continue;
             }
             match self.state.store.ensure_user(&user, now_ms).await {
-                Ok(AccountState::Active) => return Some(Hello { re, user, device }),
+                Ok(account) if account.accepts_token(issued_at) => return Some(Hello { re, user, device, issued_at }),
                 Ok(AccountState::Removed) => {
                     return self.refuse_hello(re, ErrorCode::Unauthorized, "this account was removed").await;
+                }
+                Ok(AccountState::Active { .. }) => {
+                    // The id was removed and registered again: this token is the old owner's.
+                    return self.refuse_hello(re, ErrorCode::Unauthorized, "this token predates the account; sign in again").await;
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot look up account");
@@ -158,22 +198,33 @@ impl Connection {
             return;
         }
         let joined_calls: Vec<CallSummary> = joined.await.unwrap_or_default();
+        // A removal that committed between our account check and the hub taking this session in
+        // may have been acted on before the hub knew of us: look once more, now that it does.
+        match state.store.account_state(&hello.user).await {
+            Ok(Some(account)) if account.accepts_token(hello.issued_at) => {}
+            Ok(_) => {
+                self.send(&ServerMessage::Kicked { reason: "account_removed".into() }).await;
+                self.close(NORMAL, "account_removed").await;
+                let _ = state.hub.send(HubCommand::Close { session }).await;
+                return;
+            }
+            Err(e) => warn!(error = %e, "cannot look up account"),
+        }
         let _signed_in = GaugeGuard::enter(&state.metrics, |m| &m.sessions);
         let welcome = self.welcome(hello.re, &hello.user, session, joined_calls);
         let mut flow = if self.send(&welcome).await { Flow::Continue } else { Flow::Close };
 
         let mut shutdown = state.shutdown.clone();
         let timers = state.config.transport;
-        // The idle check runs three times per ping period, so a silent session is closed within a
-        // few seconds of its 30 s rather than up to a ping period late; pings go every third tick.
-        let check_every = timers.ping_every / 3;
-        let mut keepalive = tokio::time::interval_at(Instant::now() + check_every, check_every);
-        let mut checks: u32 = 0;
-        let mut last_seen = Instant::now();
-        while let Flow::Continue = flow {
+        let mut pings = tokio::time::interval_at(Instant::now() + timers.ping_every, timers.ping_every);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Reset only when it fires (not on every frame): it then sleeps on to the new deadline.
+        let idle = tokio::time::sleep_until(self.last_seen + self.idle_limit);
+        tokio::pin!(idle);
+        while let (Flow::Continue, false) = (&flow, self.gone) {
             flow = tokio::select! {
                 incoming = self.socket.recv() => {
-                    last_seen = Instant::now();
+                    self.last_seen = Instant::now();
                     match incoming {
                         Some(Ok(Message::Text(text))) => {
                             state.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
@@ -184,10 +235,18 @@ impl Connection {
                             if self.bad_frame().await { Flow::Close } else { Flow::Continue }
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Flow::Close,
+                        Some(Err(error)) => {
+                            self.close_for(&error).await;
+                            Flow::Close
+                        }
+                        Some(Ok(Message::Close(_))) | None => Flow::Close,
                     }
                 }
                 queued = outbound.recv() => match queued {
+                    Some(Outbound::Frame(text)) if text.len() > MAX_SERVER_FRAME_BYTES => {
+                        warn!(bytes = text.len(), "an event over the frame limit was not sent");
+                        Flow::Continue
+                    }
                     Some(Outbound::Frame(text)) => {
                         if self.send_text(text).await { Flow::Continue } else { Flow::Close }
                     }
@@ -202,19 +261,19 @@ impl Connection {
                         Flow::Close
                     }
                 },
-                _ = keepalive.tick() => {
-                    checks = checks.wrapping_add(1);
-                    if last_seen.elapsed() >= timers.idle_limit {
+                () = &mut idle => {
+                    let deadline = self.last_seen + self.idle_limit;
+                    if Instant::now() >= deadline {
                         debug!("idle session closed");
                         self.close(NORMAL, "idle").await;
                         Flow::Close
-                    } else if !checks.is_multiple_of(3) {
-                        Flow::Continue
-                    } else if self.socket.send(Message::Ping(Default::default())).await.is_err() {
-                        Flow::Close
                     } else {
+                        idle.as_mut().reset(deadline);
                         Flow::Continue
                     }
+                }
+                _ = pings.tick() => {
+                    if self.send_message(Message::Ping(Default::default())).await { Flow::Continue } else { Flow::Close }
                 }
                 _ = shutdown.changed() => {
                     self.send(&ServerMessage::Kicked { reason: "shutdown".into() }).await;
@@ -309,12 +368,21 @@ impl Connection {
                 if avatar.as_ref().is_some_and(|a| a.len() > MAX_AVATAR_BYTES) {
                     return Err(Refusal(ErrorCode::PayloadTooLarge, "avatar over 16 KiB".into()));
                 }
+                // URLs and data URIs are printable ASCII; anything else could grow six-fold when
+                // escaped into JSON, past the size its limit promises.
+                if avatar.as_ref().is_some_and(|a| !a.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
+                    return Err(Refusal(ErrorCode::BadRequest, "an avatar is a URL or data URI (printable ASCII, no quotes or backslashes)".into()));
+                }
                 state.store.set_profile(user, nickname.as_deref(), avatar.as_deref()).await.map_err(internal)?;
                 return self.reply(re, OkBody::default()).await;
             }
             ClientMessage::UsersGet { users } => {
-                if users.len() > MAX_USERS_PER_REQUEST {
-                    return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_USERS_PER_REQUEST} users")));
+                // Each profile may carry a 16 KiB avatar: naming one user a thousand times once
+                // made an 11 KB request into a 16 MB answer.
+                let mut distinct = HashSet::new();
+                let users: Vec<UserId> = users.into_iter().filter(|u| distinct.insert(u.clone())).collect();
+                if users.len() > MAX_USERS_GET {
+                    return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_USERS_GET} distinct users")));
                 }
                 let profiles = state.store.profiles(&users).await.map_err(internal)?;
                 return self.reply(re, OkBody { users: Some(profiles), ..OkBody::default() }).await;
@@ -342,6 +410,11 @@ impl Connection {
                     return Err(Refusal(ErrorCode::BadRequest, "alias over 64 characters".into()));
                 }
                 require_users(&state, std::slice::from_ref(&contact)).await?;
+                if !state.store.has_contact(user, &contact).await.map_err(internal)?
+                    && state.store.contact_count(user).await.map_err(internal)? >= MAX_CONTACTS
+                {
+                    return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_CONTACTS} contacts")));
+                }
                 state.store.add_contact(user, &contact, alias.as_deref(), now).await.map_err(internal)?;
                 return self.reply(re, OkBody::default()).await;
             }
@@ -426,18 +499,63 @@ impl Connection {
         false
     }
 
+    /// Sends a frame; an answer that would pass the frame limit goes out as `payload_too_large`.
     async fn send(&mut self, message: &ServerMessage) -> bool {
-        self.send_text(message.to_json()).await
+        let text = message.to_json();
+        if text.len() > MAX_SERVER_FRAME_BYTES {
+            warn!(bytes = text.len(), "an answer over the frame limit was not sent");
+            let re = match message {
+                ServerMessage::Ok { re, .. } => re.clone(),
+                _ => None,
+            };
+            let refusal = ServerMessage::error(re, ErrorCode::PayloadTooLarge, "the answer would be over 1 MiB; ask for less");
+            return self.send_text(refusal.to_json()).await;
+        }
+        self.send_text(text).await
     }
 
     async fn send_text(&mut self, text: String) -> bool {
         self.state.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
-        self.socket.send(Message::Text(text.into())).await.is_ok()
+        self.send_message(Message::Text(text.into())).await
+    }
+
+    /// Writes a message within its deadline: [`SEND_LIMIT`], and never past the idle deadline
+    /// (plus [`CLOSE_LIMIT`]), so a blocked write cannot keep a silent session alive. False, and
+    /// the session is over, if it failed or missed it.
+    async fn send_message(&mut self, message: Message) -> bool {
+        if self.gone {
+            return false;
+        }
+        let now = Instant::now();
+        let deadline = (self.last_seen + self.idle_limit).max(now + CLOSE_LIMIT).min(now + SEND_LIMIT);
+        let sent = matches!(tokio::time::timeout_at(deadline, self.socket.send(message)).await, Ok(Ok(())));
+        if !sent {
+            debug!("a write to the client failed or timed out; closing");
+            self.gone = true;
+        }
+        sent
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
+        if self.gone {
+            return;
+        }
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = self.socket.send(Message::Close(Some(frame))).await;
+        let _ = tokio::time::timeout(CLOSE_LIMIT, self.socket.send(Message::Close(Some(frame)))).await;
+        self.gone = true;
+    }
+
+    /// Closes with the code RFC 6455 gives a read error: 1007 for a text frame that is not UTF-8,
+    /// 1009 for a frame over the size limit; other errors (the connection broke) just end it.
+    async fn close_for(&mut self, error: &axum::Error) {
+        match std::error::Error::source(error).and_then(|e| e.downcast_ref::<tungstenite::Error>()) {
+            Some(tungstenite::Error::Utf8(_)) => self.close(INVALID_DATA, "text frames must be UTF-8").await,
+            Some(tungstenite::Error::Capacity(_)) => self.close(MESSAGE_TOO_BIG, "frames are at most 1 MiB").await,
+            _ => {
+                debug!(%error, "connection broke");
+                self.gone = true;
+            }
+        }
     }
 }
 

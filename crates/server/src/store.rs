@@ -32,10 +32,29 @@ pub enum StoreError {
 /// What a sign-in finds about an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountState {
-    /// Usable.
-    Active,
+    /// Usable. An account whose id was removed before (and registered again) refuses tokens
+    /// issued at or before `tokens_revoked_before` (Unix ms), and tokens that do not say when they
+    /// were issued.
+    Active {
+        /// Set once the id has been removed.
+        tokens_revoked_before: Option<i64>,
+    },
     /// Removed by an operator: its tokens no longer work.
     Removed,
+}
+
+impl AccountState {
+    /// A usable account whose id was never removed.
+    pub const FRESH: AccountState = AccountState::Active { tokens_revoked_before: None };
+
+    /// Whether a token issued at `iat` (Unix s; `None` if the token does not say) signs in here.
+    pub fn accepts_token(self, iat: Option<i64>) -> bool {
+        match self {
+            AccountState::Removed => false,
+            AccountState::Active { tokens_revoked_before: None } => true,
+            AccountState::Active { tokens_revoked_before: Some(before) } => iat.is_some_and(|iat| iat.saturating_mul(1000) > before),
+        }
+    }
 }
 
 /// A contact row before presence is added.
@@ -101,11 +120,29 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        let removed: Option<i64> = sqlx::query_scalar("SELECT removed_at FROM users WHERE id = ?1")
+        self.account_state(id).await?.ok_or_else(|| StoreError::Corrupt(format!("account {id} vanished after its insert")))
+    }
+
+    /// The account state of an existing id (`None` if there was never such an account), without
+    /// creating anything.
+    pub async fn account_state(&self, id: &str) -> Result<Option<AccountState>, StoreError> {
+        let row = sqlx::query("SELECT removed_at, tokens_revoked_before FROM users WHERE id = ?1")
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(if removed.is_some() { AccountState::Removed } else { AccountState::Active })
+        Ok(row.map(|row| match row.get::<Option<i64>, _>(0) {
+            Some(_) => AccountState::Removed,
+            None => AccountState::Active { tokens_revoked_before: row.get(1) },
+        }))
+    }
+
+    /// Whether `id` is an active account.
+    pub async fn user_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?1 AND removed_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
     }
 
     /// The password hash of an active account: `None` if there is no such account,
@@ -118,21 +155,45 @@ impl Store {
         Ok(row.map(|row| row.get::<Option<String>, _>(0)))
     }
 
-    /// Removes an account: tombstones it, forgets its password, profile and contacts.
-    /// Call records stay (they are other people's history too). Returns false if there was none.
+    /// Removes an account: tombstones it, forgets its password, profile and contacts, revokes
+    /// every token issued until now, and records the removal for running servers to act on
+    /// ([`Self::removed_accounts_after`]). Call records stay (they are other people's history
+    /// too). Returns false if there was none.
     pub async fn remove_user(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
-            "UPDATE users SET removed_at = ?2, password_hash = NULL, nickname = NULL, avatar = NULL
+            "UPDATE users SET removed_at = ?2, tokens_revoked_before = ?2, password_hash = NULL, nickname = NULL, avatar = NULL
              WHERE id = ?1 AND removed_at IS NULL",
         )
         .bind(id)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM contacts WHERE owner = ?1").bind(id).execute(&mut *tx).await?;
+        if result.rows_affected() == 1 {
+            sqlx::query("DELETE FROM contacts WHERE owner = ?1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO account_events (user, kind, at) VALUES (?1, 'removed', ?2)")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// The newest account event's number (0 if there is none).
+    pub async fn last_account_event(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM account_events").fetch_one(&self.pool).await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// Accounts removed after event `seq`: (event number, user id), oldest first, at most 1,000.
+    pub async fn removed_accounts_after(&self, seq: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query("SELECT seq, user FROM account_events WHERE seq > ?1 AND kind = 'removed' ORDER BY seq LIMIT 1000")
+            .bind(seq)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Active accounts: id, nickname and creation time, by id.
@@ -190,6 +251,22 @@ impl Store {
             .into_iter()
             .map(|r| ContactRow { user: r.get(0), nickname: r.get(1), alias: r.get(2), registered: r.get(3) })
             .collect())
+    }
+
+    /// How many contacts `owner` has.
+    pub async fn contact_count(&self, owner: &str) -> Result<usize, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts WHERE owner = ?1").bind(owner).fetch_one(&self.pool).await?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    /// Whether `contact` is one of `owner`'s contacts.
+    pub async fn has_contact(&self, owner: &str, contact: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE owner = ?1 AND contact = ?2")
+            .bind(owner)
+            .bind(contact)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Adds (or renames) a contact.
@@ -330,7 +407,7 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         assert!(store.create_user("alice", Some("h"), Some("Alice"), 1).await.unwrap());
         assert!(!store.create_user("alice", Some("h2"), None, 2).await.unwrap(), "taken");
-        assert_eq!(store.ensure_user("bob", 3).await.unwrap(), AccountState::Active);
+        assert_eq!(store.ensure_user("bob", 3).await.unwrap(), AccountState::FRESH);
         assert_eq!(store.password_hash("bob").await.unwrap(), Some(None));
         assert_eq!(store.password_hash("alice").await.unwrap(), Some(Some("h".into())));
 
@@ -349,12 +426,28 @@ mod tests {
         store.delete_records("alice", &["c2".into()]).await.unwrap();
         assert_eq!(store.history("alice", None, 50).await.unwrap().len(), 1);
 
-        // Removal tombstones the account and its tokens stop working; a new registration revives it.
-        assert!(store.remove_user("bob", 5).await.unwrap());
-        assert_eq!(store.ensure_user("bob", 6).await.unwrap(), AccountState::Removed);
+        // Removal tombstones the account and its tokens stop working; a new registration revives
+        // it, refusing tokens from before the removal; running servers learn of it as an event.
+        assert_eq!(store.last_account_event().await.unwrap(), 0);
+        assert!(store.remove_user("bob", 5_000).await.unwrap());
+        assert!(!store.remove_user("bob", 5_500).await.unwrap(), "removed once");
+        assert_eq!(store.removed_accounts_after(0).await.unwrap(), [(1, "bob".to_string())]);
+        assert_eq!(store.last_account_event().await.unwrap(), 1);
+        assert!(store.removed_accounts_after(1).await.unwrap().is_empty());
+        assert_eq!(store.ensure_user("bob", 6_000).await.unwrap(), AccountState::Removed);
+        assert_eq!(store.account_state("bob").await.unwrap(), Some(AccountState::Removed));
+        assert_eq!(store.account_state("nobody").await.unwrap(), None);
+        assert!(!store.user_exists("bob").await.unwrap() && store.user_exists("alice").await.unwrap());
         assert!(store.existing_users(&["bob".into(), "alice".into()]).await.unwrap() == HashSet::from(["alice".to_string()]));
         assert!(!store.contacts("alice").await.unwrap()[0].registered);
-        assert!(store.create_user("bob", Some("h3"), None, 7).await.unwrap());
-        assert_eq!(store.ensure_user("bob", 8).await.unwrap(), AccountState::Active);
+        assert!(store.create_user("bob", Some("h3"), None, 7_000).await.unwrap());
+        let revived = store.ensure_user("bob", 8_000).await.unwrap();
+        assert_eq!(revived, AccountState::Active { tokens_revoked_before: Some(5_000) });
+        assert!(!revived.accepts_token(Some(5)), "issued in the second of the removal");
+        assert!(!revived.accepts_token(None), "a token that does not say when it was issued");
+        assert!(revived.accepts_token(Some(6)));
+        assert!(AccountState::FRESH.accepts_token(None));
+        assert!(!AccountState::Removed.accepts_token(Some(i64::MAX)));
+        assert_eq!((store.contact_count("alice").await.unwrap(), store.has_contact("alice", "bob").await.unwrap()), (1, true));
     }
 }

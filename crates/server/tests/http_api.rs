@@ -163,7 +163,7 @@ async fn every_error_code_is_produced() {
 }
 
 #[tokio::test]
-async fn registrations_share_one_budget() {
+async fn registrations_have_a_budget_per_source() {
     let limits = RateLimits { registrations_per_minute: 2, ..Default::default() };
     let server = TestServer::start_with(Config { rate_limits: limits, ..Config::default() }).await;
     for user in ["ann", "ben"] {
@@ -171,9 +171,11 @@ async fn registrations_share_one_budget() {
     }
     let (status, body) = server.post("/v1/register", json!({"user":"cat","password":"correct horse"})).await;
     assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")));
+    let (status, body) = server.post_from([127, 0, 0, 2], "/v1/register", json!({"user":"cat","password":"correct horse"})).await;
+    assert_eq!((status, body["user"].as_str()), (201, Some("cat")), "another address has its own budget");
     // A login with something that is not a user id costs nothing and says nothing.
     let (status, body) = server.post("/v1/login", json!({"user":"x".repeat(10_000),"password":"p"})).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("bad_credentials")));
     server.clock.advance(30_000);
-    assert_eq!(server.post("/v1/register", json!({"user":"cat","password":"correct horse"})).await.0, 201);
+    assert_eq!(server.post("/v1/register", json!({"user":"dot","password":"correct horse"})).await.0, 201);
 }

@@ -150,6 +150,7 @@ async fn silent_sessions_are_closed_and_answering_ones_are_not() {
         hello_within: Duration::from_secs(10),
         ping_every: Duration::from_millis(100),
         idle_limit: Duration::from_millis(400),
+        ..TransportTimers::default()
     };
     let config = Config { transport: timers, ..Config::default() };
     let server = TestServer::start_with(config).await;

@@ -92,9 +92,12 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = reqwest::Client::new().post(self.http(path)).json(&body).send().await.expect("http");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.post_from([127, 0, 0, 1], path, body).await
+    }
+
+    /// A POST from another loopback source address (the server limits some things per source).
+    pub async fn post_from(&self, source: [u8; 4], path: &str, body: Value) -> (u16, Value) {
+        post_from(source, &self.http(path), body).await
     }
 
     /// Registers and logs in over HTTP, returning the token.
@@ -105,6 +108,14 @@ impl TestServer {
         assert_eq!(status, 200, "{body}");
         body["token"].as_str().expect("token").to_owned()
     }
+}
+
+/// A POST to `url` from the loopback address `source`, on a connection of its own.
+pub async fn post_from(source: [u8; 4], url: &str, body: Value) -> (u16, Value) {
+    let client = reqwest::Client::builder().local_address(std::net::IpAddr::from(source)).build().expect("client");
+    let response = client.post(url).json(&body).send().await.expect("http");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 pub fn token_from_dir(dir: &Path, user: &str, exp_s: i64) -> String {
