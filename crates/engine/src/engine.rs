@@ -299,9 +299,16 @@ impl Engine {
         self.query(ClientMessage::ProfileSet { nickname, avatar }).await.map(|_| ())
     }
 
-    /// Profiles of some users.
+    /// Profiles of some users (any number: asked of the server in batches of its limit).
     pub async fn profiles(&self, users: Vec<UserId>) -> Result<Vec<UserProfile>, EngineError> {
-        Ok(self.query(ClientMessage::UsersGet { users }).await?.users.unwrap_or_default())
+        let mut distinct = std::collections::HashSet::new();
+        let users: Vec<UserId> = users.into_iter().filter(|u| distinct.insert(u.clone())).collect();
+        let mut profiles = Vec::with_capacity(users.len());
+        for batch in users.chunks(hark_protocol::MAX_USERS_GET) {
+            let answer = self.query(ClientMessage::UsersGet { users: batch.to_vec() }).await?;
+            profiles.extend(answer.users.unwrap_or_default());
+        }
+        Ok(profiles)
     }
 
     /// Live calls we were invited to and could still join.

@@ -606,3 +606,19 @@ async fn a_second_engine_on_the_same_device_id_takes_over_without_a_fight() {
     bob.engine.call(vec!["alice".into()], Media::Audio, None, None).await.unwrap();
     second.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_of_more_people_than_one_request_may_name() {
+    let (_server, base, dir) = start_server().await;
+    let store = hark_server::store::Store::open(dir.path()).await.unwrap();
+    let people: Vec<String> = (0..(hark_protocol::MAX_USERS_GET + 15)).map(|n| format!("person{n}")).collect();
+    for person in &people {
+        store.create_user(person, None, Some(&person.to_uppercase()), 0).await.unwrap();
+    }
+    let alice = Person::start(&base, "alice", 440.0).await;
+    // Asked with repeats, answered once each, in the order asked.
+    let asked: Vec<String> = people.iter().chain(people.iter().take(5)).cloned().collect();
+    let profiles = alice.engine.profiles(asked).await.unwrap();
+    assert_eq!(profiles.iter().map(|p| p.user.clone()).collect::<Vec<_>>(), people);
+    assert!(profiles.iter().all(|p| p.nickname == p.user.to_uppercase()));
+}
