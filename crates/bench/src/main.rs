@@ -569,6 +569,7 @@ async fn run(args: Args) -> Result<()> {
             logins_per_minute: 100_000,
             logins_per_source_per_minute: 100_000,
             registrations_per_minute: 100_000,
+            password_hashes_per_second: 100_000,
         },
         ..Default::default()
     };

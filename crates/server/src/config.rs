@@ -120,11 +120,20 @@ pub struct RateLimits {
     pub logins_per_source_per_minute: u32,
     /// `POST /v1/register` per source address per minute (each costs a password hash).
     pub registrations_per_minute: u32,
+    /// Password hashes (logins and registrations) started per second for everyone together, in
+    /// bursts of twice that; logins from where an account signed in before are not counted.
+    pub password_hashes_per_second: u32,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits { invites_per_minute: 30, logins_per_minute: 10, logins_per_source_per_minute: 60, registrations_per_minute: 10 }
+        RateLimits {
+            invites_per_minute: 30,
+            logins_per_minute: 10,
+            logins_per_source_per_minute: 60,
+            registrations_per_minute: 10,
+            password_hashes_per_second: 5,
+        }
     }
 }
 
@@ -194,6 +203,7 @@ impl Config {
             || limits.logins_per_minute == 0
             || limits.logins_per_source_per_minute == 0
             || limits.registrations_per_minute == 0
+            || limits.password_hashes_per_second == 0
         {
             return Err(ConfigError::Invalid("rate limits must be at least 1 per minute".into()));
         }

@@ -5,17 +5,20 @@
 //! parameters (m = 19 MiB, t = 2) cost 19 MiB of memory and tens of milliseconds of a core, on
 //! purpose. Run on tokio's blocking pool, 120 concurrent logins for unknown ids made 115 threads
 //! and left 3.8 GB in glibc's per-thread arenas. Here:
-//! - at most `workers` hashes run at once and at most `queue` wait; a job beyond that is refused
-//!   at once with [`HashError::Busy`], so the HTTP layer answers `429` with `Retry-After` instead of
-//!   letting work pile up;
+//! - at most `workers` hashes run at once and at most `queue` wait, and at most `per_second` are
+//!   started a second (in bursts of twice that); a job beyond any of these is refused at once with
+//!   [`HashError::Busy`], so the HTTP layer answers `429` with `Retry-After` instead of letting work
+//!   pile up. The rate matters as much as the bound: a hash is memory-hard on purpose, and one
+//!   thread hashing flat out cost honest call setups a quarter of their rate on a 2-core machine
+//!   (the soak, docs/BENCHMARKS.md), through the caches as much as the CPU;
 //! - logins from a source where that account signed in before wait in a lane of their own
-//!   ([`Lane::Known`]), with its own places, served first: strangers flooding the pool from many
-//!   addresses fill the other lane, and the owner still gets in;
+//!   ([`Lane::Known`]), with its own places, served first and outside the rate: strangers flooding
+//!   the pool from many addresses fill the other lane, and the owner still gets in;
 //! - each worker maps its 19 MiB with `mmap` when work arrives and unmaps it after
 //!   [`IDLE_RELEASE`] without work of its own, so memory returns to the system instead of staying
 //!   in the allocator (a plain `Vec` of that size raises glibc's mmap threshold and is kept after
 //!   free); with at most two workers, hashing never holds more than 38 MiB;
-//! - the workers run at a lower scheduling priority (nice 10), so under contention hashing yields
+//! - the workers run at a lowest scheduling priority (nice 19), so under contention hashing yields
 //!   the CPU to signaling: a login flood slows logins, not call setups;
 //! - the PHC strings are the same as the `argon2` crate's own, so stored hashes from either verify
 //!   with either.
@@ -85,7 +88,37 @@ struct InboxState {
     waiting: VecDeque<Job>,
     /// Places in each lane.
     capacity: usize,
+    /// Starts allowed to [`Lane::Other`].
+    budget: HashBudget,
     open: bool,
+}
+
+/// A token bucket of hashes: `per_second`, in bursts of up to twice that. Time is passed in, so
+/// it is tested without waiting.
+#[derive(Debug, Clone, Copy)]
+struct HashBudget {
+    per_second: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl HashBudget {
+    fn new(per_second: u32, now: std::time::Instant) -> HashBudget {
+        let per_second = f64::from(per_second.max(1));
+        HashBudget { per_second, tokens: 2.0 * per_second, at: now }
+    }
+
+    /// Takes one hash at `now`, if there is one.
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(2.0 * self.per_second);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 /// The pool. Dropping it lets the workers finish the jobs already queued and exit.
@@ -94,10 +127,17 @@ pub struct HashPool {
 }
 
 impl HashPool {
-    /// A pool of `workers` threads (at least one) with room for `queue` waiting jobs.
-    pub fn new(workers: usize, queue: usize) -> std::io::Result<HashPool> {
+    /// A pool of `workers` threads (at least one) with room for `queue` waiting jobs in each lane,
+    /// starting at most `per_second` hashes a second outside the known lane.
+    pub fn new(workers: usize, queue: usize, per_second: u32) -> std::io::Result<HashPool> {
         let inbox = Arc::new(Inbox {
-            state: Mutex::new(InboxState { known: VecDeque::new(), waiting: VecDeque::new(), capacity: queue, open: true }),
+            state: Mutex::new(InboxState {
+                known: VecDeque::new(),
+                waiting: VecDeque::new(),
+                capacity: queue,
+                budget: HashBudget::new(per_second, std::time::Instant::now()),
+                open: true,
+            }),
             arrived: Condvar::new(),
         });
         for n in 0..workers.max(1) {
@@ -131,17 +171,17 @@ impl HashPool {
     }
 
     fn submit(&self, job: Job, lane: Lane) -> Result<(), HashError> {
-        let mut state = self.inbox.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let capacity = state.capacity;
+        let mut guard = self.inbox.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = &mut *guard;
         let queue = match lane {
             Lane::Known => &mut state.known,
             Lane::Other => &mut state.waiting,
         };
-        if queue.len() >= capacity {
+        if queue.len() >= state.capacity || (lane == Lane::Other && !state.budget.take(std::time::Instant::now())) {
             return Err(HashError::Busy);
         }
         queue.push_back(job);
-        drop(state);
+        drop(guard);
         self.inbox.arrived.notify_one();
         Ok(())
     }
@@ -189,9 +229,10 @@ impl Inbox {
     }
 }
 
-/// Niceness of the hashing threads: CFS gives a nice-10 thread about a tenth of the CPU a nice-0
-/// thread gets when both want it, and all of it when nothing else does.
-const WORKER_NICENESS: libc::c_int = 10;
+/// Niceness of the hashing threads: CFS gives a nice-19 thread about 1.5 % of the CPU a nice-0
+/// thread gets when both want it, and all of it when nothing else does (the soak measured honest
+/// call setups under a login flood at 0.67x of calm with nice 10).
+const WORKER_NICENESS: libc::c_int = 19;
 
 /// One worker: takes jobs until the pool is dropped, holding working memory only while busy.
 fn work(inbox: &Inbox) {
@@ -402,7 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_refuses_beyond_its_queue_and_answers_the_rest() {
-        let pool = HashPool::new(1, 2).unwrap();
+        let pool = HashPool::new(1, 2, 1000).unwrap();
         // Ten at once, without waiting: one runs, two wait, and the worker can take at most one
         // more off the queue in the microseconds this loop takes (a hash takes many milliseconds).
         let mut answers = Vec::new();
@@ -424,9 +465,29 @@ mod tests {
         assert!(!pool.verify(None, "correct horse".into(), Lane::Other).await.unwrap(), "no account never matches");
     }
 
+    #[test]
+    fn the_budget_allows_a_burst_then_the_rate() {
+        let start = std::time::Instant::now();
+        let mut budget = HashBudget::new(5, start);
+        assert_eq!((0..12).filter(|_| budget.take(start)).count(), 10, "a burst of two seconds' worth");
+        let later = start + std::time::Duration::from_millis(400);
+        assert_eq!((0..5).filter(|_| budget.take(later)).count(), 2, "then five a second");
+        let much_later = start + std::time::Duration::from_secs(60);
+        assert_eq!((0..30).filter(|_| budget.take(much_later)).count(), 10, "never more than the burst");
+    }
+
+    #[tokio::test]
+    async fn beyond_the_rate_strangers_wait_and_known_logins_do_not() {
+        let pool = HashPool::new(1, 100, 1).unwrap();
+        assert!(pool.hash("a".into()).await.is_ok() && pool.hash("b".into()).await.is_ok());
+        assert!(matches!(pool.hash("c".into()).await, Err(HashError::Busy)), "two in a burst at one a second");
+        let owner_hash = hash_password("correct horse", &mut memory()).unwrap();
+        assert!(pool.verify(Some(owner_hash), "correct horse".into(), Lane::Known).await.unwrap());
+    }
+
     #[tokio::test]
     async fn known_logins_have_places_of_their_own_and_go_first() {
-        let pool = HashPool::new(1, 2).unwrap();
+        let pool = HashPool::new(1, 2, 1000).unwrap();
         let owner_hash = hash_password("correct horse", &mut memory()).unwrap();
         // Strangers fill the pool: one running, two waiting, the rest refused.
         let mut strangers = Vec::new();

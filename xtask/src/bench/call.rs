@@ -132,7 +132,7 @@ pub fn run(args: &[String]) -> Result<()> {
         // 2. CPU: hark-cli with processing on, off, then baresip.
         let switches = Switches::of(&bins.cli)?;
         let config = scratch.path.join("bench.toml");
-        std::fs::write(&config, "# Written by `cargo xtask bench call`.\n[rate_limits]\ninvites_per_minute = 1000\nlogins_per_minute = 1000\nlogins_per_source_per_minute = 1000\nregistrations_per_minute = 1000\n")?;
+        std::fs::write(&config, "# Written by `cargo xtask bench call`.\n[rate_limits]\ninvites_per_minute = 1000\nlogins_per_minute = 1000\nlogins_per_source_per_minute = 1000\nregistrations_per_minute = 1000\npassword_hashes_per_second = 1000\n")?;
         let mut server = Server::start(&bins.server, &scratch.path, &config)?;
         eprintln!("bench: hark-server (pid {}) listening on {}", server.pid(), server.addr);
         let server_addr = server.addr.clone();
