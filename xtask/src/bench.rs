@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 
 mod call;
+mod hostile;
 
 const BENCHMARKS: &[&str] = &["signaling", "call", "app"];
 
@@ -40,11 +41,15 @@ const SECTION_TITLE: &str = "## Signaling (cargo xtask bench signaling)";
 
 const USAGE: &str = "\
 usage: cargo xtask bench signaling [--sessions N] [--duration S] [--quick] [--no-record]
+       cargo xtask bench signaling --hostile [--duration S] [--no-record]
 
   --sessions N   sessions held open at once in the hold run (default 20000; even)
   --duration S   seconds of each setup run, flat out and paced (default 20)
   --quick        smoke run: 2000 sessions, 5 s runs; does not touch docs/BENCHMARKS.md
   --no-record    print the figures only; do not update docs/BENCHMARKS.md
+  --hostile      the soak instead: 200 honest pairs flat out, calm and then through a storm of
+                 hostile clients (hark-storm), for S seconds each (default 60);
+                 HARK_STORM_ARGS passes options to hark-storm (e.g. --login-rate 0)
 
 HARK_BENCH_SERVER=PATH benchmarks that hark-server binary instead of building this one.
 
@@ -125,12 +130,18 @@ impl Options {
 }
 
 fn signaling(args: &[String]) -> Result<()> {
-    let options = Options::parse(args)?;
-    let root = workspace_root();
     let command_line = std::iter::once("cargo xtask bench signaling".to_owned())
         .chain(args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ");
+    if args.iter().any(|a| a == "--hostile") {
+        let rest: Vec<String> = args.iter().filter(|a| *a != "--hostile").cloned().collect();
+        let options = Options::parse(&rest)?;
+        let duration_s = if rest.iter().any(|a| a == "--duration") { options.duration_s } else { 60.0 };
+        return hostile::run(hostile::HostileOptions { duration_s, record: options.record }, &command_line);
+    }
+    let options = Options::parse(args)?;
+    let root = workspace_root();
 
     // HARK_BENCH_SERVER=PATH benchmarks another hark-server build (e.g. an older release).
     let other_server = std::env::var_os("HARK_BENCH_SERVER").map(PathBuf::from);
@@ -156,6 +167,7 @@ fn signaling(args: &[String]) -> Result<()> {
     std::fs::write(
         &config,
         "# Written by `cargo xtask bench signaling`: limits out of the benchmark's way.\n\
+         connections_per_source = 1000000\n\
          [rate_limits]\ninvites_per_minute = 1000000\nlogins_per_minute = 1000000\n",
     )?;
     let mut server = Server::start(&server_bin, &scratch.path, &config)?;
