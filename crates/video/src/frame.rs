@@ -1,0 +1,178 @@
+//! Pictures in I420 (planar 4:2:0, 8 bits), the one format every video path here speaks: cameras
+//! are converted to it, VP8 takes and gives it, Y4M files hold it, the UI draws it.
+//!
+//! Layout: the Y plane (`width × height`), then U, then V (each `⌈width/2⌉ × ⌈height/2⌉`), rows
+//! tightly packed, in one buffer, so a frame goes to a file or over IPC as one slice.
+
+use crate::VideoError;
+
+/// One picture.
+#[derive(Clone, PartialEq, Eq)]
+pub struct I420Frame {
+    width: u32,
+    height: u32,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for I420Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "I420Frame({}x{})", self.width, self.height)
+    }
+}
+
+/// Bytes of an I420 picture of this size.
+pub fn i420_len(width: u32, height: u32) -> usize {
+    let (w, h) = (width as usize, height as usize);
+    w * h + 2 * w.div_ceil(2) * h.div_ceil(2)
+}
+
+impl I420Frame {
+    /// A black picture.
+    pub fn black(width: u32, height: u32) -> I420Frame {
+        let luma = width as usize * height as usize;
+        let mut data = vec![128u8; i420_len(width, height)];
+        data[..luma].fill(16);
+        I420Frame { width, height, data }
+    }
+
+    /// A picture from its planes laid out as described in the module docs.
+    pub fn from_bytes(width: u32, height: u32, data: Vec<u8>) -> Result<I420Frame, VideoError> {
+        if width == 0 || height == 0 {
+            return Err(VideoError::BadSize { width, height });
+        }
+        if data.len() != i420_len(width, height) {
+            return Err(VideoError::BadSize { width, height });
+        }
+        Ok(I420Frame { width, height, data })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Width of the U and V planes.
+    pub fn chroma_width(&self) -> u32 {
+        self.width.div_ceil(2)
+    }
+
+    /// Height of the U and V planes.
+    pub fn chroma_height(&self) -> u32 {
+        self.height.div_ceil(2)
+    }
+
+    /// All three planes, as one slice.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The planes, Y, U and V.
+    pub fn planes(&self) -> (&[u8], &[u8], &[u8]) {
+        let luma = self.width as usize * self.height as usize;
+        let chroma = self.chroma_width() as usize * self.chroma_height() as usize;
+        let (y, rest) = self.data.split_at(luma);
+        let (u, v) = rest.split_at(chroma);
+        (y, u, v)
+    }
+
+    /// The planes, Y, U and V, to write into.
+    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let luma = self.width as usize * self.height as usize;
+        let chroma = self.chroma_width() as usize * self.chroma_height() as usize;
+        let (y, rest) = self.data.split_at_mut(luma);
+        let (u, v) = rest.split_at_mut(chroma);
+        (y, u, v)
+    }
+
+    /// The same picture at another size: the whole picture, stretched if the shapes differ (a
+    /// recording keeps its size and never crops), bilinear per plane.
+    pub fn scaled(&self, width: u32, height: u32) -> I420Frame {
+        if (width, height) == (self.width, self.height) {
+            return self.clone();
+        }
+        let mut out = I420Frame::black(width.max(1), height.max(1));
+        let (cw, ch) = (out.chroma_width(), out.chroma_height());
+        let (sy, su, sv) = self.planes();
+        let (scw, sch) = (self.chroma_width(), self.chroma_height());
+        let (dy, du, dv) = out.planes_mut();
+        scale_plane(sy, self.width, self.height, dy, width.max(1), height.max(1));
+        scale_plane(su, scw, sch, du, cw, ch);
+        scale_plane(sv, scw, sch, dv, cw, ch);
+        out
+    }
+}
+
+/// Bilinear resampling of one plane, in 16.16 fixed point; source pixel centres are mapped onto
+/// destination pixel centres so the picture neither shifts nor loses its edges.
+fn scale_plane(src: &[u8], sw: u32, sh: u32, dst: &mut [u8], dw: u32, dh: u32) {
+    let (sw, sh, dw, dh) = (sw as i64, sh as i64, dw as i64, dh as i64);
+    // Source coordinate of a destination index, 16.16, clamped into the picture.
+    let map = |d: i64, dn: i64, sn: i64| -> i64 { (((2 * d + 1) * sn * 65_536) / (2 * dn) - 32_768).clamp(0, (sn - 1) * 65_536) };
+    let columns: Vec<(usize, usize, i64)> = (0..dw)
+        .map(|x| {
+            let sx = map(x, dw, sw);
+            let x0 = sx >> 16;
+            (x0 as usize, (x0 + 1).min(sw - 1) as usize, sx & 0xffff)
+        })
+        .collect();
+    for y in 0..dh {
+        let sy = map(y, dh, sh);
+        let y0 = sy >> 16;
+        let y1 = (y0 + 1).min(sh - 1);
+        let fy = sy & 0xffff;
+        let (row0, row1) = (&src[(y0 * sw) as usize..][..sw as usize], &src[(y1 * sw) as usize..][..sw as usize]);
+        let out = &mut dst[(y * dw) as usize..][..dw as usize];
+        for (pixel, &(x0, x1, fx)) in out.iter_mut().zip(&columns) {
+            let top = i64::from(row0[x0]) * (65_536 - fx) + i64::from(row0[x1]) * fx;
+            let bottom = i64::from(row1[x0]) * (65_536 - fx) + i64::from(row1[x1]) * fx;
+            let value = (top * (65_536 - fy) + bottom * fy + (1 << 31)) >> 32;
+            *pixel = value.clamp(0, 255) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_planes() {
+        assert_eq!(i420_len(640, 360), 640 * 360 * 3 / 2);
+        assert_eq!(i420_len(5, 3), 15 + 2 * 3 * 2);
+        let frame = I420Frame::black(5, 3);
+        let (y, u, v) = frame.planes();
+        assert_eq!((y.len(), u.len(), v.len()), (15, 6, 6));
+        assert!(I420Frame::from_bytes(4, 4, vec![0; 23]).is_err());
+        assert!(I420Frame::from_bytes(0, 4, Vec::new()).is_err());
+        assert!(I420Frame::from_bytes(4, 4, vec![0; 24]).is_ok());
+    }
+
+    #[test]
+    fn scaling_keeps_flat_areas_and_edges_where_they_were() {
+        // Left half dark, right half light, at 64x32; halved and doubled.
+        let mut frame = I420Frame::black(64, 32);
+        let (y, u, _) = frame.planes_mut();
+        for row in y.chunks_mut(64) {
+            row[32..].fill(200);
+        }
+        u.fill(90);
+        for (w, h) in [(32, 16), (128, 64), (40, 30)] {
+            let scaled = frame.scaled(w, h);
+            let (y, u, v) = scaled.planes();
+            assert_eq!((scaled.width(), scaled.height()), (w, h));
+            let row = &y[(h as usize / 2) * w as usize..][..w as usize];
+            assert_eq!(row[0], 16, "{w}x{h}");
+            assert_eq!(row[w as usize - 1], 200, "{w}x{h}");
+            // The edge stays in the middle: everything left of it dark-ish, right of it light-ish.
+            let edge = row.iter().position(|&p| p > 108).unwrap();
+            assert!((edge as i64 - i64::from(w) / 2).abs() <= 1, "edge at {edge} of {w}");
+            assert!(u.iter().all(|&p| p == 90) && v.iter().all(|&p| p == 128));
+        }
+        assert_eq!(frame.scaled(64, 32), frame);
+    }
+}
