@@ -13,6 +13,7 @@ pub mod peer;
 pub mod ringtone;
 pub mod signaling;
 pub mod sound_card;
+pub mod video;
 pub mod voice_processing;
 
 pub use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent};

@@ -1,0 +1,366 @@
+//! Video devices behind traits, as sound cards are: a [`VideoSource`] gives pictures (a camera, a
+//! moving test pattern, a Y4M file), a [`VideoSink`] takes the pictures decoded from one remote
+//! person (the app's view, a Y4M recording, nothing).
+//!
+//! A source paces itself: [`VideoSource::next_frame`] blocks until the next picture is due (a
+//! camera's driver does; the synthetic ones sleep to their frame rate), so it is called on an OS
+//! thread of its own, never on a tokio worker, and that thread is the only clock local video
+//! has. The synthetic devices carry real pictures: the test pattern stamps each frame's number
+//! (see [`hark_video::pattern`]), which a far end reads back to check it decoded what was sent.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hark_video::y4m::{Y4mReader, Y4mWriter};
+use hark_video::{pattern, I420Frame};
+
+/// A picture size and rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoFormat {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+}
+
+impl VideoFormat {
+    /// 640x360 at 30 fps, the 1:1 default.
+    pub const DEFAULT: VideoFormat = VideoFormat { width: 640, height: 360, fps: 30 };
+}
+
+/// Why a video device could not be opened or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VideoDeviceError {
+    /// The device could not be opened (missing, busy, or a file that is not usable video).
+    #[error("cannot open {device}: {reason}")]
+    Open {
+        /// Which device.
+        device: String,
+        /// Why.
+        reason: String,
+    },
+    /// The device stopped giving pictures (unplugged, a file that ends inside a frame).
+    #[error("{device} stopped: {reason}")]
+    Lost {
+        /// Which device.
+        device: String,
+        /// Why.
+        reason: String,
+    },
+    /// A device spec like `file:x.y4m` could not be read.
+    #[error("unknown video device '{0}' (use default, test-pattern, file:PATH.y4m, none; record:PATH.y4m, none)")]
+    UnknownSpec(String),
+}
+
+/// Something that produces pictures.
+pub trait VideoSource: Send {
+    /// The next picture, blocking until it is due. An error ends the source: the caller reports
+    /// it and the call goes on without this video.
+    fn next_frame(&mut self) -> Result<I420Frame, VideoDeviceError>;
+    /// What it gives now.
+    fn format(&self) -> VideoFormat;
+    /// Asks for another size or rate (the resolution ladder). A source that cannot change keeps
+    /// its own; the sender scales what it gets.
+    fn request_format(&mut self, _wanted: VideoFormat) {}
+    /// A short name for logs and events.
+    fn name(&self) -> String;
+}
+
+/// Something that takes the pictures of one remote person.
+pub trait VideoSink: Send {
+    /// Takes the next decoded picture.
+    fn write_frame(&mut self, frame: &I420Frame);
+    /// Flushes whatever is buffered (a recording's file).
+    fn finish(&mut self) {}
+}
+
+/// Sleeps until `due`, then moves it on by one frame period; a source that fell behind (the
+/// machine was busy) skips ahead rather than bursting frames to catch up.
+fn pace(due: &mut Instant, fps: u32) {
+    let now = Instant::now();
+    if *due > now {
+        std::thread::sleep(*due - now);
+    }
+    let period = Duration::from_secs_f64(1.0 / f64::from(fps.max(1)));
+    *due += period;
+    if *due + period < Instant::now() {
+        *due = Instant::now() + period;
+    }
+}
+
+/// The moving test pattern, numbered from 0, at the format asked for.
+#[derive(Debug)]
+pub struct TestPatternSource {
+    format: VideoFormat,
+    number: u32,
+    due: Instant,
+}
+
+impl TestPatternSource {
+    /// A pattern at `format`.
+    pub fn new(format: VideoFormat) -> Self {
+        TestPatternSource { format, number: 0, due: Instant::now() }
+    }
+}
+
+impl VideoSource for TestPatternSource {
+    fn next_frame(&mut self) -> Result<I420Frame, VideoDeviceError> {
+        pace(&mut self.due, self.format.fps);
+        let frame = pattern::draw(self.format.width, self.format.height, self.number);
+        self.number = self.number.wrapping_add(1);
+        Ok(frame)
+    }
+
+    fn format(&self) -> VideoFormat {
+        self.format
+    }
+
+    fn request_format(&mut self, wanted: VideoFormat) {
+        // The numbers go on: a far end checking them sees no jump at a size change.
+        self.format = wanted;
+    }
+
+    fn name(&self) -> String {
+        "test-pattern".into()
+    }
+}
+
+/// A Y4M file (4:2:0) played in real time at its own frame rate, looping at its end.
+pub struct Y4mFileSource {
+    path: PathBuf,
+    reader: Y4mReader<std::io::BufReader<std::fs::File>>,
+    due: Instant,
+}
+
+impl Y4mFileSource {
+    /// Opens the file and reads its header (a file that is not usable 4:2:0 Y4M is refused here).
+    pub fn open(path: &Path) -> Result<Self, VideoDeviceError> {
+        let open = |reason: String| VideoDeviceError::Open { device: format!("file:{}", path.display()), reason };
+        let mut reader = Y4mReader::open(path).map_err(|e| open(e.to_string()))?;
+        // A file with no whole frame at all is refused now rather than at the first read.
+        match reader.read_frame() {
+            Ok(Some(_)) => reader.rewind().map_err(|e| open(e.to_string()))?,
+            Ok(None) => return Err(open("no frames in it".into())),
+            Err(e) => return Err(open(e.to_string())),
+        }
+        Ok(Y4mFileSource { path: path.to_owned(), reader, due: Instant::now() })
+    }
+}
+
+impl VideoSource for Y4mFileSource {
+    fn next_frame(&mut self) -> Result<I420Frame, VideoDeviceError> {
+        let fps = self.reader.fps().round().max(1.0) as u32;
+        pace(&mut self.due, fps);
+        let lost = |reason: String| VideoDeviceError::Lost { device: format!("file:{}", self.path.display()), reason };
+        match self.reader.read_frame() {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => {
+                self.reader.rewind().map_err(|e| lost(e.to_string()))?;
+                self.reader.read_frame().map_err(|e| lost(e.to_string()))?.ok_or_else(|| lost("empty after rewinding".into()))
+            }
+            Err(e) => Err(lost(e.to_string())),
+        }
+    }
+
+    fn format(&self) -> VideoFormat {
+        VideoFormat { width: self.reader.width(), height: self.reader.height(), fps: self.reader.fps().round().max(1.0) as u32 }
+    }
+
+    fn name(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+}
+
+/// Writes each decoded picture to a Y4M file, at the size of the first one (later pictures of
+/// another size are scaled to it, never cropped: a Y4M has one header).
+pub struct Y4mRecorder {
+    path: PathBuf,
+    fps: u32,
+    writer: Option<Y4mWriter<std::io::BufWriter<std::fs::File>>>,
+    failed: bool,
+}
+
+impl Y4mRecorder {
+    /// A recorder that creates `path` at its first picture.
+    pub fn new(path: &Path, fps: u32) -> Self {
+        Y4mRecorder { path: path.to_owned(), fps, writer: None, failed: false }
+    }
+}
+
+impl VideoSink for Y4mRecorder {
+    fn write_frame(&mut self, frame: &I420Frame) {
+        if self.failed {
+            return;
+        }
+        if self.writer.is_none() {
+            match Y4mWriter::create(&self.path, frame.width(), frame.height(), self.fps) {
+                Ok(writer) => self.writer = Some(writer),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot record video");
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+        if let Some(writer) = &mut self.writer {
+            if let Err(e) = writer.write_frame(frame) {
+                tracing::warn!(path = %self.path.display(), error = %e, "video recording stopped");
+                self.failed = true;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(writer) = &mut self.writer {
+            if let Err(e) = writer.flush() {
+                tracing::warn!(path = %self.path.display(), error = %e, "video recording not flushed");
+            }
+        }
+    }
+}
+
+/// Pictures go nowhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoVideo;
+
+impl VideoSink for NoVideo {
+    fn write_frame(&mut self, _frame: &I420Frame) {}
+}
+
+/// Where local video comes from, as a user names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraSpec {
+    /// The system's default camera.
+    Default,
+    /// The moving test pattern.
+    TestPattern,
+    /// A Y4M file.
+    File(PathBuf),
+    /// No camera: calls are placed and answered without sending video.
+    None,
+}
+
+impl std::str::FromStr for CameraSpec {
+    type Err = VideoDeviceError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        match spec {
+            "default" => Ok(CameraSpec::Default),
+            "test-pattern" => Ok(CameraSpec::TestPattern),
+            "none" => Ok(CameraSpec::None),
+            _ => match spec.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => Ok(CameraSpec::File(PathBuf::from(path))),
+                _ => Err(VideoDeviceError::UnknownSpec(spec.to_owned())),
+            },
+        }
+    }
+}
+
+/// Where remote video goes, as a user names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoOutSpec {
+    /// One Y4M file per remote person: `PATH.y4m` for a 1:1 call; in a group call each person's
+    /// file is named after them (`PATH-USER.y4m`).
+    Record(PathBuf),
+    /// Nowhere.
+    None,
+}
+
+impl std::str::FromStr for VideoOutSpec {
+    type Err = VideoDeviceError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        match spec {
+            "none" => Ok(VideoOutSpec::None),
+            _ => match spec.strip_prefix("record:") {
+                Some(path) if !path.is_empty() => Ok(VideoOutSpec::Record(PathBuf::from(path))),
+                _ => Err(VideoDeviceError::UnknownSpec(spec.to_owned())),
+            },
+        }
+    }
+}
+
+impl VideoOutSpec {
+    /// The file for `user`'s pictures: `PATH.y4m` itself in a 1:1 call, `PATH-USER.y4m` next to it
+    /// in a group call.
+    pub fn path_for(&self, user: &str, group: bool) -> Option<PathBuf> {
+        let VideoOutSpec::Record(path) = self else { return None };
+        if !group {
+            return Some(path.clone());
+        }
+        let stem = path.file_stem().map_or_else(|| "video".into(), |s| s.to_string_lossy().into_owned());
+        Some(path.with_file_name(format!("{stem}-{user}.y4m")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_pattern_counts_and_follows_the_format_asked() {
+        let mut source = TestPatternSource::new(VideoFormat { width: 320, height: 180, fps: 1000 });
+        for n in 0..3 {
+            assert_eq!(pattern::read_number(&source.next_frame().unwrap()), Some(n));
+        }
+        source.request_format(VideoFormat { width: 640, height: 360, fps: 1000 });
+        let frame = source.next_frame().unwrap();
+        assert_eq!((frame.width(), frame.height(), pattern::read_number(&frame)), (640, 360, Some(3)));
+    }
+
+    #[test]
+    fn a_file_camera_loops_and_bad_files_are_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.y4m");
+        let mut writer = Y4mWriter::create(&path, 64, 36, 1000).unwrap();
+        for n in 0..3 {
+            writer.write_frame(&pattern::draw(64, 36, n)).unwrap();
+        }
+        writer.flush().unwrap();
+        drop(writer);
+        let mut source = Y4mFileSource::open(&path).unwrap();
+        assert_eq!(source.format(), VideoFormat { width: 64, height: 36, fps: 1000 });
+        let numbers: Vec<Option<u32>> = (0..7).map(|_| pattern::read_number(&source.next_frame().unwrap())).collect();
+        assert_eq!(numbers, [0, 1, 2, 0, 1, 2, 0].map(Some));
+
+        // Truncated inside the first frame, not 4:2:0, missing.
+        let truncated = dir.path().join("cut.y4m");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&truncated, &bytes[..100]).unwrap();
+        let not_420 = dir.path().join("444.y4m");
+        std::fs::write(&not_420, b"YUV4MPEG2 W4 H2 F30:1 C444\nFRAME\n").unwrap();
+        for bad in [truncated, not_420, dir.path().join("missing.y4m")] {
+            let err = Y4mFileSource::open(&bad).err().expect("refused");
+            assert!(matches!(err, VideoDeviceError::Open { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_recording_is_made_at_the_first_size_and_named_per_person() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec: VideoOutSpec = format!("record:{}", dir.path().join("out.y4m").display()).parse().unwrap();
+        assert_eq!(spec.path_for("bob", false).unwrap().file_name().unwrap(), "out.y4m");
+        let path = spec.path_for("bob", true).unwrap();
+        assert_eq!(path.file_name().unwrap(), "out-bob.y4m");
+        let mut recorder = Y4mRecorder::new(&path, 30);
+        recorder.write_frame(&pattern::draw(320, 180, 1));
+        recorder.write_frame(&pattern::draw(160, 90, 2));
+        recorder.finish();
+        let mut reader = Y4mReader::open(&path).unwrap();
+        assert_eq!((reader.width(), reader.height()), (320, 180));
+        assert_eq!(pattern::read_number(&reader.read_frame().unwrap().unwrap()), Some(1));
+        assert_eq!(pattern::read_number(&reader.read_frame().unwrap().unwrap()), Some(2));
+    }
+
+    #[test]
+    fn specs() {
+        assert_eq!("test-pattern".parse::<CameraSpec>().unwrap(), CameraSpec::TestPattern);
+        assert_eq!("file:a.y4m".parse::<CameraSpec>().unwrap(), CameraSpec::File("a.y4m".into()));
+        assert!("file:".parse::<CameraSpec>().is_err());
+        assert!("webcam".parse::<CameraSpec>().is_err());
+        assert_eq!("none".parse::<VideoOutSpec>().unwrap(), VideoOutSpec::None);
+        assert!("record:".parse::<VideoOutSpec>().is_err());
+    }
+}
