@@ -253,6 +253,11 @@ pub enum Output {
     Ringtone(RingtoneCommand),
     /// Tell the application.
     Event(CallEvent),
+    /// What media the call we are connected in carries now: `Some(Video)` starts the camera and
+    /// video to every peer, `Some(Audio)` (a video call gone down to audio) stops them and
+    /// releases the camera, `None` (no connected call) stops everything. Said on every change,
+    /// after the outputs that made it.
+    SetMedia(Option<Media>),
 }
 
 /// What the ringtone player should do.
@@ -346,6 +351,8 @@ pub struct CallCore {
     /// `expires_at` are read on our clock through it.
     server_offset_ms: i64,
     outputs: VecDeque<Output>,
+    /// The media last said with [`Output::SetMedia`].
+    media_said: Option<Media>,
 }
 
 impl CallCore {
@@ -361,6 +368,7 @@ impl CallCore {
             abandoned: Vec::new(),
             server_offset_ms: 0,
             outputs: VecDeque::new(),
+            media_said: None,
         }
     }
 
@@ -386,6 +394,15 @@ impl CallCore {
 
     /// The next thing to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() {
+            // One place decides media, from the state every path leaves behind: whatever ended,
+            // connected or changed the call, the engine hears it once, last.
+            let media = self.call.as_ref().filter(|c| c.phase == Phase::Connected).map(|c| c.media);
+            if media != self.media_said {
+                self.media_said = media;
+                return Some(Output::SetMedia(media));
+            }
+        }
         self.outputs.pop_front()
     }
 

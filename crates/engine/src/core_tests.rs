@@ -402,3 +402,25 @@ fn ring_expiry_is_read_on_our_clock() {
     rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob"],"media":"audio","user_data":null,"expires_at":T0 + 3_600_000 + 30_000}));
     assert_eq!(rig.core.poll_timeout(), Some(T0 + 30_000 + RING_SLACK_MS));
 }
+
+fn media_said(out: &[Output]) -> Vec<Option<Media>> {
+    out.iter().filter_map(|o| if let Output::SetMedia(m) = o { Some(*m) } else { None }).collect()
+}
+
+#[test]
+fn the_core_says_what_media_the_connected_call_carries() {
+    let mut rig = Rig::new("alice");
+    let out = rig.cmd(Command::Call { to: vec!["bob".into()], media: Media::Video, timeout_s: None, user_data: None });
+    let (id, _) = Rig::last_request(&out);
+    assert!(media_said(&out).is_empty());
+    let out = rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
+    assert!(media_said(&out).is_empty(), "ringing is not connected");
+    let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob"}));
+    assert_eq!(media_said(&out), [Some(Media::Video)]);
+    assert!(matches!(out.last(), Some(Output::SetMedia(_))), "said last, after the peer and the events: {out:?}");
+    let out = rig.server(json!({"type":"call.media_changed","call_id":"c1","media":"audio","by":"bob"}));
+    assert_eq!(media_said(&out), [Some(Media::Audio)]);
+    assert!(media_said(&rig.server(json!({"type":"call.left","call_id":"c1","user":"carol"}))).is_empty(), "no change, nothing said");
+    let out = rig.server(json!({"type":"call.ended","call_id":"c1","reason":"hangup","duration_s":3}));
+    assert_eq!(media_said(&out), [None]);
+}

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hark_protocol::{
     CallId, CallRecord, CallSummary, ClientFrame, Contact, ClientMessage, ErrorCode, IceTransportPolicy, Media, OkBody, PresenceStatus,
@@ -19,9 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::audio::{AudioSink, AudioSource};
+use crate::clock::{Clock, SystemClock};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
 use crate::media::{AudioPipeline, Devices, MediaReport};
-use crate::peer::{PeerCommand, PeerEvent, PeerLink, PeerSettings};
+use crate::peer::{MediaKind, PeerCommand, PeerEvent, PeerLink, PeerSettings};
 use crate::voice_processing::ProcessingSettings;
 use crate::sound_card::{DeviceInfo, DeviceWatcher, Direction, MicrophoneSource, SpeakerSink};
 use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneEvent, RingtoneKind, RingtonePlayer};
@@ -190,6 +190,11 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine: it signs in and waits for commands.
     pub fn start(config: EngineConfig) -> (Engine, mpsc::UnboundedReceiver<EngineEvent>) {
+        Engine::start_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Starts the engine with call-level time from `clock` (tests move a [`crate::clock::ManualClock`]).
+    pub fn start_with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> (Engine, mpsc::UnboundedReceiver<EngineEvent>) {
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::unbounded_channel();
         let (signaling_tx, signaling_rx) = mpsc::unbounded_channel();
@@ -209,6 +214,8 @@ impl Engine {
             peer_events: peer_tx,
             pipeline: AudioPipeline::new(config.devices, report_tx).with_receive_loss(config.receive_loss_percent),
             settings: PeerSettings { ice_servers: Vec::new(), policy: IceTransportPolicy::All, udp_addrs: config.udp_addrs },
+            media: None,
+            clock,
             queries: HashMap::new(),
             next_query: 0,
         };
@@ -409,6 +416,10 @@ struct EngineTask {
     peer_events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
     pipeline: AudioPipeline,
     settings: PeerSettings,
+    /// What the connected call carries, as the core last said.
+    media: Option<Media>,
+    /// Call-level time.
+    clock: Arc<dyn Clock>,
     /// Our own requests (history, presence…) waiting for their answer, by request id.
     queries: HashMap<String, oneshot::Sender<Result<OkBody, EngineError>>>,
     next_query: u64,
@@ -425,16 +436,17 @@ impl EngineTask {
     ) {
         loop {
             let wake = self.core.poll_timeout();
+            let clock = Arc::clone(&self.clock);
             tokio::select! {
                 request = requests.recv() => match request {
                     Some(Request::Stop(done)) => {
-                        self.stop();
+                        self.stop().await;
                         let _ = done.send(());
                         return;
                     }
                     Some(request) => self.request(request),
                     None => {
-                        self.stop();
+                        self.stop().await;
                         return;
                     }
                 },
@@ -445,7 +457,7 @@ impl EngineTask {
                 Some((user, event)) = peer_events.recv() => self.peer_event(user, event),
                 Some(report) = reports.recv() => self.media_report(report),
                 Some(event) = ring_events.recv() => self.ringtone_event(event),
-                () = sleep_until_ms(wake), if wake.is_some() => self.core.handle_timeout(now_ms()),
+                () = clock.sleep_until(wake.unwrap_or(i64::MAX)), if wake.is_some() => self.core.handle_timeout(self.clock.now_ms()),
             }
             self.carry_out().await;
         }
@@ -454,7 +466,7 @@ impl EngineTask {
     fn request(&mut self, request: Request) {
         match request {
             Request::Command(command, reply) => {
-                let _ = reply.send(self.core.command(now_ms(), command));
+                let _ = reply.send(self.core.command(self.clock.now_ms(), command));
             }
             Request::Query(message, reply) => {
                 // Forget queries whose callers stopped waiting (timed out): their answer is lost.
@@ -487,10 +499,10 @@ impl EngineTask {
                 if !resumed {
                     self.core = CallCore::new(welcome.user.clone());
                 }
-                self.core.set_server_clock(welcome.server_time, now_ms());
+                self.core.set_server_clock(welcome.server_time, self.clock.now_ms());
                 self.settings.ice_servers = welcome.ice_servers.clone();
                 self.settings.policy = welcome.ice_transport_policy;
-                self.core.resync(now_ms(), &welcome.joined_calls);
+                self.core.resync(self.clock.now_ms(), &welcome.joined_calls);
                 self.emit(EngineEvent::SignedIn { user: welcome.user, resumed });
             }
             SignalingEvent::Down { reason } => self.emit(EngineEvent::SignalingLost { reason }),
@@ -508,7 +520,7 @@ impl EngineTask {
                 let _ = self.queries.remove(&re).expect("checked").send(Err(EngineError::Server { code, message }));
             }
             ServerMessage::Presence { user, status } => self.emit(EngineEvent::Presence { user, status }),
-            other => self.core.handle_server(now_ms(), other),
+            other => self.core.handle_server(self.clock.now_ms(), other),
         }
     }
 
@@ -519,7 +531,8 @@ impl EngineTask {
         match event {
             PeerEvent::LocalSignal(payload) => self.core.handle_media(MediaEvent::LocalSignal { user, payload }),
             PeerEvent::Connected(outlet) => self.pipeline.add_outlet(user, outlet),
-            PeerEvent::RemoteTrack(track) => self.pipeline.add_remote_track(user, track),
+            PeerEvent::RemoteTrack { kind: MediaKind::Audio, track } => self.pipeline.add_remote_track(user, track),
+            PeerEvent::RemoteTrack { kind: MediaKind::Video, .. } => debug!(%user, "a video track, and no video receiver yet"),
             PeerEvent::Failed => debug!(%user, "peer connection failed; restarting ICE"),
             PeerEvent::Quality { loss_percent, rtt_ms, relayed } => {
                 self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed })
@@ -607,16 +620,23 @@ impl EngineTask {
                     self.emit(EngineEvent::Ringtone { action });
                 }
                 Output::Event(event) => self.emit(EngineEvent::Call(event)),
+                Output::SetMedia(media) => {
+                    debug!(?media, "call media");
+                    self.media = media;
+                }
             }
         }
     }
 
-    fn stop(&mut self) {
+    async fn stop(&mut self) {
         self.ringtones.stop();
         for (_, link) in self.peers.drain() {
             link.send(PeerCommand::Close);
         }
-        self.pipeline.finish();
+        // A recording's header is written before the engine says it has stopped.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), self.pipeline.finish()).await.is_err() {
+            warn!("the audio pipeline did not finish in 5 s");
+        }
     }
 
     fn emit(&self, event: EngineEvent) {
@@ -641,15 +661,6 @@ async fn watch_devices(events: mpsc::WeakUnboundedSender<EngineEvent>) {
             let _ = events.send(EngineEvent::DeviceListChanged { devices });
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-async fn sleep_until_ms(at: Option<i64>) {
-    let wait = at.map_or(0, |at| (at - now_ms()).max(0) as u64);
-    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
 }
 
 #[cfg(test)]

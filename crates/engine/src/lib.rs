@@ -17,3 +17,5 @@ pub mod video;
 pub mod voice_processing;
 
 pub use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent};
+/// Call-level time, injectable ([`Engine::start_with_clock`]); media keeps real time.
+pub use hark_clock as clock;

@@ -1,24 +1,27 @@
 //! The audio pipeline of a call: microphone -> Opus -> every peer; every peer -> jitter buffer ->
 //! Opus decode (with FEC recovery and loss concealment) -> mix -> speaker.
 //!
-//! One task runs the 20 ms clock while a call has peers. Each tick it reads one frame from the
-//! [`AudioSource`], cleans it with a [`VoiceProcessor`] (echo cancellation and noise suppression,
-//! both on unless turned off with [`AudioPipeline::set_processing`]), encodes it once (48 kHz mono,
-//! in-band FEC on) and writes the packet to each connected peer's track; then it takes one frame's
-//! worth from each remote person's [`JitterBuffer`], decodes and mixes them, and writes the mix to
-//! the [`AudioSink`] and, as the echo reference, to the voice processor. RTP from each remote track
-//! is pushed into its jitter buffer by a small reader task as it arrives. Voice levels (0–100, five
-//! times a second) and the first audio of each person are reported as events.
+//! An actor on an OS thread of its own ("hark-audio"), fed by [`AudioCommand`]s: it owns the
+//! devices, the encoder, one jitter buffer and decoder per remote person, the voice processor
+//! and the mutes, so nothing of it is shared or locked. Encoding and decoding never run on a
+//! tokio worker. While the call has peers the thread runs the 20 ms clock; each tick it reads one
+//! frame from the [`AudioSource`], cleans it with a [`VoiceProcessor`] (echo cancellation and
+//! noise suppression, both on unless turned off), encodes it once (48 kHz mono, in-band FEC on)
+//! and writes the packet to each connected peer's track; then it takes one frame's worth from each
+//! remote person's [`JitterBuffer`], decodes and mixes them, and writes the mix to the
+//! [`AudioSink`] and, as the echo reference, to the voice processor. With no peers it sleeps on
+//! its commands. RTP from each remote track reaches it as a command, sent by a small reader task
+//! as the packet arrives. Voice levels (0–100, five times a second) and the first audio of each
+//! person come out as [`MediaReport`]s.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hark_protocol::UserId;
 use rtc::media::Sample;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
@@ -32,6 +35,9 @@ const FRAME_DURATION: Duration = Duration::from_millis(20);
 const LEVEL_EVERY: u32 = 10;
 /// Opus bitrate for speech.
 const BITRATE: i32 = 32_000;
+/// Ticks the clock may run late and still catch up frame by frame; beyond, it starts afresh
+/// (after the machine stalled for that long, a burst of stale frames helps nobody).
+const MAX_CATCH_UP: u32 = 10;
 
 /// What the pipeline reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +52,7 @@ pub enum MediaReport {
     SpeakerLost,
 }
 
-/// The devices the pipeline reads from and writes to, shared so they can be swapped mid-call.
+/// The devices the pipeline reads from and writes to.
 pub struct Devices {
     /// Where our voice comes from.
     pub source: Box<dyn AudioSource>,
@@ -54,274 +60,391 @@ pub struct Devices {
     pub sink: Box<dyn AudioSink>,
 }
 
-struct Shared {
-    devices: Mutex<Devices>,
-    outlets: Mutex<HashMap<UserId, AudioOutlet>>,
-    inlets: Mutex<HashMap<UserId, JitterBuffer>>,
-    microphone_muted: AtomicBool,
-    speaker_muted: AtomicBool,
-    /// Echo cancellation and noise suppression of the microphone; the clock reads it every tick.
-    processing: Mutex<ProcessingSettings>,
+/// What the pipeline can be told.
+enum AudioCommand {
+    /// Send our audio to `user` through `outlet`.
+    AddOutlet(UserId, AudioOutlet),
+    /// Expect `user`'s audio (a jitter buffer of their own).
+    AddInlet(UserId),
+    /// An RTP packet of `user`'s, arrived at `arrival_ms` (ms since the pipeline started).
+    Packet { user: UserId, sequence: u16, timestamp: u32, payload: Bytes, arrival_ms: i64 },
+    /// Stop sending to and hearing `user`.
+    Remove(UserId),
+    MuteMicrophone(bool),
+    MuteSpeaker(bool),
+    Processing(ProcessingSettings),
+    ReplaceSource(Box<dyn AudioSource>),
+    /// The old sink is finished.
+    ReplaceSink(Box<dyn AudioSink>),
+    /// Finish the sink (a recording's header is written), then answer.
+    Finish(oneshot::Sender<()>),
+}
+
+/// A handle to the pipeline; cheap to clone, all clones drive the same one. The thread ends
+/// (finishing the sink) when the last handle is dropped.
+#[derive(Clone)]
+pub struct AudioPipeline {
+    commands: mpsc::UnboundedSender<AudioCommand>,
     started: Instant,
     /// Percent of received packets dropped on purpose (a test impairment).
     receive_loss_percent: f64,
 }
 
-/// The pipeline; cheap to clone, all clones drive the same one.
-#[derive(Clone)]
-pub struct AudioPipeline {
-    shared: Arc<Shared>,
-    next_generation: Arc<std::sync::atomic::AtomicU64>,
-    /// The generation of the clock that should run, 0 for none. A clock task runs only while the
-    /// value is its own generation, so a clock stopped and restarted within one tick cannot
-    /// leave two clocks running.
-    running: Arc<watch::Sender<u64>>,
-    reports: mpsc::UnboundedSender<MediaReport>,
-}
-
 impl AudioPipeline {
-    /// A pipeline over `devices`; nothing runs until the first peer is added.
+    /// A pipeline over `devices`; its clock runs only while there are peers. Call from within
+    /// a tokio runtime: the thread writes to webrtc-rs tracks through it.
     pub fn new(devices: Devices, reports: mpsc::UnboundedSender<MediaReport>) -> Self {
-        let shared = Arc::new(Shared {
-            devices: Mutex::new(devices),
-            outlets: Mutex::new(HashMap::new()),
-            inlets: Mutex::new(HashMap::new()),
-            microphone_muted: AtomicBool::new(false),
-            speaker_muted: AtomicBool::new(false),
-            processing: Mutex::new(ProcessingSettings::default()),
-            started: Instant::now(),
-            receive_loss_percent: 0.0,
-        });
-        let (running, _) = watch::channel(0u64);
-        AudioPipeline { shared, next_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)), running: Arc::new(running), reports }
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let started = Instant::now();
+        let runtime = tokio::runtime::Handle::current();
+        let actor = AudioActor::new(devices, reports, runtime);
+        if let Err(e) = std::thread::Builder::new().name("hark-audio".into()).spawn(move || actor.run(inbox)) {
+            warn!(error = %e, "cannot start the audio thread; calls will be silent");
+        }
+        AudioPipeline { commands, started, receive_loss_percent: 0.0 }
     }
 
     /// Drops `percent` of received packets at random before the jitter buffer, as a lossy network
     /// would.
     pub fn with_receive_loss(mut self, percent: f64) -> Self {
-        Arc::get_mut(&mut self.shared).expect("set before the pipeline is shared").receive_loss_percent = percent;
+        self.receive_loss_percent = percent;
         self
     }
 
-    /// Sends our audio to `user` from now on, and starts the clock if it is not running.
-    pub fn add_outlet(&self, user: UserId, outlet: AudioOutlet) {
-        lock(&self.shared.outlets).insert(user, outlet);
-        self.ensure_running();
+    fn send(&self, command: AudioCommand) {
+        let _ = self.commands.send(command);
     }
 
-    /// Receives `user`'s audio from `track`.
+    /// Sends our audio to `user` from now on (the clock starts with the first peer).
+    pub fn add_outlet(&self, user: UserId, outlet: AudioOutlet) {
+        self.send(AudioCommand::AddOutlet(user, outlet));
+    }
+
+    /// Receives `user`'s audio from `track`: a reader task passes each packet on as it arrives.
     pub fn add_remote_track(&self, user: UserId, track: Arc<dyn TrackRemote>) {
-        lock(&self.shared.inlets).insert(user.clone(), JitterBuffer::new());
-        let shared = Arc::clone(&self.shared);
+        self.send(AudioCommand::AddInlet(user.clone()));
+        let (commands, started, loss) = (self.commands.clone(), self.started, self.receive_loss_percent);
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
-                        if shared.receive_loss_percent > 0.0 && rand::random::<f64>() * 100.0 < shared.receive_loss_percent {
+                        if loss > 0.0 && rand::random::<f64>() * 100.0 < loss {
                             continue;
                         }
-                        let arrival_ms = shared.started.elapsed().as_millis() as i64;
-                        if let Some(buffer) = lock(&shared.inlets).get_mut(&user) {
-                            buffer.push(packet.header.sequence_number, packet.header.timestamp, packet.payload, arrival_ms);
-                        } else {
-                            break; // the person left
+                        let command = AudioCommand::Packet {
+                            user: user.clone(),
+                            sequence: packet.header.sequence_number,
+                            timestamp: packet.header.timestamp,
+                            payload: packet.payload,
+                            arrival_ms: started.elapsed().as_millis() as i64,
+                        };
+                        if commands.send(command).is_err() {
+                            break; // the pipeline is gone
                         }
                     }
                     TrackRemoteEvent::OnEnded => break,
                     _ => {}
                 }
             }
-            debug!(%user, "remote track ended");
+            debug!(%user, "remote audio track ended");
         });
-        self.ensure_running();
     }
 
     /// Stops sending to and hearing `user`; the clock stops with the last person.
     pub fn remove(&self, user: &str) {
-        lock(&self.shared.outlets).remove(user);
-        lock(&self.shared.inlets).remove(user);
-        if lock(&self.shared.outlets).is_empty() && lock(&self.shared.inlets).is_empty() {
-            self.running.send_replace(0);
-        }
+        self.send(AudioCommand::Remove(user.to_owned()));
     }
 
     /// Mutes or unmutes our microphone (silence is sent, so the far end hears nothing).
     pub fn set_microphone_muted(&self, muted: bool) {
-        self.shared.microphone_muted.store(muted, Ordering::Relaxed);
+        self.send(AudioCommand::MuteMicrophone(muted));
     }
 
     /// Mutes or unmutes all remote audio.
     pub fn set_speaker_muted(&self, muted: bool) {
-        self.shared.speaker_muted.store(muted, Ordering::Relaxed);
+        self.send(AudioCommand::MuteSpeaker(muted));
     }
 
     /// Turns echo cancellation and noise suppression of our microphone on or off (both are on at
     /// first); takes effect on the next frame.
     pub fn set_processing(&self, settings: ProcessingSettings) {
-        *lock(&self.shared.processing) = settings;
+        self.send(AudioCommand::Processing(settings));
     }
 
     /// Replaces the microphone (takes effect on the next frame).
     pub fn replace_source(&self, source: Box<dyn AudioSource>) {
-        lock(&self.shared.devices).source = source;
+        self.send(AudioCommand::ReplaceSource(source));
     }
 
     /// Replaces the speaker (takes effect on the next frame); the old one is finished.
     pub fn replace_sink(&self, sink: Box<dyn AudioSink>) {
-        let mut old = std::mem::replace(&mut lock(&self.shared.devices).sink, sink);
-        old.finish();
+        self.send(AudioCommand::ReplaceSink(sink));
     }
 
-    /// Finishes the sink (a recording's header is written) and stops the clock.
-    pub fn finish(&self) {
-        self.running.send_replace(0);
-        lock(&self.shared.devices).sink.finish();
+    /// Finishes the sink (a recording's header is written); the clock stops. Completes when it
+    /// is done, or at once if the pipeline has already ended.
+    pub async fn finish(&self) {
+        let (done, finished) = oneshot::channel();
+        self.send(AudioCommand::Finish(done));
+        let _ = finished.await;
+    }
+}
+
+/// Everything the audio thread owns.
+struct AudioActor {
+    devices: Devices,
+    reports: mpsc::UnboundedSender<MediaReport>,
+    runtime: tokio::runtime::Handle,
+    encoder: Option<opus::Encoder>,
+    outlets: HashMap<UserId, AudioOutlet>,
+    inlets: HashMap<UserId, Inlet>,
+    microphone_muted: bool,
+    speaker_muted: bool,
+    processing: ProcessingSettings,
+    /// A new one for each run of the clock: each call learns its own echo path.
+    processor: Option<VoiceProcessor>,
+    tick: u32,
+    source_lost: bool,
+    sink_lost: bool,
+}
+
+/// One remote person's audio.
+struct Inlet {
+    buffer: JitterBuffer,
+    decoder: Option<opus::Decoder>,
+    heard: bool,
+    peak_level: u8,
+}
+
+impl AudioActor {
+    fn new(devices: Devices, reports: mpsc::UnboundedSender<MediaReport>, runtime: tokio::runtime::Handle) -> Self {
+        AudioActor {
+            devices,
+            reports,
+            runtime,
+            encoder: None,
+            outlets: HashMap::new(),
+            inlets: HashMap::new(),
+            microphone_muted: false,
+            speaker_muted: false,
+            processing: ProcessingSettings::default(),
+            processor: None,
+            tick: 0,
+            source_lost: false,
+            sink_lost: false,
+        }
     }
 
-    fn ensure_running(&self) {
-        if *self.running.borrow() != 0 {
+    fn has_peers(&self) -> bool {
+        !self.outlets.is_empty() || !self.inlets.is_empty()
+    }
+
+    /// Runs until every handle is gone: sleeps on commands while idle, runs the clock otherwise.
+    fn run(mut self, mut inbox: mpsc::UnboundedReceiver<AudioCommand>) {
+        loop {
+            if !self.has_peers() {
+                self.processor = None;
+                match inbox.blocking_recv() {
+                    Some(command) => self.apply(command),
+                    None => break,
+                }
+                continue;
+            }
+            // The clock: runs while there are peers, a tick every 20 ms on deadlines (so the
+            // time a tick takes does not add up), taking the commands that came in between.
+            let mut due = Instant::now();
+            self.processor = Some(VoiceProcessor::new(self.processing));
+            // A fresh encoder for each call too, so no state of the last one carries over.
+            self.encoder = new_encoder().map_err(|e| warn!(error = %e, "cannot make the Opus encoder")).ok();
+            while self.has_peers() {
+                loop {
+                    match inbox.try_recv() {
+                        Ok(command) => self.apply(command),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            self.devices.sink.finish();
+                            return;
+                        }
+                    }
+                }
+                if !self.has_peers() {
+                    break;
+                }
+                self.tick_once();
+                due += FRAME_DURATION;
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                } else if now - due > FRAME_DURATION * MAX_CATCH_UP {
+                    due = now;
+                }
+            }
+        }
+        self.devices.sink.finish();
+    }
+
+    fn apply(&mut self, command: AudioCommand) {
+        match command {
+            AudioCommand::AddOutlet(user, outlet) => {
+                self.outlets.insert(user, outlet);
+            }
+            AudioCommand::AddInlet(user) => {
+                self.inlets.insert(user, Inlet { buffer: JitterBuffer::new(), decoder: None, heard: false, peak_level: 0 });
+            }
+            AudioCommand::Packet { user, sequence, timestamp, payload, arrival_ms } => {
+                if let Some(inlet) = self.inlets.get_mut(&user) {
+                    inlet.buffer.push(sequence, timestamp, payload, arrival_ms);
+                }
+            }
+            AudioCommand::Remove(user) => {
+                self.outlets.remove(&user);
+                self.inlets.remove(&user);
+            }
+            AudioCommand::MuteMicrophone(muted) => self.microphone_muted = muted,
+            AudioCommand::MuteSpeaker(muted) => self.speaker_muted = muted,
+            AudioCommand::Processing(settings) => {
+                self.processing = settings;
+                if let Some(processor) = &mut self.processor {
+                    processor.set_settings(settings);
+                }
+            }
+            AudioCommand::ReplaceSource(source) => {
+                self.devices.source = source;
+                self.source_lost = false;
+            }
+            AudioCommand::ReplaceSink(sink) => {
+                let mut old = std::mem::replace(&mut self.devices.sink, sink);
+                old.finish();
+                self.sink_lost = false;
+            }
+            AudioCommand::Finish(done) => {
+                self.outlets.clear();
+                self.inlets.clear();
+                self.devices.sink.finish();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// One 20 ms frame: capture, clean, encode, send; receive, decode, mix, play.
+    fn tick_once(&mut self) {
+        self.tick = self.tick.wrapping_add(1);
+        let mut frame = [0i16; FRAME];
+        self.devices.source.read_frame(&mut frame);
+        // Said once per device: the engine replaces it, and the new one starts healthy.
+        if self.devices.source.is_lost() && !self.source_lost {
+            self.source_lost = true;
+            let _ = self.reports.send(MediaReport::MicrophoneLost);
+        }
+        let processor = self.processor.get_or_insert_with(|| VoiceProcessor::new(self.processing));
+        // Cleaned even when muted, so the echo canceller stays adapted for when the mute ends.
+        processor.process_capture(&mut frame);
+        if self.microphone_muted {
+            frame.fill(0);
+        }
+        self.send_frame(&frame);
+
+        let mut mix = [0i32; FRAME];
+        let mut decoded = [0i16; FRAME];
+        for (user, inlet) in &mut self.inlets {
+            let playout = inlet.buffer.pop();
+            let samples = decode(user, inlet, &playout, &mut decoded);
+            decoded[samples..].fill(0);
+            if matches!(playout, Playout::Packet(_)) && !inlet.heard {
+                inlet.heard = true;
+                let _ = self.reports.send(MediaReport::RemoteAudioAvailable(user.clone()));
+            }
+            inlet.peak_level = inlet.peak_level.max(voice_level(&decoded));
+            for (m, &s) in mix.iter_mut().zip(&decoded) {
+                *m += i32::from(s);
+            }
+        }
+        for (out, &m) in frame.iter_mut().zip(&mix) {
+            *out = if self.speaker_muted { 0 } else { m.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16 };
+        }
+        self.devices.sink.write_frame(&frame);
+        if self.devices.sink.is_lost() && !self.sink_lost {
+            self.sink_lost = true;
+            let _ = self.reports.send(MediaReport::SpeakerLost);
+        }
+        // What the speaker just played is what the next ticks' microphone frames may echo.
+        if let Some(processor) = &mut self.processor {
+            processor.process_render(&frame);
+        }
+
+        if self.tick.is_multiple_of(LEVEL_EVERY) && !self.inlets.is_empty() {
+            let mut levels: Vec<(UserId, u8)> =
+                self.inlets.iter_mut().map(|(user, inlet)| (user.clone(), std::mem::take(&mut inlet.peak_level))).collect();
+            levels.sort();
+            let _ = self.reports.send(MediaReport::VoiceLevels(levels));
+        }
+    }
+
+    /// Encodes a frame once and writes it to every outlet's track.
+    fn send_frame(&mut self, frame: &[i16; FRAME]) {
+        let Some(encoder) = &mut self.encoder else { return };
+        let mut packet = [0u8; 1500];
+        let size = match encoder.encode(frame, &mut packet) {
+            Ok(size) => size,
+            Err(e) => {
+                debug!(error = %e, "Opus encode");
+                return;
+            }
+        };
+        if self.outlets.is_empty() {
             return;
         }
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.running.send_replace(generation);
-        let shared = Arc::clone(&self.shared);
-        let reports = self.reports.clone();
-        let running = self.running.clone();
-        tokio::spawn(async move {
-            let outcome = clock(shared, running.subscribe(), generation, reports).await;
-            // A clock that failed says so and lets the next peer start a new one.
-            running.send_if_modified(|current| {
-                let mine = *current == generation;
-                if mine {
-                    *current = 0;
+        let data = Bytes::copy_from_slice(&packet[..size]);
+        let timestamp = Instant::now();
+        let outlets: Vec<AudioOutlet> = self.outlets.values().cloned().collect();
+        // webrtc-rs tracks are written through its runtime: a send into each connection's
+        // driver, which does not wait for the network.
+        self.runtime.block_on(async {
+            for outlet in outlets {
+                let sample = Sample { data: data.clone(), duration: FRAME_DURATION, ..Sample::new(timestamp) };
+                if let Err(e) = outlet.track.write_sample(outlet.ssrc, outlet.payload_type, &sample, &[]).await {
+                    debug!(error = %e, "write_sample");
                 }
-                mine
-            });
-            if let Err(e) = outcome {
-                warn!(error = %e, "audio pipeline stopped");
             }
         });
     }
 }
 
-/// The 20 ms clock: capture, clean, encode, send; receive, decode, mix, play.
-async fn clock(
-    shared: Arc<Shared>,
-    running: watch::Receiver<u64>,
-    generation: u64,
-    reports: mpsc::UnboundedSender<MediaReport>,
-) -> Result<(), opus::Error> {
+/// Decodes what the jitter buffer says to play into `out`; the samples written.
+fn decode(user: &str, inlet: &mut Inlet, playout: &Playout, out: &mut [i16; FRAME]) -> usize {
+    if matches!(playout, Playout::Silence) {
+        return 0;
+    }
+    if inlet.decoder.is_none() {
+        match opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono) {
+            Ok(decoder) => inlet.decoder = Some(decoder),
+            Err(e) => {
+                warn!(%user, error = %e, "cannot make an Opus decoder");
+                return 0;
+            }
+        }
+    }
+    let decoder = inlet.decoder.as_mut().expect("made above");
+    let got = match playout {
+        Playout::Packet(payload) => decoder.decode(payload, out, false),
+        Playout::Recover(next) => decoder.decode(next, out, true),
+        Playout::Conceal => decoder.decode(&[], out, false),
+        Playout::Silence => Ok(0),
+    };
+    match got {
+        Ok(n) => n.min(FRAME),
+        Err(e) => {
+            debug!(%user, error = %e, "undecodable packet");
+            0
+        }
+    }
+}
+
+fn new_encoder() -> Result<opus::Encoder, opus::Error> {
     let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
     encoder.set_bitrate(opus::Bitrate::Bits(BITRATE))?;
     encoder.set_inband_fec(true)?;
     // FEC is only produced when the encoder expects loss.
     encoder.set_packet_loss_perc(10)?;
-    // One per run of the clock: each call learns its own echo path.
-    let mut processor = VoiceProcessor::new(*lock(&shared.processing));
-    let mut decoders: HashMap<UserId, opus::Decoder> = HashMap::new();
-    let mut heard: HashMap<UserId, bool> = HashMap::new();
-    let mut peak_levels: HashMap<UserId, u8> = HashMap::new();
-    let mut interval = tokio::time::interval(FRAME_DURATION);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut frame = [0i16; FRAME];
-    let mut packet = [0u8; 1500];
-    let mut decoded = vec![0i16; FRAME];
-    let mut tick: u32 = 0;
-    let (mut source_lost, mut sink_lost) = (false, false);
-    loop {
-        interval.tick().await;
-        if *running.borrow() != generation {
-            break;
-        }
-        tick = tick.wrapping_add(1);
-
-        {
-            let mut devices = lock(&shared.devices);
-            devices.source.read_frame(&mut frame);
-            // Said once per device: the engine replaces it, and the new one starts healthy.
-            if devices.source.is_lost() && !source_lost {
-                source_lost = true;
-                let _ = reports.send(MediaReport::MicrophoneLost);
-            } else if !devices.source.is_lost() {
-                source_lost = false;
-            }
-        }
-        // Cleaned even when muted, so the echo canceller stays adapted for when the mute ends.
-        processor.set_settings(*lock(&shared.processing));
-        processor.process_capture(&mut frame);
-        if shared.microphone_muted.load(Ordering::Relaxed) {
-            frame.fill(0);
-        }
-        let size = encoder.encode(&frame, &mut packet)?;
-        let data = Bytes::copy_from_slice(&packet[..size]);
-        let outlets: Vec<AudioOutlet> = lock(&shared.outlets).values().cloned().collect();
-        for outlet in outlets {
-            let sample = Sample { data: data.clone(), duration: FRAME_DURATION, ..Sample::new(Instant::now()) };
-            if let Err(e) = outlet.track.write_sample(outlet.ssrc, outlet.payload_type, &sample, &[]).await {
-                debug!(error = %e, "write_sample");
-            }
-        }
-
-        let mut mix = [0i32; FRAME];
-        let playouts: Vec<(UserId, Playout)> = lock(&shared.inlets).iter_mut().map(|(u, b)| (u.clone(), b.pop())).collect();
-        for (user, playout) in playouts {
-            let decoder = match decoders.entry(user.clone()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)?),
-            };
-            let got = match &playout {
-                Playout::Packet(payload) => decoder.decode(payload, &mut decoded[..FRAME], false),
-                Playout::Recover(next) => decoder.decode(next, &mut decoded[..FRAME], true),
-                Playout::Conceal => decoder.decode(&[], &mut decoded[..FRAME], false),
-                Playout::Silence => Ok(0),
-            };
-            let samples = match got {
-                Ok(n) => n.min(FRAME),
-                Err(e) => {
-                    debug!(%user, error = %e, "undecodable packet");
-                    0
-                }
-            };
-            decoded[samples..FRAME].fill(0);
-            if matches!(playout, Playout::Packet(_)) && !heard.get(&user).copied().unwrap_or(false) {
-                heard.insert(user.clone(), true);
-                let _ = reports.send(MediaReport::RemoteAudioAvailable(user.clone()));
-            }
-            let level = voice_level(&decoded[..FRAME]);
-            let peak = peak_levels.entry(user).or_insert(0);
-            *peak = (*peak).max(level);
-            for (m, &s) in mix.iter_mut().zip(&decoded[..FRAME]) {
-                *m += i32::from(s);
-            }
-        }
-        let speaker_muted = shared.speaker_muted.load(Ordering::Relaxed);
-        for (out, &m) in frame.iter_mut().zip(&mix) {
-            *out = if speaker_muted { 0 } else { m.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16 };
-        }
-        {
-            let mut devices = lock(&shared.devices);
-            devices.sink.write_frame(&frame);
-            if devices.sink.is_lost() && !sink_lost {
-                sink_lost = true;
-                let _ = reports.send(MediaReport::SpeakerLost);
-            } else if !devices.sink.is_lost() {
-                sink_lost = false;
-            }
-        }
-        // What the speaker just played is what the next ticks' microphone frames may echo.
-        processor.process_render(&frame);
-
-        if tick.is_multiple_of(LEVEL_EVERY) && !peak_levels.is_empty() {
-            let mut levels: Vec<(UserId, u8)> = peak_levels.drain().collect();
-            levels.sort();
-            let _ = reports.send(MediaReport::VoiceLevels(levels));
-        }
-        decoders.retain(|user, _| lock(&shared.inlets).contains_key(user));
-    }
-    Ok(())
-}
-
-/// Locks a mutex, carrying on after a panic elsewhere (the data is plain audio state).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    Ok(encoder)
 }

@@ -57,6 +57,15 @@ pub enum PeerCommand {
     Close,
 }
 
+/// What a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// Opus.
+    Audio,
+    /// VP8.
+    Video,
+}
+
 /// Where our audio goes to one peer: the track, its SSRC and the negotiated payload type.
 #[derive(Clone)]
 pub struct AudioOutlet {
@@ -74,8 +83,13 @@ pub enum PeerEvent {
     LocalSignal(SignalPayload),
     /// Connected: audio can be sent through the outlet.
     Connected(AudioOutlet),
-    /// The remote person's audio track.
-    RemoteTrack(Arc<dyn TrackRemote>),
+    /// A track of the remote person's, of `kind`.
+    RemoteTrack {
+        /// Audio or video.
+        kind: MediaKind,
+        /// The track.
+        track: Arc<dyn TrackRemote>,
+    },
     /// The connection failed (an ICE restart is under way).
     Failed,
     /// Network figures from stats: loss in percent of packets and round-trip time.
@@ -94,7 +108,7 @@ impl std::fmt::Debug for PeerEvent {
         match self {
             PeerEvent::LocalSignal(p) => write!(f, "LocalSignal({p:?})"),
             PeerEvent::Connected(o) => write!(f, "Connected(ssrc {:#x}, pt {})", o.ssrc, o.payload_type),
-            PeerEvent::RemoteTrack(_) => write!(f, "RemoteTrack"),
+            PeerEvent::RemoteTrack { kind, .. } => write!(f, "RemoteTrack({kind:?})"),
             PeerEvent::Failed => write!(f, "Failed"),
             PeerEvent::Quality { loss_percent, rtt_ms, relayed } => write!(f, "Quality({loss_percent:.1}%, {rtt_ms:?} ms, relayed {relayed})"),
         }
@@ -275,7 +289,13 @@ impl LinkTask {
                         }));
                     }
                     Some(Local::State(state)) => self.state_changed(state).await,
-                    Some(Local::Track(track)) => self.emit(PeerEvent::RemoteTrack(track)),
+                    Some(Local::Track(track)) => {
+                        let kind = match track.kind().await {
+                            RtpCodecKind::Video => MediaKind::Video,
+                            _ => MediaKind::Audio,
+                        };
+                        self.emit(PeerEvent::RemoteTrack { kind, track });
+                    }
                     None => break,
                 },
                 _ = stats.tick(), if self.connected => {

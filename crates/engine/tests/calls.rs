@@ -622,3 +622,68 @@ async fn profiles_of_more_people_than_one_request_may_name() {
     assert_eq!(profiles.iter().map(|p| p.user.clone()).collect::<Vec<_>>(), people);
     assert!(profiles.iter().all(|p| p.nickname == p.user.to_uppercase()));
 }
+
+/// The engine driver on a virtual clock: a ring the server never ends (its own clock stands still)
+/// runs out on the engine's clock when it is moved, with no waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_runs_out_on_the_engines_own_clock() {
+    const T0: i64 = 1_767_225_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = hark_server::start(listener, Default::default(), dir.path(), hark_server::clock::ManualClock::new(T0)).await.unwrap();
+    let base = format!("http://{}", server.addr());
+    let secret = hark_server::accounts::load_secret(dir.path()).unwrap();
+    let clock = hark_engine::clock::ManualClock::new(T0);
+    let (alice, mut events) = Engine::start_with_clock(token_config(&base, &secret, "alice", T0), clock.clone());
+    next(&mut events, |e| matches!(e, EngineEvent::SignedIn { .. })).await;
+    let (bob, _bob_events) = Engine::start(token_config(&base, &secret, "bob", T0));
+    // bob's engine reads the real clock, far past the server's manual one; it only places the call.
+    tokio::time::timeout(PATIENCE, async {
+        while bob.call(vec!["alice".into()], Media::Audio, Some(10), None).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("bob signs in and calls");
+    next(&mut events, |e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    assert_eq!(alice.state().await.unwrap(), CallState::Calling);
+
+    // Ten seconds of ring and the slack after it pass on alice's clock only.
+    clock.advance(9_000);
+    assert_eq!(alice.state().await.unwrap(), CallState::Calling, "still ringing before its time");
+    clock.advance(5_000);
+    let ended = next(&mut events, |e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+    assert!(matches!(ended, EngineEvent::Call(CallEvent::NotConnected { reason: NotConnectedReason::NoAnswer, .. })), "{ended:?}");
+    assert_eq!(alice.state().await.unwrap(), CallState::Idle);
+    server.shutdown().await;
+}
+
+/// The first event matching `want`, skipping others; fails after PATIENCE.
+async fn next(events: &mut UnboundedReceiver<EngineEvent>, want: impl Fn(&EngineEvent) -> bool) -> EngineEvent {
+    loop {
+        let event = tokio::time::timeout(PATIENCE, events.recv()).await.expect("in time").expect("running");
+        if want(&event) {
+            return event;
+        }
+    }
+}
+
+/// An engine signing in with a token minted from the server's secret (valid for an hour after
+/// `now_ms`), a tone for a microphone and a capture for a speaker.
+fn token_config(server: &str, secret: &[u8], user: &str, now_ms: i64) -> EngineConfig {
+    EngineConfig {
+        signaling: SignalingConfig {
+            server: server.to_owned(),
+            credentials: Credentials::Token(hark_protocol::token::mint(secret, user, now_ms / 1000 + 3600)),
+            device: format!("{user}-test"),
+            client: "engine-tests/0".into(),
+            extra_roots: Vec::new(),
+        },
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        devices: Devices { source: Box::new(ToneSource::new(440.0)), sink: Box::new(Capture::default()) },
+        receive_loss_percent: 0.0,
+        ring_output: Box::new(CaptureOutput::new()),
+        watch_devices: false,
+        processing: ProcessingSettings::OFF,
+    }
+}
