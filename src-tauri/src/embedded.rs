@@ -104,6 +104,7 @@ fn start_echo_line(url: &str, password: &str, line: usize) -> Engine {
         processing: ProcessingSettings::OFF,
         watch_devices: false,
         receive_loss_percent: 0.0,
+        video: hark_engine::VideoConfig::none(),
     });
     tokio::spawn(answer_calls(engine.clone(), events));
     engine

@@ -3,10 +3,13 @@
 //! Every command signs in first (a password, traded for a token; `--register` creates the
 //! account if needed), then runs to completion. Events go to stdout, as JSON lines with `--json`
 //! and as short sentences otherwise; diagnostics go to stderr. Media devices are chosen by spec:
-//! `--mic default|tone:FREQ|file:PATH|silence`, `--speaker default|record:PATH.wav|none`.
+//! `--mic default|tone:FREQ|file:PATH|silence`, `--speaker default|record:PATH.wav|none`,
+//! `--camera default|test-pattern|file:PATH.y4m|none`, `--video-out record:PATH.y4m|none`.
+//! Options may come before or after the command (`hark-cli call bob --mic tone:440`).
 
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -18,7 +21,9 @@ use hark_engine::sound_card::{MicrophoneSource, SpeakerSink};
 use hark_engine::voice_processing::ProcessingSettings;
 use hark_engine::ringtone::{RingtoneChoice, RingtoneKind, RodioOutput, SilentOutput};
 use hark_engine::signaling::{Credentials, SignalingConfig};
-use hark_engine::{Engine, EngineConfig, EngineEvent};
+use hark_engine::video::{CameraSpec, NoVideo, TestPatternSource, VideoDeviceError, VideoFormat, VideoOutSpec, VideoSink, VideoSource, Y4mFileSource, Y4mRecorder};
+use hark_engine::video_send::CameraOpener;
+use hark_engine::{Engine, EngineConfig, EngineEvent, VideoConfig};
 use hark_protocol::{Media, PresenceStatus};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -26,46 +31,57 @@ use tokio::sync::mpsc::UnboundedReceiver;
 #[command(name = "hark-cli", version, about = "Headless Hark client")]
 struct Cli {
     /// The server's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:7600")]
+    #[arg(long, global = true, default_value = "http://127.0.0.1:7600")]
     server: String,
     /// User id (the echo service defaults to `echo`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     user: Option<String>,
     /// Password.
-    #[arg(long)]
-    password: String,
+    #[arg(long, global = true)]
+    password: Option<String>,
     /// Create the account first if it does not exist.
-    #[arg(long)]
+    #[arg(long, global = true)]
     register: bool,
     /// Events as JSON lines.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     /// Microphone: default, tone:FREQ, file:PATH (48 kHz WAV), silence.
-    #[arg(long, default_value = "default")]
+    #[arg(long, global = true, default_value = "default")]
     mic: String,
     /// Speaker: default, record:PATH.wav, none.
-    #[arg(long, default_value = "default")]
+    #[arg(long, global = true, default_value = "default")]
     speaker: String,
     /// Local addresses for media; repeat to bind several. 127.0.0.1:0 is needed for calls on one
     /// machine, since 0.0.0.0:0 leaves loopback out.
-    #[arg(long, default_values_t = ["0.0.0.0:0".to_string(), "127.0.0.1:0".to_string()])]
+    #[arg(long, global = true, default_values_t = ["0.0.0.0:0".to_string(), "127.0.0.1:0".to_string()])]
     bind: Vec<String>,
     /// This device's id (defaults to one derived from the user and the host).
-    #[arg(long)]
+    #[arg(long, global = true)]
     device: Option<String>,
     /// Echo cancellation and noise suppression on, even for a synthetic microphone (they are on
     /// by default only for `--mic default`).
-    #[arg(long, conflicts_with = "no_voice_processing")]
+    #[arg(long, global = true, conflicts_with = "no_voice_processing")]
     voice_processing: bool,
     /// Echo cancellation and noise suppression off.
-    #[arg(long)]
+    #[arg(long, global = true)]
     no_voice_processing: bool,
     /// Also trust this root certificate (PEM) for an https:// server (repeatable).
-    #[arg(long)]
+    #[arg(long, global = true)]
     trust_root: Vec<std::path::PathBuf>,
     /// A custom incoming ringtone (WAV, OGG, MP3, FLAC); the bundled one otherwise.
-    #[arg(long)]
+    #[arg(long, global = true)]
     ringtone: Option<std::path::PathBuf>,
+    /// Camera for video calls: default, test-pattern (a moving picture stamped with its frame
+    /// number), file:PATH.y4m (4:2:0, played in real time, looped), none.
+    #[arg(long, global = true, default_value = "none")]
+    camera: String,
+    /// Where the others' video goes: record:PATH.y4m (one file per person in a group call,
+    /// PATH-USER.y4m), none.
+    #[arg(long, global = true, default_value = "none")]
+    video_out: String,
+    /// Send 1280x720 in 1:1 video calls (640x360 otherwise).
+    #[arg(long, global = true)]
+    hd: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -135,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Echo { lines, max_call } => echo_service(&cli, &printer, *lines, Duration::from_secs(*max_call)).await,
         Command::Call { users, video, timeout, duration } => {
-            let (engine, mut events) = sign_in(&cli, &printer, devices(&cli)?, None).await?;
+            let (engine, mut events) = sign_in(&cli, &printer, devices(&cli)?, video_config(&cli)?, None).await?;
             let media = if *video { Media::Video } else { Media::Audio };
             engine.call(users.clone(), media, *timeout, None).await?;
             let connected = follow_call(&engine, &mut events, &printer, duration.map(Duration::from_secs_f64)).await;
@@ -147,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Answer { auto, reject, repeat, duration } => {
-            let (engine, mut events) = sign_in(&cli, &printer, devices(&cli)?, None).await?;
+            let (engine, mut events) = sign_in(&cli, &printer, devices(&cli)?, video_config(&cli)?, None).await?;
             loop {
                 wait_for_incoming(&mut events, &printer).await?;
                 if *reject {
@@ -166,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::History { limit } => {
-            let (engine, _events) = sign_in(&cli, &printer, silent_devices(), None).await?;
+            let (engine, _events) = sign_in(&cli, &printer, silent_devices(), VideoConfig::none(), None).await?;
             for record in engine.history(None, Some(*limit)).await? {
                 printer.line(
                     &serde_json::to_value(&record)?,
@@ -179,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { users } => {
-            let (engine, _events) = sign_in(&cli, &printer, silent_devices(), None).await?;
+            let (engine, _events) = sign_in(&cli, &printer, silent_devices(), VideoConfig::none(), None).await?;
             for (user, status) in engine.presence(users.clone()).await? {
                 let word = match status {
                     PresenceStatus::Online => "online",
@@ -194,15 +210,22 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Starts an engine and waits until it is signed in.
-async fn sign_in(cli: &Cli, printer: &Printer, devices: Devices, device: Option<String>) -> anyhow::Result<(Engine, UnboundedReceiver<EngineEvent>)> {
+async fn sign_in(
+    cli: &Cli,
+    printer: &Printer,
+    devices: Devices,
+    video: VideoConfig,
+    device: Option<String>,
+) -> anyhow::Result<(Engine, UnboundedReceiver<EngineEvent>)> {
     let is_echo = matches!(cli.command, Command::Echo { .. });
     let user = cli.user.clone().or_else(|| is_echo.then(|| "echo".to_owned()));
     let Some(user) = user else { bail!("--user is required") };
+    let Some(password) = cli.password.clone() else { bail!("--password is required") };
     let device = device.or_else(|| cli.device.clone()).unwrap_or_else(|| format!("cli-{user}-{}", std::process::id()));
     let config = EngineConfig {
         signaling: SignalingConfig {
             server: cli.server.clone(),
-            credentials: Credentials::Password { user, password: cli.password.clone(), register: cli.register },
+            credentials: Credentials::Password { user, password, register: cli.register },
             device,
             client: format!("hark-cli/{}", env!("CARGO_PKG_VERSION")),
             extra_roots: cli.trust_root.clone(),
@@ -210,6 +233,7 @@ async fn sign_in(cli: &Cli, printer: &Printer, devices: Devices, device: Option<
         udp_addrs: cli.bind.clone(),
         devices,
         receive_loss_percent: 0.0,
+        video,
         // Ring on the sound card only when audio goes to it; headless runs stay quiet.
         ring_output: if cli.speaker == "default" { Box::new(RodioOutput::new()) } else { Box::new(SilentOutput) },
         watch_devices: cli.mic == "default" || cli.speaker == "default",
@@ -286,7 +310,14 @@ async fn echo_service(cli: &Cli, printer: &Printer, lines: usize, max_call: Dura
     for line in 1..=lines.max(1) {
         let device = format!("echo-line-{line}");
         let echo_line = hark_engine::echo::EchoLine::default();
-        let (engine, events) = sign_in(cli, printer, echo_line.devices(), Some(device)).await?;
+        let echo_video = hark_engine::echo::EchoVideo::default();
+        let (camera, sink) = (echo_video.clone(), echo_video);
+        let video = VideoConfig {
+            camera: Some(Arc::new(move || Ok(camera.camera()))),
+            sinks: Arc::new(move |_: &hark_protocol::UserId, _| sink.sink()),
+            hd: false,
+        };
+        let (engine, events) = sign_in(cli, printer, echo_line.devices(), video, Some(device)).await?;
         let printer = Printer { json: printer.json };
         tasks.push(tokio::spawn(serve_echo_line(engine, events, printer, max_call)));
     }
@@ -318,6 +349,28 @@ fn devices(cli: &Cli) -> anyhow::Result<Devices> {
         spec => sink_from_spec(spec)?,
     };
     Ok(Devices { source, sink })
+}
+
+/// The camera and video sinks the options name.
+fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
+    let camera: Option<CameraOpener> = match cli.camera.parse::<CameraSpec>()? {
+        CameraSpec::None => None,
+        CameraSpec::TestPattern => Some(Arc::new(|| Ok(Box::new(TestPatternSource::new(VideoFormat::DEFAULT)) as Box<dyn VideoSource>))),
+        CameraSpec::File(path) => {
+            // Checked now, so a bad file is an error at the start rather than in the call.
+            Y4mFileSource::open(&path)?;
+            Some(Arc::new(move || Ok(Box::new(Y4mFileSource::open(&path)?) as Box<dyn VideoSource>)))
+        }
+        CameraSpec::Default => Some(Arc::new(|| {
+            Err(VideoDeviceError::Open { device: "default camera".into(), reason: "this hark-cli has no camera support yet; use --camera test-pattern or file:PATH.y4m".into() })
+        })),
+    };
+    let out: VideoOutSpec = cli.video_out.parse()?;
+    let sinks = Arc::new(move |user: &hark_protocol::UserId, group: bool| match out.path_for(user, group) {
+        Some(path) => Box::new(Y4mRecorder::new(&path, 30)) as Box<dyn VideoSink>,
+        None => Box::new(NoVideo) as Box<dyn VideoSink>,
+    });
+    Ok(VideoConfig { camera, sinks, hd: cli.hd })
 }
 
 fn silent_devices() -> Devices {
@@ -360,6 +413,12 @@ impl Printer {
             EngineEvent::Call(CallEvent::UserNoResponse { user }) => format!("{user} did not answer"),
             EngineEvent::Call(CallEvent::Error { code, message }) => format!("error: {code}: {message}"),
             EngineEvent::RemoteAudioAvailable { user } => format!("hearing {user}"),
+            EngineEvent::FirstRemoteVideoFrame { user } => format!("seeing {user}"),
+            EngineEvent::RemoteVideoAvailable { user } => format!("{user}'s video on"),
+            EngineEvent::RemoteVideoUnavailable { user } => format!("{user}'s video off"),
+            EngineEvent::RemoteVideoUndecodable { user, message } => format!("{user}'s video cannot be decoded: {message}"),
+            EngineEvent::CameraStarted { camera } => format!("camera on: {camera}"),
+            EngineEvent::CameraError { message } => format!("camera: {message}"),
             EngineEvent::RingtonePlaying { kind, source } => format!("ringing ({kind}): {source}"),
             EngineEvent::RingtoneFailed { message, .. } => format!("ringtone: {message}"),
             EngineEvent::DeviceFallback { direction, error: None } => format!("the {direction} device went away; using the default"),

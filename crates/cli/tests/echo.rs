@@ -2,25 +2,14 @@
 //! burst sent comes back about a second later.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use hark_engine::audio::{goertzel_power, FRAME};
 
-struct Killed(Child);
+mod common;
 
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cli(server: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hark-cli"));
-    command.args(["--server", server, "--password", "password123", "--register", "--bind", "127.0.0.1:0"]).args(args);
-    command
-}
+use common::{cli, Killed};
 
 /// 0.5 s of 440 Hz, then 2.5 s of silence: a burst every 3 s when looped.
 fn write_burst(path: &Path) {

@@ -1,5 +1,5 @@
-//! The echo test service's audio: a short spoken-style prompt, then what the caller says, one
-//! second later.
+//! The echo test service's audio and video: a short spoken-style prompt, then what the caller
+//! says, one second later; and in a video call the caller's own picture, a second later.
 //!
 //! [`EchoLine::devices`] gives a matched pair: the sink (the engine's "speaker") keeps every
 //! frame it hears in a delay line; the source (its "microphone") first plays the prompt, then
@@ -10,8 +10,13 @@ use std::collections::VecDeque;
 use std::f64::consts::PI;
 use std::sync::{Arc, Mutex};
 
+use std::time::{Duration, Instant};
+
+use hark_video::I420Frame;
+
 use crate::audio::{AudioSink, AudioSource, FRAME, SAMPLE_RATE};
 use crate::media::Devices;
+use crate::video::{VideoDeviceError, VideoFormat, VideoSink, VideoSource};
 
 /// Frames of delay: 50 × 20 ms = 1 s.
 pub const DELAY_FRAMES: usize = 50;
@@ -94,6 +99,88 @@ pub fn prompt() -> Vec<i16> {
     samples
 }
 
+/// One call's worth of video echo: the caller's pictures, handed back a second later.
+///
+/// [`EchoVideo::sink`] is the sink for the caller's video; [`EchoVideo::camera`] is a camera that
+/// gives back each picture one second after it arrived, at the pace it arrived (and nothing until
+/// the first second has passed, then the last picture again if the caller's video stops).
+#[derive(Clone, Default)]
+pub struct EchoVideo {
+    pictures: Arc<Mutex<VecDeque<(Instant, I420Frame)>>>,
+}
+
+/// How long the caller's picture takes to come back.
+pub const VIDEO_DELAY: Duration = Duration::from_secs(1);
+/// Pictures the delay line holds at most (two seconds at 30 fps).
+const MAX_PICTURES: usize = 60;
+
+impl EchoVideo {
+    /// The sink for the caller's pictures.
+    pub fn sink(&self) -> Box<dyn VideoSink> {
+        Box::new(EchoVideoSink { line: self.clone() })
+    }
+
+    /// A camera giving the caller's pictures back (from the call it opens in: pictures left over
+    /// from an earlier call are dropped).
+    pub fn camera(&self) -> Box<dyn VideoSource> {
+        self.lock().clear();
+        Box::new(EchoCamera { line: self.clone(), last: None })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, I420Frame)>> {
+        self.pictures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct EchoVideoSink {
+    line: EchoVideo,
+}
+
+impl VideoSink for EchoVideoSink {
+    fn write_frame(&mut self, frame: &I420Frame) {
+        let mut pictures = self.line.lock();
+        if pictures.len() == MAX_PICTURES {
+            pictures.pop_front();
+        }
+        pictures.push_back((Instant::now(), frame.clone()));
+    }
+}
+
+struct EchoCamera {
+    line: EchoVideo,
+    last: Option<I420Frame>,
+}
+
+impl VideoSource for EchoCamera {
+    fn next_frame(&mut self) -> Result<I420Frame, VideoDeviceError> {
+        let asked = Instant::now();
+        loop {
+            {
+                let mut pictures = self.line.lock();
+                if pictures.front().is_some_and(|(arrived, _)| arrived.elapsed() >= VIDEO_DELAY) {
+                    let (_, picture) = pictures.pop_front().expect("front exists");
+                    self.last = Some(picture.clone());
+                    return Ok(picture);
+                }
+            }
+            // Nothing due for 100 ms: the last picture again, so a stopped caller's video does
+            // not look like a dead camera.
+            if let Some(last) = self.last.as_ref().filter(|_| asked.elapsed() >= Duration::from_millis(100)) {
+                return Ok(last.clone());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn format(&self) -> VideoFormat {
+        self.last.as_ref().map_or(VideoFormat::DEFAULT, |f| VideoFormat { width: f.width(), height: f.height(), fps: 30 })
+    }
+
+    fn name(&self) -> String {
+        "echo".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +204,23 @@ mod tests {
             let expected = if i >= delay { i + 1 - delay } else { 0 };
             assert_eq!(frame[0], expected, "frame {i}");
         }
+    }
+
+    #[test]
+    fn the_callers_pictures_come_back_a_second_later() {
+        let echo = EchoVideo::default();
+        let mut sink = echo.sink();
+        let mut camera = echo.camera();
+        let sent = Instant::now();
+        for n in 0..3 {
+            sink.write_frame(&hark_video::pattern::draw(64, 36, n));
+        }
+        for n in 0..3 {
+            let picture = camera.next_frame().unwrap();
+            assert_eq!(hark_video::pattern::read_number(&picture), Some(n));
+        }
+        assert!(sent.elapsed() >= VIDEO_DELAY);
+        // The caller's video stopped: the last picture again, not a hang.
+        assert_eq!(hark_video::pattern::read_number(&camera.next_frame().unwrap()), Some(2));
     }
 }

@@ -21,7 +21,10 @@ use crate::audio::{AudioSink, AudioSource};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
 use crate::media::{AudioPipeline, Devices, MediaReport};
-use crate::peer::{MediaKind, PeerCommand, PeerEvent, PeerLink, PeerSettings};
+use crate::peer::{MediaKind, PeerCommand, PeerEvent, PeerLink, PeerSettings, VideoOutlet};
+use crate::video::{NoVideo, VideoSink};
+use crate::video_receive::VideoReceiveReport;
+use crate::video_send::{CameraOpener, VideoSendReport, VideoSender};
 use crate::voice_processing::ProcessingSettings;
 use crate::sound_card::{DeviceInfo, DeviceWatcher, Direction, MicrophoneSource, SpeakerSink};
 use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneEvent, RingtoneKind, RingtonePlayer};
@@ -42,9 +45,36 @@ pub struct EngineConfig {
     pub processing: ProcessingSettings,
     /// Watch the sound cards and report changes (apps with real devices; not headless tests).
     pub watch_devices: bool,
-    /// Percent of received audio packets to drop on purpose (0 normally): a network impairment
-    /// for tests and diagnostics, applied before the jitter buffer.
+    /// Percent of received packets to drop on purpose (0 normally): a network impairment for
+    /// tests and diagnostics, applied as they arrive (audio before the jitter buffer, video before
+    /// reassembly).
     pub receive_loss_percent: f64,
+    /// The camera and where remote video goes.
+    pub video: VideoConfig,
+}
+
+/// Makes the sink for one remote person's pictures from their user id and whether the call is a
+/// group call.
+pub type VideoSinks = Arc<dyn Fn(&UserId, bool) -> Box<dyn VideoSink> + Send + Sync>;
+
+/// The video side of the engine's configuration.
+#[derive(Clone)]
+pub struct VideoConfig {
+    /// Opens the camera when a video call connects (on a thread of its own, which owns it until
+    /// the call ends or goes down to audio); `None`: video calls are held without sending video.
+    pub camera: Option<CameraOpener>,
+    /// Makes the sink for one remote person's pictures: their user id, and whether the call is a
+    /// group call.
+    pub sinks: VideoSinks,
+    /// 1280x720 in 1:1 calls instead of 640x360.
+    pub hd: bool,
+}
+
+impl VideoConfig {
+    /// No camera, remote video dropped: an audio-only engine.
+    pub fn none() -> Self {
+        VideoConfig { camera: None, sinks: Arc::new(|_: &UserId, _| Box::new(NoVideo) as Box<dyn VideoSink>), hd: false }
+    }
 }
 
 /// Everything that happens, on one channel.
@@ -99,6 +129,45 @@ pub enum EngineEvent {
     Ringtone {
         /// `incoming`, `dialing` or `stop`.
         action: &'static str,
+    },
+    /// Our camera gives pictures (a video call connected, or the camera was turned back on).
+    CameraStarted {
+        /// Which camera.
+        camera: String,
+    },
+    /// Our camera could not be opened, failed or stopped giving pictures; the call goes on, and
+    /// the others see our video stop.
+    CameraError {
+        /// What happened.
+        message: String,
+    },
+    /// The first picture of the call from `user` was decoded.
+    FirstRemoteVideoFrame {
+        /// Who.
+        user: UserId,
+    },
+    /// `user`'s video flows (again).
+    RemoteVideoAvailable {
+        /// Who.
+        user: UserId,
+    },
+    /// `user`'s video stopped (their camera went off, the call went down to audio, or the network
+    /// dropped it).
+    RemoteVideoUnavailable {
+        /// Who.
+        user: UserId,
+    },
+    /// `user`'s video cannot be decoded (not VP8, or broken); a keyframe was asked for.
+    RemoteVideoUndecodable {
+        /// Who.
+        user: UserId,
+        /// The decoder's words.
+        message: String,
+    },
+    /// The bitrate our video is sent at now, in kbit/s (it follows the weakest peer's network).
+    VideoBitrate {
+        /// kbit/s.
+        kbps: u32,
     },
     /// A ringtone is playing: which sound (`bundled:NAME` or `custom:PATH`).
     RingtonePlaying {
@@ -202,6 +271,8 @@ impl Engine {
         let (peer_tx, peer_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
         let (ring_tx, ring_rx) = mpsc::unbounded_channel();
+        let (video_send_tx, video_send_rx) = mpsc::unbounded_channel();
+        let (video_receive_tx, video_receive_rx) = mpsc::unbounded_channel();
         let ringtones = Arc::new(RingtonePlayer::with_listener(config.ring_output, move |event| {
             let _ = ring_tx.send(event);
         }));
@@ -215,6 +286,12 @@ impl Engine {
             pipeline: AudioPipeline::new(config.devices, report_tx).with_receive_loss(config.receive_loss_percent),
             settings: PeerSettings { ice_servers: Vec::new(), policy: IceTransportPolicy::All, udp_addrs: config.udp_addrs },
             media: None,
+            receive_loss_percent: config.receive_loss_percent,
+            video: config.video,
+            video_sender: None,
+            video_outlets: HashMap::new(),
+            video_send_reports: video_send_tx,
+            video_receive_reports: video_receive_tx,
             clock,
             queries: HashMap::new(),
             next_query: 0,
@@ -223,7 +300,15 @@ impl Engine {
         if config.watch_devices {
             tokio::spawn(watch_devices(task.events.downgrade()));
         }
-        tokio::spawn(task.run(request_rx, signaling_rx, peer_rx, report_rx, ring_rx));
+        let inboxes = Inboxes {
+            signaling: signaling_rx,
+            peer_events: peer_rx,
+            reports: report_rx,
+            ring_events: ring_rx,
+            video_send: video_send_rx,
+            video_receive: video_receive_rx,
+        };
+        tokio::spawn(task.run(request_rx, inboxes));
         (Engine { requests, ringtones }, event_rx)
     }
 
@@ -250,6 +335,11 @@ impl Engine {
     /// Invites more people into the current call.
     pub async fn invite_more(&self, to: Vec<UserId>) -> Result<(), EngineError> {
         self.command(Command::InviteMore { to }).await
+    }
+
+    /// Takes the video call down to audio for everyone (every side stops its camera).
+    pub async fn audio_only(&self) -> Result<(), EngineError> {
+        self.command(Command::AudioOnly).await
     }
 
     /// Joins a connected call one was invited to.
@@ -407,6 +497,16 @@ impl Engine {
     }
 }
 
+/// What the engine task hears from its drivers, one channel each.
+struct Inboxes {
+    signaling: mpsc::UnboundedReceiver<SignalingEvent>,
+    peer_events: mpsc::UnboundedReceiver<(UserId, PeerEvent)>,
+    reports: mpsc::UnboundedReceiver<MediaReport>,
+    ring_events: mpsc::UnboundedReceiver<RingtoneEvent>,
+    video_send: mpsc::UnboundedReceiver<VideoSendReport>,
+    video_receive: mpsc::UnboundedReceiver<VideoReceiveReport>,
+}
+
 struct EngineTask {
     core: CallCore,
     ringtones: Arc<RingtonePlayer>,
@@ -418,6 +518,14 @@ struct EngineTask {
     settings: PeerSettings,
     /// What the connected call carries, as the core last said.
     media: Option<Media>,
+    video: VideoConfig,
+    receive_loss_percent: f64,
+    /// Our video sender while a video call is connected and a camera is configured.
+    video_sender: Option<VideoSender>,
+    /// The video outlet of each connected peer of a video call.
+    video_outlets: HashMap<UserId, VideoOutlet>,
+    video_send_reports: mpsc::UnboundedSender<VideoSendReport>,
+    video_receive_reports: mpsc::UnboundedSender<VideoReceiveReport>,
     /// Call-level time.
     clock: Arc<dyn Clock>,
     /// Our own requests (history, presence…) waiting for their answer, by request id.
@@ -426,14 +534,8 @@ struct EngineTask {
 }
 
 impl EngineTask {
-    async fn run(
-        mut self,
-        mut requests: mpsc::UnboundedReceiver<Request>,
-        mut signaling: mpsc::UnboundedReceiver<SignalingEvent>,
-        mut peer_events: mpsc::UnboundedReceiver<(UserId, PeerEvent)>,
-        mut reports: mpsc::UnboundedReceiver<MediaReport>,
-        mut ring_events: mpsc::UnboundedReceiver<RingtoneEvent>,
-    ) {
+    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>, inboxes: Inboxes) {
+        let Inboxes { mut signaling, mut peer_events, mut reports, mut ring_events, mut video_send, mut video_receive } = inboxes;
         loop {
             let wake = self.core.poll_timeout();
             let clock = Arc::clone(&self.clock);
@@ -457,6 +559,8 @@ impl EngineTask {
                 Some((user, event)) = peer_events.recv() => self.peer_event(user, event),
                 Some(report) = reports.recv() => self.media_report(report),
                 Some(event) = ring_events.recv() => self.ringtone_event(event),
+                Some(report) = video_send.recv() => self.video_send_report(report),
+                Some(report) = video_receive.recv() => self.video_receive_report(report),
                 () = clock.sleep_until(wake.unwrap_or(i64::MAX)), if wake.is_some() => self.core.handle_timeout(self.clock.now_ms()),
             }
             self.carry_out().await;
@@ -532,7 +636,27 @@ impl EngineTask {
             PeerEvent::LocalSignal(payload) => self.core.handle_media(MediaEvent::LocalSignal { user, payload }),
             PeerEvent::Connected(outlet) => self.pipeline.add_outlet(user, outlet),
             PeerEvent::RemoteTrack { kind: MediaKind::Audio, track } => self.pipeline.add_remote_track(user, track),
-            PeerEvent::RemoteTrack { kind: MediaKind::Video, .. } => debug!(%user, "a video track, and no video receiver yet"),
+            PeerEvent::RemoteTrack { kind: MediaKind::Video, track } => {
+                let group = self.peers.len() > 1;
+                let sink = (self.video.sinks)(&user, group);
+                crate::video_receive::spawn(user, track, sink, self.receive_loss_percent, self.video_receive_reports.clone());
+            }
+            PeerEvent::VideoConnected(outlet) => {
+                if let Some(sender) = &self.video_sender {
+                    sender.add_outlet(user.clone(), outlet.clone());
+                }
+                self.video_outlets.insert(user, outlet);
+            }
+            PeerEvent::KeyframeRequested => {
+                if let Some(sender) = &self.video_sender {
+                    sender.keyframe();
+                }
+            }
+            PeerEvent::VideoLoss(fraction) => {
+                if let Some(sender) = &self.video_sender {
+                    sender.loss(user, fraction);
+                }
+            }
             PeerEvent::Failed => debug!(%user, "peer connection failed; restarting ICE"),
             PeerEvent::Quality { loss_percent, rtt_ms, relayed } => {
                 self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed })
@@ -566,6 +690,44 @@ impl EngineTask {
         });
     }
 
+    fn video_send_report(&mut self, report: VideoSendReport) {
+        match report {
+            VideoSendReport::CameraStarted(camera) => self.emit(EngineEvent::CameraStarted { camera }),
+            VideoSendReport::CameraFailed(message) => self.emit(EngineEvent::CameraError { message }),
+            VideoSendReport::Bitrate(kbps) => self.emit(EngineEvent::VideoBitrate { kbps }),
+        }
+    }
+
+    fn video_receive_report(&mut self, report: VideoReceiveReport) {
+        match report {
+            VideoReceiveReport::FirstFrame(user) => self.emit(EngineEvent::FirstRemoteVideoFrame { user }),
+            VideoReceiveReport::Available(user) => self.emit(EngineEvent::RemoteVideoAvailable { user }),
+            VideoReceiveReport::Unavailable(user) => self.emit(EngineEvent::RemoteVideoUnavailable { user }),
+            VideoReceiveReport::Undecodable(user, message) => self.emit(EngineEvent::RemoteVideoUndecodable { user, message }),
+        }
+    }
+
+    /// Follows the call's media: a connected video call runs the sender (the camera opens), and
+    /// anything else stops it (the camera is released).
+    fn follow_media(&mut self) {
+        let wanted = self.media == Some(Media::Video) && self.video.camera.is_some();
+        match (&self.video_sender, wanted) {
+            (None, true) => {
+                let camera = self.video.camera.clone().expect("checked");
+                let sender = VideoSender::start(camera, self.peers.len() + 1, self.video.hd, tokio::runtime::Handle::current(), self.video_send_reports.clone());
+                for (user, outlet) in &self.video_outlets {
+                    sender.add_outlet(user.clone(), outlet.clone());
+                }
+                self.video_sender = Some(sender);
+            }
+            (Some(_), false) => self.video_sender = None,
+            _ => {}
+        }
+        if self.media.is_none() {
+            self.video_outlets.clear();
+        }
+    }
+
     fn ringtone_event(&mut self, event: RingtoneEvent) {
         let kind_name = |kind: RingtoneKind| match kind {
             RingtoneKind::Incoming => "incoming",
@@ -584,10 +746,13 @@ impl EngineTask {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send(frame) => self.signaling.send(frame),
-                Output::OpenPeer { user, offerer, .. } => {
-                    match PeerLink::open(user.clone(), offerer, &self.settings, self.peer_events.clone()).await {
+                Output::OpenPeer { user, offerer, media, .. } => {
+                    match PeerLink::open(user.clone(), offerer, media, &self.settings, self.peer_events.clone()).await {
                         Ok(link) => {
                             self.peers.insert(user, link);
+                            if let Some(sender) = &self.video_sender {
+                                sender.people(self.peers.len() + 1);
+                            }
                         }
                         Err(e) => warn!(%user, error = %e, "cannot open a peer connection"),
                     }
@@ -601,6 +766,11 @@ impl EngineTask {
                         link.send(PeerCommand::Close);
                     }
                     self.pipeline.remove(&user);
+                    self.video_outlets.remove(&user);
+                    if let Some(sender) = &self.video_sender {
+                        sender.remove(&user);
+                        sender.people(self.peers.len() + 1);
+                    }
                 }
                 Output::Ringtone(command) => {
                     let action = match command {
@@ -623,6 +793,7 @@ impl EngineTask {
                 Output::SetMedia(media) => {
                     debug!(?media, "call media");
                     self.media = media;
+                    self.follow_media();
                 }
             }
         }
@@ -630,6 +801,7 @@ impl EngineTask {
 
     async fn stop(&mut self) {
         self.ringtones.stop();
+        self.video_sender = None;
         for (_, link) in self.peers.drain() {
             link.send(PeerCommand::Close);
         }

@@ -8,14 +8,17 @@ pub mod core;
 pub mod echo;
 pub mod engine;
 pub mod jitter;
+pub mod keyframe_requests;
 pub mod media;
 pub mod peer;
 pub mod ringtone;
 pub mod signaling;
 pub mod sound_card;
 pub mod video;
+pub mod video_receive;
+pub mod video_send;
 pub mod voice_processing;
 
-pub use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent};
+pub use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent, VideoConfig};
 /// Call-level time, injectable ([`Engine::start_with_clock`]); media keeps real time.
 pub use hark_clock as clock;

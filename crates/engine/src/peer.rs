@@ -2,7 +2,10 @@
 //!
 //! A [`PeerLink`] is an actor: its task owns the webrtc-rs `PeerConnection` and takes
 //! [`PeerCommand`]s (a remote offer, answer or candidate; close). It reports [`PeerEvent`]s: a
-//! negotiation message to send, the connection state, the remote audio track. The offerer (the
+//! negotiation message to send, the connection state, an outlet per kind of our media (audio, and
+//! video in a video call: one VP8 track per link, since a webrtc-rs track binds to one
+//! connection), the remote tracks with their kind, keyframe requests about our video (PLI/FIR,
+//! let through by [`crate::keyframe_requests`]) and network figures. The offerer (the
 //! person who joined first, PROTOCOL.md) sends the offer as soon as it opens; the answerer waits.
 //! Remote candidates that arrive before the remote description are held until it is set
 //! (`add_ice_candidate` refuses them before), and when the connection fails the offerer re-offers
@@ -15,15 +18,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hark_protocol::{IceServer, IceTransportPolicy, SignalPayload, UserId};
+use hark_protocol::{IceServer, IceTransportPolicy, Media, SignalPayload, UserId};
+use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -77,12 +81,30 @@ pub struct AudioOutlet {
     pub payload_type: u8,
 }
 
+/// Where our video goes to one peer: its own VP8 track, SSRC and payload type.
+#[derive(Clone)]
+pub struct VideoOutlet {
+    /// The local track.
+    pub track: Arc<TrackLocalStaticSample>,
+    /// Our SSRC on it.
+    pub ssrc: u32,
+    /// The negotiated VP8 payload type.
+    pub payload_type: u8,
+}
+
 /// What a peer link reports.
 pub enum PeerEvent {
     /// Send this to the remote person.
     LocalSignal(SignalPayload),
     /// Connected: audio can be sent through the outlet.
     Connected(AudioOutlet),
+    /// Connected in a video call: video can be sent through the outlet.
+    VideoConnected(VideoOutlet),
+    /// The remote person lost our picture and asks for a keyframe (PLI or FIR).
+    KeyframeRequested,
+    /// What the remote person's receiver reports of our video: the fraction of our packets lost
+    /// since its last report (0.0–1.0), for the sender's bitrate.
+    VideoLoss(f64),
     /// A track of the remote person's, of `kind`.
     RemoteTrack {
         /// Audio or video.
@@ -108,6 +130,9 @@ impl std::fmt::Debug for PeerEvent {
         match self {
             PeerEvent::LocalSignal(p) => write!(f, "LocalSignal({p:?})"),
             PeerEvent::Connected(o) => write!(f, "Connected(ssrc {:#x}, pt {})", o.ssrc, o.payload_type),
+            PeerEvent::VideoConnected(o) => write!(f, "VideoConnected(ssrc {:#x}, pt {})", o.ssrc, o.payload_type),
+            PeerEvent::KeyframeRequested => write!(f, "KeyframeRequested"),
+            PeerEvent::VideoLoss(loss) => write!(f, "VideoLoss({loss:.3})"),
             PeerEvent::RemoteTrack { kind, .. } => write!(f, "RemoteTrack({kind:?})"),
             PeerEvent::Failed => write!(f, "Failed"),
             PeerEvent::Quality { loss_percent, rtt_ms, relayed } => write!(f, "Quality({loss_percent:.1}%, {rtt_ms:?} ms, relayed {relayed})"),
@@ -131,13 +156,17 @@ impl PeerLink {
     pub async fn open(
         user: UserId,
         offerer: bool,
+        media: Media,
         settings: &PeerSettings,
         events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
     ) -> Result<PeerLink, PeerError> {
         let fail = |e: webrtc::error::Error| PeerError(e.to_string());
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().map_err(fail)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(fail)?;
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs().map_err(fail)?;
+        let mut registry = register_default_interceptors(Registry::new(), &mut media_engine).map_err(fail)?;
+        if media == Media::Video {
+            registry = registry.with(Slot::from(crate::keyframe_requests::SLOT), crate::keyframe_requests::KeyframeRequests::default());
+        }
         let relay_only = settings.policy == IceTransportPolicy::Relay;
         let mut setting_engine = SettingEngineBuilder::new()
             .with_answering_dtls_role(RTCDtlsRole::Server)
@@ -164,7 +193,7 @@ impl PeerLink {
         let handler = Arc::new(Handler { events: local_tx });
         let pc = PeerConnectionBuilder::new()
             .with_configuration(configuration)
-            .with_media_engine(media)
+            .with_media_engine(media_engine)
             .with_setting_engine(setting_engine.build())
             .with_interceptor_registry(registry)
             .with_handler(handler)
@@ -175,12 +204,15 @@ impl PeerLink {
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
         let ssrc: u32 = rand::random();
+        let stream_id = format!("hark-{:016x}", rand::random::<u64>());
         let track = Arc::new(
             TrackLocalStaticSample::new(
                 Instant::now(),
+                // Track ids must differ from the far side's: webrtc-rs routes feedback by track
+                // id, remote tracks first, so a PLI about our "video" would go to their "video".
                 MediaStreamTrack::new(
-                    "hark".to_owned(),
-                    "audio".to_owned(),
+                    stream_id.clone(),
+                    format!("audio-{ssrc:08x}"),
                     "microphone".to_owned(),
                     RtpCodecKind::Audio,
                     vec![RTCRtpEncodingParameters {
@@ -199,9 +231,40 @@ impl PeerLink {
             .map_err(fail)?,
         );
         let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await.map_err(fail)?;
+        // The video m-line comes second (PROTOCOL.md's SDP profile).
+        let video = if media == Media::Video {
+            let ssrc: u32 = rand::random();
+            let track = Arc::new(
+                TrackLocalStaticSample::new(
+                    Instant::now(),
+                    MediaStreamTrack::new(
+                        stream_id.clone(),
+                        format!("video-{ssrc:08x}"),
+                        "camera".to_owned(),
+                        RtpCodecKind::Video,
+                        vec![RTCRtpEncodingParameters {
+                            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                            codec: RTCRtpCodec {
+                                mime_type: MIME_TYPE_VP8.to_owned(),
+                                clock_rate: 90_000,
+                                channels: 0,
+                                sdp_fmtp_line: String::new(),
+                                rtcp_feedback: vec![],
+                            },
+                            ..Default::default()
+                        }],
+                    ),
+                )
+                .map_err(fail)?,
+            );
+            let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await.map_err(fail)?;
+            Some(VideoSend { track, ssrc, sender })
+        } else {
+            None
+        };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let task = LinkTask { user, offerer, pc, track, ssrc, sender, events, held: Vec::new(), connected: false };
+        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, last_video_report: None };
         tokio::spawn(task.run(command_rx, local_rx));
         Ok(PeerLink { commands })
     }
@@ -221,6 +284,18 @@ enum Local {
 
 struct Handler {
     events: mpsc::UnboundedSender<Local>,
+}
+
+/// Reads the RTCP feedback about our video track (only keyframe requests get through) until the
+/// track is unbound, and reports each request.
+async fn forward_keyframe_requests(track: Arc<TrackLocalStaticSample>, user: UserId, events: mpsc::UnboundedSender<(UserId, PeerEvent)>) {
+    while let Some(event) = track.poll().await {
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+            if packets.iter().any(|p| crate::keyframe_requests::is_keyframe_request(p.as_ref())) && events.send((user.clone(), PeerEvent::KeyframeRequested)).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -244,6 +319,13 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Our video track on one link.
+struct VideoSend {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    sender: Arc<dyn RtpSender>,
+}
+
 struct LinkTask {
     user: UserId,
     offerer: bool,
@@ -251,6 +333,10 @@ struct LinkTask {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     sender: Arc<dyn RtpSender>,
+    video: Option<VideoSend>,
+    /// The remote receiver's last report on our video, as (packets it counted lost, fraction),
+    /// so a report is passed on once.
+    last_video_report: Option<(i64, f64)>,
     events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
     /// Remote candidates that came before the remote description.
     held: Vec<RTCIceCandidateInit>,
@@ -384,6 +470,20 @@ impl LinkTask {
                 if let Some(payload_type) = payload_type {
                     self.emit(PeerEvent::Connected(AudioOutlet { track: Arc::clone(&self.track), ssrc: self.ssrc, payload_type }));
                 }
+                if let Some(video) = &self.video {
+                    match video.sender.get_parameters().await {
+                        Ok(parameters) => match parameters.rtp_parameters.codecs.first() {
+                            Some(codec) => {
+                                let outlet = VideoOutlet { track: Arc::clone(&video.track), ssrc: video.ssrc, payload_type: codec.payload_type };
+                                self.emit(PeerEvent::VideoConnected(outlet));
+                                // The track is bound now, so its RTCP feedback can be read.
+                                tokio::spawn(forward_keyframe_requests(Arc::clone(&video.track), self.user.clone(), self.events.clone()));
+                            }
+                            None => debug!(user = %self.user, "video not negotiated (the far side takes audio only)"),
+                        },
+                        Err(e) => warn!(error = %e, "no negotiated video codec"),
+                    }
+                }
             }
             RTCPeerConnectionState::Failed => {
                 self.emit(PeerEvent::Failed);
@@ -401,6 +501,24 @@ impl LinkTask {
         for inbound in report.inbound_rtp_streams() {
             received += inbound.received_rtp_stream_stats.packets_received;
             lost += inbound.received_rtp_stream_stats.packets_lost;
+        }
+        if let Some(video) = &self.video {
+            // Each receiver report on our video is news once; the sender's bitrate follows it.
+            let ours = report.iter().find_map(|entry| match entry {
+                RTCStatsReportEntry::RemoteInboundRtp(r) if r.received_rtp_stream_stats.rtp_stream_stats.ssrc == video.ssrc => {
+                    Some((r.received_rtp_stream_stats.packets_lost, r.fraction_lost, r.round_trip_time_measurements))
+                }
+                _ => None,
+            });
+            if let Some((lost, fraction, reports)) = ours {
+                if reports > 0 || lost > 0 || fraction > 0.0 {
+                    let key = (lost, fraction);
+                    if self.last_video_report != Some(key) {
+                        self.last_video_report = Some(key);
+                        self.emit(PeerEvent::VideoLoss(fraction));
+                    }
+                }
+            }
         }
         let pair_id = report.transport().map(|t| t.selected_candidate_pair_id.clone());
         let pair = pair_id.and_then(|id| match report.get(&id) {

@@ -14,7 +14,9 @@ use hark_engine::{Engine, EngineConfig, EngineEvent};
 use hark_protocol::{CallResult, EndReason, Media};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-const PATIENCE: Duration = Duration::from_secs(15);
+mod common;
+
+use common::PATIENCE;
 
 /// A speaker that keeps what it plays, for the test to analyse.
 #[derive(Clone, Default)]
@@ -73,6 +75,7 @@ impl Person {
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices { source: Box::new(ToneSource::new(tone)), sink: Box::new(heard.clone()) },
             receive_loss_percent: loss,
+            video: hark_engine::VideoConfig::none(),
             ring_output: Box::new(ring_output),
             watch_devices: false,
             // Synthetic tones are not rooms: the noise suppressor would learn a steady tone as
@@ -87,18 +90,7 @@ impl Person {
 
     /// The first event matching `want`, skipping others; fails after PATIENCE.
     async fn wait_for(&mut self, want: impl Fn(&EngineEvent) -> bool) -> EngineEvent {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let mut skipped = Vec::new();
-        loop {
-            let event = tokio::time::timeout_at(deadline, self.events.recv())
-                .await
-                .unwrap_or_else(|_| panic!("the awaited event did not come in time; got {skipped:#?}"))
-                .expect("engine stopped");
-            if want(&event) {
-                return event;
-            }
-            skipped.push(event);
-        }
+        common::wait_for(&mut self.events, want).await
     }
 
     /// Waits until `seconds` more of audio have been played out.
@@ -583,6 +575,7 @@ async fn signing_in_and_calling_over_tls() {
         udp_addrs: vec!["127.0.0.1:0".into()],
         devices: Devices { source: Box::new(ToneSource::new(660.0)), sink: Box::new(Capture::default()) },
         receive_loss_percent: 0.0,
+        video: hark_engine::VideoConfig::none(),
         ring_output: Box::new(CaptureOutput::new()),
         watch_devices: false,
         processing: ProcessingSettings::OFF,
@@ -635,7 +628,7 @@ async fn a_ring_runs_out_on_the_engines_own_clock() {
     let secret = hark_server::accounts::load_secret(dir.path()).unwrap();
     let clock = hark_engine::clock::ManualClock::new(T0);
     let (alice, mut events) = Engine::start_with_clock(token_config(&base, &secret, "alice", T0), clock.clone());
-    next(&mut events, |e| matches!(e, EngineEvent::SignedIn { .. })).await;
+    common::wait_for(&mut events, |e| matches!(e, EngineEvent::SignedIn { .. })).await;
     let (bob, _bob_events) = Engine::start(token_config(&base, &secret, "bob", T0));
     // bob's engine reads the real clock, far past the server's manual one; it only places the call.
     tokio::time::timeout(PATIENCE, async {
@@ -645,28 +638,19 @@ async fn a_ring_runs_out_on_the_engines_own_clock() {
     })
     .await
     .expect("bob signs in and calls");
-    next(&mut events, |e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    common::wait_for(&mut events, |e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
     assert_eq!(alice.state().await.unwrap(), CallState::Calling);
 
     // Ten seconds of ring and the slack after it pass on alice's clock only.
     clock.advance(9_000);
     assert_eq!(alice.state().await.unwrap(), CallState::Calling, "still ringing before its time");
     clock.advance(5_000);
-    let ended = next(&mut events, |e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+    let ended = common::wait_for(&mut events, |e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
     assert!(matches!(ended, EngineEvent::Call(CallEvent::NotConnected { reason: NotConnectedReason::NoAnswer, .. })), "{ended:?}");
     assert_eq!(alice.state().await.unwrap(), CallState::Idle);
     server.shutdown().await;
 }
 
-/// The first event matching `want`, skipping others; fails after PATIENCE.
-async fn next(events: &mut UnboundedReceiver<EngineEvent>, want: impl Fn(&EngineEvent) -> bool) -> EngineEvent {
-    loop {
-        let event = tokio::time::timeout(PATIENCE, events.recv()).await.expect("in time").expect("running");
-        if want(&event) {
-            return event;
-        }
-    }
-}
 
 /// An engine signing in with a token minted from the server's secret (valid for an hour after
 /// `now_ms`), a tone for a microphone and a capture for a speaker.
@@ -682,6 +666,7 @@ fn token_config(server: &str, secret: &[u8], user: &str, now_ms: i64) -> EngineC
         udp_addrs: vec!["127.0.0.1:0".into()],
         devices: Devices { source: Box::new(ToneSource::new(440.0)), sink: Box::new(Capture::default()) },
         receive_loss_percent: 0.0,
+        video: hark_engine::VideoConfig::none(),
         ring_output: Box::new(CaptureOutput::new()),
         watch_devices: false,
         processing: ProcessingSettings::OFF,

@@ -60,7 +60,39 @@ relayed: boolean, } | { "event": "ringtone",
 /**
  * `incoming`, `dialing` or `stop`.
  */
-action: string, } | { "event": "ringtone_playing", 
+action: string, } | { "event": "camera_started", 
+/**
+ * Which camera.
+ */
+camera: string, } | { "event": "camera_error", 
+/**
+ * What happened.
+ */
+message: string, } | { "event": "first_remote_video_frame", 
+/**
+ * Who.
+ */
+user: string, } | { "event": "remote_video_available", 
+/**
+ * Who.
+ */
+user: string, } | { "event": "remote_video_unavailable", 
+/**
+ * Who.
+ */
+user: string, } | { "event": "remote_video_undecodable", 
+/**
+ * Who.
+ */
+user: string, 
+/**
+ * The decoder's words.
+ */
+message: string, } | { "event": "video_bitrate", 
+/**
+ * kbit/s.
+ */
+kbps: number, } | { "event": "ringtone_playing", 
 /**
  * `incoming` or `dialing`.
  */

@@ -1,0 +1,122 @@
+//! hark-cli video calls as real processes through a real server: test-pattern cameras, Y4M
+//! recordings of what each side decoded, read back frame by frame.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hark_video::pattern;
+use hark_video::y4m::Y4mReader;
+
+mod common;
+
+use common::Killed;
+
+fn cli(server: &str, args: &[&str]) -> Command {
+    let mut command = common::cli(server, args);
+    command.args(["--mic", "tone:440", "--speaker", "none"]);
+    command
+}
+
+/// The frame numbers of a recording, in order, and its size.
+fn recorded(path: &Path) -> (Vec<Option<u32>>, (u32, u32)) {
+    let mut reader = Y4mReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let size = (reader.width(), reader.height());
+    let mut numbers = Vec::new();
+    while let Some(frame) = reader.read_frame().unwrap() {
+        numbers.push(pattern::read_number(&frame));
+    }
+    (numbers, size)
+}
+
+async fn server(service_accounts: Vec<String>) -> (hark_server::RunningServer, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hark_server::config::Config { service_accounts, ..Default::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = hark_server::start(listener, config, &dir.path().join("server"), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
+    let base = format!("http://{}", server.addr());
+    (server, base, dir)
+}
+
+/// Waits for a line containing `what` on a child's stdout (in a thread; the pipe stays open).
+async fn wait_for_line(child: &mut Child, what: &'static str) -> std::io::Lines<std::io::BufReader<std::process::ChildStdout>> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            let line = lines.next().expect("exited").unwrap();
+            if line.contains(what) {
+                return lines;
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), found).await.expect("in time").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clis_record_each_others_video() {
+    let (server, base, dir) = server(Vec::new()).await;
+    let (alice_out, bob_out) = (dir.path().join("alice-saw.y4m"), dir.path().join("bob-saw.y4m"));
+    // Options after the command, the way people type them.
+    let bob_video = format!("record:{}", bob_out.display());
+    let mut bob = Killed(
+        cli(&base, &["answer", "--auto", "--user", "bob", "--camera", "test-pattern", "--video-out", &bob_video])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let _bob_output = wait_for_line(&mut bob.0, "signed in").await;
+    let alice_video = format!("record:{}", alice_out.display());
+    let status = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            cli(&base, &["call", "bob", "--video", "--duration", "5", "--user", "alice", "--camera", "test-pattern", "--video-out", &alice_video])
+                .status()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "hark-cli call failed: {status}");
+    let bob_status = tokio::task::spawn_blocking(move || bob.0.wait().unwrap()).await.unwrap();
+    assert!(bob_status.success());
+
+    for (who, path) in [("alice", &alice_out), ("bob", &bob_out)] {
+        let (numbers, size) = recorded(path);
+        assert_eq!(size, (640, 360), "{who}");
+        let read: Vec<u32> = numbers.iter().map(|n| n.unwrap_or_else(|| panic!("{who}: a frame without its number"))).collect();
+        assert!(read.windows(2).all(|w| w[1] > w[0]), "{who}: numbers go up");
+        // About four seconds of a five-second call carry video (setup and the keyframe first).
+        assert!(read.len() >= 100, "{who}: {} frames", read.len());
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_service_sends_your_own_video_back_a_second_later() {
+    let (server, base, dir) = server(vec!["echo".into()]).await;
+    let mut echo = Killed(cli(&base, &["echo", "--lines", "1"]).stdout(Stdio::piped()).spawn().unwrap());
+    let _echo_output = wait_for_line(&mut echo.0, "signed in").await;
+    let seen = dir.path().join("seen.y4m");
+    let video_out = format!("record:{}", seen.display());
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || cli(&base, &["call", "echo", "--video", "--duration", "5", "--user", "alice", "--camera", "test-pattern", "--video-out", &video_out]).status().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    let (numbers, _) = recorded(&seen);
+    let read: Vec<u32> = numbers.into_iter().flatten().collect();
+    assert!(read.len() >= 60, "{} echoed frames", read.len());
+    assert!(read.windows(2).all(|w| w[1] >= w[0]), "our own numbers, in order (repeats while the echo waits)");
+    // The echo's newest picture is about a second behind ours: in 5 s of connection our camera
+    // made about 150 frames (30 fps), and what came back stops about 30 frames short of that.
+    let last = *read.last().unwrap();
+    println!("last echoed frame {last} after {:?}", started.elapsed());
+    assert!((60..=130).contains(&last), "last echoed frame {last}");
+    server.shutdown().await;
+}

@@ -1,0 +1,275 @@
+//! One remote person's video: RTP -> whole VP8 frames -> decoder thread -> their [`VideoSink`].
+//!
+//! A reader task (tokio) takes the track's packets as they arrive and only reassembles them into
+//! frames (webrtc-rs drops packets when a track's queue of 256 overflows, so nothing slow may run
+//! there); frames go to a decoder thread of this person's own ("hark-video-recv"), which decodes
+//! and hands each picture to the sink. After a loss it cannot recover (a frame that came
+//! incomplete, or one the decoder refuses, garbage included) it stops showing pictures and asks
+//! the sender for a keyframe (PLI, again every [`PLI_EVERY`] while it waits), so the sink holds
+//! the last good picture instead of frames decoded from a broken reference. It reports the first
+//! picture, when video stops (nothing for [`STOPPED_AFTER`]) and when it comes back.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hark_protocol::UserId;
+use hark_video::vp8::{is_keyframe, Vp8Decoder};
+use rtc::media::io::sample_builder::SampleBuilder;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use tokio::sync::mpsc as tokio_mpsc;
+use tracing::debug;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use crate::video::VideoSink;
+
+/// How often a receiver waiting for a keyframe asks again.
+pub const PLI_EVERY: Duration = Duration::from_millis(300);
+/// No picture for this long and video counts as stopped.
+pub const STOPPED_AFTER: Duration = Duration::from_secs(2);
+/// How long reassembly waits for a frame's missing packets (NACK may bring them) before giving up
+/// on the frame.
+const MAX_FRAME_WAIT: Duration = Duration::from_millis(150);
+
+/// What a receiver reports about its person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoReceiveReport {
+    /// The first picture of the call from them.
+    FirstFrame(UserId),
+    /// Pictures flow again after a stop (or for the first time).
+    Available(UserId),
+    /// Nothing came for a while (their camera went off, or the network dropped it).
+    Unavailable(UserId),
+    /// Their stream cannot be decoded (not VP8, or broken); a keyframe has been asked for.
+    Undecodable(UserId, String),
+}
+
+/// A whole frame as reassembled from RTP.
+struct Frame {
+    data: bytes::Bytes,
+    /// Packets lost just before it (the reference chain may be broken).
+    gap: bool,
+}
+
+/// Receives `user`'s video from `track` until the track ends; the sink is finished then.
+/// `loss_percent` of packets are dropped on arrival on purpose (a test impairment; 0 normally).
+pub fn spawn(
+    user: UserId,
+    track: Arc<dyn TrackRemote>,
+    sink: Box<dyn VideoSink>,
+    loss_percent: f64,
+    reports: tokio_mpsc::UnboundedSender<VideoReceiveReport>,
+) {
+    let (frames, inbox) = mpsc::channel::<Frame>();
+    let (pli_tx, mut pli_rx) = tokio_mpsc::unbounded_channel::<()>();
+    let decoder_user = user.clone();
+    let spawned = std::thread::Builder::new()
+        .name("hark-video-recv".into())
+        .spawn(move || decode_loop(decoder_user, inbox, sink, pli_tx, reports));
+    if let Err(e) = spawned {
+        tracing::warn!(%user, error = %e, "cannot start a video decoder thread");
+        return;
+    }
+    tokio::spawn(async move {
+        let mut builder = SampleBuilder::new(512, Vp8Packet::default(), 90_000).with_max_time_delay(MAX_FRAME_WAIT);
+        let mut media_ssrc = 0u32;
+        loop {
+            tokio::select! {
+                event = track.poll() => match event {
+                    Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                        media_ssrc = packet.header.ssrc;
+                        if loss_percent > 0.0 && rand::random::<f64>() * 100.0 < loss_percent {
+                            continue;
+                        }
+                        let now = std::time::Instant::now();
+                        builder.push(now, packet);
+                        while let Some(sample) = builder.pop(now) {
+                            if frames.send(Frame { data: sample.data, gap: sample.prev_dropped_packets > 0 }).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(TrackRemoteEvent::OnEnded) | None => break,
+                    Some(_) => {}
+                },
+                Some(()) = pli_rx.recv() => {
+                    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+                    if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+                        debug!(%user, error = %e, "PLI");
+                    }
+                }
+            }
+        }
+        debug!(%user, "remote video track ended");
+    });
+}
+
+/// The decoder thread: decode, show, ask for keyframes, watch for stops.
+fn decode_loop(
+    user: UserId,
+    inbox: mpsc::Receiver<Frame>,
+    mut sink: Box<dyn VideoSink>,
+    pli: tokio_mpsc::UnboundedSender<()>,
+    reports: tokio_mpsc::UnboundedSender<VideoReceiveReport>,
+) {
+    let mut decoder = match Vp8Decoder::new() {
+        Ok(decoder) => decoder,
+        Err(e) => {
+            let _ = reports.send(VideoReceiveReport::Undecodable(user, e.to_string()));
+            return;
+        }
+    };
+    let mut state = ReceiveState::default();
+    loop {
+        let frame = match inbox.recv_timeout(Duration::from_millis(100)) {
+            Ok(frame) => Some(frame),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let now = Instant::now();
+        if let Some(frame) = frame {
+            let keyframe = is_keyframe(&frame.data);
+            match state.arrived(now, keyframe, frame.gap) {
+                Step::Decode => match decoder.decode(&frame.data) {
+                    Ok(Some(picture)) => {
+                        sink.write_frame(&picture);
+                        for report in state.shown(now, &user) {
+                            let _ = reports.send(report);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        state.broken(now);
+                        let _ = reports.send(VideoReceiveReport::Undecodable(user.clone(), e.to_string()));
+                    }
+                },
+                Step::Skip => {}
+            }
+        }
+        if state.wants_keyframe(now) {
+            let _ = pli.send(());
+        }
+        if state.stopped(now) {
+            let _ = reports.send(VideoReceiveReport::Unavailable(user.clone()));
+        }
+    }
+    sink.finish();
+}
+
+/// What to do with an arrived frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Decode,
+    Skip,
+}
+
+/// The receiver's decisions, pure (time passed in) so they are tested without a network.
+#[derive(Debug, Default)]
+struct ReceiveState {
+    /// Waiting for a keyframe: from the start, and after a loss it cannot recover from.
+    broken_since: Option<Instant>,
+    started: bool,
+    last_pli: Option<Instant>,
+    last_shown: Option<Instant>,
+    showing: bool,
+}
+
+impl ReceiveState {
+    fn arrived(&mut self, now: Instant, keyframe: bool, gap: bool) -> Step {
+        if !self.started && !keyframe {
+            // Nothing decodes before the first keyframe.
+            self.broken_since.get_or_insert(now);
+            return Step::Skip;
+        }
+        if gap && !keyframe {
+            self.broken(now);
+        }
+        if self.broken_since.is_some() && !keyframe {
+            return Step::Skip;
+        }
+        self.started = true;
+        self.broken_since = None;
+        Step::Decode
+    }
+
+    fn broken(&mut self, now: Instant) {
+        if self.broken_since.is_none() {
+            self.broken_since = Some(now);
+            self.last_pli = None;
+        }
+    }
+
+    /// A picture was shown: what to report.
+    fn shown(&mut self, now: Instant, user: &UserId) -> Vec<VideoReceiveReport> {
+        let mut reports = Vec::new();
+        if self.last_shown.is_none() {
+            reports.push(VideoReceiveReport::FirstFrame(user.clone()));
+        }
+        if !self.showing {
+            self.showing = true;
+            reports.push(VideoReceiveReport::Available(user.clone()));
+        }
+        self.last_shown = Some(now);
+        reports
+    }
+
+    /// Whether to send a PLI now (waiting for a keyframe, and none asked for lately).
+    fn wants_keyframe(&mut self, now: Instant) -> bool {
+        if self.broken_since.is_none() || self.last_pli.is_some_and(|at| now.duration_since(at) < PLI_EVERY) {
+            return false;
+        }
+        self.last_pli = Some(now);
+        true
+    }
+
+    /// Whether video just stopped (reported once per stop).
+    fn stopped(&mut self, now: Instant) -> bool {
+        if self.showing && self.last_shown.is_some_and(|at| now.duration_since(at) >= STOPPED_AFTER) {
+            self.showing = false;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_decodes_before_a_keyframe_and_a_loss_waits_for_the_next() {
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let mut state = ReceiveState::default();
+        assert_eq!(state.arrived(ms(0), false, false), Step::Skip);
+        assert!(state.wants_keyframe(ms(0)), "asks at once");
+        assert!(!state.wants_keyframe(ms(100)), "not again so soon");
+        assert!(state.wants_keyframe(ms(400)), "again after {PLI_EVERY:?}");
+        assert_eq!(state.arrived(ms(700), true, false), Step::Decode);
+        assert!(!state.wants_keyframe(ms(1_500)));
+        assert_eq!(state.arrived(ms(733), false, false), Step::Decode);
+        // Packets lost before a delta frame: hold the last picture until a keyframe.
+        assert_eq!(state.arrived(ms(766), false, true), Step::Skip);
+        assert!(state.wants_keyframe(ms(766)));
+        assert_eq!(state.arrived(ms(800), false, false), Step::Skip);
+        assert_eq!(state.arrived(ms(833), true, true), Step::Decode, "a keyframe needs no past");
+        assert_eq!(state.arrived(ms(866), false, false), Step::Decode);
+    }
+
+    #[test]
+    fn first_frame_available_and_stopped_are_each_said_once() {
+        let t = Instant::now();
+        let user: UserId = "bob".into();
+        let mut state = ReceiveState::default();
+        assert_eq!(
+            state.shown(t, &user),
+            [VideoReceiveReport::FirstFrame(user.clone()), VideoReceiveReport::Available(user.clone())]
+        );
+        assert!(state.shown(t + Duration::from_millis(33), &user).is_empty());
+        assert!(!state.stopped(t + Duration::from_secs(1)));
+        assert!(state.stopped(t + Duration::from_secs(3)));
+        assert!(!state.stopped(t + Duration::from_secs(4)), "once");
+        assert_eq!(state.shown(t + Duration::from_secs(5), &user), [VideoReceiveReport::Available(user.clone())]);
+    }
+}

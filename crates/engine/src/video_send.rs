@@ -1,0 +1,476 @@
+//! The video sender of a call: camera -> VP8 -> every peer's track.
+//!
+//! An actor made of two OS threads, never tokio workers:
+//! - the **capture** thread opens the camera, calls its blocking [`VideoSource::next_frame`] and
+//!   leaves each picture in a one-place slot (a newer picture replaces one not yet taken, so a
+//!   slow encoder drops frames instead of queueing them). It ends, releasing the camera, at the
+//!   next picture after it is told to stop, or at the first error, which it reports;
+//! - the **encoder** thread ("hark-video-send") owns the VP8 encoder and the outlets, takes
+//!   [`Command`]s, scales each picture to the size the call's resolution ladder asks for,
+//!   encodes it once and writes the same frame to every peer's track (a webrtc-rs track binds to
+//!   one connection, so each peer has its own). It forces a keyframe when a peer asks (PLI/FIR)
+//!   or joins, and sets the bitrate to what the weakest peer's receiver reports allow
+//!   ([`LossBasedRate`]). A camera that gives nothing for [`CAMERA_STALL`] is reported as failed:
+//!   nokhwa's `frame()` can block forever when a device goes away, so the encoder watches for it
+//!   instead of trusting the capture thread to return.
+//!
+//! Dropping the [`VideoSender`] stops both: the camera is released within a frame period.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hark_protocol::UserId;
+use hark_video::vp8::{EncoderSettings, Vp8Encoder};
+use hark_video::I420Frame;
+use rtc::media::Sample;
+use tokio::sync::mpsc as tokio_mpsc;
+use tracing::{debug, warn};
+
+use crate::peer::VideoOutlet;
+use crate::video::{VideoDeviceError, VideoFormat, VideoSource};
+
+/// How long a running camera may give nothing before it counts as failed.
+pub const CAMERA_STALL: Duration = Duration::from_secs(3);
+
+/// Opens the camera (called on the capture thread, which then owns it).
+pub type CameraOpener = Arc<dyn Fn() -> Result<Box<dyn VideoSource>, VideoDeviceError> + Send + Sync>;
+
+/// What the sender reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoSendReport {
+    /// The camera gives pictures.
+    CameraStarted(String),
+    /// The camera could not be opened, failed or stopped giving pictures; the call goes on
+    /// without our video.
+    CameraFailed(String),
+    /// The encoder's target bitrate changed (kbit/s).
+    Bitrate(u32),
+}
+
+/// The size, rate and bitrate ceiling for a call of `people` (us included), the resolution ladder:
+/// 640x360 at 30 fps for two (1280x720 with `hd`), 480x270 for three or four, 320x180 at 15 fps
+/// from five. Portrait sources get the same sizes turned.
+pub fn ladder(people: usize, hd: bool, portrait: bool) -> (VideoFormat, u32) {
+    let (width, height, fps, kbps) = match people {
+        0..=2 if hd => (1280, 720, 30, 2000),
+        0..=2 => (640, 360, 30, 1000),
+        3..=4 => (480, 270, 30, 500),
+        _ => (320, 180, 15, 200),
+    };
+    let (width, height) = if portrait { (height, width) } else { (width, height) };
+    (VideoFormat { width, height, fps }, kbps)
+}
+
+/// Loss-based bitrate for one peer, as libwebrtc's send-side estimate does without delay
+/// information: below 2 % loss it grows by 8 % a report, above 10 % it falls by half the loss,
+/// in between it holds. Pure: reports are passed in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossBasedRate {
+    kbps: f64,
+    max: f64,
+}
+
+/// The lowest bitrate the sender goes down to.
+pub const MIN_KBPS: u32 = 50;
+
+impl LossBasedRate {
+    /// Starts at a third of `max_kbps` (ramping up beats a first second of congestion).
+    pub fn new(max_kbps: u32) -> Self {
+        LossBasedRate { kbps: (f64::from(max_kbps) / 3.0).max(f64::from(MIN_KBPS)), max: f64::from(max_kbps) }
+    }
+
+    /// A receiver report saying `fraction` (0.0–1.0) of packets were lost since the last one.
+    pub fn report(&mut self, fraction: f64) {
+        if fraction > 0.10 {
+            self.kbps *= 1.0 - fraction / 2.0;
+        } else if fraction < 0.02 {
+            self.kbps *= 1.08;
+        }
+        self.kbps = self.kbps.clamp(f64::from(MIN_KBPS), self.max);
+    }
+
+    /// A new ceiling (the ladder moved).
+    pub fn set_max(&mut self, max_kbps: u32) {
+        self.max = f64::from(max_kbps);
+        self.kbps = self.kbps.min(self.max);
+    }
+
+    /// Now, in kbit/s.
+    pub fn kbps(&self) -> u32 {
+        self.kbps.round() as u32
+    }
+}
+
+enum Command {
+    AddOutlet(UserId, VideoOutlet),
+    Remove(UserId),
+    Keyframe,
+    Loss(UserId, f64),
+    People(usize),
+    Enabled(bool),
+}
+
+/// A handle to the sender; dropping it stops the sender and releases the camera.
+pub struct VideoSender {
+    commands: mpsc::Sender<Command>,
+}
+
+impl VideoSender {
+    /// Starts the sender for a call of `people` (us included): the camera opens at once.
+    /// `runtime` is the tokio runtime the peer connections live on.
+    pub fn start(
+        camera: CameraOpener,
+        people: usize,
+        hd: bool,
+        runtime: tokio::runtime::Handle,
+        reports: tokio_mpsc::UnboundedSender<VideoSendReport>,
+    ) -> VideoSender {
+        let (commands, inbox) = mpsc::channel();
+        let encoder = Encoder::new(camera, people, hd, runtime, reports.clone());
+        if let Err(e) = std::thread::Builder::new().name("hark-video-send".into()).spawn(move || encoder.run(inbox)) {
+            let _ = reports.send(VideoSendReport::CameraFailed(format!("cannot start the video thread: {e}")));
+        }
+        VideoSender { commands }
+    }
+
+    fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    /// Sends our video to `user` too (with a keyframe to start on).
+    pub fn add_outlet(&self, user: UserId, outlet: VideoOutlet) {
+        self.send(Command::AddOutlet(user, outlet));
+    }
+
+    /// Stops sending to `user`.
+    pub fn remove(&self, user: &str) {
+        self.send(Command::Remove(user.to_owned()));
+    }
+
+    /// A peer lost our picture: the next frame is a keyframe.
+    pub fn keyframe(&self) {
+        self.send(Command::Keyframe);
+    }
+
+    /// `user`'s receiver reports `fraction` of our packets lost.
+    pub fn loss(&self, user: UserId, fraction: f64) {
+        self.send(Command::Loss(user, fraction));
+    }
+
+    /// The call now has `people` (us included): the ladder may move.
+    pub fn people(&self, people: usize) {
+        self.send(Command::People(people));
+    }
+
+    /// Turns the camera off (released) or on again; the call goes on either way.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.send(Command::Enabled(enabled));
+    }
+}
+
+/// A one-place slot for the newest picture.
+#[derive(Default)]
+struct Latest {
+    frame: Mutex<Option<I420Frame>>,
+    arrived: Condvar,
+}
+
+impl Latest {
+    fn put(&self, frame: I420Frame) {
+        *self.frame.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame);
+        self.arrived.notify_one();
+    }
+
+    /// The newest picture, waiting up to `wait` for one.
+    fn take(&self, wait: Duration) -> Option<I420Frame> {
+        let guard = self.frame.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut guard, _) = self.arrived.wait_timeout_while(guard, wait, |f| f.is_none()).unwrap_or_else(|p| p.into_inner());
+        guard.take()
+    }
+}
+
+/// One running capture thread.
+struct Capture {
+    stop: Arc<AtomicBool>,
+    wanted: Arc<Mutex<Option<VideoFormat>>>,
+}
+
+impl Capture {
+    fn start(camera: &CameraOpener, latest: &Arc<Latest>, format: VideoFormat, reports: &tokio_mpsc::UnboundedSender<VideoSendReport>) -> Capture {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wanted = Arc::new(Mutex::new(Some(format)));
+        let failed = reports.clone();
+        let (camera, latest, reports) = (Arc::clone(camera), Arc::clone(latest), reports.clone());
+        let (stop_flag, wanted_format) = (Arc::clone(&stop), Arc::clone(&wanted));
+        let spawned = std::thread::Builder::new().name("hark-camera".into()).spawn(move || {
+            let mut source = match camera() {
+                Ok(source) => source,
+                Err(e) => {
+                    let _ = reports.send(VideoSendReport::CameraFailed(e.to_string()));
+                    return;
+                }
+            };
+            let _ = reports.send(VideoSendReport::CameraStarted(source.name()));
+            while !stop_flag.load(Ordering::Relaxed) {
+                if let Some(format) = wanted_format.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    source.request_format(format);
+                }
+                match source.next_frame() {
+                    Ok(frame) => latest.put(frame),
+                    Err(e) => {
+                        let _ = reports.send(VideoSendReport::CameraFailed(e.to_string()));
+                        return;
+                    }
+                }
+            }
+            debug!(camera = %source.name(), "camera released");
+        });
+        if let Err(e) = spawned {
+            let _ = failed.send(VideoSendReport::CameraFailed(format!("cannot start the camera thread: {e}")));
+        }
+        Capture { stop, wanted }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Everything the encoder thread owns.
+struct Encoder {
+    camera: CameraOpener,
+    latest: Arc<Latest>,
+    capture: Option<Capture>,
+    people: usize,
+    hd: bool,
+    runtime: tokio::runtime::Handle,
+    reports: tokio_mpsc::UnboundedSender<VideoSendReport>,
+    encoder: Option<Vp8Encoder>,
+    outlets: HashMap<UserId, VideoOutlet>,
+    rates: HashMap<UserId, LossBasedRate>,
+    keyframe: bool,
+    /// When a picture last came from the running camera (the watchdog's reference).
+    last_picture: Instant,
+    camera_failed: bool,
+    bitrate_said: u32,
+}
+
+impl Encoder {
+    fn new(camera: CameraOpener, people: usize, hd: bool, runtime: tokio::runtime::Handle, reports: tokio_mpsc::UnboundedSender<VideoSendReport>) -> Self {
+        Encoder {
+            camera,
+            latest: Arc::new(Latest::default()),
+            capture: None,
+            people,
+            hd,
+            runtime,
+            reports,
+            encoder: None,
+            outlets: HashMap::new(),
+            rates: HashMap::new(),
+            keyframe: true,
+            last_picture: Instant::now(),
+            camera_failed: false,
+            bitrate_said: 0,
+        }
+    }
+
+    fn format(&self, portrait: bool) -> (VideoFormat, u32) {
+        ladder(self.people, self.hd, portrait)
+    }
+
+    fn start_camera(&mut self) {
+        let (format, _) = self.format(false);
+        self.capture = Some(Capture::start(&self.camera, &self.latest, format, &self.reports));
+        self.last_picture = Instant::now();
+        self.camera_failed = false;
+        self.keyframe = true;
+    }
+
+    fn run(mut self, inbox: mpsc::Receiver<Command>) {
+        self.start_camera();
+        loop {
+            loop {
+                match inbox.try_recv() {
+                    Ok(command) => self.apply(command),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            if self.capture.is_none() {
+                // Camera off: nothing to encode; wait for the next command.
+                match inbox.recv_timeout(Duration::from_millis(200)) {
+                    Ok(command) => self.apply(command),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                continue;
+            }
+            match self.latest.take(Duration::from_millis(50)) {
+                Some(frame) => {
+                    self.last_picture = Instant::now();
+                    self.send_picture(&frame);
+                }
+                None if !self.camera_failed && self.last_picture.elapsed() > CAMERA_STALL => {
+                    self.camera_failed = true;
+                    let _ = self.reports.send(VideoSendReport::CameraFailed("the camera stopped giving pictures".into()));
+                    // A capture thread stuck in the driver is left behind; it holds nothing
+                    // else of ours.
+                    self.capture = None;
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::AddOutlet(user, outlet) => {
+                let (_, max) = self.format(false);
+                self.rates.insert(user.clone(), LossBasedRate::new(max));
+                self.outlets.insert(user, outlet);
+                self.keyframe = true;
+            }
+            Command::Remove(user) => {
+                self.outlets.remove(&user);
+                self.rates.remove(&user);
+            }
+            Command::Keyframe => self.keyframe = true,
+            Command::Loss(user, fraction) => {
+                if let Some(rate) = self.rates.get_mut(&user) {
+                    rate.report(fraction);
+                }
+            }
+            Command::People(people) => {
+                self.people = people;
+                let (format, max) = self.format(false);
+                for rate in self.rates.values_mut() {
+                    rate.set_max(max);
+                }
+                if let Some(capture) = &self.capture {
+                    *capture.wanted.lock().unwrap_or_else(|p| p.into_inner()) = Some(format);
+                }
+            }
+            Command::Enabled(true) if self.capture.is_none() => self.start_camera(),
+            Command::Enabled(true) => {}
+            Command::Enabled(false) => {
+                self.capture = None;
+                self.encoder = None;
+            }
+        }
+    }
+
+    /// The bitrate the weakest peer allows.
+    fn bitrate(&self) -> u32 {
+        let (_, max) = self.format(false);
+        self.rates.values().map(LossBasedRate::kbps).min().unwrap_or(max / 3).max(MIN_KBPS)
+    }
+
+    fn send_picture(&mut self, frame: &I420Frame) {
+        if self.outlets.is_empty() {
+            return;
+        }
+        let portrait = frame.height() > frame.width();
+        let (format, _) = self.format(portrait);
+        let bitrate = self.bitrate();
+        let fits = self.encoder.as_ref().is_some_and(|e| {
+            let s = e.settings();
+            (s.width, s.height, s.fps) == (format.width, format.height, format.fps)
+        });
+        if !fits {
+            let threads = if format.width >= 1280 { 2 } else { 1 };
+            let settings = EncoderSettings { width: format.width, height: format.height, fps: format.fps, bitrate_kbps: bitrate, threads };
+            match Vp8Encoder::new(settings) {
+                Ok(encoder) => self.encoder = Some(encoder),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the VP8 encoder");
+                    return;
+                }
+            }
+            self.keyframe = true;
+        }
+        let encoder = self.encoder.as_mut().expect("made above");
+        if let Err(e) = encoder.set_bitrate(bitrate) {
+            debug!(error = %e, "bitrate");
+        }
+        if bitrate != self.bitrate_said {
+            self.bitrate_said = bitrate;
+            let _ = self.reports.send(VideoSendReport::Bitrate(bitrate));
+        }
+        let picture = frame.scaled(format.width, format.height);
+        let encoded = match encoder.encode(&picture, self.keyframe) {
+            Ok(Some(encoded)) => encoded,
+            Ok(None) => return, // rate control dropped it
+            Err(e) => {
+                debug!(error = %e, "VP8 encode");
+                return;
+            }
+        };
+        if encoded.keyframe {
+            self.keyframe = false;
+        }
+        let data = Bytes::from(encoded.data);
+        let duration = Duration::from_secs_f64(1.0 / f64::from(format.fps.max(1)));
+        let outlets: Vec<VideoOutlet> = self.outlets.values().cloned().collect();
+        let now = Instant::now();
+        self.runtime.block_on(async {
+            for outlet in outlets {
+                let sample = Sample { data: data.clone(), duration, ..Sample::new(now) };
+                if let Err(e) = outlet.track.write_sample(outlet.ssrc, outlet.payload_type, &sample, &[]).await {
+                    debug!(error = %e, "video write_sample");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ladder_steps_down_as_people_join() {
+        assert_eq!(ladder(2, false, false).0, VideoFormat { width: 640, height: 360, fps: 30 });
+        assert_eq!(ladder(2, true, false).0, VideoFormat { width: 1280, height: 720, fps: 30 });
+        assert_eq!(ladder(3, true, false).0, VideoFormat { width: 480, height: 270, fps: 30 });
+        assert_eq!(ladder(4, false, false).0.width, 480);
+        assert_eq!(ladder(5, false, false).0, VideoFormat { width: 320, height: 180, fps: 15 });
+        assert_eq!(ladder(9, false, true).0, VideoFormat { width: 180, height: 320, fps: 15 }, "portrait");
+    }
+
+    #[test]
+    fn the_rate_falls_with_loss_and_climbs_back_within_its_ceiling() {
+        let mut rate = LossBasedRate::new(900);
+        assert_eq!(rate.kbps(), 300);
+        for _ in 0..40 {
+            rate.report(0.0);
+        }
+        assert_eq!(rate.kbps(), 900, "never above the ceiling");
+        rate.report(0.3);
+        assert_eq!(rate.kbps(), 765, "down by half the loss");
+        rate.report(0.05);
+        assert_eq!(rate.kbps(), 765, "held between 2 and 10 %");
+        for _ in 0..100 {
+            rate.report(0.5);
+        }
+        assert_eq!(rate.kbps(), MIN_KBPS);
+        rate.set_max(40);
+        assert_eq!(rate.kbps(), 40);
+    }
+
+    #[test]
+    fn the_slot_keeps_only_the_newest_picture() {
+        let latest = Latest::default();
+        assert!(latest.take(Duration::from_millis(1)).is_none());
+        latest.put(I420Frame::black(2, 2));
+        latest.put(I420Frame::black(4, 4));
+        assert_eq!(latest.take(Duration::from_millis(1)).map(|f| f.width()), Some(4));
+        assert!(latest.take(Duration::from_millis(1)).is_none());
+    }
+}
