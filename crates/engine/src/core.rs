@@ -90,6 +90,11 @@ pub enum Command {
     },
     /// Go down to audio.
     AudioOnly,
+    /// Turn our camera off or on (any time; the people in a connected call are told).
+    Camera {
+        /// On or off.
+        on: bool,
+    },
 }
 
 impl Command {
@@ -102,6 +107,7 @@ impl Command {
             Command::Hangup => "hangup",
             Command::InviteMore { .. } => "invite_more",
             Command::AudioOnly => "audio_only",
+            Command::Camera { .. } => "camera",
         }
     }
 }
@@ -181,6 +187,13 @@ pub enum CallEvent {
     UserJoined {
         /// Who.
         user: UserId,
+    },
+    /// A person's camera went off or on (what they told us; their video stops or resumes).
+    RemoteCamera {
+        /// Who.
+        user: UserId,
+        /// On or off.
+        on: bool,
     },
     /// Someone left.
     UserLeft {
@@ -353,6 +366,10 @@ pub struct CallCore {
     outputs: VecDeque<Output>,
     /// The media last said with [`Output::SetMedia`].
     media_said: Option<Media>,
+    /// Whether our camera is on (people who join a call while it is off are told).
+    camera_on: bool,
+    /// The people of the current call told that our camera is off.
+    told_camera_off: std::collections::HashSet<UserId>,
 }
 
 impl CallCore {
@@ -369,6 +386,8 @@ impl CallCore {
             server_offset_ms: 0,
             outputs: VecDeque::new(),
             media_said: None,
+            camera_on: true,
+            told_camera_off: std::collections::HashSet::new(),
         }
     }
 
@@ -394,6 +413,20 @@ impl CallCore {
 
     /// The next thing to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() && !self.camera_on {
+            // Whoever joined while our camera is off hears so once, however they joined.
+            let untold: Vec<UserId> = match self.call.as_ref().filter(|c| c.id.is_some()) {
+                Some(call) => call.peers.keys().filter(|u| !self.told_camera_off.contains(*u)).cloned().collect(),
+                None => Vec::new(),
+            };
+            for user in untold {
+                self.tell_camera(&user);
+                self.told_camera_off.insert(user);
+            }
+            if self.call.is_none() {
+                self.told_camera_off.clear();
+            }
+        }
         if self.outputs.is_empty() {
             // One place decides media, from the state every path leaves behind: whatever ended,
             // connected or changed the call, the engine hears it once, last.
@@ -432,6 +465,7 @@ impl CallCore {
                 }
             }
             (Command::AudioOnly, Some(Phase::Connected | Phase::RingingOut)) => {}
+            (Command::Camera { .. }, _) => {}
             _ => return wrong(),
         }
 
@@ -487,6 +521,17 @@ impl CallCore {
             Command::AudioOnly => {
                 let call_id = self.call.as_ref().and_then(|c| c.id.clone()).expect("has an id");
                 self.request(now, Pending::Other, ClientMessage::CallMedia { call_id, media: Media::Audio });
+            }
+            Command::Camera { on } => {
+                self.camera_on = on;
+                let peers: Vec<UserId> = self.call.as_ref().map(|c| c.peers.keys().cloned().collect()).unwrap_or_default();
+                self.told_camera_off.clear();
+                for user in peers {
+                    self.tell_camera(&user);
+                    if !on {
+                        self.told_camera_off.insert(user);
+                    }
+                }
             }
         }
         Ok(())
@@ -844,6 +889,12 @@ impl CallCore {
             tracing::debug!(%from, "ignoring a signal payload of an unknown kind");
             return;
         };
+        if let SignalPayload::Camera { on } = payload {
+            if self.call.as_ref().is_some_and(|c| c.peers.contains_key(&from)) {
+                self.event(CallEvent::RemoteCamera { user: from, on });
+            }
+            return;
+        }
         let call = self.call.as_mut().expect("current");
         if call.phase != Phase::Connected && call.phase != Phase::RingingOut {
             return;
@@ -858,6 +909,13 @@ impl CallCore {
     }
 
     // ---- helpers ----
+
+    /// Tells `user` whether our camera is on.
+    fn tell_camera(&mut self, user: &UserId) {
+        let Some(call_id) = self.call.as_ref().and_then(|c| c.id.clone()) else { return };
+        let payload = serde_json::to_value(SignalPayload::Camera { on: self.camera_on }).expect("payloads serialize");
+        self.outputs.push_back(Output::Send(ClientFrame { id: None, message: ClientMessage::Signal { call_id, to: user.clone(), payload } }));
+    }
 
     fn request(&mut self, now: i64, kind: Pending, message: ClientMessage) {
         self.next_request += 1;

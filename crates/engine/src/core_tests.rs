@@ -424,3 +424,36 @@ fn the_core_says_what_media_the_connected_call_carries() {
     let out = rig.server(json!({"type":"call.ended","call_id":"c1","reason":"hangup","duration_s":3}));
     assert_eq!(media_said(&out), [None]);
 }
+
+fn camera_signals(out: &[Output]) -> Vec<(String, bool)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(ClientFrame { message: ClientMessage::Signal { to, payload, .. }, .. }) if payload["kind"] == "camera" => {
+                Some((to.clone(), payload["on"].as_bool().unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn camera_off_and_on_is_told_to_everyone_in_the_call_and_to_later_joiners() {
+    let mut rig = Rig::new("alice");
+    // Off before the call: nobody to tell yet.
+    assert!(camera_signals(&rig.cmd(Command::Camera { on: false })).is_empty());
+    let out = rig.cmd(Command::Call { to: vec!["bob".into(), "carol".into()], media: Media::Video, timeout_s: None, user_data: None });
+    let (id, _) = Rig::last_request(&out);
+    rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
+    let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob"}));
+    assert_eq!(camera_signals(&out), [("bob".to_string(), false)], "bob joins while it is off");
+    assert!(camera_signals(&rig.server(json!({"type":"call.left","call_id":"c1","user":"dave"}))).is_empty(), "told once");
+    let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"carol"}));
+    assert_eq!(camera_signals(&out), [("carol".to_string(), false)]);
+    let mut on = camera_signals(&rig.cmd(Command::Camera { on: true }));
+    on.sort();
+    assert_eq!(on, [("bob".to_string(), true), ("carol".to_string(), true)]);
+    // Theirs: an event for the app, nothing for the peer connection.
+    let out = rig.server(json!({"type":"signal","call_id":"c1","from":"bob","payload":{"kind":"camera","on":false}}));
+    assert_eq!(events(&out), [CallEvent::RemoteCamera { user: "bob".into(), on: false }]);
+    assert!(!out.iter().any(|o| matches!(o, Output::RemoteSignal { .. })));
+}

@@ -287,6 +287,8 @@ impl Engine {
             settings: PeerSettings { ice_servers: Vec::new(), policy: IceTransportPolicy::All, udp_addrs: config.udp_addrs },
             media: None,
             receive_loss_percent: config.receive_loss_percent,
+            camera_on: true,
+            video_shown: HashMap::new(),
             video: config.video,
             video_sender: None,
             video_outlets: HashMap::new(),
@@ -335,6 +337,12 @@ impl Engine {
     /// Invites more people into the current call.
     pub async fn invite_more(&self, to: Vec<UserId>) -> Result<(), EngineError> {
         self.command(Command::InviteMore { to }).await
+    }
+
+    /// Turns our camera off (it is released, and the others are told) or on again, any time;
+    /// a call goes on either way.
+    pub async fn set_camera(&self, on: bool) -> Result<(), EngineError> {
+        self.command(Command::Camera { on }).await
     }
 
     /// Takes the video call down to audio for everyone (every side stops its camera).
@@ -520,6 +528,11 @@ struct EngineTask {
     media: Option<Media>,
     video: VideoConfig,
     receive_loss_percent: f64,
+    /// Whether our camera is on (off: the sender does not open it).
+    camera_on: bool,
+    /// Whether each remote person's video was last said to be flowing, so each change is said
+    /// once whether it came from their camera signal or from the frames.
+    video_shown: HashMap<UserId, bool>,
     /// Our video sender while a video call is connected and a camera is configured.
     video_sender: Option<VideoSender>,
     /// The video outlet of each connected peer of a video call.
@@ -570,6 +583,12 @@ impl EngineTask {
     fn request(&mut self, request: Request) {
         match request {
             Request::Command(command, reply) => {
+                if let Command::Camera { on } = command {
+                    self.camera_on = on;
+                    if let Some(sender) = &self.video_sender {
+                        sender.set_enabled(on);
+                    }
+                }
                 let _ = reply.send(self.core.command(self.clock.now_ms(), command));
             }
             Request::Query(message, reply) => {
@@ -701,10 +720,18 @@ impl EngineTask {
     fn video_receive_report(&mut self, report: VideoReceiveReport) {
         match report {
             VideoReceiveReport::FirstFrame(user) => self.emit(EngineEvent::FirstRemoteVideoFrame { user }),
-            VideoReceiveReport::Available(user) => self.emit(EngineEvent::RemoteVideoAvailable { user }),
-            VideoReceiveReport::Unavailable(user) => self.emit(EngineEvent::RemoteVideoUnavailable { user }),
+            VideoReceiveReport::Available(user) => self.video_shown(user, true),
+            VideoReceiveReport::Unavailable(user) => self.video_shown(user, false),
             VideoReceiveReport::Undecodable(user, message) => self.emit(EngineEvent::RemoteVideoUndecodable { user, message }),
         }
+    }
+
+    /// Says that `user`'s video flows or stopped, if that is news.
+    fn video_shown(&mut self, user: UserId, shown: bool) {
+        if self.video_shown.insert(user.clone(), shown) == Some(shown) {
+            return;
+        }
+        self.emit(if shown { EngineEvent::RemoteVideoAvailable { user } } else { EngineEvent::RemoteVideoUnavailable { user } });
     }
 
     /// Follows the call's media: a connected video call runs the sender (the camera opens), and
@@ -714,7 +741,14 @@ impl EngineTask {
         match (&self.video_sender, wanted) {
             (None, true) => {
                 let camera = self.video.camera.clone().expect("checked");
-                let sender = VideoSender::start(camera, self.peers.len() + 1, self.video.hd, tokio::runtime::Handle::current(), self.video_send_reports.clone());
+                let sender = VideoSender::start(
+                    camera,
+                    self.camera_on,
+                    self.peers.len() + 1,
+                    self.video.hd,
+                    tokio::runtime::Handle::current(),
+                    self.video_send_reports.clone(),
+                );
                 for (user, outlet) in &self.video_outlets {
                     sender.add_outlet(user.clone(), outlet.clone());
                 }
@@ -725,6 +759,7 @@ impl EngineTask {
         }
         if self.media.is_none() {
             self.video_outlets.clear();
+            self.video_shown.clear();
         }
     }
 
@@ -789,7 +824,12 @@ impl EngineTask {
                     };
                     self.emit(EngineEvent::Ringtone { action });
                 }
-                Output::Event(event) => self.emit(EngineEvent::Call(event)),
+                Output::Event(event) => {
+                    if let CallEvent::RemoteCamera { user, on: false } = &event {
+                        self.video_shown(user.clone(), false);
+                    }
+                    self.emit(EngineEvent::Call(event));
+                }
                 Output::SetMedia(media) => {
                     debug!(?media, "call media");
                     self.media = media;

@@ -426,6 +426,8 @@ impl LinkTask {
             SignalPayload::EndOfCandidates => {}
             SignalPayload::Restart if self.offerer => self.restart().await?,
             SignalPayload::Restart => {}
+            // The core handles these; they never reach a link.
+            SignalPayload::Camera { .. } => {}
         }
         Ok(())
     }

@@ -28,6 +28,9 @@ use crate::video::VideoSink;
 pub const PLI_EVERY: Duration = Duration::from_millis(300);
 /// No picture for this long and video counts as stopped.
 pub const STOPPED_AFTER: Duration = Duration::from_secs(2);
+/// A picture after a pause this long counts as video coming back (the sender may have said its
+/// camera went off, which the engine shows before [`STOPPED_AFTER`] runs out).
+pub const RESUMED_AFTER: Duration = Duration::from_millis(500);
 /// How long reassembly waits for a frame's missing packets (NACK may bring them) before giving up
 /// on the frame.
 const MAX_FRAME_WAIT: Duration = Duration::from_millis(150);
@@ -206,7 +209,8 @@ impl ReceiveState {
         if self.last_shown.is_none() {
             reports.push(VideoReceiveReport::FirstFrame(user.clone()));
         }
-        if !self.showing {
+        let resumed = self.last_shown.is_some_and(|at| now.duration_since(at) >= RESUMED_AFTER);
+        if !self.showing || resumed {
             self.showing = true;
             reports.push(VideoReceiveReport::Available(user.clone()));
         }
@@ -267,6 +271,11 @@ mod tests {
             [VideoReceiveReport::FirstFrame(user.clone()), VideoReceiveReport::Available(user.clone())]
         );
         assert!(state.shown(t + Duration::from_millis(33), &user).is_empty());
+        assert_eq!(
+            state.shown(t + Duration::from_millis(900), &user),
+            [VideoReceiveReport::Available(user.clone())],
+            "after a pause (the camera went off and on), said again: the engine keeps it once"
+        );
         assert!(!state.stopped(t + Duration::from_secs(1)));
         assert!(state.stopped(t + Duration::from_secs(3)));
         assert!(!state.stopped(t + Duration::from_secs(4)), "once");

@@ -120,10 +120,11 @@ pub struct VideoSender {
 }
 
 impl VideoSender {
-    /// Starts the sender for a call of `people` (us included): the camera opens at once.
-    /// `runtime` is the tokio runtime the peer connections live on.
+    /// Starts the sender for a call of `people` (us included); the camera opens at once if
+    /// `camera_on`. `runtime` is the tokio runtime the peer connections live on.
     pub fn start(
         camera: CameraOpener,
+        camera_on: bool,
         people: usize,
         hd: bool,
         runtime: tokio::runtime::Handle,
@@ -131,6 +132,9 @@ impl VideoSender {
     ) -> VideoSender {
         let (commands, inbox) = mpsc::channel();
         let encoder = Encoder::new(camera, people, hd, runtime, reports.clone());
+        if !camera_on {
+            let _ = commands.send(Command::Enabled(false));
+        }
         if let Err(e) = std::thread::Builder::new().name("hark-video-send".into()).spawn(move || encoder.run(inbox)) {
             let _ = reports.send(VideoSendReport::CameraFailed(format!("cannot start the video thread: {e}")));
         }
@@ -294,7 +298,15 @@ impl Encoder {
     }
 
     fn run(mut self, inbox: mpsc::Receiver<Command>) {
-        self.start_camera();
+        // A sender started with the camera off has that command waiting: take it first, so the
+        // camera is not opened for a moment.
+        let first = inbox.try_recv().ok();
+        if !matches!(first, Some(Command::Enabled(false))) {
+            self.start_camera();
+        }
+        if let Some(command) = first {
+            self.apply(command);
+        }
         loop {
             loop {
                 match inbox.try_recv() {

@@ -20,6 +20,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 mod common;
 
+use common::PATIENCE;
+
 
 /// What a far end decoded: when, the frame number read from it, and its size.
 #[derive(Clone, Default)]
@@ -110,6 +112,11 @@ impl Person {
     }
 
     async fn start_with_loss(server: &str, secret: &[u8], user: &str, loss: f64) -> Person {
+        Person::launch(server, secret, user, loss, true).await
+    }
+
+    /// `camera_works: false` gives a camera that cannot be opened (busy, say).
+    async fn launch(server: &str, secret: &[u8], user: &str, loss: f64, camera_works: bool) -> Person {
         let seen = Seen::default();
         let camera_open = Arc::new(AtomicBool::new(false));
         let heard = Heard::default();
@@ -133,6 +140,9 @@ impl Person {
             processing: ProcessingSettings::OFF,
             video: VideoConfig {
                 camera: Some(Arc::new(move || {
+                    if !camera_works {
+                        return Err(VideoDeviceError::Open { device: "/dev/video0".into(), reason: "Device or resource busy".into() });
+                    }
                     open.store(true, Ordering::SeqCst);
                     Ok(Box::new(WatchedCamera { inner: TestPatternSource::new(VideoFormat::DEFAULT), open: Arc::clone(&open) }) as Box<dyn VideoSource>)
                 })),
@@ -289,4 +299,53 @@ async fn video_recovers_from_loss_with_keyframe_requests() {
     assert!(fps >= 10.0, "{fps:.1} fps");
     assert!(longest_freeze < Duration::from_millis(1_500), "frozen for {longest_freeze:?}");
     let _ = &mut alice;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_off_is_seen_at_once_and_video_resumes_within_a_second_of_on() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut alice = Person::start(&base, &secret, "alice").await;
+    let mut bob = Person::start(&base, &secret, "bob").await;
+    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    bob.engine.accept().await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteVideoAvailable { .. })).await;
+
+    alice.engine.set_camera(false).await.unwrap();
+    let off = Instant::now();
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteVideoUnavailable { .. })).await;
+    assert!(off.elapsed() < Duration::from_secs(1), "unavailable after {:?}", off.elapsed());
+    while alice.camera_open.load(Ordering::SeqCst) {
+        assert!(off.elapsed() < Duration::from_secs(1), "alice's camera still open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frames = bob.seen.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bob.seen.len(), frames, "no pictures while the camera is off");
+
+    alice.engine.set_camera(true).await.unwrap();
+    let on = Instant::now();
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteVideoAvailable { .. })).await;
+    assert!(on.elapsed() < Duration::from_secs(1), "frames resumed after {:?}", on.elapsed());
+    let _ = &mut alice;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_cannot_open_is_an_error_and_the_call_goes_on() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut alice = Person::launch(&base, &secret, "alice", 0.0, false).await;
+    let mut bob = Person::start(&base, &secret, "bob").await;
+    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    bob.engine.accept().await.unwrap();
+    let error = alice.wait_for(|e| matches!(e, EngineEvent::CameraError { .. })).await;
+    assert!(format!("{error:?}").contains("busy"), "{error:?}");
+    // Audio both ways, and bob's video still reaches alice (whatever order the events came in).
+    let deadline = Instant::now() + PATIENCE;
+    while alice.seen.len() < 10 || *alice.heard.0.lock().unwrap() < 10 || *bob.heard.0.lock().unwrap() < 10 {
+        assert!(Instant::now() < deadline, "the call did not go on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(bob.seen.len(), 0, "nothing came from a camera that never opened");
 }

@@ -235,6 +235,12 @@ pub enum SignalPayload {
     EndOfCandidates,
     /// Asks the pair's offerer to re-offer with an ICE restart.
     Restart,
+    /// (Added by Hark) the sender's camera went off or on, so the far side can show it at once
+    /// instead of waiting for the video to stop; a peer that ignores it still sees the video stop.
+    Camera {
+        /// Whether the camera is on now.
+        on: bool,
+    },
 }
 
 /// A request from a client, tagged by `type`. The `id` lives in [`ClientFrame`].

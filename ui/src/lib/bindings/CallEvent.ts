@@ -72,7 +72,15 @@ reason: NotConnectedReason, } | { "event": "user_joined",
 /**
  * Who.
  */
-user: string, } | { "event": "user_left", 
+user: string, } | { "event": "remote_camera", 
+/**
+ * Who.
+ */
+user: string, 
+/**
+ * On or off.
+ */
+on: boolean, } | { "event": "user_left", 
 /**
  * Who.
  */
