@@ -47,6 +47,9 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "wmctrl",
     "dbus",
     "dbus-x11",
+    // Video over a real lossy, capped path: a network namespace (ip) with nftables rules.
+    "iproute2",
+    "nftables",
 ];
 
 pub fn ensure_installed(packages: &[&str]) -> anyhow::Result<()> {

@@ -164,6 +164,21 @@ pub enum EngineEvent {
         /// The decoder's words.
         message: String,
     },
+    /// A loss broke `user`'s picture: the last good one is held and a keyframe asked for.
+    RemoteVideoFrozen {
+        /// Who.
+        user: UserId,
+    },
+    /// A keyframe ended the freeze of `user`'s picture.
+    RemoteVideoRecovered {
+        /// Who.
+        user: UserId,
+        /// How long it was frozen, from the first keyframe request, in ms.
+        frozen_ms: u64,
+        /// How long after the last keyframe request (a keyframe that was lost on the way is asked
+        /// for again), in ms.
+        after_request_ms: u64,
+    },
     /// The bitrate our video is sent at now, in kbit/s (it follows the weakest peer's network).
     VideoBitrate {
         /// kbit/s.
@@ -671,9 +686,9 @@ impl EngineTask {
                     sender.keyframe();
                 }
             }
-            PeerEvent::VideoLoss(fraction) => {
+            PeerEvent::VideoRetransmissions(per_packet) => {
                 if let Some(sender) = &self.video_sender {
-                    sender.loss(user, fraction);
+                    sender.retransmissions(user, per_packet);
                 }
             }
             PeerEvent::Failed => debug!(%user, "peer connection failed; restarting ICE"),
@@ -723,6 +738,12 @@ impl EngineTask {
             VideoReceiveReport::Available(user) => self.video_shown(user, true),
             VideoReceiveReport::Unavailable(user) => self.video_shown(user, false),
             VideoReceiveReport::Undecodable(user, message) => self.emit(EngineEvent::RemoteVideoUndecodable { user, message }),
+            VideoReceiveReport::Frozen(user) => self.emit(EngineEvent::RemoteVideoFrozen { user }),
+            VideoReceiveReport::Recovered(user, frozen, after_request) => self.emit(EngineEvent::RemoteVideoRecovered {
+                user,
+                frozen_ms: frozen.as_millis() as u64,
+                after_request_ms: after_request.as_millis() as u64,
+            }),
         }
     }
 

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hark_protocol::{IceServer, IceTransportPolicy, Media, SignalPayload, UserId};
-use rtc::interceptor::Slot;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{NackGeneratorBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::transport::RTCDtlsRole;
@@ -48,6 +49,9 @@ pub struct PeerSettings {
     /// loopback).
     pub udp_addrs: Vec<String>,
 }
+
+/// How often a lost packet is asked for again (NACK) before the receiver gives up on its frame.
+const MAX_NACKS_PER_PACKET: u16 = 5;
 
 /// What the engine tells a peer link.
 #[derive(Debug)]
@@ -102,9 +106,9 @@ pub enum PeerEvent {
     VideoConnected(VideoOutlet),
     /// The remote person lost our picture and asks for a keyframe (PLI or FIR).
     KeyframeRequested,
-    /// What the remote person's receiver reports of our video: the fraction of our packets lost
-    /// since its last report (0.0–1.0), for the sender's bitrate.
-    VideoLoss(f64),
+    /// Our video's retransmissions per new packet sent to this person over the last second (what
+    /// their receiver lost and asked for again), for the sender's bitrate.
+    VideoRetransmissions(f64),
     /// A track of the remote person's, of `kind`.
     RemoteTrack {
         /// Audio or video.
@@ -132,7 +136,7 @@ impl std::fmt::Debug for PeerEvent {
             PeerEvent::Connected(o) => write!(f, "Connected(ssrc {:#x}, pt {})", o.ssrc, o.payload_type),
             PeerEvent::VideoConnected(o) => write!(f, "VideoConnected(ssrc {:#x}, pt {})", o.ssrc, o.payload_type),
             PeerEvent::KeyframeRequested => write!(f, "KeyframeRequested"),
-            PeerEvent::VideoLoss(loss) => write!(f, "VideoLoss({loss:.3})"),
+            PeerEvent::VideoRetransmissions(r) => write!(f, "VideoRetransmissions({r:.3})"),
             PeerEvent::RemoteTrack { kind, .. } => write!(f, "RemoteTrack({kind:?})"),
             PeerEvent::Failed => write!(f, "Failed"),
             PeerEvent::Quality { loss_percent, rtt_ms, relayed } => write!(f, "Quality({loss_percent:.1}%, {rtt_ms:?} ms, relayed {relayed})"),
@@ -161,46 +165,18 @@ impl PeerLink {
         events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
     ) -> Result<PeerLink, PeerError> {
         let fail = |e: webrtc::error::Error| PeerError(e.to_string());
-        let mut media_engine = MediaEngine::default();
-        media_engine.register_default_codecs().map_err(fail)?;
-        let mut registry = register_default_interceptors(Registry::new(), &mut media_engine).map_err(fail)?;
-        if media == Media::Video {
-            registry = registry.with(Slot::from(crate::keyframe_requests::SLOT), crate::keyframe_requests::KeyframeRequests::default());
-        }
-        let relay_only = settings.policy == IceTransportPolicy::Relay;
-        let mut setting_engine = SettingEngineBuilder::new()
-            .with_answering_dtls_role(RTCDtlsRole::Server)
-            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-            .with_ice_connection_attempts(Some(Duration::from_millis(10)), Some(150));
-        if relay_only {
-            setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
-        }
-        let ice_servers = settings
-            .ice_servers
-            .iter()
-            .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
-                username: s.username.clone().unwrap_or_default(),
-                credential: s.credential.clone().unwrap_or_default(),
-            })
-            .collect();
-        let configuration = RTCConfigurationBuilder::new()
-            .with_ice_servers(ice_servers)
-            .with_ice_transport_policy(if relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All })
-            .build();
-
         let (local_tx, local_rx) = mpsc::unbounded_channel();
         let handler = Arc::new(Handler { events: local_tx });
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(configuration)
-            .with_media_engine(media_engine)
-            .with_setting_engine(setting_engine.build())
-            .with_interceptor_registry(registry)
-            .with_handler(handler)
-            .with_udp_addrs(settings.udp_addrs.clone())
-            .build()
-            .await
-            .map_err(fail)?;
+        // mDNS lets us resolve a browser's `.local` candidates, but its multicast socket cannot
+        // be opened where there is no multicast route (a bare network namespace, some
+        // containers): then the connection is built without it rather than not at all.
+        let pc = match build(media, settings, Arc::clone(&handler), MulticastDnsMode::QueryOnly).await {
+            Ok(pc) => pc,
+            Err(e) => {
+                debug!(error = %e, "peer connection with mDNS failed; trying without");
+                build(media, settings, handler, MulticastDnsMode::Disabled).await.map_err(fail)?
+            }
+        };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
         let ssrc: u32 = rand::random();
@@ -258,13 +234,13 @@ impl PeerLink {
                 .map_err(fail)?,
             );
             let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await.map_err(fail)?;
-            Some(VideoSend { track, ssrc, sender })
+            Some(VideoSend { track, ssrc, sender, counted: (0, 0) })
         } else {
             None
         };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, last_video_report: None };
+        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false };
         tokio::spawn(task.run(command_rx, local_rx));
         Ok(PeerLink { commands })
     }
@@ -273,6 +249,63 @@ impl PeerLink {
     pub fn send(&self, command: PeerCommand) {
         let _ = self.commands.send(command);
     }
+}
+
+/// Builds a peer connection: Hark's codecs and interceptors (keyframe requests let through in a
+/// video call), the settings that make calls connect fast, and the ICE servers.
+async fn build(
+    media: Media,
+    settings: &PeerSettings,
+    handler: Arc<Handler>,
+    mdns: MulticastDnsMode,
+) -> Result<impl PeerConnection, webrtc::error::Error> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    // The default generator asks for a lost packet again and again until it comes: on a link
+    // that drops because it is full, that is a storm of retransmissions that leaves no room for
+    // new video (measured behind a 500 kbit/s policer: 170 retransmissions per new packet, and
+    // the picture stopped). A few asks, then the frame is given up and a keyframe asked for.
+    // Asked every 50 ms (not 100): a lost retransmission is asked for again in time for the
+    // frame it belongs to (video_receive waits 350 ms for a frame's packets).
+    registry = registry.with(
+        Slot::NackGenerator,
+        NackGeneratorBuilder::new().with_interval(Duration::from_millis(50)).with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build(),
+    );
+    if media == Media::Video {
+        registry = registry.with(Slot::from(crate::keyframe_requests::SLOT), crate::keyframe_requests::KeyframeRequests::default());
+    }
+    let relay_only = settings.policy == IceTransportPolicy::Relay;
+    let mut setting_engine = SettingEngineBuilder::new()
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_ice_connection_attempts(Some(Duration::from_millis(10)), Some(150))
+        .with_multicast_dns_mode(mdns);
+    if relay_only {
+        setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
+    }
+    let ice_servers = settings
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let configuration = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .with_ice_transport_policy(if relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All })
+        .build();
+    PeerConnectionBuilder::new()
+        .with_configuration(configuration)
+        .with_media_engine(media_engine)
+        .with_setting_engine(setting_engine.build())
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(settings.udp_addrs.clone())
+        .build()
+        .await
 }
 
 /// What the webrtc-rs driver loop tells us; forwarded into the link's own task at once.
@@ -324,6 +357,8 @@ struct VideoSend {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     sender: Arc<dyn RtpSender>,
+    /// Packets and retransmissions sent, as of the last look at the stats.
+    counted: (u64, u64),
 }
 
 struct LinkTask {
@@ -334,9 +369,6 @@ struct LinkTask {
     ssrc: u32,
     sender: Arc<dyn RtpSender>,
     video: Option<VideoSend>,
-    /// The remote receiver's last report on our video, as (packets it counted lost, fraction),
-    /// so a report is passed on once.
-    last_video_report: Option<(i64, f64)>,
     events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
     /// Remote candidates that came before the remote description.
     held: Vec<RTCIceCandidateInit>,
@@ -350,7 +382,9 @@ impl LinkTask {
                 warn!(user = %self.user, error = %e, "could not make an offer");
             }
         }
-        let mut stats = tokio::time::interval(Duration::from_secs(2));
+        // Once a second for the video sender's bitrate; network quality every second tick.
+        let mut stats = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_counts = (0u64, 0i64);
         loop {
@@ -385,7 +419,8 @@ impl LinkTask {
                     None => break,
                 },
                 _ = stats.tick(), if self.connected => {
-                    last_counts = self.report_quality(last_counts).await;
+                    ticks += 1;
+                    last_counts = self.report_quality(last_counts, ticks.is_multiple_of(2)).await;
                 }
             }
         }
@@ -497,30 +532,35 @@ impl LinkTask {
 
     /// Loss from our own inbound stats (the far side's RTCP reports are not parsed by webrtc-rs
     /// 0.21.1), RTT from the selected candidate pair's consent checks.
-    async fn report_quality(&mut self, (last_received, last_lost): (u64, i64)) -> (u64, i64) {
+    async fn report_quality(&mut self, (last_received, last_lost): (u64, i64), quality_due: bool) -> (u64, i64) {
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
         let (mut received, mut lost) = (0u64, 0i64);
         for inbound in report.inbound_rtp_streams() {
             received += inbound.received_rtp_stream_stats.packets_received;
             lost += inbound.received_rtp_stream_stats.packets_lost;
         }
-        if let Some(video) = &self.video {
-            // Each receiver report on our video is news once; the sender's bitrate follows it.
-            let ours = report.iter().find_map(|entry| match entry {
-                RTCStatsReportEntry::RemoteInboundRtp(r) if r.received_rtp_stream_stats.rtp_stream_stats.ssrc == video.ssrc => {
-                    Some((r.received_rtp_stream_stats.packets_lost, r.fraction_lost, r.round_trip_time_measurements))
-                }
-                _ => None,
-            });
-            if let Some((lost, fraction, reports)) = ours {
-                if reports > 0 || lost > 0 || fraction > 0.0 {
-                    let key = (lost, fraction);
-                    if self.last_video_report != Some(key) {
-                        self.last_video_report = Some(key);
-                        self.emit(PeerEvent::VideoLoss(fraction));
-                    }
+        if let Some(video) = &mut self.video {
+            // How hard the link to this person works to carry our video, once a second:
+            // retransmissions per new packet since the last look. It is the only loss signal
+            // webrtc-rs 0.21.1 gives a sender that works: its receiver reports say a fraction
+            // lost of 0 whatever is lost (measured behind a policer dropping most packets), and
+            // count repaired packets as received.
+            let sent = report
+                .outbound_rtp_streams()
+                .find(|o| o.sent_rtp_stream_stats.rtp_stream_stats.ssrc == video.ssrc)
+                .map(|o| (o.sent_rtp_stream_stats.packets_sent, o.retransmitted_packets_sent));
+            if let Some((packets, retransmitted)) = sent {
+                let (last_packets, last_retransmitted) = video.counted;
+                video.counted = (packets, retransmitted);
+                let new_packets = packets.saturating_sub(last_packets);
+                if new_packets > 0 {
+                    let r = retransmitted.saturating_sub(last_retransmitted) as f64 / new_packets as f64;
+                    self.emit(PeerEvent::VideoRetransmissions(r));
                 }
             }
+        }
+        if !quality_due {
+            return (last_received, last_lost);
         }
         let pair_id = report.transport().map(|t| t.selected_candidate_pair_id.clone());
         let pair = pair_id.and_then(|id| match report.get(&id) {

@@ -25,7 +25,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use crate::video::VideoSink;
 
 /// How often a receiver waiting for a keyframe asks again.
-pub const PLI_EVERY: Duration = Duration::from_millis(300);
+pub const PLI_EVERY: Duration = Duration::from_millis(500);
 /// No picture for this long and video counts as stopped.
 pub const STOPPED_AFTER: Duration = Duration::from_secs(2);
 /// A picture after a pause this long counts as video coming back (the sender may have said its
@@ -33,7 +33,7 @@ pub const STOPPED_AFTER: Duration = Duration::from_secs(2);
 pub const RESUMED_AFTER: Duration = Duration::from_millis(500);
 /// How long reassembly waits for a frame's missing packets (NACK may bring them) before giving up
 /// on the frame.
-const MAX_FRAME_WAIT: Duration = Duration::from_millis(150);
+const MAX_FRAME_WAIT: Duration = Duration::from_millis(350);
 
 /// What a receiver reports about its person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,11 @@ pub enum VideoReceiveReport {
     Unavailable(UserId),
     /// Their stream cannot be decoded (not VP8, or broken); a keyframe has been asked for.
     Undecodable(UserId, String),
+    /// A loss broke the picture: the last good one is held and a keyframe asked for.
+    Frozen(UserId),
+    /// A keyframe ended the freeze: how long after it began (the first keyframe request), and
+    /// how long after the last keyframe request.
+    Recovered(UserId, Duration, Duration),
 }
 
 /// A whole frame as reassembled from RTP.
@@ -153,6 +158,9 @@ fn decode_loop(
         if state.wants_keyframe(now) {
             let _ = pli.send(());
         }
+        if state.freeze_began() {
+            let _ = reports.send(VideoReceiveReport::Frozen(user.clone()));
+        }
         if state.stopped(now) {
             let _ = reports.send(VideoReceiveReport::Unavailable(user.clone()));
         }
@@ -176,6 +184,9 @@ struct ReceiveState {
     last_pli: Option<Instant>,
     last_shown: Option<Instant>,
     showing: bool,
+    /// When the current freeze (a break after pictures were shown) began, and whether it was said.
+    frozen_since: Option<Instant>,
+    frozen_said: bool,
 }
 
 impl ReceiveState {
@@ -200,7 +211,20 @@ impl ReceiveState {
         if self.broken_since.is_none() {
             self.broken_since = Some(now);
             self.last_pli = None;
+            if self.started {
+                self.frozen_since = Some(now);
+                self.frozen_said = false;
+            }
         }
+    }
+
+    /// Whether a freeze just began (said once per freeze).
+    fn freeze_began(&mut self) -> bool {
+        if self.frozen_since.is_some() && !self.frozen_said {
+            self.frozen_said = true;
+            return true;
+        }
+        false
     }
 
     /// A picture was shown: what to report.
@@ -208,6 +232,10 @@ impl ReceiveState {
         let mut reports = Vec::new();
         if self.last_shown.is_none() {
             reports.push(VideoReceiveReport::FirstFrame(user.clone()));
+        }
+        if let Some(since) = self.frozen_since.take() {
+            let asked = self.last_pli.unwrap_or(since);
+            reports.push(VideoReceiveReport::Recovered(user.clone(), now.duration_since(since), now.duration_since(asked)));
         }
         let resumed = self.last_shown.is_some_and(|at| now.duration_since(at) >= RESUMED_AFTER);
         if !self.showing || resumed {
@@ -249,7 +277,7 @@ mod tests {
         assert_eq!(state.arrived(ms(0), false, false), Step::Skip);
         assert!(state.wants_keyframe(ms(0)), "asks at once");
         assert!(!state.wants_keyframe(ms(100)), "not again so soon");
-        assert!(state.wants_keyframe(ms(400)), "again after {PLI_EVERY:?}");
+        assert!(state.wants_keyframe(ms(600)), "again after {PLI_EVERY:?}");
         assert_eq!(state.arrived(ms(700), true, false), Step::Decode);
         assert!(!state.wants_keyframe(ms(1_500)));
         assert_eq!(state.arrived(ms(733), false, false), Step::Decode);
@@ -259,6 +287,13 @@ mod tests {
         assert_eq!(state.arrived(ms(800), false, false), Step::Skip);
         assert_eq!(state.arrived(ms(833), true, true), Step::Decode, "a keyframe needs no past");
         assert_eq!(state.arrived(ms(866), false, false), Step::Decode);
+        assert!(state.freeze_began() && !state.freeze_began(), "the freeze at 766 ms, said once");
+        let user: UserId = "bob".into();
+        let reports = state.shown(ms(866), &user);
+        assert!(
+            reports.contains(&VideoReceiveReport::Recovered(user.clone(), Duration::from_millis(100), Duration::from_millis(100))),
+            "{reports:?}"
+        );
     }
 
     #[test]

@@ -88,7 +88,24 @@ user: string,
 /**
  * The decoder's words.
  */
-message: string, } | { "event": "video_bitrate", 
+message: string, } | { "event": "remote_video_frozen", 
+/**
+ * Who.
+ */
+user: string, } | { "event": "remote_video_recovered", 
+/**
+ * Who.
+ */
+user: string, 
+/**
+ * How long it was frozen, from the first keyframe request, in ms.
+ */
+frozen_ms: number, 
+/**
+ * How long after the last keyframe request (a keyframe that was lost on the way is asked
+ * for again), in ms.
+ */
+after_request_ms: number, } | { "event": "video_bitrate", 
 /**
  * kbit/s.
  */
