@@ -33,6 +33,8 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 use tracing::warn;
 
+use crate::clock::Clock;
+
 /// How long a worker keeps its working memory mapped without work.
 pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
@@ -93,26 +95,28 @@ struct InboxState {
     open: bool,
 }
 
-/// A token bucket of hashes: `per_second`, in bursts of up to twice that. Time is passed in, so
-/// it is tested without waiting.
+/// A token bucket of hashes: `per_second`, in bursts of up to twice that. Time (Unix ms, from
+/// the server's [`Clock`]) is passed in, so it is tested without waiting, and a test server on a
+/// manual clock refuses exactly what the budget says however fast the machine hashes.
 #[derive(Debug, Clone, Copy)]
 struct HashBudget {
     per_second: f64,
     tokens: f64,
-    at: std::time::Instant,
+    at_ms: i64,
 }
 
 impl HashBudget {
-    fn new(per_second: u32, now: std::time::Instant) -> HashBudget {
+    fn new(per_second: u32, now_ms: i64) -> HashBudget {
         let per_second = f64::from(per_second.max(1));
-        HashBudget { per_second, tokens: 2.0 * per_second, at: now }
+        HashBudget { per_second, tokens: 2.0 * per_second, at_ms: now_ms }
     }
 
-    /// Takes one hash at `now`, if there is one.
-    fn take(&mut self, now: std::time::Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+    /// Takes one hash at `now_ms`, if there is one.
+    fn take(&mut self, now_ms: i64) -> bool {
+        // A clock stepped back (NTP) gives nothing and takes nothing.
+        let elapsed = (now_ms - self.at_ms).max(0) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed * self.per_second).min(2.0 * self.per_second);
-        self.at = now;
+        self.at_ms = self.at_ms.max(now_ms);
         if self.tokens < 1.0 {
             return false;
         }
@@ -124,18 +128,19 @@ impl HashBudget {
 /// The pool. Dropping it lets the workers finish the jobs already queued and exit.
 pub struct HashPool {
     inbox: Arc<Inbox>,
+    clock: Arc<dyn Clock>,
 }
 
 impl HashPool {
     /// A pool of `workers` threads (at least one) with room for `queue` waiting jobs in each lane,
-    /// starting at most `per_second` hashes a second outside the known lane.
-    pub fn new(workers: usize, queue: usize, per_second: u32) -> std::io::Result<HashPool> {
+    /// starting at most `per_second` hashes a second of `clock` outside the known lane.
+    pub fn new(workers: usize, queue: usize, per_second: u32, clock: Arc<dyn Clock>) -> std::io::Result<HashPool> {
         let inbox = Arc::new(Inbox {
             state: Mutex::new(InboxState {
                 known: VecDeque::new(),
                 waiting: VecDeque::new(),
                 capacity: queue,
-                budget: HashBudget::new(per_second, std::time::Instant::now()),
+                budget: HashBudget::new(per_second, clock.now_ms()),
                 open: true,
             }),
             arrived: Condvar::new(),
@@ -144,7 +149,7 @@ impl HashPool {
             let inbox = Arc::clone(&inbox);
             std::thread::Builder::new().name(format!("hark-hash-{n}")).spawn(move || work(&inbox))?;
         }
-        Ok(HashPool { inbox })
+        Ok(HashPool { inbox, clock })
     }
 
     /// Workers for this machine: half its cores, at least one and at most two, so that a login
@@ -171,13 +176,14 @@ impl HashPool {
     }
 
     fn submit(&self, job: Job, lane: Lane) -> Result<(), HashError> {
+        let now_ms = self.clock.now_ms();
         let mut guard = self.inbox.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let state = &mut *guard;
         let queue = match lane {
             Lane::Known => &mut state.known,
             Lane::Other => &mut state.waiting,
         };
-        if queue.len() >= state.capacity || (lane == Lane::Other && !state.budget.take(std::time::Instant::now())) {
+        if queue.len() >= state.capacity || (lane == Lane::Other && !state.budget.take(now_ms)) {
             return Err(HashError::Busy);
         }
         queue.push_back(job);
@@ -443,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_refuses_beyond_its_queue_and_answers_the_rest() {
-        let pool = HashPool::new(1, 2, 1000).unwrap();
+        let pool = HashPool::new(1, 2, 1000, crate::clock::ManualClock::new(1_700_000_000_000)).unwrap();
         // Ten at once, without waiting: one runs, two wait, and the worker can take at most one
         // more off the queue in the microseconds this loop takes (a hash takes many milliseconds).
         let mut answers = Vec::new();
@@ -467,18 +473,19 @@ mod tests {
 
     #[test]
     fn the_budget_allows_a_burst_then_the_rate() {
-        let start = std::time::Instant::now();
+        let start = 1_700_000_000_000;
         let mut budget = HashBudget::new(5, start);
         assert_eq!((0..12).filter(|_| budget.take(start)).count(), 10, "a burst of two seconds' worth");
-        let later = start + std::time::Duration::from_millis(400);
+        let later = start + 400;
         assert_eq!((0..5).filter(|_| budget.take(later)).count(), 2, "then five a second");
-        let much_later = start + std::time::Duration::from_secs(60);
+        assert_eq!((0..5).filter(|_| budget.take(start)).count(), 0, "a clock stepped back gives nothing");
+        let much_later = start + 60_000;
         assert_eq!((0..30).filter(|_| budget.take(much_later)).count(), 10, "never more than the burst");
     }
 
     #[tokio::test]
     async fn beyond_the_rate_strangers_wait_and_known_logins_do_not() {
-        let pool = HashPool::new(1, 100, 1).unwrap();
+        let pool = HashPool::new(1, 100, 1, crate::clock::ManualClock::new(1_700_000_000_000)).unwrap();
         assert!(pool.hash("a".into()).await.is_ok() && pool.hash("b".into()).await.is_ok());
         assert!(matches!(pool.hash("c".into()).await, Err(HashError::Busy)), "two in a burst at one a second");
         let owner_hash = hash_password("correct horse", &mut memory()).unwrap();
@@ -487,7 +494,7 @@ mod tests {
 
     #[tokio::test]
     async fn known_logins_have_places_of_their_own_and_go_first() {
-        let pool = HashPool::new(1, 2, 1000).unwrap();
+        let pool = HashPool::new(1, 2, 1000, crate::clock::ManualClock::new(1_700_000_000_000)).unwrap();
         let owner_hash = hash_password("correct horse", &mut memory()).unwrap();
         // Strangers fill the pool: one running, two waiting, the rest refused.
         let mut strangers = Vec::new();

@@ -201,7 +201,7 @@ pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock
         logins: RateLimiter::new(config.rate_limits.logins_per_minute),
         login_sources: RateLimiter::new(config.rate_limits.logins_per_source_per_minute),
         registrations: RateLimiter::new(config.rate_limits.registrations_per_minute),
-        passwords: HashPool::new(HashPool::default_workers(), HASH_QUEUE, config.rate_limits.password_hashes_per_second)?,
+        passwords: HashPool::new(HashPool::default_workers(), HASH_QUEUE, config.rate_limits.password_hashes_per_second, Arc::clone(&clock))?,
         known_sources: KnownSources::default(),
         config,
         store: store.clone(),
