@@ -183,23 +183,38 @@ fn open_floating(app: &AppHandle, window: &'static Floating) {
     // another thread the build would be queued behind a main window that may be gone by then.
     on_main_thread(app, move |app| {
         let (x, y) = corner_position(app, window);
-        let page = || WebviewUrl::App("index.html".into());
-        let report = |built: tauri::Result<()>| {
-            if let Err(error) = built {
-                tracing::error!(%error, label = window.label, "could not open a window");
-            }
+        let builder = describe(WebviewWindowBuilder::new(app, window.label, WebviewUrl::App("index.html".into())), window, x, y);
+        #[cfg(target_os = "linux")]
+        let builder = match app.get_webview_window("main").filter(|_| share_web_process()).and_then(|main| main_webkit_view(&main)) {
+            Some(view) => builder.with_related_view(view),
+            None => builder,
         };
-        match app.get_webview_window("main").filter(|_| share_web_process()) {
-            #[cfg(target_os = "linux")]
-            Some(main) => {
-                let handle = app.clone();
-                report(main.with_webview(move |webview| {
-                    report(describe(WebviewWindowBuilder::new(&handle, window.label, page()), window, x, y).with_related_view(webview.inner()).build().map(drop));
-                }));
-            }
-            _ => report(describe(WebviewWindowBuilder::new(app, window.label, page()), window, x, y).build().map(drop)),
+        if let Err(error) = builder.build() {
+            tracing::error!(%error, label = window.label, "could not open a window");
         }
     });
+}
+
+#[cfg(target_os = "linux")]
+thread_local! {
+    /// The main window's WebKit view, handed out of [`main_webkit_view`]'s callback (main thread only).
+    static HANDED_OUT: std::cell::RefCell<Option<webkit2gtk::WebView>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The main window's WebKit view, for a new window to share its web process. Main thread only.
+///
+/// Only taken out here, never used inside `with_webview`'s callback: on the main thread Tauri runs
+/// that callback while holding the main window's id lock, and building a window there waits for
+/// Tauri's webview list, which an `emit` on another thread holds while it waits for that id lock
+/// (a deadlock seen in the end-to-end test, with an event emitted as the banner opened).
+#[cfg(target_os = "linux")]
+fn main_webkit_view(main: &tauri::WebviewWindow) -> Option<webkit2gtk::WebView> {
+    let asked = main.with_webview(|webview| HANDED_OUT.with(|slot| *slot.borrow_mut() = Some(webview.inner())));
+    if let Err(error) = asked {
+        tracing::warn!(%error, "could not reach the main webview; the window gets a web process of its own");
+    }
+    // The callback ran already: on the main thread Tauri runs it in place.
+    HANDED_OUT.with(|slot| slot.borrow_mut().take())
 }
 
 /// Runs `work` on the main (GTK) thread: at once when called there, queued otherwise. Window
