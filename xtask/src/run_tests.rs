@@ -2,7 +2,8 @@
 //!
 //! In order, each step saying what it does: the Debian packages (apt-get); the UI's npm packages
 //! from the lockfile, its unit tests (vitest) and its build (the app embeds `ui/dist`); every
-//! Rust test but the end-to-end ones; the UI in a real browser (Debian Chromium); then the real
+//! Rust test but the end-to-end ones; the UI in a real browser (Debian Chromium), and Chromium's
+//! own WebRTC in video calls with hark-cli (ui/tests/browser/interop.test.mjs); then the real
 //! app end to end under `dbus-run-session -- xvfb-run`, driven by tauri-driver (installed from
 //! crates into `target/tools`). The first failing step's exit code is xtask's.
 //!
@@ -37,10 +38,13 @@ pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
     }
     steps.push(("every Rust test but the end-to-end ones", cargo_test));
     if extra_args.is_empty() {
-        steps.push(("the UI in Debian Chromium (playwright-core, IPC mocked)", workspace::npm_command(&["run", "test:browser"])?));
         let mut build = workspace::cargo_command()?;
-        build.args(["build", "--locked", "-p", "hark-desktop", "-p", "hark-cli"]);
-        steps.push(("building hark-desktop and hark-cli for the end-to-end test", build));
+        build.args(["build", "--locked", "-p", "hark-desktop", "-p", "hark-cli", "-p", "hark-server"]);
+        steps.push(("building hark-desktop, hark-cli and hark-server for the browser and end-to-end tests", build));
+        steps.push((
+            "the UI in Debian Chromium (playwright-core, IPC mocked), and Chromium's WebRTC calling hark-cli",
+            workspace::npm_command(&["run", "test:browser"])?,
+        ));
         let tauri_driver = tauri_driver_path()?;
         if !tauri_driver.exists() {
             steps.push(("installing tauri-driver into target/tools", install_tauri_driver()?));

@@ -128,6 +128,21 @@ enum Command {
         /// Whom.
         users: Vec<String>,
     },
+    /// Writes the moving test picture, each frame stamped with its number, as a 4:2:0 Y4M file
+    /// (for a browser's fake camera, or `--camera file:`); needs no server.
+    TestPattern {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Width x height.
+        #[arg(long, default_value = "640x360")]
+        size: String,
+        /// Frames.
+        #[arg(long, default_value_t = 300)]
+        frames: u32,
+        /// Frames per second (written in the header).
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+    },
     /// Runs the echo test service: answers every call, plays a prompt, then plays back what it
     /// hears one second later, for up to five minutes a call, several calls at once.
     Echo {
@@ -149,6 +164,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let printer = Printer { json: cli.json };
     match &cli.command {
+        Command::TestPattern { path, size, frames, fps } => {
+            let (width, height) = size
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+                .filter(|(w, h)| *w > 0 && *h > 0)
+                .with_context(|| format!("--size {size:?}: give WIDTHxHEIGHT"))?;
+            let mut writer = hark_video::y4m::Y4mWriter::create(path, width, height, *fps)?;
+            for n in 0..*frames {
+                writer.write_frame(&hark_video::pattern::draw(width, height, n))?;
+            }
+            writer.flush()?;
+            Ok(())
+        }
         Command::Echo { lines, max_call } => echo_service(&cli, &printer, *lines, Duration::from_secs(*max_call)).await,
         Command::Call { users, video, timeout, duration } => {
             let (engine, mut events) = sign_in(&cli, &printer, devices(&cli)?, video_config(&cli)?, None).await?;

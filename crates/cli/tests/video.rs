@@ -120,3 +120,29 @@ async fn the_echo_service_sends_your_own_video_back_a_second_later() {
     assert!((60..=130).contains(&last), "last echoed frame {last}");
     server.shutdown().await;
 }
+
+#[test]
+fn test_pattern_writes_numbered_frames_and_refuses_a_bad_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pattern.y4m");
+    let made = Command::new(env!("CARGO_BIN_EXE_hark-cli"))
+        .args(["test-pattern", path.to_str().unwrap(), "--size", "320x180", "--frames", "12", "--fps", "15"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (numbers, size) = recorded(&path);
+    assert_eq!(size, (320, 180));
+    assert_eq!(numbers, (0..12).map(Some).collect::<Vec<_>>());
+    let header = std::fs::read(&path).unwrap();
+    assert!(header.starts_with(b"YUV4MPEG2 W320 H180 F15:1"), "{}", String::from_utf8_lossy(&header[..40]));
+
+    for size in ["0x180", "320", "axb"] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_hark-cli"))
+            .args(["test-pattern", dir.path().join("bad.y4m").to_str().unwrap(), "--size", size])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success(), "--size {size} was taken");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("WIDTHxHEIGHT"), "{}", String::from_utf8_lossy(&refused.stderr));
+        assert!(!dir.path().join("bad.y4m").exists(), "nothing is written for --size {size}");
+    }
+}

@@ -55,9 +55,10 @@ export async function buildHarness() {
 
 /**
  * Debian's Chromium, headless. Playwright gives every launch a fresh temporary profile of its own
- * (and refuses a `--user-data-dir` argument), so no state leaks between runs.
+ * (and refuses a `--user-data-dir` argument), so no state leaks between runs. `extraArgs` go on
+ * the command line too (a fake camera, for the interop test).
  */
-export async function launchChromium() {
+export async function launchChromium(extraArgs = []) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -70,6 +71,7 @@ export async function launchChromium() {
       '--no-first-run',
       '--disable-sync',
       '--disable-quic',
+      ...extraArgs,
     ],
   });
   return { browser, close: () => browser.close() };

@@ -1,0 +1,235 @@
+// Chromium's own WebRTC and hark-cli in video calls with each other, through a real hark-server on
+// loopback: the page is a client written from docs/PROTOCOL.md (protocol-peer.js), its camera is
+// Chromium's fake capture playing the test pattern (from `hark-cli test-pattern`), and hark-cli's is
+// the test pattern too. Each side reads the frame numbers stamped on what it decoded: the page off
+// the pictures it presents, hark-cli from its Y4M recording. hark-cli calls the page, then the page
+// calls hark-cli, so both offer directions are covered. Needs target/debug/hark-server and
+// hark-cli (built by `cargo xtask test` before this runs).
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { launchChromium, uiDir } from './support.mjs';
+import { readStamp } from './protocol-peer.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const binaries = resolve(uiDir, '../target/debug');
+const PASSWORD = 'interop password 1';
+/** Seconds each call lasts once connected (hark-cli hangs up). */
+const CALL_SECONDS = 8;
+/** Frames in the browser's camera file: it loops at the end, 15 s at 30 fps. */
+const CAMERA_FRAMES = 450;
+
+function binary(name) {
+  const path = join(binaries, name);
+  if (!existsSync(path)) throw new Error(`${path} is missing: build it first (cargo build -p ${name})`);
+  return path;
+}
+
+/** Starts hark-server on a free loopback port; resolves to its base URL and the process. */
+async function startServer(dataDir) {
+  const server = spawn(binary('hark-server'), ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  server.stderr.on('data', (chunk) => (log += chunk));
+  const base = await new Promise((done, fail) => {
+    let seen = '';
+    server.stdout.on('data', (chunk) => {
+      seen += chunk;
+      const found = /listening on (http:\/\/\S+)/.exec(seen);
+      if (found) done(found[1]);
+    });
+    server.on('exit', (code) => fail(new Error(`hark-server exited (${code}): ${seen}${log}`)));
+  });
+  return { base, server };
+}
+
+async function post(base, path, body) {
+  const response = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: response.status, body: await response.json() };
+}
+
+/** hark-cli with a tone for a microphone, no speaker, loopback media and JSON events. */
+function cli(base, args) {
+  const common = ['--server', base, '--user', 'cli', '--password', PASSWORD, '--json', '--mic', 'tone:440', '--speaker', 'none', '--bind', '127.0.0.1:0', '--camera', 'test-pattern'];
+  const child = spawn(binary('hark-cli'), [...common, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = [];
+  // Its log, shown only when something fails.
+  const log = [];
+  child.stderr.on('data', (chunk) => log.push(chunk));
+  const waiters = [];
+  let buffered = '';
+  child.stdout.on('data', (chunk) => {
+    buffered += chunk;
+    const complete = buffered.split('\n');
+    buffered = complete.pop() ?? '';
+    for (const line of complete) {
+      lines.push(line);
+      for (const waiter of waiters.filter((w) => line.includes(w.needle))) waiter.done(line);
+    }
+  });
+  const exited = new Promise((done) => child.on('exit', (code) => done(code)));
+  return {
+    lines,
+    exited,
+    /** Its events and log, for a failure's message. */
+    report: () => `events:\n${lines.join('\n')}\nlog:\n${Buffer.concat(log).toString().slice(-20_000)}`,
+    kill: () => child.kill(),
+    /** Resolves with the first line containing `needle` (already printed or to come). */
+    line: (needle) => {
+      const seen = lines.find((line) => line.includes(needle));
+      return seen ? Promise.resolve(seen) : new Promise((done) => waiters.push({ needle, done }));
+    },
+  };
+}
+
+/** The stamped numbers of every frame of a 4:2:0 Y4M recording (null where a stamp does not read). */
+function recordedStamps(path) {
+  const data = readFileSync(path);
+  const headerEnd = data.indexOf(0x0a);
+  const header = data.subarray(0, headerEnd).toString();
+  const width = Number(/ W(\d+)/.exec(header)?.[1]);
+  const height = Number(/ H(\d+)/.exec(header)?.[1]);
+  const frameBytes = (width * height * 3) / 2;
+  const rows = Math.max(1, Math.floor(width / 32));
+  const stamps = [];
+  for (let at = headerEnd + 1; at < data.length; ) {
+    const frameHeaderEnd = data.indexOf(0x0a, at);
+    const luma = data.subarray(frameHeaderEnd + 1, frameHeaderEnd + 1 + width * rows);
+    // The stamp reader takes RGBA; grey pixels of the recorded luma (a full-range view of it).
+    const rgba = new Uint8ClampedArray(width * rows * 4);
+    luma.forEach((y, i) => rgba.fill(Math.round(((y - 16) * 255) / 219), i * 4, i * 4 + 3));
+    stamps.push(readStamp(rgba, width));
+    at = frameHeaderEnd + 1 + frameBytes;
+  }
+  return { width, height, stamps };
+}
+
+/**
+ * Checks a sequence of frame numbers read off decoded video: most frames read back, the numbers
+ * never go down (but where a looping source starts again from 0), and at least `least` were read.
+ */
+function assertRising(who, stamps, least, loopsAt) {
+  const read = stamps.filter((n) => n !== null);
+  assert.ok(read.length >= least, `${who}: ${read.length} stamped frames read of ${stamps.length} (want ${least})`);
+  assert.ok(read.length >= stamps.length * 0.9, `${who}: only ${read.length} of ${stamps.length} frames carried a readable stamp`);
+  // A repeated number is the source showing a picture twice (Chromium's fake camera does at its
+  // loop); a frozen stream shows up as too few numbers instead.
+  const backwards = read.slice(1).filter((n, i) => n < read[i] && !(loopsAt && read[i] >= loopsAt - 30 && n < 30));
+  assert.deepEqual(backwards, [], `${who}: numbers went backwards: ${read.join(' ')}`);
+}
+
+/** Serves the page and the client script on loopback (a secure context for the camera). */
+async function servePage() {
+  const page = '<!doctype html><title>Hark interop</title><script type="module">import { HarkPeer } from "./protocol-peer.js"; window.HarkPeer = HarkPeer;</script>';
+  const server = createServer((request, response) => {
+    if (request.url === '/protocol-peer.js') {
+      response.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(join(here, 'protocol-peer.js')));
+    } else {
+      response.writeHead(200, { 'content-type': 'text/html' }).end(page);
+    }
+  });
+  await new Promise((done) => server.listen(0, '127.0.0.1', done));
+  const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
+  return { url: `http://127.0.0.1:${port}/`, stop: () => new Promise((done) => server.close(done)) };
+}
+
+describe('Chromium and hark-cli, video both ways', () => {
+  /** @type {any} */ let ctx = {};
+
+  before(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hark-interop-'));
+    const camera = join(dir, 'pattern.y4m');
+    const made = spawnSync(binary('hark-cli'), ['test-pattern', camera, '--size', '640x360', '--frames', String(CAMERA_FRAMES), '--fps', '30'], { stdio: 'inherit' });
+    assert.equal(made.status, 0, 'hark-cli test-pattern');
+    const { base, server } = await startServer(join(dir, 'server'));
+    for (const user of ['web', 'cli']) assert.equal((await post(base, '/v1/register', { user, password: PASSWORD })).status, 201);
+    const login = await post(base, '/v1/login', { user: 'web', password: PASSWORD });
+    assert.equal(login.status, 200);
+    const site = await servePage();
+    const chromium = await launchChromium([
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-video-capture=${camera}`,
+      '--allow-loopback-in-peer-connection',
+      '--autoplay-policy=no-user-gesture-required',
+    ]);
+    const page = await chromium.browser.newPage();
+    page.on('console', (message) => console.log(`page: ${message.text()}`));
+    await page.goto(site.url);
+    await page.waitForFunction(() => 'HarkPeer' in window);
+    const user = await page.evaluate(
+      async ({ ws, token }) => {
+        window.peer = new window.HarkPeer(ws, token);
+        const user = await window.peer.signIn();
+        await window.peer.openCamera();
+        return user;
+      },
+      { ws: `${base.replace('http', 'ws')}/v1/ws`, token: login.body.token },
+    );
+    assert.equal(user, 'web');
+    ctx = { dir, base, server, site, chromium, page };
+  });
+
+  after(async () => {
+    await ctx.chromium?.close();
+    await ctx.site?.stop();
+    ctx.server?.kill();
+    if (ctx.dir) rmSync(ctx.dir, { recursive: true, force: true });
+  });
+
+  /** What the page saw of the call that just ended. */
+  async function pageReport() {
+    return ctx.page.evaluate(async () => {
+      const peer = window.peer;
+      const ended = await peer.ended();
+      const report = { ended, stamps: peer.stamps, size: peer.size, log: peer.log };
+      peer.stamps = [];
+      peer.log = [];
+      return report;
+    });
+  }
+
+  /** Both sides decoded the other's video for the whole call. */
+  function assertBothDecoded(cliRun, code, page, recording) {
+    assert.equal(code, 0, `hark-cli exited with ${code}:\n${cliRun.report()}`);
+    assert.ok(cliRun.lines.some((l) => l.includes('"first_remote_video_frame"') && l.includes('"web"')), `hark-cli saw no video from web:\n${cliRun.report()}`);
+    // hark-cli sends 640x360 at 30 fps for CALL_SECONDS; allow for the first second and a slow machine.
+    assertRising('the page (hark-cli\'s camera)', page.stamps, 15 * (CALL_SECONDS - 2), null);
+    assert.equal(page.size, '640x360', 'the page shows hark-cli\'s 1:1 size');
+    const seen = recordedStamps(recording);
+    assert.deepEqual([seen.width, seen.height], [640, 360], 'hark-cli records Chromium\'s camera size');
+    assertRising('hark-cli (Chromium\'s camera)', seen.stamps, 15 * (CALL_SECONDS - 2), CAMERA_FRAMES);
+    console.log(`page read ${page.stamps.filter((n) => n !== null).length} stamped frames; hark-cli recorded ${seen.stamps.length}`);
+  }
+
+  test('hark-cli calls the page: webrtc-rs offers, Chromium answers', { timeout: 120_000 }, async () => {
+    const answering = ctx.page.evaluate(() => window.peer.answer());
+    const recording = join(ctx.dir, 'cli-saw-1.y4m');
+    const run = cli(ctx.base, ['--video-out', `record:${recording}`, 'call', 'web', '--video', '--duration', String(CALL_SECONDS)]);
+    assert.equal(await answering, 'cli', 'the page rang for cli');
+    const code = await run.exited;
+    const page = await pageReport();
+    assert.equal(page.ended.reason, 'hangup', JSON.stringify(page));
+    assertBothDecoded(run, code, page, recording);
+  });
+
+  test('the page calls hark-cli: Chromium offers, webrtc-rs answers', { timeout: 120_000 }, async () => {
+    const recording = join(ctx.dir, 'cli-saw-2.y4m');
+    const run = cli(ctx.base, ['--video-out', `record:${recording}`, 'answer', '--auto', '--duration', String(CALL_SECONDS)]);
+    try {
+      await run.line('"signed_in"');
+      await ctx.page.evaluate(() => window.peer.call('cli'));
+      const code = await run.exited;
+      const page = await pageReport();
+      assert.equal(page.ended.reason, 'hangup', JSON.stringify(page));
+      assertBothDecoded(run, code, page, recording);
+    } finally {
+      run.kill();
+    }
+  });
+});

@@ -1,0 +1,218 @@
+// A third-party Hark client in a browser page, written from docs/PROTOCOL.md alone: the
+// browser's own WebSocket and WebRTC, no Hark code. interop.test.mjs loads it into Chromium (fake
+// camera) to call hark-cli and be called by it, with video both ways. It reads the frame number
+// stamped on every picture it shows (the test pattern's stamp: 32 blocks across the top, 24 bits
+// of number and an 8-bit check), so the test can tell decoded frames from a frozen or broken
+// picture.
+
+/** The stamp's check byte of a 24-bit number (as the test pattern makes it). */
+function checkByte(number) {
+  const rotl = (byte, n) => ((byte << n) | (byte >> (8 - n))) & 0xff;
+  const [a, b, c] = [number & 0xff, (number >> 8) & 0xff, (number >> 16) & 0xff];
+  return a ^ rotl(b, 3) ^ rotl(c, 5) ^ 0xa5;
+}
+
+/**
+ * The number stamped on an RGBA picture `width` wide (its top rows), or null when the stamp does
+ * not read back with its check. Each block's middle half is averaged; luma 16 and 235 (the
+ * stamp's dark and light) become RGB 0 and 255 in the browser, so the threshold is 128.
+ */
+export function readStamp(rgba, width) {
+  const rows = Math.max(1, Math.floor(width / 32));
+  if (rows < 2) return null;
+  let word = 0;
+  for (let index = 0; index < 32; index++) {
+    let from = Math.floor((index * width) / 32);
+    let to = Math.floor(((index + 1) * width) / 32);
+    [from, to] = [from + Math.floor((to - from) / 4), to - Math.floor((to - from) / 4)];
+    let sum = 0;
+    let count = 0;
+    for (let row = Math.floor(rows / 4); row < rows - Math.floor(rows / 4); row++) {
+      for (let col = from; col < Math.max(to, from + 1); col++) {
+        const at = (row * width + col) * 4;
+        sum += 0.299 * rgba[at] + 0.587 * rgba[at + 1] + 0.114 * rgba[at + 2];
+        count++;
+      }
+    }
+    word = word * 2 + (sum / Math.max(count, 1) > 128 ? 1 : 0);
+  }
+  const number = Math.floor(word / 256);
+  return (word & 0xff) === checkByte(number) ? number : null;
+}
+
+export class HarkPeer {
+  /** @param {string} wsUrl the server's `/v1/ws` @param {string} token from `POST /v1/login` */
+  constructor(wsUrl, token) {
+    this.wsUrl = wsUrl;
+    this.token = token;
+    this.nextId = 1;
+    /** Answers waited for, by request id. */
+    this.pending = new Map();
+    /** Server events not yet taken, and who waits for the next one. */
+    this.events = [];
+    this.waiters = [];
+    /** Everything seen, for the test's report. */
+    this.log = [];
+    /** Frame numbers read off the remote video, in the order shown. */
+    this.stamps = [];
+    this.framesShown = 0;
+    this.pc = null;
+    this.callId = null;
+    this.remote = null;
+  }
+
+  async signIn() {
+    this.ws = new WebSocket(this.wsUrl);
+    await new Promise((resolve, reject) => {
+      this.ws.onopen = resolve;
+      this.ws.onerror = () => reject(new Error('the WebSocket did not open'));
+    });
+    this.ws.onmessage = (message) => this.onFrame(JSON.parse(message.data));
+    const welcome = await this.request({ type: 'hello', token: this.token, protocol: [1], device: 'chromium', client: 'interop-test/1' });
+    if (welcome.type !== 'welcome') throw new Error(`hello: ${JSON.stringify(welcome)}`);
+    this.iceServers = welcome.ice_servers ?? [];
+    return welcome.user;
+  }
+
+  onFrame(frame) {
+    this.log.push(frame.type === 'signal' ? `signal ${frame.payload.kind} from ${frame.from}` : frame.type);
+    if (frame.re !== undefined && this.pending.has(frame.re)) {
+      this.pending.get(frame.re)(frame);
+      this.pending.delete(frame.re);
+      return;
+    }
+    if (frame.type === 'signal') {
+      // One at a time, in order: a candidate must not overtake the offer it belongs to.
+      this.signals = (this.signals ?? Promise.resolve()).then(() => this.onSignal(frame)).catch((error) => this.log.push(`signal failed: ${error}`));
+      return;
+    }
+    const waiter = this.waiters.findIndex((w) => w.test(frame));
+    if (waiter >= 0) {
+      this.waiters.splice(waiter, 1)[0].resolve(frame);
+    } else {
+      this.events.push(frame);
+    }
+  }
+
+  request(body) {
+    const id = String(this.nextId++);
+    this.ws.send(JSON.stringify({ ...body, id }));
+    return new Promise((resolve) => this.pending.set(id, resolve));
+  }
+
+  /** The next server event of `type` (one that came already, or the next to come). */
+  next(type) {
+    const test = (frame) => frame.type === type;
+    const at = this.events.findIndex(test);
+    if (at >= 0) return Promise.resolve(this.events.splice(at, 1)[0]);
+    return new Promise((resolve) => this.waiters.push({ test, resolve }));
+  }
+
+  async openCamera() {
+    this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360, frameRate: 30 } });
+  }
+
+  /** A peer connection to `user` sending the camera and microphone (audio m-line first). */
+  connect(user) {
+    this.remote = user;
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = pc;
+    pc.onicecandidate = ({ candidate }) => {
+      const payload = candidate
+        ? { kind: 'candidate', candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_mline_index: candidate.sdpMLineIndex, ufrag: candidate.usernameFragment }
+        : { kind: 'end_of_candidates' };
+      if (payload.kind === 'end_of_candidates' || payload.candidate) this.signal(payload);
+    };
+    pc.onconnectionstatechange = () => this.log.push(`pc ${pc.connectionState}`);
+    pc.ontrack = ({ track, streams }) => {
+      if (track.kind === 'video') this.show(streams[0] ?? new MediaStream([track]));
+    };
+    return pc;
+  }
+
+  addLocalTracks() {
+    for (const kind of ['audio', 'video']) {
+      for (const track of this.local.getTracks().filter((t) => t.kind === kind)) this.pc.addTrack(track, this.local);
+    }
+  }
+
+  signal(payload) {
+    return this.request({ type: 'signal', call_id: this.callId, to: this.remote, payload });
+  }
+
+  async onSignal({ call_id, from, payload }) {
+    if (call_id !== this.callId) return;
+    if (payload.kind === 'offer') {
+      if (!this.pc) this.connect(from);
+      await this.pc.setRemoteDescription({ type: 'offer', sdp: payload.sdp });
+      this.addLocalTracks();
+      await this.pc.setLocalDescription(await this.pc.createAnswer());
+      await this.signal({ kind: 'answer', sdp: this.pc.localDescription.sdp });
+    } else if (payload.kind === 'answer') {
+      await this.pc.setRemoteDescription({ type: 'answer', sdp: payload.sdp });
+    } else if (payload.kind === 'candidate') {
+      await this.pc.addIceCandidate({ candidate: payload.candidate, sdpMid: payload.sdp_mid, sdpMLineIndex: payload.sdp_mline_index, usernameFragment: payload.ufrag });
+    }
+    // end_of_candidates, camera and kinds added later need nothing here.
+  }
+
+  /** Calls `user` with video and sends the offer once they accept. */
+  async call(user) {
+    const ok = await this.request({ type: 'call.invite', to: [user], media: 'video' });
+    if (ok.type !== 'ok') throw new Error(`call.invite: ${JSON.stringify(ok)}`);
+    this.callId = ok.call_id;
+    await this.next('call.accepted');
+    this.connect(user);
+    this.addLocalTracks();
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    await this.signal({ kind: 'offer', sdp: this.pc.localDescription.sdp });
+  }
+
+  /** Accepts the next incoming call; the person joined before us sends the offer. */
+  async answer() {
+    const incoming = await this.next('call.incoming');
+    if (incoming.media !== 'video') throw new Error(`a ${incoming.media} call`);
+    this.callId = incoming.call_id;
+    const ok = await this.request({ type: 'call.accept', call_id: incoming.call_id });
+    if (ok.type !== 'ok') throw new Error(`call.accept: ${JSON.stringify(ok)}`);
+    this.remote = ok.joined[0];
+    return incoming.from;
+  }
+
+  /** Resolves with `call.ended` (the other side hangs up), then closes the peer connection. */
+  async ended() {
+    const ended = await this.next('call.ended');
+    this.pc?.close();
+    this.pc = null;
+    this.showing = false;
+    return ended;
+  }
+
+  /** Plays the remote video and reads the stamp of every frame the browser presents. */
+  show(stream) {
+    const video = document.createElement('video');
+    video.muted = true;
+    video.autoplay = true;
+    video.playsInline = true;
+    video.srcObject = stream;
+    document.body.append(video);
+    const canvas = document.createElement('canvas');
+    const context = canvas.getContext('2d', { willReadFrequently: true });
+    this.showing = true;
+    const onFrame = () => {
+      if (!this.showing) return;
+      const { videoWidth: width, videoHeight: height } = video;
+      if (width > 0 && height > 0) {
+        if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
+        context.drawImage(video, 0, 0, width, height);
+        const rows = Math.max(1, Math.floor(width / 32));
+        this.stamps.push(readStamp(context.getImageData(0, 0, width, rows).data, width));
+        this.framesShown++;
+        this.size = `${width}x${height}`;
+      }
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+    video.play().catch((error) => this.log.push(`play: ${error}`));
+  }
+}
