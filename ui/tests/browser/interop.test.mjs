@@ -2,9 +2,10 @@
 // loopback: the page is a client written from docs/PROTOCOL.md (protocol-peer.js), its camera is
 // Chromium's fake capture playing the test pattern (from `hark-cli test-pattern`), and hark-cli's is
 // the test pattern too. Each side reads the frame numbers stamped on what it decoded: the page off
-// the pictures it presents, hark-cli from its Y4M recording. hark-cli calls the page, then the page
-// calls hark-cli, so both offer directions are covered. Needs target/debug/hark-server and
-// hark-cli (built by `cargo xtask test` before this runs).
+// the pictures it presents, hark-cli from its Y4M recordings. hark-cli calls the page, the page calls
+// hark-cli (so both offer directions are covered), then two hark-clis and the page hold a group
+// call, each decoding both others. Needs target/debug/hark-server and hark-cli (built by `cargo
+// xtask test` before this runs).
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -54,8 +55,8 @@ async function post(base, path, body) {
 }
 
 /** hark-cli with a tone for a microphone, no speaker, loopback media and JSON events. */
-function cli(base, args) {
-  const common = ['--server', base, '--user', 'cli', '--password', PASSWORD, '--json', '--mic', 'tone:440', '--speaker', 'none', '--bind', '127.0.0.1:0', '--camera', 'test-pattern'];
+function cli(base, args, user = 'cli') {
+  const common = ['--server', base, '--user', user, '--password', PASSWORD, '--json', '--mic', 'tone:440', '--speaker', 'none', '--bind', '127.0.0.1:0', '--camera', 'test-pattern'];
   const child = spawn(binary('hark-cli'), [...common, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = [];
   // Its log, shown only when something fails.
@@ -147,7 +148,7 @@ describe('Chromium and hark-cli, video both ways', () => {
     const made = spawnSync(binary('hark-cli'), ['test-pattern', camera, '--size', '640x360', '--frames', String(CAMERA_FRAMES), '--fps', '30'], { stdio: 'inherit' });
     assert.equal(made.status, 0, 'hark-cli test-pattern');
     const { base, server } = await startServer(join(dir, 'server'));
-    for (const user of ['web', 'cli']) assert.equal((await post(base, '/v1/register', { user, password: PASSWORD })).status, 201);
+    for (const user of ['web', 'cli', 'cli2']) assert.equal((await post(base, '/v1/register', { user, password: PASSWORD })).status, 201);
     const login = await post(base, '/v1/login', { user: 'web', password: PASSWORD });
     assert.equal(login.status, 200);
     const site = await servePage();
@@ -182,40 +183,59 @@ describe('Chromium and hark-cli, video both ways', () => {
     if (ctx.dir) rmSync(ctx.dir, { recursive: true, force: true });
   });
 
-  /** What the page saw of the call that just ended. */
+  /** What the page saw of the call that just ended (once it has). */
   async function pageReport() {
     return ctx.page.evaluate(async () => {
       const peer = window.peer;
-      const ended = await peer.ended();
-      const report = { ended, stamps: peer.stamps, size: peer.size, log: peer.log };
-      peer.stamps = [];
+      const report = { ...(await peer.ended()), log: peer.log };
       peer.log = [];
       return report;
     });
   }
 
-  /** Both sides decoded the other's video for the whole call. */
-  function assertBothDecoded(cliRun, code, page, recording) {
-    assert.equal(code, 0, `hark-cli exited with ${code}:\n${cliRun.report()}`);
-    assert.ok(cliRun.lines.some((l) => l.includes('"first_remote_video_frame"') && l.includes('"web"')), `hark-cli saw no video from web:\n${cliRun.report()}`);
-    // hark-cli sends 640x360 at 30 fps for CALL_SECONDS; allow for the first second and a slow machine.
-    assertRising('the page (hark-cli\'s camera)', page.stamps, 15 * (CALL_SECONDS - 2), null);
-    assert.equal(page.size, '640x360', 'the page shows hark-cli\'s 1:1 size');
-    const seen = recordedStamps(recording);
-    assert.deepEqual([seen.width, seen.height], [640, 360], 'hark-cli records Chromium\'s camera size');
-    assertRising('hark-cli (Chromium\'s camera)', seen.stamps, 15 * (CALL_SECONDS - 2), CAMERA_FRAMES);
-    console.log(`page read ${page.stamps.filter((n) => n !== null).length} stamped frames; hark-cli recorded ${seen.stamps.length}`);
+  /** A cli run ended well and saw `users`' video. */
+  function assertCliSaw(run, code, users) {
+    assert.equal(code, 0, `hark-cli exited with ${code}:\n${run.report()}`);
+    for (const user of users) {
+      const seen = run.lines.some((l) => l.includes('"first_remote_video_frame"') && l.includes(`"${user}"`));
+      assert.ok(seen, `hark-cli saw no video from ${user}:\n${run.report()}`);
+    }
+  }
+
+  /** What the page decoded of `user`: rising numbers at `size`. */
+  function assertPageSaw(page, user, size) {
+    const link = page.seen[user];
+    assert.ok(link, `the page had no link to ${user}: ${JSON.stringify(page.log)}`);
+    // hark-cli sends 30 fps for CALL_SECONDS; allow for the first second and a slow machine.
+    assertRising(`the page (${user}'s camera)`, link.stamps, 15 * (CALL_SECONDS - 2), null);
+    assert.equal(link.size, size, `the page shows ${user} at the size for this call`);
+    return link.stamps.length;
+  }
+
+  /** What a hark-cli recorded: rising numbers at `size`. */
+  function assertRecorded(who, path, size, loopsAt) {
+    const seen = recordedStamps(path);
+    assert.deepEqual(`${seen.width}x${seen.height}`, size, `${who} records the size sent`);
+    assertRising(who, seen.stamps, 15 * (CALL_SECONDS - 2), loopsAt);
+    return seen.stamps.length;
   }
 
   test('hark-cli calls the page: webrtc-rs offers, Chromium answers', { timeout: 120_000 }, async () => {
     const answering = ctx.page.evaluate(() => window.peer.answer());
     const recording = join(ctx.dir, 'cli-saw-1.y4m');
     const run = cli(ctx.base, ['--video-out', `record:${recording}`, 'call', 'web', '--video', '--duration', String(CALL_SECONDS)]);
-    assert.equal(await answering, 'cli', 'the page rang for cli');
-    const code = await run.exited;
-    const page = await pageReport();
-    assert.equal(page.ended.reason, 'hangup', JSON.stringify(page));
-    assertBothDecoded(run, code, page, recording);
+    try {
+      assert.equal((await answering).from, 'cli', 'the page rang for cli');
+      const code = await run.exited;
+      const page = await pageReport();
+      assert.equal(page.ended.reason, 'hangup', JSON.stringify(page.log));
+      assertCliSaw(run, code, ['web']);
+      const shown = assertPageSaw(page, 'cli', '640x360');
+      const recorded = assertRecorded("hark-cli (Chromium's camera)", recording, '640x360', CAMERA_FRAMES);
+      console.log(`1:1, hark-cli offering: the page showed ${shown} frames, hark-cli recorded ${recorded}`);
+    } finally {
+      run.kill();
+    }
   });
 
   test('the page calls hark-cli: Chromium offers, webrtc-rs answers', { timeout: 120_000 }, async () => {
@@ -223,13 +243,42 @@ describe('Chromium and hark-cli, video both ways', () => {
     const run = cli(ctx.base, ['--video-out', `record:${recording}`, 'answer', '--auto', '--duration', String(CALL_SECONDS)]);
     try {
       await run.line('"signed_in"');
-      await ctx.page.evaluate(() => window.peer.call('cli'));
+      await ctx.page.evaluate(() => window.peer.call(['cli']));
       const code = await run.exited;
       const page = await pageReport();
-      assert.equal(page.ended.reason, 'hangup', JSON.stringify(page));
-      assertBothDecoded(run, code, page, recording);
+      assert.equal(page.ended.reason, 'hangup', JSON.stringify(page.log));
+      assertCliSaw(run, code, ['web']);
+      const shown = assertPageSaw(page, 'cli', '640x360');
+      const recorded = assertRecorded("hark-cli (Chromium's camera)", recording, '640x360', CAMERA_FRAMES);
+      console.log(`1:1, Chromium offering: the page showed ${shown} frames, hark-cli recorded ${recorded}`);
     } finally {
       run.kill();
+    }
+  });
+
+  test('a group of three: two hark-clis and the page, each decoding both others', { timeout: 120_000 }, async () => {
+    // cli2 answers; the page answers; cli calls both. Three people: hark-cli steps down to 480x270.
+    const second = cli(ctx.base, ['--video-out', `record:${join(ctx.dir, 'cli2-saw.y4m')}`, 'answer', '--auto', '--duration', String(CALL_SECONDS)], 'cli2');
+    const first = cli(ctx.base, ['--video-out', `record:${join(ctx.dir, 'cli-saw.y4m')}`, 'call', 'web', 'cli2', '--video', '--duration', String(CALL_SECONDS)]);
+    try {
+      await second.line('"signed_in"');
+      const answered = await ctx.page.evaluate(() => window.peer.answer());
+      assert.deepEqual([answered.from, [...answered.invitees].sort()], ['cli', ['cli2', 'web']]);
+      const codes = await Promise.all([first.exited, second.exited]);
+      const page = await pageReport();
+      assertCliSaw(first, codes[0], ['web', 'cli2']);
+      assertCliSaw(second, codes[1], ['web', 'cli']);
+      const shown = ['cli', 'cli2'].map((user) => assertPageSaw(page, user, '480x270'));
+      const recorded = [
+        assertRecorded("cli (Chromium's camera)", join(ctx.dir, 'cli-saw-web.y4m'), '640x360', CAMERA_FRAMES),
+        assertRecorded("cli2 (Chromium's camera)", join(ctx.dir, 'cli2-saw-web.y4m'), '640x360', CAMERA_FRAMES),
+        assertRecorded("cli (cli2's camera)", join(ctx.dir, 'cli-saw-cli2.y4m'), '480x270', null),
+        assertRecorded("cli2 (cli's camera)", join(ctx.dir, 'cli2-saw-cli.y4m'), '480x270', null),
+      ];
+      console.log(`group of 3: the page showed ${shown.join(' and ')} frames; the clis recorded ${recorded.join(', ')}`);
+    } finally {
+      first.kill();
+      second.kill();
     }
   });
 });

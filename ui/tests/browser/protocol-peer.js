@@ -1,6 +1,7 @@
 // A third-party Hark client in a browser page, written from docs/PROTOCOL.md alone: the
-// browser's own WebSocket and WebRTC, no Hark code. interop.test.mjs loads it into Chromium (fake
-// camera) to call hark-cli and be called by it, with video both ways. It reads the frame number
+// browser's own WebSocket and WebRTC, no Hark code, one peer connection per other person (the
+// mesh of section 4). interop.test.mjs loads it into Chromium (fake camera) to call hark-cli and
+// be called by it, 1:1 and in a group, with video both ways. It reads the frame number
 // stamped on every picture it shows (the test pattern's stamp: 32 blocks across the top, 24 bits
 // of number and an 8-bit check), so the test can tell decoded frames from a frozen or broken
 // picture.
@@ -53,12 +54,17 @@ export class HarkPeer {
     this.waiters = [];
     /** Everything seen, for the test's report. */
     this.log = [];
-    /** Frame numbers read off the remote video, in the order shown. */
-    this.stamps = [];
-    this.framesShown = 0;
-    this.pc = null;
     this.callId = null;
-    this.remote = null;
+    /**
+     * One link per other person in the call: its peer connection, and the frame numbers read
+     * off their video in the order shown.
+     * @type {Map<string, { pc: RTCPeerConnection, stamps: (number | null)[], size?: string, video?: HTMLVideoElement }>}
+     */
+    this.links = new Map();
+    /** What was read off each person's video, by user, once their link is closed. */
+    this.seen = {};
+    /** Signals are handled one at a time, in order: a candidate must not overtake its offer. */
+    this.signals = Promise.resolve();
   }
 
   async signIn() {
@@ -75,16 +81,21 @@ export class HarkPeer {
   }
 
   onFrame(frame) {
-    this.log.push(frame.type === 'signal' ? `signal ${frame.payload.kind} from ${frame.from}` : frame.type);
+    this.log.push(frame.type === 'signal' ? `signal ${frame.payload.kind} from ${frame.from}` : frame.user ? `${frame.type} ${frame.user}` : frame.type);
     if (frame.re !== undefined && this.pending.has(frame.re)) {
       this.pending.get(frame.re)(frame);
       this.pending.delete(frame.re);
       return;
     }
-    if (frame.type === 'signal') {
-      // One at a time, in order: a candidate must not overtake the offer it belongs to.
-      this.signals = (this.signals ?? Promise.resolve()).then(() => this.onSignal(frame)).catch((error) => this.log.push(`signal failed: ${error}`));
-      return;
+    if (frame.call_id !== undefined && frame.call_id === this.callId) {
+      if (frame.type === 'signal') {
+        this.signals = this.signals.then(() => this.onSignal(frame)).catch((error) => this.log.push(`signal failed: ${error}`));
+      } else if (frame.type === 'call.accepted') {
+        // Whoever joins after us waits for our offer (the earlier joiner offers).
+        this.signals = this.signals.then(() => this.offer(frame.user)).catch((error) => this.log.push(`offer failed: ${error}`));
+      } else if (frame.type === 'call.left') {
+        this.drop(frame.user);
+      }
     }
     const waiter = this.waiters.findIndex((w) => w.test(frame));
     if (waiter >= 0) {
@@ -112,103 +123,120 @@ export class HarkPeer {
     this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360, frameRate: 30 } });
   }
 
-  /** A peer connection to `user` sending the camera and microphone (audio m-line first). */
-  connect(user) {
-    this.remote = user;
+  /** The link to `user`: a peer connection sending the camera and microphone (audio m-line first). */
+  link(user) {
+    const known = this.links.get(user);
+    if (known) return known;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
-    this.pc = pc;
+    const link = { pc, stamps: [] };
+    this.links.set(user, link);
     pc.onicecandidate = ({ candidate }) => {
-      const payload = candidate
-        ? { kind: 'candidate', candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_mline_index: candidate.sdpMLineIndex, ufrag: candidate.usernameFragment }
-        : { kind: 'end_of_candidates' };
-      if (payload.kind === 'end_of_candidates' || payload.candidate) this.signal(payload);
+      if (!candidate) {
+        this.signal(user, { kind: 'end_of_candidates' });
+      } else if (candidate.candidate) {
+        this.signal(user, { kind: 'candidate', candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_mline_index: candidate.sdpMLineIndex, ufrag: candidate.usernameFragment });
+      }
     };
-    pc.onconnectionstatechange = () => this.log.push(`pc ${pc.connectionState}`);
+    pc.onconnectionstatechange = () => this.log.push(`pc ${user} ${pc.connectionState}`);
     pc.ontrack = ({ track, streams }) => {
-      if (track.kind === 'video') this.show(streams[0] ?? new MediaStream([track]));
+      if (track.kind === 'video') this.show(link, streams[0] ?? new MediaStream([track]));
     };
-    return pc;
+    return link;
   }
 
-  addLocalTracks() {
+  addLocalTracks(pc) {
     for (const kind of ['audio', 'video']) {
-      for (const track of this.local.getTracks().filter((t) => t.kind === kind)) this.pc.addTrack(track, this.local);
+      for (const track of this.local.getTracks().filter((t) => t.kind === kind)) pc.addTrack(track, this.local);
     }
   }
 
-  signal(payload) {
-    return this.request({ type: 'signal', call_id: this.callId, to: this.remote, payload });
+  signal(to, payload) {
+    return this.request({ type: 'signal', call_id: this.callId, to, payload });
   }
 
-  async onSignal({ call_id, from, payload }) {
-    if (call_id !== this.callId) return;
+  async offer(user) {
+    const { pc } = this.link(user);
+    this.addLocalTracks(pc);
+    await pc.setLocalDescription(await pc.createOffer());
+    await this.signal(user, { kind: 'offer', sdp: pc.localDescription.sdp });
+  }
+
+  async onSignal({ from, payload }) {
     if (payload.kind === 'offer') {
-      if (!this.pc) this.connect(from);
-      await this.pc.setRemoteDescription({ type: 'offer', sdp: payload.sdp });
-      this.addLocalTracks();
-      await this.pc.setLocalDescription(await this.pc.createAnswer());
-      await this.signal({ kind: 'answer', sdp: this.pc.localDescription.sdp });
+      const { pc } = this.link(from);
+      await pc.setRemoteDescription({ type: 'offer', sdp: payload.sdp });
+      this.addLocalTracks(pc);
+      await pc.setLocalDescription(await pc.createAnswer());
+      await this.signal(from, { kind: 'answer', sdp: pc.localDescription.sdp });
     } else if (payload.kind === 'answer') {
-      await this.pc.setRemoteDescription({ type: 'answer', sdp: payload.sdp });
+      await this.links.get(from)?.pc.setRemoteDescription({ type: 'answer', sdp: payload.sdp });
     } else if (payload.kind === 'candidate') {
-      await this.pc.addIceCandidate({ candidate: payload.candidate, sdpMid: payload.sdp_mid, sdpMLineIndex: payload.sdp_mline_index, usernameFragment: payload.ufrag });
+      await this.links.get(from)?.pc.addIceCandidate({ candidate: payload.candidate, sdpMid: payload.sdp_mid, sdpMLineIndex: payload.sdp_mline_index, usernameFragment: payload.ufrag });
     }
     // end_of_candidates, camera and kinds added later need nothing here.
   }
 
-  /** Calls `user` with video and sends the offer once they accept. */
-  async call(user) {
-    const ok = await this.request({ type: 'call.invite', to: [user], media: 'video' });
+  /** Calls `users` with video; each gets an offer when they accept (see onFrame). */
+  async call(users) {
+    const ok = await this.request({ type: 'call.invite', to: users, media: 'video' });
     if (ok.type !== 'ok') throw new Error(`call.invite: ${JSON.stringify(ok)}`);
     this.callId = ok.call_id;
-    await this.next('call.accepted');
-    this.connect(user);
-    this.addLocalTracks();
-    await this.pc.setLocalDescription(await this.pc.createOffer());
-    await this.signal({ kind: 'offer', sdp: this.pc.localDescription.sdp });
   }
 
-  /** Accepts the next incoming call; the person joined before us sends the offer. */
+  /** Accepts the next incoming call; the people joined before us send the offers. */
   async answer() {
     const incoming = await this.next('call.incoming');
     if (incoming.media !== 'video') throw new Error(`a ${incoming.media} call`);
     this.callId = incoming.call_id;
     const ok = await this.request({ type: 'call.accept', call_id: incoming.call_id });
     if (ok.type !== 'ok') throw new Error(`call.accept: ${JSON.stringify(ok)}`);
-    this.remote = ok.joined[0];
-    return incoming.from;
+    return { from: incoming.from, invitees: incoming.invitees, joined: ok.joined };
   }
 
-  /** Resolves with `call.ended` (the other side hangs up), then closes the peer connection. */
+  /**
+   * Resolves when the call ends (the others hang up) with `call.ended` and what was read off each
+   * person's video (also those who left earlier), and closes every link.
+   */
   async ended() {
     const ended = await this.next('call.ended');
-    this.pc?.close();
-    this.pc = null;
-    this.showing = false;
-    return ended;
+    for (const user of [...this.links.keys()]) this.drop(user);
+    const seen = this.seen;
+    this.seen = {};
+    this.callId = null;
+    return { ended, seen };
   }
 
-  /** Plays the remote video and reads the stamp of every frame the browser presents. */
-  show(stream) {
+  /** Closes the link to `user` (they left, or the call ended), keeping what was read off it. */
+  drop(user) {
+    const link = this.links.get(user);
+    if (!link) return;
+    link.pc.close();
+    link.video?.remove();
+    link.video = undefined;
+    this.links.delete(user);
+    this.seen[user] = { stamps: link.stamps, size: link.size };
+  }
+
+  /** Plays a remote video and reads the stamp of every frame the browser presents. */
+  show(link, stream) {
     const video = document.createElement('video');
     video.muted = true;
     video.autoplay = true;
     video.playsInline = true;
     video.srcObject = stream;
     document.body.append(video);
+    link.video = video;
     const canvas = document.createElement('canvas');
     const context = canvas.getContext('2d', { willReadFrequently: true });
-    this.showing = true;
     const onFrame = () => {
-      if (!this.showing) return;
+      if (link.video !== video) return;
       const { videoWidth: width, videoHeight: height } = video;
       if (width > 0 && height > 0) {
         if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
         context.drawImage(video, 0, 0, width, height);
         const rows = Math.max(1, Math.floor(width / 32));
-        this.stamps.push(readStamp(context.getImageData(0, 0, width, rows).data, width));
-        this.framesShown++;
-        this.size = `${width}x${height}`;
+        link.stamps.push(readStamp(context.getImageData(0, 0, width, rows).data, width));
+        link.size = `${width}x${height}`;
       }
       video.requestVideoFrameCallback(onFrame);
     };
