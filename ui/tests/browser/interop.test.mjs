@@ -220,40 +220,39 @@ describe('Chromium and hark-cli, video both ways', () => {
     return seen.stamps.length;
   }
 
-  test('hark-cli calls the page: webrtc-rs offers, Chromium answers', { timeout: 120_000 }, async () => {
-    const answering = ctx.page.evaluate(() => window.peer.answer());
-    const recording = join(ctx.dir, 'cli-saw-1.y4m');
-    const run = cli(ctx.base, ['--video-out', `record:${recording}`, 'call', 'web', '--video', '--duration', String(CALL_SECONDS)]);
+  /**
+   * A 1:1 video call between hark-cli (`cliArgs` after its options) and the page, started by
+   * `start` once hark-cli runs; both sides decode the other at 640x360.
+   */
+  async function oneToOne(label, cliArgs, start) {
+    const recording = join(ctx.dir, `cli-saw-${label}.y4m`);
+    const run = cli(ctx.base, ['--video-out', `record:${recording}`, ...cliArgs, '--duration', String(CALL_SECONDS)]);
     try {
-      assert.equal((await answering).from, 'cli', 'the page rang for cli');
+      await start(run);
       const code = await run.exited;
       const page = await pageReport();
       assert.equal(page.ended.reason, 'hangup', JSON.stringify(page.log));
       assertCliSaw(run, code, ['web']);
       const shown = assertPageSaw(page, 'cli', '640x360');
       const recorded = assertRecorded("hark-cli (Chromium's camera)", recording, '640x360', CAMERA_FRAMES);
-      console.log(`1:1, hark-cli offering: the page showed ${shown} frames, hark-cli recorded ${recorded}`);
+      console.log(`1:1, ${label}: the page showed ${shown} frames, hark-cli recorded ${recorded}`);
     } finally {
       run.kill();
     }
+  }
+
+  test('hark-cli calls the page: webrtc-rs offers, Chromium answers', { timeout: 120_000 }, async () => {
+    const answering = ctx.page.evaluate(() => window.peer.answer());
+    await oneToOne('cli-offers', ['call', 'web', '--video'], async () => {
+      assert.equal((await answering).from, 'cli', 'the page rang for cli');
+    });
   });
 
   test('the page calls hark-cli: Chromium offers, webrtc-rs answers', { timeout: 120_000 }, async () => {
-    const recording = join(ctx.dir, 'cli-saw-2.y4m');
-    const run = cli(ctx.base, ['--video-out', `record:${recording}`, 'answer', '--auto', '--duration', String(CALL_SECONDS)]);
-    try {
+    await oneToOne('chromium-offers', ['answer', '--auto'], async (run) => {
       await run.line('"signed_in"');
       await ctx.page.evaluate(() => window.peer.call(['cli']));
-      const code = await run.exited;
-      const page = await pageReport();
-      assert.equal(page.ended.reason, 'hangup', JSON.stringify(page.log));
-      assertCliSaw(run, code, ['web']);
-      const shown = assertPageSaw(page, 'cli', '640x360');
-      const recorded = assertRecorded("hark-cli (Chromium's camera)", recording, '640x360', CAMERA_FRAMES);
-      console.log(`1:1, Chromium offering: the page showed ${shown} frames, hark-cli recorded ${recorded}`);
-    } finally {
-      run.kill();
-    }
+    });
   });
 
   test('a group of three: two hark-clis and the page, each decoding both others', { timeout: 120_000 }, async () => {
