@@ -157,7 +157,8 @@ pub enum EngineEvent {
         /// Who.
         user: UserId,
     },
-    /// `user`'s video cannot be decoded (not VP8, or broken); a keyframe was asked for.
+    /// `user`'s video cannot be decoded (not VP8, or broken); a keyframe was asked for. Said once
+    /// until a picture from `user` shows again.
     RemoteVideoUndecodable {
         /// Who.
         user: UserId,

@@ -148,8 +148,9 @@ fn decode_loop(
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        state.broken(now);
-                        let _ = reports.send(VideoReceiveReport::Undecodable(user.clone(), e.to_string()));
+                        if state.undecodable(now) {
+                            let _ = reports.send(VideoReceiveReport::Undecodable(user.clone(), e.to_string()));
+                        }
                     }
                 },
                 Step::Skip => {}
@@ -187,6 +188,8 @@ struct ReceiveState {
     /// When the current freeze (a break after pictures were shown) began, and whether it was said.
     frozen_since: Option<Instant>,
     frozen_said: bool,
+    /// Whether a refused frame was reported since the last picture shown.
+    undecodable_said: bool,
 }
 
 impl ReceiveState {
@@ -218,6 +221,13 @@ impl ReceiveState {
         }
     }
 
+    /// A frame the decoder refused: wait for a keyframe, as after a loss. Whether to say so: once
+    /// until a picture shows again, not for each frame of a peer that sends garbage at 30 fps.
+    fn undecodable(&mut self, now: Instant) -> bool {
+        self.broken(now);
+        !std::mem::replace(&mut self.undecodable_said, true)
+    }
+
     /// Whether a freeze just began (said once per freeze).
     fn freeze_began(&mut self) -> bool {
         if self.frozen_since.is_some() && !self.frozen_said {
@@ -237,6 +247,7 @@ impl ReceiveState {
             let asked = self.last_pli.unwrap_or(since);
             reports.push(VideoReceiveReport::Recovered(user.clone(), now.duration_since(since), now.duration_since(asked)));
         }
+        self.undecodable_said = false;
         let resumed = self.last_shown.is_some_and(|at| now.duration_since(at) >= RESUMED_AFTER);
         if !self.showing || resumed {
             self.showing = true;
@@ -294,6 +305,24 @@ mod tests {
             reports.contains(&VideoReceiveReport::Recovered(user.clone(), Duration::from_millis(100), Duration::from_millis(100))),
             "{reports:?}"
         );
+    }
+
+    #[test]
+    fn garbage_is_said_once_per_break_and_waits_for_a_keyframe() {
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let user: UserId = "bob".into();
+        let mut state = ReceiveState::default();
+        assert_eq!(state.arrived(ms(0), true, false), Step::Decode);
+        state.shown(ms(0), &user);
+        // Thirty refused frames in a second: one report, keyframe requests at the PLI pace.
+        let said = (0..30).filter(|n| state.arrived(ms(33 * n + 33), true, false) == Step::Decode && state.undecodable(ms(33 * n + 33))).count();
+        assert_eq!(said, 1);
+        assert!(state.wants_keyframe(ms(1_000)));
+        assert_eq!(state.arrived(ms(1_033), false, false), Step::Skip, "a delta frame after garbage has no reference");
+        assert_eq!(state.arrived(ms(1_066), true, false), Step::Decode);
+        assert!(state.shown(ms(1_066), &user).iter().any(|r| matches!(r, VideoReceiveReport::Recovered(..))));
+        assert!(state.undecodable(ms(2_000)), "garbage again after a good picture is said again");
     }
 
     #[test]

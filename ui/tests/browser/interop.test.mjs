@@ -280,4 +280,43 @@ describe('Chromium and hark-cli, video both ways', () => {
       second.kill();
     }
   });
+
+  test('garbage VP8 from the page: hark-cli says so once, asks for a keyframe, and the call goes on', { timeout: 120_000 }, async () => {
+    const recording = join(ctx.dir, 'cli-saw-garbage.y4m');
+    const run = cli(ctx.base, ['--video-out', `record:${recording}`, 'answer', '--auto', '--duration', String(CALL_SECONDS + 2)]);
+    try {
+      await run.line('"signed_in"');
+      await ctx.page.evaluate(() => {
+        window.peer.insertable = true;
+        return window.peer.call(['cli']);
+      });
+      await run.line('"first_remote_video_frame"');
+      // Two seconds of garbage, then the camera's frames again.
+      const garbageSent = await ctx.page.evaluate(async () => {
+        window.peer.garbage = true;
+        await new Promise((done) => setTimeout(done, 2000));
+        window.peer.garbage = false;
+        return window.peer.garbageSent;
+      });
+      assert.ok(garbageSent >= 30, `the page spoiled ${garbageSent} frames`);
+      const code = await run.exited;
+      const page = await pageReport();
+      assert.equal(page.ended.reason, 'hangup', JSON.stringify(page.log));
+      assertCliSaw(run, code, ['web']);
+      const events = run.lines.filter((l) => l.includes('"web"')).map((l) => JSON.parse(l).event);
+      const refused = events.filter((e) => e === 'remote_video_undecodable').length;
+      assert.equal(refused, 1, `said once for ${garbageSent} garbage frames:\n${run.report()}`);
+      const recovered = events.indexOf('remote_video_recovered');
+      assert.ok(recovered > events.indexOf('remote_video_undecodable'), `the picture came back after the garbage: ${events.join(' ')}`);
+      assertPageSaw(page, 'cli', '640x360');
+      const recorded = assertRecorded("hark-cli (Chromium's camera, garbage cut out)", recording, '640x360', CAMERA_FRAMES);
+      console.log(`garbage: ${garbageSent} spoiled frames sent, said once, ${recorded} good frames recorded`);
+    } finally {
+      run.kill();
+      await ctx.page.evaluate(() => {
+        window.peer.insertable = false;
+        window.peer.garbage = false;
+      });
+    }
+  });
 });

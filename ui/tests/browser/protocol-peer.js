@@ -63,6 +63,14 @@ export class HarkPeer {
     this.links = new Map();
     /** What was read off each person's video, by user, once their link is closed. */
     this.seen = {};
+    /**
+     * Set before a call: the links pass encoded frames through script (Chromium's encoded
+     * insertable streams), so that `garbage` can replace the VP8 this page sends.
+     */
+    this.insertable = false;
+    /** While true, every video frame sent is garbage: random bytes claiming to be a keyframe. */
+    this.garbage = false;
+    this.garbageSent = 0;
     /** Signals are handled one at a time, in order: a candidate must not overtake its offer. */
     this.signals = Promise.resolve();
   }
@@ -127,7 +135,7 @@ export class HarkPeer {
   link(user) {
     const known = this.links.get(user);
     if (known) return known;
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', encodedInsertableStreams: this.insertable });
     const link = { pc, stamps: [] };
     this.links.set(user, link);
     pc.onicecandidate = ({ candidate }) => {
@@ -138,7 +146,12 @@ export class HarkPeer {
       }
     };
     pc.onconnectionstatechange = () => this.log.push(`pc ${user} ${pc.connectionState}`);
-    pc.ontrack = ({ track, streams }) => {
+    pc.ontrack = ({ track, streams, receiver }) => {
+      if (this.insertable) {
+        // With insertable streams on, received frames flow only through script: pass them on.
+        const { readable, writable } = receiver.createEncodedStreams();
+        readable.pipeTo(writable);
+      }
       if (track.kind === 'video') this.show(link, streams[0] ?? new MediaStream([track]));
     };
     return link;
@@ -146,8 +159,33 @@ export class HarkPeer {
 
   addLocalTracks(pc) {
     for (const kind of ['audio', 'video']) {
-      for (const track of this.local.getTracks().filter((t) => t.kind === kind)) pc.addTrack(track, this.local);
+      for (const track of this.local.getTracks().filter((t) => t.kind === kind)) {
+        const sender = pc.addTrack(track, this.local);
+        if (this.insertable) this.passOrSpoil(sender, kind);
+      }
     }
+  }
+
+  /**
+   * Passes a sender's encoded frames on, or, for video while `garbage` is set, replaces each with
+   * random bytes whose frame tag says keyframe and whose start code is wrong: VP8 that no decoder
+   * takes, packetized and sent as usual.
+   */
+  passOrSpoil(sender, kind) {
+    const { readable, writable } = sender.createEncodedStreams();
+    const spoil = new TransformStream({
+      transform: (frame, controller) => {
+        if (kind === 'video' && this.garbage) {
+          const bytes = crypto.getRandomValues(new Uint8Array(frame.data.byteLength));
+          bytes[0] &= 0xfe;
+          bytes.set([0, 0, 0], 3);
+          frame.data = bytes.buffer;
+          this.garbageSent++;
+        }
+        controller.enqueue(frame);
+      },
+    });
+    readable.pipeThrough(spoil).pipeTo(writable);
   }
 
   signal(to, payload) {
