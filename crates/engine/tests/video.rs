@@ -231,7 +231,13 @@ async fn group_video(size: usize, min_fps: f64, frame_size: (u32, u32)) {
         person.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
         person.engine.accept().await.unwrap();
     }
-    // Everyone sees everyone.
+    everyone_sees_everyone(&people, min_fps, frame_size).await;
+}
+
+/// Waits until each person has decoded ten frames of every other, then checks five seconds of
+/// it: numbers going up at `min_fps` or more, at `frame_size`.
+async fn everyone_sees_everyone(people: &[Person], min_fps: f64, frame_size: (u32, u32)) {
+    let size = people.len();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let missing: Vec<String> = people
@@ -261,6 +267,36 @@ async fn group_video(size: usize, min_fps: f64, frame_size: (u32, u32)) {
             assert_flowing(&format!("p{i} <- p{j}"), &seen[&format!("p{j}")], since, window, min_fps, frame_size);
         }
     }
+}
+
+/// A third person invited into a 1:1 video call gets and sends video, and the two already in
+/// the call step down from 640x360 to the size for three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_of_a_video_call_gets_and_sends_video() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut people = Vec::new();
+    for n in 0..3 {
+        people.push(Person::start(&base, &secret, &format!("p{n}")).await);
+    }
+    people[0].engine.call(vec!["p1".into()], Media::Video, None, None).await.unwrap();
+    people[1].wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    people[1].engine.accept().await.unwrap();
+    for (i, j) in [(0, 1), (1, 0)] {
+        let deadline = Instant::now() + PATIENCE;
+        let seen = loop {
+            if let Some(seen) = people[i].seen_of.lock().unwrap().get(&format!("p{j}")).filter(|s| s.len() >= 10) {
+                break seen.clone();
+            }
+            assert!(Instant::now() < deadline, "p{i} does not see p{j}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(seen.since(deadline - PATIENCE).iter().all(|(.., w, h)| (*w, *h) == (640, 360)), "p{i} sees p{j} at the 1:1 size");
+    }
+
+    people[1].engine.invite_more(vec!["p2".into()]).await.unwrap();
+    people[2].wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { media: Media::Video, .. }))).await;
+    people[2].engine.accept().await.unwrap();
+    everyone_sees_everyone(&people, 20.0, (480, 270)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
