@@ -7,6 +7,7 @@ pub mod audio;
 pub mod core;
 pub mod echo;
 pub mod engine;
+pub mod frame_assembly;
 pub mod jitter;
 pub mod keyframe_requests;
 pub mod media;

@@ -1,8 +1,8 @@
 //! One remote person's video: RTP -> whole VP8 frames -> decoder thread -> their [`VideoSink`].
 //!
 //! A reader task (tokio) takes the track's packets as they arrive and only reassembles them into
-//! frames (webrtc-rs drops packets when a track's queue of 256 overflows, so nothing slow may run
-//! there); frames go to a decoder thread of this person's own ("hark-video-recv"), which decodes
+//! frames, each as soon as its last packet is in ([`FrameAssembler`]; webrtc-rs drops packets
+//! when a track's queue of 256 overflows, so nothing slow may run there); frames go to a decoder thread of this person's own ("hark-video-recv"), which decodes
 //! and hands each picture to the sink. After a loss it cannot recover (a frame that came
 //! incomplete, or one the decoder refuses, garbage included) it stops showing pictures and asks
 //! the sender for a keyframe (PLI, again every [`PLI_EVERY`] while it waits), so the sink holds
@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 
 use hark_protocol::UserId;
 use hark_video::vp8::{is_keyframe, Vp8Decoder};
-use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp::codec::vp8::Vp8Packet;
 use tokio::sync::mpsc as tokio_mpsc;
 use tracing::debug;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use crate::frame_assembly::FrameAssembler;
 use crate::video::VideoSink;
 
 /// How often a receiver waiting for a keyframe asks again.
@@ -80,7 +79,7 @@ pub fn spawn(
         return;
     }
     tokio::spawn(async move {
-        let mut builder = SampleBuilder::new(512, Vp8Packet::default(), 90_000).with_max_time_delay(MAX_FRAME_WAIT);
+        let mut assembler = FrameAssembler::new(MAX_FRAME_WAIT);
         let mut media_ssrc = 0u32;
         loop {
             tokio::select! {
@@ -91,9 +90,9 @@ pub fn spawn(
                             continue;
                         }
                         let now = std::time::Instant::now();
-                        builder.push(now, packet);
-                        while let Some(sample) = builder.pop(now) {
-                            if frames.send(Frame { data: sample.data, gap: sample.prev_dropped_packets > 0 }).is_err() {
+                        let header = &packet.header;
+                        for frame in assembler.push(now, header.sequence_number, header.timestamp, header.marker, &packet.payload) {
+                            if frames.send(Frame { data: frame.data, gap: frame.gap }).is_err() {
                                 return;
                             }
                         }
