@@ -55,10 +55,12 @@ export class HarkPeer {
     /** Everything seen, for the test's report. */
     this.log = [];
     this.callId = null;
+    /** Whether we are joined in the call (the caller from its invite on, others once accepted). */
+    this.joined = false;
     /**
      * One link per other person in the call: its peer connection, and the frame numbers read
      * off their video in the order shown.
-     * @type {Map<string, { pc: RTCPeerConnection, stamps: (number | null)[], size?: string, video?: HTMLVideoElement }>}
+     * @type {Map<string, { pc: RTCPeerConnection, stamps: (number | null)[], frames: number, firstFrameAt: number | null, size?: string, video?: HTMLVideoElement }>}
      */
     this.links = new Map();
     /** What was read off each person's video, by user, once their link is closed. */
@@ -71,6 +73,10 @@ export class HarkPeer {
     /** While true, every video frame sent is garbage: random bytes claiming to be a keyframe. */
     this.garbage = false;
     this.garbageSent = 0;
+    /** False: count presented frames only, without drawing them to read stamps (for benchmarks). */
+    this.readStamps = true;
+    /** When this page last accepted a call (performance.now()). */
+    this.acceptedAt = null;
     /** Signals are handled one at a time, in order: a candidate must not overtake its offer. */
     this.signals = Promise.resolve();
   }
@@ -98,8 +104,9 @@ export class HarkPeer {
     if (frame.call_id !== undefined && frame.call_id === this.callId) {
       if (frame.type === 'signal') {
         this.signals = this.signals.then(() => this.onSignal(frame)).catch((error) => this.log.push(`signal failed: ${error}`));
-      } else if (frame.type === 'call.accepted') {
-        // Whoever joins after us waits for our offer (the earlier joiner offers).
+      } else if (frame.type === 'call.accepted' && this.joined) {
+        // Whoever joins after us waits for our offer (the earlier joiner offers). While we only
+        // ring, someone accepting joined before us: they offer to us when we accept.
         this.signals = this.signals.then(() => this.offer(frame.user)).catch((error) => this.log.push(`offer failed: ${error}`));
       } else if (frame.type === 'call.left') {
         this.drop(frame.user);
@@ -127,8 +134,8 @@ export class HarkPeer {
     return new Promise((resolve) => this.waiters.push({ test, resolve }));
   }
 
-  async openCamera() {
-    this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360, frameRate: 30 } });
+  async openCamera(width = 640, height = 360) {
+    this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width, height, frameRate: 30 } });
   }
 
   /** The link to `user`: a peer connection sending the camera and microphone (audio m-line first). */
@@ -136,7 +143,7 @@ export class HarkPeer {
     const known = this.links.get(user);
     if (known) return known;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', encodedInsertableStreams: this.insertable });
-    const link = { pc, stamps: [] };
+    const link = { pc, stamps: [], frames: 0, firstFrameAt: null };
     this.links.set(user, link);
     pc.onicecandidate = ({ candidate }) => {
       if (!candidate) {
@@ -219,6 +226,12 @@ export class HarkPeer {
     const ok = await this.request({ type: 'call.invite', to: users, media: 'video' });
     if (ok.type !== 'ok') throw new Error(`call.invite: ${JSON.stringify(ok)}`);
     this.callId = ok.call_id;
+    this.joined = true;
+  }
+
+  /** Leaves the call. */
+  async hangup() {
+    return this.request({ type: 'call.hangup', call_id: this.callId });
   }
 
   /** Accepts the next incoming call; the people joined before us send the offers. */
@@ -226,8 +239,11 @@ export class HarkPeer {
     const incoming = await this.next('call.incoming');
     if (incoming.media !== 'video') throw new Error(`a ${incoming.media} call`);
     this.callId = incoming.call_id;
+    this.acceptedAt = performance.now();
     const ok = await this.request({ type: 'call.accept', call_id: incoming.call_id });
     if (ok.type !== 'ok') throw new Error(`call.accept: ${JSON.stringify(ok)}`);
+    // From here on, a `call.accepted` is someone joining after us (the server sends its ok first).
+    this.joined = true;
     return { from: incoming.from, invitees: incoming.invitees, joined: ok.joined };
   }
 
@@ -241,6 +257,7 @@ export class HarkPeer {
     const seen = this.seen;
     this.seen = {};
     this.callId = null;
+    this.joined = false;
     return { ended, seen };
   }
 
@@ -252,7 +269,7 @@ export class HarkPeer {
     link.video?.remove();
     link.video = undefined;
     this.links.delete(user);
-    this.seen[user] = { stamps: link.stamps, size: link.size };
+    this.seen[user] = { stamps: link.stamps, size: link.size, frames: link.frames, firstFrameAt: link.firstFrameAt };
   }
 
   /** Plays a remote video and reads the stamp of every frame the browser presents. */
@@ -269,7 +286,11 @@ export class HarkPeer {
     const onFrame = () => {
       if (link.video !== video) return;
       const { videoWidth: width, videoHeight: height } = video;
-      if (width > 0 && height > 0) {
+      link.frames++;
+      link.firstFrameAt ??= performance.now();
+      if (width > 0 && height > 0 && !this.readStamps) {
+        link.size = `${width}x${height}`;
+      } else if (width > 0 && height > 0) {
         if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
         context.drawImage(video, 0, 0, width, height);
         const rows = Math.max(1, Math.floor(width / 32));
