@@ -25,8 +25,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 mod call;
 mod hostile;
+mod video;
 
-const BENCHMARKS: &[&str] = &["signaling", "call", "app"];
+const BENCHMARKS: &[&str] = &["signaling", "call", "app", "video"];
 
 const TARGET_SESSIONS: usize = 20_000;
 const TARGET_KIB_PER_SESSION: f64 = 16.0;
@@ -73,8 +74,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("signaling") => signaling(&args[1..]),
         Some("call") => call::run(&args[1..]),
         Some("app") => app(&args[1..]),
+        Some("video") => video::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
+            println!("{USAGE}\n\n{}", video::USAGE);
             Ok(())
         }
         Some(other) => bail!("unknown benchmark {other:?}; available: {}\n\n{USAGE}", BENCHMARKS.join(", ")),

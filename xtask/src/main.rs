@@ -24,10 +24,11 @@ commands:
         (default 127.0.0.1:7600, data in $XDG_DATA_HOME/hark/server or ~/.local/share/hark/server)
   test  [cargo test args…]
         install the Debian packages (apt-get) and npm packages the tests need, then run every
-        test: UI unit tests, Rust tests, the UI in Chromium, the app end to end under Xvfb;
+        test: UI unit tests, Rust tests, the UI in Chromium, Chromium calling hark-cli, the app
+        end to end under Xvfb;
         with args, only `cargo test --workspace --locked [args…]`, e.g. `cargo xtask test -p hark-server`
   bench [args…]
-        run benchmarks: `cargo xtask bench signaling`, `cargo xtask bench call`
+        run benchmarks: `cargo xtask bench signaling`, `call`, `app`, `video`
         (figures in docs/BENCHMARKS.md)
   assets [--check]
         synthesize the bundled ringtones into assets/ringtones/ (--check: verify them instead)

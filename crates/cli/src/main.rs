@@ -76,7 +76,7 @@ struct Cli {
     #[arg(long, global = true, default_value = "none")]
     camera: String,
     /// Where the others' video goes: record:PATH.y4m (one file per person in a group call,
-    /// PATH-USER.y4m), none.
+    /// PATH-USER.y4m), count (decoded, counted and said at the end, not kept), none.
     #[arg(long, global = true, default_value = "none")]
     video_out: String,
     /// Send 1280x720 in 1:1 video calls (640x360 otherwise).
@@ -394,11 +394,35 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
         })),
     };
     let out: VideoOutSpec = cli.video_out.parse()?;
-    let sinks = Arc::new(move |user: &hark_protocol::UserId, group: bool| match out.path_for(user, group) {
-        Some(path) => Box::new(Y4mRecorder::new(&path, 30)) as Box<dyn VideoSink>,
-        None => Box::new(NoVideo) as Box<dyn VideoSink>,
+    let json = cli.json;
+    let sinks = Arc::new(move |user: &hark_protocol::UserId, group: bool| match (&out, out.path_for(user, group)) {
+        (_, Some(path)) => Box::new(Y4mRecorder::new(&path, 30)) as Box<dyn VideoSink>,
+        (VideoOutSpec::Count, None) => Box::new(FrameCount { user: user.clone(), frames: 0, size: (0, 0), printer: Printer { json } }) as Box<dyn VideoSink>,
+        _ => Box::new(NoVideo) as Box<dyn VideoSink>,
     });
     Ok(VideoConfig { camera, sinks, hd: cli.hd })
+}
+
+/// `--video-out count`: counts one person's decoded pictures and says how many when their video
+/// ends (a line per person per call).
+struct FrameCount {
+    user: hark_protocol::UserId,
+    frames: u64,
+    size: (u32, u32),
+    printer: Printer,
+}
+
+impl VideoSink for FrameCount {
+    fn write_frame(&mut self, frame: &hark_video::I420Frame) {
+        self.frames += 1;
+        self.size = (frame.width(), frame.height());
+    }
+
+    fn finish(&mut self) {
+        let (user, frames, (width, height)) = (&self.user, self.frames, self.size);
+        let json = serde_json::json!({"event": "video_frames", "user": user, "frames": frames, "width": width, "height": height});
+        self.printer.line(&json, &format!("decoded {frames} frames of {user}'s video ({width}x{height})"));
+    }
 }
 
 fn silent_devices() -> Devices {
@@ -414,6 +438,7 @@ fn ask(question: &str) -> anyhow::Result<bool> {
 }
 
 /// Writes events to stdout, as JSON lines or as sentences.
+#[derive(Clone, Copy)]
 struct Printer {
     json: bool,
 }

@@ -264,6 +264,10 @@ pub enum VideoOutSpec {
     /// One Y4M file per remote person: `PATH.y4m` for a 1:1 call; in a group call each person's
     /// file is named after them (`PATH-USER.y4m`).
     Record(PathBuf),
+    /// Counted, not kept: how many pictures of each person were decoded, and their size, said
+    /// when their video ends (for benchmarks, where writing the pictures would cost more than
+    /// decoding them).
+    Count,
     /// Nowhere.
     None,
 }
@@ -274,6 +278,7 @@ impl std::str::FromStr for VideoOutSpec {
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         match spec {
             "none" => Ok(VideoOutSpec::None),
+            "count" => Ok(VideoOutSpec::Count),
             _ => match spec.strip_prefix("record:") {
                 Some(path) if !path.is_empty() => Ok(VideoOutSpec::Record(PathBuf::from(path))),
                 _ => Err(VideoDeviceError::UnknownSpec(spec.to_owned())),
@@ -362,5 +367,8 @@ mod tests {
         assert!("webcam".parse::<CameraSpec>().is_err());
         assert_eq!("none".parse::<VideoOutSpec>().unwrap(), VideoOutSpec::None);
         assert!("record:".parse::<VideoOutSpec>().is_err());
+        let count = "count".parse::<VideoOutSpec>().unwrap();
+        assert_eq!((count.path_for("bob", false), count.path_for("bob", true)), (None, None), "counting keeps no file");
+        assert!("counts".parse::<VideoOutSpec>().is_err());
     }
 }

@@ -70,6 +70,21 @@ pub fn ladder(people: usize, hd: bool, portrait: bool) -> (VideoFormat, u32) {
     (VideoFormat { width, height, fps }, kbps)
 }
 
+/// Threads for a VP8 encoder of `width`x`height` on a machine of `cores`: libvpx's row threads
+/// wait for each other by spinning, so a second thread only pays where there are cores to spare
+/// (libwebrtc's rule). Two threads at 720p on two cores spent half the sender's CPU spinning and
+/// still fell to 17 fps (perf, `cargo xtask bench video`).
+pub fn encoder_threads(width: u32, height: u32, cores: usize) -> u32 {
+    let pixels = width * height;
+    if pixels >= 1280 * 720 && cores > 4 {
+        3
+    } else if pixels > 640 * 480 && cores >= 3 {
+        2
+    } else {
+        1
+    }
+}
+
 /// The bitrate for one peer, from how hard the link works to carry it: retransmissions per new
 /// packet, once a second, smoothed over a few seconds. Above [`DECREASE_ABOVE`] (the link drops
 /// much of what we send: it is full) the rate falls by 15 %; below [`INCREASE_BELOW`] it grows by
@@ -422,7 +437,8 @@ impl Encoder {
             (s.width, s.height, s.fps) == (format.width, format.height, format.fps)
         });
         if !fits {
-            let threads = if format.width >= 1280 { 2 } else { 1 };
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = encoder_threads(format.width, format.height, cores);
             let settings = EncoderSettings { width: format.width, height: format.height, fps: format.fps, bitrate_kbps: bitrate, threads };
             match Vp8Encoder::new(settings) {
                 Ok(encoder) => self.encoder = Some(encoder),
@@ -474,6 +490,14 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoder_threads_follow_the_picture_and_the_cores() {
+        assert_eq!(encoder_threads(1280, 720, 2), 1, "two cores: no spinning second thread");
+        assert_eq!(encoder_threads(1280, 720, 4), 2);
+        assert_eq!(encoder_threads(1280, 720, 8), 3);
+        assert_eq!(encoder_threads(640, 360, 8), 1, "VGA and below: one");
+    }
 
     #[test]
     fn the_ladder_steps_down_as_people_join() {

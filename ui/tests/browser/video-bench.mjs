@@ -1,0 +1,261 @@
+// `cargo xtask bench video` runs this (after building release hark-server and hark-cli): the same
+// 1:1 video call made by two hark-cli processes and by two headless Chromiums (each its own
+// browser, with Chromium's own WebRTC and the page client of protocol-peer.js), side by side
+// through one release hark-server on loopback, both stacks sending the same stamped test pattern
+// from a Y4M file (hark-cli `--camera file:`, Chromium `--use-file-for-fake-video-capture`).
+//
+// Figures, each for both stacks so they read as ratios:
+// - CPU per side over a window of the call once both sides show video (each hark-cli process; each
+//   Chromium's whole process tree: browser, renderer, GPU, network and audio services), at
+//   640x360 and 1280x720, with the frame rate each side decoded in that call;
+// - accept -> first decoded remote frame at the side that accepted, p50 over several calls;
+// - RSS of hark-cli at the end of the 720p window.
+// Markdown on stdout (xtask records it), progress on stderr.
+//
+// Usage: node tests/browser/video-bench.mjs [--seconds S] [--calls N]; HARK_BIN_DIR names the
+// folder with hark-server and hark-cli (target/release by default).
+
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { launchChromium, uiDir } from './support.mjs';
+import { binaryIn, fakeCameraArgs, post, servePeerPage, signInPage, spawnCli, startServer } from './hark-processes.mjs';
+
+const binaries = process.env.HARK_BIN_DIR ?? resolve(uiDir, '../target/release');
+const binary = (name) => binaryIn(binaries, name);
+const PASSWORD = 'bench password 1';
+const TICKS = 100; // USER_HZ on Linux
+const SIZES = [
+  [640, 360],
+  [1280, 720],
+];
+
+const options = { seconds: 60, calls: 5 };
+for (let i = 2; i < process.argv.length; i += 2) {
+  const [name, value] = [process.argv[i], Number(process.argv[i + 1])];
+  if (name === '--seconds' && value > 0) options.seconds = value;
+  else if (name === '--calls' && value > 0) options.calls = value;
+  else throw new Error(`unknown option ${name}; use --seconds S --calls N`);
+}
+
+const say = (line) => process.stderr.write(`video-bench: ${line}\n`);
+const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+/** CPU seconds (user + system) used so far by `pid`, or by it and all its descendants. */
+function cpuSeconds(pid, tree = false) {
+  const stat = (p) => {
+    try {
+      const text = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      return { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / TICKS };
+    } catch {
+      return null; // gone
+    }
+  };
+  if (!tree) return stat(pid)?.cpu ?? 0;
+  const all = new Map();
+  for (const entry of readdirSync('/proc')) {
+    if (/^\d+$/.test(entry)) {
+      const s = stat(entry);
+      if (s) all.set(Number(entry), s);
+    }
+  }
+  let total = 0;
+  const family = [pid];
+  while (family.length > 0) {
+    const p = family.pop();
+    total += all.get(p)?.cpu ?? 0;
+    for (const [child, s] of all) if (s.ppid === p) family.push(child);
+  }
+  return total;
+}
+
+function rssMiB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : NaN;
+}
+
+/** hark-cli as `user`, with a tone for a microphone, no speaker, loopback media and JSON events. */
+function cli(base, user, args) {
+  const common = ['--server', base, '--user', user, '--password', PASSWORD, '--json', '--mic', 'tone:440', '--speaker', 'none', '--bind', '127.0.0.1:0'];
+  const run = spawnCli(binary('hark-cli'), [...common, ...args]);
+  return {
+    ...run,
+    /** The `video_frames` lines about `user` (from `--video-out count`). */
+    framesOf: (from) => run.texts().filter((l) => l.includes('"video_frames"') && l.includes(`"${from}"`)).map((l) => JSON.parse(l)),
+  };
+}
+
+/** One side of a Chromium call: its own browser (and fake camera), signed in as `user`. */
+async function chromiumSide(site, base, user, camera, [width, height]) {
+  const before = new Set(childrenOf(process.pid));
+  const chromium = await launchChromium(fakeCameraArgs(camera));
+  const page = await chromium.browser.newPage();
+  await page.goto(site.url);
+  const token = (await post(base, '/v1/login', { user, password: PASSWORD })).body.token;
+  await signInPage(page, base, token, width, height, false);
+  // Playwright starts the browser as a child of this process: the new child is the root of this
+  // side's process tree.
+  const pid = childrenOf(process.pid).find((child) => !before.has(child));
+  if (!pid) throw new Error('no new browser process');
+  return { chromium, page, pid };
+}
+
+/** The pids whose parent is `parent`. */
+function childrenOf(parent) {
+  const children = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const text = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]) === parent) children.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return children;
+}
+
+/** Frames `user` has shown of `from` so far, and when its first came (page clock, ms). */
+async function pageFrames(side, from) {
+  return side.page.evaluate((from) => {
+    const link = window.peer.links.get(from);
+    return { frames: link?.frames ?? 0, firstFrameAt: link?.firstFrameAt ?? null, acceptedAt: window.peer.acceptedAt, size: link?.size };
+  }, from);
+}
+
+async function waitFor(what, within, check) {
+  const deadline = performance.now() + within;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** A Chromium call a -> b; resolves once both show video. */
+async function chromiumCall(a, b) {
+  const answered = b.page.evaluate(() => window.peer.answer());
+  await a.page.evaluate(() => window.peer.call(['cb']));
+  await answered;
+  await waitFor('Chromium video both ways', 30_000, async () => (await pageFrames(a, 'cb')).frames > 0 && (await pageFrames(b, 'ca')).frames > 0);
+}
+
+async function chromiumHangup(a, b) {
+  await a.page.evaluate(() => window.peer.hangup());
+  await Promise.all([a.page.evaluate(() => window.peer.ended()), b.page.evaluate(() => window.peer.ended())]);
+}
+
+/** CPU % of a core for each pid (optionally its tree) over `seconds`, measured together. */
+async function cpuOver(seconds, pids) {
+  const before = pids.map(([pid, tree]) => cpuSeconds(pid, tree));
+  const started = performance.now();
+  await sleep(seconds * 1000);
+  const wall = (performance.now() - started) / 1000;
+  return pids.map(([pid, tree], i) => (100 * (cpuSeconds(pid, tree) - before[i])) / wall);
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'hark-video-bench-'));
+  // Rate limits a benchmark does not meet: it signs in again for every call.
+  const config = join(dir, 'bench.toml');
+  writeFileSync(config, '[rate_limits]\ninvites_per_minute = 1000\nlogins_per_minute = 1000\nlogins_per_source_per_minute = 1000\nregistrations_per_minute = 1000\npassword_hashes_per_second = 1000\n');
+  const { base, server } = await startServer(binary('hark-server'), join(dir, 'server'), config);
+  const site = await servePeerPage();
+  const rows = [];
+  try {
+    for (const user of ['ha', 'hb', 'ca', 'cb']) await post(base, '/v1/register', { user, password: PASSWORD });
+    for (const size of SIZES) {
+      const [width, height] = size;
+      const label = `${width}x${height}`;
+      const camera = join(dir, `pattern-${label}.y4m`);
+      const made = spawnSync(binary('hark-cli'), ['test-pattern', camera, '--size', label, '--frames', '150', '--fps', '30']);
+      if (made.status !== 0) throw new Error(`hark-cli test-pattern: ${made.stderr}`);
+      const hd = width >= 1280 ? ['--hd'] : [];
+
+      // hark-cli: hb answers, ha calls; CPU once both decode.
+      say(`${label}: hark-cli, ${options.seconds} s`);
+      const hb = cli(base, 'hb', ['--camera', `file:${camera}`, ...hd, '--video-out', 'count', 'answer', '--auto']);
+      await hb.at('"signed_in"');
+      const ha = cli(base, 'ha', ['--camera', `file:${camera}`, ...hd, '--video-out', 'count', 'call', 'hb', '--video', '--duration', String(options.seconds + 5)]);
+      await Promise.all([ha.at('"first_remote_video_frame"'), hb.at('"first_remote_video_frame"')]);
+      await sleep(2000);
+      const [haCpu, hbCpu] = await cpuOver(options.seconds, [
+        [ha.pid, false],
+        [hb.pid, false],
+      ]);
+      const rss = Math.max(rssMiB(ha.pid), rssMiB(hb.pid));
+      await Promise.all([ha.exited, hb.exited]);
+      const haFrames = ha.framesOf('hb')[0];
+      const hbFrames = hb.framesOf('ha')[0];
+      const harkFps = Math.min(haFrames?.frames ?? 0, hbFrames?.frames ?? 0) / (options.seconds + 5);
+      const harkSize = `${haFrames?.width}x${haFrames?.height}`;
+
+      // Chromium: two browsers, ca calls cb.
+      say(`${label}: Chromium, ${options.seconds} s`);
+      const ca = await chromiumSide(site, base, 'ca', camera, size);
+      const cb = await chromiumSide(site, base, 'cb', camera, size);
+      await chromiumCall(ca, cb);
+      await sleep(2000);
+      const framesBefore = (await pageFrames(cb, 'ca')).frames;
+      const [caCpu, cbCpu] = await cpuOver(options.seconds, [
+        [ca.pid, true],
+        [cb.pid, true],
+      ]);
+      const after = await pageFrames(cb, 'ca');
+      const chromiumFps = (after.frames - framesBefore) / options.seconds;
+      await chromiumHangup(ca, cb);
+
+      // Accept -> first decoded frame at the side that accepted, over several calls.
+      say(`${label}: accept -> first frame, ${options.calls} calls each`);
+      const harkFirst = [];
+      const answerer = cli(base, 'hb', ['--camera', `file:${camera}`, ...hd, '--video-out', 'none', 'answer', '--auto', '--loop', '--duration', '2']);
+      await answerer.at('"signed_in"');
+      for (let n = 0; n < options.calls; n++) {
+        const since = performance.now();
+        const caller = cli(base, 'ha', ['--camera', `file:${camera}`, ...hd, 'call', 'hb', '--video', '--duration', '2']);
+        const incoming = await answerer.at('"incoming_call"', since);
+        const first = await answerer.at('"first_remote_video_frame"', incoming);
+        harkFirst.push(first - incoming);
+        await caller.exited;
+        await answerer.at('"call_ended"', first);
+      }
+      answerer.kill();
+      const chromiumFirst = [];
+      for (let n = 0; n < options.calls; n++) {
+        await chromiumCall(ca, cb);
+        const seen = await pageFrames(cb, 'ca');
+        chromiumFirst.push(seen.firstFrameAt - seen.acceptedAt);
+        await chromiumHangup(ca, cb);
+      }
+      await ca.chromium.close();
+      await cb.chromium.close();
+
+      const cpu = (a, b) => `${a.toFixed(1)} % / ${b.toFixed(1)} %`;
+      rows.push(
+        `| CPU per side (caller / callee), ${label} 30 fps, ${options.seconds} s | ${cpu(haCpu, hbCpu)} (decoding ${harkSize} at ${harkFps.toFixed(1)} fps) | ${cpu(caCpu, cbCpu)} (decoding ${after.size} at ${chromiumFps.toFixed(1)} fps) | ${((haCpu + hbCpu) / (caCpu + cbCpu)).toFixed(2)}× |`,
+        `| accept -> first decoded frame, ${label}, p50 of ${options.calls} | ${median(harkFirst).toFixed(0)} ms | ${median(chromiumFirst).toFixed(0)} ms | ${(median(harkFirst) / median(chromiumFirst)).toFixed(2)}× |`,
+      );
+      if (width >= 1280) rows.push(`| hark-cli RSS in a ${label} call (larger side) | ${rss.toFixed(0)} MiB | | |`);
+    }
+  } finally {
+    await site.stop();
+    server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log('| figure | hark-cli | Chromium | hark / Chromium |');
+  console.log('| --- | --- | --- | --- |');
+  for (const row of rows) console.log(row);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
