@@ -146,3 +146,48 @@ fn test_pattern_writes_numbered_frames_and_refuses_a_bad_size() {
         assert!(!dir.path().join("bad.y4m").exists(), "nothing is written for --size {size}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_file_that_is_not_420_is_refused_and_a_truncated_one_ends_video_not_the_call() {
+    let (server, base, dir) = server(Vec::new()).await;
+
+    // Not 4:2:0: refused before anything is dialled, with the reason.
+    let not_420 = dir.path().join("444.y4m");
+    let mut bytes = b"YUV4MPEG2 W64 H64 F30:1 C444\nFRAME\n".to_vec();
+    bytes.resize(bytes.len() + 64 * 64 * 3, 128);
+    std::fs::write(&not_420, bytes).unwrap();
+    let camera = format!("file:{}", not_420.display());
+    let refused = cli(&base, &["call", "bob", "--video", "--user", "alice", "--camera", &camera]).output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("4:2:0"), "{said}");
+
+    // Truncated: twelve frames and half of a thirteenth. The sender plays what is there, then
+    // says its camera failed; the call goes on to its end, and bob saw the frames that were whole.
+    let truncated = dir.path().join("truncated.y4m");
+    let made = Command::new(env!("CARGO_BIN_EXE_hark-cli"))
+        .args(["test-pattern", truncated.to_str().unwrap(), "--size", "320x180", "--frames", "13", "--fps", "30"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let length = std::fs::metadata(&truncated).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&truncated).unwrap().set_len(length - 320 * 180 * 3 / 4).unwrap();
+
+    let bob_out = dir.path().join("bob-saw.y4m");
+    let bob_video = format!("record:{}", bob_out.display());
+    let mut bob = Killed(cli(&base, &["answer", "--auto", "--user", "bob", "--video-out", &bob_video]).stdout(Stdio::piped()).spawn().unwrap());
+    let _bob_output = wait_for_line(&mut bob.0, "signed in").await;
+    let camera = format!("file:{}", truncated.display());
+    let alice = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || cli(&base, &["call", "bob", "--video", "--duration", "4", "--json", "--user", "alice", "--camera", &camera]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let events = String::from_utf8_lossy(&alice.stdout);
+    assert!(alice.status.success(), "{events}");
+    assert!(events.contains("\"camera_error\""), "the camera's failure is said: {events}");
+    assert!(events.contains("\"call_ended\"") && events.contains("\"reason\":\"hangup\""), "the call ran to its end: {events}");
+    let (numbers, _) = recorded(&bob_out);
+    assert!(!numbers.is_empty() && numbers.iter().all(|n| n.is_some_and(|n| n < 12)), "bob saw whole frames only: {numbers:?}");
+    server.shutdown().await;
+}
