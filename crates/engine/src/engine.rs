@@ -310,6 +310,7 @@ impl Engine {
             video_outlets: HashMap::new(),
             video_send_reports: video_send_tx,
             video_receive_reports: video_receive_tx,
+            video_receivers: Vec::new(),
             clock,
             queries: HashMap::new(),
             next_query: 0,
@@ -555,6 +556,8 @@ struct EngineTask {
     video_outlets: HashMap<UserId, VideoOutlet>,
     video_send_reports: mpsc::UnboundedSender<VideoSendReport>,
     video_receive_reports: mpsc::UnboundedSender<VideoReceiveReport>,
+    /// One per remote video track received: says when its sink is finished (a recording whole).
+    video_receivers: Vec<tokio::sync::oneshot::Receiver<()>>,
     /// Call-level time.
     clock: Arc<dyn Clock>,
     /// Our own requests (history, presence…) waiting for their answer, by request id.
@@ -674,7 +677,11 @@ impl EngineTask {
             PeerEvent::RemoteTrack { kind: MediaKind::Video, track } => {
                 let group = self.peers.len() > 1;
                 let sink = (self.video.sinks)(&user, group);
-                crate::video_receive::spawn(user, track, sink, self.receive_loss_percent, self.video_receive_reports.clone());
+                if let Some(done) = crate::video_receive::spawn(user, track, sink, self.receive_loss_percent, self.video_receive_reports.clone()) {
+                    // Those already finished (earlier calls) need no waiting for.
+                    self.video_receivers.retain_mut(|receiver| matches!(receiver.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)));
+                    self.video_receivers.push(done);
+                }
             }
             PeerEvent::VideoConnected(outlet) => {
                 if let Some(sender) = &self.video_sender {
@@ -870,6 +877,12 @@ impl EngineTask {
         // A recording's header is written before the engine says it has stopped.
         if tokio::time::timeout(std::time::Duration::from_secs(5), self.pipeline.finish()).await.is_err() {
             warn!("the audio pipeline did not finish in 5 s");
+        }
+        // And every video sink is finished (a recording's last frame written), the peers being
+        // closed, so their tracks end.
+        let receivers = futures_util::future::join_all(self.video_receivers.drain(..));
+        if tokio::time::timeout(std::time::Duration::from_secs(5), receivers).await.is_err() {
+            warn!("a video receiver did not finish in 5 s");
         }
     }
 

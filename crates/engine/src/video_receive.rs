@@ -17,6 +17,7 @@ use hark_protocol::UserId;
 use hark_video::vp8::{is_keyframe, Vp8Decoder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use tokio::sync::mpsc as tokio_mpsc;
+use tokio::sync::oneshot;
 use tracing::debug;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
@@ -59,24 +60,28 @@ struct Frame {
     gap: bool,
 }
 
-/// Receives `user`'s video from `track` until the track ends; the sink is finished then.
-/// `loss_percent` of packets are dropped on arrival on purpose (a test impairment; 0 normally).
+/// Receives `user`'s video from `track` until the track ends; the sink is finished then, and
+/// the answer (when there is a receiver) says so, so that whoever stops can wait for recordings
+/// to be whole. `loss_percent` of packets are dropped on arrival on purpose (a test impairment;
+/// 0 normally).
 pub fn spawn(
     user: UserId,
     track: Arc<dyn TrackRemote>,
     sink: Box<dyn VideoSink>,
     loss_percent: f64,
     reports: tokio_mpsc::UnboundedSender<VideoReceiveReport>,
-) {
+) -> Option<oneshot::Receiver<()>> {
     let (frames, inbox) = mpsc::channel::<Frame>();
     let (pli_tx, mut pli_rx) = tokio_mpsc::unbounded_channel::<()>();
+    let (finished, done) = oneshot::channel();
     let decoder_user = user.clone();
-    let spawned = std::thread::Builder::new()
-        .name("hark-video-recv".into())
-        .spawn(move || decode_loop(decoder_user, inbox, sink, pli_tx, reports));
+    let spawned = std::thread::Builder::new().name("hark-video-recv".into()).spawn(move || {
+        decode_loop(decoder_user, inbox, sink, pli_tx, reports);
+        let _ = finished.send(());
+    });
     if let Err(e) = spawned {
         tracing::warn!(%user, error = %e, "cannot start a video decoder thread");
-        return;
+        return None;
     }
     tokio::spawn(async move {
         let mut assembler = FrameAssembler::new(MAX_FRAME_WAIT);
@@ -110,6 +115,7 @@ pub fn spawn(
         }
         debug!(%user, "remote video track ended");
     });
+    Some(done)
 }
 
 /// The decoder thread: decode, show, ask for keyframes, watch for stops.

@@ -25,7 +25,7 @@ use common::PATIENCE;
 
 /// What a far end decoded: when, the frame number read from it, and its size.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Decoded>>>);
+struct Seen(Arc<Mutex<Vec<Decoded>>>, Arc<AtomicBool>);
 
 /// When a picture was decoded, its frame number, width and height.
 type Decoded = (Instant, Option<u32>, u32, u32);
@@ -34,11 +34,22 @@ impl VideoSink for Seen {
     fn write_frame(&mut self, frame: &I420Frame) {
         self.0.lock().unwrap().push((Instant::now(), pattern::read_number(frame), frame.width(), frame.height()));
     }
+
+    /// Takes a while, as closing a recording on a slow disk does.
+    fn finish(&mut self) {
+        std::thread::sleep(Duration::from_millis(300));
+        self.1.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Seen {
     fn len(&self) -> usize {
         self.0.lock().unwrap().len()
+    }
+
+    /// Whether the engine said it was done with this sink (a recording would be closed).
+    fn finished(&self) -> bool {
+        self.1.load(Ordering::SeqCst)
     }
 
     /// The frames seen after `since`.
@@ -54,6 +65,10 @@ impl VideoSink for Both {
     fn write_frame(&mut self, frame: &I420Frame) {
         self.0.write_frame(frame);
         self.1.write_frame(frame);
+    }
+
+    fn finish(&mut self) {
+        self.1.finish();
     }
 }
 
@@ -266,6 +281,33 @@ async fn everyone_sees_everyone(people: &[Person], min_fps: f64, frame_size: (u3
         for j in (0..size).filter(|j| *j != i) {
             assert_flowing(&format!("p{i} <- p{j}"), &seen[&format!("p{j}")], since, window, min_fps, frame_size);
         }
+    }
+}
+
+/// Stopping an engine in the middle of a group video call finishes every video sink before
+/// `stop` returns (each takes 300 ms here), so a recording is whole when the program that
+/// stopped the engine exits: hark-cli lost `--video-out count` lines in the benchmark's mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_mid_call_finishes_every_video_sink_first() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut people = Vec::new();
+    for n in 0..3 {
+        people.push(Person::start(&base, &secret, &format!("p{n}")).await);
+    }
+    people[0].engine.call(vec!["p1".into(), "p2".into()], Media::Video, None, None).await.unwrap();
+    for person in &mut people[1..] {
+        person.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+        person.engine.accept().await.unwrap();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while ["p1", "p2"].iter().any(|u| people[0].seen_of.lock().unwrap().get(*u).is_none_or(|s| s.len() < 5)) {
+        assert!(Instant::now() < deadline, "p0 does not see both");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    people[0].engine.stop().await;
+    let seen = people[0].seen_of.lock().unwrap();
+    for user in ["p1", "p2"] {
+        assert!(seen[user].finished(), "{user}'s sink was not finished when stop returned");
     }
 }
 

@@ -9,10 +9,12 @@
 //   Chromium's whole process tree: browser, renderer, GPU, network and audio services), at
 //   640x360 and 1280x720, with the frame rate each side decoded in that call;
 // - accept -> first decoded remote frame at the side that accepted, p50 over several calls;
-// - RSS of hark-cli at the end of the 720p window.
+// - RSS of hark-cli at the end of the 720p window;
+// - nine hark-cli processes in one group video call: CPU and RSS per participant, and the
+//   slowest frame rate of the 72 streams (hark-cli's figures only).
 // Markdown on stdout (xtask records it), progress on stderr.
 //
-// Usage: node tests/browser/video-bench.mjs [--seconds S] [--calls N]; HARK_BIN_DIR names the
+// Usage: node tests/browser/video-bench.mjs [--seconds S] [--calls N] [--only 1:1|mesh]; HARK_BIN_DIR names the
 // folder with hark-server and hark-cli (target/release by default).
 
 import { spawnSync } from 'node:child_process';
@@ -31,12 +33,13 @@ const SIZES = [
   [1280, 720],
 ];
 
-const options = { seconds: 60, calls: 5 };
+const options = { seconds: 60, calls: 5, only: null };
 for (let i = 2; i < process.argv.length; i += 2) {
-  const [name, value] = [process.argv[i], Number(process.argv[i + 1])];
-  if (name === '--seconds' && value > 0) options.seconds = value;
-  else if (name === '--calls' && value > 0) options.calls = value;
-  else throw new Error(`unknown option ${name}; use --seconds S --calls N`);
+  const [name, value] = [process.argv[i], process.argv[i + 1]];
+  if (name === '--seconds' && Number(value) > 0) options.seconds = Number(value);
+  else if (name === '--calls' && Number(value) > 0) options.calls = Number(value);
+  else if (name === '--only' && ['1:1', 'mesh'].includes(value)) options.only = value;
+  else throw new Error(`unknown option ${name}; use --seconds S --calls N --only 1:1|mesh`);
 }
 
 const say = (line) => process.stderr.write(`video-bench: ${line}\n`);
@@ -162,6 +165,45 @@ async function cpuOver(seconds, pids) {
   return pids.map(([pid, tree], i) => (100 * (cpuSeconds(pid, tree) - before[i])) / wall);
 }
 
+/**
+ * Nine hark-cli processes in one group video call (the mesh: each sends to 8 and decodes 8, at
+ * the ladder's 320x180 15 fps): CPU and RSS per participant over the window, and the slowest
+ * frame rate any participant decoded any other at over the whole call.
+ */
+async function meshOfNine(base) {
+  const people = Array.from({ length: 9 }, (_, n) => `m${n}`);
+  for (const user of people) await post(base, '/v1/register', { user, password: PASSWORD });
+  say(`a mesh of nine, ${options.seconds} s`);
+  const callSeconds = options.seconds + 15;
+  const common = ['--camera', 'test-pattern', '--video-out', 'count'];
+  // Everyone hangs up after the same time, so the call ends and each says what it decoded.
+  const invitees = people.slice(1).map((user) => cli(base, user, [...common, 'answer', '--auto', '--duration', String(callSeconds)]));
+  await Promise.all(invitees.map((run) => run.at('"signed_in"')));
+  const caller = cli(base, 'm0', [...common, 'call', ...people.slice(1), '--video', '--duration', String(callSeconds)]);
+  const all = [caller, ...invitees];
+  // Everyone sees everyone: eight first frames each.
+  const everyone = Promise.all(all.map(async (run) => {
+    for (const other of people) {
+      if (run !== all[people.indexOf(other)]) await run.line(`"first_remote_video_frame","user":"${other}"`);
+    }
+  }));
+  const formed = await Promise.race([everyone.then(() => true), sleep(30_000).then(() => false)]);
+  if (!formed) throw new Error(`the mesh did not form in 30 s:\n${all.map((r) => r.report()).join('\n')}`);
+  const cpu = await cpuOver(options.seconds, all.map((run) => [run.pid, false]));
+  const rss = all.map((run) => rssMiB(run.pid));
+  const codes = await Promise.all(all.map((run) => run.exited));
+  if (codes.some((code) => code !== 0)) throw new Error(`a mesh participant failed: ${codes}`);
+  // The slowest pair over the whole call (the first frames came a few seconds in: a floor).
+  const rates = all.flatMap((run, i) => people.filter((_, j) => j !== i).map((other) => (run.framesOf(other)[0]?.frames ?? 0) / callSeconds));
+  const slowest = Math.min(...rates);
+  const range = (values, unit) => `${Math.min(...values).toFixed(0)}–${Math.max(...values).toFixed(0)} ${unit}`;
+  return [
+    `| a mesh of 9 (320x180 15 fps each way), CPU per participant over ${options.seconds} s | ${range(cpu, '%')} (${cpu.reduce((a, b) => a + b, 0).toFixed(0)} % in all) | | |`,
+    `| a mesh of 9, RSS per participant | ${range(rss, 'MiB')} | | |`,
+    `| a mesh of 9, slowest of the 72 streams decoded (frames over the ${callSeconds} s call) | ${slowest.toFixed(1)} fps | | |`,
+  ];
+}
+
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'hark-video-bench-'));
   // Rate limits a benchmark does not meet: it signs in again for every call.
@@ -172,7 +214,7 @@ async function main() {
   const rows = [];
   try {
     for (const user of ['ha', 'hb', 'ca', 'cb']) await post(base, '/v1/register', { user, password: PASSWORD });
-    for (const size of SIZES) {
+    for (const size of options.only === 'mesh' ? [] : SIZES) {
       const [width, height] = size;
       const label = `${width}x${height}`;
       const camera = join(dir, `pattern-${label}.y4m`);
@@ -245,6 +287,7 @@ async function main() {
       );
       if (width >= 1280) rows.push(`| hark-cli RSS in a ${label} call (larger side) | ${rss.toFixed(0)} MiB | | |`);
     }
+    if (options.only !== '1:1') rows.push(...(await meshOfNine(base)));
   } finally {
     await site.stop();
     server.kill();
