@@ -157,10 +157,7 @@ fn signaling(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo {} failed", build.join(" "));
     }
-    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
+    let target_dir = target_dir(&root);
     let server_bin = other_server.unwrap_or_else(|| target_dir.join("release/hark-server"));
     let loadgen_bin = target_dir.join("release/hark-loadgen");
 
@@ -226,6 +223,11 @@ fn signaling(args: &[String]) -> Result<()> {
         eprintln!("bench: not recorded in docs/BENCHMARKS.md ({})", if options.quick { "--quick" } else { "--no-record" });
     }
     Ok(())
+}
+
+/// Where cargo builds for this workspace: `CARGO_TARGET_DIR` (relative to the root) or `target`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
 fn workspace_root() -> PathBuf {

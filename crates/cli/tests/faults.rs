@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Killed;
-use hark_video::pattern;
-use hark_video::y4m::Y4mReader;
 
 /// A network namespace held open by a sleeping process.
 struct Namespace {
@@ -179,11 +177,7 @@ async fn video_survives_loss_and_a_bandwidth_cap_on_a_real_network_path() {
     assert!(recovered.iter().all(|(_, after)| *after <= 1_000), "{recovered:?}");
 
     // And what bob recorded carries rising frame numbers throughout.
-    let mut reader = Y4mReader::open(&recording).unwrap();
-    let mut numbers = Vec::new();
-    while let Some(frame) = reader.read_frame().unwrap() {
-        numbers.push(pattern::read_number(&frame));
-    }
+    let (numbers, _) = common::recorded(&recording);
     let read: Vec<u32> = numbers.iter().flatten().copied().collect();
     assert_eq!(read.len(), numbers.len(), "a recorded frame without its number (decoded from a broken reference?)");
     assert!(read.windows(2).all(|w| w[1] > w[0]), "numbers go up");

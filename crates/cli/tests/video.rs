@@ -6,12 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hark_video::pattern;
-use hark_video::y4m::Y4mReader;
 
 mod common;
 
-use common::Killed;
+use common::{recorded, Killed};
 
 fn cli(server: &str, args: &[&str]) -> Command {
     let mut command = common::cli(server, args);
@@ -19,15 +17,9 @@ fn cli(server: &str, args: &[&str]) -> Command {
     command
 }
 
-/// The frame numbers of a recording, in order, and its size.
-fn recorded(path: &Path) -> (Vec<Option<u32>>, (u32, u32)) {
-    let mut reader = Y4mReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let size = (reader.width(), reader.height());
-    let mut numbers = Vec::new();
-    while let Some(frame) = reader.read_frame().unwrap() {
-        numbers.push(pattern::read_number(&frame));
-    }
-    (numbers, size)
+/// `hark-cli test-pattern PATH --size SIZE` with `more` options after it.
+fn test_pattern(path: &Path, size: &str, more: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hark-cli")).arg("test-pattern").arg(path).args(["--size", size]).args(more).output().unwrap()
 }
 
 async fn server(service_accounts: Vec<String>) -> (hark_server::RunningServer, String, tempfile::TempDir) {
@@ -125,10 +117,7 @@ async fn the_echo_service_sends_your_own_video_back_a_second_later() {
 fn test_pattern_writes_numbered_frames_and_refuses_a_bad_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pattern.y4m");
-    let made = Command::new(env!("CARGO_BIN_EXE_hark-cli"))
-        .args(["test-pattern", path.to_str().unwrap(), "--size", "320x180", "--frames", "12", "--fps", "15"])
-        .output()
-        .unwrap();
+    let made = test_pattern(&path, "320x180", &["--frames", "12", "--fps", "15"]);
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let (numbers, size) = recorded(&path);
     assert_eq!(size, (320, 180));
@@ -137,10 +126,7 @@ fn test_pattern_writes_numbered_frames_and_refuses_a_bad_size() {
     assert!(header.starts_with(b"YUV4MPEG2 W320 H180 F15:1"), "{}", String::from_utf8_lossy(&header[..40]));
 
     for size in ["0x180", "320", "axb"] {
-        let refused = Command::new(env!("CARGO_BIN_EXE_hark-cli"))
-            .args(["test-pattern", dir.path().join("bad.y4m").to_str().unwrap(), "--size", size])
-            .output()
-            .unwrap();
+        let refused = test_pattern(&dir.path().join("bad.y4m"), size, &[]);
         assert!(!refused.status.success(), "--size {size} was taken");
         assert!(String::from_utf8_lossy(&refused.stderr).contains("WIDTHxHEIGHT"), "{}", String::from_utf8_lossy(&refused.stderr));
         assert!(!dir.path().join("bad.y4m").exists(), "nothing is written for --size {size}");
@@ -164,11 +150,7 @@ async fn a_camera_file_that_is_not_420_is_refused_and_a_truncated_one_ends_video
     // Truncated: twelve frames and half of a thirteenth. The sender plays what is there, then
     // says its camera failed; the call goes on to its end, and bob saw the frames that were whole.
     let truncated = dir.path().join("truncated.y4m");
-    let made = Command::new(env!("CARGO_BIN_EXE_hark-cli"))
-        .args(["test-pattern", truncated.to_str().unwrap(), "--size", "320x180", "--frames", "13", "--fps", "30"])
-        .status()
-        .unwrap();
-    assert!(made.success());
+    assert!(test_pattern(&truncated, "320x180", &["--frames", "13", "--fps", "30"]).status.success());
     let length = std::fs::metadata(&truncated).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&truncated).unwrap().set_len(length - 320 * 180 * 3 / 4).unwrap();
 

@@ -93,6 +93,13 @@ impl FrameAssembler {
             if let Some(end) = self.complete_from(first) {
                 return Some(self.take(first, end));
             }
+            // Nothing missing, only not all here yet: the head frame's last packets are still on
+            // their way and nothing can follow it (the usual case, for every packet but a frame's
+            // last, so it is answered without looking further).
+            let last = self.held.last_key_value().map_or(first, |(seq, _)| *seq);
+            if last - first + 1 == self.held.len() as u64 {
+                return None;
+            }
         }
         // The head cannot go out yet. A complete keyframe further on needs nothing before it.
         if let Some((start, end)) = self.complete_keyframe_after(first) {
@@ -148,8 +155,8 @@ impl FrameAssembler {
     /// A complete keyframe after `head`: its first and last sequence numbers.
     fn complete_keyframe_after(&self, head: u64) -> Option<(u64, u64)> {
         self.held
-            .iter()
-            .filter(|(seq, p)| **seq > head && p.start && p.payload.as_ref().is_some_and(|b| hark_video::vp8::is_keyframe(b)))
+            .range(head + 1..)
+            .filter(|(_, p)| p.start && p.payload.as_ref().is_some_and(|b| hark_video::vp8::is_keyframe(b)))
             .find_map(|(seq, _)| self.complete_from(*seq).map(|end| (*seq, end)))
     }
 

@@ -2,12 +2,13 @@
 //!
 //! A reader task (tokio) takes the track's packets as they arrive and only reassembles them into
 //! frames, each as soon as its last packet is in ([`FrameAssembler`]; webrtc-rs drops packets
-//! when a track's queue of 256 overflows, so nothing slow may run there); frames go to a decoder thread of this person's own ("hark-video-recv"), which decodes
-//! and hands each picture to the sink. After a loss it cannot recover (a frame that came
-//! incomplete, or one the decoder refuses, garbage included) it stops showing pictures and asks
-//! the sender for a keyframe (PLI, again every [`PLI_EVERY`] while it waits), so the sink holds
-//! the last good picture instead of frames decoded from a broken reference. It reports the first
-//! picture, when video stops (nothing for [`STOPPED_AFTER`]) and when it comes back.
+//! when a track's queue of 256 overflows, so nothing slow may run there); frames go to a decoder
+//! thread of this person's own ("hark-video-recv"), which decodes and hands each picture to the
+//! sink. After a loss it cannot recover (a frame that came incomplete, or one the decoder
+//! refuses, garbage included) it stops showing pictures and asks the sender for a keyframe (PLI,
+//! again every [`PLI_EVERY`] while it waits), so the sink holds the last good picture instead of
+//! frames decoded from a broken reference. It reports the first picture, when video stops
+//! (nothing for [`STOPPED_AFTER`]) and when it comes back.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;

@@ -38,16 +38,12 @@ function recordedStamps(path) {
   const width = Number(/ W(\d+)/.exec(header)?.[1]);
   const height = Number(/ H(\d+)/.exec(header)?.[1]);
   const frameBytes = (width * height * 3) / 2;
-  const rows = Math.max(1, Math.floor(width / 32));
   const stamps = [];
   for (let at = headerEnd + 1; at < data.length; ) {
-    const frameHeaderEnd = data.indexOf(0x0a, at);
-    const luma = data.subarray(frameHeaderEnd + 1, frameHeaderEnd + 1 + width * rows);
-    // The stamp reader takes RGBA; grey pixels of the recorded luma (a full-range view of it).
-    const rgba = new Uint8ClampedArray(width * rows * 4);
-    luma.forEach((y, i) => rgba.fill(Math.round(((y - 16) * 255) / 219), i * 4, i * 4 + 3));
-    stamps.push(readStamp(rgba, width));
-    at = frameHeaderEnd + 1 + frameBytes;
+    const plane = data.indexOf(0x0a, at) + 1;
+    // Video levels (16-235) to the full range the reader's threshold is set for.
+    stamps.push(readStamp((col, row) => ((data[plane + row * width + col] - 16) * 255) / 219, width));
+    at = plane + frameBytes;
   }
   return { width, height, stamps };
 }

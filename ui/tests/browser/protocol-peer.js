@@ -13,13 +13,17 @@ function checkByte(number) {
   return a ^ rotl(b, 3) ^ rotl(c, 5) ^ 0xa5;
 }
 
+/** Rows of the stamp on a picture `width` wide (its blocks are as tall as they are wide). */
+export const stampRows = (width) => Math.max(1, Math.floor(width / 32));
+
 /**
- * The number stamped on an RGBA picture `width` wide (its top rows), or null when the stamp does
- * not read back with its check. Each block's middle half is averaged; luma 16 and 235 (the
- * stamp's dark and light) become RGB 0 and 255 in the browser, so the threshold is 128.
+ * The number stamped on a picture `width` wide, or null when the stamp does not read back with
+ * its check. `luma(col, row)` gives a pixel of its top rows on a 0–255 scale where the stamp's
+ * dark and light (video levels 16 and 235) sit at about 0 and 255, so the threshold is 128. Each
+ * block's middle half is averaged.
  */
-export function readStamp(rgba, width) {
-  const rows = Math.max(1, Math.floor(width / 32));
+export function readStamp(luma, width) {
+  const rows = stampRows(width);
   if (rows < 2) return null;
   let word = 0;
   for (let index = 0; index < 32; index++) {
@@ -30,8 +34,7 @@ export function readStamp(rgba, width) {
     let count = 0;
     for (let row = Math.floor(rows / 4); row < rows - Math.floor(rows / 4); row++) {
       for (let col = from; col < Math.max(to, from + 1); col++) {
-        const at = (row * width + col) * 4;
-        sum += 0.299 * rgba[at] + 0.587 * rgba[at + 1] + 0.114 * rgba[at + 2];
+        sum += luma(col, row);
         count++;
       }
     }
@@ -39,6 +42,18 @@ export function readStamp(rgba, width) {
   }
   const number = Math.floor(word / 256);
   return (word & 0xff) === checkByte(number) ? number : null;
+}
+
+/** The number stamped on the picture `video` shows now (`width` wide), read through `canvas`. */
+function stampShown(video, canvas, context, width) {
+  const rows = stampRows(width);
+  if (canvas.width !== width || canvas.height !== rows) [canvas.width, canvas.height] = [width, rows];
+  context.drawImage(video, 0, 0, width, rows, 0, 0, width, rows);
+  const rgba = context.getImageData(0, 0, width, rows).data;
+  return readStamp((col, row) => {
+    const at = (row * width + col) * 4;
+    return 0.299 * rgba[at] + 0.587 * rgba[at + 1] + 0.114 * rgba[at + 2];
+  }, width);
 }
 
 export class HarkPeer {
@@ -281,6 +296,7 @@ export class HarkPeer {
     video.srcObject = stream;
     document.body.append(video);
     link.video = video;
+    // Only the stamp's band of each picture is drawn and read back.
     const canvas = document.createElement('canvas');
     const context = canvas.getContext('2d', { willReadFrequently: true });
     const onFrame = () => {
@@ -288,18 +304,14 @@ export class HarkPeer {
       const { videoWidth: width, videoHeight: height } = video;
       link.frames++;
       link.firstFrameAt ??= performance.now();
-      if (width > 0 && height > 0 && !this.readStamps) {
+      if (width > 0 && height > 0) {
         link.size = `${width}x${height}`;
-      } else if (width > 0 && height > 0) {
-        if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
-        context.drawImage(video, 0, 0, width, height);
-        const rows = Math.max(1, Math.floor(width / 32));
-        link.stamps.push(readStamp(context.getImageData(0, 0, width, rows).data, width));
-        link.size = `${width}x${height}`;
+        if (this.readStamps) link.stamps.push(stampShown(video, canvas, context, width));
       }
       video.requestVideoFrameCallback(onFrame);
     };
     video.requestVideoFrameCallback(onFrame);
     video.play().catch((error) => this.log.push(`play: ${error}`));
   }
+
 }

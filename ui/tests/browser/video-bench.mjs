@@ -45,25 +45,32 @@ for (let i = 2; i < process.argv.length; i += 2) {
 const say = (line) => process.stderr.write(`video-bench: ${line}\n`);
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
-/** CPU seconds (user + system) used so far by `pid`, or by it and all its descendants. */
-function cpuSeconds(pid, tree = false) {
-  const stat = (p) => {
-    try {
-      const text = readFileSync(`/proc/${p}/stat`, 'utf8');
-      const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-      return { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / TICKS };
-    } catch {
-      return null; // gone
-    }
-  };
-  if (!tree) return stat(pid)?.cpu ?? 0;
+/** A process's parent and CPU seconds (user + system) so far, from /proc; null when it is gone. */
+function procStat(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // After the command name in parentheses: state, ppid, … utime (14th field), stime (15th).
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / TICKS };
+  } catch {
+    return null;
+  }
+}
+
+/** Every live process's parent and CPU seconds, by pid. */
+function allProcesses() {
   const all = new Map();
   for (const entry of readdirSync('/proc')) {
-    if (/^\d+$/.test(entry)) {
-      const s = stat(entry);
-      if (s) all.set(Number(entry), s);
-    }
+    const stat = /^\d+$/.test(entry) ? procStat(entry) : null;
+    if (stat) all.set(Number(entry), stat);
   }
+  return all;
+}
+
+/** CPU seconds (user + system) used so far by `pid`, or by it and all its descendants. */
+function cpuSeconds(pid, tree = false) {
+  if (!tree) return procStat(pid)?.cpu ?? 0;
+  const all = allProcesses();
   let total = 0;
   const family = [pid];
   while (family.length > 0) {
@@ -112,17 +119,7 @@ async function chromiumSide(site, base, user, camera, [width, height]) {
 
 /** The pids whose parent is `parent`. */
 function childrenOf(parent) {
-  const children = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const text = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]) === parent) children.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return children;
+  return [...allProcesses()].filter(([, stat]) => stat.ppid === parent).map(([pid]) => pid);
 }
 
 /** Frames `user` has shown of `from` so far, and when its first came (page clock, ms). */

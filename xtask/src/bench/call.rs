@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{cpu_seconds, json_number, record, rss_kib, section_opening, verdict, workspace_root, Machine, Process, Scratch, Server};
+use super::{cpu_seconds, json_number, record, rss_kib, section_opening, target_dir, verdict, workspace_root, Machine, Process, Scratch, Server};
 
 const SECTION_TITLE: &str = "## Call (cargo xtask bench call)";
 
@@ -110,10 +110,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo {} failed", build.join(" "));
     }
-    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
+    let target_dir = target_dir(&root);
     let bins = Bins {
         server: target_dir.join("release/hark-server"),
         cli: target_dir.join("release/hark-cli"),

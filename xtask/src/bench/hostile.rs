@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{cpu_seconds, ms, record, rss_kib, section_opening, verdict, LoadReport, Loadgen, Machine, Process, Scratch, Server};
+use super::{cpu_seconds, ms, record, rss_kib, section_opening, target_dir, verdict, LoadReport, Loadgen, Machine, Process, Scratch, Server};
 
 const SECTION_TITLE: &str = "## Signaling under a hostile storm (cargo xtask bench signaling --hostile)";
 const TARGET_RATIO: f64 = 0.8;
@@ -157,10 +157,7 @@ pub fn run(options: HostileOptions, command_line: &str) -> Result<()> {
     if !std::process::Command::new(&cargo).current_dir(&root).args(build).status().context("running cargo build")?.success() {
         bail!("cargo {} failed", build.join(" "));
     }
-    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
+    let target_dir = target_dir(&root);
     let storm_bin = target_dir.join("release/hark-storm");
 
     // Each run gets a fresh server, so that neither inherits the other's calls or memory.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::{record, utc_now, workspace_root, Machine};
+use super::{record, target_dir, utc_now, workspace_root, Machine};
 
 const SECTION_TITLE: &str = "## Video calls against Chromium (cargo xtask bench video)";
 
@@ -58,7 +58,7 @@ pub fn run(args: &[String]) -> Result<()> {
             bail!("{} failed", crate::workspace::describe(&step));
         }
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let target_dir = target_dir(&root);
     let output = Command::new("node")
         .current_dir(root.join("ui"))
         .args(["tests/browser/video-bench.mjs", "--seconds", &seconds, "--calls", &calls])

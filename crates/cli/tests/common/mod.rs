@@ -19,3 +19,15 @@ pub fn cli(server: &str, args: &[&str]) -> Command {
     command.args(args).args(["--server", server, "--password", "password123", "--register", "--bind", "127.0.0.1:0"]);
     command
 }
+
+/// The frame number stamped on each frame of a Y4M recording (`None` where it does not read), in
+/// order, and the recording's size.
+pub fn recorded(path: &std::path::Path) -> (Vec<Option<u32>>, (u32, u32)) {
+    let mut reader = hark_video::y4m::Y4mReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let size = (reader.width(), reader.height());
+    let mut numbers = Vec::new();
+    while let Some(frame) = reader.read_frame().unwrap() {
+        numbers.push(hark_video::pattern::read_number(&frame));
+    }
+    (numbers, size)
+}
