@@ -13,7 +13,7 @@ use crate::workspace::{self, ChildOutcome};
 /// Debian packages needed to build and test the workspace.
 /// build-essential: the C compiler and linker Rust uses; pkg-config: finds system libraries;
 /// cmake: builds the libopus that the `opus` crate bundles; libasound2-dev: cpal's ALSA backend;
-/// libvpx-dev: the VP8 codec;
+/// libvpx-dev: the VP8 codec; libclang-dev: bindgen for the camera's V4L2 bindings;
 /// pulseaudio and libasound2-plugins: a null-sink sound server for the real-audio-path test;
 /// coturn: the TURN server of the relay test.
 pub const SYSTEM_PACKAGES: &[&str] = &[
@@ -24,6 +24,8 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "libasound2-dev",
     // VP8 (hark-video links Debian's libvpx through env-libvpx-sys).
     "libvpx-dev",
+    // The camera: nokhwa's V4L2 bindings are generated at build time by bindgen, which loads libclang.
+    "libclang-dev",
     // The desktop app (Tauri on WebKitGTK): build and run.
     "libwebkit2gtk-4.1-dev",
     "libsoup-3.0-dev",

@@ -4,7 +4,7 @@
 //! account if needed), then runs to completion. Events go to stdout, as JSON lines with `--json`
 //! and as short sentences otherwise; diagnostics go to stderr. Media devices are chosen by spec:
 //! `--mic default|tone:FREQ|file:PATH|silence`, `--speaker default|record:PATH.wav|none`,
-//! `--camera default|test-pattern|file:PATH.y4m|none`, `--video-out record:PATH.y4m|none`.
+//! `--camera default|/dev/videoN|test-pattern|file:PATH.y4m|none`, `--video-out record:PATH.y4m|none`.
 //! Options may come before or after the command (`hark-cli call bob --mic tone:440`).
 
 
@@ -21,8 +21,9 @@ use hark_engine::sound_card::{MicrophoneSource, SpeakerSink};
 use hark_engine::voice_processing::ProcessingSettings;
 use hark_engine::ringtone::{RingtoneChoice, RingtoneKind, RodioOutput, SilentOutput};
 use hark_engine::signaling::{Credentials, SignalingConfig};
-use hark_engine::video::{CameraSpec, NoVideo, TestPatternSource, VideoDeviceError, VideoFormat, VideoOutSpec, VideoSink, VideoSource, Y4mFileSource, Y4mRecorder};
-use hark_engine::video_send::CameraOpener;
+use hark_engine::video::{CameraSpec, NoVideo, TestPatternSource, VideoFormat, VideoOutSpec, VideoSink, VideoSource, Y4mFileSource, Y4mRecorder};
+use hark_engine::camera::Webcam;
+use hark_engine::video_send::{ladder, CameraOpener};
 use hark_engine::{Engine, EngineConfig, EngineEvent, VideoConfig};
 use hark_protocol::{Media, PresenceStatus};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -71,8 +72,9 @@ struct Cli {
     /// A custom incoming ringtone (WAV, OGG, MP3, FLAC); the bundled one otherwise.
     #[arg(long, global = true)]
     ringtone: Option<std::path::PathBuf>,
-    /// Camera for video calls: default, test-pattern (a moving picture stamped with its frame
-    /// number), file:PATH.y4m (4:2:0, played in real time, looped), none.
+    /// Camera for video calls: default (the first camera), /dev/videoN (see `hark-cli cameras`),
+    /// test-pattern (a moving picture stamped with its frame number), file:PATH.y4m (4:2:0,
+    /// played in real time, looped), none.
     #[arg(long, global = true, default_value = "none")]
     camera: String,
     /// Where the others' video goes: record:PATH.y4m (one file per person in a group call,
@@ -143,6 +145,8 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         fps: u32,
     },
+    /// Lists the cameras (the first is the default); needs no server.
+    Cameras,
     /// Runs the echo test service: answers every call, plays a prompt, then plays back what it
     /// hears one second later, for up to five minutes a call, several calls at once.
     Echo {
@@ -164,6 +168,20 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let printer = Printer { json: cli.json };
     match &cli.command {
+        Command::Cameras => {
+            let cameras = hark_engine::camera::list();
+            let printer = Printer { json: cli.json };
+            if cli.json {
+                printer.write(&serde_json::json!({ "event": "cameras", "cameras": cameras }).to_string());
+            } else if cameras.is_empty() {
+                printer.write("no camera found");
+            } else {
+                for camera in &cameras {
+                    printer.write(&format!("{}  {}", camera.path(), camera.name));
+                }
+            }
+            Ok(())
+        }
         Command::TestPattern { path, size, frames, fps } => {
             let (width, height) = size
                 .split_once('x')
@@ -344,6 +362,7 @@ async fn echo_service(cli: &Cli, printer: &Printer, lines: usize, max_call: Dura
             camera: Some(Arc::new(move || Ok(camera.camera()))),
             sinks: Arc::new(move |_: &hark_protocol::UserId, _| sink.sink()),
             hd: false,
+            cameras: None,
         };
         let (engine, events) = sign_in(cli, printer, echo_line.devices(), video, Some(device)).await?;
         let printer = Printer { json: printer.json };
@@ -379,8 +398,15 @@ fn devices(cli: &Cli) -> anyhow::Result<Devices> {
     Ok(Devices { source, sink })
 }
 
+/// The largest picture a call asks of the camera (1:1, so the camera is opened once per call
+/// at the size the ladder starts from; smaller steps are scaled from it).
+fn ladder_top(hd: bool) -> VideoFormat {
+    ladder(2, hd, false).0
+}
+
 /// The camera and video sinks the options name.
 fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
+    let hd = cli.hd;
     let camera: Option<CameraOpener> = match cli.camera.parse::<CameraSpec>()? {
         CameraSpec::None => None,
         CameraSpec::TestPattern => Some(Arc::new(|| Ok(Box::new(TestPatternSource::new(VideoFormat::DEFAULT)) as Box<dyn VideoSource>))),
@@ -389,10 +415,12 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
             Y4mFileSource::open(&path)?;
             Some(Arc::new(move || Ok(Box::new(Y4mFileSource::open(&path)?) as Box<dyn VideoSource>)))
         }
-        CameraSpec::Default => Some(Arc::new(|| {
-            Err(VideoDeviceError::Open { device: "default camera".into(), reason: "this hark-cli has no camera support yet; use --camera test-pattern or file:PATH.y4m".into() })
-        })),
+        CameraSpec::Default => Some(Arc::new(move || Ok(Box::new(Webcam::open(None, ladder_top(hd))?) as Box<dyn VideoSource>))),
+        CameraSpec::Device(index) => Some(Arc::new(move || Ok(Box::new(Webcam::open(Some(index), ladder_top(hd))?) as Box<dyn VideoSource>))),
     };
+    // A real camera is watched for hot-plug (said with --json); synthetic ones have nothing to watch.
+    let real_camera = matches!(cli.camera.parse::<CameraSpec>()?, CameraSpec::Default | CameraSpec::Device(_));
+    let cameras: Option<hark_engine::engine::CameraLister> = real_camera.then(|| Arc::new(hark_engine::camera::list) as hark_engine::engine::CameraLister);
     let out: VideoOutSpec = cli.video_out.parse()?;
     let json = cli.json;
     let sinks = Arc::new(move |user: &hark_protocol::UserId, group: bool| match (&out, out.path_for(user, group)) {
@@ -400,7 +428,7 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
         (VideoOutSpec::Count, None) => Box::new(FrameCount { user: user.clone(), frames: 0, size: (0, 0), printer: Printer { json } }) as Box<dyn VideoSink>,
         _ => Box::new(NoVideo) as Box<dyn VideoSink>,
     });
-    Ok(VideoConfig { camera, sinks, hd: cli.hd })
+    Ok(VideoConfig { camera, sinks, hd: cli.hd, cameras })
 }
 
 /// `--video-out count`: counts one person's decoded pictures and says how many when their video
@@ -472,6 +500,10 @@ impl Printer {
             EngineEvent::RemoteVideoUndecodable { user, message } => format!("{user}'s video cannot be decoded: {message}"),
             EngineEvent::CameraStarted { camera } => format!("camera on: {camera}"),
             EngineEvent::CameraError { message } => format!("camera: {message}"),
+            EngineEvent::CameraListChanged { cameras } => {
+                let names: Vec<String> = cameras.iter().map(|c| format!("{} ({})", c.name, c.path())).collect();
+                format!("cameras: {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") })
+            }
             EngineEvent::RingtonePlaying { kind, source } => format!("ringing ({kind}): {source}"),
             EngineEvent::RingtoneFailed { message, .. } => format!("ringtone: {message}"),
             EngineEvent::DeviceFallback { direction, error: None } => format!("the {direction} device went away; using the default"),

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::audio::{AudioSink, AudioSource};
+use crate::camera::{CameraInfo, CameraWatch};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
 use crate::media::{AudioPipeline, Devices, MediaReport};
@@ -68,12 +69,21 @@ pub struct VideoConfig {
     pub sinks: VideoSinks,
     /// 1280x720 in 1:1 calls instead of 640x360.
     pub hd: bool,
+    /// Lists the cameras (polled every [`CAMERA_POLL`] to notice hot-plug); `None`: not watched.
+    pub cameras: Option<CameraLister>,
 }
+
+/// Lists the cameras there are now ([`crate::camera::list`], or a stand-in in tests).
+pub type CameraLister = Arc<dyn Fn() -> Vec<CameraInfo> + Send + Sync>;
+
+/// How often the camera list is polled: V4L2 has no hot-plug events of its own, and listing opens
+/// every video node, so not more often than a person would notice.
+pub const CAMERA_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl VideoConfig {
     /// No camera, remote video dropped: an audio-only engine.
     pub fn none() -> Self {
-        VideoConfig { camera: None, sinks: Arc::new(|_: &UserId, _| Box::new(NoVideo) as Box<dyn VideoSink>), hd: false }
+        VideoConfig { camera: None, sinks: Arc::new(|_: &UserId, _| Box::new(NoVideo) as Box<dyn VideoSink>), hd: false, cameras: None }
     }
 }
 
@@ -140,6 +150,12 @@ pub enum EngineEvent {
     CameraError {
         /// What happened.
         message: String,
+    },
+    /// A camera was plugged in or out: the cameras there are now (the first is the default).
+    /// Said once at start if there is a camera.
+    CameraListChanged {
+        /// The cameras.
+        cameras: Vec<CameraInfo>,
     },
     /// The first picture of the call from `user` was decoded.
     FirstRemoteVideoFrame {
@@ -262,6 +278,7 @@ enum Request {
     RestartIce,
     Microphone(Box<dyn AudioSource>),
     Speaker(Box<dyn AudioSink>),
+    Camera(CameraOpener),
     Stop(oneshot::Sender<()>),
 }
 
@@ -318,6 +335,9 @@ impl Engine {
         task.pipeline.set_processing(config.processing);
         if config.watch_devices {
             tokio::spawn(watch_devices(task.events.downgrade()));
+        }
+        if let Some(lister) = task.video.cameras.clone() {
+            tokio::spawn(watch_cameras(lister, task.events.downgrade()));
         }
         let inboxes = Inboxes {
             signaling: signaling_rx,
@@ -456,6 +476,12 @@ impl Engine {
     /// Switches the microphone (a picked device, say), mid-call or not.
     pub fn set_microphone(&self, source: Box<dyn AudioSource>) {
         let _ = self.requests.send(Request::Microphone(source));
+    }
+
+    /// Switches the camera (a picked device, say), mid-call or not: a running camera is
+    /// released and the new one opened in its place, and the others get a keyframe from it.
+    pub fn set_camera_device(&self, camera: CameraOpener) {
+        let _ = self.requests.send(Request::Camera(camera));
     }
 
     /// Switches the speaker, mid-call or not; the old one is finished.
@@ -626,6 +652,14 @@ impl EngineTask {
             Request::Processing(settings) => self.pipeline.set_processing(settings),
             Request::Microphone(source) => self.pipeline.replace_source(source),
             Request::Speaker(sink) => self.pipeline.replace_sink(sink),
+            Request::Camera(camera) => {
+                self.video.camera = Some(Arc::clone(&camera));
+                match &self.video_sender {
+                    Some(sender) => sender.set_camera(camera),
+                    // A video call held without a camera starts sending now.
+                    None => self.follow_media(),
+                }
+            }
             Request::RestartIce => {
                 for link in self.peers.values() {
                     link.send(PeerCommand::RestartIce);
@@ -907,6 +941,21 @@ async fn watch_devices(events: mpsc::WeakUnboundedSender<EngineEvent>) {
         if let (Some(devices), Some(events)) = (changed, events.upgrade()) {
             let _ = events.send(EngineEvent::DeviceListChanged { devices });
         }
+    }
+}
+
+/// Polls the camera list every [`CAMERA_POLL`] while the engine runs, saying each change.
+async fn watch_cameras(lister: CameraLister, events: mpsc::WeakUnboundedSender<EngineEvent>) {
+    let mut watch = CameraWatch::default();
+    loop {
+        let list = Arc::clone(&lister);
+        let Ok(cameras) = tokio::task::spawn_blocking(move || list()).await else { return };
+        let Some(events) = events.upgrade() else { return };
+        if let Some(cameras) = watch.changed(cameras) {
+            let _ = events.send(EngineEvent::CameraListChanged { cameras });
+        }
+        drop(events);
+        tokio::time::sleep(CAMERA_POLL).await;
     }
 }
 

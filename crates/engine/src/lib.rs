@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod camera;
 pub mod core;
 pub mod echo;
 pub mod engine;

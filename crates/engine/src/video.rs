@@ -50,7 +50,7 @@ pub enum VideoDeviceError {
         reason: String,
     },
     /// A device spec like `file:x.y4m` could not be read.
-    #[error("unknown video device '{0}' (use default, test-pattern, file:PATH.y4m, none; record:PATH.y4m, none)")]
+    #[error("unknown video device '{0}' (use default, /dev/videoN, test-pattern, file:PATH.y4m, none; record:PATH.y4m, count, none)")]
     UnknownSpec(String),
 }
 
@@ -232,8 +232,10 @@ impl VideoSink for NoVideo {
 /// Where local video comes from, as a user names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CameraSpec {
-    /// The system's default camera.
+    /// The system's default camera (the first one listed).
     Default,
+    /// A V4L2 camera by its device number (`/dev/videoN`).
+    Device(u32),
     /// The moving test pattern.
     TestPattern,
     /// A Y4M file.
@@ -250,8 +252,9 @@ impl std::str::FromStr for CameraSpec {
             "default" => Ok(CameraSpec::Default),
             "test-pattern" => Ok(CameraSpec::TestPattern),
             "none" => Ok(CameraSpec::None),
-            _ => match spec.strip_prefix("file:") {
-                Some(path) if !path.is_empty() => Ok(CameraSpec::File(PathBuf::from(path))),
+            _ => match (spec.strip_prefix("file:"), spec.strip_prefix("/dev/video").map(str::parse::<u32>)) {
+                (Some(path), _) if !path.is_empty() => Ok(CameraSpec::File(PathBuf::from(path))),
+                (_, Some(Ok(index))) => Ok(CameraSpec::Device(index)),
                 _ => Err(VideoDeviceError::UnknownSpec(spec.to_owned())),
             },
         }
@@ -365,6 +368,9 @@ mod tests {
         assert_eq!("file:a.y4m".parse::<CameraSpec>().unwrap(), CameraSpec::File("a.y4m".into()));
         assert!("file:".parse::<CameraSpec>().is_err());
         assert!("webcam".parse::<CameraSpec>().is_err());
+        assert_eq!("/dev/video2".parse::<CameraSpec>().unwrap(), CameraSpec::Device(2));
+        assert!("/dev/videoX".parse::<CameraSpec>().is_err());
+        assert!("/dev/sda".parse::<CameraSpec>().is_err());
         assert_eq!("none".parse::<VideoOutSpec>().unwrap(), VideoOutSpec::None);
         assert!("record:".parse::<VideoOutSpec>().is_err());
         let count = "count".parse::<VideoOutSpec>().unwrap();

@@ -70,6 +70,25 @@ pub fn ladder(people: usize, hd: bool, portrait: bool) -> (VideoFormat, u32) {
     (VideoFormat { width, height, fps }, kbps)
 }
 
+/// The ladder's `format` at the shape of a `width`x`height` source: the short side as the ladder
+/// says, the long side as the source's shape needs (a 4:3 camera sends 480x360 rather than a
+/// stretched 640x360), even, inside the ladder's box.
+pub fn keep_shape(format: VideoFormat, width: u32, height: u32) -> VideoFormat {
+    let even = |v: u64| (((v + 1) / 2) * 2).max(2) as u32;
+    let (w, h) = (u64::from(width.max(1)), u64::from(height.max(1)));
+    let (fw, fh) = (u64::from(format.width), u64::from(format.height));
+    let (width, height) = if width >= height {
+        // Landscape: the height is the short side; a source wider than the ladder's box keeps
+        // the ladder's width and gives way in height.
+        let long = even(fh * w / h);
+        if u64::from(long) <= fw { (long, format.height) } else { (format.width, even(fw * h / w)) }
+    } else {
+        let long = even(fw * h / w);
+        if u64::from(long) <= fh { (format.width, long) } else { (even(fh * w / h), format.height) }
+    };
+    VideoFormat { width, height, ..format }
+}
+
 /// Threads for a VP8 encoder of `width`x`height` on a machine of `cores`: libvpx's row threads
 /// wait for each other by spinning, so a second thread only pays where there are cores to spare
 /// (libwebrtc's rule). Two threads at 720p on two cores spent half the sender's CPU spinning and
@@ -150,6 +169,7 @@ enum Command {
     Retransmissions(UserId, f64),
     People(usize),
     Enabled(bool),
+    Camera(CameraOpener),
 }
 
 /// A handle to the sender; dropping it stops the sender and releases the camera.
@@ -208,6 +228,11 @@ impl VideoSender {
         self.send(Command::People(people));
     }
 
+    /// Uses another camera from now on: a running one is released and the new one opened.
+    pub fn set_camera(&self, camera: CameraOpener) {
+        self.send(Command::Camera(camera));
+    }
+
     /// Turns the camera off (released) or on again; the call goes on either way.
     pub fn set_enabled(&self, enabled: bool) {
         self.send(Command::Enabled(enabled));
@@ -259,6 +284,10 @@ impl Capture {
             let _ = reports.send(VideoSendReport::CameraStarted(source.name()));
             while !stop_flag.load(Ordering::Relaxed) {
                 if let Some(format) = wanted_format.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    // The ladder's step in the source's own orientation: an upright camera
+                    // stays upright.
+                    let now = source.format();
+                    let format = if now.height > now.width { VideoFormat { width: format.height, height: format.width, ..format } } else { format };
                     source.request_format(format);
                 }
                 match source.next_frame() {
@@ -332,6 +361,9 @@ impl Encoder {
 
     fn start_camera(&mut self) {
         let (format, _) = self.format(false);
+        // A fresh slot per capture: a capture being stopped gives one last picture, which must
+        // not land among the new camera's.
+        self.latest = Arc::new(Latest::default());
         self.capture = Some(Capture::start(&self.camera, &self.latest, format, &self.reports));
         self.last_picture = Instant::now();
         self.camera_failed = false;
@@ -416,6 +448,14 @@ impl Encoder {
                 self.capture = None;
                 self.encoder = None;
             }
+            Command::Camera(camera) => {
+                self.camera = camera;
+                // A camera that failed is retried with the new one too; one turned off stays off.
+                if self.capture.is_some() || self.camera_failed {
+                    self.capture = None;
+                    self.start_camera();
+                }
+            }
         }
     }
 
@@ -430,7 +470,7 @@ impl Encoder {
             return;
         }
         let portrait = frame.height() > frame.width();
-        let (format, _) = self.format(portrait);
+        let format = keep_shape(self.format(portrait).0, frame.width(), frame.height());
         let bitrate = self.bitrate();
         let fits = self.encoder.as_ref().is_some_and(|e| {
             let s = e.settings();
@@ -507,6 +547,17 @@ mod tests {
         assert_eq!(ladder(4, false, false).0.width, 480);
         assert_eq!(ladder(5, false, false).0, VideoFormat { width: 320, height: 180, fps: 15 });
         assert_eq!(ladder(9, false, true).0, VideoFormat { width: 180, height: 320, fps: 15 }, "portrait");
+    }
+
+    #[test]
+    fn a_source_keeps_its_shape_on_the_ladder() {
+        let (one_to_one, _) = ladder(2, false, false);
+        assert_eq!(keep_shape(one_to_one, 1280, 720), one_to_one, "16:9 as it is");
+        assert_eq!(keep_shape(one_to_one, 640, 480), VideoFormat { width: 480, height: 360, fps: 30 }, "4:3");
+        assert_eq!(keep_shape(ladder(2, false, true).0, 360, 640), VideoFormat { width: 360, height: 640, fps: 30 }, "portrait 9:16");
+        assert_eq!(keep_shape(ladder(2, false, true).0, 480, 640), VideoFormat { width: 360, height: 480, fps: 30 }, "portrait 3:4");
+        // Wider than 16:9: the width is capped and the height gives way.
+        assert_eq!(keep_shape(one_to_one, 2560, 1080), VideoFormat { width: 640, height: 270, fps: 30 });
     }
 
     #[test]

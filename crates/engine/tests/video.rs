@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hark_engine::audio::{AudioSink, ToneSource, FRAME};
+use hark_engine::camera::CameraInfo;
 use hark_engine::core::CallEvent;
 use hark_engine::media::Devices;
 use hark_engine::ringtone::SilentOutput;
@@ -119,6 +120,8 @@ struct Person {
     seen_of: Arc<Mutex<std::collections::HashMap<UserId, Seen>>>,
     camera_open: Arc<AtomicBool>,
     heard: Heard,
+    /// The cameras the engine's hot-plug watch finds (a stand-in for plugging one in).
+    cameras: Arc<Mutex<Vec<CameraInfo>>>,
 }
 
 impl Person {
@@ -137,6 +140,8 @@ impl Person {
         let heard = Heard::default();
         let open = Arc::clone(&camera_open);
         let seen_of: Arc<Mutex<std::collections::HashMap<UserId, Seen>>> = Arc::default();
+        let cameras: Arc<Mutex<Vec<CameraInfo>>> = Arc::default();
+        let plugged = Arc::clone(&cameras);
         let (all, per_person) = (seen.clone(), Arc::clone(&seen_of));
         let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 3600;
         let config = EngineConfig {
@@ -166,10 +171,11 @@ impl Person {
                     Box::new(Both(all.clone(), mine)) as Box<dyn VideoSink>
                 }),
                 hd: false,
+                cameras: Some(Arc::new(move || plugged.lock().unwrap().clone())),
             },
         };
         let (engine, events) = Engine::start(config);
-        let mut person = Person { engine, events, seen, seen_of, camera_open, heard };
+        let mut person = Person { engine, events, seen, seen_of, camera_open, heard, cameras };
         person.wait_for(|e| matches!(e, EngineEvent::SignedIn { .. })).await;
         person
     }
@@ -186,6 +192,13 @@ async fn start_server() -> (hark_server::RunningServer, String, tempfile::TempDi
     let base = format!("http://{}", server.addr());
     let secret = hark_server::accounts::load_secret(dir.path()).unwrap();
     (server, base, dir, secret)
+}
+
+/// Alice places a video call to bob, and bob answers it.
+async fn alice_calls_bob(alice: &mut Person, bob: &mut Person) {
+    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { media: Media::Video, .. }))).await;
+    bob.engine.accept().await.unwrap();
 }
 
 /// Checks that `seen` got increasing frame numbers at `min_fps` or more at `size` over `window`.
@@ -360,9 +373,7 @@ async fn video_recovers_from_loss_with_keyframe_requests() {
     let (_server, base, _dir, secret) = start_server().await;
     let mut alice = Person::start(&base, &secret, "alice").await;
     let mut bob = Person::start_with_loss(&base, &secret, "bob", 3.0).await;
-    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
-    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
-    bob.engine.accept().await.unwrap();
+    alice_calls_bob(&mut alice, &mut bob).await;
     bob.wait_for(|e| matches!(e, EngineEvent::FirstRemoteVideoFrame { .. })).await;
     let since = Instant::now();
     let window = Duration::from_secs(10);
@@ -394,9 +405,7 @@ async fn camera_off_is_seen_at_once_and_video_resumes_within_a_second_of_on() {
     let (_server, base, _dir, secret) = start_server().await;
     let mut alice = Person::start(&base, &secret, "alice").await;
     let mut bob = Person::start(&base, &secret, "bob").await;
-    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
-    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
-    bob.engine.accept().await.unwrap();
+    alice_calls_bob(&mut alice, &mut bob).await;
     bob.wait_for(|e| matches!(e, EngineEvent::RemoteVideoAvailable { .. })).await;
 
     alice.engine.set_camera(false).await.unwrap();
@@ -424,9 +433,7 @@ async fn a_camera_that_cannot_open_is_an_error_and_the_call_goes_on() {
     let (_server, base, _dir, secret) = start_server().await;
     let mut alice = Person::launch(&base, &secret, "alice", 0.0, false).await;
     let mut bob = Person::start(&base, &secret, "bob").await;
-    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
-    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
-    bob.engine.accept().await.unwrap();
+    alice_calls_bob(&mut alice, &mut bob).await;
     let error = alice.wait_for(|e| matches!(e, EngineEvent::CameraError { .. })).await;
     assert!(format!("{error:?}").contains("busy"), "{error:?}");
     // Audio both ways, and bob's video still reaches alice (whatever order the events came in).
@@ -436,4 +443,56 @@ async fn a_camera_that_cannot_open_is_an_error_and_the_call_goes_on() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(bob.seen.len(), 0, "nothing came from a camera that never opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_a_portrait_camera_mid_call_releases_the_old_one_and_the_far_end_sees_the_new() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut alice = Person::start(&base, &secret, "alice").await;
+    let mut bob = Person::start(&base, &secret, "bob").await;
+    alice_calls_bob(&mut alice, &mut bob).await;
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteVideoAvailable { .. })).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::CameraStarted { .. })).await;
+
+    // A phone held upright, say: 360x640.
+    let second_open = Arc::new(AtomicBool::new(false));
+    let open = Arc::clone(&second_open);
+    alice.engine.set_camera_device(Arc::new(move || {
+        open.store(true, Ordering::SeqCst);
+        let portrait = VideoFormat { width: 360, height: 640, fps: 30 };
+        Ok(Box::new(WatchedCamera { inner: TestPatternSource::new(portrait), open: Arc::clone(&open) }) as Box<dyn VideoSource>)
+    }));
+    let switched = Instant::now();
+    let started = alice.wait_for(|e| matches!(e, EngineEvent::CameraStarted { .. })).await;
+    assert!(format!("{started:?}").contains("watched-test-pattern"), "{started:?}");
+    let deadline = switched + Duration::from_secs(1);
+    loop {
+        let upright = bob.seen.since(switched).iter().any(|(_, n, w, h)| n.is_some() && (*w, *h) == (360, 640));
+        if upright && !alice.camera_open.load(Ordering::SeqCst) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let seen: Vec<_> = bob.seen.since(switched).iter().map(|(_, n, w, h)| (*n, *w, *h)).collect();
+            panic!("within 1 s: the new camera's pictures at bob {upright} ({} frames since: {:?}), the old camera still open {}", seen.len(), &seen[seen.len().saturating_sub(5)..], alice.camera_open.load(Ordering::SeqCst));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(second_open.load(Ordering::SeqCst));
+    // And they keep coming, upright, with rising numbers.
+    let since = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_flowing("bob", &bob.seen, since, Duration::from_secs(2), 25.0, (360, 640));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_plugged_in_and_out_is_said() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut alice = Person::start(&base, &secret, "alice").await;
+    let webcam = CameraInfo { index: 0, name: "USB Webcam".into() };
+    alice.cameras.lock().unwrap().push(webcam.clone());
+    let plugged = alice.wait_for(|e| matches!(e, EngineEvent::CameraListChanged { .. })).await;
+    assert_eq!(plugged, EngineEvent::CameraListChanged { cameras: vec![webcam] });
+    alice.cameras.lock().unwrap().clear();
+    let unplugged = alice.wait_for(|e| matches!(e, EngineEvent::CameraListChanged { .. })).await;
+    assert_eq!(unplugged, EngineEvent::CameraListChanged { cameras: vec![] });
 }

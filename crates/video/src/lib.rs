@@ -1,6 +1,7 @@
 //! hark-video: Hark's video building blocks, free of any runtime.
 //!
 //! - [`frame`]: pictures in I420, the one format every path speaks, and scaling;
+//! - [`convert`]: camera pixels (MJPEG, YUYV, NV12) to I420;
 //! - [`vp8`]: VP8 encoding and decoding over libvpx, with realtime settings, forced keyframes and
 //!   live bitrate changes;
 //! - [`y4m`]: YUV4MPEG2 files, what a `file:` camera plays and a recording writes;
@@ -11,6 +12,7 @@
 //! calls, threads or time. All unsafe code is in [`vp8`], at the libvpx boundary.
 #![deny(missing_docs)]
 
+pub mod convert;
 pub mod frame;
 pub mod pattern;
 pub mod vp8;
