@@ -14,6 +14,7 @@ pub mod keyframe_requests;
 pub mod media;
 pub mod peer;
 pub mod ringtone;
+pub mod round_trips;
 pub mod signaling;
 pub mod sound_card;
 pub mod video;

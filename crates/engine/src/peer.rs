@@ -37,6 +37,7 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
+use crate::round_trips::{RoundTripTime, RoundTrips};
 
 /// How a peer connection is set up: from `welcome`, plus where to bind.
 #[derive(Debug, Clone)]
@@ -170,11 +171,12 @@ impl PeerLink {
         // mDNS lets us resolve a browser's `.local` candidates, but its multicast socket cannot
         // be opened where there is no multicast route (a bare network namespace, some
         // containers): then the connection is built without it rather than not at all.
-        let pc = match build(media, settings, Arc::clone(&handler), MulticastDnsMode::QueryOnly).await {
+        let rtt = RoundTripTime::default();
+        let pc = match build(media, settings, Arc::clone(&handler), MulticastDnsMode::QueryOnly, &rtt).await {
             Ok(pc) => pc,
             Err(e) => {
                 debug!(error = %e, "peer connection with mDNS failed; trying without");
-                build(media, settings, handler, MulticastDnsMode::Disabled).await.map_err(fail)?
+                build(media, settings, handler, MulticastDnsMode::Disabled, &rtt).await.map_err(fail)?
             }
         };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
@@ -240,7 +242,7 @@ impl PeerLink {
         };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false };
+        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, rtt };
         tokio::spawn(task.run(command_rx, local_rx));
         Ok(PeerLink { commands })
     }
@@ -258,6 +260,7 @@ async fn build(
     settings: &PeerSettings,
     handler: Arc<Handler>,
     mdns: MulticastDnsMode,
+    rtt: &RoundTripTime,
 ) -> Result<impl PeerConnection, webrtc::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
@@ -272,6 +275,7 @@ async fn build(
         Slot::NackGenerator,
         NackGeneratorBuilder::new().with_interval(Duration::from_millis(50)).with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build(),
     );
+    registry = registry.with(Slot::from(crate::round_trips::SLOT), RoundTrips::new(rtt.clone()));
     if media == Media::Video {
         registry = registry.with(Slot::from(crate::keyframe_requests::SLOT), crate::keyframe_requests::KeyframeRequests::default());
     }
@@ -373,6 +377,8 @@ struct LinkTask {
     /// Remote candidates that came before the remote description.
     held: Vec<RTCIceCandidateInit>,
     connected: bool,
+    /// The RTT measured from RTCP reports ([`crate::round_trips`]).
+    rtt: RoundTripTime,
 }
 
 impl LinkTask {
@@ -531,7 +537,8 @@ impl LinkTask {
     }
 
     /// Loss from our own inbound stats (the far side's RTCP reports are not parsed by webrtc-rs
-    /// 0.21.1), RTT from the selected candidate pair's consent checks.
+    /// 0.21.1); RTT from RTCP sender and receiver reports, or from the selected candidate pair's
+    /// consent checks until the first report has come back.
     async fn report_quality(&mut self, (last_received, last_lost): (u64, i64), quality_due: bool) -> (u64, i64) {
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
         let (mut received, mut lost) = (0u64, 0i64);
@@ -567,7 +574,7 @@ impl LinkTask {
             Some(RTCStatsReportEntry::IceCandidatePair(p)) => Some(p),
             _ => None,
         });
-        let rtt_ms = pair.as_ref().map(|p| p.current_round_trip_time * 1000.0);
+        let rtt_ms = self.rtt.get().map(|rtt| rtt.as_secs_f64() * 1000.0).or_else(|| pair.as_ref().map(|p| p.current_round_trip_time * 1000.0));
         let relayed = pair
             .and_then(|p| match report.get(&format!("RTCLocalIceCandidate_{}", p.local_candidate_id)) {
                 Some(RTCStatsReportEntry::LocalCandidate(c)) => Some(c.candidate_type == RTCIceCandidateType::Relay),
