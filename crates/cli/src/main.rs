@@ -21,7 +21,7 @@ use hark_engine::sound_card::{MicrophoneSource, SpeakerSink};
 use hark_engine::voice_processing::ProcessingSettings;
 use hark_engine::ringtone::{RingtoneChoice, RingtoneKind, RodioOutput, SilentOutput};
 use hark_engine::signaling::{Credentials, SignalingConfig};
-use hark_engine::video::{CameraSpec, NoVideo, TestPatternSource, VideoFormat, VideoOutSpec, VideoSink, VideoSource, Y4mFileSource, Y4mRecorder};
+use hark_engine::video::{clock_stamp_age, clock_stamp_now, CameraSpec, NoVideo, TestPatternSource, VideoFormat, VideoOutSpec, VideoSink, VideoSource, Y4mFileSource, Y4mRecorder};
 use hark_engine::camera::Webcam;
 use hark_engine::video_send::{ladder, CameraOpener};
 use hark_engine::{Engine, EngineConfig, EngineEvent, VideoConfig};
@@ -73,12 +73,14 @@ struct Cli {
     #[arg(long, global = true)]
     ringtone: Option<std::path::PathBuf>,
     /// Camera for video calls: default (the first camera), /dev/videoN (see `hark-cli cameras`),
-    /// test-pattern (a moving picture stamped with its frame number), file:PATH.y4m (4:2:0,
-    /// played in real time, looped), none.
+    /// test-pattern (a moving picture stamped with its frame number), test-clock (the same,
+    /// stamped with the time it was made), file:PATH.y4m (4:2:0, played in real time, looped),
+    /// none.
     #[arg(long, global = true, default_value = "none")]
     camera: String,
     /// Where the others' video goes: record:PATH.y4m (one file per person in a group call,
-    /// PATH-USER.y4m), count (decoded, counted and said at the end, not kept), none.
+    /// PATH-USER.y4m), count (decoded, counted and said at the end, not kept), latency (capture ->
+    /// decoded of a test-clock camera on this machine, said at the end), none.
     #[arg(long, global = true, default_value = "none")]
     video_out: String,
     /// Send 1280x720 in 1:1 video calls (640x360 otherwise).
@@ -410,6 +412,7 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
     let camera: Option<CameraOpener> = match cli.camera.parse::<CameraSpec>()? {
         CameraSpec::None => None,
         CameraSpec::TestPattern => Some(Arc::new(|| Ok(Box::new(TestPatternSource::new(VideoFormat::DEFAULT)) as Box<dyn VideoSource>))),
+        CameraSpec::TestClock => Some(Arc::new(|| Ok(Box::new(TestPatternSource::clock(VideoFormat::DEFAULT)) as Box<dyn VideoSource>))),
         CameraSpec::File(path) => {
             // Checked now, so a bad file is an error at the start rather than in the call.
             Y4mFileSource::open(&path)?;
@@ -426,6 +429,7 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
     let sinks = Arc::new(move |user: &hark_protocol::UserId, group: bool| match (&out, out.path_for(user, group)) {
         (_, Some(path)) => Box::new(Y4mRecorder::new(&path, 30)) as Box<dyn VideoSink>,
         (VideoOutSpec::Count, None) => Box::new(FrameCount { user: user.clone(), frames: 0, size: (0, 0), printer: Printer { json } }) as Box<dyn VideoSink>,
+        (VideoOutSpec::Latency, None) => Box::new(FrameLatency { user: user.clone(), ages_ms: Vec::new(), unread: 0, printer: Printer { json } }) as Box<dyn VideoSink>,
         _ => Box::new(NoVideo) as Box<dyn VideoSink>,
     });
     Ok(VideoConfig { camera, sinks, hd: cli.hd, cameras })
@@ -450,6 +454,38 @@ impl VideoSink for FrameCount {
         let (user, frames, (width, height)) = (&self.user, self.frames, self.size);
         let json = serde_json::json!({"event": "video_frames", "user": user, "frames": frames, "width": width, "height": height});
         self.printer.line(&json, &format!("decoded {frames} frames of {user}'s video ({width}x{height})"));
+    }
+}
+
+/// `--video-out latency`: reads the capture time a `test-clock` camera stamped on each of one
+/// person's pictures as it is decoded, and says the p50 and p90 of capture -> decoded when their
+/// video ends (the sender must be on this machine's clock).
+struct FrameLatency {
+    user: hark_protocol::UserId,
+    ages_ms: Vec<u32>,
+    unread: u64,
+    printer: Printer,
+}
+
+impl VideoSink for FrameLatency {
+    fn write_frame(&mut self, frame: &hark_video::I420Frame) {
+        let now = clock_stamp_now();
+        match hark_video::pattern::read_number(frame) {
+            Some(stamp) => self.ages_ms.push(clock_stamp_age(stamp, now)),
+            None => self.unread += 1,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.ages_ms.sort_unstable();
+        let at = |q: f64| self.ages_ms.get(((self.ages_ms.len() as f64 - 1.0) * q).round().max(0.0) as usize).copied();
+        let (p50, p90, frames, unread, user) = (at(0.5), at(0.9), self.ages_ms.len(), self.unread, &self.user);
+        let json = serde_json::json!({"event": "video_latency", "user": user, "frames": frames, "unread": unread, "p50_ms": p50, "p90_ms": p90});
+        let text = match (p50, p90) {
+            (Some(p50), Some(p90)) => format!("{user}'s video: capture -> decoded p50 {p50} ms, p90 {p90} ms over {frames} frames"),
+            _ => format!("{user}'s video: no clock-stamped frames ({unread} unread)"),
+        };
+        self.printer.line(&json, &text);
     }
 }
 

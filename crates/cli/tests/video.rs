@@ -50,39 +50,46 @@ async fn wait_for_line(child: &mut Child, what: &'static str) -> std::io::Lines<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clis_record_each_others_video() {
     let (server, base, dir) = server(Vec::new()).await;
-    let (alice_out, bob_out) = (dir.path().join("alice-saw.y4m"), dir.path().join("bob-saw.y4m"));
-    // Options after the command, the way people type them.
+    let bob_out = dir.path().join("bob-saw.y4m");
+    // Options after the command, the way people type them. Both cameras stamp each picture with
+    // the time it was made: bob records alice's, and alice reads how long bob's took to reach
+    // her decoder.
     let bob_video = format!("record:{}", bob_out.display());
     let mut bob = Killed(
-        cli(&base, &["answer", "--auto", "--user", "bob", "--camera", "test-pattern", "--video-out", &bob_video])
+        cli(&base, &["answer", "--auto", "--user", "bob", "--camera", "test-clock", "--video-out", &bob_video])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     );
     let _bob_output = wait_for_line(&mut bob.0, "signed in").await;
-    let alice_video = format!("record:{}", alice_out.display());
-    let status = tokio::task::spawn_blocking({
+    let output = tokio::task::spawn_blocking({
         let base = base.clone();
         move || {
-            cli(&base, &["call", "bob", "--video", "--duration", "5", "--user", "alice", "--camera", "test-pattern", "--video-out", &alice_video])
-                .status()
+            cli(&base, &["call", "bob", "--video", "--duration", "5", "--user", "alice", "--camera", "test-clock", "--video-out", "latency", "--json"])
+                .output()
                 .unwrap()
         }
     })
     .await
     .unwrap();
-    assert!(status.success(), "hark-cli call failed: {status}");
+    assert!(output.status.success(), "hark-cli call failed: {}", String::from_utf8_lossy(&output.stderr));
     let bob_status = tokio::task::spawn_blocking(move || bob.0.wait().unwrap()).await.unwrap();
     assert!(bob_status.success());
 
-    for (who, path) in [("alice", &alice_out), ("bob", &bob_out)] {
-        let (numbers, size) = recorded(path);
-        assert_eq!(size, (640, 360), "{who}");
-        let read: Vec<u32> = numbers.iter().map(|n| n.unwrap_or_else(|| panic!("{who}: a frame without its number"))).collect();
-        assert!(read.windows(2).all(|w| w[1] > w[0]), "{who}: numbers go up");
-        // About four seconds of a five-second call carry video (setup and the keyframe first).
-        assert!(read.len() >= 100, "{who}: {} frames", read.len());
-    }
+    // Bob decoded alice's clock stamps: rising, every frame readable.
+    let (stamps, size) = recorded(&bob_out);
+    assert_eq!(size, (640, 360));
+    let read: Vec<u32> = stamps.iter().map(|n| n.expect("bob: a frame without its stamp")).collect();
+    assert!(read.windows(2).all(|w| w[1] > w[0]), "bob: stamps go up");
+    // About four seconds of a five-second call carry video (setup and the keyframe first).
+    assert!(read.len() >= 100, "bob: {} frames", read.len());
+    // Alice read the capture time on bob's pictures as she decoded them.
+    let latency = String::from_utf8_lossy(&output.stdout).lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|e| e["event"] == "video_latency").expect("alice's video_latency line");
+    assert_eq!(latency["user"], "bob");
+    assert!(latency["frames"].as_u64().unwrap() >= 100 && latency["unread"] == 0, "{latency}");
+    println!("capture -> decoded, bob to alice: {latency}");
+    // On loopback it is tens of milliseconds; a second would be frames queueing somewhere.
+    assert!(latency["p50_ms"].as_u64().is_some_and(|ms| ms < 1000), "{latency}");
     server.shutdown().await;
 }
 

@@ -50,7 +50,7 @@ pub enum VideoDeviceError {
         reason: String,
     },
     /// A device spec like `file:x.y4m` could not be read.
-    #[error("unknown video device '{0}' (use default, /dev/videoN, test-pattern, file:PATH.y4m, none; record:PATH.y4m, count, none)")]
+    #[error("unknown video device '{0}' (use default, /dev/videoN, test-pattern, test-clock, file:PATH.y4m, none; record:PATH.y4m, count, latency, none)")]
     UnknownSpec(String),
 }
 
@@ -90,25 +90,47 @@ fn pace(due: &mut Instant, fps: u32) {
     }
 }
 
-/// The moving test pattern, numbered from 0, at the format asked for.
+/// The wall-clock time in ms modulo 2^24 (about 4.7 hours), as a clock stamp carries it.
+pub fn clock_stamp_now() -> u32 {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    (ms & u128::from(pattern::NUMBER_MASK)) as u32
+}
+
+/// How many ms ago a clock stamp was made, by the same clock (stamps wrap every 2^24 ms).
+pub fn clock_stamp_age(stamp: u32, now: u32) -> u32 {
+    now.wrapping_sub(stamp) & pattern::NUMBER_MASK
+}
+
+/// The moving test pattern at the format asked for, stamped with its frame number from 0, or,
+/// as a clock, with the wall-clock ms at which each picture was made ([`clock_stamp_now`]): a far
+/// end on the same machine reads how long capture -> decoded took.
 #[derive(Debug)]
 pub struct TestPatternSource {
     format: VideoFormat,
     number: u32,
+    clock: bool,
     due: Instant,
 }
 
 impl TestPatternSource {
-    /// A pattern at `format`.
+    /// A numbered pattern at `format`.
     pub fn new(format: VideoFormat) -> Self {
-        TestPatternSource { format, number: 0, due: Instant::now() }
+        TestPatternSource { format, number: 0, clock: false, due: Instant::now() }
+    }
+
+    /// A pattern at `format` stamped with the time each picture is made.
+    pub fn clock(format: VideoFormat) -> Self {
+        TestPatternSource { clock: true, ..TestPatternSource::new(format) }
     }
 }
 
 impl VideoSource for TestPatternSource {
     fn next_frame(&mut self) -> Result<I420Frame, VideoDeviceError> {
         pace(&mut self.due, self.format.fps);
-        let frame = pattern::draw(self.format.width, self.format.height, self.number);
+        let mut frame = pattern::draw(self.format.width, self.format.height, self.number);
+        if self.clock {
+            pattern::stamp(&mut frame, clock_stamp_now());
+        }
         self.number = self.number.wrapping_add(1);
         Ok(frame)
     }
@@ -123,7 +145,7 @@ impl VideoSource for TestPatternSource {
     }
 
     fn name(&self) -> String {
-        "test-pattern".into()
+        if self.clock { "test-clock" } else { "test-pattern" }.into()
     }
 }
 
@@ -238,6 +260,8 @@ pub enum CameraSpec {
     Device(u32),
     /// The moving test pattern.
     TestPattern,
+    /// The moving test pattern stamped with the time of capture.
+    TestClock,
     /// A Y4M file.
     File(PathBuf),
     /// No camera: calls are placed and answered without sending video.
@@ -251,6 +275,7 @@ impl std::str::FromStr for CameraSpec {
         match spec {
             "default" => Ok(CameraSpec::Default),
             "test-pattern" => Ok(CameraSpec::TestPattern),
+            "test-clock" => Ok(CameraSpec::TestClock),
             "none" => Ok(CameraSpec::None),
             _ => match (spec.strip_prefix("file:"), spec.strip_prefix("/dev/video").map(str::parse::<u32>)) {
                 (Some(path), _) if !path.is_empty() => Ok(CameraSpec::File(PathBuf::from(path))),
@@ -271,6 +296,9 @@ pub enum VideoOutSpec {
     /// when their video ends (for benchmarks, where writing the pictures would cost more than
     /// decoding them).
     Count,
+    /// Each person's pictures, stamped by a `test-clock` camera on this machine, read for how long
+    /// capture -> decoded took; the p50 and p90 said when their video ends.
+    Latency,
     /// Nowhere.
     None,
 }
@@ -282,6 +310,7 @@ impl std::str::FromStr for VideoOutSpec {
         match spec {
             "none" => Ok(VideoOutSpec::None),
             "count" => Ok(VideoOutSpec::Count),
+            "latency" => Ok(VideoOutSpec::Latency),
             _ => match spec.strip_prefix("record:") {
                 Some(path) if !path.is_empty() => Ok(VideoOutSpec::Record(PathBuf::from(path))),
                 _ => Err(VideoDeviceError::UnknownSpec(spec.to_owned())),
@@ -363,6 +392,19 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_pattern_carries_the_time_it_was_made() {
+        let mut camera = TestPatternSource::clock(VideoFormat { width: 320, height: 180, fps: 30 });
+        let before = clock_stamp_now();
+        let stamp = pattern::read_number(&camera.next_frame().unwrap()).unwrap();
+        let after = clock_stamp_now();
+        assert!(clock_stamp_age(stamp, after) <= clock_stamp_age(before, after), "made between {before} and {after}: {stamp}");
+        assert_eq!(camera.name(), "test-clock");
+        // Across the wrap of 2^24 ms.
+        assert_eq!(clock_stamp_age(pattern::NUMBER_MASK - 4, 5), 10);
+        assert_eq!(clock_stamp_age(100, 160), 60);
+    }
+
+    #[test]
     fn specs() {
         assert_eq!("test-pattern".parse::<CameraSpec>().unwrap(), CameraSpec::TestPattern);
         assert_eq!("file:a.y4m".parse::<CameraSpec>().unwrap(), CameraSpec::File("a.y4m".into()));
@@ -371,6 +413,8 @@ mod tests {
         assert_eq!("/dev/video2".parse::<CameraSpec>().unwrap(), CameraSpec::Device(2));
         assert!("/dev/videoX".parse::<CameraSpec>().is_err());
         assert!("/dev/sda".parse::<CameraSpec>().is_err());
+        assert_eq!("test-clock".parse::<CameraSpec>().unwrap(), CameraSpec::TestClock);
+        assert_eq!("latency".parse::<VideoOutSpec>().unwrap(), VideoOutSpec::Latency);
         assert_eq!("none".parse::<VideoOutSpec>().unwrap(), VideoOutSpec::None);
         assert!("record:".parse::<VideoOutSpec>().is_err());
         let count = "count".parse::<VideoOutSpec>().unwrap();

@@ -11,6 +11,9 @@
 use crate::I420Frame;
 
 const BITS: u32 = 24;
+
+/// The numbers a stamp carries: 0 to 2^24 - 1.
+pub const NUMBER_MASK: u32 = (1 << BITS) - 1;
 const BLOCKS: u32 = 32;
 const DARK: u8 = 16;
 const LIGHT: u8 = 235;

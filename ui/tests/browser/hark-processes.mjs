@@ -112,16 +112,17 @@ export function fakeCameraArgs(y4m) {
 }
 
 /** Signs a page (already on servePeerPage's URL) in as the holder of `token`, with its camera at `width`x`height`. */
-export async function signInPage(page, base, token, width = 640, height = 360, readStamps = true) {
+export async function signInPage(page, base, token, width = 640, height = 360, readStamps = true, clock = false) {
   await page.waitForFunction(() => 'HarkPeer' in window);
   return page.evaluate(
-    async ({ ws, token, width, height, readStamps }) => {
+    async ({ ws, token, width, height, readStamps, clock }) => {
       window.peer = new window.HarkPeer(ws, token);
       window.peer.readStamps = readStamps;
+      window.peer.clock = clock;
       const user = await window.peer.signIn();
       await window.peer.openCamera(width, height);
       return user;
     },
-    { ws: `${base.replace('http', 'ws')}/v1/ws`, token, width, height, readStamps },
+    { ws: `${base.replace('http', 'ws')}/v1/ws`, token, width, height, readStamps, clock },
   );
 }

@@ -44,6 +44,21 @@ export function readStamp(luma, width) {
   return (word & 0xff) === checkByte(number) ? number : null;
 }
 
+/** Draws the stamp of a 24-bit `number` across the top of a 2D canvas `width` wide. */
+function drawStamp(context, width, number) {
+  const word = number * 256 + checkByte(number);
+  const rows = stampRows(width);
+  for (let index = 0; index < 32; index++) {
+    const from = Math.floor((index * width) / 32);
+    const to = Math.floor(((index + 1) * width) / 32);
+    context.fillStyle = Math.floor(word / 2 ** (31 - index)) % 2 === 1 ? '#ebebeb' : '#101010';
+    context.fillRect(from, 0, to - from, rows);
+  }
+}
+
+/** Wall-clock ms modulo 2^24, as a clock stamp carries it (hark-cli's `test-clock` camera too). */
+const clockStamp = (ms) => Math.floor(ms) % 2 ** 24;
+
 /** The number stamped on the picture `video` shows now (`width` wide), read through `canvas`. */
 function stampShown(video, canvas, context, width) {
   const rows = stampRows(width);
@@ -90,6 +105,12 @@ export class HarkPeer {
     this.garbageSent = 0;
     /** False: count presented frames only, without drawing them to read stamps (for benchmarks). */
     this.readStamps = true;
+    /**
+     * Set before `openCamera`: the camera is a canvas stamped with the wall-clock time each
+     * picture is drawn, and each picture shown is read for how long capture -> shown took
+     * (`latencies` of its link, in ms; the far side must be on this machine's clock).
+     */
+    this.clock = false;
     /** When this page last accepted a call (performance.now()). */
     this.acceptedAt = null;
     /** Signals are handled one at a time, in order: a candidate must not overtake its offer. */
@@ -150,7 +171,28 @@ export class HarkPeer {
   }
 
   async openCamera(width = 640, height = 360) {
-    this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width, height, frameRate: 30 } });
+    if (!this.clock) {
+      this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width, height, frameRate: 30 } });
+      return;
+    }
+    const audio = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const canvas = document.createElement('canvas');
+    [canvas.width, canvas.height] = [width, height];
+    const context = canvas.getContext('2d');
+    let frame = 0;
+    // A moving square under the stamp, so the encoder has motion to code as it has with a camera.
+    const draw = () => {
+      context.fillStyle = '#406080';
+      context.fillRect(0, 0, width, height);
+      context.fillStyle = '#e0c040';
+      context.fillRect((frame * 4) % width, height / 2, height / 4, height / 4);
+      frame++;
+      drawStamp(context, width, clockStamp(Date.now()));
+    };
+    draw();
+    this.clockTimer = setInterval(draw, 1000 / 30);
+    const video = canvas.captureStream(30).getVideoTracks();
+    this.local = new MediaStream([...audio.getAudioTracks(), ...video]);
   }
 
   /** The link to `user`: a peer connection sending the camera and microphone (audio m-line first). */
@@ -158,7 +200,7 @@ export class HarkPeer {
     const known = this.links.get(user);
     if (known) return known;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', encodedInsertableStreams: this.insertable });
-    const link = { pc, stamps: [], frames: 0, firstFrameAt: null };
+    const link = { pc, stamps: [], latencies: [], frames: 0, firstFrameAt: null };
     this.links.set(user, link);
     pc.onicecandidate = ({ candidate }) => {
       if (!candidate) {
@@ -284,7 +326,7 @@ export class HarkPeer {
     link.video?.remove();
     link.video = undefined;
     this.links.delete(user);
-    this.seen[user] = { stamps: link.stamps, size: link.size, frames: link.frames, firstFrameAt: link.firstFrameAt };
+    this.seen[user] = { stamps: link.stamps, latencies: link.latencies, size: link.size, frames: link.frames, firstFrameAt: link.firstFrameAt };
   }
 
   /** Plays a remote video and reads the stamp of every frame the browser presents. */
@@ -299,14 +341,24 @@ export class HarkPeer {
     // Only the stamp's band of each picture is drawn and read back.
     const canvas = document.createElement('canvas');
     const context = canvas.getContext('2d', { willReadFrequently: true });
-    const onFrame = () => {
+    const onFrame = (now, metadata) => {
       if (link.video !== video) return;
       const { videoWidth: width, videoHeight: height } = video;
       link.frames++;
       link.firstFrameAt ??= performance.now();
       if (width > 0 && height > 0) {
         link.size = `${width}x${height}`;
-        if (this.readStamps) link.stamps.push(stampShown(video, canvas, context, width));
+        const stamp = this.readStamps || this.clock ? stampShown(video, canvas, context, width) : null;
+        if (this.readStamps) link.stamps.push(stamp);
+        if (this.clock && stamp !== null) {
+          // When the frame was decoded (its last packet's arrival plus the time to decode it, as
+          // Chromium reports them for WebRTC video), else when it was handed to the compositor;
+          // on the wall clock.
+          const decoded = metadata.receiveTime !== undefined && metadata.processingDuration !== undefined;
+          const at = decoded ? metadata.receiveTime + 1000 * metadata.processingDuration : metadata.presentationTime;
+          link.latencyPoint = decoded ? 'decoded' : 'presented';
+          link.latencies.push((clockStamp(Date.now() - (performance.now() - at)) - stamp + 2 ** 24) % 2 ** 24);
+        }
       }
       video.requestVideoFrameCallback(onFrame);
     };

@@ -9,6 +9,11 @@
 //   Chromium's whole process tree: browser, renderer, GPU, network and audio services), at
 //   640x360 and 1280x720, with the frame rate each side decoded in that call;
 // - accept -> first decoded remote frame at the side that accepted, p50 over several calls;
+// - capture -> decoded at the far end, p50 each way over a call, at 640x360: both stacks' cameras
+//   stamp each picture with the wall-clock time it was made (hark-cli `--camera test-clock`, the
+//   page a canvas it stamps), and the far side reads the stamp as it decodes (hark-cli) or off
+//   the frame's receive time plus its processing duration (Chromium's requestVideoFrameCallback
+//   metadata for WebRTC video; its presentation time where those are missing, said in the table);
 // - RSS of hark-cli at the end of the 720p window;
 // - nine hark-cli processes in one group video call: CPU and RSS per participant, and the
 //   slowest frame rate of the 72 streams (hark-cli's figures only).
@@ -28,6 +33,8 @@ const binaries = process.env.HARK_BIN_DIR ?? resolve(uiDir, '../target/release')
 const binary = (name) => binaryIn(binaries, name);
 const PASSWORD = 'bench password 1';
 const TICKS = 100; // USER_HZ on Linux
+/** Length of the capture -> decoded call. */
+const LATENCY_SECONDS = 20;
 const SIZES = [
   [640, 360],
   [1280, 720],
@@ -103,13 +110,13 @@ function cli(base, user, args) {
 }
 
 /** One side of a Chromium call: its own browser (and fake camera), signed in as `user`. */
-async function chromiumSide(site, base, user, camera, [width, height]) {
+async function chromiumSide(site, base, user, camera, [width, height], clock = false) {
   const before = new Set(childrenOf(process.pid));
   const chromium = await launchChromium(fakeCameraArgs(camera));
   const page = await chromium.browser.newPage();
   await page.goto(site.url);
   const token = (await post(base, '/v1/login', { user, password: PASSWORD })).body.token;
-  await signInPage(page, base, token, width, height, false);
+  await signInPage(page, base, token, width, height, false, clock);
   // Playwright starts the browser as a child of this process: the new child is the root of this
   // side's process tree.
   const pid = childrenOf(process.pid).find((child) => !before.has(child));
@@ -160,6 +167,44 @@ async function cpuOver(seconds, pids) {
   await sleep(seconds * 1000);
   const wall = (performance.now() - started) / 1000;
   return pids.map(([pid, tree], i) => (100 * (cpuSeconds(pid, tree) - before[i])) / wall);
+}
+
+/** The p50 of some numbers, as text. */
+const p50 = (values) => (values.length ? `${median(values).toFixed(0)}` : '–');
+
+/**
+ * Capture -> decoded at the far end, each way, in one call per stack at `size`: both cameras
+ * stamp the wall-clock time of capture; each far side reads it off every picture it decodes.
+ */
+async function captureToDecoded(site, base, camera, size) {
+  const label = `${size[0]}x${size[1]}`;
+  say(`${label}: capture -> decoded, ${LATENCY_SECONDS} s calls`);
+  const options = ['--camera', 'test-clock', '--video-out', 'latency'];
+  const hb = cli(base, 'hb', [...options, 'answer', '--auto']);
+  await hb.at('"signed_in"');
+  const ha = cli(base, 'ha', [...options, 'call', 'hb', '--video', '--duration', String(LATENCY_SECONDS)]);
+  await Promise.all([ha.exited, hb.exited]);
+  const said = (run, from) => run.texts().filter((l) => l.includes('"video_latency"') && l.includes(`"${from}"`)).map((l) => JSON.parse(l))[0];
+  const [toA, toB] = [said(ha, 'hb'), said(hb, 'ha')];
+  if (!toA?.p50_ms || !toB?.p50_ms) throw new Error(`hark-cli said no latency:
+${ha.report()}
+${hb.report()}`);
+
+  const ca = await chromiumSide(site, base, 'ca', camera, size, true);
+  const cb = await chromiumSide(site, base, 'cb', camera, size, true);
+  await chromiumCall(ca, cb);
+  await sleep(LATENCY_SECONDS * 1000);
+  const latencies = (side, from) => side.page.evaluate((from) => window.peer.links.get(from)?.latencies ?? [], from);
+  const point = await cb.page.evaluate(() => window.peer.links.get('ca')?.latencyPoint);
+  const [atA, atB] = [await latencies(ca, 'cb'), await latencies(cb, 'ca')];
+  await chromiumHangup(ca, cb);
+  await ca.chromium.close();
+  await cb.chromium.close();
+  if (atA.length === 0 || atB.length === 0) throw new Error('Chromium read no clock stamps');
+  const hark = (toA.p50_ms + toB.p50_ms) / 2;
+  const chromium = (median(atA) + median(atB)) / 2;
+  const chromiumPoint = point === 'decoded' ? '' : ', to presentation';
+  return `| capture -> decoded at the far end, ${label}, p50 each way (frames read) | ${toB.p50_ms} / ${toA.p50_ms} ms (${toB.frames} / ${toA.frames}) | ${p50(atB)} / ${p50(atA)} ms (${atB.length} / ${atA.length}${chromiumPoint}) | ${(hark / chromium).toFixed(2)}× |`;
 }
 
 /**
@@ -276,12 +321,14 @@ async function main() {
       }
       await ca.chromium.close();
       await cb.chromium.close();
+      const latency = width < 1280 ? [await captureToDecoded(site, base, camera, size)] : [];
 
       const cpu = (a, b) => `${a.toFixed(1)} % / ${b.toFixed(1)} %`;
       rows.push(
         `| CPU per side (caller / callee), ${label} 30 fps, ${options.seconds} s | ${cpu(haCpu, hbCpu)} (decoding ${harkSize} at ${harkFps.toFixed(1)} fps) | ${cpu(caCpu, cbCpu)} (decoding ${after.size} at ${chromiumFps.toFixed(1)} fps) | ${((haCpu + hbCpu) / (caCpu + cbCpu)).toFixed(2)}× |`,
         `| accept -> first decoded frame, ${label}, p50 of ${options.calls} | ${median(harkFirst).toFixed(0)} ms | ${median(chromiumFirst).toFixed(0)} ms | ${(median(harkFirst) / median(chromiumFirst)).toFixed(2)}× |`,
       );
+      rows.push(...latency);
       if (width >= 1280) rows.push(`| hark-cli RSS in a ${label} call (larger side) | ${rss.toFixed(0)} MiB | | |`);
     }
     if (options.only !== '1:1') rows.push(...(await meshOfNine(base)));

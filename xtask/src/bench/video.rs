@@ -4,8 +4,8 @@
 //! driver uses playwright-core and Debian's Chromium, as the browser tests do), and runs
 //! `ui/tests/browser/video-bench.mjs`, which makes the call with two hark-cli processes and with
 //! two headless Chromiums side by side through one hark-server, and prints a Markdown table of
-//! figures for both (CPU per side at 640x360 and 1280x720, accept -> first decoded frame, hark-cli's
-//! RSS at 720p). The table goes into docs/BENCHMARKS.md under this benchmark's title.
+//! figures for both (CPU per side at 640x360 and 1280x720, accept -> first decoded frame, capture ->
+//! decoded at 640x360, hark-cli's RSS at 720p, and hark-cli's mesh of nine). The table goes into docs/BENCHMARKS.md under this benchmark's title.
 
 use std::process::{Command, Stdio};
 
@@ -20,7 +20,8 @@ usage: cargo xtask bench video [--seconds S] [--calls N] [--no-record]
 
   the same 1:1 video call made by two hark-cli processes and by two headless Chromiums (their own
   WebRTC), side by side: CPU per side over S seconds (default 60) at 640x360 and 1280x720, accept
-  -> first decoded frame (p50 of N calls, default 5), hark-cli RSS at 720p. Needs what `cargo xtask
+  -> first decoded frame (p50 of N calls, default 5), capture -> decoded at 640x360 (p50 each way
+  over a 20 s call), hark-cli RSS at 720p, a mesh of nine hark-cli. Needs what `cargo xtask
   test` installs (Debian Chromium, the UI's npm packages).";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -79,7 +80,11 @@ pub fn run(args: &[String]) -> Result<()> {
          CPU is each hark-cli process, and each Chromium's whole process tree (browser, renderer, GPU and network processes), \
          in % of one core over the window; Chromium also composites the video it shows, which hark-cli does not. Accept -> first \
          frame is measured at the side that accepts: for hark-cli from its incoming-call line to its first-frame line (it \
-         accepts at once), for Chromium from the page's `call.accept` to the first frame its video element presents.\n",
+         accepts at once), for Chromium from the page's `call.accept` to the first frame its video element presents. \
+         Capture -> decoded: each camera stamps its pictures with the wall-clock time they were made (hark-cli `--camera test-clock`; \
+         the page draws a canvas and sends its `captureStream`), and the far side reads the stamp off each picture: hark-cli as it \
+         is decoded, Chromium at the frame's `receiveTime` plus its `processingDuration` (requestVideoFrameCallback's metadata for \
+         WebRTC video: its last packet's arrival and the time to decode it).\n",
         utc_now(),
         machine.cores,
         machine.model,
