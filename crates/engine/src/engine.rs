@@ -321,6 +321,7 @@ impl Engine {
             media: None,
             receive_loss_percent: config.receive_loss_percent,
             camera_on: true,
+            camera_off_by_failure: false,
             video_shown: HashMap::new(),
             video: config.video,
             video_sender: None,
@@ -479,7 +480,8 @@ impl Engine {
     }
 
     /// Switches the camera (a picked device, say), mid-call or not: a running camera is
-    /// released and the new one opened in its place, and the others get a keyframe from it.
+    /// released and the new one opened in its place, and the others get a keyframe from it. A
+    /// camera that is off (or failed) stays off until [`Engine::set_camera`] turns it on.
     pub fn set_camera_device(&self, camera: CameraOpener) {
         let _ = self.requests.send(Request::Camera(camera));
     }
@@ -573,6 +575,8 @@ struct EngineTask {
     receive_loss_percent: f64,
     /// Whether our camera is on (off: the sender does not open it).
     camera_on: bool,
+    /// Whether the camera is off because it failed (not because the person turned it off).
+    camera_off_by_failure: bool,
     /// Whether each remote person's video was last said to be flowing, so each change is said
     /// once whether it came from their camera signal or from the frames.
     video_shown: HashMap<UserId, bool>,
@@ -630,6 +634,7 @@ impl EngineTask {
             Request::Command(command, reply) => {
                 if let Command::Camera { on } = command {
                     self.camera_on = on;
+                    self.camera_off_by_failure = false;
                     if let Some(sender) = &self.video_sender {
                         sender.set_enabled(on);
                     }
@@ -769,7 +774,21 @@ impl EngineTask {
     fn video_send_report(&mut self, report: VideoSendReport) {
         match report {
             VideoSendReport::CameraStarted(camera) => self.emit(EngineEvent::CameraStarted { camera }),
-            VideoSendReport::CameraFailed(message) => self.emit(EngineEvent::CameraError { message }),
+            VideoSendReport::CameraFailed(message) => {
+                self.emit(EngineEvent::CameraError { message });
+                // A failed camera counts as turned off: the others are told at once (rather than
+                // noticing after a while without pictures), and turning it on again retries.
+                if self.camera_on {
+                    self.camera_on = false;
+                    self.camera_off_by_failure = true;
+                    if let Some(sender) = &self.video_sender {
+                        sender.set_enabled(false);
+                    }
+                    if let Err(e) = self.core.command(self.clock.now_ms(), Command::Camera { on: false }) {
+                        debug!(error = ?e, "camera off after a failure");
+                    }
+                }
+            }
             VideoSendReport::Bitrate(kbps) => self.emit(EngineEvent::VideoBitrate { kbps }),
         }
     }
@@ -823,6 +842,14 @@ impl EngineTask {
         if self.media.is_none() {
             self.video_outlets.clear();
             self.video_shown.clear();
+            // A camera turned off by its failure is tried again in the next call (it may have
+            // been plugged back in); one the person turned off stays off.
+            if std::mem::take(&mut self.camera_off_by_failure) {
+                self.camera_on = true;
+                if let Err(e) = self.core.command(self.clock.now_ms(), Command::Camera { on: true }) {
+                    debug!(error = ?e, "camera back on after the call");
+                }
+            }
         }
     }
 

@@ -450,8 +450,9 @@ impl Encoder {
             }
             Command::Camera(camera) => {
                 self.camera = camera;
-                // A camera that failed is retried with the new one too; one turned off stays off.
-                if self.capture.is_some() || self.camera_failed {
+                // A running camera is replaced; one turned off (or failed, which the engine
+                // turns off) stays off until it is turned on.
+                if self.capture.is_some() {
                     self.capture = None;
                     self.start_camera();
                 }

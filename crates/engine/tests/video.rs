@@ -133,12 +133,13 @@ impl Person {
         Person::launch(server, secret, user, loss, true).await
     }
 
-    /// `camera_works: false` gives a camera that cannot be opened (busy, say).
+    /// `camera_works: false` gives a camera that cannot be opened the first time (busy, say).
     async fn launch(server: &str, secret: &[u8], user: &str, loss: f64, camera_works: bool) -> Person {
         let seen = Seen::default();
         let camera_open = Arc::new(AtomicBool::new(false));
         let heard = Heard::default();
         let open = Arc::clone(&camera_open);
+        let busy_once = AtomicBool::new(false);
         let seen_of: Arc<Mutex<std::collections::HashMap<UserId, Seen>>> = Arc::default();
         let cameras: Arc<Mutex<Vec<CameraInfo>>> = Arc::default();
         let plugged = Arc::clone(&cameras);
@@ -160,7 +161,7 @@ impl Person {
             processing: ProcessingSettings::OFF,
             video: VideoConfig {
                 camera: Some(Arc::new(move || {
-                    if !camera_works {
+                    if !camera_works && !busy_once.swap(true, Ordering::SeqCst) {
                         return Err(VideoDeviceError::Open { device: "/dev/video0".into(), reason: "Device or resource busy".into() });
                     }
                     open.store(true, Ordering::SeqCst);
@@ -429,13 +430,17 @@ async fn camera_off_is_seen_at_once_and_video_resumes_within_a_second_of_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_camera_that_cannot_open_is_an_error_and_the_call_goes_on() {
+async fn a_camera_that_cannot_open_is_an_error_the_others_are_told_and_the_next_call_tries_again() {
     let (_server, base, _dir, secret) = start_server().await;
     let mut alice = Person::launch(&base, &secret, "alice", 0.0, false).await;
     let mut bob = Person::start(&base, &secret, "bob").await;
     alice_calls_bob(&mut alice, &mut bob).await;
     let error = alice.wait_for(|e| matches!(e, EngineEvent::CameraError { .. })).await;
+    let failed = Instant::now();
     assert!(format!("{error:?}").contains("busy"), "{error:?}");
+    // Bob is told at once that alice's video is off.
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::RemoteCamera { on: false, .. }))).await;
+    assert!(failed.elapsed() < Duration::from_secs(1), "told after {:?}", failed.elapsed());
     // Audio both ways, and bob's video still reaches alice (whatever order the events came in).
     let deadline = Instant::now() + PATIENCE;
     while alice.seen.len() < 10 || *alice.heard.0.lock().unwrap() < 10 || *bob.heard.0.lock().unwrap() < 10 {
@@ -443,6 +448,14 @@ async fn a_camera_that_cannot_open_is_an_error_and_the_call_goes_on() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(bob.seen.len(), 0, "nothing came from a camera that never opened");
+
+    // The next call tries the camera again (it is free now), and bob sees alice.
+    alice.engine.hangup().await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    alice_calls_bob(&mut alice, &mut bob).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::CameraStarted { .. })).await;
+    bob.wait_for(|e| matches!(e, EngineEvent::FirstRemoteVideoFrame { .. })).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
