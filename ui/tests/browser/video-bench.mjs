@@ -238,7 +238,10 @@ async function meshOfNine(base) {
   // The slowest pair over the whole call (the first frames came a few seconds in: a floor).
   const rates = all.flatMap((run, i) => people.filter((_, j) => j !== i).map((other) => (run.framesOf(other)[0]?.frames ?? 0) / callSeconds));
   const slowest = Math.min(...rates);
-  const range = (values, unit) => `${Math.min(...values).toFixed(0)}–${Math.max(...values).toFixed(0)} ${unit}`;
+  const range = (values, unit) => {
+    const [low, high] = [Math.min(...values).toFixed(0), Math.max(...values).toFixed(0)];
+    return low === high ? `${low} ${unit}` : `${low}–${high} ${unit}`;
+  };
   return [
     `| a mesh of 9 (320x180 15 fps each way), CPU per participant over ${options.seconds} s | ${range(cpu, '%')} (${cpu.reduce((a, b) => a + b, 0).toFixed(0)} % in all) | | |`,
     `| a mesh of 9, RSS per participant | ${range(rss, 'MiB')} | | |`,
