@@ -509,3 +509,52 @@ async fn a_camera_plugged_in_and_out_is_said() {
     let unplugged = alice.wait_for(|e| matches!(e, EngineEvent::CameraListChanged { .. })).await;
     assert_eq!(unplugged, EngineEvent::CameraListChanged { cameras: vec![] });
 }
+
+/// A camera whose driver stops answering after some pictures, as nokhwa's `frame()` does when the
+/// device is unplugged: the call blocks and never returns.
+struct HangingCamera {
+    inner: TestPatternSource,
+    pictures_left: u32,
+}
+
+impl VideoSource for HangingCamera {
+    fn next_frame(&mut self) -> Result<I420Frame, VideoDeviceError> {
+        if self.pictures_left == 0 {
+            loop {
+                std::thread::park();
+            }
+        }
+        self.pictures_left -= 1;
+        self.inner.next_frame()
+    }
+    fn format(&self) -> VideoFormat {
+        self.inner.format()
+    }
+    fn name(&self) -> String {
+        "hanging-camera".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_hangs_is_reported_the_others_are_told_and_the_call_goes_on() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut alice = Person::start(&base, &secret, "alice").await;
+    let mut bob = Person::start(&base, &secret, "bob").await;
+    alice_calls_bob(&mut alice, &mut bob).await;
+    bob.wait_for(|e| matches!(e, EngineEvent::RemoteVideoAvailable { .. })).await;
+    alice.engine.set_camera_device(Arc::new(|| Ok(Box::new(HangingCamera { inner: TestPatternSource::new(VideoFormat::DEFAULT), pictures_left: 30 }) as Box<dyn VideoSource>)));
+    let switched = Instant::now();
+    let error = alice.wait_for(|e| matches!(e, EngineEvent::CameraError { .. })).await;
+    assert_eq!(error, EngineEvent::CameraError { message: "the camera stopped giving pictures".into() });
+    // 30 pictures (1 s), then the watchdog's 3 s, not a hang.
+    let waited = switched.elapsed();
+    assert!(waited >= hark_engine::video_send::CAMERA_STALL && waited < hark_engine::video_send::CAMERA_STALL + Duration::from_secs(3), "reported after {waited:?}");
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::RemoteCamera { on: false, .. }))).await;
+    // Audio goes on both ways.
+    let heard = (*alice.heard.0.lock().unwrap(), *bob.heard.0.lock().unwrap());
+    let deadline = Instant::now() + PATIENCE;
+    while *alice.heard.0.lock().unwrap() < heard.0 + 25 || *bob.heard.0.lock().unwrap() < heard.1 + 25 {
+        assert!(Instant::now() < deadline, "the call's audio stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
