@@ -1,6 +1,7 @@
 //! Video over a real lossy, capped network path: two hark-cli processes in a network namespace of
 //! their own (`unshare -n`, only `lo` in it), where nftables drops a tenth of all UDP at random and
-//! polices it to 500 kbit/s mid-call. (`tc netem` does not exist on these machines; nftables does.)
+//! polices it to 500 kbit/s mid-call, and a group of three where one person's link alone is
+//! policed. (`tc netem` does not exist on these machines; nftables does.)
 //! The server runs in this test's process, listening on a socket made inside the namespace.
 //!
 //! Needs root (to make a namespace), `unshare`, `nsenter`, `ip` and `nft`, which `cargo xtask test`
@@ -105,8 +106,9 @@ fn wait_event(rx: &std::sync::mpsc::Receiver<(Instant, serde_json::Value)>, name
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn video_survives_loss_and_a_bandwidth_cap_on_a_real_network_path() {
+/// A fresh namespace with a hark-server listening inside it, its data in a temporary folder, and
+/// its base URL.
+async fn server_in_a_namespace() -> (Namespace, tempfile::TempDir, hark_server::RunningServer, String) {
     let namespace = Namespace::new();
     let listener = namespace.listener();
     listener.set_nonblocking(true).unwrap();
@@ -116,6 +118,12 @@ async fn video_survives_loss_and_a_bandwidth_cap_on_a_real_network_path() {
             .await
             .unwrap();
     let base = format!("http://{}", server.addr());
+    (namespace, dir, server, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_survives_loss_and_a_bandwidth_cap_on_a_real_network_path() {
+    let (namespace, dir, server, base) = server_in_a_namespace().await;
     let cli = |args: &[&str]| {
         let mut command = namespace.command(env!("CARGO_BIN_EXE_hark-cli"));
         command
@@ -184,5 +192,61 @@ async fn video_survives_loss_and_a_bandwidth_cap_on_a_real_network_path() {
     println!("bob recorded {} frames, the last numbered {:?}", read.len(), read.last());
     // 26 s at 30 fps is 780 frames; runs here recorded 683–735.
     assert!(read.len() > 500, "only {} frames in 26 s", read.len());
+    server.shutdown().await;
+}
+
+/// A group of three where one person's link is slow: their inbound UDP is policed to 250 kbit/s
+/// (they bind an address of their own on the namespace's loopback, 127.0.0.3, which the rule
+/// matches). The slow link gets the sender's second, smaller layer; the healthy one keeps the main
+/// layer's full rate instead of being taken down to the slow one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_group_a_slow_link_gets_its_own_layer_and_does_not_slow_the_others() {
+    let (namespace, dir, server, base) = server_in_a_namespace().await;
+    const SECONDS: &str = "24";
+    let cli = |user: &str, bind: &str, args: &[&str]| {
+        let mut command = namespace.command(env!("CARGO_BIN_EXE_hark-cli"));
+        command
+            .args(args)
+            .args(["--user", user, "--duration", SECONDS, "--server", &base, "--password", "password123", "--register", "--bind", bind])
+            .args(["--mic", "tone:440", "--speaker", "none", "--json", "--camera", "test-pattern", "--video-out", "count"])
+            .stdout(Stdio::piped());
+        command
+    };
+    let mut bob = Killed(cli("bob", "127.0.0.1:0", &["answer", "--auto"]).spawn().unwrap());
+    let mut carol = Killed(cli("carol", "127.0.0.3:0", &["answer", "--auto"]).spawn().unwrap());
+    let (bob_events, carol_events) = (events(&mut bob.0), events(&mut carol.0));
+    let (mut bob_log, mut carol_log) = (Vec::new(), Vec::new());
+    wait_event(&bob_events, "signed_in", &mut bob_log);
+    wait_event(&carol_events, "signed_in", &mut carol_log);
+    let mut alice = Killed(cli("alice", "127.0.0.1:0", &["call", "bob", "carol", "--video"]).spawn().unwrap());
+    let alice_events = events(&mut alice.0);
+    wait_event(&bob_events, "first_remote_video_frame", &mut bob_log);
+    namespace.nft("add table inet impair");
+    namespace.nft("add chain inet impair in { type filter hook input priority 0 ; }");
+    namespace.nft("add rule inet impair in ip daddr 127.0.0.3 meta l4proto udp limit rate over 31 kbytes/second drop");
+
+    let ended = tokio::task::spawn_blocking(move || {
+        let status = alice.0.wait().unwrap();
+        let _ = (bob.0.wait(), carol.0.wait());
+        (status, alice_events.try_iter().collect::<Vec<_>>(), bob_events.try_iter().collect::<Vec<_>>(), carol_events.try_iter().collect::<Vec<_>>())
+    });
+    let (status, alice_log, bob_rest, carol_rest) = tokio::time::timeout(Duration::from_secs(60), ended).await.expect("the call ends").unwrap();
+    assert!(status.success(), "alice: {status}");
+    bob_log.extend(bob_rest);
+    carol_log.extend(carol_rest);
+    let decoded = |log: &[(Instant, serde_json::Value)], from: &str| {
+        log.iter().find(|(_, e)| e["event"] == "video_frames" && e["user"] == from).map(|(_, e)| e.clone()).unwrap_or_else(|| panic!("no video_frames of {from}: {log:?}"))
+    };
+    let (bob_saw, carol_saw) = (decoded(&bob_log, "alice"), decoded(&carol_log, "alice"));
+    let bitrates: Vec<u64> = alice_log.iter().filter(|(_, e)| e["event"] == "video_bitrate").map(|(_, e)| e["kbps"].as_u64().unwrap()).collect();
+    println!("bob decoded alice: {bob_saw}; carol decoded alice: {carol_saw}; alice's main layer (kbit/s): {bitrates:?}");
+    // Bob's link is healthy: alice's main layer keeps climbing to the ladder's 500 kbit/s and bob
+    // decodes nearly all of the 30 fps (one encoder following carol gave him about half).
+    assert!(bitrates.last().is_some_and(|&k| k >= 400), "alice's main layer followed the slow link: {bitrates:?}");
+    assert!(bob_saw["frames"].as_u64().unwrap() >= 600, "bob: {bob_saw}");
+    assert_eq!((bob_saw["width"].as_u64(), bob_saw["height"].as_u64()), (Some(480), Some(270)));
+    // Carol still gets alice's video, on the weak layer's smaller picture.
+    assert!(carol_saw["frames"].as_u64().unwrap() >= 100, "carol: {carol_saw}");
+    assert_eq!((carol_saw["width"].as_u64(), carol_saw["height"].as_u64()), (Some(320), Some(180)), "carol's last pictures were not the weak layer's");
     server.shutdown().await;
 }

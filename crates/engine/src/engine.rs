@@ -730,7 +730,7 @@ impl EngineTask {
             }
             PeerEvent::KeyframeRequested => {
                 if let Some(sender) = &self.video_sender {
-                    sender.keyframe();
+                    sender.keyframe(user);
                 }
             }
             PeerEvent::VideoRetransmissions(per_packet) => {

@@ -5,12 +5,13 @@
 //!   leaves each picture in a one-place slot (a newer picture replaces one not yet taken, so a
 //!   slow encoder drops frames instead of queueing them). It ends, releasing the camera, at the
 //!   next picture after it is told to stop, or at the first error, which it reports;
-//! - the **encoder** thread ("hark-video-send") owns the VP8 encoder and the outlets, takes
+//! - the **encoder** thread ("hark-video-send") owns the VP8 encoders and the outlets, takes
 //!   [`Command`]s, scales each picture to the size the call's resolution ladder asks for,
-//!   encodes it once and writes the same frame to every peer's track (a webrtc-rs track binds to
-//!   one connection, so each peer has its own). It forces a keyframe when a peer asks (PLI/FIR)
-//!   or joins, and sets the bitrate to what the weakest peer's link allows ([`LossBasedRate`],
-//!   from retransmissions). A camera that gives nothing for [`CAMERA_STALL`] is reported as failed:
+//!   encodes it once per layer and writes the same frame to every peer's track on that layer (a
+//!   webrtc-rs track binds to one connection, so each peer has its own). There is one layer, and
+//!   a second, smaller one while a peer's link is much slower than the others' ([`layers_for`]);
+//!   each follows the weakest peer on it ([`LossBasedRate`], from retransmissions). It forces a
+//!   keyframe on a layer when a peer on it asks (PLI/FIR), joins or moves to it. A camera that gives nothing for [`CAMERA_STALL`] is reported as failed:
 //!   nokhwa's `frame()` can block forever when a device goes away, so the encoder watches for it
 //!   instead of trusting the capture thread to return.
 //!
@@ -119,6 +120,8 @@ pub struct LossBasedRate {
     max: f64,
     /// Retransmissions per packet, smoothed.
     smoothed: Option<f64>,
+    /// Whether the last move was down: the link, not the ramp from the start, holds it here.
+    backed_off: bool,
 }
 
 /// The smoothed retransmissions per packet above which the rate falls.
@@ -132,7 +135,7 @@ pub const MIN_KBPS: u32 = 50;
 impl LossBasedRate {
     /// Starts at a third of `max_kbps` (ramping up beats a first second of congestion).
     pub fn new(max_kbps: u32) -> Self {
-        LossBasedRate { kbps: (f64::from(max_kbps) / 3.0).max(f64::from(MIN_KBPS)), max: f64::from(max_kbps), smoothed: None }
+        LossBasedRate { kbps: (f64::from(max_kbps) / 3.0).max(f64::from(MIN_KBPS)), max: f64::from(max_kbps), smoothed: None, backed_off: false }
     }
 
     /// A second's report: `per_packet` retransmissions per new packet.
@@ -144,8 +147,10 @@ impl LossBasedRate {
         self.smoothed = Some(smoothed);
         if smoothed > DECREASE_ABOVE {
             self.kbps *= 0.85;
+            self.backed_off = true;
         } else if smoothed < INCREASE_BELOW {
             self.kbps *= 1.08;
+            self.backed_off = false;
         }
         self.kbps = self.kbps.clamp(f64::from(MIN_KBPS), self.max);
     }
@@ -160,12 +165,54 @@ impl LossBasedRate {
     pub fn kbps(&self) -> u32 {
         self.kbps.round() as u32
     }
+
+    /// Whether the link pushed the rate down last (a rate still ramping up from the start is not
+    /// a slow link).
+    pub fn backed_off(&self) -> bool {
+        self.backed_off
+    }
+}
+
+/// Below this share of the best peer's rate a peer is weak and is sent the second layer.
+pub const WEAK_BELOW: f64 = 0.5;
+/// A weak peer goes back to the main layer once its rate is this share of the best.
+pub const STRONG_FROM: f64 = 0.7;
+/// The ceiling of the weak layer (kbit/s): it is the ladder's smallest step.
+pub const WEAK_MAX_KBPS: u32 = 200;
+
+/// Which layer each peer should be sent, from each link's rate and whether the link pushed it
+/// down: 0, the main layer, or 1, the weak layer for a peer whose link pushed its rate below
+/// [`WEAK_BELOW`] of the best one's (a newcomer still ramping up is not weak), back to the main
+/// layer from [`STRONG_FROM`], so a peer near the line does not flap. With one encoder
+/// following the weakest peer, one slow receiver in a group of three took the others down with it
+/// (`crates/cli/tests/faults.rs`: the healthy receiver got 15 fps at 50 kbit/s instead of 30 fps at
+/// 500); a second encode costs a few percent of a core. Pure.
+pub fn layers_for(rates: &HashMap<UserId, (u32, bool)>, now_on: &HashMap<UserId, usize>) -> HashMap<UserId, usize> {
+    let best = f64::from(rates.values().map(|(kbps, _)| *kbps).max().unwrap_or(0)).max(1.0);
+    rates
+        .iter()
+        .map(|(user, &(kbps, backed_off))| {
+            let share = f64::from(kbps) / best;
+            let weak_now = now_on.get(user) == Some(&1);
+            (user.clone(), usize::from((backed_off && share < WEAK_BELOW) || (weak_now && share < STRONG_FROM)))
+        })
+        .collect()
+}
+
+/// One encode of the pictures, for the peers on it.
+#[derive(Default)]
+struct Layer {
+    encoder: Option<Vp8Encoder>,
+    /// A keyframe is due (a peer asked, joined or moved here).
+    keyframe: bool,
+    /// When the last keyframe went out.
+    last_keyframe: Option<Instant>,
 }
 
 enum Command {
     AddOutlet(UserId, VideoOutlet),
     Remove(UserId),
-    Keyframe,
+    Keyframe(UserId),
     Retransmissions(UserId, f64),
     People(usize),
     Enabled(bool),
@@ -213,9 +260,9 @@ impl VideoSender {
         self.send(Command::Remove(user.to_owned()));
     }
 
-    /// A peer lost our picture: the next frame is a keyframe.
-    pub fn keyframe(&self) {
-        self.send(Command::Keyframe);
+    /// `user` lost our picture: the next frame of the layer they get is a keyframe.
+    pub fn keyframe(&self, user: UserId) {
+        self.send(Command::Keyframe(user));
     }
 
     /// The link to `user` needed `per_packet` retransmissions per new packet last second.
@@ -322,12 +369,15 @@ struct Encoder {
     hd: bool,
     runtime: tokio::runtime::Handle,
     reports: tokio_mpsc::UnboundedSender<VideoSendReport>,
-    encoder: Option<Vp8Encoder>,
+    /// The main layer and the weak one (encoded only while some peer needs it).
+    layers: [Layer; 2],
     outlets: HashMap<UserId, VideoOutlet>,
     rates: HashMap<UserId, LossBasedRate>,
-    keyframe: bool,
-    /// When the last keyframe went out.
-    last_keyframe: Option<Instant>,
+    /// The layer each peer is sent now.
+    on_layer: HashMap<UserId, usize>,
+    /// Peers waiting for a keyframe of a layer before they are sent it (a decoder cannot go on
+    /// from another encoder's frames).
+    joining: HashMap<UserId, usize>,
     /// When a picture last came from the running camera (the watchdog's reference).
     last_picture: Instant,
     camera_failed: bool,
@@ -344,11 +394,11 @@ impl Encoder {
             hd,
             runtime,
             reports,
-            encoder: None,
+            layers: Default::default(),
             outlets: HashMap::new(),
             rates: HashMap::new(),
-            keyframe: true,
-            last_keyframe: None,
+            on_layer: HashMap::new(),
+            joining: HashMap::new(),
             last_picture: Instant::now(),
             camera_failed: false,
             bitrate_said: 0,
@@ -367,7 +417,9 @@ impl Encoder {
         self.capture = Some(Capture::start(&self.camera, &self.latest, format, &self.reports));
         self.last_picture = Instant::now();
         self.camera_failed = false;
-        self.keyframe = true;
+        for layer in &mut self.layers {
+            layer.keyframe = true;
+        }
     }
 
     fn run(mut self, inbox: mpsc::Receiver<Command>) {
@@ -419,14 +471,21 @@ impl Encoder {
             Command::AddOutlet(user, outlet) => {
                 let (_, max) = self.format(false);
                 self.rates.insert(user.clone(), LossBasedRate::new(max));
-                self.outlets.insert(user, outlet);
-                self.keyframe = true;
+                self.outlets.insert(user.clone(), outlet);
+                self.on_layer.remove(&user);
+                self.joining.insert(user, 0);
+                self.layers[0].keyframe = true;
             }
             Command::Remove(user) => {
                 self.outlets.remove(&user);
                 self.rates.remove(&user);
+                self.on_layer.remove(&user);
+                self.joining.remove(&user);
             }
-            Command::Keyframe => self.keyframe = true,
+            Command::Keyframe(user) => {
+                let layer = self.on_layer.get(&user).or_else(|| self.joining.get(&user)).copied().unwrap_or(0);
+                self.layers[layer].keyframe = true;
+            }
             Command::Retransmissions(user, per_packet) => {
                 if let Some(rate) = self.rates.get_mut(&user) {
                     rate.report(per_packet);
@@ -446,7 +505,9 @@ impl Encoder {
             Command::Enabled(true) => {}
             Command::Enabled(false) => {
                 self.capture = None;
-                self.encoder = None;
+                for layer in &mut self.layers {
+                    layer.encoder = None;
+                }
             }
             Command::Camera(camera) => {
                 self.camera = camera;
@@ -460,71 +521,107 @@ impl Encoder {
         }
     }
 
-    /// The bitrate the weakest peer allows.
-    fn bitrate(&self) -> u32 {
-        let (_, max) = self.format(false);
-        self.rates.values().map(LossBasedRate::kbps).min().unwrap_or(max / 3).max(MIN_KBPS)
-    }
-
     fn send_picture(&mut self, frame: &I420Frame) {
         if self.outlets.is_empty() {
             return;
         }
         let portrait = frame.height() > frame.width();
-        let format = keep_shape(self.format(portrait).0, frame.width(), frame.height());
-        let bitrate = self.bitrate();
-        let fits = self.encoder.as_ref().is_some_and(|e| {
-            let s = e.settings();
-            (s.width, s.height, s.fps) == (format.width, format.height, format.fps)
-        });
-        if !fits {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let threads = encoder_threads(format.width, format.height, cores);
-            let settings = EncoderSettings { width: format.width, height: format.height, fps: format.fps, bitrate_kbps: bitrate, threads };
-            match Vp8Encoder::new(settings) {
-                Ok(encoder) => self.encoder = Some(encoder),
-                Err(e) => {
-                    warn!(error = %e, "cannot start the VP8 encoder");
-                    return;
+        let (ladder_format, max) = self.format(portrait);
+        let main = keep_shape(ladder_format, frame.width(), frame.height());
+        let weak = VideoFormat { fps: main.fps, ..keep_shape(ladder(self.people.max(5), false, portrait).0, frame.width(), frame.height()) };
+        // Where each peer should be; one who should move waits for the new layer's keyframe.
+        let links: HashMap<UserId, (u32, bool)> = self.rates.iter().map(|(user, rate)| (user.clone(), (rate.kbps(), rate.backed_off()))).collect();
+        let wanted = layers_for(&links, &self.on_layer);
+        let rates: HashMap<UserId, u32> = links.iter().map(|(user, (kbps, _))| (user.clone(), *kbps)).collect();
+        for (user, &layer) in &wanted {
+            if self.on_layer.get(user) != Some(&layer) && self.joining.get(user) != Some(&layer) {
+                self.joining.insert(user.clone(), layer);
+                self.layers[layer].keyframe = true;
+            }
+        }
+        for index in 0..self.layers.len() {
+            let audience: Vec<UserId> =
+                self.outlets.keys().filter(|u| self.on_layer.get(*u) == Some(&index) || self.joining.get(*u) == Some(&index)).cloned().collect();
+            if audience.is_empty() {
+                // No one needs this layer: its encoder goes (the weak one costs nothing when all
+                // links are alike).
+                self.layers[index].encoder = None;
+                continue;
+            }
+            // The layer follows the weakest peer meant for it.
+            let meant = audience.iter().filter(|u| wanted.get(*u) == Some(&index)).filter_map(|u| rates.get(u)).copied().min();
+            let ceiling = if index == 0 { max } else { WEAK_MAX_KBPS.min(max) };
+            let bitrate = meant.or_else(|| audience.iter().filter_map(|u| rates.get(u)).copied().min()).unwrap_or(max / 3).clamp(MIN_KBPS, ceiling);
+            if index == 0 && bitrate != self.bitrate_said {
+                self.bitrate_said = bitrate;
+                let _ = self.reports.send(VideoSendReport::Bitrate(bitrate));
+            }
+            let format = if index == 0 { main } else { weak };
+            let Some(encoded) = encode_layer(&mut self.layers[index], format, bitrate, frame) else { continue };
+            if encoded.keyframe {
+                let arrived: Vec<UserId> = self.joining.iter().filter(|(_, &layer)| layer == index).map(|(user, _)| user.clone()).collect();
+                for user in arrived {
+                    self.joining.remove(&user);
+                    self.on_layer.insert(user, index);
                 }
             }
-            self.keyframe = true;
-            self.last_keyframe = None;
+            let outlets: Vec<VideoOutlet> = self.outlets.iter().filter(|(u, _)| self.on_layer.get(*u) == Some(&index)).map(|(_, o)| o.clone()).collect();
+            let data = Bytes::from(encoded.data);
+            let duration = Duration::from_secs_f64(1.0 / f64::from(format.fps.max(1)));
+            let now = Instant::now();
+            self.runtime.block_on(async {
+                for outlet in outlets {
+                    let sample = Sample { data: data.clone(), duration, ..Sample::new(now) };
+                    if let Err(e) = outlet.track.write_sample(outlet.ssrc, outlet.payload_type, &sample, &[]).await {
+                        debug!(error = %e, "video write_sample");
+                    }
+                }
+            });
         }
-        let encoder = self.encoder.as_mut().expect("made above");
-        if let Err(e) = encoder.set_bitrate(bitrate) {
-            debug!(error = %e, "bitrate");
-        }
-        if bitrate != self.bitrate_said {
-            self.bitrate_said = bitrate;
-            let _ = self.reports.send(VideoSendReport::Bitrate(bitrate));
-        }
-        let picture = frame.scaled(format.width, format.height);
-        let force = self.keyframe && self.last_keyframe.is_none_or(|at| at.elapsed() >= KEYFRAME_SPACING);
-        let encoded = match encoder.encode(&picture, force) {
-            Ok(Some(encoded)) => encoded,
-            Ok(None) => return, // rate control dropped it
+    }
+}
+
+/// Encodes `frame` on `layer` at `format` and `bitrate`, (re)making its encoder when the format
+/// changed and forcing a keyframe when one is due (at most one per [`KEYFRAME_SPACING`]). `None`
+/// when rate control dropped the picture or the encoder failed.
+fn encode_layer(layer: &mut Layer, format: VideoFormat, bitrate: u32, frame: &I420Frame) -> Option<hark_video::vp8::EncodedFrame> {
+    let fits = layer.encoder.as_ref().is_some_and(|e| {
+        let s = e.settings();
+        (s.width, s.height, s.fps) == (format.width, format.height, format.fps)
+    });
+    if !fits {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = encoder_threads(format.width, format.height, cores);
+        let settings = EncoderSettings { width: format.width, height: format.height, fps: format.fps, bitrate_kbps: bitrate, threads };
+        match Vp8Encoder::new(settings) {
+            Ok(encoder) => layer.encoder = Some(encoder),
             Err(e) => {
-                debug!(error = %e, "VP8 encode");
-                return;
+                warn!(error = %e, "cannot start the VP8 encoder");
+                return None;
             }
-        };
-        if encoded.keyframe {
-            self.keyframe = false;
-            self.last_keyframe = Some(Instant::now());
         }
-        let data = Bytes::from(encoded.data);
-        let duration = Duration::from_secs_f64(1.0 / f64::from(format.fps.max(1)));
-        let outlets: Vec<VideoOutlet> = self.outlets.values().cloned().collect();
-        let now = Instant::now();
-        self.runtime.block_on(async {
-            for outlet in outlets {
-                let sample = Sample { data: data.clone(), duration, ..Sample::new(now) };
-                if let Err(e) = outlet.track.write_sample(outlet.ssrc, outlet.payload_type, &sample, &[]).await {
-                    debug!(error = %e, "video write_sample");
-                }
+        layer.keyframe = true;
+        layer.last_keyframe = None;
+    }
+    let encoder = layer.encoder.as_mut()?;
+    if let Err(e) = encoder.set_bitrate(bitrate) {
+        debug!(error = %e, "bitrate");
+    }
+    let picture = frame.scaled(format.width, format.height);
+    let force = layer.keyframe && layer.last_keyframe.is_none_or(|at| at.elapsed() >= KEYFRAME_SPACING);
+    match encoder.encode(&picture, force) {
+        Ok(Some(encoded)) => {
+            if encoded.keyframe {
+                layer.keyframe = false;
+                layer.last_keyframe = Some(Instant::now());
             }
-        });
+            Some(encoded)
+        }
+        Ok(None) => None, // rate control dropped it
+        Err(e) => {
+            debug!(error = %e, "VP8 encode");
+            None
+        }
     }
 }
 
@@ -548,6 +645,25 @@ mod tests {
         assert_eq!(ladder(4, false, false).0.width, 480);
         assert_eq!(ladder(5, false, false).0, VideoFormat { width: 320, height: 180, fps: 15 });
         assert_eq!(ladder(9, false, true).0, VideoFormat { width: 180, height: 320, fps: 15 }, "portrait");
+    }
+
+    #[test]
+    fn a_weak_link_gets_the_second_layer_and_comes_back_only_well_above_the_line() {
+        // Each link's rate, pushed down by the link.
+        let rates = |list: &[(&str, u32)]| list.iter().map(|(u, k)| (u.to_string(), (*k, true))).collect::<HashMap<UserId, (u32, bool)>>();
+        let none = HashMap::new();
+        assert_eq!(layers_for(&rates(&[("bob", 60)]), &none), HashMap::from([("bob".into(), 0)]), "one peer: the main layer, however slow");
+        // A newcomer still ramping up from a third of the ceiling is not a slow link.
+        let ramping = HashMap::from([("bob".to_string(), (500, false)), ("carol".to_string(), (167, false))]);
+        assert_eq!(layers_for(&ramping, &none)["carol"], 0);
+        let alike = layers_for(&rates(&[("bob", 500), ("carol", 300)]), &none);
+        assert!(alike.values().all(|&l| l == 0), "{alike:?}");
+        let split = layers_for(&rates(&[("bob", 500), ("carol", 200)]), &none);
+        assert_eq!((split["bob"], split["carol"]), (0, 1));
+        // Between the lines a peer stays where it is.
+        let on_weak = HashMap::from([("carol".to_string(), 1)]);
+        assert_eq!(layers_for(&rates(&[("bob", 500), ("carol", 300)]), &on_weak)["carol"], 1);
+        assert_eq!(layers_for(&rates(&[("bob", 500), ("carol", 350)]), &on_weak)["carol"], 0);
     }
 
     #[test]
