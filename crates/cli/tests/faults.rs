@@ -201,7 +201,7 @@ async fn video_survives_loss_and_a_bandwidth_cap_on_a_real_network_path() {
 /// layer's full rate instead of being taken down to the slow one's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_group_a_slow_link_gets_its_own_layer_and_does_not_slow_the_others() {
-    let (namespace, dir, server, base) = server_in_a_namespace().await;
+    let (namespace, _dir, server, base) = server_in_a_namespace().await;
     const SECONDS: &str = "24";
     let cli = |user: &str, bind: &str, args: &[&str]| {
         let mut command = namespace.command(env!("CARGO_BIN_EXE_hark-cli"));

@@ -1,0 +1,297 @@
+//! What the commands share: the settings, the session and its engine, the built-in server, the
+//! ringing and going-on call for windows that open late, and signing in and out.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hark_engine::engine::Engine;
+use tauri::Manager;
+
+use crate::api::{Account, ApiError, AppInfo, IncomingCall, Settings, SignInRequest};
+use crate::store::{self, AppDirs, SavedSession};
+use crate::{call_log, embedded, live, session, windows};
+
+/// Everything the commands share.
+pub struct AppState {
+    /// Where things are kept.
+    pub dirs: AppDirs,
+    pub(crate) settings: Mutex<Settings>,
+    pub(crate) embedded: tokio::sync::Mutex<Option<embedded::EmbeddedServer>>,
+    pub(crate) embedded_url: Mutex<Option<String>>,
+    pub(crate) session: Arc<tokio::sync::Mutex<Option<session::Session>>>,
+    /// The call ringing now, for the banner.
+    pub incoming: Mutex<Option<IncomingCall>>,
+    pub(crate) live: live::LiveOutlet,
+    /// The ringing call for which the main window was made full screen, if any.
+    pub(crate) fullscreen_call: Mutex<Option<String>>,
+    /// The call going on, for windows that open in its middle.
+    pub(crate) call_log: Mutex<call_log::CallLog>,
+}
+
+/// When `run` began, for the launch → contacts figure in the log.
+pub(crate) static LAUNCHED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Logs, once, how long after launch the contacts were first sent to the UI
+/// (`cargo xtask bench app` reads it).
+pub(crate) fn note_contacts_shown() {
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    if let Some(launched) = LAUNCHED.get() {
+        if !NOTED.swap(true, Ordering::Relaxed) {
+            tracing::info!(since_launch_ms = launched.elapsed().as_millis() as u64, "contacts listed");
+        }
+    }
+}
+
+/// Whether a password may be sent to `server`: over TLS, or plain HTTP to this machine only.
+pub(crate) fn secure_or_loopback(server: &str) -> bool {
+    if server.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = server.strip_prefix("http://") else { return false };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(host, _)| host),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl AppState {
+    pub(crate) fn new(dirs: AppDirs) -> AppState {
+        let settings = store::load_settings(&dirs);
+        AppState {
+            dirs,
+            settings: Mutex::new(settings),
+            embedded: tokio::sync::Mutex::new(None),
+            embedded_url: Mutex::new(None),
+            session: Arc::new(tokio::sync::Mutex::new(None)),
+            incoming: Mutex::new(None),
+            live: live::LiveOutlet::default(),
+            fullscreen_call: Mutex::new(None),
+            call_log: Mutex::new(call_log::CallLog::default()),
+        }
+    }
+
+    /// The settings now.
+    pub fn settings(&self) -> Settings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn embedded_url(&self) -> Option<String> {
+        self.embedded_url.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records that the main window went full screen for this ringing call.
+    pub(crate) fn set_fullscreen_call(&self, call_id: &str) {
+        *self.fullscreen_call.lock().unwrap_or_else(|p| p.into_inner()) = Some(call_id.to_owned());
+    }
+
+    /// Whether the main window was made full screen for `call_id` (any call for `None`), forgetting it.
+    pub(crate) fn take_fullscreen_call(&self, call_id: Option<&str>) -> bool {
+        let mut fullscreen = self.fullscreen_call.lock().unwrap_or_else(|p| p.into_inner());
+        if fullscreen.is_some() && (call_id.is_none() || fullscreen.as_deref() == call_id) {
+            *fullscreen = None;
+            return true;
+        }
+        false
+    }
+
+    /// The call log, locked (a panic elsewhere does not make it unreadable).
+    pub(crate) fn call_log(&self) -> std::sync::MutexGuard<'_, call_log::CallLog> {
+        self.call_log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Who is signed in.
+    pub(crate) async fn account(&self) -> Option<Account> {
+        self.session.lock().await.as_ref().map(|s| s.account.clone())
+    }
+
+    /// Mutes or unmutes the microphone and/or the call's sound. The engine and the call log
+    /// change together, so quick toggles from two windows cannot leave them apart; the windows
+    /// hear of it once the lock is let go.
+    pub(crate) async fn set_mutes(&self, app: &tauri::AppHandle, microphone: Option<bool>, speaker: Option<bool>) -> Result<(), ApiError> {
+        let engine = self.signed_in().await?;
+        let mutes = {
+            let mut log = self.call_log();
+            if let Some(muted) = microphone {
+                engine.mute_microphone(muted);
+            }
+            if let Some(muted) = speaker {
+                engine.mute_speaker(muted);
+            }
+            log.set_mutes(microphone, speaker)
+        };
+        windows::announce_mutes(app, mutes);
+        Ok(())
+    }
+
+    /// The engine, if signed in.
+    pub(crate) async fn engine(&self) -> Option<Engine> {
+        self.session.lock().await.as_ref().map(|s| s.engine.clone())
+    }
+
+    pub(crate) async fn signed_in(&self) -> Result<Engine, ApiError> {
+        self.engine().await.ok_or_else(ApiError::not_signed_in)
+    }
+
+    pub(crate) async fn info(&self) -> AppInfo {
+        // Waits for a sign-in under way (the remembered session at launch), so the UI shows
+        // contacts rather than flashing the sign-in form.
+        let account = self.account().await;
+        AppInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            embedded_server: self.embedded_url(),
+            account,
+            last_user: store::last_user(&self.dirs),
+            settings: self.settings(),
+        }
+    }
+
+    pub(crate) fn server_for(&self, configured: Option<&str>) -> Result<(String, bool), ApiError> {
+        match configured.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(server) if !secure_or_loopback(server) => {
+                Err(ApiError::new("insecure_server", "a server on another machine must be reached over https://"))
+            }
+            Some(server) => Ok((server.trim_end_matches('/').to_owned(), false)),
+            None => self.embedded_url().map(|url| (url, true)).ok_or_else(|| ApiError::new("unreachable", "the built-in server is not running")),
+        }
+    }
+
+    pub(crate) async fn sign_in(&self, app: &tauri::AppHandle, request: SignInRequest) -> Result<Account, ApiError> {
+        let (server, embedded) = self.server_for(request.server.as_deref())?;
+        let mut slot = self.session.lock().await;
+        if let Some(old) = slot.take() {
+            old.engine.stop().await;
+        }
+        // A call of the session just stopped is no call of the next one.
+        *self.call_log() = call_log::CallLog::default();
+        let token = session::obtain_token(&server, &request.user, &request.password, request.register, request.nickname.as_deref()).await?;
+        let mut session = session::start(app, &server, embedded, token.token.clone(), &self.settings()).await?;
+        if request.nickname.is_some() || request.avatar.is_some() {
+            // The account exists and is signed in by now: a refused profile (an avatar over the
+            // server's limit, say) must not leave a running engine behind a failed sign-in.
+            match session.engine.set_profile(request.nickname.clone(), request.avatar.clone()).await {
+                Ok(()) => {
+                    if let Some(nickname) = request.nickname {
+                        session.account.nickname = nickname;
+                    }
+                    session.account.avatar = request.avatar.or(session.account.avatar);
+                }
+                Err(error) => tracing::warn!(%error, "signed in, but the profile was refused"),
+            }
+        }
+        let saved = SavedSession { server: (!embedded).then(|| server.clone()), user: session.account.user.clone(), token: token.token, expires_at: token.expires_at };
+        if let Err(error) = store::save_session(&self.dirs, &saved) {
+            tracing::warn!(%error, "could not remember the session");
+        }
+        store::save_last_user(&self.dirs, &session.account.user);
+        let settings = {
+            let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            settings.server = saved.server.clone();
+            settings.clone()
+        };
+        // The server chosen at sign-in is the one the next launch uses (and whether the
+        // built-in server starts at all).
+        if let Err(error) = store::save_settings(&self.dirs, &settings) {
+            tracing::warn!(%error, "could not save the server choice");
+        }
+        let account = session.account.clone();
+        *slot = Some(session);
+        tracing::info!(user = %account.user, server = %account.server, "signed in");
+        Ok(account)
+    }
+
+    pub(crate) async fn sign_out(&self, app: &tauri::AppHandle) {
+        if let Some(session) = self.session.lock().await.take() {
+            end_session(session).await;
+        }
+        windows::incoming_over(app, None, false);
+        *self.call_log() = call_log::CallLog::default();
+        windows::close_mini(app);
+        store::forget_session(&self.dirs);
+    }
+
+    pub(crate) async fn save_settings(&self, mut settings: Settings) -> Result<Settings, ApiError> {
+        let before = self.settings();
+        // The server changes only by signing in to it (which checks it answers).
+        settings.server = before.server.clone();
+        if settings.ringtone != before.ringtone {
+            // A missing or undecodable file is refused here, with its code, and nothing is saved.
+            session::check_ringtone(&settings.ringtone).await?;
+        }
+        store::save_settings(&self.dirs, &settings).map_err(|e| ApiError::new("settings_io", e.to_string()))?;
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings.clone();
+        if let Some(engine) = self.engine().await {
+            session::apply_settings(&engine, &settings).await;
+            let microphone = (settings.microphone != before.microphone).then(|| settings.microphone.clone());
+            let speaker = (settings.speaker != before.speaker).then(|| settings.speaker.clone());
+            let (source, sink) = session::open_sound_cards(microphone, speaker).await;
+            if let Some(source) = source {
+                engine.set_microphone(source);
+            }
+            if let Some(sink) = sink {
+                engine.set_speaker(sink);
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Ends the session and the built-in server (records of live calls are written).
+    pub(crate) async fn shutdown(&self) {
+        if let Some(session) = self.session.lock().await.take() {
+            end_session(session).await;
+        }
+        if let Some(server) = self.embedded.lock().await.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// Leaves any call properly (so the other side is not left in a silent call until the server's
+/// reconnect grace runs out), then stops the engine.
+pub(crate) async fn end_session(session: session::Session) {
+    let in_call = session.engine.state().await.is_ok_and(|state| state != hark_engine::core::CallState::Idle);
+    if in_call {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), session.engine.hangup()).await;
+    }
+    session.engine.stop().await;
+}
+
+/// Resumes the remembered session at launch, holding the session lock so that `app_info` waits.
+pub(crate) async fn resume(app: tauri::AppHandle, mut slot: tokio::sync::OwnedMutexGuard<Option<session::Session>>) {
+    let state = app.state::<AppState>();
+    let Some(saved) = store::load_session(&state.dirs, now_ms()) else { return };
+    let Ok((server, embedded)) = state.server_for(saved.server.as_deref()) else { return };
+    match session::start(&app, &server, embedded, saved.token, &state.settings()).await {
+        Ok(session) => {
+            tracing::info!(user = %session.account.user, "resumed the remembered session");
+            *slot = Some(session);
+        }
+        Err(error) => {
+            tracing::info!(code = %error.code, "the remembered session was refused; signing in again");
+            if error.code == "unauthorized" || error.code == "token_expired" {
+                store::forget_session(&state.dirs);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secure_or_loopback;
+
+    #[test]
+    fn passwords_go_over_tls_or_stay_on_this_machine() {
+        for ok in ["https://hark.example.org", "https://10.0.0.2:7600", "http://127.0.0.1:7600", "http://localhost:7600/", "http://[::1]:7600", "http://127.0.0.2"] {
+            assert!(secure_or_loopback(ok), "{ok}");
+        }
+        for refused in ["http://hark.example.org", "http://10.0.0.2:7600", "http://127.0.0.1.evil.example:80", "ftp://127.0.0.1", "hark.example.org"] {
+            assert!(!secure_or_loopback(refused), "{refused}");
+        }
+    }
+}
