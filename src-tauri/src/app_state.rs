@@ -230,7 +230,7 @@ impl AppState {
             session::apply_settings(&engine, &settings).await;
             let microphone = (settings.microphone != before.microphone).then(|| settings.microphone.clone());
             let speaker = (settings.speaker != before.speaker).then(|| settings.speaker.clone());
-            let (source, sink) = session::open_sound_cards(microphone, speaker).await;
+            let (source, sink) = crate::sound_cards::open_sound_cards(microphone, speaker).await;
             if let Some(source) = source {
                 engine.set_microphone(source);
             }

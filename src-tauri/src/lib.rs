@@ -4,7 +4,8 @@
 //! engine's events to the UI; [`windows`] decides how a call reaches the person; [`embedded`]
 //! runs the built-in server and the echo service when no server is configured; [`store`] keeps
 //! settings and the session on disk; [`app_state`] is what the commands share (the session, the
-//! settings, signing in and out); [`platform`] tunes WebKitGTK and the heap. Everything the UI sees is typed in [`api`], from which the
+//! settings, signing in and out); [`sound_cards`] opens the chosen microphone and speaker for the
+//! session and for the settings' meter ([`live`]); [`platform`] tunes WebKitGTK and the heap. Everything the UI sees is typed in [`api`], from which the
 //! UI's TypeScript types are generated. Nothing below this crate knows Tauri.
 
 pub mod api;
@@ -18,6 +19,7 @@ mod live;
 mod logging;
 mod platform;
 mod session;
+mod sound_cards;
 pub mod store;
 mod windows;
 

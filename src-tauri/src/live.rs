@@ -56,7 +56,7 @@ pub fn meter(app: &AppHandle, on: bool, device: Option<String>) {
     let app = app.clone();
     // A thread of its own: opening a sound card blocks, and cpal's stream is read by polling.
     let spawned = std::thread::Builder::new().name("mic-meter".into()).spawn(move || {
-        let mut source = crate::session::open_microphone(device.as_deref());
+        let mut source = crate::sound_cards::open_microphone(device.as_deref());
         let mut frame = [0i16; FRAME];
         let mut loudest = 0u8;
         let mut frames = 0;
