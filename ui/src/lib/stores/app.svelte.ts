@@ -9,7 +9,7 @@ import type { Clock } from '../clock';
 import { toApiError } from '../errors';
 import type { AppEvent } from '../events';
 import { setLanguage } from '../i18n/index.svelte';
-import { CallStore, liveAfterReplay } from './call.svelte';
+import { CallStore, ReplayGate } from './call.svelte';
 import { ContactsStore } from './contacts.svelte';
 import { HistoryStore } from './history.svelte';
 import { PeopleStore } from './people.svelte';
@@ -31,8 +31,8 @@ export class HarkApp {
 
   fullScreenIncoming = $derived.by(() => this.settings.value.incoming === 'full_screen');
   callVisible = $derived.by(() => this.call.showsCallView(this.fullScreenIncoming));
-  /** Call events held back while a call in progress is replayed at start; then `null`. */
-  private heldCalls: CallEvent[] | null = [];
+  /** Call events held back while a call in progress is replayed at start. */
+  private readonly calls = new ReplayGate((call) => this.followCall(call));
 
   constructor(
     private readonly backend: Backend,
@@ -85,9 +85,7 @@ export class HarkApp {
     } catch {
       // Nothing to catch up with, or the shell refused: live events still arrive.
     }
-    const held = this.heldCalls ?? [];
-    this.heldCalls = null;
-    for (const call of liveAfterReplay(replayed?.events ?? [], held)) this.dispatch({ kind: 'call', call });
+    this.calls.open(replayed?.events ?? []);
   }
 
   async signIn(request: SignInRequest): Promise<boolean> {
@@ -129,19 +127,9 @@ export class HarkApp {
   }
 
   dispatch(event: AppEvent): void {
-    if (event.kind === 'call' && this.heldCalls) {
-      // Until the replay of a call in progress is in (`catchUp`).
-      this.heldCalls.push(event.call);
-      return;
-    }
     if (event.kind === 'call') {
-      const call = event.call;
-      this.call.handle(call);
-      if (call.event === 'incoming_call') void this.people.want([call.caller, ...call.invitees]);
-      if (call.event === 'user_joined') void this.people.want([call.user]);
-      if (call.event === 'users_invited') void this.people.want(call.users);
-      // A call that ended leaves a record behind.
-      if (call.event === 'call_ended' || call.event === 'not_connected') void this.history.load();
+      // Held until the replay of a call in progress is in (`catchUp`).
+      this.calls.push(event.call);
       return;
     }
     const engine = event.event;
@@ -170,6 +158,15 @@ export class HarkApp {
       default:
         return;
     }
+  }
+
+  private followCall(call: CallEvent): void {
+    this.call.handle(call);
+    if (call.event === 'incoming_call') void this.people.want([call.caller, ...call.invitees]);
+    if (call.event === 'user_joined') void this.people.want([call.user]);
+    if (call.event === 'users_invited') void this.people.want(call.users);
+    // A call that ended leaves a record behind.
+    if (call.event === 'call_ended' || call.event === 'not_connected') void this.history.load();
   }
 
   private afterSignIn(): void {

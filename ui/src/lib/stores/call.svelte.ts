@@ -70,6 +70,30 @@ export function liveAfterReplay(replayed: readonly CallEvent[], live: readonly C
   return [...live];
 }
 
+/**
+ * Holds live call events back until a call in progress has been replayed (a window that opened
+ * mid-call), then follows what the replay does not already hold (`liveAfterReplay`), in order,
+ * and every later event at once. The main window and the mini window each keep one.
+ */
+export class ReplayGate {
+  private held: CallEvent[] | null = [];
+
+  constructor(private readonly follow: (event: CallEvent) => void) {}
+
+  /** A live call event: followed now, or held while the replay is on its way. */
+  push(event: CallEvent): void {
+    if (this.held) this.held.push(event);
+    else this.follow(event);
+  }
+
+  /** The replay is in (its events; none when it failed): the gate opens. */
+  open(replayed: readonly CallEvent[]): void {
+    const held = this.held ?? [];
+    this.held = null;
+    for (const event of liveAfterReplay(replayed, held)) this.follow(event);
+  }
+}
+
 export class CallStore {
   phase = $state<CallPhase>('idle');
   callId = $state<string | null>(null);

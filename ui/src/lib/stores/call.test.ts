@@ -5,7 +5,7 @@ import type { CallEvent } from '../bindings/CallEvent';
 import type { CallSummary } from '../bindings/CallSummary';
 import { FakeClock } from '../testing/fakeClock';
 import { fakeBackend, settle, type FakeBackend } from '../testing/fakeBackend';
-import { CallStore, ENDED_HOLD_MS, JOINABLE_POLL_MS, liveAfterReplay } from './call.svelte';
+import { CallStore, ENDED_HOLD_MS, JOINABLE_POLL_MS, liveAfterReplay, ReplayGate } from './call.svelte';
 
 let clock: FakeClock;
 let backend: FakeBackend;
@@ -412,6 +412,21 @@ describe('catching up with a call that began before the window listened', () => 
     expect(call.timerText).toBe('01:00');
     expect(call.micMuted).toBe(true);
     expect(call.speakerMuted).toBe(false);
+  });
+
+  test('the gate holds live events until the replay is in, then follows the rest and everything after at once', () => {
+    const joined: CallEvent = { event: 'user_joined', user: 'carol' };
+    const left: CallEvent = { event: 'user_left', user: 'carol' };
+    const followed: CallEvent[] = [];
+    const gate = new ReplayGate((event) => followed.push(event));
+    gate.push(began);
+    gate.push(joined);
+    expect(followed).toEqual([]);
+    // The replay already holds `began`.
+    gate.open([incoming, began]);
+    expect(followed).toEqual([joined]);
+    gate.push(left);
+    expect(followed).toEqual([joined, left]);
   });
 
   test('live events that came while the replay was on its way: only those it does not hold follow', () => {
