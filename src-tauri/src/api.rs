@@ -7,43 +7,113 @@
 
 use hark_engine::core::CallEvent;
 use hark_engine::engine::EngineError;
-use hark_protocol::{CallId, Media, UserId};
+use hark_engine::ringtone::RingtoneErrorCode;
+use hark_protocol::{CallId, ErrorCode, Media, UserId};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+
+/// The app's own error codes (the server's are [`ErrorCode`], a ringtone's [`RingtoneErrorCode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum AppErrorCode {
+    /// A command that needs an account came before signing in.
+    NotSignedIn,
+    /// Not now: the call is not in a state for it.
+    WrongState,
+    /// A value the command cannot use.
+    BadArgument,
+    /// The server did not answer in time.
+    TimedOut,
+    /// No server answers there.
+    Unreachable,
+    /// Plain http to another machine (a password would cross the network in the clear).
+    InsecureServer,
+    /// The engine has stopped.
+    EngineStopped,
+    /// The settings could not be written.
+    SettingsIo,
+    /// No such sound card.
+    NoDevice,
+    /// The person closed a dialog.
+    Cancelled,
+    /// Something that should not happen did.
+    Internal,
+    /// What the UI says for a rejection that carries no code (Tauri's own: an unknown or
+    /// forbidden command); the Rust side never sends it.
+    Unknown,
+}
+
+/// A failed command's code: the server's, a ringtone's or the app's own. The UI switches on it
+/// (a union of string literals in TypeScript), never on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(untagged)]
+pub enum ApiCode {
+    /// The server refused.
+    Server(ErrorCode),
+    /// A ringtone could not be used.
+    Ringtone(RingtoneErrorCode),
+    /// The app's own.
+    App(AppErrorCode),
+}
+
+impl From<ErrorCode> for ApiCode {
+    fn from(code: ErrorCode) -> ApiCode {
+        ApiCode::Server(code)
+    }
+}
+
+impl From<RingtoneErrorCode> for ApiCode {
+    fn from(code: RingtoneErrorCode) -> ApiCode {
+        ApiCode::Ringtone(code)
+    }
+}
+
+impl From<AppErrorCode> for ApiCode {
+    fn from(code: AppErrorCode) -> ApiCode {
+        ApiCode::App(code)
+    }
+}
+
+impl std::fmt::Display for ApiCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The same words the UI gets.
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(code)) => f.write_str(&code),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
 
 /// A failed command, as the UI sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
 pub struct ApiError {
-    /// A stable code: a protocol error code (`not_found`, `unauthorized`, `user_exists`, …) or one
-    /// of the app's own: `not_signed_in`, `wrong_state`, `bad_argument`, `timed_out`,
-    /// `unreachable` (no server there), `insecure_server` (plain http to another machine), `engine_stopped`, `settings_io`, `ringtone_unknown`,
-    /// `ringtone_unreadable`, `ringtone_undecodable`, `no_device`, `cancelled`, `internal`.
-    pub code: String,
+    /// A stable code.
+    pub code: ApiCode,
     /// Words for a log or a tooltip.
     pub message: String,
 }
 
 impl ApiError {
-    /// An error with the app's own code.
-    pub fn new(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { code: code.to_owned(), message: message.into() }
+    /// An error with `code`.
+    pub fn new(code: impl Into<ApiCode>, message: impl Into<String>) -> ApiError {
+        ApiError { code: code.into(), message: message.into() }
     }
 
     /// A command that needs an account was given before signing in.
     pub fn not_signed_in() -> ApiError {
-        ApiError::new("not_signed_in", "sign in first")
+        ApiError::new(AppErrorCode::NotSignedIn, "sign in first")
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> ApiError {
         let message = error.to_string();
-        let code = match &error {
-            EngineError::Command(hark_engine::core::CommandError::WrongState { .. }) => "wrong_state".to_owned(),
-            EngineError::Command(hark_engine::core::CommandError::BadArgument(_)) => "bad_argument".to_owned(),
-            EngineError::Server { code, .. } => code.to_string(),
-            EngineError::Stopped => "engine_stopped".to_owned(),
-            EngineError::TimedOut => "timed_out".to_owned(),
+        let code: ApiCode = match &error {
+            EngineError::Command(hark_engine::core::CommandError::WrongState { .. }) => AppErrorCode::WrongState.into(),
+            EngineError::Command(hark_engine::core::CommandError::BadArgument(_)) => AppErrorCode::BadArgument.into(),
+            EngineError::Server { code, .. } => (*code).into(),
+            EngineError::Stopped => AppErrorCode::EngineStopped.into(),
+            EngineError::TimedOut => AppErrorCode::TimedOut.into(),
         };
         ApiError { code, message }
     }
@@ -250,4 +320,18 @@ pub struct CallReplay {
     pub events: Vec<CallEvent>,
     /// The mutes now.
     pub mutes: Mutes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reaches_the_ui_as_one_plain_string() {
+        let json = |code: ApiCode| serde_json::to_string(&ApiError::new(code, "words")).unwrap();
+        assert_eq!(json(ErrorCode::Unauthorized.into()), r#"{"code":"unauthorized","message":"words"}"#);
+        assert_eq!(json(RingtoneErrorCode::RingtoneUndecodable.into()), r#"{"code":"ringtone_undecodable","message":"words"}"#);
+        assert_eq!(json(AppErrorCode::NotSignedIn.into()), r#"{"code":"not_signed_in","message":"words"}"#);
+        assert_eq!(ApiCode::from(AppErrorCode::InsecureServer).to_string(), "insecure_server");
+    }
 }

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hark_engine::engine::Engine;
+use hark_protocol::ErrorCode;
 use tauri::Manager;
 
-use crate::api::{Account, ApiError, AppInfo, IncomingCall, Settings, SignInRequest};
+use crate::api::{Account, ApiCode, ApiError, AppErrorCode, AppInfo, IncomingCall, Settings, SignInRequest};
 use crate::store::{self, AppDirs, SavedSession};
 use crate::{call_log, embedded, live, session, windows};
 
@@ -155,10 +156,10 @@ impl AppState {
     pub(crate) fn server_for(&self, configured: Option<&str>) -> Result<(String, bool), ApiError> {
         match configured.map(str::trim).filter(|s| !s.is_empty()) {
             Some(server) if !secure_or_loopback(server) => {
-                Err(ApiError::new("insecure_server", "a server on another machine must be reached over https://"))
+                Err(ApiError::new(AppErrorCode::InsecureServer, "a server on another machine must be reached over https://"))
             }
             Some(server) => Ok((server.trim_end_matches('/').to_owned(), false)),
-            None => self.embedded_url().map(|url| (url, true)).ok_or_else(|| ApiError::new("unreachable", "the built-in server is not running")),
+            None => self.embedded_url().map(|url| (url, true)).ok_or_else(|| ApiError::new(AppErrorCode::Unreachable, "the built-in server is not running")),
         }
     }
 
@@ -224,7 +225,7 @@ impl AppState {
             // A missing or undecodable file is refused here, with its code, and nothing is saved.
             session::check_ringtone(&settings.ringtone).await?;
         }
-        store::save_settings(&self.dirs, &settings).map_err(|e| ApiError::new("settings_io", e.to_string()))?;
+        store::save_settings(&self.dirs, &settings).map_err(|e| ApiError::new(AppErrorCode::SettingsIo, e.to_string()))?;
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings.clone();
         if let Some(engine) = self.engine().await {
             session::apply_settings(&engine, &settings).await;
@@ -274,7 +275,7 @@ pub(crate) async fn resume(app: tauri::AppHandle, mut slot: tokio::sync::OwnedMu
         }
         Err(error) => {
             tracing::info!(code = %error.code, "the remembered session was refused; signing in again");
-            if error.code == "unauthorized" || error.code == "token_expired" {
+            if matches!(error.code, ApiCode::Server(ErrorCode::Unauthorized | ErrorCode::TokenExpired)) {
                 store::forget_session(&state.dirs);
             }
         }

@@ -8,7 +8,7 @@ use hark_protocol::{CallRecord, CallSummary, Contact, Media, UserId, UserProfile
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
 
-use crate::api::{Account, ApiError, AppInfo, CallReplay, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
+use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
 use crate::session::parse_ringtone;
 use crate::AppState;
 
@@ -128,7 +128,7 @@ pub async fn clear_history(state: State<'_, AppState>) -> Answer<()> {
             return Ok(());
         }
         if page == last_page {
-            return Err(ApiError::new("internal", "the server kept records it was asked to delete"));
+            return Err(ApiError::new(AppErrorCode::Internal, "the server kept records it was asked to delete"));
         }
         engine.delete_records(page.clone()).await?;
         last_page = page;
@@ -162,8 +162,8 @@ pub fn show_main(app: AppHandle) -> Answer<()> {
 pub async fn devices() -> Answer<Vec<DeviceInfo>> {
     tauri::async_runtime::spawn_blocking(hark_engine::sound_card::list_devices)
         .await
-        .map_err(|e| ApiError::new("no_device", e.to_string()))?
-        .map_err(|e| ApiError::new("no_device", e.to_string()))
+        .map_err(|e| ApiError::new(AppErrorCode::NoDevice, e.to_string()))?
+        .map_err(|e| ApiError::new(AppErrorCode::NoDevice, e.to_string()))
 }
 
 #[tauri::command]
@@ -212,7 +212,7 @@ pub async fn choose_ringtone_file(app: AppHandle) -> Answer<Option<String>> {
         .pick_file(move |path| {
             let _ = answer.send(path);
         });
-    let path = chosen.await.map_err(|_| ApiError::new("cancelled", "the dialog closed"))?;
+    let path = chosen.await.map_err(|_| ApiError::new(AppErrorCode::Cancelled, "the dialog closed"))?;
     Ok(path.and_then(|p| p.into_path().ok()).map(|p| p.display().to_string()))
 }
 

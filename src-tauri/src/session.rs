@@ -13,13 +13,13 @@ use hark_engine::audio::{NullSink, SilenceSource};
 use hark_engine::core::CallEvent;
 use hark_engine::engine::{Engine, EngineConfig, EngineEvent};
 use hark_engine::media::Devices;
-use hark_engine::ringtone::{RingOutput, RingtoneChoice, RingtoneKind, RodioOutput, SilentOutput};
+use hark_engine::ringtone::{RingOutput, RingtoneChoice, RingtoneErrorCode, RingtoneKind, RodioOutput, SilentOutput};
 use hark_engine::signaling::{self, Credentials, SignalingConfig, SignalingError};
 use hark_engine::voice_processing::ProcessingSettings;
 use tauri::{AppHandle, Emitter, Manager};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::api::{Account, ApiError, IncomingCall, LiveUpdate, Mutes, Settings};
+use crate::api::{Account, ApiError, AppErrorCode, IncomingCall, LiveUpdate, Mutes, Settings};
 use crate::sound_cards::open_sound_cards;
 use crate::AppState;
 
@@ -42,8 +42,8 @@ pub struct Session {
 impl From<SignalingError> for ApiError {
     fn from(error: SignalingError) -> ApiError {
         match error {
-            SignalingError::Refused { code, message } => ApiError { code: code.to_string(), message },
-            SignalingError::Transient(message) => ApiError::new("unreachable", message),
+            SignalingError::Refused { code, message } => ApiError::new(code, message),
+            SignalingError::Transient(message) => ApiError::new(AppErrorCode::Unreachable, message),
         }
     }
 }
@@ -80,11 +80,11 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
         while let Some(event) = events.recv().await {
             match event {
                 EngineEvent::SignedIn { user, .. } => return Ok(user),
-                EngineEvent::SignInRefused { code, message } => return Err(ApiError { code: code.to_string(), message }),
+                EngineEvent::SignInRefused { code, message } => return Err(ApiError::new(code, message)),
                 _ => {}
             }
         }
-        Err(ApiError::new("engine_stopped", "the engine stopped"))
+        Err(ApiError::new(AppErrorCode::EngineStopped, "the engine stopped"))
     };
     let user = match tokio::time::timeout(SIGN_IN_TIMEOUT, welcome).await {
         Ok(Ok(user)) => user,
@@ -94,7 +94,7 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
         }
         Err(_) => {
             engine.stop().await;
-            return Err(ApiError::new("timed_out", format!("no answer from {server}")));
+            return Err(ApiError::new(AppErrorCode::TimedOut, format!("no answer from {server}")));
         }
     };
     apply_settings(&engine, settings).await;
@@ -132,14 +132,14 @@ pub fn parse_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
         if hark_engine::ringtone::bundled_names().any(|n| n == name) {
             return Ok(RingtoneChoice::Bundled(name.to_owned()));
         }
-        return Err(ApiError::new("ringtone_unknown", format!("no bundled ringtone named {name}")));
+        return Err(ApiError::new(RingtoneErrorCode::RingtoneUnknown, format!("no bundled ringtone named {name}")));
     }
     if let Some(path) = source.strip_prefix("custom:") {
         if !path.is_empty() {
             return Ok(RingtoneChoice::Custom(path.into()));
         }
     }
-    Err(ApiError::new("bad_argument", format!("not a ringtone: {source}")))
+    Err(ApiError::new(AppErrorCode::BadArgument, format!("not a ringtone: {source}")))
 }
 
 /// Parses a ringtone setting and, for a file of the user's, decodes it once, so a missing or
@@ -151,7 +151,7 @@ pub async fn check_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
         let probe = choice.clone();
         tokio::task::spawn_blocking(move || hark_engine::ringtone::Sound::decode(&probe))
             .await
-            .map_err(|e| ApiError::new("internal", e.to_string()))?
+            .map_err(|e| ApiError::new(AppErrorCode::Internal, e.to_string()))?
             .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     }
     Ok(choice)
@@ -224,7 +224,7 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
                 crate::windows::incoming_over(&app, Some(call_id), false);
             }
             EngineEvent::RingtonePlaying { kind, source } => tracing::info!(kind, %source, "ringtone playing"),
-            EngineEvent::RingtoneFailed { code, message } => tracing::warn!(code, %message, "ringtone failed"),
+            EngineEvent::RingtoneFailed { code, message } => tracing::warn!(?code, %message, "ringtone failed"),
             EngineEvent::SignalingLost { reason } => tracing::warn!(%reason, "signaling lost; reconnecting"),
             EngineEvent::SignInRefused { code, message } => tracing::warn!(%code, %message, "sign-in refused"),
             _ => {}
@@ -256,18 +256,18 @@ mod tests {
     #[tokio::test]
     async fn ringtone_settings_are_checked_before_they_are_kept() {
         assert_eq!(check_ringtone("bundled:chime").await.unwrap(), RingtoneChoice::Bundled("chime".into()));
-        assert_eq!(check_ringtone("bundled:nope").await.unwrap_err().code, "ringtone_unknown");
-        assert_eq!(check_ringtone("custom:").await.unwrap_err().code, "bad_argument");
-        assert_eq!(check_ringtone("chime").await.unwrap_err().code, "bad_argument");
+        assert_eq!(check_ringtone("bundled:nope").await.unwrap_err().code, RingtoneErrorCode::RingtoneUnknown.into());
+        assert_eq!(check_ringtone("custom:").await.unwrap_err().code, AppErrorCode::BadArgument.into());
+        assert_eq!(check_ringtone("chime").await.unwrap_err().code, AppErrorCode::BadArgument.into());
 
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone.wav");
         let code = check_ringtone(&format!("custom:{}", missing.display())).await.unwrap_err().code;
-        assert_eq!(code, "ringtone_unreadable");
+        assert_eq!(code, RingtoneErrorCode::RingtoneUnreadable.into());
         let corrupt = dir.path().join("corrupt.wav");
         std::fs::write(&corrupt, b"RIFF\0\0\0\0WAVEnot really a wave file").unwrap();
         let code = check_ringtone(&format!("custom:{}", corrupt.display())).await.unwrap_err().code;
-        assert_eq!(code, "ringtone_undecodable");
+        assert_eq!(code, RingtoneErrorCode::RingtoneUndecodable.into());
         let good = dir.path().join("mine.wav");
         std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/ringtones/chime.wav"), &good).unwrap();
         assert_eq!(check_ringtone(&format!("custom:{}", good.display())).await.unwrap(), RingtoneChoice::Custom(good));

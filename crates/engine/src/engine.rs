@@ -28,7 +28,7 @@ use crate::video_receive::VideoReceiveReport;
 use crate::video_send::{CameraOpener, VideoSendReport, VideoSender};
 use crate::voice_processing::ProcessingSettings;
 use crate::sound_card::{DeviceInfo, DeviceWatcher, Direction, MicrophoneSource, SpeakerSink};
-use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneEvent, RingtoneKind, RingtonePlayer};
+use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneErrorCode, RingtoneEvent, RingtoneKind, RingtonePlayer};
 use crate::signaling::{self, SignalingConfig, SignalingEvent, SignalingHandle};
 
 /// Everything the engine needs to start.
@@ -213,7 +213,7 @@ pub enum EngineEvent {
     /// A ringtone could not be used (the bundled default is used instead).
     RingtoneFailed {
         /// A stable code such as `ringtone_undecodable`.
-        code: &'static str,
+        code: RingtoneErrorCode,
         /// What happened.
         message: String,
     },

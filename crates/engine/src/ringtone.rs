@@ -127,15 +127,32 @@ pub enum RingtoneError {
     Stopped,
 }
 
+/// A ringtone error's stable code, for the UI to switch on (it never parses the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub enum RingtoneErrorCode {
+    /// No bundled ringtone by that name.
+    RingtoneUnknown,
+    /// The file could not be opened.
+    RingtoneUnreadable,
+    /// The file is not sound this player decodes.
+    RingtoneUndecodable,
+    /// No sound output to play on.
+    RingtoneNoOutput,
+    /// The player has stopped.
+    RingtoneStopped,
+}
+
 impl RingtoneError {
-    /// A stable code for the UI to switch on (it never parses the message).
-    pub fn code(&self) -> &'static str {
+    /// Its stable code.
+    pub fn code(&self) -> RingtoneErrorCode {
         match self {
-            RingtoneError::UnknownBundled(_) => "ringtone_unknown",
-            RingtoneError::Open { .. } => "ringtone_unreadable",
-            RingtoneError::Decode { .. } => "ringtone_undecodable",
-            RingtoneError::Output(_) => "ringtone_no_output",
-            RingtoneError::Stopped => "ringtone_stopped",
+            RingtoneError::UnknownBundled(_) => RingtoneErrorCode::RingtoneUnknown,
+            RingtoneError::Open { .. } => RingtoneErrorCode::RingtoneUnreadable,
+            RingtoneError::Decode { .. } => RingtoneErrorCode::RingtoneUndecodable,
+            RingtoneError::Output(_) => RingtoneErrorCode::RingtoneNoOutput,
+            RingtoneError::Stopped => RingtoneErrorCode::RingtoneStopped,
         }
     }
 }
@@ -167,7 +184,7 @@ pub enum RingtoneEvent {
         /// The kind concerned, if any.
         kind: Option<RingtoneKind>,
         /// [`RingtoneError::code`].
-        code: &'static str,
+        code: RingtoneErrorCode,
         /// For people and logs.
         message: String,
     },

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hark_engine::audio::goertzel_power;
 use hark_engine::ringtone::{
-    bundled_names, CaptureOutput, RingtoneChoice, RingtoneError, RingtoneEvent, RingtoneKind, RingtonePlayer, Sound,
+    bundled_names, CaptureOutput, RingtoneChoice, RingtoneError, RingtoneErrorCode, RingtoneEvent, RingtoneKind, RingtonePlayer, Sound,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -156,9 +156,9 @@ fn corrupt_file_is_an_error_and_the_default_plays() {
 
     let error = rig.player.set_choice(RingtoneKind::Incoming, RingtoneChoice::Custom(path)).expect_err("rejected");
     assert!(matches!(error, RingtoneError::Decode { .. }), "{error:?}");
-    assert_eq!(error.code(), "ringtone_undecodable");
+    assert_eq!(error.code(), RingtoneErrorCode::RingtoneUndecodable);
     match rig.next_event() {
-        RingtoneEvent::Error { kind: Some(RingtoneKind::Incoming), code: "ringtone_undecodable", message } => {
+        RingtoneEvent::Error { kind: Some(RingtoneKind::Incoming), code: RingtoneErrorCode::RingtoneUndecodable, message } => {
             assert!(message.contains("broken.mp3") && message.contains("bundled:classic"), "{message}")
         }
         other => panic!("expected an error event, got {other:?}"),
@@ -182,11 +182,11 @@ fn missing_file_is_an_error_and_the_default_plays() {
 
     let error =
         rig.player.set_choice(RingtoneKind::Dialing, RingtoneChoice::Custom(path.clone())).expect_err("rejected");
-    assert_eq!(error.code(), "ringtone_unreadable");
+    assert_eq!(error.code(), RingtoneErrorCode::RingtoneUnreadable);
     assert!(matches!(&error, RingtoneError::Open { path: p, .. } if *p == path), "{error:?}");
     assert!(matches!(
         rig.next_event(),
-        RingtoneEvent::Error { kind: Some(RingtoneKind::Dialing), code: "ringtone_unreadable", .. }
+        RingtoneEvent::Error { kind: Some(RingtoneKind::Dialing), code: RingtoneErrorCode::RingtoneUnreadable, .. }
     ));
 
     rig.player.play(RingtoneKind::Dialing);
@@ -209,7 +209,7 @@ fn a_bad_choice_replaces_a_good_one_with_the_default() {
     let error =
         rig.player.set_choice(RingtoneKind::Incoming, RingtoneChoice::Bundled("nope".into())).expect_err("rejected");
     assert_eq!(error, RingtoneError::UnknownBundled("nope".into()));
-    assert!(matches!(rig.next_event(), RingtoneEvent::Error { code: "ringtone_unknown", .. }));
+    assert!(matches!(rig.next_event(), RingtoneEvent::Error { code: RingtoneErrorCode::RingtoneUnknown, .. }));
     rig.player.play(RingtoneKind::Incoming);
     assert_eq!(
         rig.next_event(),
@@ -366,7 +366,7 @@ fn sound_card_output_plays_or_reports_an_error_without_panicking() {
             assert_eq!(events.recv_timeout(WAIT).expect("stopped"), RingtoneEvent::Stopped);
         }
         RingtoneEvent::Error { code, message, .. } => {
-            assert_eq!(code, "ringtone_no_output", "{message}");
+            assert_eq!(code, RingtoneErrorCode::RingtoneNoOutput, "{message}");
             // The player still works after a device error.
             player.play(RingtoneKind::Incoming);
             assert!(events.recv_timeout(Duration::from_secs(10)).is_ok());

@@ -1,15 +1,18 @@
 // Turns whatever a backend call threw into an `ApiError`, and an error code into words.
 //
-// The Rust side rejects every command with `{code, message}`; Tauri itself may reject with a bare
-// string (an unknown command, a missing permission) and JavaScript with an `Error`. The UI only
-// ever switches on `code`, so everything is folded into that one shape here.
+// The Rust side rejects every command with `{code, message}`, the code one of the string literals
+// generated from Rust (`ApiCode`); Tauri itself may reject with a bare string (an unknown command,
+// a missing permission) and JavaScript with an `Error`, which get `unknown`. The UI only ever
+// switches on `code`, so everything is folded into that one shape here.
 
+import type { ApiCode } from './bindings/ApiCode';
 import type { ApiError } from './bindings/ApiError';
+import type { AppErrorCode } from './bindings/AppErrorCode';
 import type { MessageKey } from './i18n/en';
 import { hasKey } from './i18n/index.svelte';
 
 /** The code used when what was thrown carries none. */
-export const UNKNOWN = 'unknown';
+export const UNKNOWN: AppErrorCode = 'unknown';
 
 export function isApiError(value: unknown): value is ApiError {
   return (
@@ -28,7 +31,7 @@ export function toApiError(thrown: unknown): ApiError {
 }
 
 /** The i18n key that explains `code` to a person; unknown codes get a generic sentence. */
-export function errorKey(code: string): MessageKey {
+export function errorKey(code: ApiCode): MessageKey {
   const key = `error.${code}`;
   return hasKey(key) ? key : 'error.unknown';
 }

@@ -5,6 +5,7 @@ import type { DeviceDirection } from "./DeviceDirection";
 import type { DeviceInfo } from "./DeviceInfo";
 import type { ErrorCode } from "./ErrorCode";
 import type { PresenceStatus } from "./PresenceStatus";
+import type { RingtoneErrorCode } from "./RingtoneErrorCode";
 
 /**
  * Everything that happens, on one channel.
@@ -126,7 +127,7 @@ source: string, } | { "event": "ringtone_stopped" } | { "event": "ringtone_faile
 /**
  * A stable code such as `ringtone_undecodable`.
  */
-code: string, 
+code: RingtoneErrorCode, 
 /**
  * What happened.
  */

@@ -8,6 +8,7 @@
 // (showing "Calling…" before the server named the call) are corrected by the events that follow.
 // Time comes from an injected `Clock`, so tests step it instead of sleeping.
 
+import type { ApiCode } from '../bindings/ApiCode';
 import type { ApiError } from '../bindings/ApiError';
 import type { CallEvent } from '../bindings/CallEvent';
 import type { CallReplay } from '../bindings/CallReplay';
@@ -36,7 +37,7 @@ export type CallEnd =
   /** The call ended before it connected for us. */
   | { kind: 'not_connected'; reason: NotConnectedReason }
   /** Our command was refused before there was a call. */
-  | { kind: 'refused'; code: string };
+  | { kind: 'refused'; code: ApiCode };
 
 /** How long "Call ended" stays on screen. */
 export const ENDED_HOLD_MS = 3000;

@@ -71,13 +71,13 @@ describe('settings', () => {
     const store = new SettingsStore(
       fakeBackend({
         saveSettings: async () => {
-          throw { code: 'ringtone_missing', message: 'no file' };
+          throw { code: 'ringtone_unreadable', message: 'no file' };
         },
       }),
     );
     expect(await store.useRingtoneFile('/nope.ogg')).toBe(false);
     expect(store.value.ringtone).toBe('bundled:classic');
-    expect(store.error?.code).toBe('ringtone_missing');
+    expect(store.error?.code).toBe('ringtone_unreadable');
   });
 
   test('a typed path and a chosen file both become custom ringtones', async () => {
