@@ -2,6 +2,7 @@
 // and every rejection turned into an ApiError.
 
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { COMMAND_NAMES } from './bindings/CommandName';
 
 type Handler = (cmd: string, args: unknown) => unknown;
 
@@ -27,6 +28,22 @@ function record(reply: Handler = () => null) {
 }
 
 describe('backend', () => {
+  test('every command the backend calls is one Rust has (the list generated from build.rs)', async () => {
+    const seen = record(() => {
+      throw { code: 'internal', message: 'not answered in this test' };
+    });
+    // Every method, with arguments of the right shape; what they resolve to does not matter here.
+    for (const [name, method] of Object.entries(backend)) {
+      if (typeof method !== 'function' || name.startsWith('on')) continue;
+      await Promise.resolve()
+        .then(() => (method as (...args: unknown[]) => unknown).apply(backend, [[], 'audio', [], null]))
+        .catch(() => undefined);
+    }
+    const unknown = seen.map((s) => s.cmd).filter((cmd) => !(COMMAND_NAMES as readonly string[]).includes(cmd));
+    expect(unknown).toEqual([]);
+    expect(seen.length).toBeGreaterThan(20);
+  });
+
   test('command names and camelCase arguments', async () => {
     const seen = record();
     await backend.placeCall(['bob'], 'video');

@@ -22,6 +22,7 @@ import type { Mutes } from './bindings/Mutes';
 import type { RingtoneOption } from './bindings/RingtoneOption';
 import type { Settings } from './bindings/Settings';
 import type { SignInRequest } from './bindings/SignInRequest';
+import type { CommandName } from './bindings/CommandName';
 import type { UserProfile } from './bindings/UserProfile';
 import { toApiError } from './errors';
 import { normalizeEvent, type AppEvent } from './events';
@@ -29,7 +30,7 @@ import { normalizeEvent, type AppEvent } from './events';
 /** Which window this page runs in. */
 export type WindowLabel = 'main' | 'incoming' | 'mini';
 
-async function command<T>(name: string, args?: Record<string, unknown>): Promise<T> {
+async function command<T>(name: CommandName, args?: Record<string, unknown>): Promise<T> {
   try {
     return await invoke<T>(name, args);
   } catch (thrown) {
