@@ -6,6 +6,7 @@
 //! `Result<T, ApiError>`: the UI switches on `code`, never on `message`.
 
 use hark_engine::core::CallEvent;
+use hark_engine::call_log::Mutes;
 use hark_engine::engine::EngineError;
 use hark_engine::ringtone::RingtoneErrorCode;
 use hark_protocol::{CallId, ErrorCode, Media, UserId};
@@ -299,16 +300,6 @@ pub type UiEvent = hark_engine::engine::EngineEvent;
 
 /// Re-exported for the bindings: the call events inside [`UiEvent`].
 pub type UiCallEvent = CallEvent;
-
-/// Whether our microphone and the call's sound are muted. Sent to every window (the `mutes`
-/// event) when one of them changes it, so the call view and the mini window agree.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, TS)]
-pub struct Mutes {
-    /// Our microphone sends silence.
-    pub microphone: bool,
-    /// The others are not played.
-    pub speaker: bool,
-}
 
 /// The call going on now, for a window that opens in the middle of it: the call events so far,
 /// in order (empty when there is no call), and the mutes.

@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hark_engine::call_log::CallSnapshot;
 use hark_engine::engine::Engine;
 use hark_protocol::ErrorCode;
 use tauri::Manager;
 
 use crate::api::{Account, ApiCode, ApiError, AppErrorCode, AppInfo, IncomingCall, Settings, SignInRequest};
 use crate::store::{self, AppDirs, SavedSession};
-use crate::{call_log, embedded, live, session, windows};
+use crate::{embedded, live, session, windows};
 
 /// Everything the commands share.
 pub struct AppState {
@@ -26,8 +27,6 @@ pub struct AppState {
     pub(crate) live: live::LiveOutlet,
     /// The ringing call for which the main window was made full screen, if any.
     pub(crate) fullscreen_call: Mutex<Option<String>>,
-    /// The call going on, for windows that open in its middle.
-    pub(crate) call_log: Mutex<call_log::CallLog>,
 }
 
 /// When `run` began, for the launch → contacts figure in the log.
@@ -74,7 +73,6 @@ impl AppState {
             incoming: Mutex::new(None),
             live: live::LiveOutlet::default(),
             fullscreen_call: Mutex::new(None),
-            call_log: Mutex::new(call_log::CallLog::default()),
         }
     }
 
@@ -102,33 +100,20 @@ impl AppState {
         false
     }
 
-    /// The call log, locked (a panic elsewhere does not make it unreadable).
-    pub(crate) fn call_log(&self) -> std::sync::MutexGuard<'_, call_log::CallLog> {
-        self.call_log.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Who is signed in.
     pub(crate) async fn account(&self) -> Option<Account> {
         self.session.lock().await.as_ref().map(|s| s.account.clone())
     }
 
-    /// Mutes or unmutes the microphone and/or the call's sound. The engine and the call log
-    /// change together, so quick toggles from two windows cannot leave them apart; the windows
-    /// hear of it once the lock is let go.
-    pub(crate) async fn set_mutes(&self, app: &tauri::AppHandle, microphone: Option<bool>, speaker: Option<bool>) -> Result<(), ApiError> {
-        let engine = self.signed_in().await?;
-        let mutes = {
-            let mut log = self.call_log();
-            if let Some(muted) = microphone {
-                engine.mute_microphone(muted);
-            }
-            if let Some(muted) = speaker {
-                engine.mute_speaker(muted);
-            }
-            log.set_mutes(microphone, speaker)
-        };
-        windows::announce_mutes(app, mutes);
-        Ok(())
+    /// Whether a call we placed or answered goes on (what the call view, or the mini window in
+    /// its stead, shows), read without waiting: `false` while a sign-in holds the session.
+    pub(crate) fn call_shown_now(&self) -> bool {
+        self.session.try_lock().ok().and_then(|slot| slot.as_ref().map(|session| session.engine.call_snapshot().placed_or_answered)).unwrap_or(false)
+    }
+
+    /// The call going on now (none when signed out), as the engine records it.
+    pub(crate) async fn call_snapshot(&self) -> CallSnapshot {
+        self.engine().await.map(|engine| engine.call_snapshot()).unwrap_or_default()
     }
 
     /// The engine, if signed in.
@@ -169,8 +154,6 @@ impl AppState {
         if let Some(old) = slot.take() {
             old.engine.stop().await;
         }
-        // A call of the session just stopped is no call of the next one.
-        *self.call_log() = call_log::CallLog::default();
         let token = session::obtain_token(&server, &request.user, &request.password, request.register, request.nickname.as_deref()).await?;
         let mut session = session::start(app, &server, embedded, token.token.clone(), &self.settings()).await?;
         if request.nickname.is_some() || request.avatar.is_some() {
@@ -212,7 +195,6 @@ impl AppState {
             end_session(session).await;
         }
         windows::incoming_over(app, None, false);
-        *self.call_log() = call_log::CallLog::default();
         windows::close_mini(app);
         store::forget_session(&self.dirs);
     }

@@ -136,19 +136,23 @@ pub async fn clear_history(state: State<'_, AppState>) -> Answer<()> {
 }
 
 #[tauri::command]
-pub async fn mute_microphone(app: AppHandle, state: State<'_, AppState>, muted: bool) -> Answer<()> {
-    state.set_mutes(&app, Some(muted), None).await
+pub async fn mute_microphone(state: State<'_, AppState>, muted: bool) -> Answer<()> {
+    // The engine owns the mutes and tells every window (the `mutes` event).
+    state.signed_in().await?.mute_microphone(muted);
+    Ok(())
 }
 
 #[tauri::command]
-pub async fn mute_speaker(app: AppHandle, state: State<'_, AppState>, muted: bool) -> Answer<()> {
-    state.set_mutes(&app, None, Some(muted)).await
+pub async fn mute_speaker(state: State<'_, AppState>, muted: bool) -> Answer<()> {
+    state.signed_in().await?.mute_speaker(muted);
+    Ok(())
 }
 
 #[tauri::command]
 pub async fn call_replay(state: State<'_, AppState>) -> Answer<CallReplay> {
     let me = state.account().await.map(|account| account.user);
-    Ok(state.call_log().replay(me))
+    let call = state.call_snapshot().await;
+    Ok(CallReplay { me, events: call.events, mutes: call.mutes })
 }
 
 /// The mini window's way back to the call view.

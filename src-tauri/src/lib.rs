@@ -12,7 +12,6 @@ pub mod api;
 mod app_state;
 #[cfg(test)]
 mod bindings;
-mod call_log;
 mod commands;
 pub mod embedded;
 mod live;

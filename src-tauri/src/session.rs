@@ -19,7 +19,8 @@ use hark_engine::voice_processing::ProcessingSettings;
 use tauri::{AppHandle, Emitter, Manager};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::api::{Account, ApiError, AppErrorCode, IncomingCall, LiveUpdate, Mutes, Settings};
+use crate::api::{Account, ApiError, AppErrorCode, IncomingCall, LiveUpdate, Settings};
+use hark_engine::call_log::Mutes;
 use crate::sound_cards::open_sound_cards;
 use crate::AppState;
 
@@ -229,18 +230,16 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
             EngineEvent::SignInRefused { code, message } => tracing::warn!(%code, %message, "sign-in refused"),
             _ => {}
         }
-        if let EngineEvent::Call(call) = &event {
-            let ended = app.state::<AppState>().call_log().record(call);
-            if let Some(mutes) = ended {
+        match &event {
+            // The engine recorded the event before sending it: a call it ended is gone from its
+            // snapshot, and with it the mini window.
+            EngineEvent::Call(CallEvent::CallEnded { .. } | CallEvent::NotConnected { .. }) if engine.call_snapshot().events.is_empty() => {
                 crate::windows::close_mini(&app);
-                // The engine keeps its mutes between calls; the next call starts unmuted even
-                // when no window is left to say so (the main window closed to the tray).
-                if mutes != Mutes::default() {
-                    engine.mute_microphone(false);
-                    engine.mute_speaker(false);
-                    crate::windows::announce_mutes(&app, Mutes::default());
-                }
             }
+            // Every window shows the engine's mutes (one window's button, the others' view, and
+            // the lift when a call ends).
+            EngineEvent::Mutes { microphone, speaker } => crate::windows::announce_mutes(&app, Mutes { microphone: *microphone, speaker: *speaker }),
+            _ => {}
         }
         crate::windows::on_call_event(&app, &event);
         if let Err(error) = app.emit("engine", &event) {

@@ -27,7 +27,8 @@ use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindowBuilder, Wry};
 use tauri_plugin_notification::NotificationExt;
 
-use crate::api::{IncomingCall, IncomingPresentation, Mutes};
+use crate::api::{IncomingCall, IncomingPresentation};
+use hark_engine::call_log::Mutes;
 use crate::AppState;
 use hark_engine::core::CallEvent;
 use hark_engine::engine::EngineEvent;
@@ -126,7 +127,7 @@ pub fn main_window_changed(app: &AppHandle) {
         None if lives_in_tray(app) => true,
         None => false,
     };
-    let call_shown = app.state::<AppState>().call_log().placed_or_answered();
+    let call_shown = app.state::<AppState>().call_shown_now();
     if !(out_of_sight && call_shown) {
         close_mini(app);
     } else if app.get_webview_window(MINI).is_none() {

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::audio::{AudioSink, AudioSource};
+use crate::call_log::{CallLog, CallSnapshot, Mutes};
 use crate::camera::{CameraInfo, CameraWatch};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
@@ -150,6 +151,14 @@ pub enum EngineEvent {
     CameraError {
         /// What happened.
         message: String,
+    },
+    /// Our microphone or the call's sound was muted or unmuted (by any window, or lifted when a
+    /// call ended).
+    Mutes {
+        /// Our microphone sends silence.
+        microphone: bool,
+        /// The others are not played.
+        speaker: bool,
     },
     /// A camera was plugged in or out: the cameras there are now (the first is the default).
     /// Said once at start if there is a camera.
@@ -287,6 +296,8 @@ enum Request {
 pub struct Engine {
     requests: mpsc::UnboundedSender<Request>,
     ringtones: Arc<RingtonePlayer>,
+    /// The call now, as the engine last published it.
+    call: tokio::sync::watch::Receiver<CallSnapshot>,
 }
 
 impl Engine {
@@ -309,7 +320,10 @@ impl Engine {
         let ringtones = Arc::new(RingtonePlayer::with_listener(config.ring_output, move |event| {
             let _ = ring_tx.send(event);
         }));
+        let (call_tx, call_rx) = tokio::sync::watch::channel(CallSnapshot::default());
         let task = EngineTask {
+            call_log: CallLog::default(),
+            call_published: call_tx,
             ringtones: Arc::clone(&ringtones),
             core: CallCore::new(String::new()),
             signaling,
@@ -349,7 +363,7 @@ impl Engine {
             video_receive: video_receive_rx,
         };
         tokio::spawn(task.run(request_rx, inboxes));
-        (Engine { requests, ringtones }, event_rx)
+        (Engine { requests, ringtones, call: call_rx }, event_rx)
     }
 
     /// Places a call.
@@ -460,6 +474,12 @@ impl Engine {
     }
 
     /// Mutes or unmutes our microphone.
+    /// The call going on now (its events so far and the mutes), for a view that starts late;
+    /// always the engine's own record, read without waiting.
+    pub fn call_snapshot(&self) -> CallSnapshot {
+        self.call.borrow().clone()
+    }
+
     pub fn mute_microphone(&self, muted: bool) {
         let _ = self.requests.send(Request::MuteMicrophone(muted));
     }
@@ -582,6 +602,9 @@ struct EngineTask {
     video_shown: HashMap<UserId, bool>,
     /// Our video sender while a video call is connected and a camera is configured.
     video_sender: Option<VideoSender>,
+    /// The call now and its mutes; the one record of them.
+    call_log: CallLog,
+    call_published: tokio::sync::watch::Sender<CallSnapshot>,
     /// The video outlet of each connected peer of a video call.
     video_outlets: HashMap<UserId, VideoOutlet>,
     video_send_reports: mpsc::UnboundedSender<VideoSendReport>,
@@ -652,8 +675,8 @@ impl EngineTask {
             Request::State(reply) => {
                 let _ = reply.send(self.core.state());
             }
-            Request::MuteMicrophone(muted) => self.pipeline.set_microphone_muted(muted),
-            Request::MuteSpeaker(muted) => self.pipeline.set_speaker_muted(muted),
+            Request::MuteMicrophone(muted) => self.set_mutes(Some(muted), None),
+            Request::MuteSpeaker(muted) => self.set_mutes(None, Some(muted)),
             Request::Processing(settings) => self.pipeline.set_processing(settings),
             Request::Microphone(source) => self.pipeline.replace_source(source),
             Request::Speaker(sink) => self.pipeline.replace_sink(sink),
@@ -918,7 +941,17 @@ impl EngineTask {
                     if let CallEvent::RemoteCamera { user, on: false } = &event {
                         self.video_shown(user.clone(), false);
                     }
+                    // Recorded (and published) before it is sent: whoever reads the snapshot on
+                    // hearing the event finds it there.
+                    let ended_with = self.call_log.record(&event);
+                    self.call_published.send_replace(self.call_log.snapshot());
                     self.emit(EngineEvent::Call(event));
+                    // Each call starts unmuted.
+                    if ended_with.is_some_and(|mutes| mutes != Mutes::default()) {
+                        self.pipeline.set_microphone_muted(false);
+                        self.pipeline.set_speaker_muted(false);
+                        self.emit(EngineEvent::Mutes { microphone: false, speaker: false });
+                    }
                 }
                 Output::SetMedia(media) => {
                     debug!(?media, "call media");
@@ -949,6 +982,22 @@ impl EngineTask {
 
     fn emit(&self, event: EngineEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// Mutes or unmutes; says the new mutes to everyone when they changed.
+    fn set_mutes(&mut self, microphone: Option<bool>, speaker: Option<bool>) {
+        if let Some(muted) = microphone {
+            self.pipeline.set_microphone_muted(muted);
+        }
+        if let Some(muted) = speaker {
+            self.pipeline.set_speaker_muted(muted);
+        }
+        let before = self.call_log.mutes();
+        let now = self.call_log.set_mutes(microphone, speaker);
+        if now != before {
+            self.call_published.send_replace(self.call_log.snapshot());
+            self.emit(EngineEvent::Mutes { microphone: now.microphone, speaker: now.speaker });
+        }
     }
 }
 

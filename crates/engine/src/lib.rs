@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod call_log;
 pub mod camera;
 pub mod core;
 pub mod echo;

@@ -505,6 +505,12 @@ async fn muting_and_deleting_records() {
 
     // Alice mutes her microphone: bob hears silence (after what was already in flight).
     alice.engine.mute_microphone(true);
+    // The engine says so, and its call snapshot (what a window opening now replays) agrees.
+    let said = alice.wait_for(|e| matches!(e, EngineEvent::Mutes { .. })).await;
+    assert_eq!(said, EngineEvent::Mutes { microphone: true, speaker: false });
+    let snapshot = alice.engine.call_snapshot();
+    assert!(snapshot.mutes.microphone && snapshot.placed_or_answered, "{snapshot:?}");
+    assert!(snapshot.events.iter().any(|e| matches!(e, CallEvent::CallBegan { .. })), "{snapshot:?}");
     bob.listen(0.6).await;
     let quiet = bob.heard.last(9_600);
     assert!(goertzel_power(&quiet, 440.0) < 1e-6, "muted audio still heard: {:e}", goertzel_power(&quiet, 440.0));
@@ -534,6 +540,10 @@ async fn muting_and_deleting_records() {
 
     alice.engine.hangup().await.unwrap();
     bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    // The call's end lifts bob's mute (each call starts unmuted) and empties the snapshot.
+    let lifted = bob.wait_for(|e| matches!(e, EngineEvent::Mutes { .. })).await;
+    assert_eq!(lifted, EngineEvent::Mutes { microphone: false, speaker: false });
+    assert_eq!(bob.engine.call_snapshot(), hark_engine::call_log::CallSnapshot::default());
     let records = bob.engine.history(None, None).await.unwrap();
     assert_eq!(records.len(), 1);
     bob.engine.delete_records(vec![records[0].call_id.clone()]).await.unwrap();

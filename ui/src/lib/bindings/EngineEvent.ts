@@ -70,7 +70,15 @@ camera: string, } | { "event": "camera_error",
 /**
  * What happened.
  */
-message: string, } | { "event": "camera_list_changed", 
+message: string, } | { "event": "mutes", 
+/**
+ * Our microphone sends silence.
+ */
+microphone: boolean, 
+/**
+ * The others are not played.
+ */
+speaker: boolean, } | { "event": "camera_list_changed", 
 /**
  * The cameras.
  */

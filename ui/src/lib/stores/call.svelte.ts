@@ -457,9 +457,7 @@ export class CallStore {
     this.phase = 'idle';
     this.media = 'audio';
     this.endedFrom = 'idle';
-    // Each call starts unmuted; tell the engine too, in case it keeps the state between calls.
-    if (this.micMuted) void this.backend.muteMicrophone(false).catch(() => undefined);
-    if (this.speakerMuted) void this.backend.muteSpeaker(false).catch(() => undefined);
+    // Each call starts unmuted (the engine lifts its mutes when a call ends and says so).
     this.micMuted = false;
     this.speakerMuted = false;
   }

@@ -309,13 +309,13 @@ describe('mute', () => {
     expect(call.error?.code).toBe('engine_stopped');
   });
 
-  test('a new call starts unmuted, and the engine is told', async () => {
+  test('a new call starts unmuted; the engine lifts its own mutes, the view does not ask it to', async () => {
     call.handle({ event: 'call_began', call_id: 'c1', media: 'audio', connected_at: clock.now() });
     await call.toggleMicrophone();
     call.handle({ event: 'call_ended', call_id: 'c1', reason: 'hangup', duration_s: 1 });
     clock.advance(ENDED_HOLD_MS);
     expect(call.micMuted).toBe(false);
-    expect(backend.callsOf('muteMicrophone')).toEqual([[true], [false]]);
+    expect(backend.callsOf('muteMicrophone')).toEqual([[true]]);
   });
 });
 

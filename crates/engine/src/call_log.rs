@@ -1,14 +1,36 @@
-//! The call going on now, as the events that told it, for a window that opens in the middle.
+//! The call going on now, as the events that told it, and its mutes: what a view that starts late
+//! needs to catch up.
 //!
-//! The UI's call view is a reducer of the engine's call events, so a page that starts late (the
-//! floating mini window, a main window reopened from the tray, a window that loaded while a call
+//! A UI's call view is a reducer of the engine's call events, so a view that starts late (a
+//! floating mini window, a main window reopened from a tray, a page that loaded while a call
 //! rang) catches up by replaying what went by rather than by a second, hand-kept snapshot that
-//! could drift from it. The mutes are the one part of a call the engine does not announce, so
-//! they are kept here too and sent to every window when one of them changes them.
+//! could drift from it. The engine owns this log (one owner per fact): it records every call
+//! event before it sends it, and publishes the [`CallSnapshot`] for anyone to read at any time.
 
-use hark_engine::core::CallEvent;
+use crate::core::CallEvent;
 
-use crate::api::{CallReplay, Mutes};
+/// Whether our microphone and the call's sound are muted. The engine says so (`mutes`) whenever
+/// they change, and lifts both when a call ends: each call starts unmuted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct Mutes {
+    /// Our microphone sends silence.
+    pub microphone: bool,
+    /// The others are not played.
+    pub speaker: bool,
+}
+
+/// The call going on now: its events so far, oldest first (none when there is no call), and the
+/// mutes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallSnapshot {
+    /// The call events, as they were sent.
+    pub events: Vec<CallEvent>,
+    /// The mutes now.
+    pub mutes: Mutes,
+    /// Whether we placed the call or answered it (not merely ringing here).
+    pub placed_or_answered: bool,
+}
 
 /// The events of the call in progress, from its first (`incoming_call`, `dialing`, or for a call
 /// we joined the people already in it and `call_began`) on.
@@ -24,8 +46,8 @@ pub struct CallLog {
 const MAX_PENDING: usize = 32;
 
 impl CallLog {
-    /// Takes in an event, in the order the engine sent them. When the event ends the call, gives
-    /// back the mutes it had: the engine keeps its own between calls, so the shell lifts them.
+    /// Takes in an event, in the order the engine sends them. When the event ends the call, gives
+    /// back the mutes it had (to lift: the next call starts unmuted).
     pub fn record(&mut self, event: &CallEvent) -> Option<Mutes> {
         match event {
             // The core tells of a ringing call only when it has none, or when both sides called
@@ -89,19 +111,24 @@ impl CallLog {
         if let Some(muted) = speaker {
             self.mutes.speaker = muted;
         }
-        self.mutes.clone()
+        self.mutes
     }
 
-    /// What a late window replays; `me` is who is signed in.
-    pub fn replay(&self, me: Option<String>) -> CallReplay {
-        CallReplay { me, events: self.events.clone(), mutes: self.mutes.clone() }
+    /// The mutes now.
+    pub fn mutes(&self) -> Mutes {
+        self.mutes
+    }
+
+    /// What a view that starts late replays.
+    pub fn snapshot(&self) -> CallSnapshot {
+        CallSnapshot { events: self.events.clone(), mutes: self.mutes, placed_or_answered: self.placed_or_answered() }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hark_engine::core::NotConnectedReason;
+    use crate::core::NotConnectedReason;
     use hark_protocol::{EndReason, Media};
 
     fn incoming(call_id: &str) -> CallEvent {
@@ -118,7 +145,7 @@ mod tests {
         assert!(!log.in_progress());
         // Stray news with no call going on is not a call.
         assert_eq!(log.record(&CallEvent::UserLeft { user: "carol".into() }), None);
-        assert!(log.replay(None).events.is_empty());
+        assert!(log.snapshot().events.is_empty());
 
         log.record(&incoming("c1"));
         assert!(log.in_progress() && !log.placed_or_answered(), "ringing here is the banner's, not the call view's");
@@ -127,16 +154,15 @@ mod tests {
         assert_eq!(log.set_mutes(Some(true), None), Mutes { microphone: true, speaker: false });
         // The late end of an earlier call changes nothing.
         assert_eq!(log.record(&CallEvent::NotConnected { call_id: Some("c0".into()), reason: NotConnectedReason::Cancelled }), None);
-        let replay = log.replay(Some("me".into()));
+        let replay = log.snapshot();
         assert_eq!(replay.events, vec![incoming("c1"), began("c1")]);
-        assert_eq!(replay.me.as_deref(), Some("me"));
-        assert!(replay.mutes.microphone);
+        assert!(replay.mutes.microphone && replay.placed_or_answered);
 
         // Its end gives back the mutes to lift, and leaves nothing to replay.
         let ended = log.record(&CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 6 });
         assert_eq!(ended, Some(Mutes { microphone: true, speaker: false }));
         assert!(!log.in_progress());
-        assert_eq!(log.replay(None), CallReplay::default());
+        assert_eq!(log.snapshot(), CallSnapshot::default());
     }
 
     #[test]
@@ -147,7 +173,7 @@ mod tests {
         assert!(log.placed_or_answered());
         log.record(&incoming("theirs"));
         log.record(&began("theirs"));
-        assert_eq!(log.replay(None).events, vec![incoming("theirs"), began("theirs")]);
+        assert_eq!(log.snapshot().events, vec![incoming("theirs"), began("theirs")]);
         // Its end is the end of the call now, not ignored as another call's.
         assert!(log.record(&CallEvent::CallEnded { call_id: "theirs".into(), reason: EndReason::Hangup, duration_s: 1 }).is_some());
         assert!(!log.in_progress());
@@ -160,7 +186,7 @@ mod tests {
         log.record(&CallEvent::UserJoined { user: "bob".into() });
         log.record(&began("g1"));
         assert!(log.placed_or_answered());
-        let events = log.replay(None).events;
+        let events = log.snapshot().events;
         assert_eq!(events.len(), 3);
         assert_eq!(events[2], began("g1"));
         // Stray joins never pile up without a call.
@@ -180,11 +206,11 @@ mod tests {
         log.record(&dialing);
         // Dialing again for the same call (the server naming it) adds to it.
         log.record(&dialing);
-        assert_eq!(log.replay(None).events.len(), 2);
+        assert_eq!(log.snapshot().events.len(), 2);
         // An unmuted call gives back no mutes to lift, and still ends.
         assert_eq!(log.record(&CallEvent::NotConnected { call_id: Some("c3".into()), reason: NotConnectedReason::Rejected }), Some(Mutes::default()));
         log.record(&incoming("c4"));
-        assert_eq!(log.replay(None).events, vec![incoming("c4")]);
+        assert_eq!(log.snapshot().events, vec![incoming("c4")]);
         assert!(!log.placed_or_answered());
     }
 }
