@@ -28,9 +28,6 @@ use crate::AppState;
 const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an incoming call waits for the caller's profile before showing the user id.
 const PROFILE_WAIT: Duration = Duration::from_millis(500);
-/// Loss or round trip above which a tile shows the weak-network badge.
-const WEAK_LOSS_PERCENT: f64 = 8.0;
-const WEAK_RTT_MS: f64 = 400.0;
 
 /// A signed-in account and its engine.
 pub struct Session {
@@ -192,9 +189,8 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
                 crate::live::send(&app, LiveUpdate::Level { user: user.clone(), level: *level });
                 continue;
             }
-            EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed } => {
-                let weak = *loss_percent >= WEAK_LOSS_PERCENT || rtt_ms.is_some_and(|rtt| rtt >= WEAK_RTT_MS);
-                crate::live::send(&app, LiveUpdate::Quality { user: user.clone(), loss_percent: *loss_percent, rtt_ms: *rtt_ms, relayed: *relayed, weak });
+            EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed, weak } => {
+                crate::live::send(&app, LiveUpdate::Quality { user: user.clone(), loss_percent: *loss_percent, rtt_ms: *rtt_ms, relayed: *relayed, weak: *weak });
                 continue;
             }
             EngineEvent::Call(CallEvent::IncomingCall { call_id, caller, invitees, media, .. }) => {

@@ -88,6 +88,11 @@ impl VideoConfig {
     }
 }
 
+/// Loss (percent, over the last two seconds) from which a link counts as weak.
+pub const WEAK_LOSS_PERCENT: f64 = 8.0;
+/// Round-trip time (ms) from which a link counts as weak.
+pub const WEAK_RTT_MS: f64 = 400.0;
+
 /// Everything that happens, on one channel.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -135,6 +140,9 @@ pub enum EngineEvent {
         rtt_ms: Option<f64>,
         /// Whether it runs through a TURN relay.
         relayed: bool,
+        /// Whether the link counts as weak ([`WEAK_LOSS_PERCENT`], [`WEAK_RTT_MS`]): decided here
+        /// once, so every view shows the same badge.
+        weak: bool,
     },
     /// The ringtone should start or stop (the core's decision).
     Ringtone {
@@ -763,7 +771,8 @@ impl EngineTask {
             }
             PeerEvent::Failed => debug!(%user, "peer connection failed; restarting ICE"),
             PeerEvent::Quality { loss_percent, rtt_ms, relayed } => {
-                self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed })
+                let weak = loss_percent >= WEAK_LOSS_PERCENT || rtt_ms.is_some_and(|rtt| rtt >= WEAK_RTT_MS);
+                self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed, weak })
             }
         }
     }

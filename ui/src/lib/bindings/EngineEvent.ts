@@ -58,7 +58,12 @@ rtt_ms: number | null,
 /**
  * Whether it runs through a TURN relay.
  */
-relayed: boolean, } | { "event": "ringtone", 
+relayed: boolean, 
+/**
+ * Whether the link counts as weak ([`WEAK_LOSS_PERCENT`], [`WEAK_RTT_MS`]): decided here
+ * once, so every view shows the same badge.
+ */
+weak: boolean, } | { "event": "ringtone", 
 /**
  * `incoming`, `dialing` or `stop`.
  */

@@ -143,7 +143,7 @@ export class HarkApp {
         this.call.voiceLevel(engine.user, engine.level);
         return;
       case 'network_quality':
-        this.call.networkQuality(engine.user, engine.loss_percent, engine.rtt_ms);
+        this.call.networkQuality(engine.user, engine.weak);
         return;
       case 'signed_in':
         // After a reconnect the server may have moved on: what can be joined, who is online.

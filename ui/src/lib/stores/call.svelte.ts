@@ -47,9 +47,6 @@ export const TICK_MS = 1000;
 export const JOINABLE_POLL_MS = 15_000;
 /** A level (0–100) above which a person counts as speaking. */
 export const SPEAKING_LEVEL = 12;
-/** Loss and round-trip time above which a link counts as weak, for the engine's raw figures. */
-export const WEAK_LOSS_PERCENT = 8;
-export const WEAK_RTT_MS = 400;
 
 export type CallBackend = Pick<
   Backend,
@@ -253,9 +250,9 @@ export class CallStore {
     this.levels[user] = level;
   }
 
-  /** The engine's raw quality figures, judged here with the same thresholds as the shell. */
-  networkQuality(user: string, lossPercent: number, rttMs: number | null): void {
-    this.weak[user] = lossPercent >= WEAK_LOSS_PERCENT || (rttMs ?? 0) >= WEAK_RTT_MS;
+  /** The engine's network-quality event: whether the link is weak is the engine's word. */
+  networkQuality(user: string, weak: boolean): void {
+    this.weak[user] = weak;
   }
 
   // ---- commands ----

@@ -271,10 +271,10 @@ describe('events about people and media', () => {
     expect(call.isSpeaking('me')).toBe(false);
     expect(call.weak['bob']).toBe(true);
     call.voiceLevel('bob', 0);
-    call.networkQuality('bob', 0.5, 500);
+    call.networkQuality('bob', true);
     expect(call.isSpeaking('bob')).toBe(false);
     expect(call.weak['bob']).toBe(true);
-    call.networkQuality('bob', 0.5, 60);
+    call.networkQuality('bob', false);
     expect(call.weak['bob']).toBe(false);
     call.live({ kind: 'quality', user: 'bob', loss_percent: 30, rtt_ms: null, relayed: true, weak: true });
     call.live({ kind: 'level', user: 'bob', level: 90 });
