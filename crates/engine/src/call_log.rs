@@ -22,7 +22,7 @@ pub struct Mutes {
 
 /// The call going on now: its events so far, oldest first (none when there is no call), and the
 /// mutes.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallSnapshot {
     /// The call events, as they were sent.
     pub events: Vec<CallEvent>,
@@ -30,16 +30,31 @@ pub struct CallSnapshot {
     pub mutes: Mutes,
     /// Whether we placed the call or answered it (not merely ringing here).
     pub placed_or_answered: bool,
+    /// Whether our camera is on (for a video call; kept between calls).
+    pub camera_on: bool,
+}
+
+impl Default for CallSnapshot {
+    fn default() -> Self {
+        CallSnapshot { events: Vec::new(), mutes: Mutes::default(), placed_or_answered: false, camera_on: true }
+    }
 }
 
 /// The events of the call in progress, from its first (`incoming_call`, `dialing`, or for a call
 /// we joined the people already in it and `call_began`) on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CallLog {
     events: Vec<CallEvent>,
     /// Who joined before a call of ours began: joining one sends no event of its own first.
     pending: Vec<CallEvent>,
     mutes: Mutes,
+    camera_on: bool,
+}
+
+impl Default for CallLog {
+    fn default() -> Self {
+        CallLog { events: Vec::new(), pending: Vec::new(), mutes: Mutes::default(), camera_on: true }
+    }
 }
 
 /// At most this many events are held for a call that has not begun (a group of 9 and then some).
@@ -114,6 +129,11 @@ impl CallLog {
         self.mutes
     }
 
+    /// Notes whether our camera is on.
+    pub fn set_camera_on(&mut self, on: bool) {
+        self.camera_on = on;
+    }
+
     /// The mutes now.
     pub fn mutes(&self) -> Mutes {
         self.mutes
@@ -121,7 +141,7 @@ impl CallLog {
 
     /// What a view that starts late replays.
     pub fn snapshot(&self) -> CallSnapshot {
-        CallSnapshot { events: self.events.clone(), mutes: self.mutes, placed_or_answered: self.placed_or_answered() }
+        CallSnapshot { events: self.events.clone(), mutes: self.mutes, placed_or_answered: self.placed_or_answered(), camera_on: self.camera_on }
     }
 }
 

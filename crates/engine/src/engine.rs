@@ -160,6 +160,12 @@ pub enum EngineEvent {
         /// What happened.
         message: String,
     },
+    /// Our camera was turned on or off: by the person, off by its failure, or back on for the next
+    /// call after a failure. Video calls start with it as it was left.
+    Camera {
+        /// On.
+        on: bool,
+    },
     /// Our microphone or the call's sound was muted or unmuted (by any window, or lifted when a
     /// call ended).
     Mutes {
@@ -664,7 +670,7 @@ impl EngineTask {
         match request {
             Request::Command(command, reply) => {
                 if let Command::Camera { on } = command {
-                    self.camera_on = on;
+                    self.set_camera_on(on);
                     self.camera_off_by_failure = false;
                     if let Some(sender) = &self.video_sender {
                         sender.set_enabled(on);
@@ -811,7 +817,7 @@ impl EngineTask {
                 // A failed camera counts as turned off: the others are told at once (rather than
                 // noticing after a while without pictures), and turning it on again retries.
                 if self.camera_on {
-                    self.camera_on = false;
+                    self.set_camera_on(false);
                     self.camera_off_by_failure = true;
                     if let Some(sender) = &self.video_sender {
                         sender.set_enabled(false);
@@ -877,7 +883,7 @@ impl EngineTask {
             // A camera turned off by its failure is tried again in the next call (it may have
             // been plugged back in); one the person turned off stays off.
             if std::mem::take(&mut self.camera_off_by_failure) {
-                self.camera_on = true;
+                self.set_camera_on(true);
                 if let Err(e) = self.core.command(self.clock.now_ms(), Command::Camera { on: true }) {
                     debug!(error = ?e, "camera back on after the call");
                 }
@@ -991,6 +997,17 @@ impl EngineTask {
 
     fn emit(&self, event: EngineEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// Our camera is on or off now (the person's choice, or off by its failure); says so when it
+    /// changed, and the call snapshot carries it.
+    fn set_camera_on(&mut self, on: bool) {
+        if self.camera_on != on {
+            self.camera_on = on;
+            self.call_log.set_camera_on(on);
+            self.call_published.send_replace(self.call_log.snapshot());
+            self.emit(EngineEvent::Camera { on });
+        }
     }
 
     /// Mutes or unmutes; says the new mutes to everyone when they changed.

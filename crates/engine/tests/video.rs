@@ -411,6 +411,9 @@ async fn camera_off_is_seen_at_once_and_video_resumes_within_a_second_of_on() {
 
     alice.engine.set_camera(false).await.unwrap();
     let off = Instant::now();
+    // The engine says its camera state, and its snapshot carries it.
+    assert_eq!(alice.wait_for(|e| matches!(e, EngineEvent::Camera { .. })).await, EngineEvent::Camera { on: false });
+    assert!(!alice.engine.call_snapshot().camera_on);
     bob.wait_for(|e| matches!(e, EngineEvent::RemoteVideoUnavailable { .. })).await;
     assert!(off.elapsed() < Duration::from_secs(1), "unavailable after {:?}", off.elapsed());
     while alice.camera_open.load(Ordering::SeqCst) {
@@ -438,9 +441,10 @@ async fn a_camera_that_cannot_open_is_an_error_the_others_are_told_and_the_next_
     let error = alice.wait_for(|e| matches!(e, EngineEvent::CameraError { .. })).await;
     let failed = Instant::now();
     assert!(format!("{error:?}").contains("busy"), "{error:?}");
-    // Bob is told at once that alice's video is off.
+    // Bob is told at once that alice's video is off, and alice's engine says her camera is off.
     bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::RemoteCamera { on: false, .. }))).await;
     assert!(failed.elapsed() < Duration::from_secs(1), "told after {:?}", failed.elapsed());
+    assert_eq!(alice.wait_for(|e| matches!(e, EngineEvent::Camera { .. })).await, EngineEvent::Camera { on: false });
     // Audio both ways, and bob's video still reaches alice (whatever order the events came in).
     let deadline = Instant::now() + PATIENCE;
     while alice.seen.len() < 10 || *alice.heard.0.lock().unwrap() < 10 || *bob.heard.0.lock().unwrap() < 10 {
@@ -452,7 +456,16 @@ async fn a_camera_that_cannot_open_is_an_error_the_others_are_told_and_the_next_
     // The next call tries the camera again (it is free now), and bob sees alice.
     alice.engine.hangup().await.unwrap();
     bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
-    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    // Alice's call ends, and her camera is back on for the next one (in whichever order the
+    // engine says the two).
+    let (mut ended, mut camera_back) = (false, false);
+    while !(ended && camera_back) {
+        match alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }) | EngineEvent::Camera { .. })).await {
+            EngineEvent::Camera { on } => camera_back = on,
+            _ => ended = true,
+        }
+    }
+    assert!(alice.engine.call_snapshot().camera_on);
     alice_calls_bob(&mut alice, &mut bob).await;
     alice.wait_for(|e| matches!(e, EngineEvent::CameraStarted { .. })).await;
     bob.wait_for(|e| matches!(e, EngineEvent::FirstRemoteVideoFrame { .. })).await;

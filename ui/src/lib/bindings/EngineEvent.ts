@@ -75,7 +75,11 @@ camera: string, } | { "event": "camera_error",
 /**
  * What happened.
  */
-message: string, } | { "event": "mutes", 
+message: string, } | { "event": "camera", 
+/**
+ * On.
+ */
+on: boolean, } | { "event": "mutes", 
 /**
  * Our microphone sends silence.
  */
