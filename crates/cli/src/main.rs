@@ -423,7 +423,7 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
     };
     // A real camera is watched for hot-plug (said with --json); synthetic ones have nothing to watch.
     let real_camera = matches!(cli.camera.parse::<CameraSpec>()?, CameraSpec::Default | CameraSpec::Device(_));
-    let cameras: Option<hark_engine::engine::CameraLister> = real_camera.then(|| Arc::new(hark_engine::camera::list) as hark_engine::engine::CameraLister);
+    let cameras: Option<hark_engine::engine::CameraLister> = real_camera.then(hark_engine::camera::polled_lister);
     let out: VideoOutSpec = cli.video_out.parse()?;
     let json = cli.json;
     let sinks = Arc::new(move |user: &hark_protocol::UserId, group: bool| match (&out, out.path_for(user, group)) {

@@ -14,7 +14,8 @@
 //!   video sender's watchdog ([`crate::video_send::CAMERA_STALL`]) reports a camera that stops
 //!   giving pictures instead of waiting for this thread.
 //!
-//! There is no hot-plug API either: [`CameraWatch`] compares lists, and the engine polls it.
+//! There is no hot-plug API either: [`CameraWatch`] compares lists, and the engine polls
+//! [`polled_lister`], which lists again only when the `/dev/video*` nodes changed.
 
 use hark_video::convert::{self, CameraPixels};
 use hark_video::I420Frame;
@@ -60,6 +61,28 @@ pub fn list() -> Vec<CameraInfo> {
         .collect();
     cameras.sort_by_key(|camera| camera.index);
     cameras
+}
+
+/// The camera list for the hot-plug poll: listing opens every video node (and can wake a USB
+/// camera), so it is done again only when the set of `/dev/video*` nodes changed since the last
+/// poll; reading the folder is all a poll costs otherwise.
+pub fn polled_lister() -> crate::engine::CameraLister {
+    let last: std::sync::Mutex<Option<(Vec<String>, Vec<CameraInfo>)>> = std::sync::Mutex::new(None);
+    std::sync::Arc::new(move || {
+        let mut nodes: Vec<String> = std::fs::read_dir("/dev")
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("video")).collect())
+            .unwrap_or_default();
+        nodes.sort();
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.as_ref() {
+            Some((seen, cameras)) if *seen == nodes => cameras.clone(),
+            _ => {
+                let cameras = list();
+                *last = Some((nodes, cameras.clone()));
+                cameras
+            }
+        }
+    })
 }
 
 /// Whether `/dev/videoN` lists video-capture formats: a UVC camera's metadata node does not.

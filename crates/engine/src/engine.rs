@@ -74,7 +74,7 @@ pub struct VideoConfig {
     pub cameras: Option<CameraLister>,
 }
 
-/// Lists the cameras there are now ([`crate::camera::list`], or a stand-in in tests).
+/// Lists the cameras there are now ([`crate::camera::polled_lister`], or a stand-in in tests).
 pub type CameraLister = Arc<dyn Fn() -> Vec<CameraInfo> + Send + Sync>;
 
 /// How often the camera list is polled: V4L2 has no hot-plug events of its own, and listing opens

@@ -87,16 +87,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RoundTrips {
 
     fn handle_read(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &message.message.packet {
-            let blocks: Vec<ReceptionReport> = packets
-                .iter()
-                .flat_map(|p| {
-                    let any = p.as_any();
-                    let reports = any.downcast_ref::<ReceiverReport>().map(|rr| &rr.reports).or_else(|| any.downcast_ref::<SenderReport>().map(|sr| &sr.reports));
-                    reports.into_iter().flatten().cloned()
-                })
-                .collect();
-            for block in &blocks {
-                self.report_came_back(block, message.now);
+            for packet in packets {
+                let any = packet.as_any();
+                let blocks = any.downcast_ref::<ReceiverReport>().map(|rr| &rr.reports).or_else(|| any.downcast_ref::<SenderReport>().map(|sr| &sr.reports));
+                for block in blocks.into_iter().flatten() {
+                    self.report_came_back(block, message.now);
+                }
             }
         }
         self.read.push_back(message);

@@ -186,7 +186,7 @@ pub const WEAK_MAX_KBPS: u32 = 200;
 /// layer from [`STRONG_FROM`], so a peer near the line does not flap. With one encoder
 /// following the weakest peer, one slow receiver in a group of three took the others down with it
 /// (`crates/cli/tests/faults.rs`: the healthy receiver got 15 fps at 50 kbit/s instead of 30 fps at
-/// 500); a second encode costs a few percent of a core. Pure.
+/// 500). The second encode runs only while some peer is on it. Pure.
 pub fn layers_for(rates: &HashMap<UserId, (u32, bool)>, now_on: &HashMap<UserId, usize>) -> HashMap<UserId, usize> {
     let best = f64::from(rates.values().map(|(kbps, _)| *kbps).max().unwrap_or(0)).max(1.0);
     rates
