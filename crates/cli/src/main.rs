@@ -363,6 +363,7 @@ async fn echo_service(cli: &Cli, printer: &Printer, lines: usize, max_call: Dura
         let video = VideoConfig {
             camera: Some(Arc::new(move || Ok(camera.camera()))),
             sinks: Arc::new(move |_: &hark_protocol::UserId, _| sink.sink()),
+            preview: hark_engine::engine::no_preview(),
             hd: false,
             cameras: None,
         };
@@ -432,7 +433,7 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
         (VideoOutSpec::Latency, None) => Box::new(FrameLatency { user: user.clone(), ages_ms: Vec::new(), unread: 0, printer: Printer { json } }) as Box<dyn VideoSink>,
         _ => Box::new(NoVideo) as Box<dyn VideoSink>,
     });
-    Ok(VideoConfig { camera, sinks, hd: cli.hd, cameras })
+    Ok(VideoConfig { camera, sinks, preview: hark_engine::engine::no_preview(), hd: cli.hd, cameras })
 }
 
 /// `--video-out count`: counts one person's decoded pictures and says how many when their video

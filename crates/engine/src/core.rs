@@ -266,10 +266,11 @@ pub enum Output {
     Ringtone(RingtoneCommand),
     /// Tell the application.
     Event(CallEvent),
-    /// What media the call we are connected in carries now: `Some(Video)` starts the camera and
-    /// video to every peer, `Some(Audio)` (a video call gone down to audio) stops them and
-    /// releases the camera, `None` (no connected call) stops everything. Said on every change,
-    /// after the outputs that made it.
+    /// What media the call we are connected in, or are placing, carries now: `Some(Video)` starts
+    /// the camera and video to every peer (none yet while our call rings: the camera gives the
+    /// caller's preview), `Some(Audio)` (a video call gone down to audio) stops them and
+    /// releases the camera, `None` (no call, or one ringing here) stops everything. Said on every
+    /// change, after the outputs that made it.
     SetMedia(Option<Media>),
 }
 
@@ -430,7 +431,14 @@ impl CallCore {
         if self.outputs.is_empty() {
             // One place decides media, from the state every path leaves behind: whatever ended,
             // connected or changed the call, the engine hears it once, last.
-            let media = self.call.as_ref().filter(|c| c.phase == Phase::Connected).map(|c| c.media);
+            // A video call we place counts from the start: the camera opens while it rings, for
+            // the caller's own preview (nothing is sent: there is no peer yet).
+            let me = &self.me;
+            let media = self
+                .call
+                .as_ref()
+                .filter(|c| c.phase == Phase::Connected || (&c.caller == me && matches!(c.phase, Phase::Dialing | Phase::RingingOut)))
+                .map(|c| c.media);
             if media != self.media_said {
                 self.media_said = media;
                 return Some(Output::SetMedia(media));

@@ -412,16 +412,47 @@ fn the_core_says_what_media_the_connected_call_carries() {
     let mut rig = Rig::new("alice");
     let out = rig.cmd(Command::Call { to: vec!["bob".into()], media: Media::Video, timeout_s: None, user_data: None });
     let (id, _) = Rig::last_request(&out);
-    assert!(media_said(&out).is_empty());
+    assert_eq!(media_said(&out), [Some(Media::Video)], "a video call we place opens the camera at once, for the preview");
     let out = rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
-    assert!(media_said(&out).is_empty(), "ringing is not connected");
+    assert!(media_said(&out).is_empty(), "ringing changes nothing");
     let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob"}));
-    assert_eq!(media_said(&out), [Some(Media::Video)]);
-    assert!(matches!(out.last(), Some(Output::SetMedia(_))), "said last, after the peer and the events: {out:?}");
+    assert!(media_said(&out).is_empty(), "connecting changes nothing");
     let out = rig.server(json!({"type":"call.media_changed","call_id":"c1","media":"audio","by":"bob"}));
     assert_eq!(media_said(&out), [Some(Media::Audio)]);
-    assert!(media_said(&rig.server(json!({"type":"call.left","call_id":"c1","user":"carol"}))).is_empty(), "no change, nothing said");
+    assert!(matches!(out.last(), Some(Output::SetMedia(_))), "said last, after the events: {out:?}");
     let out = rig.server(json!({"type":"call.ended","call_id":"c1","reason":"hangup","duration_s":3}));
+    assert_eq!(media_said(&out), [None]);
+
+    // Called: nothing opens while it rings here; accepting connects the media.
+    let mut rig = Rig::new("bob");
+    let out = rig.server(json!({"type":"call.incoming","call_id":"c2","from":"alice","invitees":["bob"],"media":"video","user_data":null,"expires_at":T0 + 30_000}));
+    assert!(media_said(&out).is_empty(), "a call ringing here opens no camera");
+    let out = rig.cmd(Command::Accept);
+    let (id, _) = Rig::last_request(&out);
+    assert!(media_said(&out).is_empty());
+    let out = rig.server(json!({"type":"ok","re":id}));
+    assert_eq!(media_said(&out), [Some(Media::Video)]);
+    assert!(matches!(out.last(), Some(Output::SetMedia(_))), "said last, after the peer and the events: {out:?}");
+    assert!(media_said(&rig.server(json!({"type":"call.left","call_id":"c2","user":"carol"}))).is_empty(), "no change, nothing said");
+    let out = rig.server(json!({"type":"call.ended","call_id":"c2","reason":"hangup","duration_s":3}));
+    assert_eq!(media_said(&out), [None]);
+}
+
+#[test]
+fn a_video_call_we_cancel_while_it_rings_closes_the_camera() {
+    let mut rig = Rig::new("alice");
+    let out = rig.cmd(Command::Call { to: vec!["bob".into()], media: Media::Video, timeout_s: None, user_data: None });
+    let (id, _) = Rig::last_request(&out);
+    assert_eq!(media_said(&out), [Some(Media::Video)]);
+    rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
+    let out = rig.cmd(Command::AudioOnly);
+    let (id, _) = Rig::last_request(&out);
+    rig.server(json!({"type":"ok","re":id}));
+    let out = rig.server(json!({"type":"call.media_changed","call_id":"c1","media":"audio","by":"alice"}));
+    assert_eq!(media_said(&out), [Some(Media::Audio)], "switched to audio before anyone answered: the camera closes");
+    let out = rig.cmd(Command::Hangup);
+    let (id, _) = Rig::last_request(&out);
+    let out = [out, rig.server(json!({"type":"ok","re":id}))].concat();
     assert_eq!(media_said(&out), [None]);
 }
 

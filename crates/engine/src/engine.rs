@@ -68,11 +68,17 @@ pub struct VideoConfig {
     /// Makes the sink for one remote person's pictures: their user id, and whether the call is a
     /// group call.
     pub sinks: VideoSinks,
+    /// Makes the sink for our own pictures, as the camera gives them (the self view and the
+    /// caller's preview while a video call rings), one per camera session.
+    pub preview: VideoPreview,
     /// 1280x720 in 1:1 calls instead of 640x360.
     pub hd: bool,
     /// Lists the cameras (polled every [`CAMERA_POLL`] to notice hot-plug); `None`: not watched.
     pub cameras: Option<CameraLister>,
 }
+
+/// Makes the sink for our own pictures.
+pub type VideoPreview = Arc<dyn Fn() -> Box<dyn VideoSink> + Send + Sync>;
 
 /// Lists the cameras there are now ([`crate::camera::polled_lister`], or a stand-in in tests).
 pub type CameraLister = Arc<dyn Fn() -> Vec<CameraInfo> + Send + Sync>;
@@ -84,8 +90,19 @@ pub const CAMERA_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 impl VideoConfig {
     /// No camera, remote video dropped: an audio-only engine.
     pub fn none() -> Self {
-        VideoConfig { camera: None, sinks: Arc::new(|_: &UserId, _| Box::new(NoVideo) as Box<dyn VideoSink>), hd: false, cameras: None }
+        VideoConfig {
+            camera: None,
+            sinks: Arc::new(|_: &UserId, _| Box::new(NoVideo) as Box<dyn VideoSink>),
+            preview: no_preview(),
+            hd: false,
+            cameras: None,
+        }
     }
+}
+
+/// A preview that shows nothing (a headless client).
+pub fn no_preview() -> VideoPreview {
+    Arc::new(|| Box::new(NoVideo) as Box<dyn VideoSink>)
 }
 
 /// Loss (percent, over the last two seconds) from which a link counts as weak.
@@ -866,6 +883,7 @@ impl EngineTask {
                     self.camera_on,
                     self.peers.len() + 1,
                     self.video.hd,
+                    (self.video.preview)(),
                     tokio::runtime::Handle::current(),
                     self.video_send_reports.clone(),
                 );

@@ -32,7 +32,7 @@ use tokio::sync::mpsc as tokio_mpsc;
 use tracing::{debug, warn};
 
 use crate::peer::VideoOutlet;
-use crate::video::{VideoDeviceError, VideoFormat, VideoSource};
+use crate::video::{VideoDeviceError, VideoFormat, VideoSink, VideoSource};
 
 /// Forced keyframes at most this often: several receivers asking at once, or one asking again
 /// before the last keyframe reached it, must not make every frame a keyframe (on a slow link
@@ -226,17 +226,19 @@ pub struct VideoSender {
 
 impl VideoSender {
     /// Starts the sender for a call of `people` (us included); the camera opens at once if
-    /// `camera_on`. `runtime` is the tokio runtime the peer connections live on.
+    /// `camera_on`, and each of its pictures goes to `preview` too (our own view of ourselves).
+    /// `runtime` is the tokio runtime the peer connections live on.
     pub fn start(
         camera: CameraOpener,
         camera_on: bool,
         people: usize,
         hd: bool,
+        preview: Box<dyn VideoSink>,
         runtime: tokio::runtime::Handle,
         reports: tokio_mpsc::UnboundedSender<VideoSendReport>,
     ) -> VideoSender {
         let (commands, inbox) = mpsc::channel();
-        let encoder = Encoder::new(camera, people, hd, runtime, reports.clone());
+        let encoder = Encoder::new(camera, people, hd, preview, runtime, reports.clone());
         if !camera_on {
             let _ = commands.send(Command::Enabled(false));
         }
@@ -382,10 +384,18 @@ struct Encoder {
     last_picture: Instant,
     camera_failed: bool,
     bitrate_said: u32,
+    preview: Box<dyn VideoSink>,
 }
 
 impl Encoder {
-    fn new(camera: CameraOpener, people: usize, hd: bool, runtime: tokio::runtime::Handle, reports: tokio_mpsc::UnboundedSender<VideoSendReport>) -> Self {
+    fn new(
+        camera: CameraOpener,
+        people: usize,
+        hd: bool,
+        preview: Box<dyn VideoSink>,
+        runtime: tokio::runtime::Handle,
+        reports: tokio_mpsc::UnboundedSender<VideoSendReport>,
+    ) -> Self {
         Encoder {
             camera,
             latest: Arc::new(Latest::default()),
@@ -402,6 +412,7 @@ impl Encoder {
             last_picture: Instant::now(),
             camera_failed: false,
             bitrate_said: 0,
+            preview,
         }
     }
 
@@ -452,6 +463,7 @@ impl Encoder {
             match self.latest.take(Duration::from_millis(50)) {
                 Some(frame) => {
                     self.last_picture = Instant::now();
+                    self.preview.write_frame(&frame);
                     self.send_picture(&frame);
                 }
                 None if !self.camera_failed && self.last_picture.elapsed() > CAMERA_STALL => {

@@ -122,6 +122,8 @@ struct Person {
     heard: Heard,
     /// The cameras the engine's hot-plug watch finds (a stand-in for plugging one in).
     cameras: Arc<Mutex<Vec<CameraInfo>>>,
+    /// Our own pictures, as the self view gets them.
+    preview: Seen,
 }
 
 impl Person {
@@ -144,6 +146,8 @@ impl Person {
         let cameras: Arc<Mutex<Vec<CameraInfo>>> = Arc::default();
         let plugged = Arc::clone(&cameras);
         let (all, per_person) = (seen.clone(), Arc::clone(&seen_of));
+        let preview = Seen::default();
+        let own = preview.clone();
         let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 3600;
         let config = EngineConfig {
             signaling: SignalingConfig {
@@ -171,12 +175,13 @@ impl Person {
                     let mine = per_person.lock().unwrap().entry(user.clone()).or_default().clone();
                     Box::new(Both(all.clone(), mine)) as Box<dyn VideoSink>
                 }),
+                preview: Arc::new(move || Box::new(own.clone()) as Box<dyn VideoSink>),
                 hd: false,
                 cameras: Some(Arc::new(move || plugged.lock().unwrap().clone())),
             },
         };
         let (engine, events) = Engine::start(config);
-        let mut person = Person { engine, events, seen, seen_of, camera_open, heard, cameras };
+        let mut person = Person { engine, events, seen, seen_of, camera_open, heard, cameras, preview };
         person.wait_for(|e| matches!(e, EngineEvent::SignedIn { .. })).await;
         person
     }
@@ -244,6 +249,35 @@ async fn two_engines_see_each_others_video_then_go_down_to_audio() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(bob.seen.len() <= frames + 1, "video stopped");
     assert!(*bob.heard.0.lock().unwrap() > heard + 20, "audio goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_sees_their_own_camera_while_a_video_call_rings_and_nothing_is_sent() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut alice = Person::start(&base, &secret, "alice").await;
+    let mut bob = Person::start(&base, &secret, "bob").await;
+    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { media: Media::Video, .. }))).await;
+
+    // A second of ringing: alice's preview shows her camera, counting; bob's camera stays shut
+    // and he decodes nothing.
+    let since = Instant::now() + Duration::from_millis(500);
+    let window = Duration::from_secs(1);
+    tokio::time::sleep_until((since + window).into()).await;
+    assert_flowing("alice's preview", &alice.preview, since, window, 25.0, (640, 360));
+    assert!(alice.camera_open.load(Ordering::SeqCst));
+    assert!(!bob.camera_open.load(Ordering::SeqCst), "a call ringing here opens no camera");
+    assert_eq!(bob.seen.len(), 0, "nothing is sent before an answer");
+    assert_eq!(bob.preview.len(), 0);
+
+    // Cancelled: alice's camera is released within a second.
+    alice.engine.hangup().await.unwrap();
+    let asked = Instant::now();
+    while alice.camera_open.load(Ordering::SeqCst) {
+        assert!(asked.elapsed() < Duration::from_secs(1), "camera still open after {:?}", asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(bob.seen.len(), 0);
 }
 
 /// A group video call of `size` (one machine): each person decodes every other's video, at the
