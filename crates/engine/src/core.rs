@@ -79,6 +79,9 @@ pub enum Command {
     },
     /// Answer the ringing call.
     Accept,
+    /// Answer a ringing video call with audio only: our camera never opens, and the call goes
+    /// down to audio for everyone as soon as we are in it.
+    AcceptAudioOnly,
     /// Decline the ringing call.
     Reject,
     /// Leave (or cancel, or decline) the current call.
@@ -103,6 +106,7 @@ impl Command {
             Command::Call { .. } => "call",
             Command::Join { .. } => "join",
             Command::Accept => "accept",
+            Command::AcceptAudioOnly => "accept_audio_only",
             Command::Reject => "reject",
             Command::Hangup => "hangup",
             Command::InviteMore { .. } => "invite_more",
@@ -334,6 +338,8 @@ struct Call {
     peers: BTreeMap<UserId, bool>,
     /// `hangup` was asked before the server gave the call an id.
     hangup_asked: bool,
+    /// We answered this video call with audio only.
+    audio_only_answer: bool,
     /// When it connected here (our clock), for a fallback duration.
     connected_at: Option<i64>,
     /// An incoming call stops ringing here at the server's `expires_at` (plus a little for clock
@@ -465,7 +471,7 @@ impl CallCore {
                 }
             }
             (Command::Join { .. }, None) => {}
-            (Command::Accept | Command::Reject, Some(Phase::RingingIn)) => {}
+            (Command::Accept | Command::AcceptAudioOnly | Command::Reject, Some(Phase::RingingIn)) => {}
             (Command::Hangup, Some(_)) => {}
             (Command::InviteMore { to }, Some(Phase::RingingOut | Phase::Connected)) => {
                 if to.is_empty() {
@@ -488,6 +494,7 @@ impl CallCore {
                     invitees: to.clone(),
                     peers: BTreeMap::new(),
                     hangup_asked: false,
+                    audio_only_answer: false,
                     connected_at: None,
                     ring_until: None,
                 });
@@ -504,14 +511,16 @@ impl CallCore {
                     invitees: Vec::new(),
                     peers: BTreeMap::new(),
                     hangup_asked: false,
+                    audio_only_answer: false,
                     connected_at: None,
                     ring_until: None,
                 });
                 self.request(now, Pending::Join, ClientMessage::CallJoin { call_id });
             }
-            Command::Accept => {
+            Command::Accept | Command::AcceptAudioOnly => {
                 let call = self.call.as_mut().expect("checked: ringing");
                 call.phase = Phase::Joining;
+                call.audio_only_answer = matches!(command, Command::AcceptAudioOnly) && call.media == Media::Video;
                 let call_id = call.id.clone().expect("incoming calls have ids");
                 self.outputs.push_back(Output::Ringtone(RingtoneCommand::Stop));
                 self.request(now, Pending::Join, ClientMessage::CallAccept { call_id });
@@ -744,14 +753,24 @@ impl CallCore {
                 let Some(call) = self.call.as_mut().filter(|c| c.phase == Phase::Joining) else { return };
                 call.phase = Phase::Connected;
                 call.connected_at = Some(now);
+                // Answered with audio only: the peers are still set up for the video the others
+                // offer (they drop it at `call.media_changed`), but here the call is audio from
+                // the start, so the camera never opens.
                 let (call_id, media) = (call.id.clone().expect("joining a named call"), call.media);
+                let audio_only = std::mem::take(&mut call.audio_only_answer);
+                if audio_only {
+                    call.media = Media::Audio;
+                }
                 for user in body.joined.unwrap_or_default() {
                     if user != self.me && call.peers.insert(user.clone(), false).is_none() {
                         self.outputs.push_back(Output::OpenPeer { call_id: call_id.clone(), user: user.clone(), offerer: false, media });
                         self.outputs.push_back(Output::Event(CallEvent::UserJoined { user }));
                     }
                 }
-                self.event(CallEvent::CallBegan { call_id, media, connected_at: Some(now) });
+                self.event(CallEvent::CallBegan { call_id: call_id.clone(), media: if audio_only { Media::Audio } else { media }, connected_at: Some(now) });
+                if audio_only {
+                    self.request(now, Pending::Other, ClientMessage::CallMedia { call_id, media: Media::Audio });
+                }
             }
             (Pending::Invite | Pending::Join, Err((code, message))) => {
                 // An answer about a call that already ended here (say, an accept that lost the
@@ -830,6 +849,7 @@ impl CallCore {
             invitees: invitees.clone(),
             peers: BTreeMap::new(),
             hangup_asked: false,
+            audio_only_answer: false,
             connected_at: None,
             ring_until: Some(expires_at - self.server_offset_ms + RING_SLACK_MS),
         });

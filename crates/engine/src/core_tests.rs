@@ -439,6 +439,30 @@ fn the_core_says_what_media_the_connected_call_carries() {
 }
 
 #[test]
+fn a_video_call_answered_with_audio_only_never_opens_the_camera_and_goes_down_for_everyone() {
+    let mut rig = Rig::new("bob");
+    rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob"],"media":"video","user_data":null,"expires_at":T0 + 30_000}));
+    let out = rig.cmd(Command::AcceptAudioOnly);
+    let (id, _) = Rig::last_request(&out);
+    let out = rig.server(json!({"type":"ok","re":id,"joined":["alice"]}));
+    assert_eq!(media_said(&out), [Some(Media::Audio)], "the camera is never asked for");
+    assert!(out.iter().any(|o| matches!(o, Output::Event(CallEvent::CallBegan { media: Media::Audio, .. }))), "{out:?}");
+    // The peer is set up for the video alice offers; the call is taken down to audio for all.
+    assert!(out.iter().any(|o| matches!(o, Output::OpenPeer { media: Media::Video, .. })));
+    let (_, asked) = Rig::last_request(&out);
+    assert!(matches!(asked, ClientMessage::CallMedia { media: Media::Audio, .. }), "{asked:?}");
+
+    // An audio call answered that way is simply answered.
+    let mut rig = Rig::new("bob");
+    rig.server(json!({"type":"call.incoming","call_id":"c2","from":"alice","invitees":["bob"],"media":"audio","user_data":null,"expires_at":T0 + 30_000}));
+    let out = rig.cmd(Command::AcceptAudioOnly);
+    let (id, _) = Rig::last_request(&out);
+    let out = rig.server(json!({"type":"ok","re":id,"joined":["alice"]}));
+    assert_eq!(media_said(&out), [Some(Media::Audio)]);
+    assert!(!out.iter().any(|o| matches!(o, Output::Send(ClientFrame { message: ClientMessage::CallMedia { .. }, .. }))));
+}
+
+#[test]
 fn a_video_call_we_cancel_while_it_rings_closes_the_camera() {
     let mut rig = Rig::new("alice");
     let out = rig.cmd(Command::Call { to: vec!["bob".into()], media: Media::Video, timeout_s: None, user_data: None });

@@ -407,6 +407,12 @@ impl Engine {
         self.command(Command::Accept).await
     }
 
+    /// Answers a ringing video call with audio only: our camera never opens, and the call goes
+    /// down to audio for everyone (an audio call is simply answered).
+    pub async fn accept_audio_only(&self) -> Result<(), EngineError> {
+        self.command(Command::AcceptAudioOnly).await
+    }
+
     /// Declines the ringing call.
     pub async fn reject(&self) -> Result<(), EngineError> {
         self.command(Command::Reject).await

@@ -280,6 +280,30 @@ async fn the_caller_sees_their_own_camera_while_a_video_call_rings_and_nothing_i
     assert_eq!(bob.seen.len(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answering_with_audio_only_never_opens_the_callees_camera_and_releases_the_callers() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut alice = Person::start(&base, &secret, "alice").await;
+    let mut bob = Person::start(&base, &secret, "bob").await;
+    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { media: Media::Video, .. }))).await;
+    assert!(alice.camera_open.load(Ordering::SeqCst), "the caller's preview is on while it rings");
+    bob.engine.accept_audio_only().await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallBegan { media: Media::Audio, .. }))).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::MediaChanged { media: Media::Audio }))).await;
+    let changed = Instant::now();
+    while alice.camera_open.load(Ordering::SeqCst) {
+        assert!(changed.elapsed() < Duration::from_secs(1), "the caller's camera still open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A second of the call: audio both ways, no camera and no picture at bob's.
+    let heard = *bob.heard.0.lock().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(*bob.heard.0.lock().unwrap() > heard + 20, "audio flows");
+    assert!(!bob.camera_open.load(Ordering::SeqCst) && bob.preview.len() == 0, "bob's camera never opened");
+    assert_eq!(alice.seen.len(), 0, "alice never got bob's video");
+}
+
 /// A group video call of `size` (one machine): each person decodes every other's video, at the
 /// ladder's size for that many people, with numbers going up.
 async fn group_video(size: usize, min_fps: f64, frame_size: (u32, u32)) {
