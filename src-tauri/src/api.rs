@@ -237,6 +237,15 @@ impl Default for Settings {
     }
 }
 
+/// Where the page reads video pictures: the frame socket on 127.0.0.1 and this launch's token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct FrameSocketInfo {
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    /// The token each connection brings (`?token=`).
+    pub token: String,
+}
+
 /// The ringing call, for the banner (which opens after the event went by).
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
 pub struct IncomingCall {
@@ -311,6 +320,8 @@ pub struct CallReplay {
     pub events: Vec<CallEvent>,
     /// The mutes now.
     pub mutes: Mutes,
+    /// Whether our camera is on (a video call sends it; off, the others see our avatar).
+    pub camera_on: bool,
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct AppState {
     pub(crate) live: live::LiveOutlet,
     /// The ringing call for which the main window was made full screen, if any.
     pub(crate) fullscreen_call: Mutex<Option<String>>,
+    /// The frame socket and the tiles the engine's pictures go to.
+    pub(crate) video: crate::video::AppVideo,
 }
 
 /// When `run` began, for the launch → contacts figure in the log.
@@ -62,7 +64,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl AppState {
-    pub(crate) fn new(dirs: AppDirs) -> AppState {
+    pub(crate) fn new(dirs: AppDirs, video: crate::video::AppVideo) -> AppState {
         let settings = store::load_settings(&dirs);
         AppState {
             dirs,
@@ -73,6 +75,7 @@ impl AppState {
             incoming: Mutex::new(None),
             live: live::LiveOutlet::default(),
             fullscreen_call: Mutex::new(None),
+            video,
         }
     }
 

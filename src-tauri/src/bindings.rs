@@ -17,6 +17,7 @@ fn export_all(dir: &Path) {
         crate::api::Settings,
         crate::api::IncomingCall,
         crate::api::CallReplay,
+        crate::api::FrameSocketInfo,
         hark_engine::call_log::Mutes,
         crate::api::RingtoneOption,
         crate::api::LiveUpdate,

@@ -8,7 +8,7 @@ use hark_protocol::{CallRecord, CallSummary, Contact, Media, UserId, UserProfile
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
 
-use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
+use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, FrameSocketInfo, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
 use crate::session::parse_ringtone;
 use crate::AppState;
 
@@ -72,8 +72,12 @@ pub async fn place_call(state: State<'_, AppState>, to: Vec<UserId>, media: Medi
 }
 
 #[tauri::command]
-pub async fn accept_call(state: State<'_, AppState>) -> Answer<()> {
-    Ok(state.signed_in().await?.accept().await?)
+pub async fn accept_call(state: State<'_, AppState>, audio_only: Option<bool>) -> Answer<()> {
+    let engine = state.signed_in().await?;
+    match audio_only {
+        Some(true) => Ok(engine.accept_audio_only().await?),
+        _ => Ok(engine.accept().await?),
+    }
 }
 
 #[tauri::command]
@@ -84,6 +88,24 @@ pub async fn reject_call(state: State<'_, AppState>) -> Answer<()> {
 #[tauri::command]
 pub async fn hang_up(state: State<'_, AppState>) -> Answer<()> {
     Ok(state.signed_in().await?.hangup().await?)
+}
+
+/// Turns our camera off (released) or on again; the call goes on either way.
+#[tauri::command]
+pub async fn set_camera(state: State<'_, AppState>, on: bool) -> Answer<()> {
+    Ok(state.signed_in().await?.set_camera(on).await?)
+}
+
+/// Takes the whole call down to audio (every camera is released).
+#[tauri::command]
+pub async fn audio_only(state: State<'_, AppState>) -> Answer<()> {
+    Ok(state.signed_in().await?.audio_only().await?)
+}
+
+/// Where the page reads video pictures.
+#[tauri::command]
+pub fn frame_socket(state: State<'_, AppState>) -> Answer<FrameSocketInfo> {
+    state.video.socket.clone().ok_or_else(|| ApiError::new(AppErrorCode::Internal, "the frame socket is not running"))
 }
 
 #[tauri::command]
@@ -152,7 +174,7 @@ pub async fn mute_speaker(state: State<'_, AppState>, muted: bool) -> Answer<()>
 pub async fn call_replay(state: State<'_, AppState>) -> Answer<CallReplay> {
     let me = state.account().await.map(|account| account.user);
     let call = state.call_snapshot().await;
-    Ok(CallReplay { me, events: call.events, mutes: call.mutes })
+    Ok(CallReplay { me, events: call.events, mutes: call.mutes, camera_on: call.camera_on })
 }
 
 /// The mini window's way back to the call view.

@@ -5,7 +5,8 @@
 //! runs the built-in server and the echo service when no server is configured; [`store`] keeps
 //! settings and the session on disk; [`app_state`] is what the commands share (the session, the
 //! settings, signing in and out); [`sound_cards`] opens the chosen microphone and speaker for the
-//! session and for the settings' meter ([`live`]); [`platform`] tunes WebKitGTK and the heap. Everything the UI sees is typed in [`api`], from which the
+//! session and for the settings' meter ([`live`]); [`video`] runs the frame socket the page
+//! reads pictures from and gives the engine its camera; [`platform`] tunes WebKitGTK and the heap. Everything the UI sees is typed in [`api`], from which the
 //! UI's TypeScript types are generated. Nothing below this crate knows Tauri.
 
 pub mod api;
@@ -20,6 +21,7 @@ mod platform;
 mod session;
 mod sound_cards;
 pub mod store;
+mod video;
 mod windows;
 
 use std::sync::Arc;
@@ -42,13 +44,31 @@ pub fn run() {
     let launched = *LAUNCHED.get_or_init(std::time::Instant::now);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "hark-desktop starting");
 
+    // Bound before the window exists: the page's CSP names the socket's port.
+    let frame_socket = video::bind();
+    let tiles = hark_frames::FrameTiles::default();
+    let mut context = tauri::generate_context!();
+    if let Some(socket) = &frame_socket {
+        video::allow_in_csp(context.config_mut(), &socket.csp_source());
+    }
+    let app_video = video::AppVideo {
+        tiles: tiles.clone(),
+        socket: frame_socket.as_ref().map(|s| api::FrameSocketInfo { port: s.port(), token: s.token().to_owned() }),
+    };
+
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| windows::show_main(app)))
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_dialog::init())
-        .manage(AppState::new(dirs))
+        .manage(AppState::new(dirs, app_video))
         .setup(move |app| {
             trim_webkit_caches(app);
+            if let Some(socket) = frame_socket {
+                // `serve` spawns onto the runtime it is called in: Tauri's.
+                if let Err(error) = tauri::async_runtime::block_on(async move { socket.serve(tiles) }) {
+                    tracing::error!(%error, "the frame socket did not start");
+                }
+            }
             trim_heap_periodically();
             let handle = app.handle().clone();
             let state = app.state::<AppState>();
@@ -124,8 +144,11 @@ pub fn run() {
             commands::choose_ringtone_file,
             commands::preview_ringtone,
             commands::stop_preview,
+            commands::frame_socket,
+            commands::set_camera,
+            commands::audio_only,
         ])
-        .build(tauri::generate_context!());
+        .build(context);
     let app = match app {
         Ok(app) => app,
         Err(error) => {

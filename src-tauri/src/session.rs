@@ -72,7 +72,7 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
         processing: ProcessingSettings { echo_cancellation: settings.echo_cancellation, noise_suppression: settings.noise_suppression },
         watch_devices: true,
         receive_loss_percent: 0.0,
-        video: hark_engine::VideoConfig::none(),
+        video: crate::video::engine_config(&app.state::<AppState>().video.tiles),
     });
     let welcome = async {
         while let Some(event) = events.recv().await {

@@ -15,6 +15,7 @@ import type { CallReplay } from './bindings/CallReplay';
 import type { CallSummary } from './bindings/CallSummary';
 import type { Contact } from './bindings/Contact';
 import type { DeviceInfo } from './bindings/DeviceInfo';
+import type { FrameSocketInfo } from './bindings/FrameSocketInfo';
 import type { IncomingCall } from './bindings/IncomingCall';
 import type { LiveUpdate } from './bindings/LiveUpdate';
 import type { Media } from './bindings/Media';
@@ -50,7 +51,8 @@ export const backend = {
   profiles: (users: string[]) => command<UserProfile[]>('profiles', { users }),
 
   placeCall: (to: string[], media: Media) => command<null>('place_call', { to, media }),
-  acceptCall: () => command<null>('accept_call'),
+  /** Answers; `audioOnly` answers a video call with audio (our camera never opens). */
+  acceptCall: (audioOnly = false) => command<null>('accept_call', audioOnly ? { audioOnly } : {}),
   rejectCall: () => command<null>('reject_call'),
   hangUp: () => command<null>('hang_up'),
   inviteMore: (to: string[]) => command<null>('invite_more', { to }),
@@ -59,6 +61,10 @@ export const backend = {
   activeCalls: () => command<CallSummary[]>('active_calls'),
   muteMicrophone: (muted: boolean) => command<null>('mute_microphone', { muted }),
   muteSpeaker: (muted: boolean) => command<null>('mute_speaker', { muted }),
+  setCamera: (on: boolean) => command<null>('set_camera', { on }),
+  audioOnly: () => command<null>('audio_only'),
+  /** Where video pictures are read: the frame socket's port and this launch's token. */
+  frameSocket: () => command<FrameSocketInfo>('frame_socket'),
   /** The call going on, as its events so far: for a window that opens in its middle. */
   callReplay: () => command<CallReplay>('call_replay'),
   /** Brings the main window (and its call view) back; the mini window uses it. */

@@ -28,6 +28,7 @@ const CALL_EVENTS: ReadonlySet<string> = new Set<CallEvent['event']>([
   'user_busy',
   'users_invited',
   'media_changed',
+  'remote_camera',
   'error',
 ]);
 
@@ -45,6 +46,17 @@ const ENGINE_EVENTS: ReadonlySet<string> = new Set<OtherEngineEvent['event']>([
   'device_fallback',
   'device_list_changed',
   'presence',
+  'camera_started',
+  'camera_error',
+  'camera',
+  'camera_list_changed',
+  'first_remote_video_frame',
+  'remote_video_available',
+  'remote_video_unavailable',
+  'remote_video_undecodable',
+  'remote_video_frozen',
+  'remote_video_recovered',
+  'video_bitrate',
 ]);
 
 function tagOf(raw: unknown): string | null {

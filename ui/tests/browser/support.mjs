@@ -19,8 +19,12 @@ const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon' };
 
-/** Serves `dist/` on 127.0.0.1 at a free port; resolves to its base URL and a stop function. */
-export async function serveDist() {
+/**
+ * Serves `dist/` on 127.0.0.1 at a free port; resolves to its base URL and a stop function.
+ * `connect` adds sources the page may connect to (the frame socket, as the app's CSP names it).
+ */
+export async function serveDist(connect = []) {
+  const csp = connect.length ? `${CSP}; connect-src 'self' ${connect.join(' ')}` : CSP;
   if (!existsSync(join(distDir, 'index.html'))) throw new Error('dist/index.html is missing: run `vite build` first');
   const server = createServer((request, response) => {
     const path = normalize(decodeURIComponent(new URL(request.url ?? '/', 'http://x').pathname)).replace(/^([/\\])+/, '');
@@ -29,7 +33,7 @@ export async function serveDist() {
       response.writeHead(404).end();
       return;
     }
-    response.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-security-policy': CSP });
+    response.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-security-policy': csp });
     response.end(readFileSync(file));
   });
   await new Promise((done) => server.listen(0, '127.0.0.1', done));
@@ -125,7 +129,13 @@ export class Scenario {
       clear_history: null,
       mute_microphone: null,
       mute_speaker: null,
-      call_replay: { me: 'me', events: [], mutes: { microphone: false, speaker: false } },
+      set_camera: null,
+      audio_only: null,
+      // No frame socket unless a test brings one (`frame-feed.mjs`): tiles show avatars.
+      frame_socket: () => {
+        throw { code: 'internal', message: 'no frame socket in this test' };
+      },
+      call_replay: { me: 'me', events: [], mutes: { microphone: false, speaker: false }, camera_on: true },
       show_main: null,
       devices: [
         { id: 'alsa:default', name: 'Default microphone', direction: 'input', is_default: true },

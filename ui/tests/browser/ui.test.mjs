@@ -19,15 +19,20 @@ import {
   until,
   waitText,
 } from './support.mjs';
+import { solidPicture, startFrameFeed } from './frame-feed.mjs';
 
 /** @type {{ browser: import('playwright-core').Browser, url: string, harness: string }} */
 const env = /** @type {any} */ ({});
 let stopServer;
 let closeBrowser;
+/** @type {Awaited<ReturnType<typeof startFrameFeed>>} */
+let frames;
 
 before(async () => {
+  frames = await startFrameFeed();
   // Started side by side; whatever did start is stopped in `after` even if another part failed.
-  const [server, harness, chromium] = await Promise.allSettled([serveDist(), buildHarness(), launchChromium()]);
+  const feed = `ws://127.0.0.1:${frames.info.port}`;
+  const [server, harness, chromium] = await Promise.allSettled([serveDist([feed]), buildHarness(), launchChromium()]);
   if (server.status === 'fulfilled') stopServer = server.value.stop;
   if (chromium.status === 'fulfilled') closeBrowser = chromium.value.close;
   for (const part of [server, harness, chromium]) if (part.status === 'rejected') throw part.reason;
@@ -39,6 +44,7 @@ before(async () => {
 after(async () => {
   await closeBrowser?.();
   await stopServer?.();
+  await frames?.stop();
 });
 
 /** Opens the app and, at the end, fails on any console error (CSP violations included). */
@@ -161,6 +167,113 @@ describe('contacts', () => {
       await page.getByTestId('call-view').waitFor();
       assert.deepEqual(scenario.callsOf('place_call'), [{ to: ['zoe', 'yan'], media: 'audio' }]);
       await page.getByTestId('tile-zoe').waitFor();
+    });
+  });
+});
+
+/** The colour at the middle of the canvas of `tile` (a `video-…` test id), as the page drew it. */
+function middlePixel(page, tile) {
+  return page.evaluate((id) => {
+    const canvas = /** @type {HTMLCanvasElement} */ (document.querySelector(`[data-testid="${id}"]`));
+    if (!canvas || canvas.width === 0) return null;
+    // Read from a copy: reading the page's canvas again and again would make Chromium warn.
+    const copy = document.createElement('canvas');
+    copy.width = 1;
+    copy.height = 1;
+    const context = copy.getContext('2d', { willReadFrequently: true });
+    context.drawImage(canvas, canvas.width >> 1, canvas.height >> 1, 1, 1, 0, 0, 1, 1);
+    const [r, g, b] = context.getImageData(0, 0, 1, 1).data;
+    return { r, g, b, width: canvas.width, height: canvas.height };
+  }, tile);
+}
+
+/** Whether two colours are within a few steps per channel (I420 -> RGB rounds). */
+const near = (seen, [r, g, b]) => seen !== null && Math.abs(seen.r - r) <= 12 && Math.abs(seen.g - g) <= 12 && Math.abs(seen.b - b) <= 12;
+
+// Solid pictures in BT.601 limited range, and the RGB they stand for.
+const RED = { yuv: [81, 90, 240], rgb: [255, 0, 0] };
+const BLUE = { yuv: [41, 240, 110], rgb: [0, 0, 255] };
+const GREEN = { yuv: [145, 54, 34], rgb: [0, 255, 0] };
+
+describe('video call', () => {
+  test('preview while ringing, the far side large and us small, drawn from I420 at the tile size; camera off, switch to audio', async () => {
+    const scenario = new Scenario({ replies: { contacts: [contact('bob')], frame_socket: frames.info, set_camera: null, audio_only: null } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('call-video-bob').click();
+      await emit(page, { event: 'dialing', call_id: 'c1', invitees: ['bob'] });
+      // Our camera shows large while it rings, mirrored, behind the callee's name.
+      await until(() => frames.openPages('self').some((p) => p.sizes.length > 0), 'the self tile to connect and say its size');
+      frames.show('self', solidPicture(320, 180, RED.yuv));
+      await page.locator('[data-testid="tile-me"][data-video="true"]').waitFor();
+      const preview = await middlePixel(page, 'video-self');
+      assert.ok(near(preview, RED.rgb), `the preview is the red picture sent: ${JSON.stringify(preview)}`);
+      const large = await page.locator('.large [data-testid="tile-me"]').boundingBox();
+      const said = frames.openPages('self').at(-1).sizes.at(-1);
+      assert.ok(large && Math.abs(said.width - large.width) <= 2 && Math.abs(said.height - large.height) <= 2, `the tile's size in device pixels is said: ${JSON.stringify(said)} for ${JSON.stringify(large)}`);
+      assert.equal(said.fit, 'contain');
+      assert.match(await page.getByTestId('video-self').evaluate((c) => getComputedStyle(c).transform), /matrix\(-1/, 'our own picture is mirrored');
+      await screenshot(page, '30-video-ringing-preview');
+
+      // Bob answers: his video large, ours small.
+      await emit(page, { event: 'user_joined', user: 'bob' });
+      await emit(page, { event: 'call_began', call_id: 'c1', media: 'video', connected_at: Date.now() });
+      await emit(page, { event: 'first_remote_video_frame', user: 'bob' });
+      await until(() => frames.openPages('bob').some((p) => p.sizes.length > 0), "bob's tile to connect");
+      frames.show('bob', solidPicture(640, 360, BLUE.yuv));
+      await page.locator('.large [data-testid="tile-bob"][data-video="true"]').waitFor();
+      await page.locator('.pip [data-testid="tile-me"][data-video="true"]').waitFor();
+      assert.ok(near(await middlePixel(page, 'video-bob'), BLUE.rgb), "bob's picture is drawn");
+      // A newer picture replaces it once the page asks for the next.
+      const asked = frames.openPages('bob')[0].nexts;
+      frames.show('bob', solidPicture(640, 360, GREEN.yuv));
+      await until(() => frames.openPages('bob')[0].nexts > asked, 'the page to ask for the next picture');
+      assert.ok(near(await middlePixel(page, 'video-bob'), GREEN.rgb), 'the next picture is drawn');
+      await screenshot(page, '31-video-connected');
+
+      // Fill instead of fit: said to the socket.
+      await page.getByTestId('fit').click();
+      await until(() => frames.openPages('bob')[0].sizes.at(-1).fit === 'cover', 'cover to be said');
+
+      // A frozen picture says so; their camera off shows their avatar.
+      await emit(page, { event: 'remote_video_frozen', user: 'bob' });
+      await page.getByTestId('paused-bob').waitFor();
+      await emit(page, { event: 'remote_video_recovered', user: 'bob', frozen_ms: 400, after_request_ms: 150 });
+      await page.getByTestId('paused-bob').waitFor({ state: 'detached' });
+      await emit(page, { event: 'remote_camera', user: 'bob', on: false });
+      await page.locator('[data-testid="tile-bob"][data-video="false"]').waitFor();
+      await page.getByTestId('video-bob').waitFor({ state: 'detached' });
+
+      // Our camera off (Ctrl+E): the engine is asked, and our tile shows our avatar.
+      await page.keyboard.press('Control+e');
+      await until(() => scenario.callsOf('set_camera').length === 1, 'set_camera');
+      assert.deepEqual(scenario.callsOf('set_camera'), [{ on: false }]);
+      await page.locator('[data-testid="camera"][aria-pressed="true"]').waitFor();
+      await page.getByTestId('video-self').waitFor({ state: 'detached' });
+      await screenshot(page, '32-video-camera-off');
+      // A camera that fails says why on our tile.
+      await emit(page, { event: 'camera', on: true });
+      await emit(page, { event: 'camera_error', message: 'Device or resource busy' });
+      await waitText(page, 'camera-problem', 'Camera unavailable: Device or resource busy');
+
+      await page.getByTestId('to-audio').click();
+      await until(() => scenario.callsOf('audio_only').length === 1, 'audio_only');
+      await emit(page, { event: 'media_changed', media: 'audio' });
+      await page.getByTestId('camera').waitFor({ state: 'detached' });
+      await page.getByTestId('video-self').waitFor({ state: 'detached' });
+      await screenshot(page, '33-video-to-audio');
+    });
+  });
+
+  test('an incoming video call says so and can be answered with audio only', async () => {
+    const scenario = new Scenario({ settings: { incoming: 'full_screen' }, replies: { frame_socket: frames.info } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('contacts-list').waitFor();
+      await emit(page, { event: 'incoming_call', call_id: 'c7', caller: 'carol', invitees: ['me'], media: 'video', user_data: null });
+      await waitText(page, 'call-status', 'Incoming video call');
+      await screenshot(page, '34-video-incoming');
+      await page.getByTestId('incoming-accept-audio').click();
+      await until(() => scenario.callsOf('accept_call').length === 1, 'accept_call');
+      assert.deepEqual(scenario.callsOf('accept_call'), [{ audioOnly: true }]);
     });
   });
 });

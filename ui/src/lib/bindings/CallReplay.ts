@@ -18,4 +18,8 @@ events: Array<CallEvent>,
 /**
  * The mutes now.
  */
-mutes: Mutes, };
+mutes: Mutes, 
+/**
+ * Whether our camera is on (a video call sends it; off, the others see our avatar).
+ */
+camera_on: boolean, };

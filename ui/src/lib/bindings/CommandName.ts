@@ -35,6 +35,9 @@ export const COMMAND_NAMES = [
   'stop_preview',
   'call_replay',
   'show_main',
+  'frame_socket',
+  'set_camera',
+  'audio_only',
 ] as const;
 
 export type CommandName = (typeof COMMAND_NAMES)[number];

@@ -135,6 +135,7 @@ export class HarkApp {
     const engine = event.event;
     this.session.handle(engine);
     this.settings.handle(engine);
+    this.call.video(engine);
     switch (engine.event) {
       case 'presence':
         this.contacts.presence(engine.user, engine.status);

@@ -104,6 +104,7 @@ describe('a main window opened in the middle of a call', () => {
           { event: 'call_began', call_id: 'c9', media: 'audio', connected_at: Date.UTC(2026, 10, 20, 8, 59, 30) },
         ],
         mutes: { microphone: true, speaker: false },
+        camera_on: true,
       }),
     });
     const app = new HarkApp(backend, new FakeClock());
@@ -136,7 +137,7 @@ describe('call events while the replay is on its way', () => {
     backend.emit({ kind: 'call', call: began });
     backend.emit({ kind: 'call', call: { event: 'user_joined', user: 'bob' } });
     expect(app.call.phase).toBe('idle');
-    answer({ me: 'me', events: [dialing, began], mutes: { microphone: false, speaker: false } });
+    answer({ me: 'me', events: [dialing, began], mutes: { microphone: false, speaker: false }, camera_on: true });
     await started;
     expect(app.call.phase).toBe('connected');
     expect(app.call.peers).toEqual([{ user: 'bob', state: 'joined' }]);

@@ -34,6 +34,11 @@ export class BannerStore {
     return this.answer(() => this.backend.acceptCall());
   }
 
+  /** Answers a video call with audio only. */
+  acceptAudioOnly(): Promise<void> {
+    return this.answer(() => this.backend.acceptCall(true));
+  }
+
   decline(): Promise<void> {
     return this.answer(() => this.backend.rejectCall());
   }

@@ -19,6 +19,7 @@ import type { Media } from '../bindings/Media';
 import type { Mutes } from '../bindings/Mutes';
 import type { NotConnectedReason } from '../bindings/NotConnectedReason';
 import type { Backend } from '../backend';
+import type { OtherEngineEvent } from '../events';
 import type { Clock, TimerId } from '../clock';
 import { toApiError } from '../errors';
 import { elapsedSeconds, formatDuration } from '../format';
@@ -50,7 +51,17 @@ export const SPEAKING_LEVEL = 12;
 
 export type CallBackend = Pick<
   Backend,
-  'placeCall' | 'acceptCall' | 'rejectCall' | 'hangUp' | 'inviteMore' | 'joinCall' | 'activeCalls' | 'muteMicrophone' | 'muteSpeaker'
+  | 'placeCall'
+  | 'acceptCall'
+  | 'rejectCall'
+  | 'hangUp'
+  | 'inviteMore'
+  | 'joinCall'
+  | 'activeCalls'
+  | 'muteMicrophone'
+  | 'muteSpeaker'
+  | 'setCamera'
+  | 'audioOnly'
 >;
 
 /**
@@ -110,6 +121,14 @@ export class CallStore {
   endedFrom = $state<CallPhase>('idle');
   micMuted = $state(false);
   speakerMuted = $state(false);
+  /** Our camera (the engine's word; it keeps it from call to call). */
+  cameraOn = $state(true);
+  /** Our camera failed (busy, unplugged): the engine's words, shown on our tile. */
+  cameraError = $state<string | null>(null);
+  /** Whose video flows now. */
+  videoOf = $state<Record<string, boolean>>({});
+  /** Whose picture is held by a loss (a keyframe was asked for). */
+  frozen = $state<Record<string, boolean>>({});
   /** Speaking level per user (our own user id for us). */
   levels = $state<Record<string, number>>({});
   /** Weak-network badge per user. */
@@ -233,6 +252,10 @@ export class CallStore {
       case 'media_changed':
         this.media = event.media;
         return;
+      case 'remote_camera':
+        // Their picture stops at once; `remote_video_available` says when it flows again.
+        if (!event.on) this.videoOf[event.user] = false;
+        return;
       case 'error':
         this.error = { code: event.code, message: event.message };
         return;
@@ -248,6 +271,45 @@ export class CallStore {
   /** The engine's own level event (when levels come on the event stream instead of the channel). */
   voiceLevel(user: string, level: number): void {
     this.levels[user] = level;
+  }
+
+  /** The engine's video events: our camera, and each person's video flowing, stopping or frozen. */
+  video(event: OtherEngineEvent): void {
+    switch (event.event) {
+      case 'camera':
+        this.cameraOn = event.on;
+        if (event.on) this.cameraError = null;
+        return;
+      case 'camera_started':
+        this.cameraError = null;
+        return;
+      case 'camera_error':
+        this.cameraError = event.message;
+        return;
+      case 'first_remote_video_frame':
+      case 'remote_video_available':
+        this.videoOf[event.user] = true;
+        this.frozen[event.user] = false;
+        return;
+      case 'remote_video_unavailable':
+        this.videoOf[event.user] = false;
+        this.frozen[event.user] = false;
+        return;
+      case 'remote_video_frozen':
+        this.frozen[event.user] = true;
+        return;
+      case 'remote_video_recovered':
+        this.frozen[event.user] = false;
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Whether `user`'s tile shows video (ourselves: our camera; others: their video flows). */
+  showsVideo(user: string): boolean {
+    if (this.media !== 'video') return false;
+    return user === this.me ? this.cameraOn : (this.videoOf[user] ?? false);
   }
 
   /** The engine's network-quality event: whether the link is weak is the engine's word. */
@@ -272,11 +334,12 @@ export class CallStore {
     }
   }
 
-  async accept(): Promise<void> {
+  /** Answers; `audioOnly` answers a video call with audio (our camera never opens). */
+  async accept(audioOnly = false): Promise<void> {
     if (this.phase !== 'incoming') return;
     this.joining = true;
     try {
-      await this.backend.acceptCall();
+      await this.backend.acceptCall(audioOnly);
     } catch (thrown) {
       this.joining = false;
       this.error = toApiError(thrown);
@@ -344,6 +407,7 @@ export class CallStore {
     if (replay.me) this.me = replay.me;
     for (const event of replay.events) this.handle(event);
     if (this.busy) this.applyMutes(replay.mutes);
+    this.cameraOn = replay.camera_on;
   }
 
   /** The mutes as the shell has them (another window may have changed them). */
@@ -368,6 +432,28 @@ export class CallStore {
       await send(muted);
     } catch (thrown) {
       this[which] = !muted;
+      this.error = toApiError(thrown);
+    }
+  }
+
+  /** Turns our camera off or on; the engine's `camera` event confirms it. */
+  async toggleCamera(): Promise<void> {
+    const on = !this.cameraOn;
+    this.cameraOn = on;
+    try {
+      await this.backend.setCamera(on);
+    } catch (thrown) {
+      this.cameraOn = !on;
+      this.error = toApiError(thrown);
+    }
+  }
+
+  /** Takes the whole call down to audio (every camera is released). */
+  async switchToAudio(): Promise<void> {
+    if (this.media !== 'video' || !(this.phase === 'connected' || (this.phase === 'dialing' && this.callId !== null))) return;
+    try {
+      await this.backend.audioOnly();
+    } catch (thrown) {
       this.error = toApiError(thrown);
     }
   }
@@ -417,6 +503,9 @@ export class CallStore {
     this.error = null;
     this.levels = {};
     this.weak = {};
+    this.videoOf = {};
+    this.frozen = {};
+    this.cameraError = null;
   }
 
   private setPeer(user: string, state: PeerState, options: { keep?: boolean } = {}): void {

@@ -403,7 +403,7 @@ describe('catching up with a call that began before the window listened', () => 
     call.me = '';
     // Connected a minute before this window opened.
     const connectedAt = clock.now() - 60_000;
-    call.replay({ me: 'me', events: [incoming, { ...began, connected_at: connectedAt }], mutes: { microphone: true, speaker: false } });
+    call.replay({ me: 'me', events: [incoming, { ...began, connected_at: connectedAt }], mutes: { microphone: true, speaker: false }, camera_on: true });
     expect(call.phase).toBe('connected');
     expect(call.callId).toBe('c1');
     // We are among the invitees: never a tile of our own.
@@ -440,13 +440,13 @@ describe('catching up with a call that began before the window listened', () => 
     // The call ended before the replay was taken: only the end follows, and a window that
     // applies it after the (empty) replay stays idle.
     expect(liveAfterReplay([], [ended])).toEqual([ended]);
-    call.replay({ me: 'me', events: [], mutes: { microphone: false, speaker: false } });
+    call.replay({ me: 'me', events: [], mutes: { microphone: false, speaker: false }, camera_on: true });
     for (const event of liveAfterReplay([], [ended])) call.handle(event);
     expect(call.phase).toBe('idle');
   });
 
   test('nothing to replay leaves the window idle and unmuted', () => {
-    call.replay({ me: 'me', events: [], mutes: { microphone: true, speaker: true } });
+    call.replay({ me: 'me', events: [], mutes: { microphone: true, speaker: true }, camera_on: true });
     expect(call.phase).toBe('idle');
     expect(call.micMuted).toBe(false);
   });
@@ -457,5 +457,63 @@ describe('catching up with a call that began before the window listened', () => 
     call.applyMutes({ microphone: false, speaker: true });
     expect(call.speakerMuted).toBe(true);
     expect(backend.callsOf('muteSpeaker')).toEqual([]);
+  });
+});
+
+describe('video', () => {
+  test('who shows video: our camera, and each person whose video flows, in a video call only', async () => {
+    await call.place(['bob'], 'video');
+    call.handle({ event: 'dialing', call_id: 'c1', invitees: ['bob'] });
+    expect(call.showsVideo('me')).toBe(true);
+    expect(call.showsVideo('bob')).toBe(false);
+    call.handle({ event: 'call_began', call_id: 'c1', media: 'video', connected_at: clock.now() });
+    call.video({ event: 'first_remote_video_frame', user: 'bob' });
+    expect(call.showsVideo('bob')).toBe(true);
+    call.video({ event: 'remote_video_frozen', user: 'bob' });
+    expect(call.frozen.bob).toBe(true);
+    call.video({ event: 'remote_video_recovered', user: 'bob', frozen_ms: 300, after_request_ms: 120 });
+    expect(call.frozen.bob).toBe(false);
+    // Their camera off: their picture goes at once.
+    call.handle({ event: 'remote_camera', user: 'bob', on: false });
+    expect(call.showsVideo('bob')).toBe(false);
+    call.video({ event: 'remote_video_available', user: 'bob' });
+    expect(call.showsVideo('bob')).toBe(true);
+    // Down to audio: nobody's video shows.
+    call.handle({ event: 'media_changed', media: 'audio' });
+    expect(call.showsVideo('me') || call.showsVideo('bob')).toBe(false);
+  });
+
+  test('the camera button follows the engine, and a refusal puts it back', async () => {
+    await call.place(['bob'], 'video');
+    await call.toggleCamera();
+    expect(backend.callsOf('setCamera')).toEqual([[false]]);
+    expect(call.cameraOn).toBe(false);
+    call.video({ event: 'camera', on: true });
+    expect(call.cameraOn).toBe(true);
+    call.video({ event: 'camera_error', message: 'Device or resource busy' });
+    expect(call.cameraError).toBe('Device or resource busy');
+    call.video({ event: 'camera_started', camera: '/dev/video0' });
+    expect(call.cameraError).toBeNull();
+
+    setUp({ setCamera: async () => Promise.reject({ code: 'not_signed_in', message: 'no' }) });
+    await call.place(['bob'], 'video');
+    await call.toggleCamera();
+    expect(call.cameraOn).toBe(true);
+    expect(call.error?.code).toBe('not_signed_in');
+  });
+
+  test('switch to audio once the call has an id; answer with audio only', async () => {
+    await call.place(['bob'], 'video');
+    await call.switchToAudio();
+    // No call id yet: nothing to switch.
+    expect(backend.callsOf('audioOnly')).toEqual([]);
+    call.handle({ event: 'dialing', call_id: 'c1', invitees: ['bob'] });
+    await call.switchToAudio();
+    expect(backend.callsOf('audioOnly')).toHaveLength(1);
+
+    setUp();
+    call.handle(incoming);
+    await call.accept(true);
+    expect(backend.callsOf('acceptCall')).toEqual([[true]]);
   });
 });
