@@ -253,6 +253,8 @@ impl AppUnderTest {
             ("HARK_EMBEDDED_LISTEN", format!("127.0.0.1:{app_port}")),
             // No sound is made; the engine still decodes and reports what would ring.
             ("HARK_SILENT_RINGTONES", "1".into()),
+            // No camera on these machines: the moving, numbered test pattern stands in.
+            ("HARK_TEST_CAMERA", "test-pattern".into()),
             ("RUST_LOG", "info".into()),
         ];
         // No tray host under Xvfb to bring the window back from: closing it ends the app.

@@ -9,7 +9,10 @@
 //! up, history lists the call with its duration; a custom ringtone file typed into settings is
 //! what rings at the next incoming call (read from the app's log, where the engine reports
 //! what it plays), and Escape on the banner declines it; closed to the tray, the app answers the
-//! next call from the banner and opens its window again on the call.
+//! next call from the banner and opens its window again on the call. Then video: bob calls with
+//! video, the app answers and shows him moving, its own test-pattern camera reaches bob (who
+//! records it and the test reads its frame numbers), camera off is seen at bob's, and switching
+//! to audio releases the cameras.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -206,5 +209,98 @@ async fn scenario(scene: &Scene) -> Result<()> {
     web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some_and(|s| s >= 1)).await?;
     scene.shot("10-reopened-on-the-call").await?;
     wait_for_call_view_to_close(web).await?;
+
+    video_call(scene, web).await
+}
+
+/// What the app's canvas for `tile` shows: a luma-like sum per 8x8 block, read in the page.
+async fn tile_pixels(web: &WebDriver, tile: &str) -> Result<Vec<u64>> {
+    let script = format!(
+        "const canvas = document.querySelector('[data-testid=\"video-{tile}\"]');
+         if (!canvas || !canvas.width) return null;
+         const copy = document.createElement('canvas');
+         copy.width = 8; copy.height = 8;
+         const context = copy.getContext('2d', {{ willReadFrequently: true }});
+         context.drawImage(canvas, 0, 0, 8, 8);
+         return Array.from(context.getImageData(0, 0, 8, 8).data);"
+    );
+    let value = web.execute(&script).await?;
+    let bytes: Vec<u64> = value.as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).collect()).unwrap_or_default();
+    Ok(bytes.chunks(4).map(|p| p[..3].iter().sum()).collect())
+}
+
+/// bob calls the app with video (his test pattern); the app answers from the banner and shows
+/// him, moving; the app's own test-pattern camera reaches bob, counting up; camera off is seen
+/// at bob's; switching to audio releases both cameras.
+async fn video_call(scene: &Scene, web: &WebDriver) -> Result<()> {
+    let recording = scene.app.home.path().join("alice-at-bob.y4m");
+    let recording_spec = format!("record:{}", recording.display());
+    let known = web.windows().await?;
+    let _bob = scene.cli_call("bob", &["--video", "--duration", "20", "--camera", "test-pattern", "--video-out", &recording_spec], "bob-video.log")?;
+    let banner = web.wait_new_window(&known, CALL).await?;
+    web.switch_to(&banner).await?;
+    web.wait_text("[data-testid=banner-media]", SHORT, |t| t.contains("video")).await?;
+    scene.shot("11-banner-video-call").await?;
+    web.click_closing_window("[data-testid=banner-accept]", SHORT).await?;
+    let main = wait_for("the main window", SHORT, || async {
+        let windows = web.windows().await?;
+        Ok(windows.into_iter().find(|handle| *handle != banner))
+    })
+    .await?;
+    web.switch_to(&main).await?;
+
+    // bob's moving picture shows large, ours small.
+    web.wait("[data-testid=tile-bob][data-video=true]", CALL).await?;
+    web.wait("[data-testid=tile-alice][data-video=true]", CALL).await?;
+    let first = tile_pixels(web, "bob").await?;
+    let spread = first.iter().max().copied().unwrap_or(0) - first.iter().min().copied().unwrap_or(0);
+    anyhow::ensure!(first.len() == 64 && spread > 60, "bob's tile is not blank: {first:?}");
+    scene.shot("12-video-call").await?;
+    let moved = wait_for("bob's picture to move", SHORT, || async {
+        let now = tile_pixels(web, "bob").await?;
+        Ok((now != first).then_some(now))
+    })
+    .await?;
+    anyhow::ensure!(moved.len() == 64);
+    scene.shot("13-video-call-later").await?;
+
+    // What bob decodes of alice (he records it as it comes): her test pattern's numbers, going up.
+    let numbers = wait_for("bob's recording", SHORT, || async {
+        let Ok(mut reader) = hark_video::y4m::Y4mReader::open(&recording) else { return Ok(None) };
+        let mut numbers = Vec::new();
+        while let Ok(Some(frame)) = reader.read_frame() {
+            numbers.extend(hark_video::pattern::read_number(&frame));
+        }
+        Ok((numbers.len() >= 30).then_some(numbers))
+    })
+    .await?;
+    anyhow::ensure!(numbers.windows(2).all(|w| w[1] > w[0]), "alice's frame numbers go up at bob's: {numbers:?}");
+    eprintln!("bob decoded {} numbered pictures of alice", numbers.len());
+
+    // Our camera off: bob's engine says our video stopped; on again after a moment.
+    let bob_log = scene.app.home.path().join("bob-video.log");
+    let bob_says = |what: &'static str| {
+        let log = bob_log.clone();
+        move || {
+            let log = log.clone();
+            async move { Ok(std::fs::read_to_string(&log).unwrap_or_default().contains(what).then_some(())) }
+        }
+    };
+    web.click_css("[data-testid=camera]", SHORT).await?;
+    web.wait("[data-testid=camera][aria-pressed=true]", SHORT).await?;
+    wait_for("bob to see alice's video stop", SHORT, bob_says("remote_video_unavailable")).await?;
+    scene.shot("14-video-camera-off").await?;
+    web.click_css("[data-testid=camera]", SHORT).await?;
+    web.wait("[data-testid=tile-alice][data-video=true]", SHORT).await?;
+
+    // Switch to audio: both cameras are released; the call goes on.
+    let released = scene.app.log().matches("camera released").count();
+    web.click_css("[data-testid=to-audio]", SHORT).await?;
+    wait_for("bob to hear the call go down to audio", SHORT, bob_says("\"media_changed\"")).await?;
+    wait_for("the app's camera to be released", SHORT, || async { Ok((scene.app.log().matches("camera released").count() > released).then_some(())) }).await?;
+    web.wait("[data-testid=tile-bob][data-video=false]", SHORT).await?;
+    scene.shot("15-video-to-audio").await?;
+    wait_for_call_view_to_close(web).await?;
+
     Ok(())
 }

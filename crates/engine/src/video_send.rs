@@ -29,7 +29,7 @@ use hark_video::vp8::{EncoderSettings, Vp8Encoder};
 use hark_video::I420Frame;
 use rtc::media::Sample;
 use tokio::sync::mpsc as tokio_mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::peer::VideoOutlet;
 use crate::video::{VideoDeviceError, VideoFormat, VideoSink, VideoSource};
@@ -347,7 +347,7 @@ impl Capture {
                     }
                 }
             }
-            debug!(camera = %source.name(), "camera released");
+            info!(camera = %source.name(), "camera released");
         });
         if let Err(e) = spawned {
             let _ = failed.send(VideoSendReport::CameraFailed(format!("cannot start the camera thread: {e}")));

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::tiles::{Fit, FrameTiles, Shown};
 
@@ -137,6 +137,7 @@ impl Guard {
         };
         let origin = request.headers().get("origin").and_then(|o| o.to_str().ok()).unwrap_or("");
         if !self.origins.iter().any(|allowed| allowed == origin) {
+            info!(origin, "frame socket: a page from another origin refused");
             return Err(refuse(StatusCode::FORBIDDEN, "origin not allowed"));
         }
         let token = request.uri().query().unwrap_or("").split('&').find_map(|pair| pair.strip_prefix("token=")).unwrap_or("");
@@ -168,7 +169,8 @@ async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer
     let mut ws = match tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await {
         Ok(ws) => ws,
         Err(error) => {
-            debug!(%error, "frame socket handshake refused");
+            // Said at info: a page refused here shows no video, and this is where to look.
+            info!(%error, "frame socket handshake refused");
             return;
         }
     };
