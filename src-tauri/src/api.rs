@@ -9,6 +9,7 @@ use hark_engine::core::CallEvent;
 use hark_engine::call_log::Mutes;
 use hark_engine::engine::EngineError;
 use hark_engine::ringtone::RingtoneErrorCode;
+use hark_engine::video_send::VideoResolution;
 use hark_protocol::{CallId, ErrorCode, Media, UserId};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -217,6 +218,14 @@ pub struct Settings {
     pub language: String,
     /// Light, dark or the desktop's.
     pub theme: Theme,
+    /// The camera's device number (`/dev/videoN`); `None` for the default (the first listed).
+    pub camera: Option<u32>,
+    /// The size 1:1 video calls send at.
+    pub video_resolution: VideoResolution,
+    /// Each call starts with the camera off (turned on in the call).
+    pub camera_off_at_start: bool,
+    /// Each call starts with the microphone muted.
+    pub microphone_muted_at_start: bool,
 }
 
 impl Default for Settings {
@@ -233,6 +242,10 @@ impl Default for Settings {
             speaker: None,
             language: "en".into(),
             theme: Theme::System,
+            camera: None,
+            video_resolution: VideoResolution::P360,
+            camera_off_at_start: false,
+            microphone_muted_at_start: false,
         }
     }
 }

@@ -223,6 +223,14 @@ impl AppState {
             if let Some(sink) = sink {
                 engine.set_speaker(sink);
             }
+            let turned_on = (settings.camera_off_at_start && !before.camera_off_at_start) || (settings.microphone_muted_at_start && !before.microphone_muted_at_start);
+            if turned_on && engine.call_snapshot().events.is_empty() {
+                session::prepare_next_call(&engine, &settings).await;
+            }
+            if (settings.camera, settings.video_resolution) != (before.camera, before.video_resolution) {
+                engine.set_camera_device(crate::video::camera_opener(&settings));
+                engine.set_video_resolution(settings.video_resolution);
+            }
         }
         Ok(settings)
     }

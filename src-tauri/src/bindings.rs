@@ -23,6 +23,8 @@ fn export_all(dir: &Path) {
         crate::api::LiveUpdate,
         hark_engine::engine::EngineEvent,
         hark_engine::sound_card::DeviceInfo,
+        hark_engine::camera::CameraInfo,
+        hark_engine::video_send::VideoResolution,
         hark_protocol::CallRecord,
         hark_protocol::CallSummary,
         hark_protocol::Contact,

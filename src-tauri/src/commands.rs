@@ -3,6 +3,7 @@
 //! Each returns `Result<_, ApiError>`; anything that needs an account says `not_signed_in`
 //! without one. Argument names are what the UI sends, in camelCase (Tauri's convention).
 
+use hark_engine::camera::CameraInfo;
 use hark_engine::sound_card::DeviceInfo;
 use hark_protocol::{CallRecord, CallSummary, Contact, Media, UserId, UserProfile};
 use tauri::ipc::Channel;
@@ -100,6 +101,20 @@ pub async fn set_camera(state: State<'_, AppState>, on: bool) -> Answer<()> {
 #[tauri::command]
 pub async fn audio_only(state: State<'_, AppState>) -> Answer<()> {
     Ok(state.signed_in().await?.audio_only().await?)
+}
+
+/// The cameras there are now (the first is the default).
+#[tauri::command]
+pub async fn cameras() -> Answer<Vec<CameraInfo>> {
+    // Listing opens each video node: not on a runtime worker.
+    tokio::task::spawn_blocking(crate::video::cameras).await.map_err(|e| ApiError::new(AppErrorCode::Internal, e.to_string()))
+}
+
+/// Opens the camera outside a call for the settings' preview, or closes it.
+#[tauri::command]
+pub async fn preview_camera(state: State<'_, AppState>, on: bool) -> Answer<()> {
+    state.signed_in().await?.preview_camera(on);
+    Ok(())
 }
 
 /// Where the page reads video pictures.

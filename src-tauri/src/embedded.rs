@@ -89,6 +89,17 @@ async fn bind() -> Result<tokio::net::TcpListener, EmbeddedError> {
 
 fn start_echo_line(url: &str, password: &str, line: usize) -> Engine {
     let echo_line = EchoLine::default();
+    // Video too: the caller's own picture comes back a second later (a test call shows that
+    // the camera works, as the sound shows the microphone does).
+    let echo_video = hark_engine::echo::EchoVideo::default();
+    let (camera, sink) = (echo_video.clone(), echo_video);
+    let video = hark_engine::VideoConfig {
+        camera: Some(std::sync::Arc::new(move || Ok(camera.camera()))),
+        sinks: std::sync::Arc::new(move |_: &hark_protocol::UserId, _| sink.sink()),
+        preview: hark_engine::engine::no_preview(),
+        resolution: hark_engine::video_send::VideoResolution::P360,
+        cameras: None,
+    };
     let (engine, events) = Engine::start(EngineConfig {
         signaling: SignalingConfig {
             server: url.to_owned(),
@@ -104,7 +115,7 @@ fn start_echo_line(url: &str, password: &str, line: usize) -> Engine {
         processing: ProcessingSettings::OFF,
         watch_devices: false,
         receive_loss_percent: 0.0,
-        video: hark_engine::VideoConfig::none(),
+        video,
     });
     tokio::spawn(answer_calls(engine.clone(), events));
     engine

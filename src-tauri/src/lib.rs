@@ -147,6 +147,8 @@ pub fn run() {
             commands::frame_socket,
             commands::set_camera,
             commands::audio_only,
+            commands::cameras,
+            commands::preview_camera,
         ])
         .build(context);
     let app = match app {

@@ -72,7 +72,7 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
         processing: ProcessingSettings { echo_cancellation: settings.echo_cancellation, noise_suppression: settings.noise_suppression },
         watch_devices: true,
         receive_loss_percent: 0.0,
-        video: crate::video::engine_config(&app.state::<AppState>().video.tiles),
+        video: crate::video::engine_config(&app.state::<AppState>().video.tiles, settings),
     });
     let welcome = async {
         while let Some(event) = events.recv().await {
@@ -96,6 +96,7 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
         }
     };
     apply_settings(&engine, settings).await;
+    prepare_next_call(&engine, settings).await;
     let profile = engine.profiles(vec![user.clone()]).await.ok().and_then(|mut p| p.pop());
     let account = Account {
         nickname: profile.as_ref().map(|p| p.nickname.clone()).unwrap_or_else(|| user.clone()),
@@ -121,6 +122,20 @@ pub async fn apply_settings(engine: &Engine, settings: &Settings) {
             }
         }
         Err(error) => tracing::warn!(?error, "bad ringtone setting"),
+    }
+}
+
+/// "Start calls with my camera off" and "with my microphone muted": set while no call goes on
+/// (at sign-in, when a call ends, when the setting is turned on), so the next call starts so.
+/// The engine keeps the camera as it was left and lifts mutes when a call ends.
+pub async fn prepare_next_call(engine: &Engine, settings: &Settings) {
+    if settings.camera_off_at_start {
+        if let Err(error) = engine.set_camera(false).await {
+            tracing::warn!(%error, "could not turn the camera off for the next call");
+        }
+    }
+    if settings.microphone_muted_at_start {
+        engine.mute_microphone(true);
     }
 }
 
@@ -231,6 +246,8 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
             // snapshot, and with it the mini window.
             EngineEvent::Call(CallEvent::CallEnded { .. } | CallEvent::NotConnected { .. }) if engine.call_snapshot().events.is_empty() => {
                 crate::windows::close_mini(&app);
+                let settings = app.state::<AppState>().settings();
+                prepare_next_call(&engine, &settings).await;
             }
             // Every window shows the engine's mutes (one window's button, the others' view, and
             // the lift when a call ends).

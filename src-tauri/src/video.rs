@@ -9,14 +9,14 @@
 
 use std::sync::Arc;
 
-use hark_engine::camera::{polled_lister, Webcam};
+use hark_engine::camera::{polled_lister, CameraInfo, Webcam};
 use hark_engine::engine::VideoConfig;
-use hark_engine::video::{CameraSpec, TestPatternSource, VideoFormat, VideoSink, VideoSource, Y4mFileSource};
+use hark_engine::video::{CameraSpec, TestPatternSource, VideoSink, VideoSource, Y4mFileSource};
 use hark_engine::video_send::{ladder, CameraOpener};
 use hark_frames::{FrameSocket, FrameTiles, SELF_TILE};
 use hark_protocol::UserId;
 
-use crate::api::FrameSocketInfo;
+use crate::api::{FrameSocketInfo, Settings};
 
 /// The origins the app's own page has (Linux and macOS; Windows and Android).
 const APP_ORIGINS: [&str; 2] = ["tauri://localhost", "http://tauri.localhost"];
@@ -58,29 +58,48 @@ pub fn allow_in_csp(config: &mut tauri::Config, source: &str) {
     }
 }
 
-/// Where an engine's pictures go and where its camera comes from.
-pub fn engine_config(tiles: &FrameTiles) -> VideoConfig {
-    let (remote, own) = (tiles.clone(), tiles.clone());
-    let test_camera = std::env::var("HARK_TEST_CAMERA").ok().and_then(|spec| match spec.parse::<CameraSpec>() {
+/// The synthetic camera `HARK_TEST_CAMERA` names, if any.
+fn test_camera() -> Option<CameraSpec> {
+    let spec = std::env::var("HARK_TEST_CAMERA").ok()?;
+    match spec.parse::<CameraSpec>() {
         Ok(spec @ (CameraSpec::TestPattern | CameraSpec::TestClock | CameraSpec::File(_))) => Some(spec),
         _ => {
             tracing::warn!(%spec, "HARK_TEST_CAMERA takes test-pattern, test-clock or file:PATH.y4m; using the real camera");
             None
         }
-    });
-    let camera: CameraOpener = match test_camera.clone() {
-        Some(CameraSpec::TestPattern) => Arc::new(|| Ok(Box::new(TestPatternSource::new(VideoFormat::DEFAULT)) as Box<dyn VideoSource>)),
-        Some(CameraSpec::TestClock) => Arc::new(|| Ok(Box::new(TestPatternSource::clock(VideoFormat::DEFAULT)) as Box<dyn VideoSource>)),
+    }
+}
+
+/// The cameras to offer: the machine's, or the synthetic one a test put in their place.
+pub fn cameras() -> Vec<CameraInfo> {
+    match test_camera() {
+        Some(spec) => vec![CameraInfo { index: 0, name: format!("{spec:?}") }],
+        None => hark_engine::camera::list(),
+    }
+}
+
+/// Opens the camera the settings name, asking it for the size 1:1 calls send at.
+pub fn camera_opener(settings: &Settings) -> CameraOpener {
+    let top = ladder(2, settings.video_resolution, false).0;
+    let device = settings.camera;
+    match test_camera() {
+        Some(CameraSpec::TestPattern) => Arc::new(move || Ok(Box::new(TestPatternSource::new(top)) as Box<dyn VideoSource>)),
+        Some(CameraSpec::TestClock) => Arc::new(move || Ok(Box::new(TestPatternSource::clock(top)) as Box<dyn VideoSource>)),
         Some(CameraSpec::File(path)) => Arc::new(move || Ok(Box::new(Y4mFileSource::open(&path)?) as Box<dyn VideoSource>)),
-        _ => Arc::new(|| Ok(Box::new(Webcam::open(None, ladder(2, false, false).0)?) as Box<dyn VideoSource>)),
-    };
+        _ => Arc::new(move || Ok(Box::new(Webcam::open(device, top)?) as Box<dyn VideoSource>)),
+    }
+}
+
+/// Where an engine's pictures go and where its camera comes from.
+pub fn engine_config(tiles: &FrameTiles, settings: &Settings) -> VideoConfig {
+    let (remote, own) = (tiles.clone(), tiles.clone());
     VideoConfig {
-        camera: Some(camera),
+        camera: Some(camera_opener(settings)),
         sinks: Arc::new(move |user: &UserId, _| Box::new(remote.sink(user)) as Box<dyn VideoSink>),
         preview: Arc::new(move || Box::new(own.sink(SELF_TILE)) as Box<dyn VideoSink>),
-        hd: false,
+        resolution: settings.video_resolution,
         // A synthetic camera has no hot-plug to watch.
-        cameras: test_camera.is_none().then(polled_lister),
+        cameras: test_camera().is_none().then(polled_lister),
     }
 }
 

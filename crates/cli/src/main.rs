@@ -23,7 +23,7 @@ use hark_engine::ringtone::{RingtoneChoice, RingtoneKind, RodioOutput, SilentOut
 use hark_engine::signaling::{Credentials, SignalingConfig};
 use hark_engine::video::{clock_stamp_age, clock_stamp_now, CameraSpec, NoVideo, TestPatternSource, VideoFormat, VideoOutSpec, VideoSink, VideoSource, Y4mFileSource, Y4mRecorder};
 use hark_engine::camera::Webcam;
-use hark_engine::video_send::{ladder, CameraOpener};
+use hark_engine::video_send::{ladder, CameraOpener, VideoResolution};
 use hark_engine::{Engine, EngineConfig, EngineEvent, VideoConfig};
 use hark_protocol::{Media, PresenceStatus};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -364,7 +364,7 @@ async fn echo_service(cli: &Cli, printer: &Printer, lines: usize, max_call: Dura
             camera: Some(Arc::new(move || Ok(camera.camera()))),
             sinks: Arc::new(move |_: &hark_protocol::UserId, _| sink.sink()),
             preview: hark_engine::engine::no_preview(),
-            hd: false,
+            resolution: VideoResolution::P360,
             cameras: None,
         };
         let (engine, events) = sign_in(cli, printer, echo_line.devices(), video, Some(device)).await?;
@@ -403,13 +403,13 @@ fn devices(cli: &Cli) -> anyhow::Result<Devices> {
 
 /// The largest picture a call asks of the camera (1:1, so the camera is opened once per call
 /// at the size the ladder starts from; smaller steps are scaled from it).
-fn ladder_top(hd: bool) -> VideoFormat {
-    ladder(2, hd, false).0
+fn ladder_top(resolution: VideoResolution) -> VideoFormat {
+    ladder(2, resolution, false).0
 }
 
 /// The camera and video sinks the options name.
 fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
-    let hd = cli.hd;
+    let resolution = if cli.hd { VideoResolution::P720 } else { VideoResolution::P360 };
     let camera: Option<CameraOpener> = match cli.camera.parse::<CameraSpec>()? {
         CameraSpec::None => None,
         CameraSpec::TestPattern => Some(Arc::new(|| Ok(Box::new(TestPatternSource::new(VideoFormat::DEFAULT)) as Box<dyn VideoSource>))),
@@ -419,8 +419,8 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
             Y4mFileSource::open(&path)?;
             Some(Arc::new(move || Ok(Box::new(Y4mFileSource::open(&path)?) as Box<dyn VideoSource>)))
         }
-        CameraSpec::Default => Some(Arc::new(move || Ok(Box::new(Webcam::open(None, ladder_top(hd))?) as Box<dyn VideoSource>))),
-        CameraSpec::Device(index) => Some(Arc::new(move || Ok(Box::new(Webcam::open(Some(index), ladder_top(hd))?) as Box<dyn VideoSource>))),
+        CameraSpec::Default => Some(Arc::new(move || Ok(Box::new(Webcam::open(None, ladder_top(resolution))?) as Box<dyn VideoSource>))),
+        CameraSpec::Device(index) => Some(Arc::new(move || Ok(Box::new(Webcam::open(Some(index), ladder_top(resolution))?) as Box<dyn VideoSource>))),
     };
     // A real camera is watched for hot-plug (said with --json); synthetic ones have nothing to watch.
     let real_camera = matches!(cli.camera.parse::<CameraSpec>()?, CameraSpec::Default | CameraSpec::Device(_));
@@ -433,7 +433,7 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
         (VideoOutSpec::Latency, None) => Box::new(FrameLatency { user: user.clone(), ages_ms: Vec::new(), unread: 0, printer: Printer { json } }) as Box<dyn VideoSink>,
         _ => Box::new(NoVideo) as Box<dyn VideoSink>,
     });
-    Ok(VideoConfig { camera, sinks, preview: hark_engine::engine::no_preview(), hd: cli.hd, cameras })
+    Ok(VideoConfig { camera, sinks, preview: hark_engine::engine::no_preview(), resolution, cameras })
 }
 
 /// `--video-out count`: counts one person's decoded pictures and says how many when their video

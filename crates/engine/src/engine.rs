@@ -26,7 +26,7 @@ use crate::media::{AudioPipeline, Devices, MediaReport};
 use crate::peer::{MediaKind, PeerCommand, PeerEvent, PeerLink, PeerSettings, VideoOutlet};
 use crate::video::{NoVideo, VideoSink};
 use crate::video_receive::VideoReceiveReport;
-use crate::video_send::{CameraOpener, VideoSendReport, VideoSender};
+use crate::video_send::{CameraOpener, VideoResolution, VideoSendReport, VideoSender};
 use crate::voice_processing::ProcessingSettings;
 use crate::sound_card::{DeviceInfo, DeviceWatcher, Direction, MicrophoneSource, SpeakerSink};
 use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneErrorCode, RingtoneEvent, RingtoneKind, RingtonePlayer};
@@ -71,8 +71,8 @@ pub struct VideoConfig {
     /// Makes the sink for our own pictures, as the camera gives them (the self view and the
     /// caller's preview while a video call rings), one per camera session.
     pub preview: VideoPreview,
-    /// 1280x720 in 1:1 calls instead of 640x360.
-    pub hd: bool,
+    /// The size 1:1 calls send at.
+    pub resolution: VideoResolution,
     /// Lists the cameras (polled every [`CAMERA_POLL`] to notice hot-plug); `None`: not watched.
     pub cameras: Option<CameraLister>,
 }
@@ -94,7 +94,7 @@ impl VideoConfig {
             camera: None,
             sinks: Arc::new(|_: &UserId, _| Box::new(NoVideo) as Box<dyn VideoSink>),
             preview: no_preview(),
-            hd: false,
+            resolution: VideoResolution::P360,
             cameras: None,
         }
     }
@@ -319,6 +319,8 @@ enum Request {
     Microphone(Box<dyn AudioSource>),
     Speaker(Box<dyn AudioSink>),
     Camera(CameraOpener),
+    Resolution(VideoResolution),
+    Preview(bool),
     Stop(oneshot::Sender<()>),
 }
 
@@ -370,6 +372,8 @@ impl Engine {
             video_shown: HashMap::new(),
             video: config.video,
             video_sender: None,
+            previewing: false,
+            sender_is_preview: false,
             video_outlets: HashMap::new(),
             video_send_reports: video_send_tx,
             video_receive_reports: video_receive_tx,
@@ -543,6 +547,17 @@ impl Engine {
         let _ = self.requests.send(Request::Camera(camera));
     }
 
+    /// Opens the camera outside a call, its pictures to the preview sink (a settings page's
+    /// picture of the camera), or closes it. A call that starts takes the camera over.
+    pub fn preview_camera(&self, on: bool) {
+        let _ = self.requests.send(Request::Preview(on));
+    }
+
+    /// The size 1:1 calls send at from the next call on (a call going on keeps its own).
+    pub fn set_video_resolution(&self, resolution: VideoResolution) {
+        let _ = self.requests.send(Request::Resolution(resolution));
+    }
+
     /// Switches the speaker, mid-call or not; the old one is finished.
     pub fn set_speaker(&self, sink: Box<dyn AudioSink>) {
         let _ = self.requests.send(Request::Speaker(sink));
@@ -639,6 +654,11 @@ struct EngineTask {
     video_shown: HashMap<UserId, bool>,
     /// Our video sender while a video call is connected and a camera is configured.
     video_sender: Option<VideoSender>,
+    /// The camera preview was asked for outside a call (a settings page).
+    previewing: bool,
+    /// The running sender was started for the preview (no call), with the camera on whatever
+    /// `camera_on` says.
+    sender_is_preview: bool,
     /// The call now and its mutes; the one record of them.
     call_log: CallLog,
     call_published: tokio::sync::watch::Sender<CallSnapshot>,
@@ -724,6 +744,11 @@ impl EngineTask {
                     // A video call held without a camera starts sending now.
                     None => self.follow_media(),
                 }
+            }
+            Request::Resolution(resolution) => self.video.resolution = resolution,
+            Request::Preview(on) => {
+                self.previewing = on;
+                self.follow_media();
             }
             Request::RestartIce => {
                 for link in self.peers.values() {
@@ -880,15 +905,23 @@ impl EngineTask {
     /// Follows the call's media: a connected video call runs the sender (the camera opens), and
     /// anything else stops it (the camera is released).
     fn follow_media(&mut self) {
-        let wanted = self.media == Some(Media::Video) && self.video.camera.is_some();
+        let preview = self.media.is_none() && self.previewing;
+        let wanted = (self.media == Some(Media::Video) || preview) && self.video.camera.is_some();
+        if self.sender_is_preview != preview {
+            // A call takes over from the preview (its sender starts with the call's camera
+            // state), and the preview from a call that ended (the camera on, whatever the call
+            // left it at).
+            self.video_sender = None;
+        }
+        self.sender_is_preview = preview && wanted;
         match (&self.video_sender, wanted) {
             (None, true) => {
                 let camera = self.video.camera.clone().expect("checked");
                 let sender = VideoSender::start(
                     camera,
-                    self.camera_on,
+                    self.camera_on || preview,
                     self.peers.len() + 1,
-                    self.video.hd,
+                    self.video.resolution,
                     (self.video.preview)(),
                     tokio::runtime::Handle::current(),
                     self.video_send_reports.clone(),

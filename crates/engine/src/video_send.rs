@@ -57,14 +57,31 @@ pub enum VideoSendReport {
     Bitrate(u32),
 }
 
+/// The size a 1:1 call sends at (a person's setting; groups step down from it on the ladder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub enum VideoResolution {
+    /// 640x360.
+    #[default]
+    #[serde(rename = "360p")]
+    P360,
+    /// 960x540.
+    #[serde(rename = "540p")]
+    P540,
+    /// 1280x720.
+    #[serde(rename = "720p")]
+    P720,
+}
+
 /// The size, rate and bitrate ceiling for a call of `people` (us included), the resolution ladder:
-/// 640x360 at 30 fps for two (1280x720 with `hd`), 480x270 for three or four, 320x180 at 15 fps
-/// from five. Portrait sources get the same sizes turned.
-pub fn ladder(people: usize, hd: bool, portrait: bool) -> (VideoFormat, u32) {
-    let (width, height, fps, kbps) = match people {
-        0..=2 if hd => (1280, 720, 30, 2000),
-        0..=2 => (640, 360, 30, 1000),
-        3..=4 => (480, 270, 30, 500),
+/// `top` at 30 fps for two (640x360, 960x540 or 1280x720), 480x270 for three or four, 320x180
+/// at 15 fps from five. Portrait sources get the same sizes turned.
+pub fn ladder(people: usize, top: VideoResolution, portrait: bool) -> (VideoFormat, u32) {
+    let (width, height, fps, kbps) = match (people, top) {
+        (0..=2, VideoResolution::P720) => (1280, 720, 30, 2000),
+        (0..=2, VideoResolution::P540) => (960, 540, 30, 1500),
+        (0..=2, VideoResolution::P360) => (640, 360, 30, 1000),
+        (3..=4, _) => (480, 270, 30, 500),
         _ => (320, 180, 15, 200),
     };
     let (width, height) = if portrait { (height, width) } else { (width, height) };
@@ -232,13 +249,13 @@ impl VideoSender {
         camera: CameraOpener,
         camera_on: bool,
         people: usize,
-        hd: bool,
+        top: VideoResolution,
         preview: Box<dyn VideoSink>,
         runtime: tokio::runtime::Handle,
         reports: tokio_mpsc::UnboundedSender<VideoSendReport>,
     ) -> VideoSender {
         let (commands, inbox) = mpsc::channel();
-        let encoder = Encoder::new(camera, people, hd, preview, runtime, reports.clone());
+        let encoder = Encoder::new(camera, people, top, preview, runtime, reports.clone());
         if !camera_on {
             let _ = commands.send(Command::Enabled(false));
         }
@@ -368,7 +385,7 @@ struct Encoder {
     latest: Arc<Latest>,
     capture: Option<Capture>,
     people: usize,
-    hd: bool,
+    top: VideoResolution,
     runtime: tokio::runtime::Handle,
     reports: tokio_mpsc::UnboundedSender<VideoSendReport>,
     /// The main layer and the weak one (encoded only while some peer needs it).
@@ -391,7 +408,7 @@ impl Encoder {
     fn new(
         camera: CameraOpener,
         people: usize,
-        hd: bool,
+        top: VideoResolution,
         preview: Box<dyn VideoSink>,
         runtime: tokio::runtime::Handle,
         reports: tokio_mpsc::UnboundedSender<VideoSendReport>,
@@ -401,7 +418,7 @@ impl Encoder {
             latest: Arc::new(Latest::default()),
             capture: None,
             people,
-            hd,
+            top,
             runtime,
             reports,
             layers: Default::default(),
@@ -417,7 +434,7 @@ impl Encoder {
     }
 
     fn format(&self, portrait: bool) -> (VideoFormat, u32) {
-        ladder(self.people, self.hd, portrait)
+        ladder(self.people, self.top, portrait)
     }
 
     fn start_camera(&mut self) {
@@ -540,7 +557,7 @@ impl Encoder {
         let portrait = frame.height() > frame.width();
         let (ladder_format, max) = self.format(portrait);
         let main = keep_shape(ladder_format, frame.width(), frame.height());
-        let weak = VideoFormat { fps: main.fps, ..keep_shape(ladder(self.people.max(5), false, portrait).0, frame.width(), frame.height()) };
+        let weak = VideoFormat { fps: main.fps, ..keep_shape(ladder(self.people.max(5), self.top, portrait).0, frame.width(), frame.height()) };
         // Where each peer should be; one who should move waits for the new layer's keyframe.
         let links: HashMap<UserId, (u32, bool)> = self.rates.iter().map(|(user, rate)| (user.clone(), (rate.kbps(), rate.backed_off()))).collect();
         let wanted = layers_for(&links, &self.on_layer);
@@ -651,12 +668,13 @@ mod tests {
 
     #[test]
     fn the_ladder_steps_down_as_people_join() {
-        assert_eq!(ladder(2, false, false).0, VideoFormat { width: 640, height: 360, fps: 30 });
-        assert_eq!(ladder(2, true, false).0, VideoFormat { width: 1280, height: 720, fps: 30 });
-        assert_eq!(ladder(3, true, false).0, VideoFormat { width: 480, height: 270, fps: 30 });
-        assert_eq!(ladder(4, false, false).0.width, 480);
-        assert_eq!(ladder(5, false, false).0, VideoFormat { width: 320, height: 180, fps: 15 });
-        assert_eq!(ladder(9, false, true).0, VideoFormat { width: 180, height: 320, fps: 15 }, "portrait");
+        assert_eq!(ladder(2, VideoResolution::P360, false).0, VideoFormat { width: 640, height: 360, fps: 30 });
+        assert_eq!(ladder(2, VideoResolution::P720, false).0, VideoFormat { width: 1280, height: 720, fps: 30 });
+        assert_eq!(ladder(2, VideoResolution::P540, false).0, VideoFormat { width: 960, height: 540, fps: 30 });
+        assert_eq!(ladder(3, VideoResolution::P720, false).0, VideoFormat { width: 480, height: 270, fps: 30 });
+        assert_eq!(ladder(4, VideoResolution::P360, false).0.width, 480);
+        assert_eq!(ladder(5, VideoResolution::P360, false).0, VideoFormat { width: 320, height: 180, fps: 15 });
+        assert_eq!(ladder(9, VideoResolution::P360, true).0, VideoFormat { width: 180, height: 320, fps: 15 }, "portrait");
     }
 
     #[test]
@@ -680,11 +698,11 @@ mod tests {
 
     #[test]
     fn a_source_keeps_its_shape_on_the_ladder() {
-        let (one_to_one, _) = ladder(2, false, false);
+        let (one_to_one, _) = ladder(2, VideoResolution::P360, false);
         assert_eq!(keep_shape(one_to_one, 1280, 720), one_to_one, "16:9 as it is");
         assert_eq!(keep_shape(one_to_one, 640, 480), VideoFormat { width: 480, height: 360, fps: 30 }, "4:3");
-        assert_eq!(keep_shape(ladder(2, false, true).0, 360, 640), VideoFormat { width: 360, height: 640, fps: 30 }, "portrait 9:16");
-        assert_eq!(keep_shape(ladder(2, false, true).0, 480, 640), VideoFormat { width: 360, height: 480, fps: 30 }, "portrait 3:4");
+        assert_eq!(keep_shape(ladder(2, VideoResolution::P360, true).0, 360, 640), VideoFormat { width: 360, height: 640, fps: 30 }, "portrait 9:16");
+        assert_eq!(keep_shape(ladder(2, VideoResolution::P360, true).0, 480, 640), VideoFormat { width: 360, height: 480, fps: 30 }, "portrait 3:4");
         // Wider than 16:9: the width is capped and the height gives way.
         assert_eq!(keep_shape(one_to_one, 2560, 1080), VideoFormat { width: 640, height: 270, fps: 30 });
     }

@@ -176,7 +176,7 @@ impl Person {
                     Box::new(Both(all.clone(), mine)) as Box<dyn VideoSink>
                 }),
                 preview: Arc::new(move || Box::new(own.clone()) as Box<dyn VideoSink>),
-                hd: false,
+                resolution: hark_engine::video_send::VideoResolution::P360,
                 cameras: Some(Arc::new(move || plugged.lock().unwrap().clone())),
             },
         };
@@ -302,6 +302,44 @@ async fn answering_with_audio_only_never_opens_the_callees_camera_and_releases_t
     assert!(*bob.heard.0.lock().unwrap() > heard + 20, "audio flows");
     assert!(!bob.camera_open.load(Ordering::SeqCst) && bob.preview.len() == 0, "bob's camera never opened");
     assert_eq!(alice.seen.len(), 0, "alice never got bob's video");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_camera_preview_runs_outside_calls_and_a_call_takes_it_over() {
+    let (_server, base, _dir, secret) = start_server().await;
+    let mut alice = Person::start(&base, &secret, "alice").await;
+    let mut bob = Person::start(&base, &secret, "bob").await;
+    // Off for calls: the preview still shows the camera.
+    alice.engine.set_camera(false).await.unwrap();
+    alice.engine.preview_camera(true);
+    let since = Instant::now() + Duration::from_millis(500);
+    let window = Duration::from_secs(1);
+    tokio::time::sleep_until((since + window).into()).await;
+    assert_flowing("alice's preview", &alice.preview, since, window, 25.0, (640, 360));
+
+    // A video call placed meanwhile starts as the person left the camera: off, so released.
+    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    let asked = Instant::now();
+    while alice.camera_open.load(Ordering::SeqCst) {
+        assert!(asked.elapsed() < Duration::from_secs(1), "the preview's camera still open in a call with the camera off");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    alice.engine.hangup().await.unwrap();
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+
+    // The call over, the preview (still asked for) comes back; turned off, the camera goes.
+    let back = Instant::now();
+    while !alice.camera_open.load(Ordering::SeqCst) {
+        assert!(back.elapsed() < Duration::from_secs(1), "the preview did not come back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    alice.engine.preview_camera(false);
+    let asked = Instant::now();
+    while alice.camera_open.load(Ordering::SeqCst) {
+        assert!(asked.elapsed() < Duration::from_secs(1), "camera still open after the preview ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A group video call of `size` (one machine): each person decodes every other's video, at the

@@ -14,6 +14,7 @@ import type { CallRecord } from './bindings/CallRecord';
 import type { CallReplay } from './bindings/CallReplay';
 import type { CallSummary } from './bindings/CallSummary';
 import type { Contact } from './bindings/Contact';
+import type { CameraInfo } from './bindings/CameraInfo';
 import type { DeviceInfo } from './bindings/DeviceInfo';
 import type { FrameSocketInfo } from './bindings/FrameSocketInfo';
 import type { IncomingCall } from './bindings/IncomingCall';
@@ -75,6 +76,9 @@ export const backend = {
   clearHistory: () => command<null>('clear_history'),
 
   devices: () => command<DeviceInfo[]>('devices'),
+  cameras: () => command<CameraInfo[]>('cameras'),
+  /** Opens the camera outside a call for the settings' preview (its pictures on the `self` tile), or closes it. */
+  previewCamera: (on: boolean) => command<null>('preview_camera', { on }),
   playTestSound: () => command<null>('play_test_sound'),
   microphoneMeter: (on: boolean) => command<null>('microphone_meter', { on }),
   settings: () => command<Settings>('settings'),

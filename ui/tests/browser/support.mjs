@@ -131,6 +131,8 @@ export class Scenario {
       mute_speaker: null,
       set_camera: null,
       audio_only: null,
+      cameras: [],
+      preview_camera: null,
       // No frame socket unless a test brings one (`frame-feed.mjs`): tiles show avatars.
       frame_socket: () => {
         throw { code: 'internal', message: 'no frame socket in this test' };

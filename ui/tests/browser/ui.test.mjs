@@ -190,6 +190,18 @@ function middlePixel(page, tile) {
 /** Whether two colours are within a few steps per channel (I420 -> RGB rounds). */
 const near = (seen, [r, g, b]) => seen !== null && Math.abs(seen.r - r) <= 12 && Math.abs(seen.g - g) <= 12 && Math.abs(seen.b - b) <= 12;
 
+/** Waits until the middle of `tile`'s canvas shows `rgb` (a picture sent is drawn at the next frame). */
+async function untilDrawn(page, tile, rgb, what) {
+  const end = Date.now() + 5000;
+  let seen = null;
+  while (!near(seen, rgb)) {
+    if (Date.now() > end) assert.fail(`${what}: the canvas shows ${JSON.stringify(seen)}, not ${rgb}`);
+    seen = await middlePixel(page, tile);
+    await new Promise((done) => setTimeout(done, 20));
+  }
+  return seen;
+}
+
 // Solid pictures in BT.601 limited range, and the RGB they stand for.
 const RED = { yuv: [81, 90, 240], rgb: [255, 0, 0] };
 const BLUE = { yuv: [41, 240, 110], rgb: [0, 0, 255] };
@@ -205,8 +217,7 @@ describe('video call', () => {
       await until(() => frames.openPages('self').some((p) => p.sizes.length > 0), 'the self tile to connect and say its size');
       frames.show('self', solidPicture(320, 180, RED.yuv));
       await page.locator('[data-testid="tile-me"][data-video="true"]').waitFor();
-      const preview = await middlePixel(page, 'video-self');
-      assert.ok(near(preview, RED.rgb), `the preview is the red picture sent: ${JSON.stringify(preview)}`);
+      await untilDrawn(page, 'video-self', RED.rgb, 'the preview is the red picture sent');
       const large = await page.locator('.large [data-testid="tile-me"]').boundingBox();
       const said = frames.openPages('self').at(-1).sizes.at(-1);
       assert.ok(large && Math.abs(said.width - large.width) <= 2 && Math.abs(said.height - large.height) <= 2, `the tile's size in device pixels is said: ${JSON.stringify(said)} for ${JSON.stringify(large)}`);
@@ -222,12 +233,12 @@ describe('video call', () => {
       frames.show('bob', solidPicture(640, 360, BLUE.yuv));
       await page.locator('.large [data-testid="tile-bob"][data-video="true"]').waitFor();
       await page.locator('.pip [data-testid="tile-me"][data-video="true"]').waitFor();
-      assert.ok(near(await middlePixel(page, 'video-bob'), BLUE.rgb), "bob's picture is drawn");
+      await untilDrawn(page, 'video-bob', BLUE.rgb, "bob's picture is drawn");
       // A newer picture replaces it once the page asks for the next.
       const asked = frames.openPages('bob')[0].nexts;
       frames.show('bob', solidPicture(640, 360, GREEN.yuv));
       await until(() => frames.openPages('bob')[0].nexts > asked, 'the page to ask for the next picture');
-      assert.ok(near(await middlePixel(page, 'video-bob'), GREEN.rgb), 'the next picture is drawn');
+      await untilDrawn(page, 'video-bob', GREEN.rgb, 'the next picture is drawn');
       await screenshot(page, '31-video-connected');
 
       // Fill instead of fit: said to the socket.
@@ -274,6 +285,54 @@ describe('video call', () => {
       await page.getByTestId('incoming-accept-audio').click();
       await until(() => scenario.callsOf('accept_call').length === 1, 'accept_call');
       assert.deepEqual(scenario.callsOf('accept_call'), [{ audioOnly: true }]);
+    });
+  });
+});
+
+describe('video settings and the test call', () => {
+  test('camera picker with a live preview, quality, start with camera off or muted; test call from the empty list and from settings', async () => {
+    const scenario = new Scenario({
+      replies: {
+        frame_socket: frames.info,
+        cameras: [
+          { index: 0, name: 'Integrated Camera' },
+          { index: 2, name: 'USB Webcam' },
+        ],
+      },
+    });
+    await withApp(scenario, {}, async (page) => {
+      // A new user's empty list offers a test call.
+      await page.getByTestId('test-call-empty').click();
+      await until(() => scenario.callsOf('place_call').length === 1, 'the test call');
+      assert.deepEqual(scenario.callsOf('place_call'), [{ to: ['echo'], media: 'video' }]);
+      await emit(page, { event: 'not_connected', call_id: null, reason: 'cancelled' });
+      await page.getByTestId('call-view').waitFor({ state: 'detached', timeout: 10_000 });
+
+      await page.getByTestId('nav-settings').click();
+      await until(() => scenario.callsOf('preview_camera').some((a) => a.on), 'the preview to be asked for');
+      await until(() => frames.openPages('self').some((p) => p.sizes.length > 0), 'the preview tile to connect');
+      frames.show('self', solidPicture(320, 180, BLUE.yuv));
+      await page.locator('[data-testid="camera-preview"][data-video="true"]').waitFor();
+      await untilDrawn(page, 'video-self', BLUE.rgb, 'the preview shows the camera');
+      await page.getByTestId('settings-camera').selectOption('2');
+      await until(() => scenario.settings.camera === 2, 'the camera to be saved');
+      await page.getByTestId('settings-resolution').selectOption('720p');
+      await until(() => scenario.settings.video_resolution === '720p', 'the quality to be saved');
+      await page.getByTestId('camera-off-at-start').check();
+      await page.getByTestId('microphone-muted-at-start').check();
+      await until(() => scenario.settings.camera_off_at_start && scenario.settings.microphone_muted_at_start, 'both to be saved');
+      // Hot-plug: the USB camera goes; the setting stays, shown as not connected.
+      await emit(page, { event: 'camera_list_changed', cameras: [{ index: 0, name: 'Integrated Camera' }] });
+      await page.locator('[data-testid="settings-camera"] option:checked', { hasText: '/dev/video2 (not connected)' }).waitFor({ state: 'attached' });
+      await page.getByTestId('camera-preview').scrollIntoViewIfNeeded();
+      await screenshot(page, '35-settings-video');
+
+      await page.getByTestId('test-call-settings').click();
+      await until(() => scenario.callsOf('place_call').length === 2, 'the second test call');
+      // The call holds the camera: the preview is let go.
+      await until(() => scenario.callsOf('preview_camera').at(-1)?.on === false, 'the preview to be closed');
+      await page.getByTestId('hangup').click();
+      await until(() => scenario.callsOf('hang_up').length === 1, 'hang up');
     });
   });
 });

@@ -38,6 +38,8 @@ export const COMMAND_NAMES = [
   'frame_socket',
   'set_camera',
   'audio_only',
+  'cameras',
+  'preview_camera',
 ] as const;
 
 export type CommandName = (typeof COMMAND_NAMES)[number];

@@ -18,6 +18,9 @@ import { SettingsStore } from './settings.svelte';
 
 export type View = 'contacts' | 'recents' | 'settings';
 
+/** The built-in echo service's user (src-tauri/src/embedded.rs). */
+export const ECHO_USER = 'echo';
+
 export class HarkApp {
   readonly session: SessionStore;
   readonly contacts: ContactsStore;
@@ -116,6 +119,14 @@ export class HarkApp {
     await this.call.place(to, media);
   }
 
+  /**
+   * A video call to the echo service: it sends our sound and picture back a second later, so a
+   * person hears and sees that the microphone, speaker and camera work.
+   */
+  async testCall(): Promise<void> {
+    await this.placeCall([ECHO_USER], 'video');
+  }
+
   /** The time now (Unix ms), from the app's clock. */
   now(): number {
     return this.clock.now();
@@ -178,6 +189,7 @@ export class HarkApp {
     void this.contacts.load();
     void this.history.load();
     void this.settings.loadDevices();
+    void this.settings.loadCameras();
     void this.settings.loadRingtones();
     void this.call.refreshJoinable();
     this.call.watchJoinable();

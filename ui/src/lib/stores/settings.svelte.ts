@@ -5,6 +5,7 @@
 // the page shows the change immediately and puts the old value back if the save is refused.
 
 import type { ApiError } from '../bindings/ApiError';
+import type { CameraInfo } from '../bindings/CameraInfo';
 import type { DeviceInfo } from '../bindings/DeviceInfo';
 import type { LiveUpdate } from '../bindings/LiveUpdate';
 import type { RingtoneOption } from '../bindings/RingtoneOption';
@@ -23,6 +24,8 @@ export type SettingsBackend = Pick<
   | 'stopPreview'
   | 'microphoneMeter'
   | 'playTestSound'
+  | 'cameras'
+  | 'previewCamera'
 >;
 
 /** The same defaults as the Rust side, until `app_info` tells the real ones. */
@@ -38,6 +41,10 @@ export const DEFAULT_SETTINGS: Settings = {
   speaker: null,
   language: 'en',
   theme: 'system',
+  camera: null,
+  video_resolution: '360p',
+  camera_off_at_start: false,
+  microphone_muted_at_start: false,
 };
 
 export type RingtoneSource = { kind: 'bundled'; name: string } | { kind: 'custom'; path: string };
@@ -96,9 +103,21 @@ export function deviceChoices(devices: readonly DeviceInfo[], direction: DeviceI
   return choices;
 }
 
+/**
+ * The camera picker's entries: the system default first (value `''`), then each camera by its
+ * device number; a chosen camera that is not connected now stays listed (`missing`).
+ */
+export function cameraChoices(cameras: readonly CameraInfo[], current: number | null): Choice[] {
+  const choices: Choice[] = [{ value: '', label: '', selected: current === null }];
+  for (const camera of cameras) choices.push({ value: String(camera.index), label: camera.name, selected: camera.index === current });
+  if (current !== null && !choices.some((c) => c.selected)) choices.push({ value: String(current), label: `/dev/video${current}`, selected: true, missing: true });
+  return choices;
+}
+
 export class SettingsStore {
   value = $state<Settings>({ ...DEFAULT_SETTINGS });
   devices = $state<DeviceInfo[]>([]);
+  cameras = $state<CameraInfo[]>([]);
   ringtones = $state<RingtoneOption[]>([]);
   /** The settings' microphone meter, 0–100. */
   meter = $state(0);
@@ -138,6 +157,23 @@ export class SettingsStore {
       this.devices = await this.backend.devices();
     } catch (thrown) {
       this.error = toApiError(thrown);
+    }
+  }
+
+  async loadCameras(): Promise<void> {
+    try {
+      this.cameras = await this.backend.cameras();
+    } catch (thrown) {
+      this.error = toApiError(thrown);
+    }
+  }
+
+  /** The camera preview of the settings page (opened outside calls only). */
+  async cameraPreview(on: boolean): Promise<void> {
+    try {
+      await this.backend.previewCamera(on);
+    } catch (thrown) {
+      if (on) this.error = toApiError(thrown);
     }
   }
 
@@ -215,6 +251,9 @@ export class SettingsStore {
         return;
       case 'device_list_changed':
         this.devices = event.devices;
+        return;
+      case 'camera_list_changed':
+        this.cameras = event.cameras;
         return;
       case 'device_fallback':
         // The default device took over; only tell when even that failed.

@@ -3,7 +3,7 @@
 import { describe, expect, test } from 'vitest';
 import type { Settings } from '../bindings/Settings';
 import { fakeBackend } from '../testing/fakeBackend';
-import { customRingtone, DEFAULT_SETTINGS, deviceChoices, fileName, parseRingtone, ringtoneChoices, SettingsStore } from './settings.svelte';
+import { cameraChoices, customRingtone, DEFAULT_SETTINGS, deviceChoices, fileName, parseRingtone, ringtoneChoices, SettingsStore } from './settings.svelte';
 
 describe('settings', () => {
   test('ringtone sources', () => {
@@ -128,5 +128,34 @@ describe('settings', () => {
     await store.meterOn(false);
     expect(store.meter).toBe(0);
     expect(backend.callsOf('microphoneMeter')).toEqual([[false]]);
+  });
+});
+
+describe('cameras', () => {
+  test('the picker: the default, each camera, and a chosen one that is unplugged', () => {
+    const cameras = [
+      { index: 0, name: 'Integrated Camera' },
+      { index: 2, name: 'USB Webcam' },
+    ];
+    expect(cameraChoices(cameras, null).map((c) => [c.value, c.selected])).toEqual([
+      ['', true],
+      ['0', false],
+      ['2', false],
+    ]);
+    expect(cameraChoices(cameras, 2).find((c) => c.selected)?.label).toBe('USB Webcam');
+    const unplugged = cameraChoices([cameras[0]], 2).find((c) => c.selected);
+    expect(unplugged).toMatchObject({ value: '2', missing: true });
+  });
+
+  test('hot-plug updates the list; the preview asks the engine', async () => {
+    const backend = fakeBackend({ cameras: async () => [{ index: 0, name: 'Integrated Camera' }] });
+    const settings = new SettingsStore(backend);
+    await settings.loadCameras();
+    expect(settings.cameras).toHaveLength(1);
+    settings.handle({ event: 'camera_list_changed', cameras: [] });
+    expect(settings.cameras).toEqual([]);
+    await settings.cameraPreview(true);
+    await settings.cameraPreview(false);
+    expect(backend.callsOf('previewCamera')).toEqual([[true], [false]]);
   });
 });
