@@ -132,7 +132,9 @@ pub fn main_window_changed(app: &AppHandle) {
         close_mini(app);
     } else if app.get_webview_window(MINI).is_none() {
         tracing::info!("call view out of sight: opening the mini window");
-        open_floating(app, &MINI_WINDOW);
+        // A video call's mini window shows the other person's picture above the controls.
+        let video = app.state::<AppState>().session.try_lock().ok().and_then(|slot| slot.as_ref().map(|s| s.engine.call_snapshot().is_video())).unwrap_or(false);
+        open_floating(app, if video { &MINI_VIDEO_WINDOW } else { &MINI_WINDOW });
     }
 }
 
@@ -171,6 +173,8 @@ enum Corner {
 
 const BANNER_WINDOW: Floating = Floating { label: BANNER, title: "Incoming call", width: 360.0, height: 124.0, corner: Corner::TopRight, margin: 16.0 };
 const MINI_WINDOW: Floating = Floating { label: MINI, title: "Hark call", width: 300.0, height: 84.0, corner: Corner::BottomRight, margin: 24.0 };
+/// The same with a 16:9 picture above the controls.
+const MINI_VIDEO_WINDOW: Floating = Floating { height: 84.0 + 169.0, ..MINI_WINDOW };
 
 type Builder<'a> = WebviewWindowBuilder<'a, Wry, AppHandle>;
 

@@ -34,6 +34,20 @@ pub struct CallSnapshot {
     pub camera_on: bool,
 }
 
+impl CallSnapshot {
+    /// Whether the call carries video now (its last word on media: how it began, or a change).
+    pub fn is_video(&self) -> bool {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|event| match event {
+                CallEvent::IncomingCall { media, .. } | CallEvent::CallBegan { media, .. } | CallEvent::MediaChanged { media } => Some(*media),
+                _ => None,
+            })
+            .is_some_and(|media| media == hark_protocol::Media::Video)
+    }
+}
+
 impl Default for CallSnapshot {
     fn default() -> Self {
         CallSnapshot { events: Vec::new(), mutes: Mutes::default(), placed_or_answered: false, camera_on: true }
@@ -157,6 +171,20 @@ mod tests {
 
     fn began(call_id: &str) -> CallEvent {
         CallEvent::CallBegan { call_id: call_id.into(), media: Media::Audio, connected_at: Some(1_000) }
+    }
+
+    #[test]
+    fn the_snapshot_knows_whether_the_call_carries_video_now() {
+        let mut log = CallLog::default();
+        assert!(!log.snapshot().is_video());
+        log.record(&CallEvent::Dialing { call_id: "c1".into(), invitees: vec!["bob".into()] });
+        log.record(&CallEvent::CallBegan { call_id: "c1".into(), media: Media::Video, connected_at: Some(1_000) });
+        assert!(log.snapshot().is_video());
+        log.record(&CallEvent::MediaChanged { media: Media::Audio });
+        assert!(!log.snapshot().is_video(), "gone down to audio");
+        log.record(&CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 6 });
+        log.record(&incoming("c2"));
+        assert!(!log.snapshot().is_video(), "an audio call ringing");
     }
 
     #[test]

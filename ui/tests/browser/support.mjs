@@ -196,7 +196,12 @@ export async function openApp(env, scenario, { label = 'main', viewport = { widt
     if (message.type() === 'error' || message.type() === 'warning') problems.push(`${message.type()}: ${message.text()}`);
   });
   page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`));
-  if (clockAt !== undefined) await page.clock.install({ time: clockAt });
+  // Installed a minute early and paused at `clockAt`: time then moves only with `page.clock`
+  // (left running, a loaded machine made a call timer read 01:11 where the test expected 01:05).
+  if (clockAt !== undefined) {
+    await page.clock.install({ time: clockAt - 60_000 });
+    await page.clock.pauseAt(clockAt);
+  }
   await page.exposeFunction('__harkInvoke', (cmd, args) => scenario.invoke(cmd, args));
   await page.addInitScript(`window.__HARK_TEST__ = ${JSON.stringify({ label })};`);
   await page.addInitScript({ content: env.harness });

@@ -846,6 +846,28 @@ describe('mini window', () => {
     }
   };
 
+  test("a video call shows the other person's picture above the controls, their avatar when their camera is off", async () => {
+    const replay = inCall(['alice']);
+    replay.events[1] = { ...replay.events[1], media: 'video', connected_at: Date.now() - 65_000 };
+    const scenario = new Scenario({ replies: { call_replay: replay, frame_socket: frames.info } });
+    const height = 84 + 169;
+    await withApp(scenario, { label: 'mini', viewport: { width: 300, height } }, async (page) => {
+      await waitText(page, 'mini-name', 'Alice');
+      await until(() => frames.openPages('alice').some((p) => p.sizes.length > 0), "alice's tile in the mini window");
+      const said = frames.openPages('alice').at(-1).sizes.at(-1);
+      // The window's width less its 1 px border, by a 16:9 height.
+      assert.ok(said.width >= 296 && said.width <= 300 && Math.abs(said.height - (said.width * 9) / 16) <= 1.5 && said.fit === 'cover', `only the pixels the window shows: ${JSON.stringify(said)}`);
+      frames.show('alice', solidPicture(320, 180, RED.yuv));
+      await page.locator('[data-testid="mini-picture"][data-video="true"]').waitFor();
+      await untilDrawn(page, 'video-alice', RED.rgb, "alice's picture in the mini window");
+      await inside(page, ['mini-picture', 'mini-back', 'mini-mute', 'mini-hangup'], 300, height);
+      await screenshot(page, '36-mini-window-video');
+      await emit(page, { event: 'remote_camera', user: 'alice', on: false });
+      await page.getByTestId('video-alice').waitFor({ state: 'detached' });
+      await page.locator('[data-testid="mini-picture"][data-video="false"]').waitFor();
+    });
+  });
+
   test('who, the running timer, mute kept in step with the main window, back to the call, hang up', async () => {
     const scenario = new Scenario({ replies: { call_replay: inCall(['alice']) } });
     await withApp(scenario, { label: 'mini', viewport: { width: 300, height: 84 }, clockAt: t0 }, async (page) => {
