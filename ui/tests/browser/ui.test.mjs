@@ -209,7 +209,16 @@ const GREEN = { yuv: [145, 54, 34], rgb: [0, 255, 0] };
 
 describe('video call', () => {
   test('preview while ringing, the far side large and us small, drawn from I420 at the tile size; camera off, switch to audio', async () => {
-    const scenario = new Scenario({ replies: { contacts: [contact('bob')], frame_socket: frames.info, set_camera: null, audio_only: null } });
+    const scenario = new Scenario({
+      replies: {
+        contacts: [contact('bob')],
+        frame_socket: frames.info,
+        cameras: [
+          { index: 0, name: 'Integrated Camera' },
+          { index: 2, name: 'USB Webcam' },
+        ],
+      },
+    });
     await withApp(scenario, {}, async (page) => {
       await page.getByTestId('call-video-bob').click();
       await emit(page, { event: 'dialing', call_id: 'c1', invitees: ['bob'] });
@@ -240,6 +249,10 @@ describe('video call', () => {
       await until(() => frames.openPages('bob')[0].nexts > asked, 'the page to ask for the next picture');
       await untilDrawn(page, 'video-bob', GREEN.rgb, 'the next picture is drawn');
       await screenshot(page, '31-video-connected');
+
+      // Two cameras: switch mid-call (the setting is saved; the shell moves the engine to it).
+      await page.getByTestId('call-camera').selectOption('2');
+      await until(() => scenario.settings.camera === 2, 'the camera switch to be saved');
 
       // Fill instead of fit: said to the socket.
       await page.getByTestId('fit').click();
@@ -479,6 +492,21 @@ describe('call view', () => {
       await live(page, { kind: 'level', user: 'carol', level: 80 });
       await page.locator('[data-testid="tile-carol"][data-speaking="true"]').waitFor();
       await screenshot(page, '09-call-group');
+
+      // A click enlarges a person; a click on them again brings everyone back.
+      await page.getByTestId('enlarge-carol').click();
+      await page.locator('[data-testid="enlarged"] [data-testid="tile-carol"]').waitFor();
+      const large = await page.getByTestId('tile-carol').boundingBox();
+      const small = await page.getByTestId('tile-bob').boundingBox();
+      assert.ok(large.width > 3 * small.width, `carol large (${large.width} px), bob small (${small.width} px)`);
+      await screenshot(page, '09b-call-group-enlarged');
+      await page.getByTestId('enlarged').click();
+      await page.getByTestId('enlarged').waitFor({ state: 'detached' });
+      // Keyboard: Tab to a tile and Enter.
+      await page.getByTestId('enlarge-bob').focus();
+      await page.keyboard.press('Enter');
+      await page.locator('[data-testid="enlarged"] [data-testid="tile-bob"]').waitFor();
+      await page.getByTestId('enlarged').click();
 
       await page.getByTestId('invite-more').click();
       await page.getByTestId('invite-pick-erin').check();

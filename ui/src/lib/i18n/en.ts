@@ -113,6 +113,8 @@ export const en = {
   'call.hangup': 'Hang up',
   'call.accept': 'Accept',
   'call.decline': 'Decline',
+  'call.enlarge': 'Enlarge {name}',
+  'call.shrink': 'Back to everyone ({name} enlarged)',
   'call.controls': 'Call controls',
   'call.accept_audio': 'Answer with audio only',
   'call.video_paused': 'Video paused',

@@ -114,6 +114,8 @@ export const zh: Record<MessageKey, string> = {
   'call.hangup': '挂断',
   'call.accept': '接听',
   'call.decline': '拒绝',
+  'call.enlarge': '放大 {name}',
+  'call.shrink': '返回全部画面（已放大 {name}）',
   'call.controls': '通话控制',
   'call.accept_audio': '仅语音接听',
   'call.video_paused': '视频已暂停',
