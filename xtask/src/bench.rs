@@ -64,7 +64,8 @@ usage: cargo xtask bench app [--no-record]
   the desktop app (the `desktop` profile, as `cargo xtask run` builds it) under Xvfb and openbox: launch -> contacts shown; PSS and RSS over
   the app and its WebKit processes idle (window open), ringing (banner), in a call, in a call
   minimised (mini window) and idle closed to the tray, with where the memory goes; CPU in a 1:1
-  audio call. Needs what `cargo xtask test` installs (tauri-driver in target/tools, openbox,
+  audio call; in a 1:1 720p30 video call: accept -> first remote picture drawn, CPU and memory of
+  the whole app, and the same call between two headed Chromiums for the ratio. Needs what `cargo xtask test` installs (tauri-driver in target/tools, openbox,
   xdotool, wmctrl). HARK_WEBKIT_TUNING=0 or HARK_RELATED_VIEWS=0 in the environment measure
   without the WebKit settings or with a web process per window.";
 
@@ -818,7 +819,8 @@ fn app(args: &[String]) -> Result<()> {
     let root = crate::workspace::root()?;
     let npm = crate::workspace::npm_command(&["run", "build"])?;
     let mut build = crate::workspace::cargo_command()?;
-    build.args(["build", "--profile", "desktop", "--locked", "-p", "hark-desktop", "-p", "hark-e2e", "-p", "hark-cli"]);
+    // hark-server too: the headed Chromium pair (video-bench.mjs) runs through one.
+    build.args(["build", "--profile", "desktop", "--locked", "-p", "hark-desktop", "-p", "hark-e2e", "-p", "hark-cli", "-p", "hark-server"]);
     for mut step in [npm, build] {
         println!("xtask: {}", crate::workspace::describe(&step));
         if !step.status()?.success() {

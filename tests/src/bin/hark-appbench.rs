@@ -6,8 +6,11 @@
 //! over the app and every WebKit process it started, in each state the app lives in: idle with
 //! the window open; ringing (hark-cli calls, the banner is up); in a call to the echo service,
 //! and the CPU it takes; in that call with the window minimised (the mini window floats); and
-//! idle with the window closed to the tray. Each figure is printed with what produced it;
-//! `docs/BENCHMARKS.md` records them.
+//! idle with the window closed to the tray. Then video: hark-cli calls with 1280x720 video and
+//! the app (set to 720p, its own camera the test pattern) answers; accept -> first remote
+//! picture drawn, over five calls; CPU and memory of the whole app in a longer call; and the same
+//! call between two headed Chromiums in this Xvfb (`video-bench.mjs --only headed`), for the
+//! ratio. Each figure is printed with what produced it; `docs/BENCHMARKS.md` records them.
 //!
 //! Usage (xtask wraps it in dbus-run-session and xvfb-run): `hark-appbench APP TAURI_DRIVER`;
 //! hark-cli is taken from beside this program.
@@ -216,6 +219,9 @@ async fn main() -> Result<()> {
     web.switch_to(&main).await?;
     wait_for("the mini window to close", SHORT, || async { Ok((!web.windows().await?.contains(&mini)).then_some(())) }).await?;
 
+    let paths = frame_path(&fixture, &web, &app).await?;
+    let video = video_call(&fixture, &web, &app, &cli, &main).await?;
+
     // Closed to the tray: the main window and its web process go; the app stays for calls.
     hark_e2e::close_window_titled("Hark")?;
     wait_for("the web process to end", SHORT, || async {
@@ -250,5 +256,181 @@ async fn main() -> Result<()> {
         println!("    {line}");
     }
     println!("  CPU in a 1:1 audio call to echo (app + WebKit processes): {cpu_percent:.1}% of one core over 10 s");
+    println!("  frame path: the app's camera (test pattern, 1280x720 30 fps) to canvases in the main window over the frame socket,");
+    println!("  WebSocket + I420 scaled in Rust to the canvas + VideoFrame + 2D canvas; CPU of app + WebKit processes above the same page without them:");
+    for line in &paths {
+        println!("    {line}");
+    }
+    println!("  video, 1:1 1280x720 30 fps both ways (hark-cli's and the app's test patterns):");
+    println!("    accept -> first remote picture drawn in the call view, p50 of {}: {:.0} ms (each: {:?})", video.first_ms.len(), median(&video.first_ms), video.first_ms);
+    println!("    CPU of the app (all processes): {:.1}% of one core over 10 s", video.cpu_percent);
+    println!("    memory: {}", video.memory.line());
+    println!("    hark-cli decoded the app's video: {}", video.far_end);
+    // The same call between two headed Chromiums, each drawing the other in its window, in this run.
+    let chromium = std::process::Command::new("node")
+        .args(["tests/browser/video-bench.mjs", "--only", "headed", "--seconds", "10", "--calls", &video.first_ms.len().to_string()])
+        .current_dir(std::env::current_exe()?.parent().and_then(|p| p.parent()).and_then(|p| p.parent()).map(|root| root.join("ui")).context("the repository")?)
+        .env("HARK_BIN_DIR", cli.parent().context("hark-cli's folder")?)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running node tests/browser/video-bench.mjs --only headed")?;
+    let said = String::from_utf8_lossy(&chromium.stdout).into_owned();
+    anyhow::ensure!(chromium.status.success(), "the headed Chromium pair failed:\n{said}");
+    for line in said.lines().filter(|l| l.starts_with("  chromium headed")) {
+        println!("  {line}");
+    }
+    if let Some(page) = said.lines().find_map(|l| l.trim().strip_prefix("chromium-cpu-percent ")).and_then(|v| v.parse::<f64>().ok()) {
+        println!("    app / one Chromium page, CPU in the same 720p call: {:.2}x", video.cpu_percent / page);
+    }
     Ok(())
+}
+
+/// Sets 1:1 video to 720p in settings (the app's test-pattern camera then gives 1280x720) and
+/// leaves the settings page showing (its camera preview running).
+async fn set_720p(fixture: &AppUnderTest, web: &hark_e2e::WebDriver) -> Result<()> {
+    web.click_css("[data-testid=nav-settings]", SHORT).await?;
+    web.execute("const s = document.querySelector('[data-testid=settings-resolution]'); s.value = '720p'; s.dispatchEvent(new Event('change')); return true;").await?;
+    let settings_file = fixture.home.path().join("config/hark/settings.json");
+    wait_for("720p to be saved", SHORT, || async { Ok(std::fs::read_to_string(&settings_file).ok().filter(|s| s.contains("\"720p\"")).map(|_| ())) }).await?;
+    web.wait("[data-testid=camera-preview][data-video=true]", SHORT).await.map(|_| ())
+}
+
+/// CPU % of one core of the app's whole tree over 10 s.
+async fn app_cpu(app: &Path) -> f64 {
+    let tree = app_tree(app);
+    let before: u64 = tree.iter().map(|&pid| cpu_ticks(pid)).sum();
+    let measured = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after: u64 = tree.iter().map(|&pid| cpu_ticks(pid)).sum();
+    (after - before) as f64 / 100.0 / measured.elapsed().as_secs_f64() * 100.0
+}
+
+/// Opens `tiles` canvases of `width`x`height` in the main window, each reading our camera's
+/// tile from the frame socket as the app's own tiles do (its size said, each picture drawn at
+/// the next animation frame as a VideoFrame, then the next asked for), and counts what is drawn.
+const OPEN_CANVASES: &str = "
+const [width, height, tiles] = arguments;
+const info = await window.__TAURI_INTERNALS__.invoke('frame_socket');
+window.__harkPath = { drawn: 0, sockets: [], canvases: [] };
+for (let i = 0; i < tiles; i++) {
+  const canvas = document.createElement('canvas');
+  canvas.style.cssText = `position:fixed;z-index:1000;left:${(i % 3) * (width + 4)}px;top:${Math.floor(i / 3) * (height + 4)}px;width:${width}px;height:${height}px`;
+  document.body.append(canvas);
+  const context = canvas.getContext('2d');
+  const socket = new WebSocket(`ws://127.0.0.1:${info.port}/tiles/self?token=${info.token}`);
+  socket.binaryType = 'arraybuffer';
+  socket.onopen = () => socket.send(JSON.stringify({ type: 'size', width, height, fit: 'contain' }));
+  socket.onmessage = (message) => requestAnimationFrame(() => {
+    const view = new DataView(message.data);
+    const [w, h] = [view.getUint32(0, true), view.getUint32(4, true)];
+    if (w > 0) {
+      if (canvas.width !== w) canvas.width = w;
+      if (canvas.height !== h) canvas.height = h;
+      const frame = new VideoFrame(new Uint8Array(message.data, 16), { format: 'I420', codedWidth: w, codedHeight: h, timestamp: view.getUint32(8, true),
+        colorSpace: { primaries: 'smpte170m', transfer: 'smpte170m', matrix: 'smpte170m', fullRange: false } });
+      context.drawImage(frame, 0, 0);
+      frame.close();
+      window.__harkPath.drawn += 1;
+    }
+    socket.send('{\"type\":\"next\"}');
+  });
+  window.__harkPath.sockets.push(socket);
+  window.__harkPath.canvases.push(canvas);
+}
+return true;";
+
+const CLOSE_CANVASES: &str = "
+const path = window.__harkPath;
+path.sockets.forEach((s) => s.close());
+path.canvases.forEach((c) => c.remove());
+return path.drawn;";
+
+/// The frame path's cost: the settings page with its camera preview as the baseline, then the
+/// same with 720p, 360p and nine 320x180 canvases fed from the camera's tile.
+async fn frame_path(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Path) -> Result<Vec<String>> {
+    set_720p(fixture, web).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let baseline = app_cpu(app).await;
+    let mut lines = vec![format!("baseline: the settings page, camera preview at 320x180: {baseline:.1}% of one core")];
+    for (width, height, tiles) in [(1280u32, 720u32, 1u32), (640, 360, 1), (320, 180, 9)] {
+        let script = OPEN_CANVASES.replace("const [width, height, tiles] = arguments;", &format!("const [width, height, tiles] = [{width}, {height}, {tiles}];"));
+        web.execute(&format!("return (async () => {{ {script} }})();")).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let drawn_before = web.execute("return window.__harkPath.drawn;").await?.as_f64().unwrap_or(0.0);
+        let measured = Instant::now();
+        let cpu = app_cpu(app).await;
+        let drawn = web.execute(CLOSE_CANVASES).await?.as_f64().unwrap_or(0.0) - drawn_before;
+        let fps = drawn / measured.elapsed().as_secs_f64() / f64::from(tiles);
+        let what = if tiles == 1 { format!("{width}x{height}") } else { format!("{tiles} x {width}x{height}") };
+        lines.push(format!("{what}: {:.1}% of one core above the baseline ({cpu:.1}% in all), {fps:.1} fps drawn per canvas", cpu - baseline));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    web.click_css("[data-testid=nav-contacts]", SHORT).await?;
+    Ok(lines)
+}
+
+/// What the video call stage measured.
+struct VideoFigures {
+    first_ms: Vec<f64>,
+    cpu_percent: f64,
+    memory: Memory,
+    far_end: String,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Calls the app from hark-cli with 720p video (the app set to 720p, its own camera the test
+/// pattern): accept -> first remote picture drawn, timed in the pages on the wall clock (the
+/// banner stamps the click, the call view the moment the caller's tile shows a picture), over
+/// a few short calls; then CPU and memory in a longer one.
+async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Path, cli: &Path, main: &str) -> Result<VideoFigures> {
+    const CALLS: usize = 5;
+
+    let args = ["--server", &fixture.server, "--user", "caller", "--password", "caller password 1", "--mic", "tone:440", "--speaker", "none", "--bind", "127.0.0.1:0"];
+    let video = ["--camera", "test-pattern", "--hd", "--video-out", "count", "--json"];
+    let mut first_ms = Vec::new();
+    let mut far_end = String::new();
+    for n in 0..=CALLS {
+        let last = n == CALLS;
+        web.execute(
+            "window.__harkFirstPicture = null;
+             const observer = new MutationObserver(() => {
+               if (document.querySelector('[data-testid=tile-caller][data-video=true]')) { window.__harkFirstPicture = Date.now(); observer.disconnect(); }
+             });
+             observer.observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-video'] });
+             return true;",
+        )
+        .await?;
+        let known = web.windows().await?;
+        let log = fixture.home.path().join(format!("video-caller-{n}.log"));
+        let duration = if last { "25" } else { "3" };
+        let _caller = spawn_logged(cli, &[&args[..], &video[..], &["call", "bench", "--video", "--duration", duration]].concat(), &[], &log)?;
+        let banner = web.wait_new_window(&known, Duration::from_secs(40)).await?;
+        web.switch_to(&banner).await?;
+        web.wait("[data-testid=banner-accept]", SHORT).await?;
+        // The click runs just after the stamp is taken and returned (the banner closes on it).
+        let accepted = web.execute("setTimeout(() => document.querySelector('[data-testid=banner-accept]').click(), 0); return Date.now();").await?;
+        let accepted = accepted.as_f64().context("the banner's clock")?;
+        web.switch_to(main).await?;
+        let drawn = wait_for("the caller's picture in the call view", Duration::from_secs(20), || async { Ok(web.execute("return window.__harkFirstPicture;").await?.as_f64()) }).await?;
+        first_ms.push(drawn - accepted);
+        if last {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let cpu_percent = app_cpu(app).await;
+            let memory = settled_memory(app).await;
+            wait_for("the video call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
+            far_end = wait_for("hark-cli's count", SHORT, || async {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                Ok(text.lines().find(|l| l.contains("\"video_frames\"")).map(str::to_owned))
+            })
+            .await?;
+            return Ok(VideoFigures { first_ms, cpu_percent, memory, far_end });
+        }
+        wait_for("the short call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
+    }
+    anyhow::bail!("no video call was measured")
 }

@@ -62,12 +62,12 @@ export async function buildHarness() {
  * (and refuses a `--user-data-dir` argument), so no state leaks between runs. `extraArgs` go on
  * the command line too (a fake camera, for the interop test).
  */
-export async function launchChromium(extraArgs = []) {
+export async function launchChromium(extraArgs = [], { headless = true } = {}) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
+    headless,
     args: [
-      '--headless',
+      ...(headless ? ['--headless'] : []),
       '--no-sandbox',
       '--disable-gpu',
       '--disable-background-networking',

@@ -45,8 +45,8 @@ for (let i = 2; i < process.argv.length; i += 2) {
   const [name, value] = [process.argv[i], process.argv[i + 1]];
   if (name === '--seconds' && Number(value) > 0) options.seconds = Number(value);
   else if (name === '--calls' && Number(value) > 0) options.calls = Number(value);
-  else if (name === '--only' && ['1:1', 'mesh'].includes(value)) options.only = value;
-  else throw new Error(`unknown option ${name}; use --seconds S --calls N --only 1:1|mesh`);
+  else if (name === '--only' && ['1:1', 'mesh', 'headed'].includes(value)) options.only = value;
+  else throw new Error(`unknown option ${name}; use --seconds S --calls N --only 1:1|mesh|headed`);
 }
 
 const say = (line) => process.stderr.write(`video-bench: ${line}\n`);
@@ -109,10 +109,10 @@ function cli(base, user, args) {
   };
 }
 
-/** One side of a Chromium call: its own browser (and fake camera), signed in as `user`. */
-async function chromiumSide(site, base, user, camera, [width, height], clock = false) {
+/** One side of a Chromium call: its own browser (and fake camera), signed in as `user`; `headed`: in a window on $DISPLAY. */
+async function chromiumSide(site, base, user, camera, [width, height], clock = false, headed = false) {
   const before = new Set(childrenOf(process.pid));
-  const chromium = await launchChromium(fakeCameraArgs(camera));
+  const chromium = await launchChromium(headed ? [...fakeCameraArgs(camera), '--window-size=1100,720'] : fakeCameraArgs(camera), { headless: !headed });
   const page = await chromium.browser.newPage();
   await page.goto(site.url);
   const token = (await post(base, '/v1/login', { user, password: PASSWORD })).body.token;
@@ -167,6 +167,18 @@ async function cpuOver(seconds, pids) {
   await sleep(seconds * 1000);
   const wall = (performance.now() - started) / 1000;
   return pids.map(([pid, tree], i) => (100 * (cpuSeconds(pid, tree) - before[i])) / wall);
+}
+
+/** CPU of each Chromium side's whole tree over the window once the call has settled, and the frame rate cb decoded ca at. */
+async function chromiumCallCpu(ca, cb) {
+  await sleep(2000);
+  const framesBefore = (await pageFrames(cb, 'ca')).frames;
+  const [caCpu, cbCpu] = await cpuOver(options.seconds, [
+    [ca.pid, true],
+    [cb.pid, true],
+  ]);
+  const after = await pageFrames(cb, 'ca');
+  return { caCpu, cbCpu, size: after.size, fps: (after.frames - framesBefore) / options.seconds };
 }
 
 /** The p50 of some numbers, as text. */
@@ -249,6 +261,52 @@ async function meshOfNine(base) {
   ];
 }
 
+/** PSS in MiB of `pid` and all its descendants. */
+function treePssMiB(pid) {
+  const all = allProcesses();
+  let kib = 0;
+  const family = [pid];
+  while (family.length > 0) {
+    const p = family.pop();
+    try {
+      kib += Number(/Pss:\s+(\d+)/.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // Gone meanwhile.
+    }
+    for (const [child, s] of all) if (s.ppid === p) family.push(child);
+  }
+  return kib / 1024;
+}
+
+/**
+ * `--only headed` (run by `cargo xtask bench app` under its Xvfb, beside the app): two headed
+ * Chromiums in a 1:1 1280x720 call, each drawing the other's video in its window as the app does;
+ * CPU and PSS of each side's whole process tree, and accept -> first frame. Plain lines on stdout.
+ */
+async function headedPair(site, base, dir) {
+  const camera = join(dir, 'pattern-1280x720.y4m');
+  const made = spawnSync(binary('hark-cli'), ['test-pattern', camera, '--size', '1280x720', '--frames', '150', '--fps', '30']);
+  if (made.status !== 0) throw new Error(`hark-cli test-pattern: ${made.stderr}`);
+  const ca = await chromiumSide(site, base, 'ca', camera, [1280, 720], false, true);
+  const cb = await chromiumSide(site, base, 'cb', camera, [1280, 720], false, true);
+  const first = [];
+  for (let n = 0; n < options.calls; n++) {
+    await chromiumCall(ca, cb);
+    const seen = await pageFrames(cb, 'ca');
+    first.push(seen.firstFrameAt - seen.acceptedAt);
+    if (n + 1 < options.calls) await chromiumHangup(ca, cb);
+  }
+  const { caCpu, cbCpu, size, fps } = await chromiumCallCpu(ca, cb);
+  const [caPss, cbPss] = [treePssMiB(ca.pid), treePssMiB(cb.pid)];
+  await chromiumHangup(ca, cb);
+  await ca.chromium.close();
+  await cb.chromium.close();
+  console.log(`  chromium headed, 1:1 1280x720 30 fps, ${options.seconds} s: CPU ${caCpu.toFixed(1)} % (caller) / ${cbCpu.toFixed(1)} % (callee) of one core, whole process tree each`);
+  console.log(`  chromium headed, decoding ${size} at ${fps.toFixed(1)} fps; PSS ${caPss.toFixed(0)} MiB / ${cbPss.toFixed(0)} MiB`);
+  console.log(`  chromium headed, accept -> first decoded frame, p50 of ${options.calls}: ${median(first).toFixed(0)} ms`);
+  console.log(`  chromium-cpu-percent ${((caCpu + cbCpu) / 2).toFixed(1)}`);
+}
+
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'hark-video-bench-'));
   // Rate limits a benchmark does not meet: it signs in again for every call.
@@ -259,6 +317,10 @@ async function main() {
   const rows = [];
   try {
     for (const user of ['ha', 'hb', 'ca', 'cb']) await post(base, '/v1/register', { user, password: PASSWORD });
+    if (options.only === 'headed') {
+      await headedPair(site, base, dir);
+      return;
+    }
     for (const size of options.only === 'mesh' ? [] : SIZES) {
       const [width, height] = size;
       const label = `${width}x${height}`;
@@ -290,14 +352,7 @@ async function main() {
       const ca = await chromiumSide(site, base, 'ca', camera, size);
       const cb = await chromiumSide(site, base, 'cb', camera, size);
       await chromiumCall(ca, cb);
-      await sleep(2000);
-      const framesBefore = (await pageFrames(cb, 'ca')).frames;
-      const [caCpu, cbCpu] = await cpuOver(options.seconds, [
-        [ca.pid, true],
-        [cb.pid, true],
-      ]);
-      const after = await pageFrames(cb, 'ca');
-      const chromiumFps = (after.frames - framesBefore) / options.seconds;
+      const { caCpu, cbCpu, size: chromiumSize, fps: chromiumFps } = await chromiumCallCpu(ca, cb);
       await chromiumHangup(ca, cb);
 
       // Accept -> first decoded frame at the side that accepted, over several calls.
@@ -328,7 +383,7 @@ async function main() {
 
       const cpu = (a, b) => `${a.toFixed(1)} % / ${b.toFixed(1)} %`;
       rows.push(
-        `| CPU per side (caller / callee), ${label} 30 fps, ${options.seconds} s | ${cpu(haCpu, hbCpu)} (decoding ${harkSize} at ${harkFps.toFixed(1)} fps) | ${cpu(caCpu, cbCpu)} (decoding ${after.size} at ${chromiumFps.toFixed(1)} fps) | ${((haCpu + hbCpu) / (caCpu + cbCpu)).toFixed(2)}× |`,
+        `| CPU per side (caller / callee), ${label} 30 fps, ${options.seconds} s | ${cpu(haCpu, hbCpu)} (decoding ${harkSize} at ${harkFps.toFixed(1)} fps) | ${cpu(caCpu, cbCpu)} (decoding ${chromiumSize} at ${chromiumFps.toFixed(1)} fps) | ${((haCpu + hbCpu) / (caCpu + cbCpu)).toFixed(2)}× |`,
         `| accept -> first decoded frame, ${label}, p50 of ${options.calls} | ${median(harkFirst).toFixed(0)} ms | ${median(chromiumFirst).toFixed(0)} ms | ${(median(harkFirst) / median(chromiumFirst)).toFixed(2)}× |`,
       );
       rows.push(...latency);
