@@ -393,7 +393,6 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
     let args = ["--server", &fixture.server, "--user", "caller", "--password", "caller password 1", "--mic", "tone:440", "--speaker", "none", "--bind", "127.0.0.1:0"];
     let video = ["--camera", "test-pattern", "--hd", "--video-out", "count", "--json"];
     let mut first_ms = Vec::new();
-    let mut far_end = String::new();
     for n in 0..=CALLS {
         let last = n == CALLS;
         web.execute(
@@ -423,7 +422,7 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
             let cpu_percent = app_cpu(app).await;
             let memory = settled_memory(app).await;
             wait_for("the video call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
-            far_end = wait_for("hark-cli's count", SHORT, || async {
+            let far_end = wait_for("hark-cli's count", SHORT, || async {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 Ok(text.lines().find(|l| l.contains("\"video_frames\"")).map(str::to_owned))
             })
