@@ -237,7 +237,7 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
             }
             EngineEvent::RingtonePlaying { kind, source } => tracing::info!(kind, %source, "ringtone playing"),
             EngineEvent::RingtoneFailed { code, message } => tracing::warn!(?code, %message, "ringtone failed"),
-            EngineEvent::SignalingLost { reason } => tracing::warn!(%reason, "signaling lost; reconnecting"),
+            EngineEvent::SignalingLost { reason, .. } => tracing::warn!(%reason, "signaling lost; reconnecting"),
             EngineEvent::SignInRefused { code, message } => tracing::warn!(%code, %message, "sign-in refused"),
             _ => {}
         }

@@ -517,7 +517,7 @@ impl Printer {
         let text = match event {
             EngineEvent::SignedIn { user, resumed: false } => format!("signed in as {user}"),
             EngineEvent::SignedIn { resumed: true, .. } => "reconnected".to_owned(),
-            EngineEvent::SignalingLost { reason } => format!("connection lost ({reason}); reconnecting"),
+            EngineEvent::SignalingLost { reason, .. } => format!("connection lost ({reason}); reconnecting"),
             EngineEvent::SignInRefused { code, message } => format!("sign-in refused: {code}: {message}"),
             EngineEvent::Call(CallEvent::IncomingCall { caller, media, .. }) => format!("{caller} is calling ({media:?})"),
             EngineEvent::Call(CallEvent::Dialing { invitees, .. }) => format!("ringing {}", invitees.join(", ")),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hark_protocol::{
-    CallId, CallRecord, CallSummary, ClientFrame, Contact, ClientMessage, ErrorCode, IceTransportPolicy, Media, OkBody, PresenceStatus,
+    CallId, CallRecord, CallSummary, ClientFrame, Contact, ClientMessage, ErrorCode, IceTransportPolicy, KickReason, Media, OkBody, PresenceStatus,
     ServerMessage, UserId, UserProfile,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -125,8 +125,10 @@ pub enum EngineEvent {
     },
     /// The signaling connection dropped; calls go on and it is being re-established.
     SignalingLost {
-        /// Why.
+        /// Why, in words for logs.
         reason: String,
+        /// The server closed the session on purpose, and why (a server stopping is `shutdown`).
+        kicked: Option<KickReason>,
     },
     /// The server refused to sign us in; the engine cannot go on.
     SignInRefused {
@@ -771,7 +773,7 @@ impl EngineTask {
                 self.core.resync(self.clock.now_ms(), &welcome.joined_calls);
                 self.emit(EngineEvent::SignedIn { user: welcome.user, resumed });
             }
-            SignalingEvent::Down { reason } => self.emit(EngineEvent::SignalingLost { reason }),
+            SignalingEvent::Down { reason, kicked } => self.emit(EngineEvent::SignalingLost { reason, kicked }),
             SignalingEvent::Refused { code, message } => self.emit(EngineEvent::SignInRefused { code, message }),
             SignalingEvent::Frame(message) => self.server_frame(message),
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hark_protocol::{CallSummary, ClientFrame, ClientMessage, ErrorCode, IceServer, IceTransportPolicy, ServerMessage};
+use hark_protocol::{CallSummary, ClientFrame, ClientMessage, ErrorCode, IceServer, IceTransportPolicy, KickReason, ServerMessage};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -87,6 +87,8 @@ pub enum SignalingEvent {
     Down {
         /// Why, for logs.
         reason: String,
+        /// The server closed the session on purpose, and why.
+        kicked: Option<KickReason>,
     },
     /// A frame from the server.
     Frame(ServerMessage),
@@ -221,6 +223,7 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
                         break;
                     }
                 }
+                let mut kicked = None;
                 let reason = if failed {
                     "send failed".to_string()
                 } else {
@@ -238,14 +241,17 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
                                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(&text) {
                                     // Another engine signed in with our device id: coming back
                                     // would only push it out in turn, forever.
-                                    Ok(ServerMessage::Kicked { reason }) if reason == "replaced" => {
+                                    Ok(ServerMessage::Kicked { reason: KickReason::Replaced }) => {
                                         let _ = events.send(SignalingEvent::Refused {
                                             code: ErrorCode::InvalidState,
                                             message: "signed in again elsewhere with this device id".into(),
                                         });
                                         return;
                                     }
-                                    Ok(ServerMessage::Kicked { reason }) => break format!("kicked: {reason}"),
+                                    Ok(ServerMessage::Kicked { reason }) => {
+                                        kicked = Some(reason);
+                                        break format!("kicked: {}", reason.as_str());
+                                    }
                                     Ok(message) => { let _ = events.send(SignalingEvent::Frame(message)); }
                                     Err(e) => warn!(error = %e, "unreadable frame from the server"),
                                 },
@@ -271,7 +277,7 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
                     }
                 };
                 debug!(%reason, "signaling down");
-                let _ = events.send(SignalingEvent::Down { reason });
+                let _ = events.send(SignalingEvent::Down { reason, kicked });
             }
             Err(SignalingError::Refused { code, message }) => {
                 // An expired token can be replaced when we hold a password.
@@ -283,7 +289,7 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
                 return;
             }
             Err(SignalingError::Transient(reason)) => {
-                let _ = events.send(SignalingEvent::Down { reason });
+                let _ = events.send(SignalingEvent::Down { reason, kicked: None });
             }
         }
         if !wait_or_closed(&mut backoff, &mut outbound, &mut queued).await {

@@ -350,7 +350,7 @@ async fn a_cut_signaling_socket_does_not_stop_the_call() {
     bob.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
 
     proxy.cut_all();
-    bob.wait_for(|e| matches!(e, EngineEvent::SignalingLost { .. })).await;
+    bob.wait_for(|e| matches!(e, EngineEvent::SignalingLost { kicked: None, .. })).await;
     // Audio keeps flowing peer to peer while signaling is down and coming back.
     bob.listen(1.2).await;
     assert_hears("bob", &bob.heard, &[440.0], 880.0, 1.0, 1.0);
@@ -372,7 +372,9 @@ async fn a_cut_signaling_socket_does_not_stop_the_call() {
     // Signaling works again: the hangup reaches alice through the server.
     bob.engine.hangup().await.unwrap();
     alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    // A server that stops says so: the engine tells the app why it lost the connection.
     server.shutdown().await;
+    alice.wait_for(|e| matches!(e, EngineEvent::SignalingLost { kicked: Some(hark_protocol::KickReason::Shutdown), .. })).await;
 }
 
 /// A coturn started for one test, with the TURN REST shared secret.
@@ -592,7 +594,7 @@ async fn signing_in_and_calling_over_tls() {
     };
     let (_engine, mut events) = Engine::start(config);
     let event = tokio::time::timeout(PATIENCE, events.recv()).await.unwrap().unwrap();
-    assert!(matches!(&event, EngineEvent::SignalingLost { reason } if reason.contains("certificate") || reason.contains("Certificate")), "{event:?}");
+    assert!(matches!(&event, EngineEvent::SignalingLost { reason, .. } if reason.contains("certificate") || reason.contains("Certificate")), "{event:?}");
     server.shutdown().await;
 }
 

@@ -27,6 +27,34 @@ pub enum Media {
     Video,
 }
 
+/// Why the server closes a session (`kicked.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub enum KickReason {
+    /// The same user signed in again with the same `device`.
+    Replaced,
+    /// An operator removed the account.
+    AccountRemoved,
+    /// The server is stopping.
+    Shutdown,
+    /// A reason a newer server gives that this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl KickReason {
+    /// The reason as the wire spells it (for a WebSocket close frame and logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KickReason::Replaced => "replaced",
+            KickReason::AccountRemoved => "account_removed",
+            KickReason::Shutdown => "shutdown",
+            KickReason::Unknown => "unknown",
+        }
+    }
+}
+
 /// Whether a user can be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -711,8 +739,8 @@ pub enum ServerMessage {
     /// The server is closing this session.
     #[serde(rename = "kicked")]
     Kicked {
-        /// Why (`replaced`, `shutdown`).
-        reason: String,
+        /// Why.
+        reason: KickReason,
     },
     /// A `type` this client does not know (a newer server); ignore it.
     #[serde(other, skip_serializing)]
@@ -764,6 +792,22 @@ mod tests {
     fn code_of(text: &str) -> (Option<String>, ErrorCode) {
         let e = parse_client_frame(text).unwrap_err();
         (e.re, e.code)
+    }
+
+    #[test]
+    fn kick_reasons_read_as_the_wire_spells_them_and_a_new_one_is_unknown() {
+        let kicked = |text: &str| match serde_json::from_str::<ServerMessage>(text).unwrap() {
+            ServerMessage::Kicked { reason } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kicked(r#"{"type":"kicked","reason":"replaced"}"#), KickReason::Replaced);
+        assert_eq!(kicked(r#"{"type":"kicked","reason":"account_removed"}"#), KickReason::AccountRemoved);
+        assert_eq!(kicked(r#"{"type":"kicked","reason":"maintenance"}"#), KickReason::Unknown, "a newer server's reason");
+        let json = serde_json::to_string(&ServerMessage::Kicked { reason: KickReason::Shutdown }).unwrap();
+        assert_eq!(json, r#"{"type":"kicked","reason":"shutdown"}"#);
+        for reason in [KickReason::Replaced, KickReason::AccountRemoved, KickReason::Shutdown] {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hark_protocol::{CallSummary, ServerMessage, UserId};
+use hark_protocol::{CallSummary, KickReason, ServerMessage, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, debug_span, info, warn};
 
@@ -35,7 +35,7 @@ pub enum Outbound {
     /// A frame, already serialized.
     Frame(String),
     /// Tell the client `kicked {reason}` and close.
-    Kick(&'static str),
+    Kick(KickReason),
 }
 
 /// Requests to the hub.

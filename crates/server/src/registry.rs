@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use hark_protocol::{
-    CallId, CallRecord, CallResult, CallSummary, Direction, EndReason, ErrorCode, HandledAction, Media, OkBody,
+    CallId, CallRecord, CallResult, CallSummary, Direction, EndReason, ErrorCode, HandledAction, KickReason, Media, OkBody,
     PresenceStatus, ServerMessage, UserId,
 };
 use serde_json::Value;
@@ -115,7 +115,7 @@ pub enum Output {
     /// Persist a record for one person (upsert by call id and user).
     Record { user: UserId, record: CallRecord },
     /// Close a session, after telling it why with `kicked`.
-    Close { session: SessionId, reason: &'static str },
+    Close { session: SessionId, reason: KickReason },
 }
 
 /// A person's state in one call (PROTOCOL.md section 4).
@@ -277,7 +277,7 @@ impl CallRegistry {
             if let Some(until) = entry.away_until {
                 self.timers.remove(&(until, Timer::Grace { session: old }));
             } else {
-                self.outputs.push_back(Output::Close { session: old, reason: "replaced" });
+                self.outputs.push_back(Output::Close { session: old, reason: KickReason::Replaced });
             }
             self.forget_session(old);
         }
@@ -341,7 +341,7 @@ impl CallRegistry {
                 Some(until) => {
                     self.timers.remove(&(until, Timer::Grace { session }));
                 }
-                None => self.outputs.push_back(Output::Close { session, reason: "account_removed" }),
+                None => self.outputs.push_back(Output::Close { session, reason: KickReason::AccountRemoved }),
             }
             self.forget_session(session);
         }

@@ -522,7 +522,7 @@ fn same_device_signing_in_again_replaces_the_old_session() {
     let mut w = World::new();
     let (old, _, _) = w.open("bob", "laptop");
     let (_, _, out) = w.open("bob", "laptop");
-    assert!(out.contains(&Output::Close { session: old, reason: "replaced" }));
+    assert!(out.contains(&Output::Close { session: old, reason: KickReason::Replaced }));
     // A close of the replaced socket later changes nothing.
     assert!(w.close(old).is_empty());
     assert!(w.reg.is_online("bob"));
@@ -596,8 +596,8 @@ fn a_removed_account_is_closed_everywhere_and_leaves_its_calls() {
 
     w.reg.remove_account(w.now, "alice");
     let out = w.drain();
-    assert!(out.contains(&Output::Close { session: alice_laptop, reason: "account_removed" }));
-    assert!(out.contains(&Output::Close { session: alice_phone, reason: "account_removed" }));
+    assert!(out.contains(&Output::Close { session: alice_laptop, reason: KickReason::AccountRemoved }));
+    assert!(out.contains(&Output::Close { session: alice_phone, reason: KickReason::AccountRemoved }));
     assert_eq!(kinds(&out, bob), ["call.left", "call.ended"]);
     assert_eq!(ended(&out, bob), (EndReason::Hangup, 5));
     assert_eq!(kinds(&out, dave), ["call.rejected", "call.ended"]);

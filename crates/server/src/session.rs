@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use hark_protocol::token::{self, TokenError};
 use hark_protocol::{
-    parse_client_frame, valid_user_id, CallSummary, ClientMessage, Contact, ErrorCode, OkBody, PresenceStatus,
+    parse_client_frame, valid_user_id, CallSummary, ClientMessage, Contact, ErrorCode, KickReason, OkBody, PresenceStatus,
     ServerMessage, UserId, MAX_AVATAR_BYTES, MAX_SERVER_FRAME_BYTES, MAX_SIGNAL_PAYLOAD_BYTES, MAX_USERS_GET,
     MAX_USER_DATA_BYTES, PROTOCOL_VERSION,
 };
@@ -203,8 +203,8 @@ impl Connection {
         match state.store.account_state(&hello.user).await {
             Ok(Some(account)) if account.accepts_token(hello.issued_at) => {}
             Ok(_) => {
-                self.send(&ServerMessage::Kicked { reason: "account_removed".into() }).await;
-                self.close(NORMAL, "account_removed").await;
+                self.send(&ServerMessage::Kicked { reason: KickReason::AccountRemoved }).await;
+                self.close(NORMAL, KickReason::AccountRemoved.as_str()).await;
                 let _ = state.hub.send(HubCommand::Close { session }).await;
                 return;
             }
@@ -251,8 +251,8 @@ impl Connection {
                         if self.send_text(text).await { Flow::Continue } else { Flow::Close }
                     }
                     Some(Outbound::Kick(reason)) => {
-                        self.send(&ServerMessage::Kicked { reason: reason.into() }).await;
-                        self.close(NORMAL, reason).await;
+                        self.send(&ServerMessage::Kicked { reason }).await;
+                        self.close(NORMAL, reason.as_str()).await;
                         Flow::Close
                     }
                     None => {
@@ -276,7 +276,7 @@ impl Connection {
                     if self.send_message(Message::Ping(Default::default())).await { Flow::Continue } else { Flow::Close }
                 }
                 _ = shutdown.changed() => {
-                    self.send(&ServerMessage::Kicked { reason: "shutdown".into() }).await;
+                    self.send(&ServerMessage::Kicked { reason: KickReason::Shutdown }).await;
                     self.close(GOING_AWAY, "server shutting down").await;
                     Flow::Close
                 }

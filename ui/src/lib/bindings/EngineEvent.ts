@@ -4,6 +4,7 @@ import type { CameraInfo } from "./CameraInfo";
 import type { DeviceDirection } from "./DeviceDirection";
 import type { DeviceInfo } from "./DeviceInfo";
 import type { ErrorCode } from "./ErrorCode";
+import type { KickReason } from "./KickReason";
 import type { PresenceStatus } from "./PresenceStatus";
 import type { RingtoneErrorCode } from "./RingtoneErrorCode";
 
@@ -20,9 +21,13 @@ user: string,
  */
 resumed: boolean, } | { "event": "signaling_lost", 
 /**
- * Why.
+ * Why, in words for logs.
  */
-reason: string, } | { "event": "sign_in_refused", 
+reason: string, 
+/**
+ * The server closed the session on purpose, and why (a server stopping is `shutdown`).
+ */
+kicked: KickReason | null, } | { "event": "sign_in_refused", 
 /**
  * The protocol code.
  */

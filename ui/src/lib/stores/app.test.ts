@@ -59,7 +59,7 @@ describe('app wiring', () => {
     backend.emit({ kind: 'call', call: { event: 'not_connected', call_id: 'c1', reason: 'cancelled' } });
     expect(backend.callsOf('history').length).toBe(before + 1);
 
-    backend.emit({ kind: 'engine', event: { event: 'signaling_lost', reason: 'eof' } });
+    backend.emit({ kind: 'engine', event: { event: 'signaling_lost', reason: 'eof', kicked: null } });
     expect(app.session.reconnecting).toBe(true);
     backend.emit({ kind: 'engine', event: { event: 'sign_in_refused', code: 'token_expired', message: 'old' } });
     expect(app.session.status).toBe('signed_out');

@@ -46,7 +46,7 @@ describe('session', () => {
   test('connection events', () => {
     const store = new SessionStore(fakeBackend());
     store.status = 'signed_in';
-    store.handle({ event: 'signaling_lost', reason: 'eof' });
+    store.handle({ event: 'signaling_lost', reason: 'eof', kicked: null });
     expect(store.reconnecting).toBe(true);
     store.handle({ event: 'signed_in', user: 'me', resumed: true });
     expect(store.reconnecting).toBe(false);
