@@ -250,6 +250,19 @@ describe('video call', () => {
       await untilDrawn(page, 'video-bob', GREEN.rgb, 'the next picture is drawn');
       await screenshot(page, '31-video-connected');
 
+      // The small view: dragged to the top left it stays there; a click swaps the two views.
+      const pip = await page.getByTestId('pip').boundingBox();
+      const stage = await page.locator('.duo').boundingBox();
+      await page.mouse.move(pip.x + pip.width / 2, pip.y + pip.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(stage.x + 40, stage.y + 40, { steps: 5 });
+      await page.mouse.up();
+      await page.locator('[data-testid="pip"][data-corner="top-left"]').waitFor();
+      await page.getByTestId('pip').click();
+      await page.locator('.large [data-testid="tile-me"]').waitFor();
+      await page.getByTestId('pip').click();
+      await page.locator('.large [data-testid="tile-bob"]').waitFor();
+
       // Two cameras: switch mid-call (the setting is saved; the shell moves the engine to it).
       await page.getByTestId('call-camera').selectOption('2');
       await until(() => scenario.settings.camera === 2, 'the camera switch to be saved');
