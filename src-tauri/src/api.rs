@@ -8,7 +8,7 @@
 use hark_engine::core::CallEvent;
 use hark_engine::call_log::Mutes;
 use hark_engine::engine::EngineError;
-use hark_engine::ringtone::RingtoneErrorCode;
+use hark_engine::ringtone::{RingtoneChoice, RingtoneErrorCode};
 use hark_engine::video_send::VideoResolution;
 use hark_protocol::{CallId, ErrorCode, Media, UserId};
 use serde::{Deserialize, Serialize};
@@ -192,6 +192,61 @@ pub enum Theme {
     Dark,
 }
 
+/// A ringtone as a setting: a sound bundled with Hark, by name, or a file of the user's.
+///
+/// Settings files written before this was typed hold `"bundled:NAME"` or `"custom:PATH"`; those
+/// still read (and are written back in this form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RingtoneSetting {
+    /// One of the bundled sounds.
+    Bundled {
+        /// Its name (the file stem).
+        name: String,
+    },
+    /// A sound file: WAV, OGG Vorbis, MP3 or FLAC.
+    Custom {
+        /// Its path.
+        path: String,
+    },
+}
+
+impl<'de> Deserialize<'de> for RingtoneSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum Tagged {
+            Bundled { name: String },
+            Custom { path: String },
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Tagged(Tagged),
+            Legacy(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Tagged(Tagged::Bundled { name }) => Ok(RingtoneSetting::Bundled { name }),
+            Written::Tagged(Tagged::Custom { path }) => Ok(RingtoneSetting::Custom { path }),
+            Written::Legacy(text) => match (text.strip_prefix("bundled:"), text.strip_prefix("custom:")) {
+                (Some(name), _) => Ok(RingtoneSetting::Bundled { name: name.to_owned() }),
+                (_, Some(path)) => Ok(RingtoneSetting::Custom { path: path.to_owned() }),
+                _ => Err(serde::de::Error::custom(format!("not a ringtone: {text}"))),
+            },
+        }
+    }
+}
+
+impl RingtoneSetting {
+    /// The engine's choice for it.
+    pub fn choice(&self) -> RingtoneChoice {
+        match self {
+            RingtoneSetting::Bundled { name } => RingtoneChoice::Bundled(name.clone()),
+            RingtoneSetting::Custom { path } => RingtoneChoice::Custom(path.into()),
+        }
+    }
+}
+
 /// The user's choices, kept in `$XDG_CONFIG_HOME/hark/settings.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(default)]
@@ -200,8 +255,8 @@ pub struct Settings {
     pub server: Option<String>,
     /// Banner or full screen for incoming calls.
     pub incoming: IncomingPresentation,
-    /// The incoming ringtone: `bundled:NAME` or `custom:PATH`.
-    pub ringtone: String,
+    /// The incoming ringtone.
+    pub ringtone: RingtoneSetting,
     /// Ringtone volume, 0 to 100.
     pub ringtone_volume: u8,
     /// Mute mode: calls still come in, nothing rings.
@@ -233,7 +288,7 @@ impl Default for Settings {
         Settings {
             server: None,
             incoming: IncomingPresentation::Banner,
-            ringtone: "bundled:classic".into(),
+            ringtone: RingtoneSetting::Bundled { name: "classic".into() },
             ringtone_volume: 80,
             ringtone_muted: false,
             echo_cancellation: true,
@@ -279,8 +334,8 @@ pub struct IncomingCall {
 /// A bundled ringtone the settings offer.
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
 pub struct RingtoneOption {
-    /// `bundled:NAME`.
-    pub source: String,
+    /// The sound.
+    pub source: RingtoneSetting,
     /// The name.
     pub name: String,
 }

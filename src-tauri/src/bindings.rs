@@ -16,6 +16,7 @@ fn export_all(dir: &Path) {
         crate::api::AppInfo,
         crate::api::Settings,
         crate::api::IncomingCall,
+        crate::api::RingtoneSetting,
         crate::api::CallReplay,
         crate::api::FrameSocketInfo,
         hark_engine::call_log::Mutes,

@@ -9,8 +9,7 @@ use hark_protocol::{CallRecord, CallSummary, Contact, Media, UserId, UserProfile
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
 
-use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, FrameSocketInfo, IncomingCall, LiveUpdate, RingtoneOption, Settings, SignInRequest};
-use crate::session::parse_ringtone;
+use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, FrameSocketInfo, IncomingCall, LiveUpdate, RingtoneOption, RingtoneSetting, Settings, SignInRequest};
 use crate::AppState;
 
 type Answer<T> = Result<T, ApiError>;
@@ -209,7 +208,7 @@ pub async fn devices() -> Answer<Vec<DeviceInfo>> {
 
 #[tauri::command]
 pub async fn play_test_sound(state: State<'_, AppState>) -> Answer<()> {
-    preview(&state, "bundled:chime").await
+    preview(&state, &RingtoneSetting::Bundled { name: "chime".into() }).await
 }
 
 #[tauri::command]
@@ -238,7 +237,7 @@ pub async fn save_settings(state: State<'_, AppState>, settings: Settings) -> An
 pub fn ringtones() -> Answer<Vec<RingtoneOption>> {
     Ok(hark_engine::ringtone::bundled_names()
         .filter(|name| *name != "dialing")
-        .map(|name| RingtoneOption { source: format!("bundled:{name}"), name: name.to_owned() })
+        .map(|name| RingtoneOption { source: RingtoneSetting::Bundled { name: name.to_owned() }, name: name.to_owned() })
         .collect())
 }
 
@@ -258,7 +257,7 @@ pub async fn choose_ringtone_file(app: AppHandle) -> Answer<Option<String>> {
 }
 
 #[tauri::command]
-pub async fn preview_ringtone(state: State<'_, AppState>, source: String) -> Answer<()> {
+pub async fn preview_ringtone(state: State<'_, AppState>, source: RingtoneSetting) -> Answer<()> {
     preview(&state, &source).await
 }
 
@@ -268,7 +267,7 @@ pub async fn stop_preview(state: State<'_, AppState>) -> Answer<()> {
     Ok(())
 }
 
-async fn preview(state: &State<'_, AppState>, source: &str) -> Answer<()> {
-    let choice = parse_ringtone(source)?;
+async fn preview(state: &State<'_, AppState>, source: &RingtoneSetting) -> Answer<()> {
+    let choice = crate::session::bundled_or_file(source)?;
     state.signed_in().await?.preview_ringtone(choice).await.map_err(|e| ApiError::new(e.code(), e.to_string()))
 }

@@ -19,7 +19,7 @@ use hark_engine::voice_processing::ProcessingSettings;
 use tauri::{AppHandle, Emitter, Manager};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::api::{Account, ApiError, AppErrorCode, IncomingCall, LiveUpdate, Settings};
+use crate::api::{Account, ApiError, AppErrorCode, IncomingCall, LiveUpdate, RingtoneSetting, Settings};
 use hark_engine::call_log::Mutes;
 use crate::sound_cards::open_sound_cards;
 use crate::AppState;
@@ -115,10 +115,10 @@ pub async fn apply_settings(engine: &Engine, settings: &Settings) {
     engine.set_processing(ProcessingSettings { echo_cancellation: settings.echo_cancellation, noise_suppression: settings.noise_suppression });
     engine.set_ringtone_volume(f32::from(settings.ringtone_volume.min(100)) / 100.0);
     engine.set_ringtone_muted(settings.ringtone_muted);
-    match parse_ringtone(&settings.ringtone) {
+    match bundled_or_file(&settings.ringtone) {
         Ok(choice) => {
             if let Err(error) = engine.set_ringtone(RingtoneKind::Incoming, choice).await {
-                tracing::warn!(%error, ringtone = %settings.ringtone, "ringtone refused; the default rings instead");
+                tracing::warn!(%error, ringtone = ?settings.ringtone, "ringtone refused; the default rings instead");
             }
         }
         Err(error) => tracing::warn!(?error, "bad ringtone setting"),
@@ -139,27 +139,11 @@ pub async fn prepare_next_call(engine: &Engine, settings: &Settings) {
     }
 }
 
-/// `bundled:NAME` or `custom:PATH` as a choice.
-pub fn parse_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
-    if let Some(name) = source.strip_prefix("bundled:") {
-        if hark_engine::ringtone::bundled_names().any(|n| n == name) {
-            return Ok(RingtoneChoice::Bundled(name.to_owned()));
-        }
-        return Err(ApiError::new(RingtoneErrorCode::RingtoneUnknown, format!("no bundled ringtone named {name}")));
-    }
-    if let Some(path) = source.strip_prefix("custom:") {
-        if !path.is_empty() {
-            return Ok(RingtoneChoice::Custom(path.into()));
-        }
-    }
-    Err(ApiError::new(AppErrorCode::BadArgument, format!("not a ringtone: {source}")))
-}
-
-/// Parses a ringtone setting and, for a file of the user's, decodes it once, so a missing or
-/// corrupt file is refused with its code (`ringtone_unreadable`, `ringtone_undecodable`, …)
-/// before it is saved.
-pub async fn check_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
-    let choice = parse_ringtone(source)?;
+/// Checks a ringtone setting: a bundled name must be one of the bundled sounds, a file of the
+/// user's is decoded once, so a missing or corrupt file is refused with its code
+/// (`ringtone_unreadable`, `ringtone_undecodable`, …) before it is saved.
+pub async fn check_ringtone(setting: &RingtoneSetting) -> Result<RingtoneChoice, ApiError> {
+    let choice = bundled_or_file(setting)?;
     if let RingtoneChoice::Custom(_) = &choice {
         let probe = choice.clone();
         tokio::task::spawn_blocking(move || hark_engine::ringtone::Sound::decode(&probe))
@@ -168,6 +152,17 @@ pub async fn check_ringtone(source: &str) -> Result<RingtoneChoice, ApiError> {
             .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     }
     Ok(choice)
+}
+
+/// The engine's choice for a setting: a bundled name that exists, or a file path that is not empty.
+pub fn bundled_or_file(setting: &RingtoneSetting) -> Result<RingtoneChoice, ApiError> {
+    match setting {
+        RingtoneSetting::Bundled { name } if !hark_engine::ringtone::bundled_names().any(|n| n == name) => {
+            Err(ApiError::new(RingtoneErrorCode::RingtoneUnknown, format!("no bundled ringtone named {name}")))
+        }
+        RingtoneSetting::Custom { path } if path.trim().is_empty() => Err(ApiError::new(AppErrorCode::BadArgument, "a ringtone file needs a path")),
+        _ => Ok(setting.choice()),
+    }
 }
 
 fn ring_output() -> Box<dyn RingOutput> {
@@ -267,21 +262,31 @@ mod tests {
 
     #[tokio::test]
     async fn ringtone_settings_are_checked_before_they_are_kept() {
-        assert_eq!(check_ringtone("bundled:chime").await.unwrap(), RingtoneChoice::Bundled("chime".into()));
-        assert_eq!(check_ringtone("bundled:nope").await.unwrap_err().code, RingtoneErrorCode::RingtoneUnknown.into());
-        assert_eq!(check_ringtone("custom:").await.unwrap_err().code, AppErrorCode::BadArgument.into());
-        assert_eq!(check_ringtone("chime").await.unwrap_err().code, AppErrorCode::BadArgument.into());
+        let bundled = |name: &str| RingtoneSetting::Bundled { name: name.into() };
+        let custom = |path: &std::path::Path| RingtoneSetting::Custom { path: path.display().to_string() };
+        assert_eq!(check_ringtone(&bundled("chime")).await.unwrap(), RingtoneChoice::Bundled("chime".into()));
+        assert_eq!(check_ringtone(&bundled("nope")).await.unwrap_err().code, RingtoneErrorCode::RingtoneUnknown.into());
+        assert_eq!(check_ringtone(&RingtoneSetting::Custom { path: " ".into() }).await.unwrap_err().code, AppErrorCode::BadArgument.into());
 
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone.wav");
-        let code = check_ringtone(&format!("custom:{}", missing.display())).await.unwrap_err().code;
-        assert_eq!(code, RingtoneErrorCode::RingtoneUnreadable.into());
+        assert_eq!(check_ringtone(&custom(&missing)).await.unwrap_err().code, RingtoneErrorCode::RingtoneUnreadable.into());
         let corrupt = dir.path().join("corrupt.wav");
         std::fs::write(&corrupt, b"RIFF\0\0\0\0WAVEnot really a wave file").unwrap();
-        let code = check_ringtone(&format!("custom:{}", corrupt.display())).await.unwrap_err().code;
-        assert_eq!(code, RingtoneErrorCode::RingtoneUndecodable.into());
+        assert_eq!(check_ringtone(&custom(&corrupt)).await.unwrap_err().code, RingtoneErrorCode::RingtoneUndecodable.into());
         let good = dir.path().join("mine.wav");
         std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/ringtones/chime.wav"), &good).unwrap();
-        assert_eq!(check_ringtone(&format!("custom:{}", good.display())).await.unwrap(), RingtoneChoice::Custom(good));
+        assert_eq!(check_ringtone(&custom(&good)).await.unwrap(), RingtoneChoice::Custom(good));
+    }
+
+    #[test]
+    fn a_ringtone_setting_reads_its_typed_form_and_the_old_string_form() {
+        let read = |json: &str| serde_json::from_str::<RingtoneSetting>(json);
+        assert_eq!(read(r#"{"kind":"bundled","name":"chime"}"#).unwrap(), RingtoneSetting::Bundled { name: "chime".into() });
+        assert_eq!(read(r#""bundled:chime""#).unwrap(), RingtoneSetting::Bundled { name: "chime".into() });
+        assert_eq!(read(r#""custom:/home/me/ring.ogg""#).unwrap(), RingtoneSetting::Custom { path: "/home/me/ring.ogg".into() });
+        assert!(read(r#""chime""#).is_err() && read(r#"{"kind":"other"}"#).is_err());
+        let written = serde_json::to_string(&RingtoneSetting::Custom { path: "/a.wav".into() }).unwrap();
+        assert_eq!(written, r#"{"kind":"custom","path":"/a.wav"}"#);
     }
 }

@@ -156,9 +156,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dirs = dirs(root.path());
         assert_eq!(load_settings(&dirs), Settings::default());
-        let settings = Settings { ringtone: "custom:/tmp/x.wav".into(), language: "zh".into(), ..Settings::default() };
+        let ringtone = crate::api::RingtoneSetting::Custom { path: "/tmp/x.wav".into() };
+        let settings = Settings { ringtone: ringtone.clone(), language: "zh".into(), ..Settings::default() };
         save_settings(&dirs, &settings).unwrap();
         assert_eq!(load_settings(&dirs), settings);
+        // A file written before the ringtone was typed still reads, with its other settings.
+        std::fs::write(dirs.settings_file(), r#"{"ringtone":"custom:/tmp/x.wav","language":"zh"}"#).unwrap();
+        assert_eq!(load_settings(&dirs), Settings { ringtone, language: "zh".into(), ..Settings::default() });
         std::fs::write(dirs.settings_file(), "{not json").unwrap();
         assert_eq!(load_settings(&dirs), Settings::default());
     }

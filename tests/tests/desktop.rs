@@ -157,11 +157,14 @@ async fn scenario(scene: &Scene) -> Result<()> {
     web.type_into("[data-testid=ringtone-path]", &ringtone.display().to_string()).await?;
     web.click_css("[data-testid=ringtone-use]", SHORT).await?;
     let settings_file = scene.app.home.path().join("config/hark/settings.json");
-    let expected = format!("custom:{}", ringtone.display());
+    let saved = serde_json::json!({ "kind": "custom", "path": ringtone.display().to_string() });
     wait_for("the ringtone to be saved", SHORT, || async {
-        Ok(std::fs::read_to_string(&settings_file).ok().filter(|s| s.contains(&expected)).map(|_| ()))
+        let settings: Option<serde_json::Value> = std::fs::read_to_string(&settings_file).ok().and_then(|s| serde_json::from_str(&s).ok());
+        Ok(settings.filter(|s| s["ringtone"] == saved).map(|_| ()))
     })
     .await?;
+    // The engine names the sound it plays this way in the log.
+    let expected = format!("custom:{}", ringtone.display());
     let chosen = "[data-testid=ringtone-select] option:checked";
     web.wait_text(chosen, SHORT, |t| t.contains("my ringtone.wav")).await?;
     scene.shot("07-settings-ringtone").await?;

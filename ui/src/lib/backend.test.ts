@@ -51,14 +51,14 @@ describe('backend', () => {
     await backend.deleteHistory(['c1', 'c2']);
     await backend.addContact('bob', null);
     await backend.muteMicrophone(true);
-    await backend.previewRingtone('bundled:classic');
+    await backend.previewRingtone({ kind: 'bundled', name: 'classic' });
     expect(seen).toEqual([
       { cmd: 'place_call', args: { to: ['bob'], media: 'video' } },
       { cmd: 'join_call', args: { callId: 'c1', media: 'audio' } },
       { cmd: 'delete_history', args: { callIds: ['c1', 'c2'] } },
       { cmd: 'add_contact', args: { user: 'bob', alias: null } },
       { cmd: 'mute_microphone', args: { muted: true } },
-      { cmd: 'preview_ringtone', args: { source: 'bundled:classic' } },
+      { cmd: 'preview_ringtone', args: { source: { kind: 'bundled', name: 'classic' } } },
     ]);
   });
 

@@ -22,6 +22,7 @@ import type { LiveUpdate } from './bindings/LiveUpdate';
 import type { Media } from './bindings/Media';
 import type { Mutes } from './bindings/Mutes';
 import type { RingtoneOption } from './bindings/RingtoneOption';
+import type { RingtoneSetting } from './bindings/RingtoneSetting';
 import type { Settings } from './bindings/Settings';
 import type { SignInRequest } from './bindings/SignInRequest';
 import type { CommandName } from './bindings/CommandName';
@@ -85,7 +86,7 @@ export const backend = {
   saveSettings: (settings: Settings) => command<Settings>('save_settings', { settings }),
   ringtones: () => command<RingtoneOption[]>('ringtones'),
   chooseRingtoneFile: () => command<string | null>('choose_ringtone_file'),
-  previewRingtone: (source: string) => command<null>('preview_ringtone', { source }),
+  previewRingtone: (source: RingtoneSetting) => command<null>('preview_ringtone', { source }),
   stopPreview: () => command<null>('stop_preview'),
 
   /** Levels and network quality, several times a second, on a channel (events are too slow). */

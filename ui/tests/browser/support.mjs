@@ -86,7 +86,7 @@ export const ACCOUNT = { user: 'me', nickname: 'Mia', avatar: null, server: 'htt
 export const SETTINGS = {
   server: null,
   incoming: 'banner',
-  ringtone: 'bundled:classic',
+  ringtone: { kind: 'bundled', name: 'classic' },
   ringtone_volume: 80,
   ringtone_muted: false,
   echo_cancellation: true,
@@ -152,8 +152,8 @@ export class Scenario {
         return settings;
       },
       ringtones: [
-        { source: 'bundled:classic', name: 'Classic' },
-        { source: 'bundled:chime', name: 'Chime' },
+        { source: { kind: 'bundled', name: 'classic' }, name: 'Classic' },
+        { source: { kind: 'bundled', name: 'chime' }, name: 'Chime' },
       ],
       choose_ringtone_file: null,
       preview_ringtone: null,

@@ -728,7 +728,7 @@ describe('settings', () => {
     const scenario = new Scenario({
       replies: {
         save_settings: ({ settings }) => {
-          if (settings.ringtone === 'custom:/missing.ogg') throw { code: 'ringtone_missing', message: 'no such file' };
+          if (settings.ringtone.kind === 'custom' && settings.ringtone.path === '/missing.ogg') throw { code: 'ringtone_missing', message: 'no such file' };
           scenario.settings = settings;
           return settings;
         },
@@ -757,7 +757,7 @@ describe('settings', () => {
 
       await page.getByTestId('ringtone-path').fill('/home/me/ring.ogg');
       await page.getByTestId('ringtone-use').click();
-      await until(() => scenario.settings.ringtone === 'custom:/home/me/ring.ogg', 'the custom ringtone to be saved');
+      await until(() => scenario.settings.ringtone.path === '/home/me/ring.ogg', 'the custom ringtone to be saved');
       await waitText(page, 'settings-error', '');
       assert.equal(await page.getByTestId('ringtone-select').inputValue(), 'custom:/home/me/ring.ogg');
       assert.equal(await selectedText(page, 'ringtone-select'), 'Custom: ring.ogg');
@@ -769,7 +769,7 @@ describe('settings', () => {
       assert.equal(await page.getByTestId('ringtone-path').inputValue(), '/home/me/ring.ogg');
 
       await page.getByTestId('ringtone-preview').click();
-      assert.deepEqual(scenario.callsOf('preview_ringtone'), [{ source: 'custom:/home/me/ring.ogg' }]);
+      assert.deepEqual(scenario.callsOf('preview_ringtone'), [{ source: { kind: 'custom', path: '/home/me/ring.ogg' } }]);
       await emit(page, { event: 'ringtone_playing', kind: 'incoming', source: 'custom:/home/me/ring.ogg' });
       await page.locator('[data-testid="ringtone-preview"][aria-pressed="true"]').waitFor();
       await screenshot(page, '14-settings');
@@ -777,7 +777,7 @@ describe('settings', () => {
       await until(() => scenario.callsOf('stop_preview').length === 1, 'stop_preview');
 
       await page.getByTestId('ringtone-select').selectOption('bundled:chime');
-      await until(() => scenario.settings.ringtone === 'bundled:chime', 'the bundled ringtone to be saved');
+      await until(() => scenario.settings.ringtone.name === 'chime', 'the bundled ringtone to be saved');
       assert.equal(await selectedText(page, 'ringtone-select'), 'Chime');
       assert.equal(await page.getByTestId('ringtone-select').locator('option').count(), 2, 'no custom entry once a bundled one is chosen');
       assert.equal(await page.getByTestId('ringtone-path').inputValue(), '/home/me/ring.ogg', 'the path stays to use again');
@@ -810,7 +810,7 @@ describe('settings', () => {
 describe('settings, files and devices', () => {
   test('a file chosen in the dialog shows as the ringtone and in the path box; device pickers without devices', async () => {
     const scenario = new Scenario({
-      settings: { ringtone: 'custom:/music/old bell.wav' },
+      settings: { ringtone: { kind: 'custom', path: '/music/old bell.wav' } },
       replies: {
         choose_ringtone_file: '/home/me/Music/My Ring Tone.flac',
         devices: [],
@@ -825,7 +825,7 @@ describe('settings, files and devices', () => {
       assert.equal(await selectedText(page, 'ringtone-select'), 'Custom: old bell.wav');
       assert.equal(await page.getByTestId('ringtone-path').inputValue(), '/music/old bell.wav');
       await page.getByTestId('ringtone-choose').click();
-      await until(() => scenario.settings.ringtone === 'custom:/home/me/Music/My Ring Tone.flac', 'the chosen file to be saved');
+      await until(() => scenario.settings.ringtone.path === '/home/me/Music/My Ring Tone.flac', 'the chosen file to be saved');
       await page.waitForFunction(() => document.querySelector('[data-testid="ringtone-path"]')?.value === '/home/me/Music/My Ring Tone.flac');
       assert.equal(await selectedText(page, 'ringtone-select'), 'Custom: My Ring Tone.flac');
       assert.deepEqual(await page.getByTestId('ringtone-select').locator('option').allTextContents().then((all) => all.map((o) => o.trim())), [

@@ -9,6 +9,7 @@ import type { CameraInfo } from '../bindings/CameraInfo';
 import type { DeviceInfo } from '../bindings/DeviceInfo';
 import type { LiveUpdate } from '../bindings/LiveUpdate';
 import type { RingtoneOption } from '../bindings/RingtoneOption';
+import type { RingtoneSetting } from '../bindings/RingtoneSetting';
 import type { Settings } from '../bindings/Settings';
 import type { Backend } from '../backend';
 import { toApiError } from '../errors';
@@ -32,7 +33,7 @@ export type SettingsBackend = Pick<
 export const DEFAULT_SETTINGS: Settings = {
   server: null,
   incoming: 'banner',
-  ringtone: 'bundled:classic',
+  ringtone: { kind: 'bundled', name: 'classic' },
   ringtone_volume: 80,
   ringtone_muted: false,
   echo_cancellation: true,
@@ -47,16 +48,14 @@ export const DEFAULT_SETTINGS: Settings = {
   microphone_muted_at_start: false,
 };
 
-export type RingtoneSource = { kind: 'bundled'; name: string } | { kind: 'custom'; path: string };
-
-/** Reads a ringtone source (`bundled:NAME` or `custom:PATH`). */
-export function parseRingtone(source: string): RingtoneSource {
-  if (source.startsWith('custom:')) return { kind: 'custom', path: source.slice('custom:'.length) };
-  return { kind: 'bundled', name: source.startsWith('bundled:') ? source.slice('bundled:'.length) : source };
+/** A file of the user's as the ringtone setting. */
+export function customRingtone(path: string): RingtoneSetting {
+  return { kind: 'custom', path: path.trim() };
 }
 
-export function customRingtone(path: string): string {
-  return `custom:${path.trim()}`;
+/** The ringtone picker's value for a setting (an <option> value: only this page reads it). */
+export function ringtoneKey(ringtone: RingtoneSetting): string {
+  return ringtone.kind === 'bundled' ? `bundled:${ringtone.name}` : `custom:${ringtone.path}`;
 }
 
 /** The last part of a path, with `/` or a backslash between parts (`/home/me/ring.ogg` → `ring.ogg`). */
@@ -74,17 +73,22 @@ export type Choice = { value: string; label: string; selected: boolean; custom?:
  * (a file of the user's, labelled with its file name; or a bundled name this app does not list),
  * so the current setting is always there and selected.
  */
-export function ringtoneChoices(bundled: readonly RingtoneOption[], current: string): Choice[] {
-  const choices: Choice[] = bundled.map((option) => ({ value: option.source, label: option.name, selected: option.source === current }));
+export function ringtoneChoices(bundled: readonly RingtoneOption[], current: RingtoneSetting): Choice[] {
+  const now = ringtoneKey(current);
+  const choices: Choice[] = bundled.map((option) => ({ value: ringtoneKey(option.source), label: option.name, selected: ringtoneKey(option.source) === now }));
   if (!choices.some((c) => c.selected)) {
-    const source = parseRingtone(current);
     choices.push(
-      source.kind === 'custom'
-        ? { value: current, label: fileName(source.path), selected: true, custom: true, title: source.path }
-        : { value: current, label: source.name, selected: true },
+      current.kind === 'custom'
+        ? { value: now, label: fileName(current.path), selected: true, custom: true, title: current.path }
+        : { value: now, label: current.name, selected: true },
     );
   }
   return choices;
+}
+
+/** The setting a ringtone picker's value stands for (one of the bundled sounds, or the current one). */
+export function ringtoneFromKey(bundled: readonly RingtoneOption[], current: RingtoneSetting, key: string): RingtoneSetting {
+  return bundled.find((option) => ringtoneKey(option.source) === key)?.source ?? current;
 }
 
 /**
@@ -126,8 +130,6 @@ export class SettingsStore {
   error = $state<ApiError | null>(null);
   /** Counts saves that went through (the page flashes "Saved"). */
   saves = $state(0);
-
-  ringtone = $derived(parseRingtone(this.value.ringtone));
 
   constructor(private readonly backend: SettingsBackend) {}
 

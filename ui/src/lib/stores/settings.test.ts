@@ -3,31 +3,36 @@
 import { describe, expect, test } from 'vitest';
 import type { Settings } from '../bindings/Settings';
 import { fakeBackend } from '../testing/fakeBackend';
-import { cameraChoices, customRingtone, DEFAULT_SETTINGS, deviceChoices, fileName, parseRingtone, ringtoneChoices, SettingsStore } from './settings.svelte';
+import { cameraChoices, customRingtone, DEFAULT_SETTINGS, deviceChoices, fileName, ringtoneChoices, ringtoneFromKey, SettingsStore } from './settings.svelte';
+
+const CLASSIC = { kind: 'bundled', name: 'classic' } as const;
+const CHIME = { kind: 'bundled', name: 'chime' } as const;
 
 describe('settings', () => {
-  test('ringtone sources', () => {
-    expect(parseRingtone('bundled:classic')).toEqual({ kind: 'bundled', name: 'classic' });
-    expect(parseRingtone('custom:/home/me/ring.ogg')).toEqual({ kind: 'custom', path: '/home/me/ring.ogg' });
-    expect(parseRingtone('custom:C:\\ring:1.wav')).toEqual({ kind: 'custom', path: 'C:\\ring:1.wav' });
-    expect(customRingtone('  /tmp/a.wav ')).toBe('custom:/tmp/a.wav');
+  test('a typed path is a custom ringtone', () => {
+    expect(customRingtone('  /tmp/a.wav ')).toEqual({ kind: 'custom', path: '/tmp/a.wav' });
+    expect(customRingtone('C:\\ring:1.wav')).toEqual({ kind: 'custom', path: 'C:\\ring:1.wav' });
   });
 
   test('the ringtone picker always lists and selects the current setting', () => {
     const bundled = [
-      { source: 'bundled:classic', name: 'classic' },
-      { source: 'bundled:chime', name: 'chime' },
+      { source: CLASSIC, name: 'classic' },
+      { source: CHIME, name: 'chime' },
     ];
     const selected = (choices: { value: string; selected: boolean }[]) => choices.filter((c) => c.selected).map((c) => c.value);
-    expect(ringtoneChoices(bundled, 'bundled:chime').map((c) => c.value)).toEqual(['bundled:classic', 'bundled:chime']);
-    expect(selected(ringtoneChoices(bundled, 'bundled:chime'))).toEqual(['bundled:chime']);
+    expect(ringtoneChoices(bundled, CHIME).map((c) => c.value)).toEqual(['bundled:classic', 'bundled:chime']);
+    expect(selected(ringtoneChoices(bundled, CHIME))).toEqual(['bundled:chime']);
     // A file of one's own: one more entry, named by its file, selected.
-    const custom = ringtoneChoices(bundled, 'custom:/tmp/.tmpA1/my ringtone.wav');
+    const mine = customRingtone('/tmp/.tmpA1/my ringtone.wav');
+    const custom = ringtoneChoices(bundled, mine);
     expect(custom).toHaveLength(3);
     expect(custom[2]).toEqual({ value: 'custom:/tmp/.tmpA1/my ringtone.wav', label: 'my ringtone.wav', selected: true, custom: true, title: '/tmp/.tmpA1/my ringtone.wav' });
     expect(selected(custom)).toEqual(['custom:/tmp/.tmpA1/my ringtone.wav']);
+    // A picked entry is its setting again.
+    expect(ringtoneFromKey(bundled, mine, 'bundled:chime')).toEqual(CHIME);
+    expect(ringtoneFromKey(bundled, mine, custom[2].value)).toEqual(mine);
     // Bundled names not loaded (yet, or the command failed): the setting is still shown.
-    expect(ringtoneChoices([], 'bundled:classic')).toEqual([{ value: 'bundled:classic', label: 'classic', selected: true }]);
+    expect(ringtoneChoices([], CLASSIC)).toEqual([{ value: 'bundled:classic', label: 'classic', selected: true }]);
     expect(fileName('C:\\Users\\me\\ring.ogg')).toBe('ring.ogg');
     expect(fileName('/a/b/')).toBe('b');
     expect(fileName('ring.ogg')).toBe('ring.ogg');
@@ -76,7 +81,7 @@ describe('settings', () => {
       }),
     );
     expect(await store.useRingtoneFile('/nope.ogg')).toBe(false);
-    expect(store.value.ringtone).toBe('bundled:classic');
+    expect(store.value.ringtone).toEqual(CLASSIC);
     expect(store.error?.code).toBe('ringtone_unreadable');
   });
 
@@ -84,24 +89,24 @@ describe('settings', () => {
     const backend = fakeBackend({ chooseRingtoneFile: async () => '/music/ring.ogg' });
     const store = new SettingsStore(backend);
     expect(await store.useRingtoneFile('/tmp/bell.wav')).toBe(true);
-    expect(store.ringtone).toEqual({ kind: 'custom', path: '/tmp/bell.wav' });
+    expect(store.value.ringtone).toEqual({ kind: 'custom', path: '/tmp/bell.wav' });
     expect(await store.chooseRingtoneFile()).toBe('/music/ring.ogg');
-    expect(store.value.ringtone).toBe('custom:/music/ring.ogg');
+    expect(store.value.ringtone).toEqual({ kind: 'custom', path: '/music/ring.ogg' });
     expect(await store.useRingtoneFile('  ')).toBe(false);
   });
 
   test('a cancelled file dialog changes nothing', async () => {
     const store = new SettingsStore(fakeBackend());
     expect(await store.chooseRingtoneFile()).toBeNull();
-    expect(store.value.ringtone).toBe('bundled:classic');
+    expect(store.value.ringtone).toEqual(CLASSIC);
   });
 
   test('preview, ringtone and device events, and the meter', async () => {
     const backend = fakeBackend();
     const store = new SettingsStore(backend);
-    await store.save({ ringtone: 'bundled:chime' });
+    await store.save({ ringtone: CHIME });
     await store.preview();
-    expect(backend.callsOf('previewRingtone')).toEqual([['bundled:chime']]);
+    expect(backend.callsOf('previewRingtone')).toEqual([[CHIME]]);
     store.handle({ event: 'ringtone_playing', kind: 'incoming', source: 'bundled:chime' });
     expect(store.playing).toBe('bundled:chime');
     store.handle({ event: 'ringtone_stopped' });
