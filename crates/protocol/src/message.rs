@@ -28,7 +28,7 @@ pub enum Media {
 }
 
 /// Why the server closes a session (`kicked.reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum KickReason {
@@ -39,8 +39,19 @@ pub enum KickReason {
     /// The server is stopping.
     Shutdown,
     /// A reason a newer server gives that this client does not know.
-    #[serde(other)]
     Unknown,
+}
+
+impl<'de> Deserialize<'de> for KickReason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // By hand rather than `#[serde(other)]`, which ts-rs cannot read.
+        Ok(match String::deserialize(deserializer)?.as_str() {
+            "replaced" => KickReason::Replaced,
+            "account_removed" => KickReason::AccountRemoved,
+            "shutdown" => KickReason::Shutdown,
+            _ => KickReason::Unknown,
+        })
+    }
 }
 
 impl KickReason {
