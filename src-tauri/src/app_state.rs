@@ -223,13 +223,16 @@ impl AppState {
             if let Some(sink) = sink {
                 engine.set_speaker(sink);
             }
-            let turned_on = (settings.camera_off_at_start && !before.camera_off_at_start) || (settings.microphone_muted_at_start && !before.microphone_muted_at_start);
-            if turned_on && engine.call_snapshot().events.is_empty() {
-                session::prepare_next_call(&engine, &settings).await;
+            if engine.call_snapshot().events.is_empty() {
+                session::between_calls_changed(&engine, &before, &settings).await;
             }
-            if (settings.camera, settings.video_resolution) != (before.camera, before.video_resolution) {
-                engine.set_camera_device(crate::video::camera_opener(&settings));
+            if settings.video_resolution != before.video_resolution {
+                // Read when the camera next opens, and by the next call: a running camera goes on.
+                *self.video.resolution.lock().unwrap_or_else(|p| p.into_inner()) = settings.video_resolution;
                 engine.set_video_resolution(settings.video_resolution);
+            }
+            if settings.camera != before.camera {
+                engine.set_camera_device(crate::video::camera_opener(&self.video, &settings));
             }
         }
         Ok(settings)

@@ -54,6 +54,7 @@ pub fn run() {
     let app_video = video::AppVideo {
         tiles: tiles.clone(),
         socket: frame_socket.as_ref().map(|s| api::FrameSocketInfo { port: s.port(), token: s.token().to_owned() }),
+        resolution: std::sync::Arc::default(),
     };
 
     let app = tauri::Builder::default()
@@ -104,7 +105,16 @@ pub fn run() {
                 // with it the WebKit web process (about 100 MiB, docs/BENCHMARKS.md): the tray,
                 // the banner or the mini window carry Hark until the tray's "Show" or an
                 // answered call makes the window anew. Without a tray, closing quits.
-                WindowEvent::Destroyed => windows::main_window_changed(window.app_handle()),
+                WindowEvent::Destroyed => {
+                    // The settings' camera preview went with the page that asked for it.
+                    let app = window.app_handle().clone();
+                    tauri::async_runtime::spawn(async move {
+                        if let Some(engine) = app.state::<AppState>().engine().await {
+                            engine.preview_camera(false);
+                        }
+                    });
+                    windows::main_window_changed(window.app_handle());
+                }
                 // GTK reports minimising and restoring as a move and a resize.
                 WindowEvent::Moved(_) | WindowEvent::Resized(_) | WindowEvent::Focused(true) => windows::main_window_changed(window.app_handle()),
                 _ => {}

@@ -72,7 +72,7 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
         processing: ProcessingSettings { echo_cancellation: settings.echo_cancellation, noise_suppression: settings.noise_suppression },
         watch_devices: true,
         receive_loss_percent: 0.0,
-        video: crate::video::engine_config(&app.state::<AppState>().video.tiles, settings),
+        video: crate::video::engine_config(&app.state::<AppState>().video, settings),
     });
     let welcome = async {
         while let Some(event) = events.recv().await {
@@ -122,6 +122,22 @@ pub async fn apply_settings(engine: &Engine, settings: &Settings) {
             }
         }
         Err(error) => tracing::warn!(?error, "bad ringtone setting"),
+    }
+}
+
+/// "Start calls with…" changed while no call goes on: turned on, the next call starts so; turned
+/// off, it starts with the camera on and the microphone open again.
+pub async fn between_calls_changed(engine: &Engine, before: &Settings, settings: &Settings) {
+    if settings.camera_off_at_start != before.camera_off_at_start || settings.microphone_muted_at_start != before.microphone_muted_at_start {
+        prepare_next_call(engine, settings).await;
+    }
+    if before.camera_off_at_start && !settings.camera_off_at_start {
+        if let Err(error) = engine.set_camera(true).await {
+            tracing::warn!(%error, "could not turn the camera back on for the next call");
+        }
+    }
+    if before.microphone_muted_at_start && !settings.microphone_muted_at_start {
+        engine.mute_microphone(false);
     }
 }
 

@@ -4,15 +4,16 @@
 //! The socket is bound before the window is built, so the page's CSP can name exactly its port
 //! ([`allow_in_csp`]). Remote people's pictures go to the tile named after them and our own
 //! camera's to [`hark_frames::SELF_TILE`]; the page shows the tiles it wants ([`hark_frames`]).
-//! The camera is the system's default one; `HARK_TEST_CAMERA` (`test-pattern`, `test-clock`,
-//! `file:PATH.y4m`) puts a synthetic one in its place for tests on machines without a camera.
+//! The camera is the one the settings name (the first listed by default); `HARK_TEST_CAMERA`
+//! (`test-pattern`, `test-clock`, `file:PATH.y4m`) puts a synthetic one in its place for tests on
+//! machines without a camera.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hark_engine::camera::{polled_lister, CameraInfo, Webcam};
 use hark_engine::engine::VideoConfig;
 use hark_engine::video::{CameraSpec, TestPatternSource, VideoSink, VideoSource, Y4mFileSource};
-use hark_engine::video_send::{ladder, CameraOpener};
+use hark_engine::video_send::{ladder, CameraOpener, VideoResolution};
 use hark_frames::{FrameSocket, FrameTiles, SELF_TILE};
 use hark_protocol::UserId;
 
@@ -28,6 +29,9 @@ pub struct AppVideo {
     /// Where the page finds the socket; `None` if it could not be bound (calls go on without
     /// pictures).
     pub socket: Option<FrameSocketInfo>,
+    /// The 1:1 resolution setting, read each time the camera opens (a change of it alone must not
+    /// reopen a running camera).
+    pub resolution: Arc<Mutex<VideoResolution>>,
 }
 
 /// Binds the frame socket (before the window exists).
@@ -47,13 +51,21 @@ pub fn allow_in_csp(config: &mut tauri::Config, source: &str) {
     let Some(csp) = config.app.security.csp.as_mut() else { return };
     match csp {
         Csp::DirectiveMap(directives) => {
-            directives.entry("connect-src".into()).or_insert_with(|| CspDirectiveSources::List(Vec::new())).push(source);
+            // A new connect-src replaces default-src for connections: it starts from it.
+            let fallback = directives.get("default-src").cloned().unwrap_or(CspDirectiveSources::List(Vec::new()));
+            directives.entry("connect-src".into()).or_insert(fallback).push(source);
         }
         Csp::Policy(policy) => {
-            *policy = match policy.find("connect-src") {
-                Some(at) => format!("{}connect-src {source} {}", &policy[..at], &policy[at + "connect-src".len()..].trim_start()),
-                None => format!("{policy}; connect-src {source}"),
-            };
+            let mut directives: Vec<String> = policy.split(';').map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect();
+            let named = |d: &String, name: &str| d.split_whitespace().next() == Some(name);
+            match directives.iter_mut().find(|d| named(d, "connect-src")) {
+                Some(connect) => connect.push_str(&format!(" {source}")),
+                None => {
+                    let fallback = directives.iter().find(|d| named(d, "default-src")).map(|d| d["default-src".len()..].trim().to_owned()).unwrap_or_default();
+                    directives.push(format!("connect-src {fallback} {source}").replace("  ", " "));
+                }
+            }
+            *policy = directives.join("; ");
         }
     }
 }
@@ -78,23 +90,25 @@ pub fn cameras() -> Vec<CameraInfo> {
     }
 }
 
-/// Opens the camera the settings name, asking it for the size 1:1 calls send at.
-pub fn camera_opener(settings: &Settings) -> CameraOpener {
-    let top = ladder(2, settings.video_resolution, false).0;
+/// Opens the camera the settings name, asking it for the size 1:1 calls send at when it opens.
+pub fn camera_opener(video: &AppVideo, settings: &Settings) -> CameraOpener {
+    let resolution = Arc::clone(&video.resolution);
+    let top = move || ladder(2, *resolution.lock().unwrap_or_else(|p| p.into_inner()), false).0;
     let device = settings.camera;
     match test_camera() {
-        Some(CameraSpec::TestPattern) => Arc::new(move || Ok(Box::new(TestPatternSource::new(top)) as Box<dyn VideoSource>)),
-        Some(CameraSpec::TestClock) => Arc::new(move || Ok(Box::new(TestPatternSource::clock(top)) as Box<dyn VideoSource>)),
+        Some(CameraSpec::TestPattern) => Arc::new(move || Ok(Box::new(TestPatternSource::new(top())) as Box<dyn VideoSource>)),
+        Some(CameraSpec::TestClock) => Arc::new(move || Ok(Box::new(TestPatternSource::clock(top())) as Box<dyn VideoSource>)),
         Some(CameraSpec::File(path)) => Arc::new(move || Ok(Box::new(Y4mFileSource::open(&path)?) as Box<dyn VideoSource>)),
-        _ => Arc::new(move || Ok(Box::new(Webcam::open(device, top)?) as Box<dyn VideoSource>)),
+        _ => Arc::new(move || Ok(Box::new(Webcam::open(device, top())?) as Box<dyn VideoSource>)),
     }
 }
 
 /// Where an engine's pictures go and where its camera comes from.
-pub fn engine_config(tiles: &FrameTiles, settings: &Settings) -> VideoConfig {
-    let (remote, own) = (tiles.clone(), tiles.clone());
+pub fn engine_config(video: &AppVideo, settings: &Settings) -> VideoConfig {
+    *video.resolution.lock().unwrap_or_else(|p| p.into_inner()) = settings.video_resolution;
+    let (remote, own) = (video.tiles.clone(), video.tiles.clone());
     VideoConfig {
-        camera: Some(camera_opener(settings)),
+        camera: Some(camera_opener(video, settings)),
         sinks: Arc::new(move |user: &UserId, _| Box::new(remote.sink(user)) as Box<dyn VideoSink>),
         preview: Arc::new(move || Box::new(own.sink(SELF_TILE)) as Box<dyn VideoSink>),
         resolution: settings.video_resolution,
@@ -116,11 +130,16 @@ mod tests {
         assert_eq!(connect, "connect-src ipc: http://ipc.localhost ws://127.0.0.1:40123");
         assert!(!csp.contains("ws://127.0.0.1:*") && !csp.contains("ws:;"), "no wildcard: {csp}");
 
-        let mut policy = tauri::utils::config::Csp::Policy("default-src 'self'; connect-src ipc:".into());
-        let mut config = tauri::Config::default();
-        config.app.security.csp = Some(policy.clone());
-        allow_in_csp(&mut config, "ws://127.0.0.1:1");
-        policy = config.app.security.csp.unwrap();
-        assert_eq!(policy.to_string(), "default-src 'self'; connect-src ws://127.0.0.1:1 ipc:");
+        let policy = |text: &str| {
+            let mut config = tauri::Config::default();
+            config.app.security.csp = Some(tauri::utils::config::Csp::Policy(text.into()));
+            allow_in_csp(&mut config, "ws://127.0.0.1:1");
+            config.app.security.csp.unwrap().to_string()
+        };
+        assert_eq!(policy("default-src 'self'; connect-src ipc:"), "default-src 'self'; connect-src ipc: ws://127.0.0.1:1");
+        // No connect-src: one is made from default-src, which it replaces for connections.
+        assert_eq!(policy("default-src 'self' ipc:; img-src data:"), "default-src 'self' ipc:; img-src data:; connect-src 'self' ipc: ws://127.0.0.1:1");
+        // A directive merely named like it is not it.
+        assert_eq!(policy("default-src 'self'; x-connect-src a"), "default-src 'self'; x-connect-src a; connect-src 'self' ws://127.0.0.1:1");
     }
 }

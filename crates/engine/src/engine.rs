@@ -26,7 +26,7 @@ use crate::media::{AudioPipeline, Devices, MediaReport};
 use crate::peer::{MediaKind, PeerCommand, PeerEvent, PeerLink, PeerSettings, VideoOutlet};
 use crate::video::{NoVideo, VideoSink};
 use crate::video_receive::VideoReceiveReport;
-use crate::video_send::{CameraOpener, VideoResolution, VideoSendReport, VideoSender};
+use crate::video_send::{one_at_a_time, CameraInUse, CameraOpener, VideoResolution, VideoSendReport, VideoSender};
 use crate::voice_processing::ProcessingSettings;
 use crate::sound_card::{DeviceInfo, DeviceWatcher, Direction, MicrophoneSource, SpeakerSink};
 use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneErrorCode, RingtoneEvent, RingtoneKind, RingtonePlayer};
@@ -375,6 +375,7 @@ impl Engine {
             video: config.video,
             video_sender: None,
             previewing: false,
+            camera_in_use: Arc::default(),
             sender_is_preview: false,
             video_outlets: HashMap::new(),
             video_send_reports: video_send_tx,
@@ -654,10 +655,13 @@ struct EngineTask {
     /// Whether each remote person's video was last said to be flowing, so each change is said
     /// once whether it came from their camera signal or from the frames.
     video_shown: HashMap<UserId, bool>,
-    /// Our video sender while a video call is connected and a camera is configured.
+    /// Our video sender while a video call is connected (or ours rings), or the settings'
+    /// preview runs outside calls, and a camera is configured.
     video_sender: Option<VideoSender>,
     /// The camera preview was asked for outside a call (a settings page).
     previewing: bool,
+    /// Whether a camera is open: a new one waits for the last to be let go.
+    camera_in_use: Arc<CameraInUse>,
     /// The running sender was started for the preview (no call), with the camera on whatever
     /// `camera_on` says.
     sender_is_preview: bool,
@@ -717,7 +721,8 @@ impl EngineTask {
                 if let Command::Camera { on } = command {
                     self.set_camera_on(on);
                     self.camera_off_by_failure = false;
-                    if let Some(sender) = &self.video_sender {
+                    // The settings' preview shows the camera whatever calls start with.
+                    if let Some(sender) = self.video_sender.as_ref().filter(|_| !self.sender_is_preview) {
                         sender.set_enabled(on);
                     }
                 }
@@ -742,7 +747,7 @@ impl EngineTask {
             Request::Camera(camera) => {
                 self.video.camera = Some(Arc::clone(&camera));
                 match &self.video_sender {
-                    Some(sender) => sender.set_camera(camera),
+                    Some(sender) => sender.set_camera(one_at_a_time(camera, &self.camera_in_use)),
                     // A video call held without a camera starts sending now.
                     None => self.follow_media(),
                 }
@@ -865,8 +870,9 @@ impl EngineTask {
             VideoSendReport::CameraFailed(message) => {
                 self.emit(EngineEvent::CameraError { message });
                 // A failed camera counts as turned off: the others are told at once (rather than
-                // noticing after a while without pictures), and turning it on again retries.
-                if self.camera_on {
+                // noticing after a while without pictures), and turning it on again retries. A
+                // failed preview is only said: no call is told anything.
+                if self.camera_on && !self.sender_is_preview {
                     self.set_camera_on(false);
                     self.camera_off_by_failure = true;
                     if let Some(sender) = &self.video_sender {
@@ -904,8 +910,9 @@ impl EngineTask {
         self.emit(if shown { EngineEvent::RemoteVideoAvailable { user } } else { EngineEvent::RemoteVideoUnavailable { user } });
     }
 
-    /// Follows the call's media: a connected video call runs the sender (the camera opens), and
-    /// anything else stops it (the camera is released).
+    /// Follows the call's media: a video call (connected, or ours while it rings) runs the sender
+    /// (the camera opens), as does the settings' preview when no call has media; anything else
+    /// stops it (the camera is released).
     fn follow_media(&mut self) {
         let preview = self.media.is_none() && self.previewing;
         let wanted = (self.media == Some(Media::Video) || preview) && self.video.camera.is_some();
@@ -920,7 +927,7 @@ impl EngineTask {
             (None, true) => {
                 let camera = self.video.camera.clone().expect("checked");
                 let sender = VideoSender::start(
-                    camera,
+                    one_at_a_time(camera, &self.camera_in_use),
                     self.camera_on || preview,
                     self.peers.len() + 1,
                     self.video.resolution,

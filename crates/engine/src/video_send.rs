@@ -45,6 +45,86 @@ pub const CAMERA_STALL: Duration = Duration::from_secs(3);
 /// Opens the camera (called on the capture thread, which then owns it).
 pub type CameraOpener = Arc<dyn Fn() -> Result<Box<dyn VideoSource>, VideoDeviceError> + Send + Sync>;
 
+/// How long a camera being opened waits for its last user to let go of it.
+pub const CAMERA_HANDOVER: Duration = Duration::from_secs(3);
+
+/// Whether this engine's camera is open now: one engine opens one camera at a time.
+///
+/// A capture that is stopped lets go of its camera at its next picture, on its own thread, while
+/// a new capture (the call taking over from the settings' preview, a switched camera, the camera
+/// turned back on) may already be opening it; a second open of a streaming V4L2 device fails as
+/// busy. So each opening waits until the last source is dropped.
+#[derive(Default)]
+pub struct CameraInUse {
+    open: Mutex<bool>,
+    released: Condvar,
+}
+
+/// `camera`, opened only once the last camera opened through `in_use` was dropped (waiting up to
+/// [`CAMERA_HANDOVER`]; a camera stuck in its driver is reported rather than waited for).
+pub fn one_at_a_time(camera: CameraOpener, in_use: &Arc<CameraInUse>) -> CameraOpener {
+    let in_use = Arc::clone(in_use);
+    Arc::new(move || {
+        {
+            let open = in_use.open.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut open, waited) = in_use.released.wait_timeout_while(open, CAMERA_HANDOVER, |open| *open).unwrap_or_else(|p| p.into_inner());
+            if waited.timed_out() && *open {
+                return Err(VideoDeviceError::Open { device: "camera".into(), reason: "still held by its last capture".into() });
+            }
+            *open = true;
+        }
+        match camera() {
+            Ok(source) => Ok(Box::new(HeldCamera { source: Some(source), in_use: Arc::clone(&in_use) }) as Box<dyn VideoSource>),
+            Err(e) => {
+                in_use.release();
+                Err(e)
+            }
+        }
+    })
+}
+
+impl CameraInUse {
+    fn release(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.released.notify_all();
+    }
+}
+
+/// A camera that says when it is let go.
+struct HeldCamera {
+    /// Always `Some` until dropped.
+    source: Option<Box<dyn VideoSource>>,
+    in_use: Arc<CameraInUse>,
+}
+
+impl VideoSource for HeldCamera {
+    fn next_frame(&mut self) -> Result<I420Frame, VideoDeviceError> {
+        match self.source.as_mut() {
+            Some(source) => source.next_frame(),
+            None => Err(VideoDeviceError::Lost { device: "camera".into(), reason: "released".into() }),
+        }
+    }
+    fn format(&self) -> VideoFormat {
+        self.source.as_ref().map_or(VideoFormat::DEFAULT, |s| s.format())
+    }
+    fn request_format(&mut self, wanted: VideoFormat) {
+        if let Some(source) = self.source.as_mut() {
+            source.request_format(wanted);
+        }
+    }
+    fn name(&self) -> String {
+        self.source.as_ref().map_or_else(String::new, |s| s.name())
+    }
+}
+
+impl Drop for HeldCamera {
+    fn drop(&mut self) {
+        // The device is closed first, then the next opener may go.
+        drop(self.source.take());
+        self.in_use.release();
+    }
+}
+
 /// What the sender reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VideoSendReport {

@@ -2,7 +2,7 @@
 //! and real VP8: the cameras are moving test patterns that stamp each frame's number, and each far
 //! end reads the numbers back from what it decoded.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,10 +73,12 @@ impl VideoSink for Both {
     }
 }
 
-/// A test pattern that says when it is dropped (the camera released).
+/// A test pattern that says when it is dropped (the camera released), and counts how many are
+/// open at once (a real device opened twice is busy).
 struct WatchedCamera {
     inner: TestPatternSource,
     open: Arc<AtomicBool>,
+    open_now: Arc<AtomicUsize>,
 }
 
 impl VideoSource for WatchedCamera {
@@ -96,6 +98,7 @@ impl VideoSource for WatchedCamera {
 
 impl Drop for WatchedCamera {
     fn drop(&mut self) {
+        self.open_now.fetch_sub(1, Ordering::SeqCst);
         self.open.store(false, Ordering::SeqCst);
     }
 }
@@ -124,6 +127,8 @@ struct Person {
     cameras: Arc<Mutex<Vec<CameraInfo>>>,
     /// Our own pictures, as the self view gets them.
     preview: Seen,
+    /// The most cameras open at once so far.
+    most_open: Arc<AtomicUsize>,
 }
 
 impl Person {
@@ -148,6 +153,8 @@ impl Person {
         let (all, per_person) = (seen.clone(), Arc::clone(&seen_of));
         let preview = Seen::default();
         let own = preview.clone();
+        let (open_now, most_open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (counting, most) = (Arc::clone(&open_now), Arc::clone(&most_open));
         let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 3600;
         let config = EngineConfig {
             signaling: SignalingConfig {
@@ -169,7 +176,9 @@ impl Person {
                         return Err(VideoDeviceError::Open { device: "/dev/video0".into(), reason: "Device or resource busy".into() });
                     }
                     open.store(true, Ordering::SeqCst);
-                    Ok(Box::new(WatchedCamera { inner: TestPatternSource::new(VideoFormat::DEFAULT), open: Arc::clone(&open) }) as Box<dyn VideoSource>)
+                    most.fetch_max(counting.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    Ok(Box::new(WatchedCamera { inner: TestPatternSource::new(VideoFormat::DEFAULT), open: Arc::clone(&open), open_now: Arc::clone(&counting) })
+                        as Box<dyn VideoSource>)
                 })),
                 sinks: Arc::new(move |user: &UserId, _| {
                     let mine = per_person.lock().unwrap().entry(user.clone()).or_default().clone();
@@ -181,7 +190,7 @@ impl Person {
             },
         };
         let (engine, events) = Engine::start(config);
-        let mut person = Person { engine, events, seen, seen_of, camera_open, heard, cameras, preview };
+        let mut person = Person { engine, events, seen, seen_of, camera_open, heard, cameras, preview, most_open };
         person.wait_for(|e| matches!(e, EngineEvent::SignedIn { .. })).await;
         person
     }
@@ -254,7 +263,7 @@ async fn two_engines_see_each_others_video_then_go_down_to_audio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caller_sees_their_own_camera_while_a_video_call_rings_and_nothing_is_sent() {
     let (_server, base, _dir, secret) = start_server().await;
-    let mut alice = Person::start(&base, &secret, "alice").await;
+    let alice = Person::start(&base, &secret, "alice").await;
     let mut bob = Person::start(&base, &secret, "bob").await;
     alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
     bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { media: Media::Video, .. }))).await;
@@ -334,12 +343,23 @@ async fn the_camera_preview_runs_outside_calls_and_a_call_takes_it_over() {
         assert!(back.elapsed() < Duration::from_secs(1), "the preview did not come back");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // With the camera on, the call's capture takes the camera straight from the preview's.
+    alice.engine.set_camera(true).await.unwrap();
+    alice.engine.call(vec!["bob".into()], Media::Video, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    let since = Instant::now() + Duration::from_millis(500);
+    tokio::time::sleep_until((since + window).into()).await;
+    assert_flowing("alice's preview while her call rings", &alice.preview, since, window, 25.0, (640, 360));
+    alice.engine.hangup().await.unwrap();
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+
     alice.engine.preview_camera(false);
     let asked = Instant::now();
     while alice.camera_open.load(Ordering::SeqCst) {
         assert!(asked.elapsed() < Duration::from_secs(1), "camera still open after the preview ended");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(alice.most_open.load(Ordering::SeqCst), 1, "each camera was let go before the next was opened");
 }
 
 /// A group video call of `size` (one machine): each person decodes every other's video, at the
@@ -579,14 +599,20 @@ async fn switching_to_a_portrait_camera_mid_call_releases_the_old_one_and_the_fa
     // A phone held upright, say: 360x640.
     let second_open = Arc::new(AtomicBool::new(false));
     let open = Arc::clone(&second_open);
+    // The first camera must be let go before the second opens (a V4L2 device opened twice is busy).
+    let (first_open, overlapped) = (Arc::clone(&alice.camera_open), Arc::new(AtomicBool::new(false)));
+    let seen_overlap = Arc::clone(&overlapped);
     alice.engine.set_camera_device(Arc::new(move || {
+        seen_overlap.fetch_or(first_open.load(Ordering::SeqCst), Ordering::SeqCst);
         open.store(true, Ordering::SeqCst);
         let portrait = VideoFormat { width: 360, height: 640, fps: 30 };
-        Ok(Box::new(WatchedCamera { inner: TestPatternSource::new(portrait), open: Arc::clone(&open) }) as Box<dyn VideoSource>)
+        let open_now = Arc::new(AtomicUsize::new(1));
+        Ok(Box::new(WatchedCamera { inner: TestPatternSource::new(portrait), open: Arc::clone(&open), open_now }) as Box<dyn VideoSource>)
     }));
     let switched = Instant::now();
     let started = alice.wait_for(|e| matches!(e, EngineEvent::CameraStarted { .. })).await;
     assert!(format!("{started:?}").contains("watched-test-pattern"), "{started:?}");
+    assert!(!overlapped.load(Ordering::SeqCst), "the new camera opened while the old one was still open");
     let deadline = switched + Duration::from_secs(1);
     loop {
         let upright = bob.seen.since(switched).iter().any(|(_, n, w, h)| n.is_some() && (*w, *h) == (360, 640));

@@ -35,6 +35,9 @@ use crate::tiles::{Fit, FrameTiles, Shown};
 /// window and settings, and a reloaded page's leftovers).
 pub const MAX_CONNECTIONS: usize = 32;
 
+/// How long a connection may take to finish its WebSocket handshake.
+pub const HANDSHAKE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The largest box a page may ask for: 8K, far beyond any picture a call carries.
 const MAX_SIDE: u32 = 8192;
 
@@ -145,7 +148,8 @@ impl Guard {
             return Err(refuse(StatusCode::FORBIDDEN, "wrong token"));
         }
         let name = request.uri().path().strip_prefix("/tiles/").unwrap_or("");
-        let valid = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+        // User ids (lowercase letters, digits, `._-`) and the app's own `_self`.
+        let valid = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !valid {
             return Err(refuse(StatusCode::NOT_FOUND, "no such tile"));
         }
@@ -166,11 +170,18 @@ async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer
     };
     // A page's messages are a few dozen bytes.
     let config = WebSocketConfig::default().max_message_size(Some(1024)).max_frame_size(Some(1024));
-    let mut ws = match tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await {
-        Ok(ws) => ws,
-        Err(error) => {
+    // A connection holds one of the few places from its first byte: one that never finishes its
+    // handshake must not keep it.
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config));
+    let mut ws = match tokio::time::timeout(HANDSHAKE_TIME, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(error)) => {
             // Said at info: a page refused here shows no video, and this is where to look.
             info!(%error, "frame socket handshake refused");
+            return;
+        }
+        Err(_) => {
+            debug!("frame socket handshake not finished in time");
             return;
         }
     };

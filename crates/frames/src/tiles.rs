@@ -15,8 +15,8 @@ use hark_engine::video::VideoSink;
 use hark_video::I420Frame;
 use tokio::sync::watch;
 
-/// The tile of our own camera.
-pub const SELF_TILE: &str = "self";
+/// The tile of our own camera: a name no user id can have (they start with a letter or digit).
+pub const SELF_TILE: &str = "_self";
 
 /// At most this many tiles are kept (nine people, ourselves and room for the mini window's and
 /// a reloaded page's names): a page cannot make the app hold memory without bound.

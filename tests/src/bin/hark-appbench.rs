@@ -215,9 +215,12 @@ async fn main() -> Result<()> {
     web.wait("[data-testid=mini-hangup]", SHORT).await?;
     tokio::time::sleep(SETTLE).await;
     let minimised = settled_memory(&app).await;
-    web.click_closing_window("[data-testid=mini-hangup]", SHORT).await?;
+    // Back to the call view (the main window comes back, the mini window goes), and hang up there.
+    web.click_closing_window("[data-testid=mini-back]", SHORT).await?;
     web.switch_to(&main).await?;
     wait_for("the mini window to close", SHORT, || async { Ok((!web.windows().await?.contains(&mini)).then_some(())) }).await?;
+    web.click_css("[data-testid=hangup]", SHORT).await?;
+    wait_for("the call view to close", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
 
     let paths = frame_path(&fixture, &web, &app).await?;
     let video = video_call(&fixture, &web, &app, &cli, &main).await?;
@@ -289,7 +292,8 @@ async fn main() -> Result<()> {
 /// leaves the settings page showing (its camera preview running).
 async fn set_720p(fixture: &AppUnderTest, web: &hark_e2e::WebDriver) -> Result<()> {
     web.click_css("[data-testid=nav-settings]", SHORT).await?;
-    web.execute("const s = document.querySelector('[data-testid=settings-resolution]'); s.value = '720p'; s.dispatchEvent(new Event('change')); return true;").await?;
+    web.wait("[data-testid=settings-resolution]", SHORT).await?;
+    web.execute("const s = document.querySelector('[data-testid=settings-resolution]'); s.value = '720p'; s.dispatchEvent(new Event('change', { bubbles: true })); return true;").await?;
     let settings_file = fixture.home.path().join("config/hark/settings.json");
     wait_for("720p to be saved", SHORT, || async { Ok(std::fs::read_to_string(&settings_file).ok().filter(|s| s.contains("\"720p\"")).map(|_| ())) }).await?;
     web.wait("[data-testid=camera-preview][data-video=true]", SHORT).await.map(|_| ())
@@ -298,11 +302,12 @@ async fn set_720p(fixture: &AppUnderTest, web: &hark_e2e::WebDriver) -> Result<(
 /// CPU % of one core of the app's whole tree over 10 s.
 async fn app_cpu(app: &Path) -> f64 {
     let tree = app_tree(app);
-    let before: u64 = tree.iter().map(|&pid| cpu_ticks(pid)).sum();
+    let before: Vec<u64> = tree.iter().map(|&pid| cpu_ticks(pid)).collect();
     let measured = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let after: u64 = tree.iter().map(|&pid| cpu_ticks(pid)).sum();
-    (after - before) as f64 / 100.0 / measured.elapsed().as_secs_f64() * 100.0
+    // A process that ended meanwhile reads 0: it counts for nothing rather than underflowing.
+    let used: u64 = tree.iter().zip(&before).map(|(&pid, &then)| cpu_ticks(pid).saturating_sub(then)).sum();
+    used as f64 / 100.0 / measured.elapsed().as_secs_f64() * 100.0
 }
 
 /// Opens `tiles` canvases of `width`x`height` in the main window, each reading our camera's

@@ -223,12 +223,12 @@ describe('video call', () => {
       await page.getByTestId('call-video-bob').click();
       await emit(page, { event: 'dialing', call_id: 'c1', invitees: ['bob'] });
       // Our camera shows large while it rings, mirrored, behind the callee's name.
-      await until(() => frames.openPages('self').some((p) => p.sizes.length > 0), 'the self tile to connect and say its size');
-      frames.show('self', solidPicture(320, 180, RED.yuv));
+      await until(() => frames.openPages('_self').some((p) => p.sizes.length > 0), 'the self tile to connect and say its size');
+      frames.show('_self', solidPicture(320, 180, RED.yuv));
       await page.locator('[data-testid="tile-me"][data-video="true"]').waitFor();
       await untilDrawn(page, 'video-self', RED.rgb, 'the preview is the red picture sent');
       const large = await page.locator('.large [data-testid="tile-me"]').boundingBox();
-      const said = frames.openPages('self').at(-1).sizes.at(-1);
+      const said = frames.openPages('_self').at(-1).sizes.at(-1);
       assert.ok(large && Math.abs(said.width - large.width) <= 2 && Math.abs(said.height - large.height) <= 2, `the tile's size in device pixels is said: ${JSON.stringify(said)} for ${JSON.stringify(large)}`);
       assert.equal(said.fit, 'contain');
       assert.match(await page.getByTestId('video-self').evaluate((c) => getComputedStyle(c).transform), /matrix\(-1/, 'our own picture is mirrored');
@@ -336,8 +336,8 @@ describe('video settings and the test call', () => {
 
       await page.getByTestId('nav-settings').click();
       await until(() => scenario.callsOf('preview_camera').some((a) => a.on), 'the preview to be asked for');
-      await until(() => frames.openPages('self').some((p) => p.sizes.length > 0), 'the preview tile to connect');
-      frames.show('self', solidPicture(320, 180, BLUE.yuv));
+      await until(() => frames.openPages('_self').some((p) => p.sizes.length > 0), 'the preview tile to connect');
+      frames.show('_self', solidPicture(320, 180, BLUE.yuv));
       await page.locator('[data-testid="camera-preview"][data-video="true"]').waitFor();
       await untilDrawn(page, 'video-self', BLUE.rgb, 'the preview shows the camera');
       await page.getByTestId('settings-camera').selectOption('2');

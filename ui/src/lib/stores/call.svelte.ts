@@ -306,10 +306,14 @@ export class CallStore {
     }
   }
 
-  /** Whether `user`'s tile shows video (ourselves: our camera; others: their video flows). */
+  /**
+   * Whether `user`'s tile shows video (ourselves: our camera; others: unless their video stopped).
+   * Not known yet counts as shown: a window opened mid-call did not hear that it started, and a
+   * tile keeps the avatar until a picture actually comes.
+   */
   showsVideo(user: string): boolean {
     if (this.media !== 'video') return false;
-    return user === this.me ? this.cameraOn : (this.videoOf[user] ?? false);
+    return user === this.me ? this.cameraOn : (this.videoOf[user] ?? true);
   }
 
   /** The engine's network-quality event: whether the link is weak is the engine's word. */

@@ -461,10 +461,13 @@ describe('catching up with a call that began before the window listened', () => 
 });
 
 describe('video', () => {
-  test('who shows video: our camera, and each person whose video flows, in a video call only', async () => {
+  test('who shows video: our camera, and each person unless their video stopped, in a video call only', async () => {
     await call.place(['bob'], 'video');
     call.handle({ event: 'dialing', call_id: 'c1', invitees: ['bob'] });
     expect(call.showsVideo('me')).toBe(true);
+    // Not known yet: the tile is ready (it keeps the avatar until a picture comes).
+    expect(call.showsVideo('bob')).toBe(true);
+    call.video({ event: 'remote_video_unavailable', user: 'bob' });
     expect(call.showsVideo('bob')).toBe(false);
     call.handle({ event: 'call_began', call_id: 'c1', media: 'video', connected_at: clock.now() });
     call.video({ event: 'first_remote_video_frame', user: 'bob' });

@@ -79,8 +79,8 @@ function rig() {
 describe('FrameFeed', () => {
   test('says the size, draws at the next repaint, then asks for the next picture; a burst draws only the newest', () => {
     const { sockets, host, shown, repaint } = rig();
-    const feed = new FrameFeed({ port: 4100, token: 'abc' }, 'alice@x', (p) => shown.push(p), host);
-    expect(sockets[0].url).toBe('ws://127.0.0.1:4100/tiles/alice%40x?token=abc');
+    const feed = new FrameFeed({ port: 4100, token: 'abc' }, 'alice.x', (p) => shown.push(p), host);
+    expect(sockets[0].url).toBe('ws://127.0.0.1:4100/tiles/alice.x?token=abc');
     expect(sockets[0].binaryType).toBe('arraybuffer');
     feed.resize(639.6, 360.2, 'cover');
     sockets[0].open();
@@ -103,6 +103,19 @@ describe('FrameFeed', () => {
     sockets[0].deliver(new ArrayBuffer(2));
     repaint();
     expect(shown).toHaveLength(2);
+    feed.close();
+  });
+
+  test('a picture that fails to draw still asks for the next one', () => {
+    const { sockets, host, repaint } = rig();
+    const feed = new FrameFeed({ port: 1, token: 't' }, 'bob', () => {
+      throw new Error('cannot draw');
+    }, host);
+    feed.resize(64, 36, 'cover');
+    sockets[0].open();
+    sockets[0].deliver(message(4, 2, 1));
+    expect(() => repaint()).toThrow('cannot draw');
+    expect(sockets[0].sent.at(-1)).toEqual({ type: 'next' });
     feed.close();
   });
 

@@ -15,6 +15,9 @@ export const RECONNECT_MS = 1000;
 
 export type Fit = 'contain' | 'cover';
 
+/** Our own camera's tile (crates/frames' SELF_TILE: no user id starts with `_`). */
+export const SELF_TILE = '_self';
+
 export interface Picture {
   width: number;
   height: number;
@@ -136,8 +139,12 @@ export class FrameFeed {
     const picture = this.pending;
     this.pending = undefined;
     if (picture === undefined || this.closed) return;
-    this.show(picture);
-    this.send({ type: 'next' });
+    try {
+      this.show(picture);
+    } finally {
+      // Asked for even when drawing failed: one bad picture must not stop the tile.
+      this.send({ type: 'next' });
+    }
   }
 
   private send(message: object): void {
