@@ -322,7 +322,7 @@ for (let i = 0; i < tiles; i++) {
   canvas.style.cssText = `position:fixed;z-index:1000;left:${(i % 3) * (width + 4)}px;top:${Math.floor(i / 3) * (height + 4)}px;width:${width}px;height:${height}px`;
   document.body.append(canvas);
   const context = canvas.getContext('2d');
-  const socket = new WebSocket(`ws://127.0.0.1:${info.port}/tiles/self?token=${info.token}`);
+  const socket = new WebSocket(`ws://127.0.0.1:${info.port}/tiles/_self?token=${info.token}`);
   socket.binaryType = 'arraybuffer';
   socket.onopen = () => socket.send(JSON.stringify({ type: 'size', width, height, fit: 'contain' }));
   socket.onmessage = (message) => requestAnimationFrame(() => {

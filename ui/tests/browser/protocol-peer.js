@@ -224,6 +224,9 @@ export class HarkPeer {
   addLocalTracks(pc) {
     for (const kind of ['audio', 'video']) {
       for (const track of this.local.getTracks().filter((t) => t.kind === kind)) {
+        // `keepResolution`: a benchmark holding a 720p call keeps it at 720p on a busy machine
+        // (Chromium otherwise trades resolution for frame rate), as Hark does.
+        if (kind === 'video' && this.keepResolution) track.contentHint = 'detail';
         const sender = pc.addTrack(track, this.local);
         if (this.insertable) this.passOrSpoil(sender, kind);
       }

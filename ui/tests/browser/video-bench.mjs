@@ -289,6 +289,7 @@ async function headedPair(site, base, dir) {
   if (made.status !== 0) throw new Error(`hark-cli test-pattern: ${made.stderr}`);
   const ca = await chromiumSide(site, base, 'ca', camera, [1280, 720], false, true);
   const cb = await chromiumSide(site, base, 'cb', camera, [1280, 720], false, true);
+  for (const side of [ca, cb]) await side.page.evaluate(() => (window.peer.keepResolution = true));
   const first = [];
   for (let n = 0; n < options.calls; n++) {
     await chromiumCall(ca, cb);
