@@ -119,6 +119,18 @@ describe('FrameFeed', () => {
     feed.close();
   });
 
+  test('a tile gone while its socket connects closes it once open, and draws nothing', () => {
+    const { sockets, host, shown, repaint } = rig();
+    const feed = new FrameFeed({ port: 1, token: 't' }, 'bob', (p) => shown.push(p), host);
+    feed.close();
+    expect(sockets[0].readyState).toBe(0);
+    sockets[0].open();
+    expect(sockets[0].readyState).toBe(3);
+    sockets[0].deliver(message(4, 2, 1));
+    repaint();
+    expect(shown).toEqual([]);
+  });
+
   test('a dropped socket is opened again after a second, and not after close', () => {
     const { clock, sockets, host } = rig();
     const feed = new FrameFeed({ port: 1, token: 't' }, 'self', () => undefined, host);

@@ -105,8 +105,13 @@ export class FrameFeed {
   close(): void {
     this.closed = true;
     if (this.retry !== null) this.host.clearTimeout(this.retry);
-    this.socket?.close();
+    const socket = this.socket;
     this.socket = null;
+    if (!socket) return;
+    socket.onmessage = null;
+    // A socket closed while it connects makes the browser warn: close it once it is open.
+    if (socket.readyState === 0) socket.onopen = () => socket.close();
+    else socket.close();
   }
 
   private connect(): void {
