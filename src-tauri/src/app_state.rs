@@ -111,7 +111,13 @@ impl AppState {
     /// Whether a call we placed or answered goes on (what the call view, or the mini window in
     /// its stead, shows), read without waiting: `false` while a sign-in holds the session.
     pub(crate) fn call_shown_now(&self) -> bool {
-        self.session.try_lock().ok().and_then(|slot| slot.as_ref().map(|session| session.engine.call_snapshot().placed_or_answered)).unwrap_or(false)
+        self.call_now().is_some_and(|call| call.placed_or_answered)
+    }
+
+    /// The call going on, read without waiting: `None` signed out or while a sign-in holds the
+    /// session.
+    pub(crate) fn call_now(&self) -> Option<CallSnapshot> {
+        self.session.try_lock().ok().and_then(|slot| slot.as_ref().map(|session| session.engine.call_snapshot()))
     }
 
     /// The call going on now (none when signed out), as the engine records it.

@@ -133,7 +133,7 @@ pub fn main_window_changed(app: &AppHandle) {
     } else if app.get_webview_window(MINI).is_none() {
         tracing::info!("call view out of sight: opening the mini window");
         // A video call's mini window shows the other person's picture above the controls.
-        let video = app.state::<AppState>().session.try_lock().ok().and_then(|slot| slot.as_ref().map(|s| s.engine.call_snapshot().is_video())).unwrap_or(false);
+        let video = app.state::<AppState>().call_now().is_some_and(|call| call.is_video());
         open_floating(app, if video { &MINI_VIDEO_WINDOW } else { &MINI_WINDOW });
     }
 }

@@ -195,13 +195,7 @@ async fn main() -> Result<()> {
     web.type_into("[data-testid=dial-input]", "echo").await?;
     web.click_css("[data-testid=dial-audio]", SHORT).await?;
     web.wait_text("[data-testid=call-timer]", Duration::from_secs(40), |t| t.contains("00:12")).await?;
-    let tree = app_tree(&app);
-    let ticks_before: u64 = tree.iter().map(|&pid| cpu_ticks(pid)).sum();
-    let measured = Instant::now();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let ticks_after: u64 = tree.iter().map(|&pid| cpu_ticks(pid)).sum();
-    let ticks_per_second = 100.0; // USER_HZ on Linux
-    let cpu_percent = (ticks_after - ticks_before) as f64 / ticks_per_second / measured.elapsed().as_secs_f64() * 100.0;
+    let cpu_percent = app_cpu(&app).await;
     let in_call = settled_memory(&app).await;
 
     // The same call with the window minimised: the mini window floats.
@@ -307,14 +301,15 @@ async fn app_cpu(app: &Path) -> f64 {
     tokio::time::sleep(Duration::from_secs(10)).await;
     // A process that ended meanwhile reads 0: it counts for nothing rather than underflowing.
     let used: u64 = tree.iter().zip(&before).map(|(&pid, &then)| cpu_ticks(pid).saturating_sub(then)).sum();
-    used as f64 / 100.0 / measured.elapsed().as_secs_f64() * 100.0
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    used as f64 / ticks_per_second / measured.elapsed().as_secs_f64() * 100.0
 }
 
 /// Opens `tiles` canvases of `width`x`height` in the main window, each reading our camera's
 /// tile from the frame socket as the app's own tiles do (its size said, each picture drawn at
 /// the next animation frame as a VideoFrame, then the next asked for), and counts what is drawn.
+/// The script's body; [`open_canvases`] puts the sizes in front of it.
 const OPEN_CANVASES: &str = "
-const [width, height, tiles] = arguments;
 const info = await window.__TAURI_INTERNALS__.invoke('frame_socket');
 window.__harkPath = { drawn: 0, sockets: [], canvases: [] };
 for (let i = 0; i < tiles; i++) {
@@ -344,6 +339,10 @@ for (let i = 0; i < tiles; i++) {
 }
 return true;";
 
+fn open_canvases(width: u32, height: u32, tiles: u32) -> String {
+    format!("return (async () => {{ const [width, height, tiles] = [{width}, {height}, {tiles}]; {OPEN_CANVASES} }})();")
+}
+
 const CLOSE_CANVASES: &str = "
 const path = window.__harkPath;
 path.sockets.forEach((s) => s.close());
@@ -358,8 +357,7 @@ async fn frame_path(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
     let baseline = app_cpu(app).await;
     let mut lines = vec![format!("baseline: the settings page, camera preview at 320x180: {baseline:.1}% of one core")];
     for (width, height, tiles) in [(1280u32, 720u32, 1u32), (640, 360, 1), (320, 180, 9)] {
-        let script = OPEN_CANVASES.replace("const [width, height, tiles] = arguments;", &format!("const [width, height, tiles] = [{width}, {height}, {tiles}];"));
-        web.execute(&format!("return (async () => {{ {script} }})();")).await?;
+        web.execute(&open_canvases(width, height, tiles)).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let drawn_before = web.execute("return window.__harkPath.drawn;").await?.as_f64().unwrap_or(0.0);
         let measured = Instant::now();
