@@ -6,7 +6,9 @@
 //! over the app and every WebKit process it started, in each state the app lives in: idle with
 //! the window open; ringing (hark-cli calls, the banner is up); in a call to the echo service,
 //! and the CPU it takes; in that call with the window minimised (the mini window floats); and
-//! idle with the window closed to the tray. Then video: hark-cli calls with 1280x720 video and
+//! idle with the window closed to the tray. Then the frame path: canvases fed by the frame socket
+//! at the sizes calls send, beside the same pictures sent as VP8 and decoded in the page with
+//! WebCodecs (the comparison the issue asked for). Then video: hark-cli calls with 1280x720 video and
 //! the app (set to 720p, its own camera the test pattern) answers; accept -> first remote
 //! picture drawn, over five calls; CPU and memory of the whole app in a longer call; and the same
 //! call between two headed Chromiums in this Xvfb (`video-bench.mjs --only headed`), for the
@@ -21,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hark_e2e::{sign_up, spawn_logged, wait_for, AppUnderTest};
+use hark_video::pattern;
+use hark_video::vp8::{EncodedFrame, EncoderSettings, Vp8Decoder, Vp8Encoder};
 
 const SHORT: Duration = Duration::from_secs(20);
 
@@ -147,7 +151,12 @@ const SETTLE: Duration = Duration::from_secs(12);
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [app, tauri_driver] = args.as_slice() else { anyhow::bail!("usage: hark-appbench APP TAURI_DRIVER") };
+    // `--frame-path` runs only that stage (signed up, on the settings page): for trying a path.
+    let (app, tauri_driver, only_frame_path) = match args.as_slice() {
+        [app, driver] => (app, driver, false),
+        [app, driver, flag] if flag == "--frame-path" => (app, driver, true),
+        _ => anyhow::bail!("usage: hark-appbench APP TAURI_DRIVER [--frame-path]"),
+    };
     let app = std::fs::canonicalize(app).context("the app binary")?;
     let cli = std::env::current_exe()?.with_file_name("hark-cli");
     let fixture = AppUnderTest::prepare_keeping_tray(Path::new(tauri_driver))?;
@@ -156,6 +165,13 @@ async fn main() -> Result<()> {
     // First launch: sign up.
     let web = fixture.session(&app).await?;
     sign_up(&web, "bench", "bench password 1", None).await?;
+    if only_frame_path {
+        for line in frame_path(&fixture, &web, &app).await? {
+            println!("    {line}");
+        }
+        web.quit().await;
+        return Ok(());
+    }
     web.quit().await;
     wait_for("the first app to exit", SHORT, || async { Ok(app_tree(&app).is_empty().then_some(())) }).await?;
 
@@ -195,7 +211,7 @@ async fn main() -> Result<()> {
     web.type_into("[data-testid=dial-input]", "echo").await?;
     web.click_css("[data-testid=dial-audio]", SHORT).await?;
     web.wait_text("[data-testid=call-timer]", Duration::from_secs(40), |t| t.contains("00:12")).await?;
-    let cpu_percent = app_cpu(&app).await;
+    let cpu_percent = app_cpu(&app).await.percent;
     let in_call = settled_memory(&app).await;
 
     // The same call with the window minimised: the mini window floats.
@@ -254,13 +270,14 @@ async fn main() -> Result<()> {
     }
     println!("  CPU in a 1:1 audio call to echo (app + WebKit processes): {cpu_percent:.1}% of one core over 10 s");
     println!("  frame path: the app's camera (test pattern, 1280x720 30 fps) to canvases in the main window over the frame socket,");
-    println!("  WebSocket + I420 scaled in Rust to the canvas + VideoFrame + 2D canvas; CPU of app + WebKit processes above the same page without them:");
+    println!("  WebSocket + I420 scaled in Rust to the canvas + VideoFrame + 2D canvas, beside the same pictures as VP8 decoded by WebCodecs in the page;");
+    println!("  CPU of app + WebKit processes above the same page without them:");
     for line in &paths {
         println!("    {line}");
     }
     println!("  video, 1:1 1280x720 30 fps both ways (hark-cli's and the app's test patterns):");
     println!("    accept -> first remote picture drawn in the call view, p50 of {}: {:.0} ms (each: {:?})", video.first_ms.len(), median(&video.first_ms), video.first_ms);
-    println!("    CPU of the app (all processes): {:.1}% of one core over 10 s", video.cpu_percent);
+    println!("    CPU of the app (all processes): {:.1}% of one core over 10 s ({})", video.cpu.percent, video.cpu.each.join(", "));
     println!("    memory: {}", video.memory.line());
     println!("    hark-cli decoded the app's video: {}", video.far_end);
     // The same call between two headed Chromiums, each drawing the other in its window, in this run.
@@ -277,7 +294,7 @@ async fn main() -> Result<()> {
         println!("  {line}");
     }
     if let Some(page) = said.lines().find_map(|l| l.trim().strip_prefix("chromium-cpu-percent ")).and_then(|v| v.parse::<f64>().ok()) {
-        println!("    app / one Chromium page, CPU in the same 720p call: {:.2}x", video.cpu_percent / page);
+        println!("    app / one Chromium page, CPU in the same 720p call: {:.2}x", video.cpu.percent / page);
     }
     Ok(())
 }
@@ -293,32 +310,49 @@ async fn set_720p(fixture: &AppUnderTest, web: &hark_e2e::WebDriver) -> Result<(
     web.wait("[data-testid=camera-preview][data-video=true]", SHORT).await.map(|_| ())
 }
 
-/// CPU % of one core of the app's whole tree over 10 s.
-async fn app_cpu(app: &Path) -> f64 {
+/// CPU of the app's whole tree over 10 s, in % of one core: in all, and per process.
+struct Cpu {
+    percent: f64,
+    /// `name %` per process that used any, largest first.
+    each: Vec<String>,
+}
+
+async fn app_cpu(app: &Path) -> Cpu {
     let tree = app_tree(app);
     let before: Vec<u64> = tree.iter().map(|&pid| cpu_ticks(pid)).collect();
     let measured = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    // A process that ended meanwhile reads 0: it counts for nothing rather than underflowing.
-    let used: u64 = tree.iter().zip(&before).map(|(&pid, &then)| cpu_ticks(pid).saturating_sub(then)).sum();
+    let seconds = measured.elapsed().as_secs_f64();
     let ticks_per_second = 100.0; // USER_HZ on Linux
-    used as f64 / ticks_per_second / measured.elapsed().as_secs_f64() * 100.0
+    // A process that ended meanwhile reads 0: it counts for nothing rather than underflowing.
+    let mut used: Vec<(String, f64)> = tree
+        .iter()
+        .zip(&before)
+        .map(|(&pid, &then)| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned();
+            (name, cpu_ticks(pid).saturating_sub(then) as f64 / ticks_per_second / seconds * 100.0)
+        })
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let percent = used.iter().map(|(_, p)| p).sum();
+    Cpu { percent, each: used.iter().filter(|(_, p)| *p > 0.0).map(|(name, p)| format!("{name} {p:.1}")).collect() }
 }
 
 /// Opens `tiles` canvases of `width`x`height` in the main window, each reading our camera's
 /// tile from the frame socket as the app's own tiles do (its size said, each picture drawn at
-/// the next animation frame as a VideoFrame, then the next asked for), and counts what is drawn.
-/// The script's body; [`open_canvases`] puts the sizes in front of it.
+/// the next animation frame as a VideoFrame, then the next asked for, no sooner than `fps`
+/// allows: a grid draws at its senders' 15 fps), and counts what is drawn. The script's body;
+/// [`open_canvases`] puts the sizes in front of it.
 const OPEN_CANVASES: &str = "
 const info = await window.__TAURI_INTERNALS__.invoke('frame_socket');
-window.__harkPath = { drawn: 0, sockets: [], canvases: [] };
+window.__harkPath = { drawn: 0, close: [] };
 for (let i = 0; i < tiles; i++) {
-  const canvas = document.createElement('canvas');
-  canvas.style.cssText = `position:fixed;z-index:1000;left:${(i % 3) * (width + 4)}px;top:${Math.floor(i / 3) * (height + 4)}px;width:${width}px;height:${height}px`;
-  document.body.append(canvas);
+  const canvas = place(i);
   const context = canvas.getContext('2d');
   const socket = new WebSocket(`ws://127.0.0.1:${info.port}/tiles/_self?token=${info.token}`);
   socket.binaryType = 'arraybuffer';
+  let asked = performance.now();
+  const ask = () => { asked = performance.now(); socket.send('{\"type\":\"next\"}'); };
   socket.onopen = () => socket.send(JSON.stringify({ type: 'size', width, height, fit: 'contain' }));
   socket.onmessage = (message) => requestAnimationFrame(() => {
     const view = new DataView(message.data);
@@ -332,42 +366,189 @@ for (let i = 0; i < tiles; i++) {
       frame.close();
       window.__harkPath.drawn += 1;
     }
-    socket.send('{\"type\":\"next\"}');
+    setTimeout(ask, Math.max(0, asked + 1000 / fps - 2 - performance.now()));
   });
-  window.__harkPath.sockets.push(socket);
-  window.__harkPath.canvases.push(canvas);
+  window.__harkPath.close.push(() => { socket.close(); canvas.remove(); });
 }
-return true;";
+return 'ok';";
 
-fn open_canvases(width: u32, height: u32, tiles: u32) -> String {
-    format!("return (async () => {{ const [width, height, tiles] = [{width}, {height}, {tiles}]; {OPEN_CANVASES} }})();")
+/// The same canvases fed VP8 instead: the encoded `chunks` (base64, keyframe first, played in a
+/// loop at `fps`) go to one WebCodecs `VideoDecoder` per canvas, and each decoded picture is
+/// drawn at the next animation frame (a newer one replaces one not drawn yet). What the page
+/// would do if the app sent the far side's encoded frames instead of decoded pictures; nothing
+/// crosses a socket here (about 8 KB a frame at 720p, against 1.4 MB decoded). Answers `ok` or
+/// why the page cannot decode VP8.
+const DECODE_CANVASES: &str = "
+if (typeof VideoDecoder === 'undefined') return 'this WebKit has no VideoDecoder';
+const config = { codec: 'vp8', codedWidth: width, codedHeight: height };
+const support = await VideoDecoder.isConfigSupported(config).catch((e) => ({ supported: false, error: String(e) }));
+if (!support.supported) return `VideoDecoder cannot decode VP8 here (${support.error ?? 'not supported'})`;
+const bytes = chunks.map((c) => Uint8Array.from(atob(c), (ch) => ch.charCodeAt(0)));
+window.__harkPath = { drawn: 0, errors: 0, close: [] };
+const decoders = [];
+for (let i = 0; i < tiles; i++) {
+  const canvas = place(i);
+  canvas.width = width;
+  canvas.height = height;
+  const context = canvas.getContext('2d');
+  let pending = null;
+  const decoder = new VideoDecoder({
+    output: (frame) => {
+      if (pending) { pending.close(); } else { requestAnimationFrame(() => { context.drawImage(pending, 0, 0); pending.close(); pending = null; window.__harkPath.drawn += 1; }); }
+      pending = frame;
+    },
+    error: () => { window.__harkPath.errors += 1; },
+  });
+  decoder.configure(config);
+  decoders.push(decoder);
+  window.__harkPath.close.push(() => { if (decoder.state !== 'closed') decoder.close(); canvas.remove(); });
+}
+let n = 0;
+const timer = setInterval(() => {
+  const i = n % bytes.length;
+  for (const decoder of decoders) {
+    if (decoder.state === 'configured') decoder.decode(new EncodedVideoChunk({ type: keys[i] ? 'key' : 'delta', timestamp: Math.round(n * 1e6 / fps), data: bytes[i] }));
+  }
+  n += 1;
+}, 1000 / fps);
+window.__harkPath.close.push(() => clearInterval(timer));
+return 'ok';";
+
+/// Where canvas `i` of a grid goes: over the page, three to a row.
+const PLACE: &str = "
+const place = (i) => {
+  const canvas = document.createElement('canvas');
+  canvas.style.cssText = `position:fixed;z-index:1000;left:${(i % 3) * (width + 4)}px;top:${Math.floor(i / 3) * (height + 4)}px;width:${width}px;height:${height}px`;
+  document.body.append(canvas);
+  return canvas;
+};";
+
+fn open_canvases(stage: &Stage) -> String {
+    let Stage { width, height, tiles, fps, .. } = stage;
+    format!("return (async () => {{ const [width, height, tiles, fps] = [{width}, {height}, {tiles}, {fps}]; {PLACE} {OPEN_CANVASES} }})();")
+}
+
+fn decode_canvases(stage: &Stage, clip: &[EncodedFrame]) -> String {
+    use base64::Engine as _;
+    let Stage { width, height, tiles, fps, .. } = stage;
+    let chunks: Vec<String> = clip.iter().map(|frame| base64::engine::general_purpose::STANDARD.encode(&frame.data)).collect();
+    let keys: Vec<bool> = clip.iter().map(|frame| frame.keyframe).collect();
+    format!(
+        "return (async () => {{ const [width, height, tiles, fps] = [{width}, {height}, {tiles}, {fps}]; const chunks = {}; const keys = {}; {PLACE} {DECODE_CANVASES} }})();",
+        serde_json::to_string(&chunks).unwrap_or_default(),
+        serde_json::to_string(&keys).unwrap_or_default()
+    )
 }
 
 const CLOSE_CANVASES: &str = "
 const path = window.__harkPath;
-path.sockets.forEach((s) => s.close());
-path.canvases.forEach((c) => c.remove());
+path.close.forEach((close) => close());
 return path.drawn;";
 
-/// The frame path's cost: the settings page with its camera preview as the baseline, then the
-/// same with 720p, 360p and nine 320x180 canvases fed from the camera's tile.
+/// One measured picture size: `tiles` canvases of `width`x`height` drawn at `fps`, what a call of
+/// that shape sends (the engine's ladder: 720p and 360p at 30 fps for two, 320x180 at 15 fps
+/// and 200 kbit/s from five people).
+struct Stage {
+    width: u32,
+    height: u32,
+    tiles: u32,
+    fps: u32,
+    kbps: u32,
+}
+
+impl Stage {
+    fn name(&self) -> String {
+        let Stage { width, height, tiles, fps, .. } = self;
+        if *tiles == 1 { format!("{width}x{height} {fps} fps") } else { format!("{tiles} x {width}x{height} {fps} fps") }
+    }
+}
+
+const STAGES: [Stage; 3] = [
+    Stage { width: 1280, height: 720, tiles: 1, fps: 30, kbps: 2000 },
+    Stage { width: 640, height: 360, tiles: 1, fps: 30, kbps: 1000 },
+    Stage { width: 320, height: 180, tiles: 9, fps: 15, kbps: 200 },
+];
+
+/// Five seconds of the test pattern at the stage's size, rate and bitrate, as the engine's
+/// encoder codes it for a call: a keyframe, then deltas.
+fn encoded_clip(stage: &Stage) -> Result<Vec<EncodedFrame>> {
+    let settings = EncoderSettings { width: stage.width, height: stage.height, fps: stage.fps, bitrate_kbps: stage.kbps, threads: 1 };
+    let mut encoder = Vp8Encoder::new(settings)?;
+    let mut clip = Vec::new();
+    for n in 0..stage.fps * 5 {
+        clip.extend(encoder.encode(&pattern::draw(stage.width, stage.height, n), n == 0)?);
+    }
+    Ok(clip)
+}
+
+/// CPU ticks of the calling thread.
+fn thread_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else { return 0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// What decoding `clip` in Rust costs at the stage's rate for all its tiles, in % of one core:
+/// the app's decoder (hark-video's libvpx) on this thread for at least 3 s, CPU time from
+/// /proc. The I420 path decodes in the app before the frame socket; the VP8 path does not.
+fn rust_decode_cost(stage: &Stage, clip: &[EncodedFrame]) -> Result<f64> {
+    let (ticks, started) = (thread_ticks(), Instant::now());
+    let mut decoded = 0u32;
+    while started.elapsed() < Duration::from_secs(3) {
+        let mut decoder = Vp8Decoder::new()?;
+        for frame in clip {
+            decoder.decode(&frame.data)?;
+            decoded += 1;
+        }
+    }
+    let seconds = (thread_ticks() - ticks) as f64 / 100.0;
+    Ok(seconds / f64::from(decoded) * f64::from(stage.fps * stage.tiles) * 100.0)
+}
+
+/// Runs `script` (which opens canvases), measures the app's CPU for 10 s after 3 s of warm-up,
+/// closes them, and says the CPU above `baseline` and the rate drawn per canvas.
+async fn measure_canvases(web: &hark_e2e::WebDriver, app: &Path, script: &str, stage: &Stage, baseline: f64) -> Result<(f64, String)> {
+    let opened = web.execute(script).await?;
+    anyhow::ensure!(opened.as_str() == Some("ok"), "{}", opened.as_str().unwrap_or("the canvases did not open"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let drawn_before = web.execute("return window.__harkPath.drawn;").await?.as_f64().unwrap_or(0.0);
+    let measured = Instant::now();
+    let cpu = app_cpu(app).await;
+    let drawn = web.execute(CLOSE_CANVASES).await?.as_f64().unwrap_or(0.0) - drawn_before;
+    let fps = drawn / measured.elapsed().as_secs_f64() / f64::from(stage.tiles);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let above = cpu.percent - baseline;
+    Ok((above, format!("{above:.1}% of one core above the baseline ({:.1}% in all: {}), {fps:.1} fps drawn per canvas", cpu.percent, cpu.each.join(", "))))
+}
+
+/// The frame path's cost, and the VP8 path's beside it: the settings page with its camera
+/// preview as the baseline; then canvases fed from the camera's tile over the frame socket
+/// (I420, scaled in Rust to the canvas), and the same canvases decoding the same pictures sent
+/// as VP8 with WebCodecs in the page. Lines to print, and the comparison table's rows.
 async fn frame_path(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Path) -> Result<Vec<String>> {
     set_720p(fixture, web).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let baseline = app_cpu(app).await;
+    let baseline = app_cpu(app).await.percent;
     let mut lines = vec![format!("baseline: the settings page, camera preview at 320x180: {baseline:.1}% of one core")];
-    for (width, height, tiles) in [(1280u32, 720u32, 1u32), (640, 360, 1), (320, 180, 9)] {
-        web.execute(&open_canvases(width, height, tiles)).await?;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let drawn_before = web.execute("return window.__harkPath.drawn;").await?.as_f64().unwrap_or(0.0);
-        let measured = Instant::now();
-        let cpu = app_cpu(app).await;
-        let drawn = web.execute(CLOSE_CANVASES).await?.as_f64().unwrap_or(0.0) - drawn_before;
-        let fps = drawn / measured.elapsed().as_secs_f64() / f64::from(tiles);
-        let what = if tiles == 1 { format!("{width}x{height}") } else { format!("{tiles} x {width}x{height}") };
-        lines.push(format!("{what}: {:.1}% of one core above the baseline ({cpu:.1}% in all), {fps:.1} fps drawn per canvas", cpu - baseline));
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut table = vec!["| picture | I420 path: decode in Rust + frame socket + draw | VP8 path: WebCodecs decode + draw | VP8 / I420 |".to_owned(), "| --- | --- | --- | --- |".to_owned()];
+    for stage in &STAGES {
+        let (i420, line) = measure_canvases(web, app, &open_canvases(stage), stage, baseline).await?;
+        lines.push(format!("I420 over the frame socket, {}: {line}", stage.name()));
+        let clip = encoded_clip(stage)?;
+        let kib = clip.iter().map(|frame| frame.data.len()).sum::<usize>() as f64 / 1024.0 / 5.0;
+        let decode = rust_decode_cost(stage, &clip)?;
+        lines.push(format!("  decoding it in Rust (hark-video, libvpx), {}: {decode:.1}% of one core ({kib:.0} KiB/s of VP8 per tile)", stage.name()));
+        match measure_canvases(web, app, &decode_canvases(stage, &clip), stage, baseline).await {
+            Ok((vp8, line)) => {
+                lines.push(format!("VP8 into VideoDecoder, {}: {line}", stage.name()));
+                table.push(format!("| {} | {:.1} % ({decode:.1} + {i420:.1}) | {vp8:.1} % | {:.2}x |", stage.name(), decode + i420, vp8 / (decode + i420)));
+            }
+            Err(why) => lines.push(format!("VP8 into VideoDecoder, {}: not measured: {why:#}", stage.name())),
+        }
     }
+    lines.push("comparison (% of one core, app + WebKit processes, above the baseline):".into());
+    lines.extend(table.into_iter().map(|row| format!("  {row}")));
     web.click_css("[data-testid=nav-contacts]", SHORT).await?;
     Ok(lines)
 }
@@ -375,7 +556,7 @@ async fn frame_path(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
 /// What the video call stage measured.
 struct VideoFigures {
     first_ms: Vec<f64>,
-    cpu_percent: f64,
+    cpu: Cpu,
     memory: Memory,
     far_end: String,
 }
@@ -422,7 +603,7 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
         first_ms.push(drawn - accepted);
         if last {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let cpu_percent = app_cpu(app).await;
+            let cpu = app_cpu(app).await;
             let memory = settled_memory(app).await;
             wait_for("the video call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
             let far_end = wait_for("hark-cli's count", SHORT, || async {
@@ -430,7 +611,7 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
                 Ok(text.lines().find(|l| l.contains("\"video_frames\"")).map(str::to_owned))
             })
             .await?;
-            return Ok(VideoFigures { first_ms, cpu_percent, memory, far_end });
+            return Ok(VideoFigures { first_ms, cpu, memory, far_end });
         }
         wait_for("the short call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
     }
