@@ -3,8 +3,8 @@
 //! Folders follow the XDG base directories: settings and the remembered session in
 //! `$XDG_CONFIG_HOME/hark`, the built-in server's database in `$XDG_DATA_HOME/hark/server`, the
 //! log in `$XDG_STATE_HOME/hark/logs`. The session file holds a token (never the password) and is
-//! readable by its owner only. A settings file that cannot be read is reported and replaced by
-//! the defaults rather than stopping the app.
+//! readable by its owner only. A setting that cannot be read is reported and takes its default,
+//! keeping the others, rather than stopping the app.
 
 use std::path::{Path, PathBuf};
 
@@ -63,9 +63,42 @@ pub struct StoreError {
     source: std::io::Error,
 }
 
-/// The settings, or the defaults when there are none or they are unreadable.
+/// The settings, or the defaults when there are none. Each setting is read on its own: one
+/// value this version cannot read (a newer app's choice, a hand edit) falls back to its default
+/// and keeps every other. A file that is not JSON at all is kept beside as
+/// `settings.json.unreadable` before the defaults replace it at the next save.
 pub fn load_settings(dirs: &AppDirs) -> Settings {
-    read_json(&dirs.settings_file()).unwrap_or_default()
+    let path = dirs.settings_file();
+    match read_json::<serde_json::Value>(&path) {
+        Some(value) => settings_from(value),
+        None => {
+            if path.exists() {
+                let kept = path.with_extension("json.unreadable");
+                if let Err(error) = std::fs::copy(&path, &kept) {
+                    tracing::warn!(path = %kept.display(), %error, "could not keep the unreadable settings");
+                }
+            }
+            Settings::default()
+        }
+    }
+}
+
+/// Settings from a parsed file, setting by setting over the defaults.
+fn settings_from(value: serde_json::Value) -> Settings {
+    let serde_json::Value::Object(fields) = value else {
+        tracing::warn!("the settings file is not an object; using defaults");
+        return Settings::default();
+    };
+    let Ok(serde_json::Value::Object(mut read)) = serde_json::to_value(Settings::default()) else { return Settings::default() };
+    for (key, value) in fields {
+        let mut trial = read.clone();
+        trial.insert(key.clone(), value);
+        match serde_json::from_value::<Settings>(serde_json::Value::Object(trial.clone())) {
+            Ok(_) => read = trial,
+            Err(error) => tracing::warn!(setting = %key, %error, "unreadable setting; keeping its default"),
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(read)).unwrap_or_default()
 }
 
 /// Writes the settings.
@@ -165,6 +198,29 @@ mod tests {
         assert_eq!(load_settings(&dirs), Settings { ringtone, language: "zh".into(), ..Settings::default() });
         std::fs::write(dirs.settings_file(), "{not json").unwrap();
         assert_eq!(load_settings(&dirs), Settings::default());
+        assert_eq!(std::fs::read_to_string(dirs.config.join("settings.json.unreadable")).unwrap(), "{not json", "kept for the person to recover");
+        std::fs::write(dirs.settings_file(), "[1, 2]").unwrap();
+        assert_eq!(load_settings(&dirs), Settings::default());
+    }
+
+    #[test]
+    fn one_unreadable_setting_keeps_the_others() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = dirs(root.path());
+        // A newer app's resolution, a volume out of range and a key this version does not know.
+        std::fs::create_dir_all(&dirs.config).unwrap();
+        std::fs::write(
+            dirs.settings_file(),
+            r#"{"language":"zh","video_resolution":"4k","ringtone_volume":900,"camera_off_at_start":true,"future_switch":1,"server":"https://hark.example"}"#,
+        )
+        .unwrap();
+        let read = load_settings(&dirs);
+        assert_eq!(
+            read,
+            Settings { language: "zh".into(), camera_off_at_start: true, server: Some("https://hark.example".into()), ..Settings::default() },
+            "the two unreadable values fall back, the rest are kept"
+        );
+        assert!(!dirs.config.join("settings.json.unreadable").exists(), "a readable file is not copied aside");
     }
 
     #[test]
