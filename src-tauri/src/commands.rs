@@ -212,8 +212,8 @@ pub async fn play_test_sound(state: State<'_, AppState>) -> Answer<()> {
 }
 
 #[tauri::command]
-pub fn watch_live(state: State<'_, AppState>, channel: Channel<LiveUpdate>) -> Answer<()> {
-    state.live.watch(channel);
+pub fn watch_live(window: tauri::Window, state: State<'_, AppState>, channel: Channel<LiveUpdate>) -> Answer<()> {
+    state.live.watch(window.label(), channel);
     Ok(())
 }
 

@@ -97,6 +97,10 @@ pub fn run() {
             Ok(())
         })
         .on_window_event(|window, event| {
+            if let WindowEvent::Destroyed = event {
+                // A window that is gone reads no more levels.
+                window.app_handle().state::<AppState>().live.forget(window.label());
+            }
             if window.label() != "main" {
                 return;
             }

@@ -1,10 +1,12 @@
 //! The live channel: speaking levels, network quality and the settings' microphone meter.
 //!
-//! These come several times a second, so they travel on a Tauri channel the main window hands
-//! over (`watch_live`) rather than as broadcast events. The microphone meter opens the chosen
+//! These come several times a second, so they travel on a Tauri channel each window that shows
+//! them hands over (`watch_live`: the main window, and the mini window, which follows who speaks)
+//! rather than as broadcast events. The microphone meter opens the chosen
 //! microphone outside any call and reports its level every 100 ms until turned off; the flag it
 //! polls is the only thing shared with it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,29 +18,31 @@ use tauri::{AppHandle, Manager};
 use crate::api::LiveUpdate;
 use crate::AppState;
 
-/// The channel and the meter, owned by [`AppState`].
+/// The windows' channels and the meter, owned by [`AppState`].
 #[derive(Default)]
 pub struct LiveOutlet {
-    channel: std::sync::Mutex<Option<Channel<LiveUpdate>>>,
+    /// By window label.
+    channels: std::sync::Mutex<HashMap<String, Channel<LiveUpdate>>>,
     meter: std::sync::Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl LiveOutlet {
-    /// Sends from now on to `channel` (replacing an older one: a reloaded page).
-    pub fn watch(&self, channel: Channel<LiveUpdate>) {
-        *lock(&self.channel) = Some(channel);
+    /// Sends from now on to `channel` for the window `label` (replacing that window's older one:
+    /// a reloaded page, a mini window opened again).
+    pub fn watch(&self, label: &str, channel: Channel<LiveUpdate>) {
+        lock(&self.channels).insert(label.to_owned(), channel);
+    }
+
+    /// Stops sending to the window `label` (it closed).
+    pub fn forget(&self, label: &str) {
+        lock(&self.channels).remove(label);
     }
 }
 
-/// Sends an update if a window is watching; a closed channel is forgotten.
+/// Sends an update to every watching window; a closed channel is forgotten.
 pub fn send(app: &AppHandle, update: LiveUpdate) {
     let state = app.state::<AppState>();
-    let mut channel = lock(&state.live.channel);
-    if let Some(open) = channel.as_ref() {
-        if open.send(update).is_err() {
-            *channel = None;
-        }
-    }
+    lock(&state.live.channels).retain(|_, channel| channel.send(update.clone()).is_ok());
 }
 
 /// Turns the settings' microphone meter on (with `device`, `None` for the default) or off.

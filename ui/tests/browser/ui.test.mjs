@@ -957,6 +957,24 @@ describe('mini window', () => {
     });
   });
 
+  test('a group video call shows whoever speaks: their picture, name and the count of the others', async () => {
+    const replay = inCall(['alice', 'bob', 'carol']);
+    replay.events[1] = { ...replay.events[1], media: 'video', connected_at: Date.now() - 65_000 };
+    const scenario = new Scenario({ replies: { call_replay: replay, frame_socket: frames.info } });
+    await withApp(scenario, { label: 'mini', viewport: { width: 300, height: 84 + 169 } }, async (page) => {
+      // Shown once the replay is in, which comes after the window watches the live levels.
+      await waitText(page, 'mini-name', 'Alice');
+      await live(page, { kind: 'level', user: 'carol', level: 70 });
+      await waitText(page, 'mini-name', 'Carol');
+      assert.equal(await text(page, 'mini-more'), '+2');
+      await until(() => frames.openPages('carol').some((p) => p.sizes.length > 0), "carol's tile in the mini window");
+      frames.show('carol', solidPicture(320, 180, BLUE.yuv));
+      await untilDrawn(page, 'video-carol', BLUE.rgb, "carol's picture in the mini window");
+      await page.getByTestId('video-alice').waitFor({ state: 'detached' });
+      await screenshot(page, '36b-mini-window-speaker');
+    });
+  });
+
   test('opened after the call ended, it closes itself', async () => {
     const scenario = new Scenario();
     await withApp(scenario, { label: 'mini', viewport: { width: 300, height: 84 } }, async () => {

@@ -48,6 +48,8 @@ export const TICK_MS = 1000;
 export const JOINABLE_POLL_MS = 15_000;
 /** A level (0–100) above which a person counts as speaking. */
 export const SPEAKING_LEVEL = 12;
+/** How long the one person shown as "speaking" stays before another who speaks takes over. */
+export const SPEAKER_HOLD_MS = 1500;
 
 export type CallBackend = Pick<
   Backend,
@@ -131,6 +133,13 @@ export class CallStore {
   frozen = $state<Record<string, boolean>>({});
   /** Speaking level per user (our own user id for us). */
   levels = $state<Record<string, number>>({});
+  /**
+   * The other person heard last, for a view with room for one (the mini window): kept through
+   * silence, and held `SPEAKER_HOLD_MS` before another who speaks takes over, so a cough or two
+   * people talking at once do not flip it back and forth.
+   */
+  speaker = $state<string | null>(null);
+  private speakerSince = 0;
   /** Weak-network badge per user. */
   weak = $state<Record<string, boolean>>({});
   /** The last error the engine or a command reported. */
@@ -264,13 +273,19 @@ export class CallStore {
 
   /** Levels and network quality from the live channel. */
   live(update: LiveUpdate): void {
-    if (update.kind === 'level') this.levels[update.user] = update.level;
+    if (update.kind === 'level') this.voiceLevel(update.user, update.level);
     else if (update.kind === 'quality') this.weak[update.user] = update.weak;
   }
 
   /** The engine's own level event (when levels come on the event stream instead of the channel). */
   voiceLevel(user: string, level: number): void {
     this.levels[user] = level;
+    // Only the others in the call: our own level comes too, under our user id.
+    if (level < SPEAKING_LEVEL || user === this.speaker || !this.peers.some((p) => p.user === user && p.state === 'joined')) return;
+    const now = this.clock.now();
+    if (this.speaker !== null && now - this.speakerSince < SPEAKER_HOLD_MS) return;
+    this.speaker = user;
+    this.speakerSince = now;
   }
 
   /** The engine's video events: our camera, and each person's video flowing, stopping or frozen. */
@@ -506,6 +521,7 @@ export class CallStore {
     this.end = null;
     this.error = null;
     this.levels = {};
+    this.speaker = null;
     this.weak = {};
     this.videoOf = {};
     this.frozen = {};
@@ -533,6 +549,7 @@ export class CallStore {
     this.joining = false;
     // Nobody speaks and no link is weak in a call that is over.
     this.levels = {};
+    this.speaker = null;
     this.weak = {};
     this.clearTimers();
     this.hold = this.clock.setTimeout(() => {

@@ -5,7 +5,7 @@ import type { CallEvent } from '../bindings/CallEvent';
 import type { CallSummary } from '../bindings/CallSummary';
 import { FakeClock } from '../testing/fakeClock';
 import { fakeBackend, settle, type FakeBackend } from '../testing/fakeBackend';
-import { CallStore, ENDED_HOLD_MS, JOINABLE_POLL_MS, liveAfterReplay, ReplayGate } from './call.svelte';
+import { CallStore, ENDED_HOLD_MS, JOINABLE_POLL_MS, liveAfterReplay, ReplayGate, SPEAKER_HOLD_MS, SPEAKING_LEVEL } from './call.svelte';
 
 let clock: FakeClock;
 let backend: FakeBackend;
@@ -281,6 +281,28 @@ describe('events about people and media', () => {
     call.handle({ event: 'call_ended', call_id: 'c1', reason: 'hangup', duration_s: 9 });
     expect(call.weak).toEqual({});
     expect(call.isSpeaking('bob')).toBe(false);
+  });
+
+  test('the speaker: the other person heard last, held a moment before another takes over', () => {
+    call.handle({ event: 'user_joined', user: 'carol' });
+    expect(call.speaker).toBeNull();
+    call.live({ kind: 'level', user: 'me', level: 80 });
+    call.live({ kind: 'level', user: 'dave', level: 80 });
+    expect(call.speaker).toBeNull(); // ourselves, and someone not in the call
+    call.live({ kind: 'level', user: 'bob', level: SPEAKING_LEVEL - 1 });
+    expect(call.speaker).toBeNull(); // too quiet to count
+    call.live({ kind: 'level', user: 'bob', level: 40 });
+    expect(call.speaker).toBe('bob');
+    call.live({ kind: 'level', user: 'bob', level: 0 });
+    expect(call.speaker).toBe('bob'); // kept through silence
+    clock.advance(SPEAKER_HOLD_MS - 1);
+    call.live({ kind: 'level', user: 'carol', level: 50 });
+    expect(call.speaker).toBe('bob'); // held
+    clock.advance(1);
+    call.voiceLevel('carol', 50);
+    expect(call.speaker).toBe('carol');
+    call.handle({ event: 'call_ended', call_id: 'c1', reason: 'hangup', duration_s: 9 });
+    expect(call.speaker).toBeNull();
   });
 
   test('invite sends only people not in the call yet', async () => {
