@@ -260,6 +260,7 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
                 let settings = app.state::<AppState>().settings();
                 prepare_next_call(&engine, &settings).await;
             }
+            EngineEvent::Call(CallEvent::MediaChanged { media }) => crate::windows::fit_mini(&app, *media == hark_protocol::Media::Video),
             // Every window shows the engine's mutes (one window's button, the others' view, and
             // the lift when a call ends).
             EngineEvent::Mutes { microphone, speaker } => crate::windows::announce_mutes(&app, Mutes { microphone: *microphone, speaker: *speaker }),

@@ -138,6 +138,30 @@ pub fn main_window_changed(app: &AppHandle) {
     }
 }
 
+/// The call changed media while the mini window is open: it takes the size of what it now
+/// shows (a video call gone to audio loses its picture), its bottom edge where it was, so a
+/// window the person dragged stays there.
+pub fn fit_mini(app: &AppHandle, video: bool) {
+    on_main_thread(app, move |app| {
+        let Some(mini) = app.get_webview_window(MINI) else { return };
+        let wanted = if video { &MINI_VIDEO_WINDOW } else { &MINI_WINDOW };
+        let scale = mini.scale_factor().unwrap_or(1.0);
+        let Ok(size) = mini.inner_size() else { return };
+        let height = size.to_logical::<f64>(scale).height;
+        if (height - wanted.height).abs() < 1.0 {
+            return;
+        }
+        tracing::info!(video, "fitting the mini window to the call's media");
+        let size = tauri::LogicalSize::new(wanted.width, wanted.height);
+        let position = mini.outer_position().map(|at| at.to_logical::<f64>(scale));
+        let resized = mini.set_min_size(Some(size)).and_then(|()| mini.set_max_size(Some(size))).and_then(|()| mini.set_size(size));
+        let moved = position.and_then(|at| mini.set_position(tauri::LogicalPosition::new(at.x, at.y + height - wanted.height)));
+        if let Err(error) = resized.and(moved) {
+            tracing::warn!(%error, "could not fit the mini window");
+        }
+    });
+}
+
 /// Closes the mini window, if open (the call view is back, or the call is over).
 pub fn close_mini(app: &AppHandle) {
     if let Some(mini) = app.get_webview_window(MINI) {

@@ -234,12 +234,13 @@ async fn tile_pixels(web: &WebDriver, tile: &str) -> Result<Vec<u64>> {
 
 /// bob calls the app with video (his test pattern); the app answers from the banner and shows
 /// him, moving; the app's own test-pattern camera reaches bob, counting up; camera off is seen
-/// at bob's; switching to audio releases both cameras.
+/// at bob's; minimised, the mini window shows bob; switching to audio releases both cameras and
+/// shrinks the mini window to its controls.
 async fn video_call(scene: &Scene, web: &WebDriver) -> Result<()> {
     let recording = scene.app.home.path().join("alice-at-bob.y4m");
     let recording_spec = format!("record:{}", recording.display());
     let known = web.windows().await?;
-    let _bob = scene.cli_call("bob", &["--video", "--duration", "20", "--camera", "test-pattern", "--video-out", &recording_spec], "bob-video.log")?;
+    let _bob = scene.cli_call("bob", &["--video", "--duration", "30", "--camera", "test-pattern", "--video-out", &recording_spec], "bob-video.log")?;
     let banner = web.wait_new_window(&known, CALL).await?;
     web.switch_to(&banner).await?;
     web.wait_text("[data-testid=banner-media]", SHORT, |t| t.contains("video")).await?;
@@ -296,11 +297,37 @@ async fn video_call(scene: &Scene, web: &WebDriver) -> Result<()> {
     web.click_css("[data-testid=camera]", SHORT).await?;
     web.wait("[data-testid=tile-alice][data-video=true]", SHORT).await?;
 
-    // Switch to audio: both cameras are released; the call goes on.
+    // Minimised, the call floats as the mini window with bob's picture above the controls.
+    let _window_manager = hark_e2e::start_window_manager(&scene.app.home.path().join("openbox-video.log"))?;
+    let known = web.windows().await?;
+    let mini = wait_for("the mini window", CALL, || async {
+        hark_e2e::minimise_windows_titled("Hark")?;
+        Ok(web.wait_new_window(&known, Duration::from_secs(2)).await.ok())
+    })
+    .await?;
+    web.switch_to(&mini).await?;
+    web.wait_text("[data-testid=mini-name]", SHORT, |t| t.to_lowercase().contains("bob")).await?;
+    let inner_height = |want: f64| {
+        move || async move { Ok(web.execute("return window.innerHeight;").await?.as_f64().filter(|h| (h - want).abs() < 2.0).map(|_| ())) }
+    };
+    wait_for("the mini window at its video height", SHORT, inner_height(84.0 + 169.0)).await?;
+    web.wait("[data-testid=mini-picture][data-video=true]", SHORT).await?;
+    scene.shot("14b-mini-window-video").await?;
+
+    // Switch to audio (the call view's button, its window out of sight): both cameras are
+    // released, the call goes on, and the mini window shrinks to its controls.
+    web.switch_to(&main).await?;
     let released = scene.app.log().matches("camera released").count();
-    web.click_css("[data-testid=to-audio]", SHORT).await?;
+    web.execute("document.querySelector('[data-testid=to-audio]').click(); return true;").await?;
     wait_for("bob to hear the call go down to audio", SHORT, bob_says("\"media_changed\"")).await?;
     wait_for("the app's camera to be released", SHORT, || async { Ok((scene.app.log().matches("camera released").count() > released).then_some(())) }).await?;
+    web.switch_to(&mini).await?;
+    wait_for("the mini window at its audio height", SHORT, inner_height(84.0)).await?;
+    wait_for("the mini window's picture to go", SHORT, || async { Ok(web.find("[data-testid=mini-picture]").await?.is_none().then_some(())) }).await?;
+    scene.shot("15-video-to-audio-mini").await?;
+    web.click_closing_window("[data-testid=mini-back]", SHORT).await?;
+    web.switch_to(&main).await?;
+    wait_for("the mini window to close", SHORT, || async { Ok((!web.windows().await?.contains(&mini)).then_some(())) }).await?;
     web.wait("[data-testid=tile-bob][data-video=false]", SHORT).await?;
     scene.shot("15-video-to-audio").await?;
     wait_for_call_view_to_close(web).await?;

@@ -438,7 +438,7 @@ describe('call view', () => {
       const self = page.getByTestId('tile-alice');
       assert.equal((await self.locator('.avatar').textContent()).trim(), 'AL', 'initials of the account nickname');
       assert.equal((await self.locator('.name').textContent()).trim(), 'You');
-      assert.match(await self.getAttribute('aria-label'), /^You/);
+      assert.equal(await page.getByRole('group', { name: /^You/ }).getAttribute('data-testid'), 'tile-alice', 'named "You" for screen readers');
       for (const id of ['call-microphone', 'call-speaker']) {
         const picker = page.getByTestId(id);
         assert.deepEqual(await picker.locator('option').allTextContents(), ['System default'], `${id} offers the default`);
@@ -504,6 +504,13 @@ describe('call view', () => {
       assert.equal(Math.round(me.width), Math.round(bob.width), 'grid tiles are the same size');
       await live(page, { kind: 'level', user: 'carol', level: 80 });
       await page.locator('[data-testid="tile-carol"][data-speaking="true"]').waitFor();
+      // The button around a tile is named for its action and described by the tile's state.
+      const described = await page.getByTestId('enlarge-carol').evaluate((button) =>
+        (button.getAttribute('aria-describedby') ?? '').split(' ').map((id) => document.getElementById(id)?.textContent ?? '').join(' '),
+      );
+      assert.match(described, /Carol.*Speaking/, 'a screen reader hears that carol speaks');
+      assert.equal(await page.getByRole('button', { name: 'Enlarge Carol' }).count(), 1);
+      assert.equal(await page.getByRole('group', { name: /^Carol, Speaking/ }).count(), 1, "the tile's own name");
       await screenshot(page, '09-call-group');
 
       // A click enlarges a person; a click on them again brings everyone back.
