@@ -6,7 +6,9 @@
 //! camera's to [`hark_frames::SELF_TILE`]; the page shows the tiles it wants ([`hark_frames`]).
 //! The camera is the one the settings name (the first listed by default); `HARK_TEST_CAMERA`
 //! (`test-pattern`, `test-clock`, `file:PATH.y4m`) puts a synthetic one in its place for tests on
-//! machines without a camera.
+//! machines without a camera, and `HARK_TEST_TILES=N` (benchmarks only) also shows it on N tiles
+//! `_test1`..`_testN` as a group call's senders send it, for measuring a grid without eight
+//! other people.
 
 use std::sync::{Arc, Mutex};
 
@@ -110,10 +112,38 @@ pub fn engine_config(video: &AppVideo, settings: &Settings) -> VideoConfig {
     VideoConfig {
         camera: Some(camera_opener(video, settings)),
         sinks: Arc::new(move |user: &UserId, _| Box::new(remote.sink(user)) as Box<dyn VideoSink>),
-        preview: Arc::new(move || Box::new(own.sink(SELF_TILE)) as Box<dyn VideoSink>),
+        preview: Arc::new(move || match test_tiles() {
+            0 => Box::new(own.sink(SELF_TILE)) as Box<dyn VideoSink>,
+            n => Box::new(PreviewWithTestTiles { own: own.sink(SELF_TILE), grid: (1..=n).map(|i| own.sink(&format!("_test{i}"))).collect(), pictures: 0 }),
+        }),
         resolution: settings.video_resolution,
         // A synthetic camera has no hot-plug to watch.
         cameras: test_camera().is_none().then(polled_lister),
+    }
+}
+
+/// How many test tiles `HARK_TEST_TILES` asks for (at most nine, a grid's).
+fn test_tiles() -> usize {
+    std::env::var("HARK_TEST_TILES").ok().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0).min(9)
+}
+
+/// Our camera on our tile and on the test tiles, as the ladder sends from five people: 320x180,
+/// every other picture of a 30 fps camera (15 fps), scaled once for all of them.
+struct PreviewWithTestTiles {
+    own: hark_frames::TileSink,
+    grid: Vec<hark_frames::TileSink>,
+    pictures: u64,
+}
+
+impl VideoSink for PreviewWithTestTiles {
+    fn write_frame(&mut self, frame: &hark_video::I420Frame) {
+        self.own.write_frame(frame);
+        self.pictures += 1;
+        if self.pictures % 2 == 0 {
+            let (format, _) = ladder(9, VideoResolution::P360, false);
+            let small = frame.scaled(format.width, format.height);
+            self.grid.iter_mut().for_each(|tile| tile.write_frame(&small));
+        }
     }
 }
 

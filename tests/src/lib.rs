@@ -232,16 +232,22 @@ pub struct AppUnderTest {
 impl AppUnderTest {
     /// Starts tauri-driver with the app's environment; the app starts with each [`Self::session`].
     pub fn prepare(tauri_driver: &Path) -> Result<AppUnderTest> {
-        AppUnderTest::start_driver(tauri_driver, true)
+        AppUnderTest::start_driver(tauri_driver, true, &[])
     }
 
     /// Like [`Self::prepare`], but closing the main window leaves the app in the tray (the
     /// tray icon is created under Xvfb even with no tray host to show it).
     pub fn prepare_keeping_tray(tauri_driver: &Path) -> Result<AppUnderTest> {
-        AppUnderTest::start_driver(tauri_driver, false)
+        AppUnderTest::start_driver(tauri_driver, false, &[])
     }
 
-    fn start_driver(tauri_driver: &Path, quit_on_close: bool) -> Result<AppUnderTest> {
+    /// Like [`Self::prepare_keeping_tray`], with more of the app's environment (a benchmark's
+    /// switches).
+    pub fn prepare_keeping_tray_with(tauri_driver: &Path, extra: &[(&'static str, String)]) -> Result<AppUnderTest> {
+        AppUnderTest::start_driver(tauri_driver, false, extra)
+    }
+
+    fn start_driver(tauri_driver: &Path, quit_on_close: bool, extra: &[(&'static str, String)]) -> Result<AppUnderTest> {
         let home = tempfile::tempdir()?;
         let app_port = free_port()?;
         let (driver_port, native_port) = (free_port()?, free_port()?);
@@ -259,7 +265,7 @@ impl AppUnderTest {
         ];
         // No tray host under Xvfb to bring the window back from: closing it ends the app.
         let quit = quit_on_close.then(|| ("HARK_QUIT_ON_CLOSE", "1".to_owned()));
-        let envs: Vec<(&str, String)> = envs.into_iter().chain(quit).collect();
+        let envs: Vec<(&str, String)> = envs.into_iter().chain(quit).chain(extra.iter().cloned()).collect();
         let tauri_driver = spawn_logged(
             tauri_driver,
             &["--port", &driver_port.to_string(), "--native-port", &native_port.to_string()],

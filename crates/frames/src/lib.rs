@@ -5,8 +5,8 @@
 //! picture of each tile, already scaled to the size the page shows it at, and already laid out as
 //! the message the page gets. The page reads them from the [`FrameSocket`]: a WebSocket on
 //! 127.0.0.1, on a port chosen at launch, that asks for a per-launch token and the app's own
-//! origin, one connection per tile. The page asks for each picture after it drew the last one,
-//! so a slow page skips pictures and never queues them.
+//! origin, one connection per page for all its tiles. The page asks for each batch of pictures
+//! after it drew the last one, so a slow page skips pictures and never queues them.
 //!
 //! Why a WebSocket and raw I420, not Tauri's IPC: measured on WebKitGTK with software GL, Tauri's
 //! IPC costs about three times a loopback WebSocket to move the same bytes, and a 2D canvas fed
@@ -15,5 +15,5 @@
 mod socket;
 mod tiles;
 
-pub use socket::{FrameSocket, SocketError, MAX_CONNECTIONS};
-pub use tiles::{fitted_size, wire_header, Fit, FrameTiles, TileSink, HEADER_LEN, SELF_TILE};
+pub use socket::{FrameSocket, SocketError, MAX_CONNECTIONS, MAX_TILES_PER_PAGE};
+pub use tiles::{fitted_size, wire_header, Fit, FrameTiles, TileSink, HEADER_LEN, MAX_NAME_LEN, SELF_TILE};

@@ -5,23 +5,32 @@
 //! written (`connect-src` names exactly `ws://127.0.0.1:PORT`). Other programs on the machine can
 //! reach a loopback port, so a connection must bring the per-launch token (which the page gets
 //! through a command) and come from the app's own origin; anything else is answered 403 before
-//! it is a WebSocket. A page connects to `/tiles/NAME?token=T`, one connection per tile, and says
-//! in text messages:
-//! - `{"type":"size","width":W,"height":H,"fit":"contain"|"cover"}`: the tile's box in device
-//!   pixels (again whenever it changes; 0x0 when hidden). Nothing is sent before the first.
-//! - `{"type":"next"}`: it drew the last picture and takes another.
+//! it is a WebSocket. A page makes one connection, `/page?token=T`, for all the tiles it shows,
+//! and says in text messages:
+//! - `{"type":"show","tile":NAME,"width":W,"height":H,"fit":"contain"|"cover"}`: it shows the
+//!   tile NAME (a user id, or `_self`) in a box of W x H device pixels (again whenever the box
+//!   changes; 0x0 while hidden). Nothing of a tile is sent before this.
+//! - `{"type":"hide","tile":NAME}`: it no longer shows that tile.
+//! - `{"type":"next"}`: it drew what it got last and takes more.
 //!
-//! It gets binary messages: a [`crate::HEADER_LEN`]-byte header ([`crate::wire_header`]) then the
-//! I420 planes. One picture is in flight at a time: a picture made while the page is drawing
-//! replaces the one before it, so a slow page skips pictures, never queues them.
+//! It gets binary messages, each a batch of one entry per tile with a new picture since the last
+//! batch: the name's length (one byte) and the name, a [`crate::HEADER_LEN`]-byte header
+//! ([`crate::wire_header`]), then the I420 planes (as long as the header's size says; none when
+//! the tile clears). One batch is in flight at a time: pictures made while the page draws replace
+//! the ones before them, so a slow page skips pictures, never queues them, and all the tiles that
+//! moved meanwhile come in one message and are drawn in one repaint. One connection rather than
+//! one per tile: measured in a nine-tile grid, nine connections cost about twice what one does
+//! (docs/BENCHMARKS.md).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -29,11 +38,14 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
-use crate::tiles::{Fit, FrameTiles, Shown};
+use crate::tiles::{Fit, FrameTiles, Shown, Tile};
 
-/// At most this many pages' tiles at once (nine tiles in the main window, a few in the mini
-/// window and settings, and a reloaded page's leftovers).
+/// At most this many connections at once (the main window, the mini window, and a reloaded
+/// page's leftovers, with room to spare).
 pub const MAX_CONNECTIONS: usize = 32;
+
+/// At most this many tiles shown by one connection (a grid of nine, ourselves and room).
+pub const MAX_TILES_PER_PAGE: usize = 16;
 
 /// How long a connection may take to finish its WebSocket handshake.
 pub const HANDSHAKE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,8 +65,15 @@ pub enum SocketError {
 #[derive(Debug, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum PageMessage {
-    Size { width: u32, height: u32, fit: Fit },
+    Show { tile: String, width: u32, height: u32, fit: Fit },
+    Hide { tile: String },
     Next,
+}
+
+/// A tile name a page may ask for: user ids (lowercase letters, digits, `._-`) and the app's own
+/// `_self`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= crate::tiles::MAX_NAME_LEN && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// The bound socket, its port and token.
@@ -131,8 +150,8 @@ struct Guard {
 }
 
 impl Guard {
-    /// The tile a handshake asks for, or the answer that refuses it.
-    fn check(&self, request: &Request) -> Result<String, ErrorResponse> {
+    /// Whether a handshake may become a page's connection, or the answer that refuses it.
+    fn check(&self, request: &Request) -> Result<(), ErrorResponse> {
         let refuse = |status: StatusCode, why: &str| {
             let mut response = ErrorResponse::new(Some(why.to_owned()));
             *response.status_mut() = status;
@@ -147,13 +166,10 @@ impl Guard {
         if !same(token.as_bytes(), self.token.as_bytes()) {
             return Err(refuse(StatusCode::FORBIDDEN, "wrong token"));
         }
-        let name = request.uri().path().strip_prefix("/tiles/").unwrap_or("");
-        // User ids (lowercase letters, digits, `._-`) and the app's own `_self`.
-        let valid = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !valid {
-            return Err(refuse(StatusCode::NOT_FOUND, "no such tile"));
+        if request.uri().path() != "/page" {
+            return Err(refuse(StatusCode::NOT_FOUND, "no such path"));
         }
-        Ok(name.to_owned())
+        Ok(())
     }
 }
 
@@ -162,10 +178,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A tile one page shows.
+struct Watched {
+    tile: Arc<Tile>,
+    pictures: watch::Receiver<Option<Bytes>>,
+}
+
 async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer: u64) {
-    let mut asked = None;
+    let mut let_in = false;
     let check = |request: &Request, response: Response| {
-        asked = Some(guard.check(request)?);
+        guard.check(request)?;
+        let_in = true;
         Ok(response)
     };
     // A page's messages are a few dozen bytes.
@@ -185,48 +208,96 @@ async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer
             return;
         }
     };
-    let Some(name) = asked else { return };
-    let Some(tile) = tiles.find(&name) else {
-        let _ = ws.close(Some(CloseFrame { code: CloseCode::Again, reason: "too many tiles".into() })).await;
+    if !let_in {
         return;
-    };
-    let mut pictures = tile.latest.subscribe();
-    // The picture there is now goes first.
-    pictures.mark_changed();
+    }
+    let mut watched: HashMap<String, Watched> = HashMap::new();
     let mut may_send = true;
-    let mut sized = false;
     let ended = loop {
-        tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<PageMessage>(&text) {
-                    Ok(PageMessage::Size { width, height, fit }) if width <= MAX_SIDE && height <= MAX_SIDE => {
-                        tile.show(viewer, Shown { width, height, fit });
-                        sized = true;
-                    }
-                    Ok(PageMessage::Next) => may_send = true,
-                    _ => break Some(CloseFrame { code: CloseCode::Policy, reason: "unknown message".into() }),
-                },
-                Some(Ok(Message::Binary(_))) => break Some(CloseFrame { code: CloseCode::Unsupported, reason: "text only".into() }),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
-                Some(Ok(_)) => {}
-            },
-            changed = pictures.changed(), if may_send && sized => {
-                if changed.is_err() {
-                    break None;
-                }
-                let picture = pictures.borrow_and_update().clone();
-                if let Some(picture) = picture {
-                    if ws.send(Message::Binary(picture)).await.is_err() {
+        // What woke us, taken out of the select so that its futures (which borrow the tiles) are
+        // gone before the tiles change.
+        let woke = tokio::select! {
+            message = ws.next() => Ok(message),
+            moved = any_changed(&mut watched), if may_send => Err(moved),
+        };
+        let message = match woke {
+            Ok(message) => message,
+            Err(moved) => {
+                if let Some(batch) = batch(&mut watched, moved) {
+                    if ws.send(Message::Binary(batch)).await.is_err() {
                         break None;
                     }
                     may_send = false;
                 }
+                continue;
             }
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<PageMessage>(&text) {
+                Ok(PageMessage::Show { tile, width, height, fit }) if valid_name(&tile) && width <= MAX_SIDE && height <= MAX_SIDE => {
+                    if !watched.contains_key(&tile) {
+                        let found = (watched.len() < MAX_TILES_PER_PAGE).then(|| tiles.find(&tile)).flatten();
+                        let Some(found) = found else {
+                            break Some(CloseFrame { code: CloseCode::Again, reason: "too many tiles".into() });
+                        };
+                        let mut pictures = found.latest.subscribe();
+                        // The picture there is now goes first.
+                        pictures.mark_changed();
+                        watched.insert(tile.clone(), Watched { tile: found, pictures });
+                    }
+                    if let Some(shown) = watched.get(&tile) {
+                        shown.tile.show(viewer, Shown { width, height, fit });
+                    }
+                }
+                Ok(PageMessage::Hide { tile }) => {
+                    if let Some(gone) = watched.remove(&tile) {
+                        gone.tile.hide(viewer);
+                    }
+                }
+                Ok(PageMessage::Next) => may_send = true,
+                _ => break Some(CloseFrame { code: CloseCode::Policy, reason: "unknown message".into() }),
+            },
+            Some(Ok(Message::Binary(_))) => break Some(CloseFrame { code: CloseCode::Unsupported, reason: "text only".into() }),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+            Some(Ok(_)) => {}
         }
     };
-    tile.hide(viewer);
+    for shown in watched.values() {
+        shown.tile.hide(viewer);
+    }
     if let Some(frame) = ended {
         let _ = ws.close(Some(frame)).await;
+    }
+}
+
+/// Returns once any of the tiles has a new picture (never while there are none), with its
+/// place in `watched`'s order: waiting marked that one's picture seen.
+async fn any_changed(watched: &mut HashMap<String, Watched>) -> usize {
+    if watched.is_empty() {
+        return std::future::pending().await;
+    }
+    // A tile's sender lives as long as the tile, which `Watched` holds: `changed` never fails.
+    futures_util::future::select_all(watched.values_mut().map(|w| Box::pin(w.pictures.changed()))).await.1
+}
+
+/// The entries of the tile at `moved` (in `watched`'s order, unchanged since) and of every other
+/// with a new picture since the last batch, as one message (a lone entry goes as it is,
+/// uncopied); `None` when there is no picture among them (a tile shown before its first).
+fn batch(watched: &mut HashMap<String, Watched>, moved: usize) -> Option<Bytes> {
+    let entries: Vec<Bytes> = watched
+        .values_mut()
+        .enumerate()
+        .filter(|(index, w)| *index == moved || w.pictures.has_changed().unwrap_or(false))
+        .filter_map(|(_, w)| w.pictures.borrow_and_update().clone())
+        .collect();
+    match entries.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => {
+            let mut message = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            many.iter().for_each(|entry| message.put_slice(entry));
+            Some(message.freeze())
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! The work is done on the engine's decoder thread (or the camera's, for ourselves), once per
 //! picture whoever watches: the picture is scaled to the largest size any page shows it at
-//! (never up) and laid out as the message, so a socket only hands the same bytes on. Nobody
+//! (never up) and laid out as the page's entry for it, so a socket only hands the same bytes on. Nobody
 //! watching costs nothing: the picture is dropped before it is touched.
 
 use std::collections::HashMap;
@@ -22,10 +22,13 @@ pub const SELF_TILE: &str = "_self";
 /// a reloaded page's names): a page cannot make the app hold memory without bound.
 const MAX_TILES: usize = 64;
 
-/// The bytes before the picture in each message: width, height, sequence number, and the
-/// source's width and height (u16 each), little-endian. A width and height of 0 mean "no picture
-/// now" (the person's video ended); the page clears the tile.
+/// The bytes before the picture in each entry, after its tile's name: width, height, sequence
+/// number, and the source's width and height (u16 each), little-endian. A width and height of 0
+/// mean "no picture now" (the person's video ended); the page clears the tile.
 pub const HEADER_LEN: usize = 16;
+
+/// The longest tile name (user ids are shorter).
+pub const MAX_NAME_LEN: usize = 64;
 
 /// How a tile fits a picture in its box, as a page says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -80,7 +83,9 @@ pub fn wire_header(frame: Option<&I420Frame>, sequence: u32, source: (u32, u32))
 
 /// One tile's slot.
 pub(crate) struct Tile {
-    /// The newest message (`None` before the first picture).
+    /// The name's byte length and the name: the start of each entry about this tile.
+    prefix: Vec<u8>,
+    /// The newest entry, ready to send (`None` before the first picture).
     pub latest: watch::Sender<Option<Bytes>>,
     /// The box each connected page shows this tile in, by connection.
     shown: Mutex<HashMap<u64, Shown>>,
@@ -91,8 +96,19 @@ pub(crate) struct Tile {
 }
 
 impl Tile {
-    fn new() -> Tile {
-        Tile { latest: watch::Sender::new(None), shown: Mutex::default(), sequence: AtomicU32::new(0), writer: AtomicU64::new(0) }
+    fn new(name: &str) -> Tile {
+        let name = &name.as_bytes()[..name.len().min(MAX_NAME_LEN)];
+        let prefix = [&[name.len() as u8][..], name].concat();
+        Tile { prefix, latest: watch::Sender::new(None), shown: Mutex::default(), sequence: AtomicU32::new(0), writer: AtomicU64::new(0) }
+    }
+
+    /// An entry: this tile's name, `header`, then `planes`.
+    fn entry(&self, header: &[u8; HEADER_LEN], planes: &[u8]) -> Bytes {
+        let mut entry = BytesMut::with_capacity(self.prefix.len() + HEADER_LEN + planes.len());
+        entry.put_slice(&self.prefix);
+        entry.put_slice(header);
+        entry.put_slice(planes);
+        entry.freeze()
     }
 
     pub fn show(&self, viewer: u64, shown: Shown) {
@@ -140,13 +156,13 @@ impl FrameTiles {
                 return None;
             }
         }
-        Some(Arc::clone(tiles.entry(name.to_owned()).or_insert_with(|| Arc::new(Tile::new()))))
+        Some(Arc::clone(tiles.entry(name.to_owned()).or_insert_with(|| Arc::new(Tile::new(name)))))
     }
 
     /// A sink's tile always exists (the engine makes at most nine sinks a call, plus ours); a
     /// full table gives a tile nobody can watch.
     fn tile(&self, name: &str) -> Arc<Tile> {
-        self.find(name).unwrap_or_else(|| Arc::new(Tile::new()))
+        self.find(name).unwrap_or_else(|| Arc::new(Tile::new(name)))
     }
 }
 
@@ -167,11 +183,9 @@ impl VideoSink for TileSink {
             &scaled
         };
         let sequence = self.tile.sequence.fetch_add(1, Ordering::Relaxed);
-        let mut message = BytesMut::with_capacity(HEADER_LEN + picture.as_bytes().len());
-        message.put_slice(&wire_header(Some(picture), sequence, (frame.width(), frame.height())));
-        message.put_slice(picture.as_bytes());
+        let entry = self.tile.entry(&wire_header(Some(picture), sequence, (frame.width(), frame.height())), picture.as_bytes());
         self.tile.writer.store(self.id, Ordering::Relaxed);
-        self.tile.latest.send_replace(Some(message.freeze()));
+        self.tile.latest.send_replace(Some(entry));
     }
 }
 
@@ -179,7 +193,7 @@ impl Drop for TileSink {
     fn drop(&mut self) {
         if self.tile.writer.compare_exchange(self.id, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             let sequence = self.tile.sequence.fetch_add(1, Ordering::Relaxed);
-            self.tile.latest.send_replace(Some(Bytes::copy_from_slice(&wire_header(None, sequence, (0, 0)))));
+            self.tile.latest.send_replace(Some(self.tile.entry(&wire_header(None, sequence, (0, 0)), &[])));
         }
     }
 }
@@ -217,14 +231,16 @@ mod tests {
         tile.show(1, Shown { width: 320, height: 180, fit: Fit::Contain });
         tile.show(2, Shown { width: 640, height: 360, fit: Fit::Contain });
         sink.write_frame(&hark_video::pattern::draw(1280, 720, 1));
-        let message = tile.latest.borrow().clone().unwrap();
+        let entry = tile.latest.borrow().clone().unwrap();
+        assert_eq!(&entry[0..6], b"\x05alice", "the entry starts with the tile's name");
+        let message = &entry[6..];
         assert_eq!(&message[0..8], &[128, 2, 0, 0, 104, 1, 0, 0], "640x360");
         assert_eq!(message.len(), HEADER_LEN + 640 * 360 * 3 / 2);
         assert_eq!(&message[12..16], &[0, 5, 208, 2], "the source was 1280x720");
 
         tile.hide(2);
         sink.write_frame(&hark_video::pattern::draw(1280, 720, 2));
-        assert_eq!(tile.latest.borrow().as_ref().unwrap().len(), HEADER_LEN + 320 * 180 * 3 / 2);
+        assert_eq!(tile.latest.borrow().as_ref().unwrap().len(), 6 + HEADER_LEN + 320 * 180 * 3 / 2);
     }
 
     #[test]
@@ -236,9 +252,9 @@ mod tests {
         let mut new = tiles.sink("bob");
         new.write_frame(&hark_video::pattern::draw(64, 36, 0));
         drop(old);
-        assert_eq!(&tile.latest.borrow().as_ref().unwrap()[0..4], &[64, 0, 0, 0], "the newer sink's picture stays");
+        assert_eq!(&tile.latest.borrow().as_ref().unwrap()[4..8], &[64, 0, 0, 0], "the newer sink's picture stays");
         drop(new);
         let cleared = tile.latest.borrow().clone().unwrap();
-        assert_eq!((cleared.len(), &cleared[0..8]), (HEADER_LEN, &[0u8; 8][..]));
+        assert_eq!((cleared.len(), &cleared[0..4], &cleared[4..12]), (4 + HEADER_LEN, &b"\x03bob"[..], &[0u8; 8][..]));
     }
 }

@@ -1,11 +1,12 @@
-//! The frame socket with real WebSocket clients on loopback: who gets in, what they get, and that
-//! a page that does not keep up gets the newest picture rather than a queue.
+//! The frame socket with real WebSocket clients on loopback: who gets in, what they get, that a
+//! page that does not keep up gets the newest picture rather than a queue, and that what moved
+//! while it drew comes in one batch.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hark_engine::video::VideoSink;
-use hark_frames::{FrameSocket, FrameTiles, HEADER_LEN, MAX_CONNECTIONS, SELF_TILE};
+use hark_frames::{FrameSocket, FrameTiles, HEADER_LEN, MAX_CONNECTIONS, MAX_TILES_PER_PAGE, SELF_TILE};
 use hark_video::{pattern, I420Frame};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -33,16 +34,20 @@ fn start() -> Running {
 }
 
 impl Running {
-    async fn open_as(&self, tile: &str, token: &str, origin: Option<&str>) -> Result<Page, Error> {
-        let mut request = format!("ws://127.0.0.1:{}/tiles/{tile}?token={token}", self.port).into_client_request().unwrap();
+    async fn open_at(&self, path: &str, token: &str, origin: Option<&str>) -> Result<Page, Error> {
+        let mut request = format!("ws://127.0.0.1:{}{path}?token={token}", self.port).into_client_request().unwrap();
         if let Some(origin) = origin {
             request.headers_mut().insert("origin", origin.parse().unwrap());
         }
         tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
     }
 
-    async fn open(&self, tile: &str) -> Page {
-        self.open_as(tile, &self.token, Some(ORIGIN)).await.unwrap()
+    async fn open_as(&self, token: &str, origin: Option<&str>) -> Result<Page, Error> {
+        self.open_at("/page", token, origin).await
+    }
+
+    async fn open(&self) -> Page {
+        self.open_as(&self.token, Some(ORIGIN)).await.unwrap()
     }
 }
 
@@ -50,18 +55,48 @@ async fn say(page: &mut Page, json: &str) {
     page.send(Message::Text(json.into())).await.unwrap();
 }
 
-/// The next picture: its size, sequence number and planes.
-async fn next_picture(page: &mut Page) -> (u32, u32, u32, Vec<u8>) {
+async fn show(page: &mut Page, tile: &str, width: u32, height: u32) {
+    say(page, &format!(r#"{{"type":"show","tile":"{tile}","width":{width},"height":{height},"fit":"contain"}}"#)).await;
+}
+
+/// One tile's entry in a batch: its name, size, sequence number and planes.
+type Entry = (String, u32, u32, u32, Vec<u8>);
+
+/// Reads a batch the way the page does: entries one after another, each as long as its header
+/// says.
+fn entries(mut data: &[u8]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    while !data.is_empty() {
+        let name_len = usize::from(data[0]);
+        let name = String::from_utf8(data[1..1 + name_len].to_vec()).unwrap();
+        let header = &data[1 + name_len..1 + name_len + HEADER_LEN];
+        let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap());
+        let (width, height) = (word(0), word(4));
+        let planes = (width * height + 2 * width.div_ceil(2) * height.div_ceil(2)) as usize;
+        let start = 1 + name_len + HEADER_LEN;
+        entries.push((name, width, height, word(8), data[start..start + planes].to_vec()));
+        data = &data[start + planes..];
+    }
+    entries
+}
+
+/// The next batch.
+async fn next_batch(page: &mut Page) -> Vec<Entry> {
     loop {
-        match tokio::time::timeout(PATIENCE, page.next()).await.expect("a picture in time") {
-            Some(Ok(Message::Binary(data))) => {
-                let word = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().unwrap());
-                return (word(0), word(4), word(8), data[HEADER_LEN..].to_vec());
-            }
+        match tokio::time::timeout(PATIENCE, page.next()).await.expect("a batch in time") {
+            Some(Ok(Message::Binary(data))) => return entries(&data),
             Some(Ok(_)) => continue,
             other => panic!("the socket ended: {other:?}"),
         }
     }
+}
+
+/// The next batch's only picture: its size, sequence number and planes.
+async fn next_picture(page: &mut Page) -> (u32, u32, u32, Vec<u8>) {
+    let mut batch = next_batch(page).await;
+    assert_eq!(batch.len(), 1, "one tile moved");
+    let (_, width, height, sequence, planes) = batch.remove(0);
+    (width, height, sequence, planes)
 }
 
 /// Writes pictures (`write` makes each) until the page gets one, for at most [`PATIENCE`]: the
@@ -94,23 +129,23 @@ fn status_of(result: Result<Page, Error>) -> u16 {
 #[tokio::test]
 async fn only_the_app_with_this_launchs_token_gets_in() {
     let running = start();
-    assert_eq!(status_of(running.open_as("alice", "0000", Some(ORIGIN)).await), 403, "wrong token");
-    assert_eq!(status_of(running.open_as("alice", "", Some(ORIGIN)).await), 403, "no token");
-    assert_eq!(status_of(running.open_as("alice", &running.token, Some("http://evil.example")).await), 403, "another origin");
-    assert_eq!(status_of(running.open_as("alice", &running.token, None).await), 403, "no origin (not a browser page)");
-    assert_eq!(status_of(running.open_as("../etc", &running.token, Some(ORIGIN)).await), 404, "not a tile name");
+    assert_eq!(status_of(running.open_as("0000", Some(ORIGIN)).await), 403, "wrong token");
+    assert_eq!(status_of(running.open_as("", Some(ORIGIN)).await), 403, "no token");
+    assert_eq!(status_of(running.open_as(&running.token, Some("http://evil.example")).await), 403, "another origin");
+    assert_eq!(status_of(running.open_as(&running.token, None).await), 403, "no origin (not a browser page)");
+    assert_eq!(status_of(running.open_at("/tiles/alice", &running.token, Some(ORIGIN)).await), 404, "not the page's path");
     // Another socket's token does not open this one.
     let other = start();
-    assert_eq!(status_of(running.open_as("alice", &other.token, Some(ORIGIN)).await), 403);
-    running.open("alice").await;
+    assert_eq!(status_of(running.open_as(&other.token, Some(ORIGIN)).await), 403);
+    running.open().await;
 }
 
 #[tokio::test]
 async fn a_page_gets_the_picture_at_its_tiles_size_with_the_right_pixels() {
     let running = start();
-    let mut page = running.open("alice").await;
+    let mut page = running.open().await;
     let mut sink = running.tiles.sink("alice");
-    say(&mut page, r#"{"type":"size","width":640,"height":360,"fit":"contain"}"#).await;
+    show(&mut page, "alice", 640, 360).await;
     let sent = pattern::draw(1280, 720, 7);
     let (width, height, _, planes) = until_picture(&mut page, || sink.write_frame(&sent)).await;
     assert_eq!((width, height), (640, 360), "scaled to the box, not sent at 720p");
@@ -121,8 +156,8 @@ async fn a_page_gets_the_picture_at_its_tiles_size_with_the_right_pixels() {
 #[tokio::test]
 async fn a_slow_page_gets_the_newest_picture_and_no_queue() {
     let running = start();
-    let mut page = running.open(SELF_TILE).await;
-    say(&mut page, r#"{"type":"size","width":320,"height":180,"fit":"cover"}"#).await;
+    let mut page = running.open().await;
+    show(&mut page, SELF_TILE, 320, 180).await;
     let mut sink = running.tiles.sink(SELF_TILE);
     let mut number = 0;
     let first = until_picture(&mut page, || {
@@ -149,10 +184,38 @@ async fn a_slow_page_gets_the_newest_picture_and_no_queue() {
 }
 
 #[tokio::test]
+async fn the_tiles_that_moved_while_the_page_drew_come_in_one_batch() {
+    let running = start();
+    let mut page = running.open().await;
+    let (mut alice, mut bob, mut carol) = (running.tiles.sink("alice"), running.tiles.sink("bob"), running.tiles.sink("carol"));
+    show(&mut page, "bob", 32, 18).await;
+    show(&mut page, "carol", 64, 36).await;
+    // Shown and then hidden: carol's pictures are not the page's any more.
+    say(&mut page, r#"{"type":"hide","tile":"carol"}"#).await;
+    show(&mut page, "alice", 64, 36).await;
+    // The page's messages are read in order: once alice's picture comes, all of them were.
+    until_picture(&mut page, || alice.write_frame(&pattern::draw(64, 36, 0))).await;
+    // The page is drawing alice: both people move meanwhile, alice twice.
+    for n in 1..=2 {
+        alice.write_frame(&pattern::draw(64, 36, n));
+    }
+    bob.write_frame(&pattern::draw(64, 36, 5));
+    carol.write_frame(&pattern::draw(64, 36, 9));
+    say(&mut page, r#"{"type":"next"}"#).await;
+    let mut batch = next_batch(&mut page).await;
+    batch.sort();
+    let said: Vec<(&str, u32, u32, Option<u32>)> =
+        batch.iter().map(|(name, w, h, _, planes)| (name.as_str(), *w, *h, pattern::read_number(&I420Frame::from_bytes(*w, *h, planes.clone()).unwrap()))).collect();
+    assert_eq!(said, [("alice", 64, 36, Some(2)), ("bob", 32, 18, None)], "the newest of each shown tile, in one message, each at its size");
+    say(&mut page, r#"{"type":"next"}"#).await;
+    assert!(quiet(&mut page, Duration::from_millis(300)).await, "nothing left behind");
+}
+
+#[tokio::test]
 async fn the_tile_clears_when_the_video_ends_and_bad_messages_close_the_page() {
     let running = start();
-    let mut page = running.open("bob").await;
-    say(&mut page, r#"{"type":"size","width":64,"height":36,"fit":"contain"}"#).await;
+    let mut page = running.open().await;
+    show(&mut page, "bob", 64, 36).await;
     let mut sink = running.tiles.sink("bob");
     until_picture(&mut page, || sink.write_frame(&pattern::draw(64, 36, 0))).await;
     say(&mut page, r#"{"type":"next"}"#).await;
@@ -160,25 +223,38 @@ async fn the_tile_clears_when_the_video_ends_and_bad_messages_close_the_page() {
     let (width, height, _, planes) = next_picture(&mut page).await;
     assert_eq!((width, height, planes.len()), (0, 0, 0), "no picture now");
 
-    say(&mut page, r#"{"type":"size","width":"lots"}"#).await;
-    match tokio::time::timeout(PATIENCE, page.next()).await.unwrap() {
-        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1008),
-        other => panic!("expected a policy close, got {other:?}"),
+    for bad in [r#"{"type":"show","tile":"bob","width":"lots"}"#, r#"{"type":"show","tile":"../etc","width":1,"height":1,"fit":"cover"}"#, r#"{"type":"size","width":1,"height":1,"fit":"cover"}"#] {
+        let mut page = running.open().await;
+        say(&mut page, bad).await;
+        match tokio::time::timeout(PATIENCE, page.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1008, "{bad}"),
+            other => panic!("expected a policy close for {bad}, got {other:?}"),
+        }
     }
 }
 
 #[tokio::test]
-async fn connections_are_bounded() {
+async fn connections_and_the_tiles_of_one_page_are_bounded() {
     let running = start();
+    let mut page = running.open().await;
+    for n in 0..MAX_TILES_PER_PAGE {
+        show(&mut page, &format!("user{n}"), 16, 16).await;
+    }
+    show(&mut page, "one-too-many", 16, 16).await;
+    match tokio::time::timeout(PATIENCE, page.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1013, "try again later"),
+        other => panic!("expected a close, got {other:?}"),
+    }
+
     let mut pages = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
-        pages.push(running.open("carol").await);
+        pages.push(running.open().await);
     }
-    assert!(running.open_as("carol", &running.token, Some(ORIGIN)).await.is_err(), "one too many is dropped");
+    assert!(running.open_as(&running.token, Some(ORIGIN)).await.is_err(), "one too many is dropped");
     drop(pages.pop());
     // The freed place is taken once the socket noticed the close.
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while running.open_as("carol", &running.token, Some(ORIGIN)).await.is_err() {
+    while running.open_as(&running.token, Some(ORIGIN)).await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "the place was not freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

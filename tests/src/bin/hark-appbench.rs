@@ -159,7 +159,8 @@ async fn main() -> Result<()> {
     };
     let app = std::fs::canonicalize(app).context("the app binary")?;
     let cli = std::env::current_exe()?.with_file_name("hark-cli");
-    let fixture = AppUnderTest::prepare_keeping_tray(Path::new(tauri_driver))?;
+    // Our camera on nine more tiles as a group call's senders send it, for the grid's figure.
+    let fixture = AppUnderTest::prepare_keeping_tray_with(Path::new(tauri_driver), &[("HARK_TEST_TILES", GRID_TILES.to_string())])?;
     let _window_manager = hark_e2e::start_window_manager(&fixture.home.path().join("openbox.log"))?;
 
     // First launch: sign up.
@@ -269,9 +270,9 @@ async fn main() -> Result<()> {
         println!("    {line}");
     }
     println!("  CPU in a 1:1 audio call to echo (app + WebKit processes): {cpu_percent:.1}% of one core over 10 s");
-    println!("  frame path: the app's camera (test pattern, 1280x720 30 fps) to canvases in the main window over the frame socket,");
-    println!("  WebSocket + I420 scaled in Rust to the canvas + VideoFrame + 2D canvas, beside the same pictures as VP8 decoded by WebCodecs in the page;");
-    println!("  CPU of app + WebKit processes above the same page without them:");
+    println!("  frame path: the app's camera (test pattern, 1280x720 30 fps; the grid's nine tiles at 320x180 15 fps, HARK_TEST_TILES) to canvases");
+    println!("  in the main window over the frame socket (one WebSocket for the page, I420 scaled in Rust to the canvas, VideoFrame, 2D canvas),");
+    println!("  beside the same pictures as VP8 decoded by WebCodecs in the page; CPU of app + WebKit processes above the same page without them:");
     for line in &paths {
         println!("    {line}");
     }
@@ -338,38 +339,41 @@ async fn app_cpu(app: &Path) -> Cpu {
     Cpu { percent, each: used.iter().filter(|(_, p)| *p > 0.0).map(|(name, p)| format!("{name} {p:.1}")).collect() }
 }
 
-/// Opens `tiles` canvases of `width`x`height` in the main window, each reading our camera's
-/// tile from the frame socket as the app's own tiles do (its size said, each picture drawn at
-/// the next animation frame as a VideoFrame, then the next asked for, no sooner than `fps`
-/// allows: a grid draws at its senders' 15 fps), and counts what is drawn. The script's body;
-/// [`open_canvases`] puts the sizes in front of it.
+/// Opens `tiles` canvases of `width`x`height` in the main window, each showing one of `names`
+/// from the frame socket as the app's own tiles do (one connection for the page, each tile's
+/// box said, each batch drawn at the next animation frame as VideoFrames, then the next asked
+/// for), and counts what is drawn. The script's body; [`open_canvases`] puts the sizes in front.
 const OPEN_CANVASES: &str = "
 const info = await window.__TAURI_INTERNALS__.invoke('frame_socket');
 window.__harkPath = { drawn: 0, close: [] };
-for (let i = 0; i < tiles; i++) {
-  const canvas = place(i);
-  const context = canvas.getContext('2d');
-  const socket = new WebSocket(`ws://127.0.0.1:${info.port}/tiles/_self?token=${info.token}`);
-  socket.binaryType = 'arraybuffer';
-  let asked = performance.now();
-  const ask = () => { asked = performance.now(); socket.send('{\"type\":\"next\"}'); };
-  socket.onopen = () => socket.send(JSON.stringify({ type: 'size', width, height, fit: 'contain' }));
-  socket.onmessage = (message) => requestAnimationFrame(() => {
-    const view = new DataView(message.data);
+const canvases = new Map(names.map((name, i) => [name, place(i)]));
+const contexts = new Map([...canvases].map(([name, canvas]) => [name, canvas.getContext('2d')]));
+const socket = new WebSocket(`ws://127.0.0.1:${info.port}/page?token=${info.token}`);
+socket.binaryType = 'arraybuffer';
+socket.onopen = () => names.forEach((tile) => socket.send(JSON.stringify({ type: 'show', tile, width, height, fit: 'contain' })));
+socket.onmessage = (message) => requestAnimationFrame(() => {
+  const bytes = new Uint8Array(message.data);
+  for (let at = 0; at < bytes.length; ) {
+    const end = at + 1 + bytes[at];
+    const tile = String.fromCharCode(...bytes.subarray(at + 1, end));
+    const view = new DataView(message.data, end, 16);
     const [w, h] = [view.getUint32(0, true), view.getUint32(4, true)];
-    if (w > 0) {
+    const length = 16 + (w && h ? w * h + 2 * Math.ceil(w / 2) * Math.ceil(h / 2) : 0);
+    const canvas = canvases.get(tile);
+    if (w > 0 && canvas) {
       if (canvas.width !== w) canvas.width = w;
       if (canvas.height !== h) canvas.height = h;
-      const frame = new VideoFrame(new Uint8Array(message.data, 16), { format: 'I420', codedWidth: w, codedHeight: h, timestamp: view.getUint32(8, true),
+      const frame = new VideoFrame(new Uint8Array(message.data, end + 16, length - 16), { format: 'I420', codedWidth: w, codedHeight: h, timestamp: view.getUint32(8, true),
         colorSpace: { primaries: 'smpte170m', transfer: 'smpte170m', matrix: 'smpte170m', fullRange: false } });
-      context.drawImage(frame, 0, 0);
+      contexts.get(tile).drawImage(frame, 0, 0);
       frame.close();
       window.__harkPath.drawn += 1;
     }
-    setTimeout(ask, Math.max(0, asked + 1000 / fps - 2 - performance.now()));
-  });
-  window.__harkPath.close.push(() => { socket.close(); canvas.remove(); });
-}
+    at = end + length;
+  }
+  socket.send('{\"type\":\"next\"}');
+});
+window.__harkPath.close.push(() => { socket.close(); canvases.forEach((canvas) => canvas.remove()); });
 return 'ok';";
 
 /// The same canvases fed VP8 instead: the encoded `chunks` (base64, keyframe first, played in a
@@ -424,8 +428,13 @@ const place = (i) => {
 };";
 
 fn open_canvases(stage: &Stage) -> String {
-    let Stage { width, height, tiles, fps, .. } = stage;
-    format!("return (async () => {{ const [width, height, tiles, fps] = [{width}, {height}, {tiles}, {fps}]; {PLACE} {OPEN_CANVASES} }})();")
+    let Stage { width, height, tiles, .. } = stage;
+    // One canvas of our camera, or the grid's test tiles (HARK_TEST_TILES), one canvas each.
+    let names: Vec<String> = if *tiles == 1 { vec!["_self".into()] } else { (1..=*tiles).map(|i| format!("_test{i}")).collect() };
+    format!(
+        "return (async () => {{ const [width, height, names] = [{width}, {height}, {}]; {PLACE} {OPEN_CANVASES} }})();",
+        serde_json::to_string(&names).unwrap_or_default()
+    )
 }
 
 fn decode_canvases(stage: &Stage, clip: &[EncodedFrame]) -> String {
@@ -463,10 +472,13 @@ impl Stage {
     }
 }
 
+/// The grid's tiles: nine people.
+const GRID_TILES: u32 = 9;
+
 const STAGES: [Stage; 3] = [
     Stage { width: 1280, height: 720, tiles: 1, fps: 30, kbps: 2000 },
     Stage { width: 640, height: 360, tiles: 1, fps: 30, kbps: 1000 },
-    Stage { width: 320, height: 180, tiles: 9, fps: 15, kbps: 200 },
+    Stage { width: 320, height: 180, tiles: GRID_TILES, fps: 15, kbps: 200 },
 ];
 
 /// Five seconds of the test pattern at the stage's size, rate and bitrate, as the engine's
@@ -523,9 +535,10 @@ async fn measure_canvases(web: &hark_e2e::WebDriver, app: &Path, script: &str, s
 }
 
 /// The frame path's cost, and the VP8 path's beside it: the settings page with its camera
-/// preview as the baseline; then canvases fed from the camera's tile over the frame socket
-/// (I420, scaled in Rust to the canvas), and the same canvases decoding the same pictures sent
-/// as VP8 with WebCodecs in the page. Lines to print, and the comparison table's rows.
+/// preview as the baseline; then canvases fed over the frame socket (I420, scaled in Rust to the
+/// canvas) from the camera's tile, or for the grid from nine test tiles at a group call's size
+/// and rate; and the same canvases decoding the same pictures sent as VP8 with WebCodecs in the
+/// page. Lines to print, with the comparison table's rows.
 async fn frame_path(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Path) -> Result<Vec<String>> {
     set_720p(fixture, web).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -1,7 +1,7 @@
 // A stand-in for the app's frame socket (crates/frames) in the browser tests: the same wire
-// format and the same rules (token, a size before anything is sent, one picture per `next`, the
-// newest only), fed solid-colour I420 pictures the test chooses, so a test can check the pixels
-// the page drew.
+// format and the same rules (token, one connection per page, a tile's size before anything of it
+// is sent, one batch per `next` with the newest picture of each tile that moved), fed
+// solid-colour I420 pictures the test chooses, so a test can check the pixels the page drew.
 
 import { WebSocketServer } from 'ws';
 
@@ -17,14 +17,16 @@ export function solidPicture(width, height, [y, u, v]) {
   return { width, height, planes };
 }
 
-function message(picture, sequence) {
+/** A batch entry: the tile's name, the header, the planes. */
+function entry(tile, picture, sequence) {
   const header = Buffer.alloc(HEADER_LEN);
   header.writeUInt32LE(picture?.width ?? 0, 0);
   header.writeUInt32LE(picture?.height ?? 0, 4);
   header.writeUInt32LE(sequence, 8);
   header.writeUInt16LE(picture?.width ?? 0, 12);
   header.writeUInt16LE(picture?.height ?? 0, 14);
-  return picture ? Buffer.concat([header, picture.planes]) : header;
+  const name = Buffer.from(tile, 'ascii');
+  return Buffer.concat([Buffer.from([name.length]), name, header, ...(picture ? [picture.planes] : [])]);
 }
 
 export async function startFrameFeed() {
@@ -33,32 +35,46 @@ export async function startFrameFeed() {
   await new Promise((done) => server.once('listening', done));
   /** @type {Map<string, any>} newest picture per tile */
   const latest = new Map();
-  /** Every page connection: its tile, the sizes it said, how many pictures it asked for. */
+  /** Every page connection: the tiles it shows (the sizes it said for each), how many batches it asked for. */
   const pages = [];
   let sequence = 0;
 
   const flush = (page) => {
-    if (!page.mayShow || !page.sized || !latest.has(page.tile) || page.sent === latest.get(page.tile).sequence) return;
-    const { picture, sequence: number } = latest.get(page.tile);
-    page.socket.send(message(picture, number));
-    page.sent = number;
+    if (!page.mayShow) return;
+    const moved = [...page.tiles].filter(([tile, shown]) => shown.on && latest.has(tile) && shown.sent !== latest.get(tile).sequence);
+    if (moved.length === 0) return;
+    page.socket.send(
+      Buffer.concat(
+        moved.map(([tile, shown]) => {
+          const { picture, sequence: number } = latest.get(tile);
+          shown.sent = number;
+          return entry(tile, picture, number);
+        }),
+      ),
+    );
     page.mayShow = false;
   };
 
   server.on('connection', (socket, request) => {
     const url = new URL(request.url ?? '/', 'http://x');
-    const tile = decodeURIComponent(url.pathname.replace(/^\/tiles\//, ''));
-    if (url.searchParams.get('token') !== token) {
-      socket.close(1008, 'wrong token');
+    if (url.pathname !== '/page' || url.searchParams.get('token') !== token) {
+      socket.close(1008, 'wrong path or token');
       return;
     }
-    const page = { socket, tile, sizes: [], nexts: 0, mayShow: true, sized: false, sent: -1, open: true };
+    const page = { socket, tiles: new Map(), nexts: 0, mayShow: true, open: true };
     pages.push(page);
     socket.on('message', (data) => {
       const said = JSON.parse(data.toString());
-      if (said.type === 'size') {
-        page.sizes.push({ width: said.width, height: said.height, fit: said.fit });
-        page.sized = true;
+      if (said.type === 'show') {
+        const shown = page.tiles.get(said.tile) ?? { sizes: [], sent: -1 };
+        // Shown anew (after a hide): its current picture goes first, as the app's socket does.
+        if (!shown.on) shown.sent = -1;
+        shown.on = true;
+        shown.sizes.push({ width: said.width, height: said.height, fit: said.fit });
+        page.tiles.set(said.tile, shown);
+      } else if (said.type === 'hide') {
+        const shown = page.tiles.get(said.tile);
+        if (shown) shown.on = false;
       } else if (said.type === 'next') {
         page.nexts += 1;
         page.mayShow = true;
@@ -74,10 +90,11 @@ export async function startFrameFeed() {
     /** Shows `picture` (null: no picture now) on `tile`, to every page showing it. */
     show(tile, picture) {
       latest.set(tile, { picture, sequence: sequence++ });
-      for (const page of pages) if (page.tile === tile && page.open) flush(page);
+      for (const page of pages) if (page.open) flush(page);
     },
+    /** The open pages showing `tile`: the sizes they said for it, and how many batches they asked for. */
     openPages(tile) {
-      return pages.filter((p) => p.tile === tile && p.open);
+      return pages.filter((p) => p.open && p.tiles.get(tile)?.on).map((p) => ({ sizes: p.tiles.get(tile).sizes, nexts: p.nexts }));
     },
     stop: () => new Promise((done) => server.close(done)),
   };

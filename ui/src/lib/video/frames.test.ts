@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 
 import { FakeClock } from '../testing/fakeClock';
-import { FrameFeed, HEADER_LEN, RECONNECT_MS, i420Length, parsePicture, type FeedHost, type Picture } from './frames';
+import { FramePage, HEADER_LEN, RECONNECT_MS, i420Length, parseBatch, parsePicture, type FeedHost, type Picture } from './frames';
 
 function message(width: number, height: number, sequence: number, fill = 0): ArrayBuffer {
   const buffer = new ArrayBuffer(HEADER_LEN + (width && height ? i420Length(width, height) : 0));
@@ -14,6 +14,36 @@ function message(width: number, height: number, sequence: number, fill = 0): Arr
   new Uint8Array(buffer, HEADER_LEN).fill(fill);
   return buffer;
 }
+
+/** A batch: each tile's name before its message. */
+function batch(...entries: [string, ArrayBuffer][]): ArrayBuffer {
+  const parts = entries.flatMap(([tile, message]) => [new Uint8Array([tile.length, ...[...tile].map((c) => c.charCodeAt(0))]), new Uint8Array(message)]);
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out.buffer;
+}
+
+describe('parseBatch', () => {
+  test('reads each entry at its own length, a clear among them, and refuses a cut or empty batch', () => {
+    const entries = parseBatch(batch(['alice', message(4, 2, 1, 5)], ['_self', message(0, 0, 2)], ['bob.x', message(3, 3, 7, 9)]));
+    expect(entries).not.toBe('invalid');
+    const read = entries as Exclude<typeof entries, 'invalid'>;
+    expect(read.map((e) => [e.tile, e.picture?.width ?? 0, e.picture?.sequence ?? null])).toEqual([
+      ['alice', 4, 1],
+      ['_self', 0, null],
+      ['bob.x', 3, 7],
+    ]);
+    expect([...(read[2].picture as Picture).planes].every((b) => b === 9)).toBe(true);
+    const whole = batch(['alice', message(4, 2, 1)]);
+    expect(parseBatch(whole.slice(0, whole.byteLength - 1))).toBe('invalid');
+    expect(parseBatch(new ArrayBuffer(0))).toBe('invalid');
+    expect(parseBatch(new Uint8Array([0, ...new Uint8Array(message(4, 2, 1))]).buffer)).toBe('invalid');
+  });
+});
 
 describe('parsePicture', () => {
   test('reads a picture, a clear, and refuses what the socket never sends', () => {
@@ -76,65 +106,112 @@ function rig() {
   return { clock, sockets, host, shown, repaint };
 }
 
-describe('FrameFeed', () => {
-  test('says the size, draws at the next repaint, then asks for the next picture; a burst draws only the newest', () => {
-    const { sockets, host, shown, repaint } = rig();
-    const feed = new FrameFeed({ port: 4100, token: 'abc' }, 'alice.x', (p) => shown.push(p), host);
-    expect(sockets[0].url).toBe('ws://127.0.0.1:4100/tiles/alice.x?token=abc');
+describe('FramePage', () => {
+  test('one socket says each tile its size, draws a batch at the next repaint, then asks once for the next; a burst draws only the newest', () => {
+    const { sockets, host, repaint } = rig();
+    const page = new FramePage({ port: 4100, token: 'abc' }, host);
+    expect(sockets).toHaveLength(1);
+    expect(sockets[0].url).toBe('ws://127.0.0.1:4100/page?token=abc');
     expect(sockets[0].binaryType).toBe('arraybuffer');
-    feed.resize(639.6, 360.2, 'cover');
+    const shown: [string, number | null][] = [];
+    const alice = page.watch('alice.x', (p) => shown.push(['alice.x', p?.sequence ?? null]));
+    const bob = page.watch('bob', (p) => shown.push(['bob', p?.sequence ?? null]));
+    alice.resize(639.6, 360.2, 'cover');
     sockets[0].open();
-    expect(sockets[0].sent).toEqual([{ type: 'size', width: 640, height: 360, fit: 'cover' }]);
-    feed.resize(640, 360, 'cover');
-    expect(sockets[0].sent).toHaveLength(1);
+    expect(sockets[0].sent).toEqual([{ type: 'show', tile: 'alice.x', width: 640, height: 360, fit: 'cover' }]);
+    alice.resize(640, 360, 'cover');
+    bob.resize(320, 180, 'contain');
+    expect(sockets[0].sent).toHaveLength(2);
+    expect(sockets).toHaveLength(1);
 
-    sockets[0].deliver(message(4, 2, 1));
+    sockets[0].deliver(batch(['alice.x', message(4, 2, 1)]));
+    sockets[0].deliver(batch(['alice.x', message(4, 2, 2)], ['bob', message(4, 2, 8)], ['carol', message(4, 2, 1)]));
     expect(shown).toHaveLength(0);
-    expect(sockets[0].sent).toHaveLength(1);
-    sockets[0].deliver(message(4, 2, 2));
     repaint();
-    expect(shown.map((p) => p?.sequence)).toEqual([2]);
-    expect(sockets[0].sent.at(-1)).toEqual({ type: 'next' });
+    expect(shown).toEqual([
+      ['alice.x', 2],
+      ['bob', 8],
+    ]);
     expect(sockets[0].sent.filter((m) => (m as { type: string }).type === 'next')).toHaveLength(1);
 
-    sockets[0].deliver(message(0, 0, 3));
+    sockets[0].deliver(batch(['bob', message(0, 0, 9)]));
     repaint();
-    expect(shown.at(-1)).toBeNull();
+    expect(shown.at(-1)).toEqual(['bob', null]);
     sockets[0].deliver(new ArrayBuffer(2));
     repaint();
-    expect(shown).toHaveLength(2);
-    feed.close();
+    expect(shown).toHaveLength(3);
+
+    bob.close();
+    expect(sockets[0].sent.at(-1)).toEqual({ type: 'hide', tile: 'bob' });
+    sockets[0].deliver(batch(['bob', message(4, 2, 10)]));
+    repaint();
+    expect(shown).toHaveLength(3);
+    alice.close();
+    page.close();
   });
 
-  test('a picture that fails to draw still asks for the next one', () => {
+  test('a tile shown twice is said at its largest box, the second starts from the last picture, hidden when both go', () => {
     const { sockets, host, repaint } = rig();
-    const feed = new FrameFeed({ port: 1, token: 't' }, 'bob', () => {
-      throw new Error('cannot draw');
-    }, host);
-    feed.resize(64, 36, 'cover');
+    const page = new FramePage({ port: 1, token: 't' }, host);
     sockets[0].open();
-    sockets[0].deliver(message(4, 2, 1));
-    expect(() => repaint()).toThrow('cannot draw');
-    expect(sockets[0].sent.at(-1)).toEqual({ type: 'next' });
-    feed.close();
+    const first: (number | null)[] = [];
+    const small = page.watch('_self', (p) => first.push(p?.sequence ?? null));
+    const large = page.watch('_self', () => undefined);
+    small.resize(160, 90, 'cover');
+    large.resize(1280, 720, 'contain');
+    small.resize(200, 112, 'cover');
+    expect(sockets[0].sent).toEqual([
+      { type: 'show', tile: '_self', width: 160, height: 90, fit: 'cover' },
+      { type: 'show', tile: '_self', width: 1280, height: 720, fit: 'contain' },
+    ]);
+    sockets[0].deliver(batch(['_self', message(4, 2, 6)]));
+    repaint();
+    const later: (number | null)[] = [];
+    const third = page.watch('_self', (p) => later.push(p?.sequence ?? null));
+    repaint();
+    expect([first, later]).toEqual([[6, 6], [6]]);
+    third.close();
+    large.close();
+    expect(sockets[0].sent.at(-1)).toEqual({ type: 'show', tile: '_self', width: 200, height: 112, fit: 'cover' });
+    small.close();
+    expect(sockets[0].sent.at(-1)).toEqual({ type: 'hide', tile: '_self' });
+    page.close();
   });
 
-  test('a tile gone while its socket connects closes it once open, and draws nothing', () => {
-    const { sockets, host, shown, repaint } = rig();
-    const feed = new FrameFeed({ port: 1, token: 't' }, 'bob', (p) => shown.push(p), host);
-    feed.close();
+  test('a picture that fails to draw does not stop the other tiles, nor the next batch', () => {
+    const { sockets, host, repaint } = rig();
+    const page = new FramePage({ port: 1, token: 't' }, host);
+    const drawn: string[] = [];
+    page.watch('bob', () => {
+      throw new Error('cannot draw');
+    }).resize(64, 36, 'cover');
+    page.watch('carol', () => drawn.push('carol')).resize(64, 36, 'cover');
+    sockets[0].open();
+    sockets[0].deliver(batch(['bob', message(4, 2, 1)], ['carol', message(4, 2, 1)]));
+    expect(() => repaint()).toThrow('cannot draw');
+    expect(drawn).toEqual(['carol']);
+    expect(sockets[0].sent.at(-1)).toEqual({ type: 'next' });
+    page.close();
+  });
+
+  test('a page closed while its socket connects closes it once open, and draws nothing', () => {
+    const { sockets, host, repaint } = rig();
+    const page = new FramePage({ port: 1, token: 't' }, host);
+    const shown: unknown[] = [];
+    page.watch('bob', (p) => shown.push(p)).resize(64, 36, 'cover');
+    page.close();
     expect(sockets[0].readyState).toBe(0);
     sockets[0].open();
     expect(sockets[0].readyState).toBe(3);
-    sockets[0].deliver(message(4, 2, 1));
+    sockets[0].deliver(batch(['bob', message(4, 2, 1)]));
     repaint();
     expect(shown).toEqual([]);
   });
 
-  test('a dropped socket is opened again after a second, and not after close', () => {
+  test('a dropped socket is opened again after a second and says its tiles again; not after close', () => {
     const { clock, sockets, host } = rig();
-    const feed = new FrameFeed({ port: 1, token: 't' }, 'self', () => undefined, host);
-    feed.resize(320, 180, 'contain');
+    const page = new FramePage({ port: 1, token: 't' }, host);
+    page.watch('_self', () => undefined).resize(320, 180, 'contain');
     sockets[0].open();
     sockets[0].drop();
     clock.advance(RECONNECT_MS - 1);
@@ -142,8 +219,8 @@ describe('FrameFeed', () => {
     clock.advance(1);
     expect(sockets).toHaveLength(2);
     sockets[1].open();
-    expect(sockets[1].sent).toEqual([{ type: 'size', width: 320, height: 180, fit: 'contain' }]);
-    feed.close();
+    expect(sockets[1].sent).toEqual([{ type: 'show', tile: '_self', width: 320, height: 180, fit: 'contain' }]);
+    page.close();
     sockets[1].drop();
     clock.advance(RECONNECT_MS * 5);
     expect(sockets).toHaveLength(2);

@@ -1,10 +1,12 @@
-// The page's side of the frame socket (crates/frames): one WebSocket per tile, carrying the newest
-// picture of one person as I420, drawn on a 2D canvas through `VideoFrame` (measured: about a
-// third of what WebGL costs under software GL, and no conversion to RGBA in Rust or here).
+// The page's side of the frame socket (crates/frames): one WebSocket per page for all the tiles
+// it shows, carrying the newest picture of each as I420, drawn on 2D canvases through
+// `VideoFrame` (measured: about a third of what WebGL costs under software GL, and no conversion
+// to RGBA in Rust or here).
 //
-// The page says how large it shows the tile (device pixels), so the app sends no more pixels than
-// are shown, and asks for each picture once it drew the last one: a busy or hidden page (no
-// animation frames) skips pictures instead of queueing them.
+// The page says how large it shows each tile (device pixels), so the app sends no more pixels
+// than are shown, and asks for each batch once it drew the last one: a busy or hidden page (no
+// animation frames) skips pictures instead of queueing them, and the tiles that moved meanwhile
+// come in one message and are drawn in one repaint.
 
 import type { FrameSocketInfo } from '../bindings/FrameSocketInfo';
 
@@ -36,25 +38,56 @@ export function i420Length(width: number, height: number): number {
 }
 
 /**
- * Reads a message: a picture, `null` for "no picture now" (the person's video ended), or
- * `'invalid'` for anything that is not what the socket sends.
+ * Reads a picture's header and planes: a picture, `null` for "no picture now" (the person's
+ * video ended), or `'invalid'` for anything that is not what the socket sends.
  */
-export function parsePicture(data: ArrayBuffer): Picture | null | 'invalid' {
-  if (data.byteLength < HEADER_LEN) return 'invalid';
-  const view = new DataView(data);
+export function parsePicture(data: ArrayBuffer, offset = 0, length = data.byteLength - offset): Picture | null | 'invalid' {
+  if (length < HEADER_LEN) return 'invalid';
+  const view = new DataView(data, offset, length);
   const width = view.getUint32(0, true);
   const height = view.getUint32(4, true);
   const sequence = view.getUint32(8, true);
-  if (width === 0 && height === 0) return data.byteLength === HEADER_LEN ? null : 'invalid';
-  if (width === 0 || height === 0 || data.byteLength !== HEADER_LEN + i420Length(width, height)) return 'invalid';
+  if (width === 0 && height === 0) return length === HEADER_LEN ? null : 'invalid';
+  if (width === 0 || height === 0 || length !== HEADER_LEN + i420Length(width, height)) return 'invalid';
   return {
     width,
     height,
     sequence,
     sourceWidth: view.getUint16(12, true),
     sourceHeight: view.getUint16(14, true),
-    planes: new Uint8Array(data, HEADER_LEN),
+    planes: new Uint8Array(data, offset + HEADER_LEN, length - HEADER_LEN),
   };
+}
+
+/** One tile's news in a batch. */
+export interface Entry {
+  tile: string;
+  picture: Picture | null;
+}
+
+/**
+ * Reads a batch: entries one after another, each the tile's name (its length in one byte, then
+ * ASCII), a header and the planes the header's size calls for; `'invalid'` if any part is not
+ * what the socket sends.
+ */
+export function parseBatch(data: ArrayBuffer): Entry[] | 'invalid' {
+  const bytes = new Uint8Array(data);
+  const entries: Entry[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    const nameEnd = at + 1 + bytes[at];
+    if (bytes[at] === 0 || nameEnd + HEADER_LEN > bytes.length) return 'invalid';
+    const tile = String.fromCharCode(...bytes.subarray(at + 1, nameEnd));
+    const view = new DataView(data, nameEnd, HEADER_LEN);
+    const [width, height] = [view.getUint32(0, true), view.getUint32(4, true)];
+    const length = HEADER_LEN + (width && height ? i420Length(width, height) : 0);
+    if (nameEnd + length > bytes.length) return 'invalid';
+    const picture = parsePicture(data, nameEnd, length);
+    if (picture === 'invalid') return 'invalid';
+    entries.push({ tile, picture });
+    at = nameEnd + length;
+  }
+  return entries.length > 0 ? entries : 'invalid';
 }
 
 /** What the feed needs of the page around it (real ones in the app, fakes in unit tests). */
@@ -74,32 +107,70 @@ export const pageHost: FeedHost = {
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 
+type Size = { width: number; height: number; fit: Fit };
+
+/** One tile's box, as one part of the page shows it; `close()` when that part goes. */
+export interface TileWatch {
+  /** The tile's box in device pixels (0 x 0 while hidden) and how the picture fits it. */
+  resize(width: number, height: number, fit: Fit): void;
+  close(): void;
+}
+
+interface Watcher {
+  show: (picture: Picture | null) => void;
+  size: Size | null;
+}
+
 /**
- * One tile's pictures: connects, says the tile's size, hands each picture to `show` at the next
- * repaint and then asks for another. Reconnects while open; `close()` ends it.
+ * A page's pictures: one socket, the tiles it shows (each possibly shown by several parts of the
+ * page, the largest box said), each batch handed out at the next repaint and then the next asked
+ * for. Reconnects while open, saying again what it shows; `close()` ends it.
  */
-export class FrameFeed {
+export class FramePage {
   private socket: WebSocket | null = null;
-  private size: { width: number; height: number; fit: Fit } | null = null;
-  private pending: Picture | null | undefined = undefined;
+  /** Each shown tile: who shows it, the box last said, the last picture handed out. */
+  private readonly tiles = new Map<string, { watchers: Set<Watcher>; said: Size | null; last: Picture | null | undefined }>();
+  private readonly pending = new Map<string, Picture | null>();
+  private scheduled = false;
   private retry: unknown = null;
   private closed = false;
 
   constructor(
     private readonly info: FrameSocketInfo,
-    private readonly tile: string,
-    private readonly show: (picture: Picture | null) => void,
     private readonly host: FeedHost = pageHost,
   ) {
     this.connect();
   }
 
-  /** The tile's box in device pixels (0 x 0 while hidden) and how the picture fits it. */
-  resize(width: number, height: number, fit: Fit): void {
-    const size = { width: Math.max(0, Math.round(width)), height: Math.max(0, Math.round(height)), fit };
-    if (this.size && this.size.width === size.width && this.size.height === size.height && this.size.fit === fit) return;
-    this.size = size;
-    this.send({ type: 'size', ...size });
+  /** Shows `tile` (a user id, or `SELF_TILE`): its pictures go to `show` from its first resize. */
+  watch(tile: string, show: (picture: Picture | null) => void): TileWatch {
+    const watcher: Watcher = { show, size: null };
+    let state = this.tiles.get(tile);
+    if (!state) {
+      state = { watchers: new Set(), said: null, last: undefined };
+      this.tiles.set(tile, state);
+    } else if (state.last !== undefined && !this.pending.has(tile)) {
+      // Another part of the page shows it already (a tile moving from the large view to the
+      // small one mounts the new before the old goes): the new one starts from its picture.
+      this.pending.set(tile, state.last);
+      this.schedule();
+    }
+    state.watchers.add(watcher);
+    return {
+      resize: (width, height, fit) => {
+        watcher.size = { width: Math.max(0, Math.round(width)), height: Math.max(0, Math.round(height)), fit };
+        this.sayShown(tile);
+      },
+      close: () => {
+        const now = this.tiles.get(tile);
+        if (!now?.watchers.delete(watcher)) return;
+        // Still shown elsewhere: perhaps smaller now, and no more pixels than shown should come.
+        if (now.watchers.size > 0) return this.sayShown(tile);
+        this.tiles.delete(tile);
+        this.pending.delete(tile);
+        if (now.said) this.send({ type: 'hide', tile });
+      },
+    };
   }
 
   close(): void {
@@ -114,21 +185,32 @@ export class FrameFeed {
     else socket.close();
   }
 
+  /** Tells the app the tile's largest box, if it changed (or `again` after a reconnect). */
+  private sayShown(tile: string, again = false): void {
+    const state = this.tiles.get(tile);
+    if (!state) return;
+    const sizes = [...state.watchers].flatMap((w) => (w.size ? [w.size] : []));
+    if (sizes.length === 0) return;
+    const largest = sizes.reduce((a, b) => (b.width * b.height > a.width * a.height ? b : a));
+    const said = state.said;
+    if (!again && said && said.width === largest.width && said.height === largest.height && said.fit === largest.fit) return;
+    state.said = largest;
+    this.send({ type: 'show', tile, ...largest });
+  }
+
   private connect(): void {
-    const url = `ws://127.0.0.1:${this.info.port}/tiles/${encodeURIComponent(this.tile)}?token=${this.info.token}`;
-    const socket = this.host.open(url);
+    const socket = this.host.open(`ws://127.0.0.1:${this.info.port}/page?token=${this.info.token}`);
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     socket.onopen = () => {
-      if (this.size) this.send({ type: 'size', ...this.size });
+      for (const tile of this.tiles.keys()) this.sayShown(tile, true);
     };
     socket.onmessage = (message) => {
       if (!(message.data instanceof ArrayBuffer)) return;
-      const picture = parsePicture(message.data);
-      if (picture === 'invalid') return;
-      const scheduled = this.pending !== undefined;
-      this.pending = picture;
-      if (!scheduled) this.host.nextRepaint(() => this.repaint());
+      const entries = parseBatch(message.data);
+      if (entries === 'invalid') return;
+      for (const { tile, picture } of entries) if (this.tiles.has(tile)) this.pending.set(tile, picture);
+      this.schedule();
     };
     socket.onclose = () => {
       if (this.socket !== socket || this.closed) return;
@@ -140,21 +222,50 @@ export class FrameFeed {
     };
   }
 
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    this.host.nextRepaint(() => this.repaint());
+  }
+
   private repaint(): void {
-    const picture = this.pending;
-    this.pending = undefined;
-    if (picture === undefined || this.closed) return;
-    try {
-      this.show(picture);
-    } finally {
-      // Asked for even when drawing failed: one bad picture must not stop the tile.
-      this.send({ type: 'next' });
+    this.scheduled = false;
+    if (this.closed) return;
+    const drawn = [...this.pending];
+    this.pending.clear();
+    let failed: unknown = null;
+    for (const [tile, picture] of drawn) {
+      const state = this.tiles.get(tile);
+      if (state) state.last = picture;
+      for (const watcher of state?.watchers ?? []) {
+        try {
+          watcher.show(picture);
+        } catch (error) {
+          // One bad picture must not stop the other tiles, nor the next batch.
+          failed ??= error;
+        }
+      }
     }
+    this.send({ type: 'next' });
+    if (failed !== null) throw failed;
   }
 
   private send(message: object): void {
     if (this.socket?.readyState === 1) this.socket.send(JSON.stringify(message));
   }
+}
+
+const pages = new Map<string, FramePage>();
+
+/** The page's one connection to the socket `info` names, made at first use. */
+export function framePage(info: FrameSocketInfo): FramePage {
+  const key = `${info.port}/${info.token}`;
+  let page = pages.get(key);
+  if (!page) {
+    page = new FramePage(info);
+    pages.set(key, page);
+  }
+  return page;
 }
 
 /** Draws a picture on a 2D canvas, sized to the picture (CSS scales it to the tile). */
