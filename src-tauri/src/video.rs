@@ -128,7 +128,8 @@ fn test_tiles() -> usize {
 }
 
 /// Our camera on our tile and on the test tiles, as the ladder sends from five people: 320x180,
-/// every other picture of a 30 fps camera (15 fps), scaled once for all of them.
+/// every other picture of a 30 fps camera (15 fps), scaled once for all of them, and only while
+/// a page shows them.
 struct PreviewWithTestTiles {
     own: hark_frames::TileSink,
     grid: Vec<hark_frames::TileSink>,
@@ -139,7 +140,7 @@ impl VideoSink for PreviewWithTestTiles {
     fn write_frame(&mut self, frame: &hark_video::I420Frame) {
         self.own.write_frame(frame);
         self.pictures += 1;
-        if self.pictures % 2 == 0 {
+        if self.pictures % 2 == 0 && self.grid.iter().any(hark_frames::TileSink::is_shown) {
             let (format, _) = ladder(9, VideoResolution::P360, false);
             let small = frame.scaled(format.width, format.height);
             self.grid.iter_mut().for_each(|tile| tile.write_frame(&small));

@@ -172,6 +172,13 @@ pub struct TileSink {
     id: u64,
 }
 
+impl TileSink {
+    /// Whether any page shows this tile now (a picture written otherwise is dropped untouched).
+    pub fn is_shown(&self) -> bool {
+        lock(&self.tile.shown).values().any(|s| s.width > 0 && s.height > 0)
+    }
+}
+
 impl VideoSink for TileSink {
     fn write_frame(&mut self, frame: &I420Frame) {
         let Some((width, height)) = self.tile.wanted_size(frame.width(), frame.height()) else { return };
@@ -228,8 +235,12 @@ mod tests {
         sink.write_frame(&hark_video::pattern::draw(1280, 720, 0));
         assert!(tile.latest.borrow().is_none(), "nobody shows it: nothing is made");
 
+        assert!(!sink.is_shown());
+        tile.show(3, Shown { width: 0, height: 0, fit: Fit::Contain });
+        assert!(!sink.is_shown(), "a hidden page's 0x0 shows nothing");
         tile.show(1, Shown { width: 320, height: 180, fit: Fit::Contain });
         tile.show(2, Shown { width: 640, height: 360, fit: Fit::Contain });
+        assert!(sink.is_shown());
         sink.write_frame(&hark_video::pattern::draw(1280, 720, 1));
         let entry = tile.latest.borrow().clone().unwrap();
         assert_eq!(&entry[0..6], b"\x05alice", "the entry starts with the tile's name");
