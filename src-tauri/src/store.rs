@@ -65,40 +65,50 @@ pub struct StoreError {
 
 /// The settings, or the defaults when there are none. Each setting is read on its own: one
 /// value this version cannot read (a newer app's choice, a hand edit) falls back to its default
-/// and keeps every other. A file that is not JSON at all is kept beside as
-/// `settings.json.unreadable` before the defaults replace it at the next save.
+/// and keeps every other. Whenever anything falls back (that value, or a file that is not JSON
+/// at all), the file is first kept beside as `settings.json.unreadable`: the next save writes
+/// only what this version knows.
 pub fn load_settings(dirs: &AppDirs) -> Settings {
     let path = dirs.settings_file();
-    match read_json::<serde_json::Value>(&path) {
+    let (settings, whole) = match read_json::<serde_json::Value>(&path) {
         Some(value) => settings_from(value),
-        None => {
-            if path.exists() {
-                let kept = path.with_extension("json.unreadable");
-                if let Err(error) = std::fs::copy(&path, &kept) {
-                    tracing::warn!(path = %kept.display(), %error, "could not keep the unreadable settings");
-                }
-            }
-            Settings::default()
+        None => (Settings::default(), !path.exists()),
+    };
+    if !whole {
+        let kept = path.with_extension("json.unreadable");
+        if let Err(error) = std::fs::copy(&path, &kept) {
+            tracing::warn!(path = %kept.display(), %error, "could not keep the settings file aside");
         }
     }
+    settings
 }
 
-/// Settings from a parsed file, setting by setting over the defaults.
-fn settings_from(value: serde_json::Value) -> Settings {
+/// Settings from a parsed file, setting by setting over the defaults, and whether all of it was
+/// read (keys this version does not know count as not read).
+fn settings_from(value: serde_json::Value) -> (Settings, bool) {
     let serde_json::Value::Object(fields) = value else {
         tracing::warn!("the settings file is not an object; using defaults");
-        return Settings::default();
+        return (Settings::default(), false);
     };
-    let Ok(serde_json::Value::Object(mut read)) = serde_json::to_value(Settings::default()) else { return Settings::default() };
+    let Ok(serde_json::Value::Object(mut read)) = serde_json::to_value(Settings::default()) else { return (Settings::default(), false) };
+    let mut whole = true;
     for (key, value) in fields {
+        if !read.contains_key(&key) {
+            tracing::warn!(setting = %key, "a setting this version does not know");
+            whole = false;
+            continue;
+        }
         let mut trial = read.clone();
         trial.insert(key.clone(), value);
         match serde_json::from_value::<Settings>(serde_json::Value::Object(trial.clone())) {
             Ok(_) => read = trial,
-            Err(error) => tracing::warn!(setting = %key, %error, "unreadable setting; keeping its default"),
+            Err(error) => {
+                tracing::warn!(setting = %key, %error, "unreadable setting; keeping its default");
+                whole = false;
+            }
         }
     }
-    serde_json::from_value(serde_json::Value::Object(read)).unwrap_or_default()
+    (serde_json::from_value(serde_json::Value::Object(read)).unwrap_or_default(), whole)
 }
 
 /// Writes the settings.
@@ -220,7 +230,13 @@ mod tests {
             Settings { language: "zh".into(), camera_off_at_start: true, server: Some("https://hark.example".into()), ..Settings::default() },
             "the two unreadable values fall back, the rest are kept"
         );
-        assert!(!dirs.config.join("settings.json.unreadable").exists(), "a readable file is not copied aside");
+        let kept = std::fs::read_to_string(dirs.config.join("settings.json.unreadable")).unwrap();
+        assert!(kept.contains(r#""video_resolution":"4k""#) && kept.contains("future_switch"), "what fell back is kept aside: {kept}");
+        // A file read whole is not copied aside.
+        std::fs::remove_file(dirs.config.join("settings.json.unreadable")).unwrap();
+        save_settings(&dirs, &read).unwrap();
+        assert_eq!(load_settings(&dirs), read);
+        assert!(!dirs.config.join("settings.json.unreadable").exists());
     }
 
     #[test]

@@ -154,7 +154,13 @@ pub fn fit_mini(app: &AppHandle, video: bool) {
         tracing::info!(video, "fitting the mini window to the call's media");
         let size = tauri::LogicalSize::new(wanted.width, wanted.height);
         let position = mini.outer_position().map(|at| at.to_logical::<f64>(scale));
-        let resized = mini.set_min_size(Some(size)).and_then(|()| mini.set_max_size(Some(size))).and_then(|()| mini.set_size(size));
+        // The bound that moves away first, so that the minimum never exceeds the maximum.
+        let bounds = if wanted.height > height {
+            mini.set_max_size(Some(size)).and_then(|()| mini.set_min_size(Some(size)))
+        } else {
+            mini.set_min_size(Some(size)).and_then(|()| mini.set_max_size(Some(size)))
+        };
+        let resized = bounds.and_then(|()| mini.set_size(size));
         let moved = position.and_then(|at| mini.set_position(tauri::LogicalPosition::new(at.x, at.y + height - wanted.height)));
         if let Err(error) = resized.and(moved) {
             tracing::warn!(%error, "could not fit the mini window");

@@ -50,7 +50,7 @@ pub const MAX_TILES_PER_PAGE: usize = 16;
 /// How long a connection may take to finish its WebSocket handshake.
 pub const HANDSHAKE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The largest box a page may ask for: 8K, far beyond any picture a call carries.
+/// The largest box side taken from a page: 8K, far beyond any picture a call carries.
 const MAX_SIDE: u32 = 8192;
 
 /// Why the socket could not start.
@@ -70,8 +70,8 @@ enum PageMessage {
     Next,
 }
 
-/// A tile name a page may ask for: user ids (lowercase letters, digits, `._-`) and the app's own
-/// `_self`.
+/// A tile name a page may ask for: ASCII letters, digits and `._-` (user ids are lowercase), and
+/// so the app's own `_self`.
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= crate::tiles::MAX_NAME_LEN && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
@@ -234,7 +234,10 @@ async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer
         };
         match message {
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<PageMessage>(&text) {
-                Ok(PageMessage::Show { tile, width, height, fit }) if valid_name(&tile) && width <= MAX_SIDE && height <= MAX_SIDE => {
+                Ok(PageMessage::Show { tile, width, height, fit }) if valid_name(&tile) => {
+                    // A box beyond any picture (a window across several screens) is taken at the
+                    // limit: pictures are never scaled up anyway.
+                    let (width, height) = (width.min(MAX_SIDE), height.min(MAX_SIDE));
                     if !watched.contains_key(&tile) {
                         let found = (watched.len() < MAX_TILES_PER_PAGE).then(|| tiles.find(&tile)).flatten();
                         let Some(found) = found else {

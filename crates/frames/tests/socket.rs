@@ -212,6 +212,23 @@ async fn the_tiles_that_moved_while_the_page_drew_come_in_one_batch() {
 }
 
 #[tokio::test]
+async fn a_page_that_goes_stops_its_tiles_pictures_and_a_huge_box_is_taken_at_the_limit() {
+    let running = start();
+    let mut page = running.open().await;
+    let mut sink = running.tiles.sink("dave");
+    show(&mut page, "dave", 100_000, 100_000).await;
+    let (width, height, ..) = until_picture(&mut page, || sink.write_frame(&pattern::draw(64, 36, 0))).await;
+    assert_eq!((width, height), (64, 36), "shown at its own size, the connection kept");
+    assert!(sink.is_shown());
+    drop(page);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while sink.is_shown() {
+        assert!(tokio::time::Instant::now() < deadline, "the tile is still shown after its page went");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn the_tile_clears_when_the_video_ends_and_bad_messages_close_the_page() {
     let running = start();
     let mut page = running.open().await;

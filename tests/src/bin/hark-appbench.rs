@@ -518,7 +518,7 @@ fn rust_decode_cost(stage: &Stage, clip: &[EncodedFrame]) -> Result<f64> {
             decoded += 1;
         }
     }
-    let seconds = (thread_ticks() - ticks) as f64 / 100.0;
+    let seconds = thread_ticks().saturating_sub(ticks) as f64 / 100.0;
     Ok(seconds / f64::from(decoded) * f64::from(stage.fps * stage.tiles) * 100.0)
 }
 

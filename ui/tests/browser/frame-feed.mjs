@@ -64,7 +64,18 @@ export async function startFrameFeed() {
     const page = { socket, tiles: new Map(), nexts: 0, mayShow: true, open: true };
     pages.push(page);
     socket.on('message', (data) => {
-      const said = JSON.parse(data.toString());
+      let said;
+      try {
+        said = JSON.parse(data.toString());
+      } catch {
+        said = {};
+      }
+      // The app's socket closes a page that says what it never should (policy, 1008).
+      const validTile = typeof said.tile === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(said.tile);
+      if (!['show', 'hide', 'next'].includes(said.type) || (said.type !== 'next' && !validTile)) {
+        socket.close(1008, 'unknown message');
+        return;
+      }
       if (said.type === 'show') {
         const shown = page.tiles.get(said.tile) ?? { sizes: [], sent: -1 };
         // Shown anew (after a hide): its current picture goes first, as the app's socket does.

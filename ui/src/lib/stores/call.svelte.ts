@@ -135,8 +135,8 @@ export class CallStore {
   levels = $state<Record<string, number>>({});
   /**
    * The other person heard last, for a view with room for one (the mini window): kept through
-   * silence, and held `SPEAKER_HOLD_MS` before another who speaks takes over, so a cough or two
-   * people talking at once do not flip it back and forth.
+   * silence, and kept while they speak; another who speaks takes over once they have been quiet
+   * for `SPEAKER_HOLD_MS`, so a cough or two people talking at once do not flip it back and forth.
    */
   speaker = $state<string | null>(null);
   private speakerSince = 0;
@@ -281,9 +281,14 @@ export class CallStore {
   voiceLevel(user: string, level: number): void {
     this.levels[user] = level;
     // Only the others in the call: our own level comes too, under our user id.
-    if (level < SPEAKING_LEVEL || user === this.speaker || !this.peers.some((p) => p.user === user && p.state === 'joined')) return;
+    if (level < SPEAKING_LEVEL || !this.peers.some((p) => p.user === user && p.state === 'joined')) return;
     const now = this.clock.now();
-    if (this.speaker !== null && now - this.speakerSince < SPEAKER_HOLD_MS) return;
+    // The one shown still speaking keeps the place: another takes it only after they paused
+    // for the hold.
+    if (user === this.speaker || (this.speaker !== null && now - this.speakerSince < SPEAKER_HOLD_MS)) {
+      if (user === this.speaker) this.speakerSince = now;
+      return;
+    }
     this.speaker = user;
     this.speakerSince = now;
   }

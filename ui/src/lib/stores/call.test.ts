@@ -301,6 +301,13 @@ describe('events about people and media', () => {
     clock.advance(1);
     call.voiceLevel('carol', 50);
     expect(call.speaker).toBe('carol');
+    // Both talking at once for a long while: the one shown keeps the place.
+    for (let tick = 0; tick < 50; tick += 1) {
+      clock.advance(100);
+      call.voiceLevel('bob', 60);
+      call.voiceLevel('carol', 60);
+    }
+    expect(call.speaker).toBe('carol');
     call.handle({ event: 'call_ended', call_id: 'c1', reason: 'hangup', duration_s: 9 });
     expect(call.speaker).toBeNull();
   });

@@ -137,16 +137,34 @@ describe('FramePage', () => {
     sockets[0].deliver(batch(['bob', message(0, 0, 9)]));
     repaint();
     expect(shown.at(-1)).toEqual(['bob', null]);
-    sockets[0].deliver(new ArrayBuffer(2));
-    repaint();
-    expect(shown).toHaveLength(3);
+    expect(sockets[0].sent.filter((m) => (m as { type: string }).type === 'next')).toHaveLength(2);
 
     bob.close();
     expect(sockets[0].sent.at(-1)).toEqual({ type: 'hide', tile: 'bob' });
     sockets[0].deliver(batch(['bob', message(4, 2, 10)]));
     repaint();
     expect(shown).toHaveLength(3);
+    // A side beyond the socket's limit is said at the limit, not refused.
+    alice.resize(20000, 9000, 'contain');
+    expect(sockets[0].sent.at(-1)).toEqual({ type: 'show', tile: 'alice.x', width: 8192, height: 8192, fit: 'contain' });
     alice.close();
+    page.close();
+  });
+
+  test('a batch that is not what the socket sends closes the connection, which opens again and says its tiles', () => {
+    const { clock, sockets, host, repaint } = rig();
+    const page = new FramePage({ port: 1, token: 't' }, host);
+    const shown: unknown[] = [];
+    page.watch('bob', (p) => shown.push(p)).resize(64, 36, 'cover');
+    sockets[0].open();
+    sockets[0].deliver(new ArrayBuffer(2));
+    repaint();
+    expect(shown).toEqual([]);
+    expect(sockets[0].readyState).toBe(3);
+    sockets[0].drop();
+    clock.advance(RECONNECT_MS);
+    sockets[1].open();
+    expect(sockets[1].sent).toEqual([{ type: 'show', tile: 'bob', width: 64, height: 36, fit: 'cover' }]);
     page.close();
   });
 
@@ -166,10 +184,13 @@ describe('FramePage', () => {
     ]);
     sockets[0].deliver(batch(['_self', message(4, 2, 6)]));
     repaint();
+    const nexts = () => sockets[0].sent.filter((m) => (m as { type: string }).type === 'next').length;
+    expect(nexts()).toBe(1);
     const later: (number | null)[] = [];
     const third = page.watch('_self', (p) => later.push(p?.sequence ?? null));
     repaint();
     expect([first, later]).toEqual([[6, 6], [6]]);
+    expect(nexts()).toBe(1); // no batch came: no second one let into flight
     third.close();
     large.close();
     expect(sockets[0].sent.at(-1)).toEqual({ type: 'show', tile: '_self', width: 200, height: 112, fit: 'cover' });

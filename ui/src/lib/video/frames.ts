@@ -14,6 +14,8 @@ import type { FrameSocketInfo } from '../bindings/FrameSocketInfo';
 export const HEADER_LEN = 16;
 /** How long a closed socket waits before it tries again (the app is still there; a page reload is not). */
 export const RECONNECT_MS = 1000;
+/** The largest side a tile's box is said at (the socket's limit; far beyond any picture a call carries). */
+export const MAX_SIDE = 8192;
 
 export type Fit = 'contain' | 'cover';
 
@@ -132,6 +134,8 @@ export class FramePage {
   private readonly tiles = new Map<string, { watchers: Set<Watcher>; said: Size | null; last: Picture | null | undefined }>();
   private readonly pending = new Map<string, Picture | null>();
   private scheduled = false;
+  /** A batch came since the last `next`: the socket waits for one. */
+  private owed = false;
   private retry: unknown = null;
   private closed = false;
 
@@ -158,7 +162,8 @@ export class FramePage {
     state.watchers.add(watcher);
     return {
       resize: (width, height, fit) => {
-        watcher.size = { width: Math.max(0, Math.round(width)), height: Math.max(0, Math.round(height)), fit };
+        const side = (n: number) => Math.min(MAX_SIDE, Math.max(0, Math.round(n)));
+        watcher.size = { width: side(width), height: side(height), fit };
         this.sayShown(tile);
       },
       close: () => {
@@ -203,13 +208,21 @@ export class FramePage {
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     socket.onopen = () => {
+      // A new connection starts with its credit: nothing is owed on it.
+      this.owed = false;
       for (const tile of this.tiles.keys()) this.sayShown(tile, true);
     };
     socket.onmessage = (message) => {
       if (!(message.data instanceof ArrayBuffer)) return;
       const entries = parseBatch(message.data);
-      if (entries === 'invalid') return;
+      if (entries === 'invalid') {
+        // Not what the socket sends: start again on a new connection (its close brings the
+        // reconnect) rather than wait for a batch the socket will not send before a `next`.
+        socket.close();
+        return;
+      }
       for (const { tile, picture } of entries) if (this.tiles.has(tile)) this.pending.set(tile, picture);
+      this.owed = true;
       this.schedule();
     };
     socket.onclose = () => {
@@ -246,7 +259,10 @@ export class FramePage {
         }
       }
     }
-    this.send({ type: 'next' });
+    // Only for a batch received: a repaint for a newly shown tile's last picture must not let a
+    // second batch into flight.
+    if (this.owed) this.send({ type: 'next' });
+    this.owed = false;
     if (failed !== null) throw failed;
   }
 
