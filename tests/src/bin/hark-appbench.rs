@@ -59,7 +59,12 @@ fn parent_of(pid: u32) -> Option<u32> {
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// User and system CPU ticks from a `/proc/…/stat` file (a process's or a thread's); 0 if gone.
+fn stat_ticks(path: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(path) else { return 0 };
     let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat; index 11 and 12 after the name.
@@ -499,10 +504,7 @@ fn encoded_clip(stage: &Stage) -> Result<Vec<EncodedFrame>> {
 
 /// CPU ticks of the calling thread.
 fn thread_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else { return 0 };
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    stat_ticks("/proc/thread-self/stat")
 }
 
 /// What decoding `clip` in Rust costs at the stage's rate for all its tiles, in % of one core:

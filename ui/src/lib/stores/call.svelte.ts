@@ -285,12 +285,10 @@ export class CallStore {
     const now = this.clock.now();
     // The one shown still speaking keeps the place: another takes it only after they paused
     // for the hold.
-    if (user === this.speaker || (this.speaker !== null && now - this.speakerSince < SPEAKER_HOLD_MS)) {
-      if (user === this.speaker) this.speakerSince = now;
-      return;
+    if (this.speaker === null || user === this.speaker || now - this.speakerSince >= SPEAKER_HOLD_MS) {
+      this.speaker = user;
+      this.speakerSince = now;
     }
-    this.speaker = user;
-    this.speakerSince = now;
   }
 
   /** The engine's video events: our camera, and each person's video flowing, stopping or frozen. */
