@@ -111,7 +111,7 @@ pub fn engine_config(video: &AppVideo, settings: &Settings) -> VideoConfig {
     let (remote, own) = (video.tiles.clone(), video.tiles.clone());
     VideoConfig {
         camera: Some(camera_opener(video, settings)),
-        sinks: Arc::new(move |user: &UserId, _| Box::new(remote.sink(user)) as Box<dyn VideoSink>),
+        sinks: Arc::new(move |user: &UserId, _| Box::new(remote.remote_sink(user)) as Box<dyn VideoSink>),
         preview: Arc::new(move || match test_tiles() {
             0 => Box::new(own.sink(SELF_TILE)) as Box<dyn VideoSink>,
             n => Box::new(PreviewWithTestTiles { own: own.sink(SELF_TILE), grid: (1..=n).map(|i| own.sink(&format!("_test{i}"))).collect(), pictures: 0 }),

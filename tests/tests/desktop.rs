@@ -266,6 +266,11 @@ async fn video_call(scene: &Scene, web: &WebDriver) -> Result<()> {
     })
     .await?;
     anyhow::ensure!(moved.len() == 64);
+    // WebKitGTK decodes VP8 (GStreamer's vp8dec, which its package depends on): bob's video
+    // crossed as it came and the page decoded it; our own camera's tile is the app's pictures.
+    let decoded_by = |tile: &str| format!("return document.querySelector('[data-testid=\"video-{tile}\"]')?.dataset.decodedBy ?? null");
+    let (bob_by, own_by) = (web.execute(&decoded_by("bob")).await?, web.execute(&decoded_by("self")).await?);
+    anyhow::ensure!(bob_by == "page" && own_by == "app", "who decoded bob's tile: {bob_by}, ours: {own_by}");
     scene.shot("13-video-call-later").await?;
 
     // What bob decodes of alice (he records it as it comes): her test pattern's numbers, going up.

@@ -68,12 +68,43 @@ pub trait VideoSource: Send {
     fn name(&self) -> String;
 }
 
+/// One whole VP8 frame as received, for a sink that decodes elsewhere (a page's WebCodecs
+/// decoder).
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedFrame<'a> {
+    pub data: &'a [u8],
+    pub keyframe: bool,
+    /// The picture size the last keyframe set.
+    pub width: u32,
+    pub height: u32,
+    /// Counts the frames handed on; a step of more than one means frames were not handed on
+    /// between (nobody wanted them, or the receiver skipped a broken chain), so whoever decodes
+    /// must start again from a keyframe.
+    pub number: u64,
+}
+
 /// Something that takes the pictures of one remote person.
 pub trait VideoSink: Send {
     /// Takes the next decoded picture.
     fn write_frame(&mut self, frame: &I420Frame);
     /// Flushes whatever is buffered (a recording's file).
     fn finish(&mut self) {}
+    /// Whether it takes decoded pictures now. When it takes only encoded frames (or nothing,
+    /// nobody watching), the receiver does not decode at all.
+    fn wants_pictures(&self) -> bool {
+        true
+    }
+    /// Whether it takes the encoded frames now ([`VideoSink::write_encoded`]).
+    fn wants_encoded(&self) -> bool {
+        false
+    }
+    /// Takes the next encoded frame that the receiver would decode (in order, from a keyframe).
+    fn write_encoded(&mut self, _frame: &ReceivedFrame<'_>) {}
+    /// Whether whoever decodes its encoded frames waits for a keyframe: the receiver asks the
+    /// sender for one (at the pace of its own requests).
+    fn wants_keyframe(&self) -> bool {
+        false
+    }
 }
 
 /// Sleeps until `due`, then moves it on by one frame period; a source that fell behind (the

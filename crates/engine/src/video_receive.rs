@@ -9,13 +9,18 @@
 //! again every [`PLI_EVERY`] while it waits), so the sink holds the last good picture instead of
 //! frames decoded from a broken reference. It reports the first picture, when video stops
 //! (nothing for [`STOPPED_AFTER`]) and when it comes back.
+//!
+//! A sink may take the frames encoded instead ([`VideoSink::wants_encoded`]: the desktop app's
+//! pages decode VP8 themselves), and says whether it takes pictures at all now; when it takes
+//! none, nothing is decoded here, and when it wants them again the decoder waits for a keyframe
+//! (asked for at once) rather than decode from references it never saw.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hark_protocol::UserId;
-use hark_video::vp8::{is_keyframe, Vp8Decoder};
+use hark_video::vp8::{is_keyframe, keyframe_size, Vp8Decoder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use tokio::sync::mpsc as tokio_mpsc;
 use tokio::sync::oneshot;
@@ -23,7 +28,7 @@ use tracing::debug;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::frame_assembly::FrameAssembler;
-use crate::video::VideoSink;
+use crate::video::{ReceivedFrame, VideoSink};
 
 /// How often a receiver waiting for a keyframe asks again.
 pub const PLI_EVERY: Duration = Duration::from_millis(500);
@@ -135,6 +140,9 @@ fn decode_loop(
         }
     };
     let mut state = ReceiveState::default();
+    // The stream's size (from its last keyframe) and how many frames arrived.
+    let mut size = (0, 0);
+    let mut arrived = 0u64;
     loop {
         let frame = match inbox.recv_timeout(Duration::from_millis(100)) {
             Ok(frame) => Some(frame),
@@ -142,27 +150,47 @@ fn decode_loop(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let now = Instant::now();
+        let mut decoder_waits = false;
         if let Some(frame) = frame {
             let keyframe = is_keyframe(&frame.data);
-            match state.arrived(now, keyframe, frame.gap) {
-                Step::Decode => match decoder.decode(&frame.data) {
-                    Ok(Some(picture)) => {
-                        sink.write_frame(&picture);
-                        for report in state.shown(now, &user) {
-                            let _ = reports.send(report);
+            // Counted for every frame, so one not handed on shows as a step in `number`.
+            arrived += 1;
+            if state.arrived(now, keyframe, frame.gap) == Step::Decode {
+                if let Some(set) = keyframe_size(&frame.data) {
+                    size = set;
+                }
+                let mut shown = false;
+                if sink.wants_encoded() {
+                    let (width, height) = size;
+                    sink.write_encoded(&ReceivedFrame { data: &frame.data, keyframe, width, height, number: arrived });
+                    shown = true;
+                }
+                match state.decode(keyframe, sink.wants_pictures()) {
+                    Decode::Yes => match decoder.decode(&frame.data) {
+                        Ok(Some(picture)) => {
+                            sink.write_frame(&picture);
+                            shown = true;
                         }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        if state.undecodable(now) {
-                            let _ = reports.send(VideoReceiveReport::Undecodable(user.clone(), e.to_string()));
+                        Ok(None) => {}
+                        Err(e) => {
+                            if state.undecodable(now) {
+                                let _ = reports.send(VideoReceiveReport::Undecodable(user.clone(), e.to_string()));
+                            }
                         }
+                    },
+                    Decode::WaitForKeyframe => decoder_waits = true,
+                    // Nobody takes pictures now, yet they flow: the reports must say so, or a
+                    // view that shows a tile only while its video is on would never show it.
+                    Decode::No => shown = true,
+                }
+                if shown {
+                    for report in state.shown(now, &user) {
+                        let _ = reports.send(report);
                     }
-                },
-                Step::Skip => {}
+                }
             }
         }
-        if state.wants_keyframe(now) {
+        if state.wants_keyframe(now, decoder_waits || sink.wants_keyframe()) {
             let _ = pli.send(());
         }
         if state.freeze_began() {
@@ -182,6 +210,16 @@ enum Step {
     Skip,
 }
 
+/// Whether to decode a frame that may be decoded.
+#[derive(Debug, PartialEq, Eq)]
+enum Decode {
+    Yes,
+    /// The sink takes no pictures now (it decodes elsewhere, or nobody watches).
+    No,
+    /// The sink takes pictures again but the decoder missed frames: only a keyframe decodes.
+    WaitForKeyframe,
+}
+
 /// The receiver's decisions, pure (time passed in) so they are tested without a network.
 #[derive(Debug, Default)]
 struct ReceiveState {
@@ -196,6 +234,8 @@ struct ReceiveState {
     frozen_said: bool,
     /// Whether a refused frame was reported since the last picture shown.
     undecodable_said: bool,
+    /// Frames went by undecoded (nobody wanted pictures): the decoder's references are stale.
+    decoder_behind: bool,
 }
 
 impl ReceiveState {
@@ -263,9 +303,24 @@ impl ReceiveState {
         reports
     }
 
-    /// Whether to send a PLI now (waiting for a keyframe, and none asked for lately).
-    fn wants_keyframe(&mut self, now: Instant) -> bool {
-        if self.broken_since.is_none() || self.last_pli.is_some_and(|at| now.duration_since(at) < PLI_EVERY) {
+    /// Whether to decode a frame that passed [`ReceiveState::arrived`], when the sink does or
+    /// does not want pictures now.
+    fn decode(&mut self, keyframe: bool, wanted: bool) -> Decode {
+        if !wanted {
+            self.decoder_behind = true;
+            return Decode::No;
+        }
+        if self.decoder_behind && !keyframe {
+            return Decode::WaitForKeyframe;
+        }
+        self.decoder_behind = false;
+        Decode::Yes
+    }
+
+    /// Whether to send a PLI now: waiting for a keyframe here, or `elsewhere` (the sink's own
+    /// decoder, or ours after frames went by undecoded), and none asked for lately.
+    fn wants_keyframe(&mut self, now: Instant, elsewhere: bool) -> bool {
+        if (self.broken_since.is_none() && !elsewhere) || self.last_pli.is_some_and(|at| now.duration_since(at) < PLI_EVERY) {
             return false;
         }
         self.last_pli = Some(now);
@@ -292,15 +347,15 @@ mod tests {
         let ms = |n: u64| t + Duration::from_millis(n);
         let mut state = ReceiveState::default();
         assert_eq!(state.arrived(ms(0), false, false), Step::Skip);
-        assert!(state.wants_keyframe(ms(0)), "asks at once");
-        assert!(!state.wants_keyframe(ms(100)), "not again so soon");
-        assert!(state.wants_keyframe(ms(600)), "again after {PLI_EVERY:?}");
+        assert!(state.wants_keyframe(ms(0), false), "asks at once");
+        assert!(!state.wants_keyframe(ms(100), false), "not again so soon");
+        assert!(state.wants_keyframe(ms(600), false), "again after {PLI_EVERY:?}");
         assert_eq!(state.arrived(ms(700), true, false), Step::Decode);
-        assert!(!state.wants_keyframe(ms(1_500)));
+        assert!(!state.wants_keyframe(ms(1_500), false));
         assert_eq!(state.arrived(ms(733), false, false), Step::Decode);
         // Packets lost before a delta frame: hold the last picture until a keyframe.
         assert_eq!(state.arrived(ms(766), false, true), Step::Skip);
-        assert!(state.wants_keyframe(ms(766)));
+        assert!(state.wants_keyframe(ms(766), false));
         assert_eq!(state.arrived(ms(800), false, false), Step::Skip);
         assert_eq!(state.arrived(ms(833), true, true), Step::Decode, "a keyframe needs no past");
         assert_eq!(state.arrived(ms(866), false, false), Step::Decode);
@@ -324,7 +379,7 @@ mod tests {
         // Thirty refused frames in a second: one report, keyframe requests at the PLI pace.
         let said = (0..30).filter(|n| state.arrived(ms(33 * n + 33), true, false) == Step::Decode && state.undecodable(ms(33 * n + 33))).count();
         assert_eq!(said, 1);
-        assert!(state.wants_keyframe(ms(1_000)));
+        assert!(state.wants_keyframe(ms(1_000), false));
         assert_eq!(state.arrived(ms(1_033), false, false), Step::Skip, "a delta frame after garbage has no reference");
         assert_eq!(state.arrived(ms(1_066), true, false), Step::Decode);
         assert!(state.shown(ms(1_066), &user).iter().any(|r| matches!(r, VideoReceiveReport::Recovered(..))));
@@ -351,4 +406,27 @@ mod tests {
         assert!(!state.stopped(t + Duration::from_secs(4)), "once");
         assert_eq!(state.shown(t + Duration::from_secs(5), &user), [VideoReceiveReport::Available(user.clone())]);
     }
+
+    #[test]
+    fn frames_nobody_wants_decoded_are_not_and_decoding_again_waits_for_a_keyframe() {
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let mut state = ReceiveState::default();
+        assert_eq!(state.arrived(ms(0), true, false), Step::Decode);
+        assert_eq!(state.decode(true, true), Decode::Yes);
+        assert_eq!(state.decode(false, true), Decode::Yes);
+        // A page decodes them (or nobody watches): the decoder rests.
+        assert_eq!(state.decode(false, false), Decode::No);
+        assert!(!state.wants_keyframe(ms(100), false), "nothing is broken here");
+        // Pictures wanted again: the decoder's references are stale, so a keyframe is asked for.
+        assert_eq!(state.decode(false, true), Decode::WaitForKeyframe);
+        assert!(state.wants_keyframe(ms(200), true));
+        assert!(!state.wants_keyframe(ms(300), true), "at the PLI pace");
+        assert_eq!(state.decode(false, true), Decode::WaitForKeyframe);
+        assert_eq!(state.decode(true, true), Decode::Yes);
+        assert_eq!(state.decode(false, true), Decode::Yes);
+        // A sink whose own decoder waits asks through the same pace.
+        assert!(state.wants_keyframe(ms(800), true));
+    }
+
 }

@@ -7,20 +7,26 @@
 //! through a command) and come from the app's own origin; anything else is answered 403 before
 //! it is a WebSocket. A page makes one connection, `/page?token=T`, for all the tiles it shows,
 //! and says in text messages:
-//! - `{"type":"show","tile":NAME,"width":W,"height":H,"fit":"contain"|"cover"}`: it shows the
-//!   tile NAME (a user id, or `_self`) in a box of W x H device pixels (again whenever the box
-//!   changes; 0x0 while hidden). Nothing of a tile is sent before this.
+//! - `{"type":"show","tile":NAME,"width":W,"height":H,"fit":"contain"|"cover","codec":C}`: it
+//!   shows the tile NAME (a user id, or `_self`) in a box of W x H device pixels (again whenever
+//!   the box changes; 0x0 while hidden). Nothing of a tile is sent before this. `codec` is
+//!   `"i420"` (the default) or `"vp8"`: the page decodes VP8 itself, and gets a remote person's
+//!   video as it came (our own camera's tile is I420 whatever it says).
 //! - `{"type":"hide","tile":NAME}`: it no longer shows that tile.
+//! - `{"type":"keyframe","tile":NAME}`: its decoder for that tile failed; it starts again from
+//!   a keyframe.
 //! - `{"type":"next"}`: it drew what it got last and takes more.
 //!
-//! It gets binary messages, each a batch of one entry per tile with a new picture since the last
-//! batch: the name's length (one byte) and the name, a [`crate::HEADER_LEN`]-byte header
-//! ([`crate::wire_header`]), then the I420 planes (as long as the header's size says; none when
-//! the tile clears). One batch is in flight at a time: pictures made while the page draws replace
-//! the ones before them, so a slow page skips pictures, never queues them, and all the tiles that
-//! moved meanwhile come in one message and are drawn in one repaint. One connection rather than
-//! one per tile: measured in a nine-tile grid, nine connections cost about twice what one does
-//! (docs/BENCHMARKS.md).
+//! It gets binary messages, each a batch of entries: the name's length (one byte) and the name,
+//! a [`crate::HEADER_LEN`]-byte header ([`crate::wire_header`]), then the payload the header's
+//! length says: I420 planes (none when the tile clears) or one VP8 frame. One batch is in flight
+//! at a time. A tile sent as I420 has one entry, its newest picture: pictures made while the
+//! page draws replace the ones before them, so a slow page skips pictures, never queues them. A
+//! tile sent as VP8 has every frame since the last batch, in order, from a keyframe (a page that
+//! fell more than [`crate::MAX_CHAIN`] frames behind starts again at a keyframe). All the tiles
+//! that moved meanwhile come in one message and are drawn in one repaint. One connection rather
+//! than one per tile: measured in a nine-tile grid, nine connections cost about twice what one
+//! does (docs/BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
-use crate::tiles::{Fit, FrameTiles, Shown, Tile};
+use crate::tiles::{Codec, Fit, FrameTiles, Shown, Tile};
 
 /// At most this many connections at once (the main window, the mini window, and a reloaded
 /// page's leftovers, with room to spare).
@@ -65,8 +71,20 @@ pub enum SocketError {
 #[derive(Debug, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum PageMessage {
-    Show { tile: String, width: u32, height: u32, fit: Fit },
-    Hide { tile: String },
+    Show {
+        tile: String,
+        width: u32,
+        height: u32,
+        fit: Fit,
+        #[serde(default)]
+        codec: Codec,
+    },
+    Hide {
+        tile: String,
+    },
+    Keyframe {
+        tile: String,
+    },
     Next,
 }
 
@@ -182,6 +200,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 struct Watched {
     tile: Arc<Tile>,
     pictures: watch::Receiver<Option<Bytes>>,
+    chain: watch::Receiver<u64>,
+    codec: Codec,
+    /// Where this page reads on in the tile's chain (`None`: from a keyframe at or after
+    /// `fresh_from`).
+    cursor: Option<u64>,
+    fresh_from: u64,
+}
+
+/// Which of a tile's news woke a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum News {
+    Picture(usize),
+    Chain(usize),
 }
 
 async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer: u64) {
@@ -234,7 +265,7 @@ async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer
         };
         match message {
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<PageMessage>(&text) {
-                Ok(PageMessage::Show { tile, width, height, fit }) if valid_name(&tile) => {
+                Ok(PageMessage::Show { tile, width, height, fit, codec }) if valid_name(&tile) => {
                     // A box beyond any picture (a window across several screens) is taken at the
                     // limit: pictures are never scaled up anyway.
                     let (width, height) = (width.min(MAX_SIDE), height.min(MAX_SIDE));
@@ -243,18 +274,33 @@ async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer
                         let Some(found) = found else {
                             break Some(CloseFrame { code: CloseCode::Again, reason: "too many tiles".into() });
                         };
-                        let mut pictures = found.latest.subscribe();
-                        // The picture there is now goes first.
+                        let (mut pictures, mut chain) = (found.latest.subscribe(), found.chain_moved.subscribe());
+                        // The picture there is now goes first (or the chain from its keyframe).
                         pictures.mark_changed();
-                        watched.insert(tile.clone(), Watched { tile: found, pictures });
+                        chain.mark_changed();
+                        watched.insert(tile.clone(), Watched { tile: found, pictures, chain, codec, cursor: None, fresh_from: 0 });
                     }
-                    if let Some(shown) = watched.get(&tile) {
-                        shown.tile.show(viewer, Shown { width, height, fit });
+                    if let Some(shown) = watched.get_mut(&tile) {
+                        if shown.codec != codec {
+                            // Its decoder gave up (or came): start over in the new form.
+                            shown.codec = codec;
+                            shown.cursor = None;
+                            shown.pictures.mark_changed();
+                            shown.chain.mark_changed();
+                        }
+                        shown.tile.show(viewer, Shown { width, height, fit, codec });
                     }
                 }
                 Ok(PageMessage::Hide { tile }) => {
                     if let Some(gone) = watched.remove(&tile) {
                         gone.tile.hide(viewer);
+                    }
+                }
+                Ok(PageMessage::Keyframe { tile }) => {
+                    if let Some(shown) = watched.get_mut(&tile) {
+                        shown.cursor = None;
+                        shown.fresh_from = shown.tile.chain_end();
+                        shown.tile.keyframe_wanted.store(true, Ordering::Relaxed);
                     }
                 }
                 Ok(PageMessage::Next) => may_send = true,
@@ -273,26 +319,56 @@ async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer
     }
 }
 
-/// Returns once any of the tiles has a new picture (never while there are none), with its
-/// place in `watched`'s order: waiting marked that one's picture seen.
-async fn any_changed(watched: &mut HashMap<String, Watched>) -> usize {
+/// Returns once any of the tiles has a new picture or encoded frame (never while there are
+/// none), with its place in `watched`'s order: waiting marked that news seen. Both are watched
+/// whatever the page asked: a tile becomes encoded when a call's sink for it is made, which may
+/// be after the page showed it.
+async fn any_changed(watched: &mut HashMap<String, Watched>) -> News {
     if watched.is_empty() {
         return std::future::pending().await;
     }
-    // A tile's sender lives as long as the tile, which `Watched` holds: `changed` never fails.
-    futures_util::future::select_all(watched.values_mut().map(|w| Box::pin(w.pictures.changed()))).await.1
+    // A tile's senders live as long as the tile, which `Watched` holds: `changed` never fails.
+    type Wait<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = News> + Send + 'a>>;
+    let mut waits: Vec<Wait<'_>> = Vec::with_capacity(2 * watched.len());
+    for (index, Watched { pictures, chain, .. }) in watched.values_mut().enumerate() {
+        waits.push(Box::pin(async move {
+            let _ = pictures.changed().await;
+            News::Picture(index)
+        }));
+        waits.push(Box::pin(async move {
+            let _ = chain.changed().await;
+            News::Chain(index)
+        }));
+    }
+    futures_util::future::select_all(waits).await.0
 }
 
-/// The entries of the tile at `moved` (in `watched`'s order, unchanged since) and of every other
-/// with a new picture since the last batch, as one message (a lone entry goes as it is,
-/// uncopied); `None` when there is no picture among them (a tile shown before its first).
-fn batch(watched: &mut HashMap<String, Watched>, moved: usize) -> Option<Bytes> {
-    let entries: Vec<Bytes> = watched
-        .values_mut()
-        .enumerate()
-        .filter(|(index, w)| *index == moved || w.pictures.has_changed().unwrap_or(false))
-        .filter_map(|(_, w)| w.pictures.borrow_and_update().clone())
-        .collect();
+/// The news of every tile since the last batch (`moved`, in `watched`'s order, was marked seen
+/// by waiting for it), as one message (a lone entry goes as it is, uncopied); `None` when there
+/// is nothing to send (a tile shown before its first picture, a page waiting for a keyframe).
+fn batch(watched: &mut HashMap<String, Watched>, moved: News) -> Option<Bytes> {
+    let mut entries: Vec<Bytes> = Vec::new();
+    for (index, w) in watched.values_mut().enumerate() {
+        let picture_news = moved == News::Picture(index) || w.pictures.has_changed().unwrap_or(false);
+        let chain_news = moved == News::Chain(index) || w.chain.has_changed().unwrap_or(false);
+        if w.tile.sends_encoded(w.codec) {
+            w.pictures.mark_unchanged();
+            if chain_news || w.cursor.is_none() {
+                w.chain.mark_unchanged();
+                let reading = w.tile.read_chain(w.cursor, w.fresh_from);
+                if reading.cursor.is_none() {
+                    w.tile.keyframe_wanted.store(true, Ordering::Relaxed);
+                }
+                w.cursor = reading.cursor;
+                entries.extend(reading.entries);
+            }
+        } else {
+            w.chain.mark_unchanged();
+            if picture_news {
+                entries.extend(w.pictures.borrow_and_update().clone());
+            }
+        }
+    }
     match entries.as_slice() {
         [] => None,
         [one] => Some(one.clone()),

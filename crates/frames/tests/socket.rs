@@ -59,25 +59,33 @@ async fn show(page: &mut Page, tile: &str, width: u32, height: u32) {
     say(page, &format!(r#"{{"type":"show","tile":"{tile}","width":{width},"height":{height},"fit":"contain"}}"#)).await;
 }
 
-/// One tile's entry in a batch: its name, size, sequence number and planes.
+/// One tile's entry in a batch: its name, size, sequence number and payload.
 type Entry = (String, u32, u32, u32, Vec<u8>);
 
 /// Reads a batch the way the page does: entries one after another, each as long as its header
-/// says.
-fn entries(mut data: &[u8]) -> Vec<Entry> {
+/// says; the kind of each (0 I420, 1 VP8 keyframe, 2 VP8 delta) goes to `kinds`.
+fn entries_and_kinds(mut data: &[u8], kinds: &mut Vec<u8>) -> Vec<Entry> {
     let mut entries = Vec::new();
     while !data.is_empty() {
         let name_len = usize::from(data[0]);
         let name = String::from_utf8(data[1..1 + name_len].to_vec()).unwrap();
         let header = &data[1 + name_len..1 + name_len + HEADER_LEN];
+        let half = |i: usize| u32::from(u16::from_le_bytes(header[i..i + 2].try_into().unwrap()));
         let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap());
-        let (width, height) = (word(0), word(4));
-        let planes = (width * height + 2 * width.div_ceil(2) * height.div_ceil(2)) as usize;
+        let (width, height, kind, length) = (half(0), half(2), header[12], word(16) as usize);
+        if kind == 0 {
+            assert_eq!(length as u32, width * height + 2 * width.div_ceil(2) * height.div_ceil(2), "an I420 entry's length is its planes'");
+        }
         let start = 1 + name_len + HEADER_LEN;
-        entries.push((name, width, height, word(8), data[start..start + planes].to_vec()));
-        data = &data[start + planes..];
+        entries.push((name, width, height, word(8), data[start..start + length].to_vec()));
+        kinds.push(kind);
+        data = &data[start + length..];
     }
     entries
+}
+
+fn entries(data: &[u8]) -> Vec<Entry> {
+    entries_and_kinds(data, &mut Vec::new())
 }
 
 /// The next batch.
@@ -274,5 +282,99 @@ async fn connections_and_the_tiles_of_one_page_are_bounded() {
     while running.open_as(&running.token, Some(ORIGIN)).await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "the place was not freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads batches (asking for each) until `count` entries came, with their kinds.
+async fn next_entries(page: &mut Page, count: usize) -> Vec<(u8, Entry)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let data = loop {
+            match tokio::time::timeout(PATIENCE, page.next()).await.expect("a batch in time") {
+                Some(Ok(Message::Binary(data))) => break data,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended: {other:?}"),
+            }
+        };
+        let mut kinds = Vec::new();
+        let entries = entries_and_kinds(&data, &mut kinds);
+        got.extend(kinds.into_iter().zip(entries));
+        say(page, r#"{"type":"next"}"#).await;
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_page_that_decodes_gets_the_vp8_in_order_from_a_keyframe_and_starts_again_when_behind() {
+    use hark_engine::video::ReceivedFrame;
+    use hark_video::vp8::{EncoderSettings, Vp8Decoder, Vp8Encoder};
+    let running = start();
+    let mut page = running.open().await;
+    let mut sink = running.tiles.remote_sink("erin");
+    say(&mut page, r#"{"type":"show","tile":"erin","width":320,"height":180,"fit":"contain","codec":"vp8"}"#).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !sink.wants_encoded() {
+        assert!(tokio::time::Instant::now() < deadline, "the page's show did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!sink.wants_pictures(), "the app decodes nothing for a page that decodes");
+    let mut encoder = Vp8Encoder::new(EncoderSettings { width: 320, height: 180, fps: 30, bitrate_kbps: 300, threads: 1 }).unwrap();
+    let mut number = 0u64;
+    let mut send = |sink: &mut hark_frames::TileSink, force_keyframe: bool, number: &mut u64| {
+        let encoded = encoder.encode(&pattern::draw(320, 180, *number as u32), force_keyframe).unwrap().expect("a frame");
+        *number += 1;
+        sink.write_encoded(&ReceivedFrame { data: &encoded.data, keyframe: encoded.keyframe, width: 320, height: 180, number: *number });
+    };
+    // A keyframe and four more, while the page draws nothing: they all come, in order.
+    for _ in 0..5 {
+        send(&mut sink, false, &mut number);
+    }
+    let got = next_entries(&mut page, 5).await;
+    assert_eq!(got.iter().map(|(kind, _)| *kind).collect::<Vec<_>>(), [1, 2, 2, 2, 2], "from the keyframe, every frame");
+    let mut decoder = Vp8Decoder::new().unwrap();
+    let numbers: Vec<Option<u32>> = got.iter().map(|(_, (_, w, h, _, data))| {
+        assert_eq!((*w, *h), (320, 180));
+        pattern::read_number(&decoder.decode(data).unwrap().unwrap())
+    }).collect();
+    assert_eq!(numbers, [Some(0), Some(1), Some(2), Some(3), Some(4)], "the page decodes them as they were sent");
+
+    // A page that stops asking falls off the chain: it gets nothing more until a keyframe, which
+    // the sink asks the sender for.
+    for _ in 0..hark_frames::MAX_CHAIN + 1 {
+        send(&mut sink, false, &mut number);
+    }
+    assert!(quiet(&mut page, Duration::from_millis(200)).await, "nothing new is sent without a start");
+    assert!(sink.wants_keyframe(), "the page waits for a keyframe");
+    send(&mut sink, true, &mut number);
+    let got = next_entries(&mut page, 1).await;
+    assert_eq!(got[0].0, 1, "it starts again at the keyframe");
+    assert_eq!(pattern::read_number(&Vp8Decoder::new().unwrap().decode(&got[0].1 .4).unwrap().unwrap()), Some(number as u32 - 1));
+    assert!(!sink.wants_keyframe());
+
+    // Its decoder failed: it asks, and starts again at the next keyframe.
+    say(&mut page, r#"{"type":"keyframe","tile":"erin"}"#).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !sink.wants_keyframe() {
+        assert!(tokio::time::Instant::now() < deadline, "no keyframe asked for");
+        send(&mut sink, false, &mut number);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    send(&mut sink, true, &mut number);
+    // Deltas sent before the socket read the request may still come; then the new keyframe.
+    let keyframe = 'found: loop {
+        for (kind, entry) in next_entries(&mut page, 1).await {
+            if kind == 1 {
+                break 'found entry;
+            }
+        }
+    };
+    assert_eq!(pattern::read_number(&Vp8Decoder::new().unwrap().decode(&keyframe.4).unwrap().unwrap()), Some(number as u32 - 1), "the new keyframe, not the old one again");
+
+    // Falling back to pictures (its decoder cannot): the app decodes for it again.
+    say(&mut page, r#"{"type":"show","tile":"erin","width":320,"height":180,"fit":"contain","codec":"i420"}"#).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !sink.wants_pictures() || sink.wants_encoded() {
+        assert!(tokio::time::Instant::now() < deadline, "the page's new codec did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -51,6 +51,18 @@ pub fn is_keyframe(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 1 == 0)
 }
 
+/// The picture size a keyframe sets: after its three-byte tag and the start code 9d 01 2a, the
+/// width and height in 14 bits each (the top two bits scale, which decoders ignore) (RFC 6386
+/// §9.1). `None` for a delta frame or anything else.
+pub fn keyframe_size(frame: &[u8]) -> Option<(u32, u32)> {
+    if !is_keyframe(frame) || frame.len() < 10 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let side = |at: usize| u32::from(u16::from_le_bytes([frame[at], frame[at + 1]]) & 0x3fff);
+    let (width, height) = (side(6), side(8));
+    (width > 0 && height > 0).then_some((width, height))
+}
+
 /// A VP8 encoder.
 pub struct Vp8Encoder {
     context: Box<vpx::vpx_codec_ctx_t>,
@@ -309,6 +321,7 @@ mod tests {
             let Some(encoded) = encoder.encode(&pattern::draw(640, 360, n), false).unwrap() else { continue };
             assert_eq!(encoded.keyframe, n == 0, "frame {n}");
             assert_eq!(is_keyframe(&encoded.data), encoded.keyframe);
+            assert_eq!(keyframe_size(&encoded.data), encoded.keyframe.then_some((640, 360)));
             let picture = decoder.decode(&encoded.data).unwrap().expect("a picture per frame");
             assert_eq!((picture.width(), picture.height()), (640, 360));
             decoded.push((n, pattern::read_number(&picture)));
@@ -353,6 +366,8 @@ mod tests {
         let mut decoder = Vp8Decoder::new().unwrap();
         assert!(decoder.decode(&[]).is_err());
         assert!(decoder.decode(&[0xff; 300]).is_err(), "garbage is not VP8");
+        assert_eq!(keyframe_size(&[0u8; 300]), None, "no start code");
+        assert_eq!(keyframe_size(&[0x50, 0, 0, 0x9d, 0x01, 0x2a, 0, 0]), None, "cut short");
         let encoded = encoder.encode(&pattern::draw(320, 180, 0), false).unwrap().unwrap();
         assert!(decoder.decode(&encoded.data).unwrap().is_some(), "a keyframe decodes after garbage");
     }

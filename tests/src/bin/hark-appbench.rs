@@ -365,14 +365,14 @@ socket.onmessage = (message) => requestAnimationFrame(() => {
   for (let at = 0; at < bytes.length; ) {
     const end = at + 1 + bytes[at];
     const tile = String.fromCharCode(...bytes.subarray(at + 1, end));
-    const view = new DataView(message.data, end, 16);
-    const [w, h] = [view.getUint32(0, true), view.getUint32(4, true)];
-    const length = 16 + (w && h ? w * h + 2 * Math.ceil(w / 2) * Math.ceil(h / 2) : 0);
+    const view = new DataView(message.data, end, 20);
+    const [w, h] = [view.getUint16(0, true), view.getUint16(2, true)];
+    const length = 20 + view.getUint32(16, true);
     const canvas = canvases.get(tile);
     if (w > 0 && canvas) {
       if (canvas.width !== w) canvas.width = w;
       if (canvas.height !== h) canvas.height = h;
-      const frame = new VideoFrame(new Uint8Array(message.data, end + 16, length - 16), { format: 'I420', codedWidth: w, codedHeight: h, timestamp: view.getUint32(8, true),
+      const frame = new VideoFrame(new Uint8Array(message.data, end + 20, length - 20), { format: 'I420', codedWidth: w, codedHeight: h, timestamp: view.getUint32(8, true),
         colorSpace: { primaries: 'smpte170m', transfer: 'smpte170m', matrix: 'smpte170m', fullRange: false } });
       contexts.get(tile).drawImage(frame, 0, 0);
       frame.close();

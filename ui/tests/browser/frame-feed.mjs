@@ -2,10 +2,12 @@
 // format and the same rules (token, one connection per page, a tile's size before anything of it
 // is sent, one batch per `next` with the newest picture of each tile that moved), fed
 // solid-colour I420 pictures the test chooses, so a test can check the pixels the page drew.
+// A page that asks for VP8 gets I420 here, as the app's socket sends a tile that has no encoded
+// frames (our own camera's).
 
 import { WebSocketServer } from 'ws';
 
-const HEADER_LEN = 16;
+const HEADER_LEN = 20;
 
 /** A solid I420 picture of `width` x `height` with these Y, U and V values. */
 export function solidPicture(width, height, [y, u, v]) {
@@ -17,14 +19,15 @@ export function solidPicture(width, height, [y, u, v]) {
   return { width, height, planes };
 }
 
-/** A batch entry: the tile's name, the header, the planes. */
+/** A batch entry: the tile's name, the header (crates/frames' wire_header; kind 0, I420), the planes. */
 function entry(tile, picture, sequence) {
   const header = Buffer.alloc(HEADER_LEN);
-  header.writeUInt32LE(picture?.width ?? 0, 0);
-  header.writeUInt32LE(picture?.height ?? 0, 4);
+  header.writeUInt16LE(picture?.width ?? 0, 0);
+  header.writeUInt16LE(picture?.height ?? 0, 2);
+  header.writeUInt16LE(picture?.width ?? 0, 4);
+  header.writeUInt16LE(picture?.height ?? 0, 6);
   header.writeUInt32LE(sequence, 8);
-  header.writeUInt16LE(picture?.width ?? 0, 12);
-  header.writeUInt16LE(picture?.height ?? 0, 14);
+  header.writeUInt32LE(picture?.planes.length ?? 0, 16);
   const name = Buffer.from(tile, 'ascii');
   return Buffer.concat([Buffer.from([name.length]), name, header, ...(picture ? [picture.planes] : [])]);
 }
@@ -72,7 +75,8 @@ export async function startFrameFeed() {
       }
       // The app's socket closes a page that says what it never should (policy, 1008).
       const validTile = typeof said.tile === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(said.tile);
-      if (!['show', 'hide', 'next'].includes(said.type) || (said.type !== 'next' && !validTile)) {
+      const validCodec = said.type !== 'show' || said.codec === undefined || ['i420', 'vp8'].includes(said.codec);
+      if (!['show', 'hide', 'keyframe', 'next'].includes(said.type) || (said.type !== 'next' && !validTile) || !validCodec) {
         socket.close(1008, 'unknown message');
         return;
       }
@@ -82,6 +86,7 @@ export async function startFrameFeed() {
         if (!shown.on) shown.sent = -1;
         shown.on = true;
         shown.sizes.push({ width: said.width, height: said.height, fit: said.fit });
+        shown.codec = said.codec ?? 'i420';
         page.tiles.set(said.tile, shown);
       } else if (said.type === 'hide') {
         const shown = page.tiles.get(said.tile);
@@ -103,9 +108,9 @@ export async function startFrameFeed() {
       latest.set(tile, { picture, sequence: sequence++ });
       for (const page of pages) if (page.open) flush(page);
     },
-    /** The open pages showing `tile`: the sizes they said for it, and how many batches they asked for. */
+    /** The open pages showing `tile`: the sizes and codec they said for it, and how many batches they asked for. */
     openPages(tile) {
-      return pages.filter((p) => p.open && p.tiles.get(tile)?.on).map((p) => ({ sizes: p.tiles.get(tile).sizes, nexts: p.nexts }));
+      return pages.filter((p) => p.open && p.tiles.get(tile)?.on).map((p) => ({ sizes: p.tiles.get(tile).sizes, codec: p.tiles.get(tile).codec, nexts: p.nexts }));
     },
     stop: () => new Promise((done) => server.close(done)),
   };

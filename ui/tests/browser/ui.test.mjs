@@ -248,6 +248,11 @@ describe('video call', () => {
       frames.show('bob', solidPicture(640, 360, GREEN.yuv));
       await until(() => frames.openPages('bob')[0].nexts > asked, 'the page to ask for the next picture');
       await untilDrawn(page, 'video-bob', GREEN.rgb, 'the next picture is drawn');
+      // Chromium decodes VP8 (WebCodecs), so the page asks for bob's video as it came; this
+      // stand-in, like the app for a tile without encoded frames, sends pictures, and the page
+      // draws those.
+      assert.equal(frames.openPages('bob')[0].codec, 'vp8');
+      assert.equal(await page.getByTestId('video-bob').getAttribute('data-decoded-by'), 'app');
       await screenshot(page, '31-video-connected');
 
       // The small view: dragged to the top left it stays there; a click swaps the two views.

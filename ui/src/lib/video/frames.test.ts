@@ -1,18 +1,44 @@
 import { describe, expect, test } from 'vitest';
 
 import { FakeClock } from '../testing/fakeClock';
-import { FramePage, HEADER_LEN, RECONNECT_MS, i420Length, parseBatch, parsePicture, type FeedHost, type Picture } from './frames';
+import {
+  EntryKind,
+  FramePage,
+  HEADER_LEN,
+  MAX_DECODE_QUEUE,
+  MAX_DECODER_FAILURES,
+  RECONNECT_MS,
+  i420Length,
+  parseBatch,
+  parsePicture,
+  type Encoded,
+  type FeedHost,
+  type Picture,
+  type Vp8Decoder,
+} from './frames';
+
+/** An entry's header and payload as the socket writes them (crates/frames' wire_header). */
+function entry(kind: number, width: number, height: number, sequence: number, payload: Uint8Array): ArrayBuffer {
+  const buffer = new ArrayBuffer(HEADER_LEN + payload.length);
+  const view = new DataView(buffer);
+  view.setUint16(0, width, true);
+  view.setUint16(2, height, true);
+  view.setUint16(4, width * 2, true);
+  view.setUint16(6, height * 2, true);
+  view.setUint32(8, sequence, true);
+  view.setUint8(12, kind);
+  view.setUint32(16, payload.length, true);
+  new Uint8Array(buffer, HEADER_LEN).set(payload);
+  return buffer;
+}
 
 function message(width: number, height: number, sequence: number, fill = 0): ArrayBuffer {
-  const buffer = new ArrayBuffer(HEADER_LEN + (width && height ? i420Length(width, height) : 0));
-  const view = new DataView(buffer);
-  view.setUint32(0, width, true);
-  view.setUint32(4, height, true);
-  view.setUint32(8, sequence, true);
-  view.setUint16(12, width * 2, true);
-  view.setUint16(14, height * 2, true);
-  new Uint8Array(buffer, HEADER_LEN).fill(fill);
-  return buffer;
+  return entry(EntryKind.I420, width, height, sequence, new Uint8Array(width && height ? i420Length(width, height) : 0).fill(fill));
+}
+
+/** A VP8 frame's entry (the payload is whatever the fake decoder is told it is). */
+function vp8(key: boolean, sequence: number, payload = [sequence]): ArrayBuffer {
+  return entry(key ? EntryKind.Vp8Key : EntryKind.Vp8Delta, 64, 36, sequence, new Uint8Array(payload));
 }
 
 /** A batch: each tile's name before its message. */
@@ -37,7 +63,7 @@ describe('parseBatch', () => {
       ['_self', 0, null],
       ['bob.x', 3, 7],
     ]);
-    expect([...(read[2].picture as Picture).planes].every((b) => b === 9)).toBe(true);
+    expect([...(read[2].picture as Picture).planes!].every((b) => b === 9)).toBe(true);
     const whole = batch(['alice', message(4, 2, 1)]);
     expect(parseBatch(whole.slice(0, whole.byteLength - 1))).toBe('invalid');
     expect(parseBatch(new ArrayBuffer(0))).toBe('invalid');
@@ -49,13 +75,28 @@ describe('parsePicture', () => {
   test('reads a picture, a clear, and refuses what the socket never sends', () => {
     const picture = parsePicture(message(4, 2, 9, 7)) as Picture;
     expect([picture.width, picture.height, picture.sequence, picture.sourceWidth, picture.sourceHeight]).toEqual([4, 2, 9, 8, 4]);
-    expect(picture.planes.length).toBe(4 * 2 + 2 * 2 * 1);
-    expect([...picture.planes].every((b) => b === 7)).toBe(true);
+    expect(picture.planes!.length).toBe(4 * 2 + 2 * 2 * 1);
+    expect([...picture.planes!].every((b) => b === 7)).toBe(true);
     expect(parsePicture(message(0, 0, 3))).toBeNull();
     expect(parsePicture(new ArrayBuffer(3))).toBe('invalid');
     expect(parsePicture(message(4, 2, 1).slice(0, HEADER_LEN + 5))).toBe('invalid');
     const oddSides = parsePicture(message(3, 3, 1)) as Picture;
-    expect(oddSides.planes.length).toBe(9 + 2 * 4);
+    expect(oddSides.planes!.length).toBe(9 + 2 * 4);
+    // A size whose planes the length does not match, an unknown kind, an empty VP8 frame.
+    const wrong = new Uint8Array(message(4, 2, 1));
+    new DataView(wrong.buffer).setUint16(0, 5, true);
+    expect(parsePicture(wrong.buffer)).toBe('invalid');
+    expect(parsePicture(entry(7, 4, 2, 1, new Uint8Array(3)))).toBe('invalid');
+    expect(parseBatch(batch(['bob', entry(EntryKind.Vp8Key, 64, 36, 1, new Uint8Array(0))]))).toBe('invalid');
+  });
+
+  test('reads VP8 entries with their kind, and a VP8 entry is not a picture', () => {
+    const read = parseBatch(batch(['bob', vp8(true, 4, [1, 2, 3])], ['bob', vp8(false, 5)]));
+    expect(read).not.toBe('invalid');
+    const [key, delta] = read as Exclude<typeof read, 'invalid'>;
+    expect([key.picture, key.encoded?.key, key.encoded?.sequence, [...(key.encoded?.data ?? [])]]).toEqual([null, true, 4, [1, 2, 3]]);
+    expect([delta.encoded?.key, delta.encoded?.width, delta.encoded?.height]).toEqual([false, 64, 36]);
+    expect(parsePicture(vp8(true, 1))).toBe('invalid');
   });
 });
 
@@ -245,5 +286,159 @@ describe('FramePage', () => {
     sockets[1].drop();
     clock.advance(RECONNECT_MS * 5);
     expect(sockets).toHaveLength(2);
+  });
+});
+
+/** A decoder the test drives: what it was given, and the pictures and failures it reports. */
+class FakeDecoder implements Vp8Decoder {
+  decoded: number[] = [];
+  closed = false;
+  decodeQueueSize = 0;
+  constructor(
+    readonly output: (frame: VideoFrame) => void,
+    readonly error: (error: unknown) => void,
+  ) {}
+  decode(frame: Encoded) {
+    if (this.closed) throw new Error('closed');
+    this.decoded.push(frame.sequence);
+  }
+  close() {
+    this.closed = true;
+  }
+  /** Reports a picture for the frame numbered `sequence`; returns the frame, to see it closed. */
+  picture(sequence: number) {
+    const frame = { displayWidth: 64, displayHeight: 36, timestamp: sequence, closed: false, close() { this.closed = true; } };
+    this.output(frame as unknown as VideoFrame);
+    return frame;
+  }
+}
+
+function vp8Rig(supported: boolean | Promise<boolean> = true) {
+  const base = rig();
+  const decoders: FakeDecoder[] = [];
+  base.host.vp8 = {
+    supported: () => supported,
+    decoder: (output, error) => {
+      const decoder = new FakeDecoder(output, error);
+      decoders.push(decoder);
+      return decoder;
+    },
+  };
+  const sent = (socket: FakeSocket) => socket.sent as { type: string; tile?: string; codec?: string }[];
+  return { ...base, decoders, sent };
+}
+
+describe('FramePage decoding VP8', () => {
+  test('asks for VP8, decodes each frame in order from a keyframe, and hands out only the newest picture', () => {
+    const { sockets, host, repaint, decoders, sent } = vp8Rig();
+    const page = new FramePage({ port: 1, token: 't' }, host);
+    const shown: (number | null)[] = [];
+    const frames: VideoFrame[] = [];
+    page.watch('bob', (p) => {
+      shown.push(p?.sequence ?? null);
+      if (p?.frame) frames.push(p.frame);
+    }).resize(640, 360, 'cover');
+    sockets[0].open();
+    expect(sent(sockets[0])).toEqual([{ type: 'show', tile: 'bob', width: 640, height: 360, fit: 'cover', codec: 'vp8' }]);
+    // A delta before any keyframe (a leftover) makes no decoder.
+    sockets[0].deliver(batch(['bob', vp8(false, 1)]));
+    expect(decoders).toHaveLength(0);
+    sockets[0].deliver(batch(['bob', vp8(true, 2)], ['bob', vp8(false, 3)], ['bob', vp8(false, 4)]));
+    expect(decoders).toHaveLength(1);
+    expect(decoders[0].decoded).toEqual([2, 3, 4]);
+    const [first, second] = [decoders[0].picture(2), decoders[0].picture(3)];
+    expect(first.closed).toBe(true); // replaced before it was drawn
+    repaint();
+    expect(shown).toEqual([3]);
+    expect(sent(sockets[0]).filter((m) => m.type === 'next')).toHaveLength(1);
+    decoders[0].picture(4);
+    repaint();
+    expect(second.closed).toBe(true); // the next one is out: the last one is done with
+    expect(shown).toEqual([3, 4]);
+    // The video ends: the decoder goes, the tile clears, the next stream starts at its keyframe.
+    sockets[0].deliver(batch(['bob', message(0, 0, 5)]));
+    repaint();
+    expect([decoders[0].closed, shown.at(-1)]).toEqual([true, null]);
+    expect((frames.at(-1) as unknown as { closed: boolean }).closed).toBe(true); // cleared: nothing holds it
+    sockets[0].deliver(batch(['bob', vp8(true, 6)]));
+    expect(decoders).toHaveLength(2);
+    page.close();
+    expect(decoders[1].closed).toBe(true);
+  });
+
+  test('a failed decoder asks for a keyframe; failing again and again, the tile goes back to pictures', () => {
+    const { sockets, host, repaint, decoders, sent } = vp8Rig();
+    const page = new FramePage({ port: 1, token: 't' }, host);
+    const shown: (number | null)[] = [];
+    page.watch('bob', (p) => shown.push(p?.sequence ?? null)).resize(64, 36, 'contain');
+    sockets[0].open();
+    for (let n = 1; n <= MAX_DECODER_FAILURES; n++) {
+      sockets[0].deliver(batch(['bob', vp8(true, n)]));
+      expect(decoders).toHaveLength(n);
+      decoders[n - 1].error(new Error('broken'));
+      expect(decoders[n - 1].closed).toBe(true);
+      // Frames after a failure, before the new keyframe, are not decoded.
+      sockets[0].deliver(batch(['bob', vp8(false, n + 100)]));
+      expect(decoders).toHaveLength(n);
+    }
+    const tail = sent(sockets[0]).filter((m) => m.type !== 'next');
+    expect(tail.slice(1)).toEqual([
+      ...Array.from({ length: MAX_DECODER_FAILURES - 1 }, () => ({ type: 'keyframe', tile: 'bob' })),
+      { type: 'show', tile: 'bob', width: 64, height: 36, fit: 'contain' },
+    ]);
+    // Pictures from the app now; VP8 that was already on its way is dropped.
+    sockets[0].deliver(batch(['bob', vp8(true, 50)], ['bob', message(4, 2, 51)]));
+    repaint();
+    expect([decoders.length, shown]).toEqual([MAX_DECODER_FAILURES, [51]]);
+    page.close();
+  });
+
+  test('a decoder that falls behind holds the next batch until it catches up', () => {
+    const { sockets, host, repaint, decoders, sent } = vp8Rig();
+    const page = new FramePage({ port: 1, token: 't' }, host);
+    page.watch('bob', () => undefined).resize(64, 36, 'contain');
+    sockets[0].open();
+    sockets[0].deliver(batch(['bob', vp8(true, 1)]));
+    decoders[0].decodeQueueSize = MAX_DECODE_QUEUE + 1;
+    repaint();
+    const nexts = () => sent(sockets[0]).filter((m) => m.type === 'next').length;
+    expect(nexts()).toBe(0);
+    decoders[0].decodeQueueSize = 0;
+    decoders[0].picture(1);
+    expect(nexts()).toBe(1);
+    page.close();
+  });
+
+  test('without VP8 in the page (or before it is known) tiles are asked for as pictures', async () => {
+    const none = vp8Rig(false);
+    new FramePage({ port: 1, token: 't' }, none.host).watch('bob', () => undefined).resize(64, 36, 'contain');
+    none.sockets[0].open();
+    expect(none.sent(none.sockets[0])).toEqual([{ type: 'show', tile: 'bob', width: 64, height: 36, fit: 'contain' }]);
+
+    let answer: (supported: boolean) => void = () => undefined;
+    const later = vp8Rig(new Promise<boolean>((resolve) => (answer = resolve)));
+    new FramePage({ port: 1, token: 't' }, later.host).watch('bob', () => undefined).resize(64, 36, 'contain');
+    expect(later.sockets).toHaveLength(0); // no socket until it is known what to ask for
+    answer(true);
+    await Promise.resolve();
+    later.sockets[0].open();
+    expect(later.sent(later.sockets[0])).toEqual([{ type: 'show', tile: 'bob', width: 64, height: 36, fit: 'contain', codec: 'vp8' }]);
+  });
+
+  test('a reconnect drops the decoders: the app starts each decoded tile again from a keyframe', () => {
+    const { clock, sockets, host, decoders } = vp8Rig();
+    const page = new FramePage({ port: 1, token: 't' }, host);
+    page.watch('bob', () => undefined).resize(64, 36, 'contain');
+    sockets[0].open();
+    sockets[0].deliver(batch(['bob', vp8(true, 1)]));
+    sockets[0].drop();
+    clock.advance(RECONNECT_MS);
+    sockets[1].open();
+    expect(decoders[0].closed).toBe(true);
+    sockets[1].deliver(batch(['bob', vp8(false, 2)]));
+    expect(decoders).toHaveLength(1);
+    sockets[1].deliver(batch(['bob', vp8(true, 3)]));
+    expect(decoders[1].decoded).toEqual([3]);
+    page.close();
   });
 });

@@ -3,6 +3,11 @@
 // `VideoFrame` (measured: about a third of what WebGL costs under software GL, and no conversion
 // to RGBA in Rust or here).
 //
+// Where WebCodecs can decode VP8, a remote person's video comes as it was sent and is decoded
+// here, one `VideoDecoder` per tile: about a hundredth of the bytes cross, and the app decodes
+// nothing for this page (measured, docs/BENCHMARKS.md). A decoder that fails asks for a
+// keyframe; one that keeps failing gives the tile back to I420.
+//
 // The page says how large it shows each tile (device pixels), so the app sends no more pixels
 // than are shown, and asks for each batch once it drew the last one: a busy or hidden page (no
 // animation frames) skips pictures instead of queueing them, and the tiles that moved meanwhile
@@ -10,8 +15,17 @@
 
 import type { FrameSocketInfo } from '../bindings/FrameSocketInfo';
 
-/** Bytes before the planes: width, height, sequence (u32 each), source width and height (u16). */
-export const HEADER_LEN = 16;
+/**
+ * Bytes before an entry's payload: width, height, source width and height (u16 each), sequence
+ * (u32), kind (u8, `EntryKind`), three zero bytes, the payload's length (u32).
+ */
+export const HEADER_LEN = 20;
+/** What an entry carries (crates/frames' EntryKind). */
+export const EntryKind = { I420: 0, Vp8Key: 1, Vp8Delta: 2 } as const;
+/** A decoder that failed this many times in a row gives its tile back to I420. */
+export const MAX_DECODER_FAILURES = 3;
+/** Frames waiting in a decoder beyond which the page stops asking for more until it catches up. */
+export const MAX_DECODE_QUEUE = 4;
 /** How long a closed socket waits before it tries again (the app is still there; a page reload is not). */
 export const RECONNECT_MS = 1000;
 /** The largest side a tile's box is said at (the socket's limit; far beyond any picture a call carries). */
@@ -29,8 +43,19 @@ export interface Picture {
   /** The size the picture had before it was scaled to the tile. */
   sourceWidth: number;
   sourceHeight: number;
-  /** Y, U and V, one after another. */
-  planes: Uint8Array;
+  /** Y, U and V, one after another (a picture the app decoded)... */
+  planes?: Uint8Array;
+  /** ...or a picture this page decoded, owned by the page (never closed by whoever draws it). */
+  frame?: VideoFrame;
+}
+
+/** A VP8 frame as it came. */
+export interface Encoded {
+  key: boolean;
+  width: number;
+  height: number;
+  sequence: number;
+  data: Uint8Array;
 }
 
 /** The length of an I420 picture's planes. */
@@ -39,37 +64,49 @@ export function i420Length(width: number, height: number): number {
   return width * height + 2 * chroma;
 }
 
-/**
- * Reads a picture's header and planes: a picture, `null` for "no picture now" (the person's
- * video ended), or `'invalid'` for anything that is not what the socket sends.
- */
-export function parsePicture(data: ArrayBuffer, offset = 0, length = data.byteLength - offset): Picture | null | 'invalid' {
-  if (length < HEADER_LEN) return 'invalid';
-  const view = new DataView(data, offset, length);
-  const width = view.getUint32(0, true);
-  const height = view.getUint32(4, true);
-  const sequence = view.getUint32(8, true);
-  if (width === 0 && height === 0) return length === HEADER_LEN ? null : 'invalid';
-  if (width === 0 || height === 0 || length !== HEADER_LEN + i420Length(width, height)) return 'invalid';
-  return {
-    width,
-    height,
-    sequence,
-    sourceWidth: view.getUint16(12, true),
-    sourceHeight: view.getUint16(14, true),
-    planes: new Uint8Array(data, offset + HEADER_LEN, length - HEADER_LEN),
-  };
-}
-
-/** One tile's news in a batch. */
+/** One tile's news in a batch: a picture the app decoded (`null`: no picture now), or VP8. */
 export interface Entry {
   tile: string;
   picture: Picture | null;
+  encoded?: Encoded;
+}
+
+/**
+ * Reads one entry's header and payload at `offset`: its news and length, or `'invalid'` for
+ * anything that is not what the socket sends.
+ */
+export function parseEntry(data: ArrayBuffer, offset: number): { entry: Omit<Entry, 'tile'>; length: number } | 'invalid' {
+  if (offset + HEADER_LEN > data.byteLength) return 'invalid';
+  const view = new DataView(data, offset, HEADER_LEN);
+  const [width, height] = [view.getUint16(0, true), view.getUint16(2, true)];
+  const [sourceWidth, sourceHeight] = [view.getUint16(4, true), view.getUint16(6, true)];
+  const sequence = view.getUint32(8, true);
+  const kind = view.getUint8(12);
+  const payload = view.getUint32(16, true);
+  const length = HEADER_LEN + payload;
+  if (offset + length > data.byteLength) return 'invalid';
+  const bytes = new Uint8Array(data, offset + HEADER_LEN, payload);
+  if (kind === EntryKind.I420) {
+    if (width === 0 && height === 0) return payload === 0 ? { entry: { picture: null }, length } : 'invalid';
+    if (width === 0 || height === 0 || payload !== i420Length(width, height)) return 'invalid';
+    return { entry: { picture: { width, height, sequence, sourceWidth, sourceHeight, planes: bytes } }, length };
+  }
+  if ((kind === EntryKind.Vp8Key || kind === EntryKind.Vp8Delta) && payload > 0) {
+    return { entry: { picture: null, encoded: { key: kind === EntryKind.Vp8Key, width, height, sequence, data: bytes } }, length };
+  }
+  return 'invalid';
+}
+
+/** Reads a lone entry with no name (the unit tests' and the bench's form). */
+export function parsePicture(data: ArrayBuffer): Picture | null | 'invalid' {
+  const read = parseEntry(data, 0);
+  if (read === 'invalid' || read.length !== data.byteLength || read.entry.encoded) return 'invalid';
+  return read.entry.picture;
 }
 
 /**
  * Reads a batch: entries one after another, each the tile's name (its length in one byte, then
- * ASCII), a header and the planes the header's size calls for; `'invalid'` if any part is not
+ * ASCII), a header and the payload the header's length says; `'invalid'` if any part is not
  * what the socket sends.
  */
 export function parseBatch(data: ArrayBuffer): Entry[] | 'invalid' {
@@ -78,18 +115,29 @@ export function parseBatch(data: ArrayBuffer): Entry[] | 'invalid' {
   let at = 0;
   while (at < bytes.length) {
     const nameEnd = at + 1 + bytes[at];
-    if (bytes[at] === 0 || nameEnd + HEADER_LEN > bytes.length) return 'invalid';
+    if (bytes[at] === 0 || nameEnd > bytes.length) return 'invalid';
     const tile = String.fromCharCode(...bytes.subarray(at + 1, nameEnd));
-    const view = new DataView(data, nameEnd, HEADER_LEN);
-    const [width, height] = [view.getUint32(0, true), view.getUint32(4, true)];
-    const length = HEADER_LEN + (width && height ? i420Length(width, height) : 0);
-    if (nameEnd + length > bytes.length) return 'invalid';
-    const picture = parsePicture(data, nameEnd, length);
-    if (picture === 'invalid') return 'invalid';
-    entries.push({ tile, picture });
-    at = nameEnd + length;
+    const read = parseEntry(data, nameEnd);
+    if (read === 'invalid') return 'invalid';
+    entries.push({ tile, ...read.entry });
+    at = nameEnd + read.length;
   }
   return entries.length > 0 ? entries : 'invalid';
+}
+
+/** A VP8 decoder as the page needs it (WebCodecs' `VideoDecoder` in the app). */
+export interface Vp8Decoder {
+  decode(frame: Encoded): void;
+  close(): void;
+  readonly decodeQueueSize: number;
+}
+
+/** Decoding VP8 in the page. */
+export interface Vp8Decoding {
+  /** Whether it can (`VideoDecoder.isConfigSupported`). */
+  supported(): Promise<boolean> | boolean;
+  /** A decoder whose pictures go to `output` and whose failure (it is closed then) to `error`. */
+  decoder(output: (frame: VideoFrame) => void, error: (error: unknown) => void): Vp8Decoder;
 }
 
 /** What the feed needs of the page around it (real ones in the app, fakes in unit tests). */
@@ -100,13 +148,43 @@ export interface FeedHost {
   nextRepaint(draw: () => void): void;
   setTimeout(run: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
+  /** Decoding VP8 here; absent: pictures come decoded, I420. */
+  vp8?: Vp8Decoding;
 }
+
+let vp8Support: Promise<boolean> | null = null;
+
+/** WebCodecs' VP8 decoder, when this webview has one (WebKitGTK decodes with GStreamer's vp8dec). */
+const webCodecsVp8: Vp8Decoding = {
+  supported: () =>
+    (vp8Support ??=
+      typeof VideoDecoder === 'undefined'
+        ? Promise.resolve(false)
+        : VideoDecoder.isConfigSupported({ codec: 'vp8' }).then(
+            (answer) => answer.supported === true,
+            () => false,
+          )),
+  decoder: (output, error) => {
+    const decoder = new VideoDecoder({ output, error: (e) => error(e) });
+    decoder.configure({ codec: 'vp8', optimizeForLatency: true });
+    return {
+      decode: (frame) => decoder.decode(new EncodedVideoChunk({ type: frame.key ? 'key' : 'delta', timestamp: frame.sequence, data: frame.data })),
+      close: () => {
+        if (decoder.state !== 'closed') decoder.close();
+      },
+      get decodeQueueSize() {
+        return decoder.decodeQueueSize;
+      },
+    };
+  },
+};
 
 export const pageHost: FeedHost = {
   open: (url) => new WebSocket(url),
   nextRepaint: (draw) => requestAnimationFrame(draw),
   setTimeout: (run, ms) => setTimeout(run, ms),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+  vp8: webCodecsVp8,
 };
 
 type Size = { width: number; height: number; fit: Fit };
@@ -123,6 +201,25 @@ interface Watcher {
   size: Size | null;
 }
 
+/** One shown tile. */
+interface TileState {
+  watchers: Set<Watcher>;
+  /** The box last said. */
+  said: Size | null;
+  /** The last picture handed out; a frame this page decoded stays open while it is. */
+  last: Picture | null | undefined;
+  /** How the app sends it: VP8 while this page decodes it. */
+  codec: 'vp8' | 'i420';
+  decoder: Vp8Decoder | null;
+  /** Decoder failures since its last picture. */
+  failures: number;
+}
+
+/** Closes a picture this page decoded. */
+function release(picture: Picture | null | undefined): void {
+  picture?.frame?.close();
+}
+
 /**
  * A page's pictures: one socket, the tiles it shows (each possibly shown by several parts of the
  * page, the largest box said), each batch handed out at the next repaint and then the next asked
@@ -130,20 +227,34 @@ interface Watcher {
  */
 export class FramePage {
   private socket: WebSocket | null = null;
-  /** Each shown tile: who shows it, the box last said, the last picture handed out. */
-  private readonly tiles = new Map<string, { watchers: Set<Watcher>; said: Size | null; last: Picture | null | undefined }>();
+  private readonly tiles = new Map<string, TileState>();
   private readonly pending = new Map<string, Picture | null>();
   private scheduled = false;
   /** A batch came since the last `next`: the socket waits for one. */
   private owed = false;
+  /** A `next` held back while a decoder catches up. */
+  private deferred = false;
   private retry: unknown = null;
   private closed = false;
+  /** Whether this page decodes VP8 (known before the socket opens). */
+  private vp8 = false;
 
   constructor(
     private readonly info: FrameSocketInfo,
     private readonly host: FeedHost = pageHost,
   ) {
-    this.connect();
+    const supported = host.vp8?.supported() ?? false;
+    if (typeof supported === 'boolean') {
+      this.vp8 = supported;
+      this.connect();
+      return;
+    }
+    const start = (vp8: boolean) => {
+      this.vp8 = vp8;
+      for (const state of this.tiles.values()) if (state.failures < MAX_DECODER_FAILURES) state.codec = vp8 ? 'vp8' : 'i420';
+      if (!this.closed) this.connect();
+    };
+    supported.then(start, () => start(false));
   }
 
   /** Shows `tile` (a user id, or `SELF_TILE`): its pictures go to `show` from its first resize. */
@@ -151,7 +262,7 @@ export class FramePage {
     const watcher: Watcher = { show, size: null };
     let state = this.tiles.get(tile);
     if (!state) {
-      state = { watchers: new Set(), said: null, last: undefined };
+      state = { watchers: new Set(), said: null, last: undefined, codec: this.vp8 ? 'vp8' : 'i420', decoder: null, failures: 0 };
       this.tiles.set(tile, state);
     } else if (state.last !== undefined && !this.pending.has(tile)) {
       // Another part of the page shows it already (a tile moving from the large view to the
@@ -171,8 +282,7 @@ export class FramePage {
         if (!now?.watchers.delete(watcher)) return;
         // Still shown elsewhere: perhaps smaller now, and no more pixels than shown should come.
         if (now.watchers.size > 0) return this.sayShown(tile);
-        this.tiles.delete(tile);
-        this.pending.delete(tile);
+        this.forget(tile, now);
         if (now.said) this.send({ type: 'hide', tile });
       },
     };
@@ -181,6 +291,7 @@ export class FramePage {
   close(): void {
     this.closed = true;
     if (this.retry !== null) this.host.clearTimeout(this.retry);
+    for (const [tile, state] of [...this.tiles]) this.forget(tile, state);
     const socket = this.socket;
     this.socket = null;
     if (!socket) return;
@@ -200,7 +311,8 @@ export class FramePage {
     const said = state.said;
     if (!again && said && said.width === largest.width && said.height === largest.height && said.fit === largest.fit) return;
     state.said = largest;
-    this.send({ type: 'show', tile, ...largest });
+    // I420 is the socket's default: said only when it is not that.
+    this.send({ type: 'show', tile, ...largest, ...(state.codec === 'vp8' ? { codec: 'vp8' } : {}) });
   }
 
   private connect(): void {
@@ -208,9 +320,14 @@ export class FramePage {
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     socket.onopen = () => {
-      // A new connection starts with its credit: nothing is owed on it.
+      // A new connection starts with its credit: nothing is owed on it, and the app sends each
+      // decoded tile again from a keyframe.
       this.owed = false;
-      for (const tile of this.tiles.keys()) this.sayShown(tile, true);
+      this.deferred = false;
+      for (const [tile, state] of this.tiles) {
+        this.dropDecoder(state);
+        this.sayShown(tile, true);
+      }
     };
     socket.onmessage = (message) => {
       if (!(message.data instanceof ArrayBuffer)) return;
@@ -221,7 +338,7 @@ export class FramePage {
         socket.close();
         return;
       }
-      for (const { tile, picture } of entries) if (this.tiles.has(tile)) this.pending.set(tile, picture);
+      for (const entry of entries) this.take(entry);
       this.owed = true;
       this.schedule();
     };
@@ -233,6 +350,95 @@ export class FramePage {
         if (!this.closed) this.connect();
       }, RECONNECT_MS);
     };
+  }
+
+  /** One entry of a batch: a picture to hand out, or a frame to decode. */
+  private take({ tile, picture, encoded }: Entry): void {
+    const state = this.tiles.get(tile);
+    if (!state) return;
+    if (!encoded) {
+      // The video ended (or the app sends pictures): a decoder starts again at the next keyframe.
+      if (picture === null) this.dropDecoder(state);
+      this.hand(tile, state, picture);
+      return;
+    }
+    if (state.codec !== 'vp8' || !this.host.vp8) return;
+    if (!state.decoder) {
+      // The app starts a decoding page at a keyframe; anything else is a leftover.
+      if (!encoded.key) return;
+      const decoder: Vp8Decoder = this.host.vp8.decoder(
+        (frame) => this.decoded(tile, state, decoder, frame),
+        () => this.failed(tile, state, decoder),
+      );
+      state.decoder = decoder;
+    }
+    try {
+      state.decoder.decode(encoded);
+    } catch {
+      this.failed(tile, state, state.decoder);
+    }
+  }
+
+  /** Puts a picture out for the next repaint, closing a decoded one that never got out. */
+  private hand(tile: string, state: TileState, picture: Picture | null): void {
+    const before = this.pending.get(tile);
+    if (before !== state.last) release(before);
+    this.pending.set(tile, picture);
+  }
+
+  private decoded(tile: string, state: TileState, decoder: Vp8Decoder, frame: VideoFrame): void {
+    if (this.closed || this.tiles.get(tile) !== state || state.decoder !== decoder) {
+      frame.close();
+      return;
+    }
+    state.failures = 0;
+    const [width, height] = [frame.displayWidth, frame.displayHeight];
+    this.hand(tile, state, { width, height, sequence: frame.timestamp, sourceWidth: width, sourceHeight: height, frame });
+    this.schedule();
+    if (this.deferred && !this.backedUp()) {
+      this.deferred = false;
+      this.send({ type: 'next' });
+    }
+  }
+
+  /** A decoder failed: ask for a keyframe, or, after too many failures, for pictures instead. */
+  private failed(tile: string, state: TileState, decoder: Vp8Decoder): void {
+    if (state.decoder !== decoder) return;
+    this.dropDecoder(state);
+    if (this.tiles.get(tile) !== state) return;
+    state.failures += 1;
+    if (state.failures >= MAX_DECODER_FAILURES) {
+      state.codec = 'i420';
+      this.sayShown(tile, true);
+    } else {
+      this.send({ type: 'keyframe', tile });
+    }
+    if (this.deferred && !this.backedUp()) {
+      this.deferred = false;
+      this.send({ type: 'next' });
+    }
+  }
+
+  private dropDecoder(state: TileState): void {
+    const decoder = state.decoder;
+    state.decoder = null;
+    decoder?.close();
+  }
+
+  /** A tile nobody on the page shows any more. */
+  private forget(tile: string, state: TileState): void {
+    this.dropDecoder(state);
+    const pending = this.pending.get(tile);
+    if (pending !== state.last) release(pending);
+    release(state.last);
+    this.tiles.delete(tile);
+    this.pending.delete(tile);
+  }
+
+  /** Whether a decoder has more waiting than it should: the next batch waits for it. */
+  private backedUp(): boolean {
+    for (const state of this.tiles.values()) if ((state.decoder?.decodeQueueSize ?? 0) > MAX_DECODE_QUEUE) return true;
+    return false;
   }
 
   private schedule(): void {
@@ -249,8 +455,13 @@ export class FramePage {
     let failed: unknown = null;
     for (const [tile, picture] of drawn) {
       const state = this.tiles.get(tile);
-      if (state) state.last = picture;
-      for (const watcher of state?.watchers ?? []) {
+      if (!state) {
+        release(picture);
+        continue;
+      }
+      if (state.last !== picture) release(state.last);
+      state.last = picture;
+      for (const watcher of state.watchers) {
         try {
           watcher.show(picture);
         } catch (error) {
@@ -261,7 +472,10 @@ export class FramePage {
     }
     // Only for a batch received: a repaint for a newly shown tile's last picture must not let a
     // second batch into flight.
-    if (this.owed) this.send({ type: 'next' });
+    if (this.owed) {
+      if (this.backedUp()) this.deferred = true;
+      else this.send({ type: 'next' });
+    }
     this.owed = false;
     if (failed !== null) throw failed;
   }
@@ -288,8 +502,16 @@ export function framePage(info: FrameSocketInfo): FramePage {
 export function drawPicture(canvas: HTMLCanvasElement, picture: Picture): void {
   if (canvas.width !== picture.width) canvas.width = picture.width;
   if (canvas.height !== picture.height) canvas.height = picture.height;
+  // Which path the picture took, for the end-to-end test and for whoever debugs a tile.
+  canvas.dataset.decodedBy = picture.frame ? 'page' : 'app';
   const context = canvas.getContext('2d');
   if (!context) return;
+  if (picture.frame) {
+    // The page's own decoder's picture: it owns the frame, and may hand it out again.
+    context.drawImage(picture.frame, 0, 0);
+    return;
+  }
+  if (!picture.planes) return;
   const frame = new VideoFrame(picture.planes, {
     format: 'I420',
     codedWidth: picture.width,
