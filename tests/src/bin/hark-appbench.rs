@@ -156,11 +156,12 @@ const SETTLE: Duration = Duration::from_secs(12);
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // `--frame-path` runs only that stage (signed up, on the settings page): for trying a path.
-    let (app, tauri_driver, only_frame_path) = match args.as_slice() {
-        [app, driver] => (app, driver, false),
-        [app, driver, flag] if flag == "--frame-path" => (app, driver, true),
-        _ => anyhow::bail!("usage: hark-appbench APP TAURI_DRIVER [--frame-path]"),
+    // `--frame-path` runs only that stage (signed up, on the settings page), and `--call` only
+    // the 720p video call: for trying a change, or profiling the call.
+    let (app, tauri_driver, only) = match args.as_slice() {
+        [app, driver] => (app, driver, None),
+        [app, driver, flag] if flag == "--frame-path" || flag == "--call" => (app, driver, Some(flag.as_str())),
+        _ => anyhow::bail!("usage: hark-appbench APP TAURI_DRIVER [--frame-path | --call]"),
     };
     let app = std::fs::canonicalize(app).context("the app binary")?;
     let cli = std::env::current_exe()?.with_file_name("hark-cli");
@@ -171,10 +172,19 @@ async fn main() -> Result<()> {
     // First launch: sign up.
     let web = fixture.session(&app).await?;
     sign_up(&web, "bench", "bench password 1", None).await?;
-    if only_frame_path {
+    if only == Some("--frame-path") {
         for line in frame_path(&fixture, &web, &app).await? {
             println!("    {line}");
         }
+        web.quit().await;
+        return Ok(());
+    }
+    if only == Some("--call") {
+        let main = web.current_window().await?;
+        set_720p(&fixture, &web).await?;
+        web.click_css("[data-testid=nav-contacts]", SHORT).await?;
+        let video = video_call(&fixture, &web, &app, &cli, &main, true).await?;
+        video.print();
         web.quit().await;
         return Ok(());
     }
@@ -242,7 +252,7 @@ async fn main() -> Result<()> {
     // decoder into the web process, which would then count in the call's memory.
     set_720p(&fixture, &web).await?;
     web.click_css("[data-testid=nav-contacts]", SHORT).await?;
-    let video = video_call(&fixture, &web, &app, &cli, &main).await?;
+    let video = video_call(&fixture, &web, &app, &cli, &main, false).await?;
     let paths = frame_path(&fixture, &web, &app).await?;
 
     // Closed to the tray: the main window and its web process go; the app stays for calls.
@@ -285,11 +295,7 @@ async fn main() -> Result<()> {
     for line in &paths {
         println!("    {line}");
     }
-    println!("  video, 1:1 1280x720 30 fps both ways (hark-cli's and the app's test patterns):");
-    println!("    accept -> first remote picture drawn in the call view, p50 of {}: {:.0} ms (each: {:?})", video.first_ms.len(), median(&video.first_ms), video.first_ms);
-    println!("    CPU of the app (all processes): {:.1}% of one core over 10 s ({})", video.cpu.percent, video.cpu.each.join(", "));
-    println!("    memory: {}", video.memory.line());
-    println!("    hark-cli decoded the app's video: {}", video.far_end);
+    video.print();
     // The same call between two headed Chromiums, each drawing the other in its window, in this run.
     let chromium = std::process::Command::new("node")
         .args(["tests/browser/video-bench.mjs", "--only", "headed", "--seconds", "10", "--calls", &video.first_ms.len().to_string()])
@@ -586,11 +592,21 @@ fn median(values: &[f64]) -> f64 {
     sorted.get(sorted.len().saturating_sub(1) / 2).copied().unwrap_or(f64::NAN)
 }
 
+impl VideoFigures {
+    fn print(&self) {
+        println!("  video, 1:1 1280x720 30 fps both ways (hark-cli's and the app's test patterns):");
+        println!("    accept -> first remote picture drawn in the call view, p50 of {}: {:.0} ms (each: {:?})", self.first_ms.len(), median(&self.first_ms), self.first_ms);
+        println!("    CPU of the app (all processes): {:.1}% of one core over 10 s ({})", self.cpu.percent, self.cpu.each.join(", "));
+        println!("    memory: {}", self.memory.line());
+        println!("    hark-cli decoded the app's video: {}", self.far_end);
+    }
+}
+
 /// Calls the app from hark-cli with 720p video (the app set to 720p, its own camera the test
 /// pattern): accept -> first remote picture drawn, timed in the pages on the wall clock (the
 /// banner stamps the click, the call view the moment the caller's tile shows a picture), over
 /// a few short calls; then CPU and memory in a longer one.
-async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Path, cli: &Path, main: &str) -> Result<VideoFigures> {
+async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Path, cli: &Path, main: &str, register: bool) -> Result<VideoFigures> {
     const CALLS: usize = 5;
 
     let args = ["--server", &fixture.server, "--user", "caller", "--password", "caller password 1", "--mic", "tone:440", "--speaker", "none", "--bind", "127.0.0.1:0"];
@@ -610,7 +626,9 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
         let known = web.windows().await?;
         let log = fixture.home.path().join(format!("video-caller-{n}.log"));
         let duration = if last { "25" } else { "3" };
-        let _caller = spawn_logged(cli, &[&args[..], &video[..], &["call", "bench", "--video", "--duration", duration]].concat(), &[], &log)?;
+        // The caller signs up on its first call when no earlier stage did.
+        let sign_up: &[&str] = if register && n == 0 { &["--register"] } else { &[] };
+        let _caller = spawn_logged(cli, &[&args[..], sign_up, &video[..], &["call", "bench", "--video", "--duration", duration]].concat(), &[], &log)?;
         let banner = web.wait_new_window(&known, Duration::from_secs(40)).await?;
         web.switch_to(&banner).await?;
         web.wait("[data-testid=banner-accept]", SHORT).await?;

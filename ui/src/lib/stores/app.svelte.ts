@@ -9,6 +9,7 @@ import type { Clock } from '../clock';
 import { toApiError } from '../errors';
 import type { AppEvent } from '../events';
 import { setLanguage } from '../i18n/index.svelte';
+import { prepareVideo } from '../video/frames';
 import { CallStore, ReplayGate } from './call.svelte';
 import { ContactsStore } from './contacts.svelte';
 import { HistoryStore } from './history.svelte';
@@ -116,6 +117,7 @@ export class HarkApp {
   /** Redial, a contact's call button, the dial box and a group call all come here. */
   async placeCall(to: string[], media: 'audio' | 'video'): Promise<void> {
     void this.people.want(to);
+    if (media === 'video') prepareVideo(() => this.backend.frameSocket());
     await this.call.place(to, media);
   }
 
@@ -175,6 +177,7 @@ export class HarkApp {
   private followCall(call: CallEvent): void {
     this.call.handle(call);
     if (call.event === 'incoming_call') void this.people.want([call.caller, ...call.invitees]);
+    if (call.event === 'incoming_call' && call.media === 'video') prepareVideo(() => this.backend.frameSocket());
     if (call.event === 'user_joined') void this.people.want([call.user]);
     if (call.event === 'users_invited') void this.people.want(call.users);
     // A call that ended leaves a record behind.

@@ -8,6 +8,7 @@ import {
   MAX_DECODE_QUEUE,
   MAX_DECODER_FAILURES,
   RECONNECT_MS,
+  SELF_TILE,
   i420Length,
   parseBatch,
   parsePicture,
@@ -340,9 +341,11 @@ describe('FramePage decoding VP8', () => {
     }).resize(640, 360, 'cover');
     sockets[0].open();
     expect(sent(sockets[0])).toEqual([{ type: 'show', tile: 'bob', width: 640, height: 360, fit: 'cover', codec: 'vp8' }]);
-    // A delta before any keyframe (a leftover) makes no decoder.
+    // The decoder is ready before the first frame; a delta before any keyframe (a leftover) is
+    // not decoded.
+    expect(decoders).toHaveLength(1);
     sockets[0].deliver(batch(['bob', vp8(false, 1)]));
-    expect(decoders).toHaveLength(0);
+    expect(decoders[0].decoded).toEqual([]);
     sockets[0].deliver(batch(['bob', vp8(true, 2)], ['bob', vp8(false, 3)], ['bob', vp8(false, 4)]));
     expect(decoders).toHaveLength(1);
     expect(decoders[0].decoded).toEqual([2, 3, 4]);
@@ -397,6 +400,8 @@ describe('FramePage decoding VP8', () => {
     const { sockets, host, repaint, decoders, sent } = vp8Rig();
     const page = new FramePage({ port: 1, token: 't' }, host);
     page.watch('bob', () => undefined).resize(64, 36, 'contain');
+    page.watch(SELF_TILE, () => undefined).resize(64, 36, 'contain');
+    expect(decoders).toHaveLength(1); // none for our own tile, which never comes encoded
     sockets[0].open();
     sockets[0].deliver(batch(['bob', vp8(true, 1)]));
     decoders[0].decodeQueueSize = MAX_DECODE_QUEUE + 1;
@@ -425,7 +430,7 @@ describe('FramePage decoding VP8', () => {
     expect(later.sent(later.sockets[0])).toEqual([{ type: 'show', tile: 'bob', width: 64, height: 36, fit: 'contain', codec: 'vp8' }]);
   });
 
-  test('a reconnect drops the decoders: the app starts each decoded tile again from a keyframe', () => {
+  test('after a reconnect the app starts each decoded tile again from a keyframe', () => {
     const { clock, sockets, host, decoders } = vp8Rig();
     const page = new FramePage({ port: 1, token: 't' }, host);
     page.watch('bob', () => undefined).resize(64, 36, 'contain');
@@ -434,11 +439,26 @@ describe('FramePage decoding VP8', () => {
     sockets[0].drop();
     clock.advance(RECONNECT_MS);
     sockets[1].open();
-    expect(decoders[0].closed).toBe(true);
     sockets[1].deliver(batch(['bob', vp8(false, 2)]));
-    expect(decoders).toHaveLength(1);
     sockets[1].deliver(batch(['bob', vp8(true, 3)]));
-    expect(decoders[1].decoded).toEqual([3]);
+    expect(decoders).toHaveLength(1); // a keyframe resets a VP8 decoder: the one there is kept
+    expect(decoders[0].decoded).toEqual([1, 3]);
     page.close();
+  });
+});
+
+describe('FramePage.warm', () => {
+  test('makes and drops one decoder once VP8 is known to work, and none where it does not', async () => {
+    let answer: (supported: boolean) => void = () => undefined;
+    const later = vp8Rig(new Promise<boolean>((resolve) => (answer = resolve)));
+    const warmed = new FramePage({ port: 1, token: 't' }, later.host).warm();
+    expect(later.decoders).toHaveLength(0);
+    answer(true);
+    await warmed;
+    expect(later.decoders.map((d) => d.closed)).toEqual([true]);
+
+    const none = vp8Rig(false);
+    await new FramePage({ port: 1, token: 't' }, none.host).warm();
+    expect(none.decoders).toHaveLength(0);
   });
 });

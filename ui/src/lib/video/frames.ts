@@ -211,6 +211,8 @@ interface TileState {
   /** How the app sends it: VP8 while this page decodes it. */
   codec: 'vp8' | 'i420';
   decoder: Vp8Decoder | null;
+  /** Whether the decoder got its keyframe (it is made before, so that it is ready for it). */
+  started: boolean;
   /** Decoder failures since its last picture. */
   failures: number;
 }
@@ -238,6 +240,8 @@ export class FramePage {
   private closed = false;
   /** Whether this page decodes VP8 (known before the socket opens). */
   private vp8 = false;
+  /** Settles once that is known. */
+  private readonly known: Promise<void>;
 
   constructor(
     private readonly info: FrameSocketInfo,
@@ -246,6 +250,7 @@ export class FramePage {
     const supported = host.vp8?.supported() ?? false;
     if (typeof supported === 'boolean') {
       this.vp8 = supported;
+      this.known = Promise.resolve();
       this.connect();
       return;
     }
@@ -254,7 +259,18 @@ export class FramePage {
       for (const state of this.tiles.values()) if (state.failures < MAX_DECODER_FAILURES) state.codec = vp8 ? 'vp8' : 'i420';
       if (!this.closed) this.connect();
     };
-    supported.then(start, () => start(false));
+    this.known = supported.then(start, () => start(false));
+  }
+
+  /**
+   * Makes (and drops) one decoder once it is known that this page decodes: the first a web
+   * process makes loads GStreamer's decoder, measured at a few hundred milliseconds, which would
+   * otherwise delay the first picture of the first video call.
+   */
+  warm(): Promise<void> {
+    return this.known.then(() => {
+      if (this.vp8 && this.host.vp8 && !this.closed) this.host.vp8.decoder(() => undefined, () => undefined).close();
+    });
   }
 
   /** Shows `tile` (a user id, or `SELF_TILE`): its pictures go to `show` from its first resize. */
@@ -262,8 +278,12 @@ export class FramePage {
     const watcher: Watcher = { show, size: null };
     let state = this.tiles.get(tile);
     if (!state) {
-      state = { watchers: new Set(), said: null, last: undefined, codec: this.vp8 ? 'vp8' : 'i420', decoder: null, failures: 0 };
+      state = { watchers: new Set(), said: null, last: undefined, codec: this.vp8 ? 'vp8' : 'i420', decoder: null, started: false, failures: 0 };
       this.tiles.set(tile, state);
+      // A remote person's decoder is made now, not at their first keyframe: setting one up (a
+      // GStreamer pipeline in WebKitGTK) takes tens of milliseconds, which would delay the first
+      // picture of a call. Our own tile never comes encoded.
+      if (state.codec === 'vp8' && tile !== SELF_TILE) this.makeDecoder(tile, state);
     } else if (state.last !== undefined && !this.pending.has(tile)) {
       // Another part of the page shows it already (a tile moving from the large view to the
       // small one mounts the new before the old goes): the new one starts from its picture.
@@ -321,11 +341,11 @@ export class FramePage {
     this.socket = socket;
     socket.onopen = () => {
       // A new connection starts with its credit: nothing is owed on it, and the app sends each
-      // decoded tile again from a keyframe.
+      // decoded tile again from a keyframe (which resets the decoder: it is kept).
       this.owed = false;
       this.deferred = false;
       for (const [tile, state] of this.tiles) {
-        this.dropDecoder(state);
+        state.started = false;
         this.sayShown(tile, true);
       }
     };
@@ -362,21 +382,29 @@ export class FramePage {
       this.hand(tile, state, picture);
       return;
     }
-    if (state.codec !== 'vp8' || !this.host.vp8) return;
-    if (!state.decoder) {
+    if (state.codec !== 'vp8') return;
+    if (!state.started) {
       // The app starts a decoding page at a keyframe; anything else is a leftover.
       if (!encoded.key) return;
-      const decoder: Vp8Decoder = this.host.vp8.decoder(
-        (frame) => this.decoded(tile, state, decoder, frame),
-        () => this.failed(tile, state, decoder),
-      );
-      state.decoder = decoder;
+      state.started = true;
     }
+    const decoder = state.decoder ?? this.makeDecoder(tile, state);
+    if (!decoder) return;
     try {
-      state.decoder.decode(encoded);
+      decoder.decode(encoded);
     } catch {
-      this.failed(tile, state, state.decoder);
+      this.failed(tile, state, decoder);
     }
+  }
+
+  private makeDecoder(tile: string, state: TileState): Vp8Decoder | null {
+    if (!this.host.vp8) return null;
+    const decoder: Vp8Decoder = this.host.vp8.decoder(
+      (frame) => this.decoded(tile, state, decoder, frame),
+      () => this.failed(tile, state, decoder),
+    );
+    state.decoder = decoder;
+    return decoder;
   }
 
   /** Puts a picture out for the next repaint, closing a decoded one that never got out. */
@@ -422,6 +450,7 @@ export class FramePage {
   private dropDecoder(state: TileState): void {
     const decoder = state.decoder;
     state.decoder = null;
+    state.started = false;
     decoder?.close();
   }
 
@@ -486,6 +515,28 @@ export class FramePage {
 }
 
 const pages = new Map<string, FramePage>();
+let sharedInfo: Promise<FrameSocketInfo | null> | null = null;
+
+/** The socket's port and token, asked (with `ask`, the `frame_socket` command) once per page. */
+export function frameSocketInfo(ask: () => Promise<FrameSocketInfo>): Promise<FrameSocketInfo | null> {
+  // `ask` runs on a later tick, so a failing one (a test's backend without the command) only
+  // means no video, never a throw into the caller.
+  sharedInfo ??= Promise.resolve()
+    .then(ask)
+    .catch(() => {
+      sharedInfo = null;
+      return null;
+    });
+  return sharedInfo;
+}
+
+/**
+ * Gets the page's frame connection and its VP8 decoding ready while a video call rings or is
+ * placed, so that the first picture does not wait for them.
+ */
+export function prepareVideo(ask: () => Promise<FrameSocketInfo>): void {
+  void frameSocketInfo(ask).then((info) => info && framePage(info).warm());
+}
 
 /** The page's one connection to the socket `info` names, made at first use. */
 export function framePage(info: FrameSocketInfo): FramePage {
