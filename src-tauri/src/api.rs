@@ -340,6 +340,59 @@ pub struct RingtoneOption {
     pub name: String,
 }
 
+/// A call a `hark:` link asks for, offered to the person before it is placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct CallLink {
+    /// Who to call (one person, or a group).
+    pub to: Vec<UserId>,
+    /// Audio, or video (`?video`).
+    pub media: Media,
+}
+
+/// Why a `hark:` link was not offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkRefusal {
+    /// Longer than any link Hark makes.
+    TooLong,
+    /// Not `hark:call/…`.
+    UnknownAction,
+    /// Something after `?` other than `video` or `audio`.
+    UnknownOption,
+    /// A name that is not a user id.
+    BadUser,
+    /// Nobody named.
+    NoOne,
+    /// More people than a call holds.
+    TooManyPeople,
+}
+
+/// A `hark:` link the app was opened with, as the main window gets it (`take_link`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OpenedLink {
+    /// A call to offer.
+    Call {
+        /// The call.
+        link: CallLink,
+    },
+    /// A link that was refused, and why.
+    Refused {
+        /// Why.
+        reason: LinkRefusal,
+    },
+}
+
+impl OpenedLink {
+    /// What it is, for the log (the people stay out of it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OpenedLink::Call { .. } => "call",
+            OpenedLink::Refused { .. } => "refused",
+        }
+    }
+}
+
 /// High-rate news for the call view and the settings' meter, on a Tauri channel.
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]

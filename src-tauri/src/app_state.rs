@@ -29,6 +29,8 @@ pub struct AppState {
     pub(crate) fullscreen_call: Mutex<Option<String>>,
     /// The frame socket and the tiles the engine's pictures go to.
     pub(crate) video: crate::video::AppVideo,
+    /// The `hark:` link the app was opened with, until the main window takes it.
+    pub(crate) link: Mutex<Option<crate::api::OpenedLink>>,
 }
 
 /// When `run` began, for the launch → contacts figure in the log.
@@ -76,6 +78,7 @@ impl AppState {
             live: live::LiveOutlet::default(),
             fullscreen_call: Mutex::new(None),
             video,
+            link: Mutex::new(None),
         }
     }
 

@@ -19,6 +19,7 @@ fn export_all(dir: &Path) {
         crate::api::RingtoneSetting,
         crate::api::CallReplay,
         crate::api::FrameSocketInfo,
+        crate::api::OpenedLink,
         hark_engine::call_log::Mutes,
         crate::api::RingtoneOption,
         crate::api::LiveUpdate,

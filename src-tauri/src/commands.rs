@@ -14,6 +14,12 @@ use crate::AppState;
 
 type Answer<T> = Result<T, ApiError>;
 
+/// The `hark:` link the app was opened with, once (`None` when there is none, or it was taken).
+#[tauri::command]
+pub fn take_link(state: State<'_, AppState>) -> Answer<Option<crate::api::OpenedLink>> {
+    Ok(state.link.lock().unwrap_or_else(|p| p.into_inner()).take())
+}
+
 #[tauri::command]
 pub async fn app_info(state: State<'_, AppState>) -> Answer<AppInfo> {
     Ok(state.info().await)

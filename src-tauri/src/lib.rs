@@ -15,6 +15,7 @@ mod app_state;
 mod bindings;
 mod commands;
 pub mod embedded;
+mod links;
 mod live;
 mod logging;
 mod platform;
@@ -26,7 +27,7 @@ mod windows;
 
 use std::sync::Arc;
 
-use tauri::{Manager, RunEvent, WindowEvent};
+use tauri::{Emitter, Manager, RunEvent, WindowEvent};
 
 pub use app_state::AppState;
 pub(crate) use app_state::note_contacts_shown;
@@ -58,12 +59,27 @@ pub fn run() {
     };
 
     let app = tauri::Builder::default()
-        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| windows::show_main(app)))
+        // A second launch (a `hark:` link clicked while Hark runs) comes here with its arguments.
+        .plugin(tauri_plugin_single_instance::init(|app, args, _cwd| {
+            if let Some(link) = links::from_args(args) {
+                tracing::info!(kind = link.kind(), "a hark: link came from a second launch");
+                *app.state::<AppState>().link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+                if let Err(error) = app.emit_to("main", "link", ()) {
+                    tracing::warn!(%error, "could not tell the main window about a link");
+                }
+            }
+            windows::show_main(app)
+        }))
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_dialog::init())
         .manage(AppState::new(dirs, app_video))
         .setup(move |app| {
             trim_webkit_caches(app);
+            // Launched by a `hark:` link: the main window takes it once it is ready.
+            if let Some(link) = links::from_args(std::env::args().skip(1)) {
+                tracing::info!(kind = link.kind(), "launched with a hark: link");
+                *app.state::<AppState>().link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+            }
             if let Some(socket) = frame_socket {
                 // `serve` spawns onto the runtime it is called in: Tauri's.
                 if let Err(error) = tauri::async_runtime::block_on(async move { socket.serve(tiles) }) {
@@ -126,6 +142,7 @@ pub fn run() {
         })
         .invoke_handler(tauri::generate_handler![
             commands::app_info,
+            commands::take_link,
             commands::call_replay,
             commands::show_main,
             commands::sign_in,

@@ -226,6 +226,8 @@ pub struct AppUnderTest {
     /// The built-in server's base URL.
     pub server: String,
     driver_port: u16,
+    /// The app's environment, for launching it again.
+    envs: Vec<(&'static str, String)>,
     _tauri_driver: Guarded,
 }
 
@@ -265,7 +267,7 @@ impl AppUnderTest {
         ];
         // No tray host under Xvfb to bring the window back from: closing it ends the app.
         let quit = quit_on_close.then(|| ("HARK_QUIT_ON_CLOSE", "1".to_owned()));
-        let envs: Vec<(&str, String)> = envs.into_iter().chain(quit).chain(extra.iter().cloned()).collect();
+        let envs: Vec<(&'static str, String)> = envs.into_iter().chain(quit).chain(extra.iter().cloned()).collect();
         let tauri_driver = spawn_logged(
             tauri_driver,
             &["--port", &driver_port.to_string(), "--native-port", &native_port.to_string()],
@@ -273,12 +275,37 @@ impl AppUnderTest {
             &home.path().join("tauri-driver.log"),
         )
         .context("tauri-driver (cargo xtask test installs it into target/tools)")?;
-        Ok(AppUnderTest { home, server: format!("http://127.0.0.1:{app_port}"), driver_port, _tauri_driver: tauri_driver })
+        Ok(AppUnderTest { home, server: format!("http://127.0.0.1:{app_port}"), driver_port, envs, _tauri_driver: tauri_driver })
+    }
+
+    /// Launches `app` a second time with `args`, as a desktop launcher does with a clicked link,
+    /// and waits for it to exit: the first instance takes its arguments and it goes.
+    pub fn launch_again(&self, app: &Path, args: &[&str]) -> Result<std::process::ExitStatus> {
+        let mut second = std::process::Command::new(app);
+        second.args(args).envs(self.envs.iter().map(|(k, v)| (*k, v.as_str())));
+        second.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(self.home.path().join("second-launch.log"))?);
+        let mut child = second.spawn().with_context(|| format!("launching {} again", app.display()))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the second launch did not hand over and exit within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Launches `app` in a new WebDriver session.
     pub async fn session(&self, app: &Path) -> Result<WebDriver> {
-        WebDriver::start(self.driver_port, json!({"tauri:options": {"application": app.display().to_string()}})).await
+        self.session_with_args(app, &[]).await
+    }
+
+    /// Launches `app` with `args` (a desktop launcher's `%u`) in a new WebDriver session.
+    pub async fn session_with_args(&self, app: &Path, args: &[&str]) -> Result<WebDriver> {
+        WebDriver::start(self.driver_port, json!({"tauri:options": {"application": app.display().to_string(), "args": args}})).await
     }
 
     /// Everything the app has logged so far.

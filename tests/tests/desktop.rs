@@ -62,7 +62,8 @@ async fn start() -> Result<Scene> {
     let shots = target_dir().join("e2e");
     std::fs::create_dir_all(&shots)?;
     let app = AppUnderTest::prepare_keeping_tray(&tauri_driver())?;
-    let driver = app.session(&binary("hark-desktop")?).await?;
+    // Launched by a link, as a desktop launcher does when Hark is not running yet.
+    let driver = app.session_with_args(&binary("hark-desktop")?, &["hark:call/echo"]).await?;
     Ok(Scene { app, driver, shots })
 }
 
@@ -86,6 +87,12 @@ async fn scenario(scene: &Scene) -> Result<()> {
     web.wait("[data-testid=signin-form]", Duration::from_secs(30)).await?;
     scene.shot("01-sign-in").await?;
     sign_up(web, "alice", "alice's password 1", Some("Alice Liddell")).await?;
+    // The link the app was launched with waited for sign-in; it is offered, and no is no.
+    web.wait_text("[data-testid=link-question]", SHORT, |t| t == "Call echo?").await?;
+    scene.shot("02-link-at-launch").await?;
+    web.click_css("[data-testid=link-cancel]", SHORT).await?;
+    wait_for("the link's offer to close", SHORT, || async { Ok(web.find("[data-testid=link-prompt]").await?.is_none().then_some(())) }).await?;
+    anyhow::ensure!(web.find("[data-testid=call-view]").await?.is_none(), "a link called although the person said no");
     scene.shot("02-contacts").await?;
 
     // Call the echo service from the dial box and reach connected.
@@ -213,7 +220,34 @@ async fn scenario(scene: &Scene) -> Result<()> {
     scene.shot("10-reopened-on-the-call").await?;
     wait_for_call_view_to_close(web).await?;
 
-    video_call(scene, web).await
+    video_call(scene, web).await?;
+    link_calls(scene, web).await
+}
+
+/// `hark:` links clicked while Hark runs: each second launch hands its link to the running app
+/// and exits. A malformed one is refused with its reason; a good one is offered, and placed on
+/// yes (a video call to the echo service), then hung up.
+async fn link_calls(scene: &Scene, web: &WebDriver) -> Result<()> {
+    let app = binary("hark-desktop")?;
+    let status = scene.app.launch_again(&app, &["hark:call/../../etc/passwd"])?;
+    anyhow::ensure!(status.success(), "the second launch failed: {status}");
+    web.wait("[data-testid=link-refused][data-reason=bad_user]", SHORT).await?;
+    scene.shot("16-link-refused").await?;
+    web.click_css("[data-testid=link-ok]", SHORT).await?;
+    wait_for("the refusal to close", SHORT, || async { Ok(web.find("[data-testid=link-prompt]").await?.is_none().then_some(())) }).await?;
+    anyhow::ensure!(web.find("[data-testid=call-view]").await?.is_none(), "a refused link started a call");
+
+    scene.app.launch_again(&app, &["hark:call/echo?video"])?;
+    web.wait_text("[data-testid=link-users]", SHORT, |t| t == "echo").await?;
+    web.wait_text("[data-testid=link-question]", SHORT, |t| t.starts_with("Video call")).await?;
+    anyhow::ensure!(web.find("[data-testid=call-view]").await?.is_none(), "a link called before the person said yes");
+    scene.shot("17-link-offered").await?;
+    web.click_css("[data-testid=link-call]", SHORT).await?;
+    web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some_and(|s| s >= 1)).await?;
+    web.wait("[data-testid=tile-alice][data-video=true]", SHORT).await?;
+    scene.shot("18-link-call").await?;
+    web.click_css("[data-testid=hangup]", SHORT).await?;
+    wait_for_call_view_to_close(web).await
 }
 
 /// What the app's canvas for `tile` shows: a luma-like sum per 8x8 block, read in the page.

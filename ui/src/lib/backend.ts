@@ -18,6 +18,7 @@ import type { CameraInfo } from './bindings/CameraInfo';
 import type { DeviceInfo } from './bindings/DeviceInfo';
 import type { FrameSocketInfo } from './bindings/FrameSocketInfo';
 import type { IncomingCall } from './bindings/IncomingCall';
+import type { OpenedLink } from './bindings/OpenedLink';
 import type { LiveUpdate } from './bindings/LiveUpdate';
 import type { Media } from './bindings/Media';
 import type { Mutes } from './bindings/Mutes';
@@ -60,6 +61,8 @@ export const backend = {
   inviteMore: (to: string[]) => command<null>('invite_more', { to }),
   joinCall: (callId: string, media: Media) => command<null>('join_call', { callId, media }),
   incomingCall: () => command<IncomingCall | null>('incoming_call'),
+  /** The `hark:` link the app was opened with, once. */
+  takeLink: () => command<OpenedLink | null>('take_link'),
   activeCalls: () => command<CallSummary[]>('active_calls'),
   muteMicrophone: (muted: boolean) => command<null>('mute_microphone', { muted }),
   muteSpeaker: (muted: boolean) => command<null>('mute_speaker', { muted }),
@@ -102,6 +105,11 @@ export const backend = {
       const event = normalizeEvent(message.payload);
       if (event) handler(event);
     });
+  },
+
+  /** A `hark:` link came (Hark was running): take it with `takeLink`. */
+  onLink: async (handler: () => void): Promise<() => void> => {
+    return listen<null>('link', () => handler());
   },
 
   /** The mutes, whenever any window changes them; resolves to a function that stops listening. */

@@ -123,6 +123,7 @@ export class Scenario {
       invite_more: null,
       join_call: null,
       incoming_call: null,
+      take_link: null,
       active_calls: [],
       history: [],
       delete_history: null,

@@ -169,6 +169,31 @@ describe('contacts', () => {
       await page.getByTestId('tile-zoe').waitFor();
     });
   });
+
+  test('a hark: link offers its call and places it only on yes; a refused link says why', async () => {
+    const links = [{ kind: 'call', link: { to: ['alice', 'bob'], media: 'video' } }];
+    const scenario = new Scenario({ replies: { contacts: [contact('alice')], take_link: () => links.shift() ?? null } });
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('link-prompt').waitFor();
+      // Bob is no contact: his name comes with his profile.
+      await page.getByTestId('link-question').filter({ hasText: 'Video call Alice, Bob?' }).waitFor();
+      assert.deepEqual(scenario.callsOf('place_call'), [], 'nothing is called before yes');
+      await screenshot(page, '05-link-prompt');
+      await page.getByTestId('link-call').click();
+      await page.getByTestId('call-view').waitFor();
+      assert.deepEqual(scenario.callsOf('place_call'), [{ to: ['alice', 'bob'], media: 'video' }]);
+    });
+    const refused = new Scenario({ replies: { take_link: { kind: 'refused', reason: 'unknown_action' } } });
+    await withApp(refused, {}, async (page) => {
+      await page.getByTestId('link-refused').waitFor();
+      assert.match(await page.getByTestId('link-refused').textContent(), /hark:call\/alice/);
+      await screenshot(page, '05b-link-refused');
+      // Escape closes it, as the OK button does; nothing was called.
+      await page.keyboard.press('Escape');
+      await page.getByTestId('link-prompt').waitFor({ state: 'detached' });
+      assert.deepEqual(refused.callsOf('place_call'), []);
+    });
+  });
 });
 
 /** The colour at the middle of the canvas of `tile` (a `video-…` test id), as the page drew it. */

@@ -3,6 +3,7 @@
 /** The commands the app has, as build.rs names them. */
 export const COMMAND_NAMES = [
   'app_info',
+  'take_link',
   'sign_in',
   'sign_out',
   'set_profile',

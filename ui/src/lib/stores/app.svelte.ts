@@ -3,6 +3,7 @@
 
 import type { CallEvent } from '../bindings/CallEvent';
 import type { CallReplay } from '../bindings/CallReplay';
+import type { OpenedLink } from '../bindings/OpenedLink';
 import type { SignInRequest } from '../bindings/SignInRequest';
 import type { Backend } from '../backend';
 import type { Clock } from '../clock';
@@ -32,6 +33,8 @@ export class HarkApp {
   view = $state<View>('contacts');
   /** `app_info` itself failed (the shell is broken): nothing else can work. */
   fatal = $state<string | null>(null);
+  /** A `hark:` link's call waiting for the person's yes, or the reason a link was refused. */
+  link = $state<OpenedLink | null>(null);
 
   fullScreenIncoming = $derived.by(() => this.settings.value.incoming === 'full_screen');
   callVisible = $derived.by(() => this.call.showsCallView(this.fullScreenIncoming));
@@ -54,6 +57,7 @@ export class HarkApp {
     // Listen first: an event sent while `app_info` is on its way must not be lost.
     try {
       await this.backend.onEngineEvent((event) => this.dispatch(event));
+      await this.backend.onLink(() => void this.takeLink());
       const info = await this.backend.appInfo();
       this.settings.set(info.settings);
       setLanguage(info.settings.language);
@@ -112,6 +116,28 @@ export class HarkApp {
     const account = this.session.account;
     if (done && account) this.people.remember({ user: account.user, nickname: account.nickname, avatar: account.avatar });
     return done;
+  }
+
+  /**
+   * Takes the `hark:` link the app was opened with, to offer its call (or say why it was
+   * refused). Only once signed in: until then the shell keeps it.
+   */
+  async takeLink(): Promise<void> {
+    if (!this.session.account) return;
+    const link = await this.backend.takeLink().catch(() => null);
+    if (link?.kind === 'call') void this.people.want(link.link.to);
+    if (link) this.link = link;
+  }
+
+  /** The person said yes to the link's call. */
+  async acceptLink(): Promise<void> {
+    const link = this.link;
+    this.link = null;
+    if (link?.kind === 'call') await this.placeCall(link.link.to, link.link.media);
+  }
+
+  dismissLink(): void {
+    this.link = null;
   }
 
   /** Redial, a contact's call button, the dial box and a group call all come here. */
@@ -196,5 +222,6 @@ export class HarkApp {
     void this.settings.loadRingtones();
     void this.call.refreshJoinable();
     this.call.watchJoinable();
+    void this.takeLink();
   }
 }

@@ -3,6 +3,7 @@
 import { describe, expect, test } from 'vitest';
 import type { CallEvent } from '../bindings/CallEvent';
 import type { CallReplay } from '../bindings/CallReplay';
+import type { OpenedLink } from '../bindings/OpenedLink';
 import { currentLanguage, setLanguage } from '../i18n/index.svelte';
 import { fakeBackend, settle } from '../testing/fakeBackend';
 import { FakeClock } from '../testing/fakeClock';
@@ -144,5 +145,56 @@ describe('call events while the replay is on its way', () => {
     // Live from now on.
     backend.emit({ kind: 'call', call: { event: 'call_ended', call_id: 'c9', reason: 'hangup', duration_s: 31 } });
     expect(app.call.phase).toBe('ended');
+  });
+});
+
+describe('hark: links', () => {
+  test('a link waits for sign-in, is offered, and calls only on yes; a newer one comes by event', async () => {
+    const links: (OpenedLink | null)[] = [{ kind: 'call', link: { to: ['alice', 'bob'], media: 'video' } }, { kind: 'refused', reason: 'too_many_people' }];
+    let nudge: () => void = () => undefined;
+    const backend = fakeBackend({
+      takeLink: async () => links.shift() ?? null,
+      onLink: async (handler) => {
+        nudge = handler;
+        return () => undefined;
+      },
+    });
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    await settle();
+    // Signed out: the shell keeps the link until there is someone to call from.
+    expect(backend.callsOf('takeLink')).toHaveLength(0);
+    expect(app.link).toBeNull();
+    await app.signIn({ user: 'me', password: 'pw', nickname: null, avatar: null, server: null, register: false });
+    await settle();
+    expect(app.link).toEqual({ kind: 'call', link: { to: ['alice', 'bob'], media: 'video' } });
+    expect(backend.callsOf('placeCall')).toHaveLength(0);
+    await app.acceptLink();
+    expect(backend.callsOf('placeCall')).toEqual([[['alice', 'bob'], 'video']]);
+    expect(app.link).toBeNull();
+
+    // Hark running: a second launch's link arrives as a nudge; a refusal is shown, never called.
+    nudge();
+    await settle();
+    expect(app.link).toEqual({ kind: 'refused', reason: 'too_many_people' });
+    await app.acceptLink();
+    expect(backend.callsOf('placeCall')).toHaveLength(1);
+    nudge();
+    await settle();
+    expect(app.link).toBeNull();
+  });
+
+  test('no is no', async () => {
+    const backend = fakeBackend({
+      appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }),
+      takeLink: async () => ({ kind: 'call', link: { to: ['alice'], media: 'audio' } }),
+    });
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    await settle();
+    expect(app.link?.kind).toBe('call');
+    app.dismissLink();
+    expect(app.link).toBeNull();
+    expect(backend.callsOf('placeCall')).toHaveLength(0);
   });
 });

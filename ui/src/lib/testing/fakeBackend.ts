@@ -43,12 +43,17 @@ export function fakeBackend(overrides: Partial<Backend> = {}): FakeBackend {
     inviteMore: async () => null,
     joinCall: async () => null,
     incomingCall: async () => null,
+    takeLink: async () => null,
+    onLink: async () => () => undefined,
     activeCalls: async () => [],
     muteMicrophone: async () => null,
     muteSpeaker: async () => null,
     setCamera: async () => null,
     audioOnly: async () => null,
-    frameSocket: async () => ({ port: 1, token: 'test' }),
+    // No frame socket in unit tests (there is no WebSocket to reach it): tiles show avatars.
+    frameSocket: async () => {
+      throw { code: 'internal', message: 'no frame socket in unit tests' };
+    },
     cameras: async () => [],
     previewCamera: async () => null,
     callReplay: async () => ({ me: null, events: [], mutes: { microphone: false, speaker: false }, camera_on: true }),
