@@ -76,7 +76,8 @@ pub fn run() {
         .setup(move |app| {
             trim_webkit_caches(app);
             // Launched by a `hark:` link: the main window takes it once it is ready.
-            if let Some(link) = links::from_args(std::env::args().skip(1)) {
+            // `args_os`: an argument that is not UTF-8 (`args` would panic on it) is no link.
+            if let Some(link) = links::from_args(std::env::args_os().skip(1).filter_map(|arg| arg.into_string().ok())) {
                 tracing::info!(kind = link.kind(), "launched with a hark: link");
                 *app.state::<AppState>().link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
             }

@@ -297,7 +297,8 @@ async fn serve_page(stream: TcpStream, guard: &Guard, tiles: &FrameTiles, viewer
                     }
                 }
                 Ok(PageMessage::Keyframe { tile }) => {
-                    if let Some(shown) = watched.get_mut(&tile) {
+                    // Only a page that reads the tile's VP8 has a decoder to start again.
+                    if let Some(shown) = watched.get_mut(&tile).filter(|w| w.tile.sends_encoded(w.codec)) {
                         shown.cursor = None;
                         shown.fresh_from = shown.tile.chain_end();
                         shown.tile.keyframe_wanted.store(true, Ordering::Relaxed);
@@ -356,9 +357,6 @@ fn batch(watched: &mut HashMap<String, Watched>, moved: News) -> Option<Bytes> {
             if chain_news || w.cursor.is_none() {
                 w.chain.mark_unchanged();
                 let reading = w.tile.read_chain(w.cursor, w.fresh_from);
-                if reading.cursor.is_none() {
-                    w.tile.keyframe_wanted.store(true, Ordering::Relaxed);
-                }
                 w.cursor = reading.cursor;
                 entries.extend(reading.entries);
             }

@@ -239,9 +239,16 @@ impl Tile {
         codec == Codec::Vp8 && self.encoded.load(Ordering::Relaxed)
     }
 
-    /// What a page reading on from `cursor` gets of the chain ([`Chain::read`]).
+    /// What a page reading on from `cursor` gets of the chain ([`Chain::read`]). A page left
+    /// waiting marks the tile as wanting a keyframe, under the chain's lock so that a keyframe
+    /// written meanwhile cannot be missed (the sink clears the mark under the same lock).
     pub fn read_chain(&self, cursor: Option<u64>, fresh_from: u64) -> Reading {
-        lock(&self.chain).read(cursor, fresh_from)
+        let chain = lock(&self.chain);
+        let reading = chain.read(cursor, fresh_from);
+        if reading.cursor.is_none() {
+            self.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
+        reading
     }
 
     /// Where the chain's next entry will be: a decoder that fails now starts again there or later.
@@ -249,10 +256,14 @@ impl Tile {
         lock(&self.chain).next
     }
 
+    /// Adds an entry; a keyframe (`start`) answers whoever waited for one.
     fn chain_push(&self, start: bool, entry: Bytes) {
         let next = {
             let mut chain = lock(&self.chain);
             chain.push(start, entry);
+            if start {
+                self.keyframe_wanted.store(false, Ordering::Relaxed);
+            }
             chain.next
         };
         self.chain_moved.send_replace(next);
@@ -306,6 +317,8 @@ impl FrameTiles {
     pub fn remote_sink(&self, tile: &str) -> TileSink {
         let sink = self.sink(tile);
         sink.tile.encoded.store(true, Ordering::Relaxed);
+        // A new stream: whatever an earlier call waited for is moot.
+        sink.tile.keyframe_wanted.store(false, Ordering::Relaxed);
         sink
     }
 
@@ -371,22 +384,24 @@ impl VideoSink for TileSink {
     }
 
     fn write_encoded(&mut self, frame: &ReceivedFrame<'_>) {
-        if self.last_number.is_some_and(|last| frame.number != last + 1) {
+        // Frames went by unwritten, or this sink's stream starts with a delta frame (nobody
+        // decoded when its keyframe came): nobody may read on into it from what is there.
+        let continues = self.last_number.is_some_and(|last| frame.number == last + 1);
+        if !continues && !frame.keyframe {
             self.tile.chain_break();
         }
         self.last_number = Some(frame.number);
         let kind = if frame.keyframe { EntryKind::Vp8Key } else { EntryKind::Vp8Delta };
         let size = (frame.width, frame.height);
         let entry = self.tile.entry(kind, size, size, frame.data);
-        if frame.keyframe {
-            self.tile.keyframe_wanted.store(false, Ordering::Relaxed);
-        }
         self.tile.writer.store(self.id, Ordering::Relaxed);
         self.tile.chain_push(frame.keyframe, entry);
     }
 
+    /// Only while a page decodes it: a mark left by a page that went (or was hidden) must not
+    /// make the sender send keyframes for nobody.
     fn wants_keyframe(&self) -> bool {
-        self.tile.keyframe_wanted.load(Ordering::Relaxed)
+        self.tile.keyframe_wanted.load(Ordering::Relaxed) && self.wants_encoded()
     }
 }
 
@@ -509,9 +524,11 @@ mod tests {
         sink.write_encoded(&received(b"d5", false, 5));
         let lost = tile.read_chain(on.cursor, 0);
         assert_eq!((kinds(&lost), lost.cursor), (vec![], None), "it waits for a keyframe");
-        assert!(!sink.wants_keyframe(), "the socket asks, the sink says so");
-        tile.keyframe_wanted.store(true, Ordering::Relaxed);
-        assert!(sink.wants_keyframe());
+        assert!(sink.wants_keyframe(), "a page waits: the sink asks the sender");
+        tile.hide(1);
+        tile.hide(2);
+        assert!(!sink.wants_keyframe(), "nobody decodes now: no keyframes for nobody");
+        tile.show(1, Shown { width: 640, height: 360, fit: Fit::Contain, codec: Codec::Vp8 });
         sink.write_encoded(&received(b"key2", true, 6));
         assert!(!sink.wants_keyframe(), "a keyframe came");
         assert_eq!(kinds(&tile.read_chain(None, 0)), [(1, b"key2".to_vec())]);
@@ -519,6 +536,14 @@ mod tests {
         // The call ends: the clear goes to decoding pages too.
         drop(sink);
         assert_eq!(kinds(&tile.read_chain(None, 0)), [(0, vec![])]);
+
+        // The next call's stream starts with a delta (nobody decoded at its keyframe): a page
+        // cannot start at the clear and read on into it; it waits for a keyframe.
+        let mut next = tiles.remote_sink("bob");
+        next.write_encoded(&received(b"d", false, 40));
+        let waiting = tile.read_chain(None, 0);
+        assert_eq!((kinds(&waiting), waiting.cursor), (vec![], None));
+        assert!(next.wants_keyframe());
     }
 
     #[test]

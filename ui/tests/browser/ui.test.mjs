@@ -183,7 +183,9 @@ describe('contacts', () => {
       await page.getByTestId('call-view').waitFor();
       assert.deepEqual(scenario.callsOf('place_call'), [{ to: ['alice', 'bob'], media: 'video' }]);
     });
-    const refused = new Scenario({ replies: { take_link: { kind: 'refused', reason: 'unknown_action' } } });
+    // The shell hands a link out once.
+    const refusals = [{ kind: 'refused', reason: 'unknown_action' }];
+    const refused = new Scenario({ replies: { take_link: () => refusals.shift() ?? null } });
     await withApp(refused, {}, async (page) => {
       await page.getByTestId('link-refused').waitFor();
       assert.match(await page.getByTestId('link-refused').textContent(), /hark:call\/alice/);

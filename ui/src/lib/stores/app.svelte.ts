@@ -120,13 +120,15 @@ export class HarkApp {
 
   /**
    * Takes the `hark:` link the app was opened with, to offer its call (or say why it was
-   * refused). Only once signed in: until then the shell keeps it.
+   * refused). Until there is someone to call from, while another link is on screen (a newer one
+   * must not slip in under the person's click) and during a call, the shell keeps it.
    */
   async takeLink(): Promise<void> {
-    if (!this.session.account) return;
+    if (!this.session.account || this.link || this.call.busy) return;
     const link = await this.backend.takeLink().catch(() => null);
-    if (link?.kind === 'call') void this.people.want(link.link.to);
-    if (link) this.link = link;
+    if (!link) return;
+    if (link.kind === 'call') void this.people.want(link.link.to);
+    this.link = link;
   }
 
   /** The person said yes to the link's call. */
@@ -136,8 +138,11 @@ export class HarkApp {
     if (link?.kind === 'call') await this.placeCall(link.link.to, link.link.media);
   }
 
-  dismissLink(): void {
+  /** The person said no to `link` (the one on screen when not said), then the next may come. */
+  dismissLink(link: OpenedLink | null = this.link): void {
+    if (link !== this.link) return;
     this.link = null;
+    void this.takeLink();
   }
 
   /** Redial, a contact's call button, the dial box and a group call all come here. */
@@ -206,8 +211,11 @@ export class HarkApp {
     if (call.event === 'incoming_call' && call.media === 'video') prepareVideo(() => this.backend.frameSocket());
     if (call.event === 'user_joined') void this.people.want([call.user]);
     if (call.event === 'users_invited') void this.people.want(call.users);
-    // A call that ended leaves a record behind.
-    if (call.event === 'call_ended' || call.event === 'not_connected') void this.history.load();
+    // A call that ended leaves a record behind, and a link that came meanwhile may be offered.
+    if (call.event === 'call_ended' || call.event === 'not_connected') {
+      void this.history.load();
+      void this.takeLink();
+    }
   }
 
   private afterSignIn(): void {

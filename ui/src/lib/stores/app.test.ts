@@ -172,6 +172,9 @@ describe('hark: links', () => {
     await app.acceptLink();
     expect(backend.callsOf('placeCall')).toEqual([[['alice', 'bob'], 'video']]);
     expect(app.link).toBeNull();
+    backend.emit({ kind: 'call', call: { event: 'not_connected', call_id: 'c5', reason: 'cancelled' } });
+    await settle();
+    expect(app.call.busy).toBe(false);
 
     // Hark running: a second launch's link arrives as a nudge; a refusal is shown, never called.
     nudge();
@@ -195,6 +198,47 @@ describe('hark: links', () => {
     expect(app.link?.kind).toBe('call');
     app.dismissLink();
     expect(app.link).toBeNull();
+    expect(backend.callsOf('placeCall')).toHaveLength(0);
+  });
+});
+
+describe('hark: links while something else is on screen', () => {
+  test('a link during a call waits for its end; a newer link never replaces the one on screen', async () => {
+    const waiting: OpenedLink[] = [];
+    let nudge: () => void = () => undefined;
+    const backend = fakeBackend({
+      appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }),
+      takeLink: async () => waiting.shift() ?? null,
+      onLink: async (handler) => {
+        nudge = handler;
+        return () => undefined;
+      },
+    });
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    await settle();
+    backend.emit({ kind: 'call', call: { event: 'incoming_call', call_id: 'c1', caller: 'carol', invitees: ['me'], media: 'audio', user_data: null } });
+    waiting.push({ kind: 'call', link: { to: ['alice'], media: 'audio' } });
+    nudge();
+    await settle();
+    expect(app.link).toBeNull(); // the call's buttons stay usable; the shell keeps the link
+    expect(backend.callsOf('takeLink')).toHaveLength(1); // at sign-in only
+    backend.emit({ kind: 'call', call: { event: 'not_connected', call_id: 'c1', reason: 'cancelled' } });
+    await settle();
+    const first = app.link;
+    expect(first).toEqual({ kind: 'call', link: { to: ['alice'], media: 'audio' } });
+
+    // A second link while the first is offered stays in the shell until the first is answered.
+    waiting.push({ kind: 'call', link: { to: ['mallory'], media: 'audio' } });
+    nudge();
+    await settle();
+    expect(app.link).toBe(first);
+    app.dismissLink(first);
+    await settle();
+    expect(app.link).toEqual({ kind: 'call', link: { to: ['mallory'], media: 'audio' } });
+    // The first dialog's late close event does not dismiss the second.
+    app.dismissLink(first);
+    expect(app.link?.kind).toBe('call');
     expect(backend.callsOf('placeCall')).toHaveLength(0);
   });
 });

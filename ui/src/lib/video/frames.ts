@@ -423,10 +423,7 @@ export class FramePage {
     const [width, height] = [frame.displayWidth, frame.displayHeight];
     this.hand(tile, state, { width, height, sequence: frame.timestamp, sourceWidth: width, sourceHeight: height, frame });
     this.schedule();
-    if (this.deferred && !this.backedUp()) {
-      this.deferred = false;
-      this.send({ type: 'next' });
-    }
+    this.releaseNext();
   }
 
   /** A decoder failed: ask for a keyframe, or, after too many failures, for pictures instead. */
@@ -441,6 +438,14 @@ export class FramePage {
     } else {
       this.send({ type: 'keyframe', tile });
     }
+  }
+
+  /**
+   * Sends the `next` held back for a decoder that was behind, once none is: after a picture,
+   * and whenever a decoder goes (it will never catch up, and the socket sends nothing more to
+   * this page until it hears `next`).
+   */
+  private releaseNext(): void {
     if (this.deferred && !this.backedUp()) {
       this.deferred = false;
       this.send({ type: 'next' });
@@ -452,6 +457,7 @@ export class FramePage {
     state.decoder = null;
     state.started = false;
     decoder?.close();
+    this.releaseNext();
   }
 
   /** A tile nobody on the page shows any more. */
