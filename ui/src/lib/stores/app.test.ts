@@ -148,20 +148,30 @@ describe('call events while the replay is on its way', () => {
   });
 });
 
+/**
+ * A started app whose shell hands out `links` (each once, as `take_link` does); `nudge()` is the
+ * shell's `link` event. Signed in when `signedIn`.
+ */
+async function appWithLinks(links: OpenedLink[], signedIn: boolean) {
+  const shell = { nudge: () => undefined as void };
+  const backend = fakeBackend({
+    ...(signedIn ? { appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }) } : {}),
+    takeLink: async () => links.shift() ?? null,
+    onLink: async (handler) => {
+      shell.nudge = handler;
+      return () => undefined;
+    },
+  });
+  const app = new HarkApp(backend, new FakeClock());
+  await app.start();
+  await settle();
+  return { app, backend, nudge: () => shell.nudge() };
+}
+
 describe('hark: links', () => {
   test('a link waits for sign-in, is offered, and calls only on yes; a newer one comes by event', async () => {
-    const links: (OpenedLink | null)[] = [{ kind: 'call', link: { to: ['alice', 'bob'], media: 'video' } }, { kind: 'refused', reason: 'too_many_people' }];
-    let nudge: () => void = () => undefined;
-    const backend = fakeBackend({
-      takeLink: async () => links.shift() ?? null,
-      onLink: async (handler) => {
-        nudge = handler;
-        return () => undefined;
-      },
-    });
-    const app = new HarkApp(backend, new FakeClock());
-    await app.start();
-    await settle();
+    const links: OpenedLink[] = [{ kind: 'call', link: { to: ['alice', 'bob'], media: 'video' } }, { kind: 'refused', reason: 'too_many_people' }];
+    const { app, backend, nudge } = await appWithLinks(links, false);
     // Signed out: the shell keeps the link until there is someone to call from.
     expect(backend.callsOf('takeLink')).toHaveLength(0);
     expect(app.link).toBeNull();
@@ -205,18 +215,7 @@ describe('hark: links', () => {
 describe('hark: links while something else is on screen', () => {
   test('a link during a call waits for its end; a newer link never replaces the one on screen', async () => {
     const waiting: OpenedLink[] = [];
-    let nudge: () => void = () => undefined;
-    const backend = fakeBackend({
-      appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }),
-      takeLink: async () => waiting.shift() ?? null,
-      onLink: async (handler) => {
-        nudge = handler;
-        return () => undefined;
-      },
-    });
-    const app = new HarkApp(backend, new FakeClock());
-    await app.start();
-    await settle();
+    const { app, backend, nudge } = await appWithLinks(waiting, true);
     backend.emit({ kind: 'call', call: { event: 'incoming_call', call_id: 'c1', caller: 'carol', invitees: ['me'], media: 'audio', user_data: null } });
     waiting.push({ kind: 'call', link: { to: ['alice'], media: 'audio' } });
     nudge();
