@@ -82,6 +82,13 @@ impl AppState {
         }
     }
 
+    /// Keeps a `hark:` link (from `source`, for the log; the people stay out of it) until the
+    /// main window takes it; a newer link replaces one not taken yet.
+    pub(crate) fn hold_link(&self, link: crate::api::OpenedLink, source: &str) {
+        tracing::info!(kind = link.kind(), source, "a hark: link came");
+        *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+    }
+
     /// The settings now.
     pub fn settings(&self) -> Settings {
         self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -62,8 +62,7 @@ pub fn run() {
         // A second launch (a `hark:` link clicked while Hark runs) comes here with its arguments.
         .plugin(tauri_plugin_single_instance::init(|app, args, _cwd| {
             if let Some(link) = links::from_args(args) {
-                tracing::info!(kind = link.kind(), "a hark: link came from a second launch");
-                *app.state::<AppState>().link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+                app.state::<AppState>().hold_link(link, "a second launch");
                 if let Err(error) = app.emit_to("main", "link", ()) {
                     tracing::warn!(%error, "could not tell the main window about a link");
                 }
@@ -78,8 +77,7 @@ pub fn run() {
             // Launched by a `hark:` link: the main window takes it once it is ready.
             // `args_os`: an argument that is not UTF-8 (`args` would panic on it) is no link.
             if let Some(link) = links::from_args(std::env::args_os().skip(1).filter_map(|arg| arg.into_string().ok())) {
-                tracing::info!(kind = link.kind(), "launched with a hark: link");
-                *app.state::<AppState>().link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link);
+                app.state::<AppState>().hold_link(link, "the launch");
             }
             if let Some(socket) = frame_socket {
                 // `serve` spawns onto the runtime it is called in: Tauri's.

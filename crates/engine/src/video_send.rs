@@ -716,17 +716,10 @@ fn encode_layer(layer: &mut Layer, format: VideoFormat, bitrate: u32, frame: &I4
     if let Err(e) = encoder.set_bitrate(bitrate) {
         debug!(error = %e, "bitrate");
     }
-    // The top layer is usually the camera's own size: encoded as it is, not copied (a 720p copy
-    // is a fresh 1.4 MB mapping, faulted in page by page, 30 times a second).
-    let scaled;
-    let picture = if (frame.width(), frame.height()) == (format.width, format.height) {
-        frame
-    } else {
-        scaled = frame.scaled(format.width, format.height);
-        &scaled
-    };
+    // The top layer is usually the camera's own size: encoded as it is, not copied.
+    let picture = frame.at_size(format.width, format.height);
     let force = layer.keyframe && layer.last_keyframe.is_none_or(|at| at.elapsed() >= KEYFRAME_SPACING);
-    match encoder.encode(picture, force) {
+    match encoder.encode(&picture, force) {
         Ok(Some(encoded)) => {
             if encoded.keyframe {
                 layer.keyframe = false;

@@ -363,13 +363,7 @@ impl TileSink {
 impl VideoSink for TileSink {
     fn write_frame(&mut self, frame: &I420Frame) {
         let Some((width, height)) = self.tile.wanted_size(frame.width(), frame.height()) else { return };
-        let scaled;
-        let picture = if (width, height) == (frame.width(), frame.height()) {
-            frame
-        } else {
-            scaled = frame.scaled(width, height);
-            &scaled
-        };
+        let picture = frame.at_size(width, height);
         let entry = self.tile.entry(EntryKind::I420, (width, height), (frame.width(), frame.height()), picture.as_bytes());
         self.tile.writer.store(self.id, Ordering::Relaxed);
         self.tile.latest.send_replace(Some(entry));

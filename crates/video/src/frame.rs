@@ -89,6 +89,17 @@ impl I420Frame {
         (y, u, v)
     }
 
+    /// This picture at `width` x `height`: itself, borrowed, when it has that size already (no
+    /// copy: a 720p copy is a fresh 1.4 MB mapping, faulted in page by page, 30 times a second),
+    /// else [`I420Frame::scaled`].
+    pub fn at_size(&self, width: u32, height: u32) -> std::borrow::Cow<'_, I420Frame> {
+        if (width, height) == (self.width, self.height) {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            std::borrow::Cow::Owned(self.scaled(width, height))
+        }
+    }
+
     /// The same picture at another size: the whole picture, stretched if the shapes differ (a
     /// recording keeps its size and never crops), bilinear per plane.
     pub fn scaled(&self, width: u32, height: u32) -> I420Frame {
@@ -174,5 +185,7 @@ mod tests {
             assert!(u.iter().all(|&p| p == 90) && v.iter().all(|&p| p == 128));
         }
         assert_eq!(frame.scaled(64, 32), frame);
+        assert!(matches!(frame.at_size(64, 32), std::borrow::Cow::Borrowed(_)), "its own size: not copied");
+        assert_eq!(frame.at_size(32, 16).into_owned(), frame.scaled(32, 16));
     }
 }

@@ -164,13 +164,7 @@ impl<W: Write> Y4mWriter<W> {
 
     /// Appends a frame, scaled to the file's size if it has another (never cropped).
     pub fn write_frame(&mut self, frame: &I420Frame) -> Result<(), VideoError> {
-        let scaled;
-        let frame = if (frame.width(), frame.height()) == (self.width, self.height) {
-            frame
-        } else {
-            scaled = frame.scaled(self.width, self.height);
-            &scaled
-        };
+        let frame = frame.at_size(self.width, self.height);
         self.output.write_all(b"FRAME\n").map_err(io)?;
         self.output.write_all(frame.as_bytes()).map_err(io)
     }
