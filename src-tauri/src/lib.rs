@@ -13,6 +13,7 @@ pub mod api;
 mod app_state;
 #[cfg(test)]
 mod bindings;
+mod command_line;
 mod commands;
 pub mod embedded;
 mod links;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use tauri::{Emitter, Manager, RunEvent, WindowEvent};
 
 pub use app_state::AppState;
+pub use command_line::answer as command_line_answer;
 pub(crate) use app_state::note_contacts_shown;
 use app_state::{resume, LAUNCHED};
 use logging::init_logging;

@@ -20,7 +20,7 @@ const USAGE: &str = "\
 usage: cargo xtask assets [--check]
 
   writes assets/ringtones/{classic,chime,dialing}.wav (48 kHz mono 16-bit, generated, no downloads)
-  and assets/icons/{32x32,128x128,icon}.png (the app icon, drawn by xtask/src/icons.rs)
+  and assets/icons/*.png (the app icon from 16 to 512 px, drawn by xtask/src/icons.rs)
   --check   write nothing; fail if the files on disk differ from what this code generates";
 
 /// One bundled sound: its file name and how to synthesize its samples.

@@ -1,8 +1,18 @@
 //! The app icon, drawn here (no downloaded artwork): a teal disc with a white dot and two arcs,
 //! sound reaching an ear. Deterministic, so `cargo xtask assets --check` can compare bytes.
 
-/// The icon sizes Tauri's bundler and window icon use, with their file names.
-pub const ICONS: &[(&str, u32)] = &[("32x32.png", 32), ("128x128.png", 128), ("icon.png", 256)];
+/// The icon sizes Tauri's bundler and window icon use, with their file names: every size the
+/// hicolor theme's launchers and software centres ask for, so none is scaled from another.
+pub const ICONS: &[(&str, u32)] = &[
+    ("16x16.png", 16),
+    ("24x24.png", 24),
+    ("32x32.png", 32),
+    ("48x48.png", 48),
+    ("64x64.png", 64),
+    ("128x128.png", 128),
+    ("icon.png", 256),
+    ("512x512.png", 512),
+];
 
 /// PNG bytes of the icon at `size` × `size` pixels.
 pub fn png_bytes(size: u32) -> Vec<u8> {
