@@ -281,8 +281,8 @@ impl AppUnderTest {
     /// Launches `app` a second time with `args`, as a desktop launcher does with a clicked link,
     /// and waits for it to exit: the first instance takes its arguments and it goes.
     pub fn launch_again(&self, app: &Path, args: &[&str]) -> Result<std::process::ExitStatus> {
-        let mut second = std::process::Command::new(app);
-        second.args(args).envs(self.envs.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut second = self.command(app);
+        second.args(args);
         second.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(self.home.path().join("second-launch.log"))?);
         let mut child = second.spawn().with_context(|| format!("launching {} again", app.display()))?;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -296,6 +296,14 @@ impl AppUnderTest {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `program` with the app's environment (its folders, its server's address), for what runs
+    /// beside it: a second launch, `xdg-open` with a link.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command.envs(self.envs.iter().map(|(k, v)| (*k, v.as_str())));
+        command
     }
 
     /// Launches `app` in a new WebDriver session.

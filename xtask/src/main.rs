@@ -6,6 +6,7 @@
 
 mod assets;
 mod bench;
+mod bundle;
 mod icons;
 mod run_app;
 mod run_tests;
@@ -30,6 +31,9 @@ commands:
   bench [args…]
         run benchmarks: `cargo xtask bench signaling`, `call`, `app`, `video`
         (figures in docs/BENCHMARKS.md)
+  bundle
+        build the installable packages into target/bundle/: the app's .deb and .rpm, and the
+        server's .deb (a systemd service); offline, with Tauri's bundler from the UI's lockfile
   assets [--check]
         synthesize the bundled ringtones into assets/ringtones/ (--check: verify them instead)
   help  print this text
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         "run" => run_app::run(rest),
         "test" => run_tests::run(rest),
         "bench" => bench::run(rest).map(|()| workspace::ChildOutcome::Success),
+        "bundle" => bundle::run(rest).map(|()| workspace::ChildOutcome::Success),
         "assets" => assets::run(rest).map(|()| workspace::ChildOutcome::Success),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

@@ -5,15 +5,16 @@
 //! Rust test but the end-to-end ones; the UI in a real browser (Debian Chromium), and Chromium's
 //! own WebRTC in video calls with hark-cli (ui/tests/browser/interop.test.mjs); then the real
 //! app end to end under `dbus-run-session -- xvfb-run`, driven by tauri-driver (installed from
-//! crates into `target/tools`). The first failing step's exit code is xtask's.
+//! crates into `target/tools`); then, as root, the packages built (`cargo xtask bundle`),
+//! installed, run and purged. The first failing step's exit code is xtask's.
 //!
 //! Extra arguments go to `cargo test` unchanged and run only that (`cargo xtask test -p
 //! hark-server`), after the packages and the UI build the desktop crate needs.
 
 use std::process::Command;
 
-use crate::system_packages;
 use crate::workspace::{self, ChildOutcome};
+use crate::{bundle, system_packages};
 
 /// The WebDriver proxy for Tauri apps, pinned (STACK.md).
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
@@ -65,7 +66,33 @@ pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
             failed => return Ok(failed),
         }
     }
+    if extra_args.is_empty() {
+        return installed_packages(&root);
+    }
     Ok(ChildOutcome::Success)
+}
+
+/// Builds the packages (`cargo xtask bundle`) and installs, runs and purges them
+/// (tests/tests/package.rs). Installing is system-wide, so this part runs only as root, as CI
+/// runs; elsewhere it says so and is skipped.
+fn installed_packages(root: &std::path::Path) -> anyhow::Result<ChildOutcome> {
+    if !system_packages::is_root() {
+        println!("xtask: the package tests install packages system-wide, so they run only as root (as in CI): skipped");
+        return Ok(ChildOutcome::Success);
+    }
+    println!("xtask: building the packages (cargo xtask bundle)");
+    bundle::build()?;
+    let mut tests = Command::new("dbus-run-session");
+    tests
+        .args(["--", "xvfb-run", "-a", "-s", "-screen 0 1280x800x24"])
+        .arg(workspace::cargo_program())
+        .args(["test", "--locked", "-p", "hark-e2e", "--test", "package", "--", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("HARK_PACKAGES", root.join("target").join(bundle::OUT_DIR))
+        .env("TAURI_DRIVER", tauri_driver_path()?)
+        .env("RUST_BACKTRACE", "1")
+        .current_dir(root);
+    println!("xtask: the packages installed, run and purged: {}", workspace::describe(&tests));
+    workspace::run_to_completion(&mut tests)
 }
 
 

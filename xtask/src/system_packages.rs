@@ -52,6 +52,15 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     // Video over a real lossy, capped path: a network namespace (ip) with nftables rules.
     "iproute2",
     "nftables",
+    // The packages' tests: links opened as desktops do (xdg-open, GIO's `gio open`), desktop
+    // entries checked and indexed, the .rpm read (rpm, rpm2cpio, cpio), the server's unit checked
+    // (systemd-analyze; systemd itself is not started).
+    "xdg-utils",
+    "libglib2.0-bin",
+    "desktop-file-utils",
+    "rpm",
+    "cpio",
+    "systemd",
 ];
 
 pub fn ensure_installed(packages: &[&str]) -> anyhow::Result<()> {
@@ -107,7 +116,7 @@ fn run_as_root(apt_args: &[&str]) -> anyhow::Result<()> {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // std has no getuid; /proc/self/status carries "Uid:\treal\teffective\t…" on Linux.
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -215,6 +215,52 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The example the server's package installs as /etc/hark/server.toml.
+    const PACKAGED_EXAMPLE: &str = include_str!("../packaging/server.toml");
+
+    /// A commented-out setting or table header of the example (`# key = …`, `# [table]`), not
+    /// prose.
+    fn commented_setting(line: &str) -> Option<&str> {
+        let rest = line.strip_prefix("# ")?;
+        let key = rest.split(" = ").next()?;
+        let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') && rest.contains(" = ");
+        let is_table = rest.starts_with('[') && rest.ends_with(']');
+        (is_key || is_table).then_some(rest)
+    }
+
+    fn parse_checked(text: &str) -> Config {
+        let config: Config = toml::from_str(text).expect("valid TOML for Config");
+        config.validate().expect("values in range");
+        config
+    }
+
+    #[test]
+    fn the_packaged_example_is_the_defaults_and_names_only_real_keys() {
+        let shipped = parse_checked(PACKAGED_EXAMPLE);
+        assert_eq!(shipped.listen, Config::default().listen, "as shipped, every setting is commented out");
+
+        let uncommented: Vec<&str> = PACKAGED_EXAMPLE.lines().map(|line| commented_setting(line).unwrap_or(line)).collect();
+        let settings = uncommented.iter().zip(PACKAGED_EXAMPLE.lines()).filter(|(now, was)| *now != was).count();
+        assert!(settings >= 20, "only {settings} settings were found to uncomment");
+        // Unknown keys are refused (deny_unknown_fields), so a typo in the example fails here.
+        let every_key = parse_checked(&uncommented.join("\n"));
+        let defaults = Config::default();
+        assert_eq!(every_key.listen, defaults.listen);
+        assert_eq!(every_key.closed_registration, defaults.closed_registration);
+        assert_eq!(every_key.token_ttl_s, defaults.token_ttl_s);
+        assert_eq!(every_key.max_participants, defaults.max_participants);
+        assert_eq!(every_key.ring_timeout_s, defaults.ring_timeout_s);
+        assert_eq!(every_key.reconnect_grace_s, defaults.reconnect_grace_s);
+        assert_eq!(every_key.ice_transport_policy, defaults.ice_transport_policy);
+        assert_eq!(every_key.connections_per_source, defaults.connections_per_source);
+        let (limits, default_limits) = (&every_key.rate_limits, &defaults.rate_limits);
+        assert_eq!(limits.invites_per_minute, default_limits.invites_per_minute);
+        assert_eq!(limits.logins_per_minute, default_limits.logins_per_minute);
+        assert_eq!(limits.logins_per_source_per_minute, default_limits.logins_per_source_per_minute);
+        assert_eq!(limits.registrations_per_minute, default_limits.registrations_per_minute);
+        assert_eq!(limits.password_hashes_per_second, default_limits.password_hashes_per_second);
+    }
+
     #[test]
     fn a_full_file_parses() {
         let config: Config = toml::from_str(
