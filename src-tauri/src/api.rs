@@ -281,6 +281,10 @@ pub struct Settings {
     pub camera_off_at_start: bool,
     /// Each call starts with the microphone muted.
     pub microphone_muted_at_start: bool,
+    /// Hark starts when the person logs in (an XDG autostart entry).
+    pub start_at_login: bool,
+    /// Started at login, Hark waits in the tray without opening its window.
+    pub start_hidden: bool,
 }
 
 impl Default for Settings {
@@ -301,8 +305,21 @@ impl Default for Settings {
             video_resolution: VideoResolution::P360,
             camera_off_at_start: false,
             microphone_muted_at_start: false,
+            start_at_login: false,
+            start_hidden: false,
         }
     }
+}
+
+/// A problem report a panic left in the log folder, offered once at the next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct CrashReport {
+    /// When Hark stopped (Unix ms).
+    pub at_ms: i64,
+    /// Its first lines: where it stopped, and the message.
+    pub summary: String,
+    /// The report's file.
+    pub file: String,
 }
 
 /// Where the page reads video pictures: the frame socket on 127.0.0.1 and this launch's token.

@@ -226,6 +226,12 @@ impl AppState {
             // A missing or undecodable file is refused here, with its code, and nothing is saved.
             session::check_ringtone(&settings.ringtone).await?;
         }
+        if settings.start_at_login != before.start_at_login {
+            // Before the settings are saved: an entry that cannot be written leaves both as they were.
+            let program = std::env::current_exe().map_err(|e| ApiError::new(AppErrorCode::SettingsIo, format!("where this program is: {e}")))?;
+            crate::autostart::apply(&self.dirs.config, &program, settings.start_at_login)
+                .map_err(|e| ApiError::new(AppErrorCode::SettingsIo, format!("the autostart entry: {e}")))?;
+        }
         store::save_settings(&self.dirs, &settings).map_err(|e| ApiError::new(AppErrorCode::SettingsIo, e.to_string()))?;
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings.clone();
         if let Some(engine) = self.engine().await {

@@ -20,6 +20,7 @@ fn export_all(dir: &Path) {
         crate::api::CallReplay,
         crate::api::FrameSocketInfo,
         crate::api::OpenedLink,
+        crate::api::CrashReport,
         hark_engine::call_log::Mutes,
         crate::api::RingtoneOption,
         crate::api::LiveUpdate,

@@ -9,7 +9,7 @@ use hark_protocol::{CallRecord, CallSummary, Contact, Media, UserId, UserProfile
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
 
-use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, FrameSocketInfo, IncomingCall, LiveUpdate, RingtoneOption, RingtoneSetting, Settings, SignInRequest};
+use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, CrashReport, FrameSocketInfo, IncomingCall, LiveUpdate, RingtoneOption, RingtoneSetting, Settings, SignInRequest};
 use crate::AppState;
 
 type Answer<T> = Result<T, ApiError>;
@@ -276,4 +276,27 @@ pub async fn stop_preview(state: State<'_, AppState>) -> Answer<()> {
 async fn preview(state: &State<'_, AppState>, source: &RingtoneSetting) -> Answer<()> {
     let choice = crate::session::bundled_or_file(source)?;
     state.signed_in().await?.preview_ringtone(choice).await.map_err(|e| ApiError::new(e.code(), e.to_string()))
+}
+
+/// The text "Copy diagnostics" puts on the clipboard (support.rs: no token, password or SDP).
+#[tauri::command]
+pub async fn diagnostics(state: State<'_, AppState>) -> Answer<String> {
+    let settings = state.settings();
+    let server = settings.server.clone().unwrap_or_else(|| format!("built into this app ({})", state.embedded_url().unwrap_or_else(|| "not running".into())));
+    let devices = tauri::async_runtime::spawn_blocking(hark_engine::sound_card::list_devices).await.ok().and_then(Result::ok).unwrap_or_default();
+    let cameras = tokio::task::spawn_blocking(crate::video::cameras).await.unwrap_or_default();
+    let log = crate::support::newest_log(&state.dirs.state.join("logs"));
+    Ok(crate::support::diagnostics(&settings, &server, &devices, &cameras, &log))
+}
+
+/// Shows the log folder in the file manager.
+#[tauri::command]
+pub fn open_log_folder(state: State<'_, AppState>) -> Answer<()> {
+    crate::support::open_folder(&state.dirs.state.join("logs")).map_err(|e| ApiError::new(AppErrorCode::Internal, format!("opening the log folder: {e}")))
+}
+
+/// The problem report a panic left since the last start, once.
+#[tauri::command]
+pub fn take_crash_report(state: State<'_, AppState>) -> Answer<Option<CrashReport>> {
+    Ok(crate::support::take_crash_report(&state.dirs.state.join("logs")))
 }

@@ -11,6 +11,7 @@
 
 pub mod api;
 mod app_state;
+mod autostart;
 #[cfg(test)]
 mod bindings;
 mod command_line;
@@ -23,6 +24,7 @@ mod platform;
 mod session;
 mod sound_cards;
 pub mod store;
+mod support;
 mod video;
 mod windows;
 
@@ -39,11 +41,36 @@ pub use platform::tune_webkit;
 use platform::{bound_heap_retention, trim_heap_periodically, trim_webkit_caches};
 use store::AppDirs;
 
+/// Shows the main window (made hidden, so a login start never flashes it), or, when Hark was
+/// started at login with "start hidden in the tray" and there is a tray to come back from, lets
+/// it go as closing it would. While "start at login" is on, its entry is written again, to
+/// follow this binary.
+fn show_main_unless_started_hidden(app: &tauri::App, handle: &tauri::AppHandle) {
+    let settings = app.state::<AppState>().settings();
+    if settings.start_at_login {
+        let written = std::env::current_exe().and_then(|program| autostart::apply(&app.state::<AppState>().dirs.config, &program, true));
+        if let Err(error) = written {
+            tracing::warn!(%error, "could not renew the autostart entry");
+        }
+    }
+    let at_login = autostart::launched_at_login(std::env::args_os().skip(1).filter_map(|arg| arg.into_string().ok()));
+    let hidden = at_login && settings.start_at_login && settings.start_hidden && windows::lives_in_tray(handle);
+    if let Some(main) = app.get_webview_window("main") {
+        if hidden {
+            tracing::info!("started at login: waiting in the tray");
+            let _ = main.destroy();
+        } else if let Err(error) = main.show() {
+            tracing::error!(%error, "could not show the main window");
+        }
+    }
+}
+
 /// Runs the app until it quits.
 pub fn run() {
     bound_heap_retention();
     let dirs = AppDirs::from_env();
     let _log = init_logging(&dirs);
+    support::install_crash_reports(dirs.state.join("logs"));
     let launched = *LAUNCHED.get_or_init(std::time::Instant::now);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "hark-desktop starting");
 
@@ -110,6 +137,7 @@ pub fn run() {
             if let Err(error) = windows::create_tray(&handle) {
                 tracing::warn!(%error, "no tray icon");
             }
+            show_main_unless_started_hidden(app, &handle);
             tracing::info!(elapsed_ms = launched.elapsed().as_millis() as u64, "set up");
             Ok(())
         })
@@ -181,6 +209,9 @@ pub fn run() {
             commands::audio_only,
             commands::cameras,
             commands::preview_camera,
+            commands::diagnostics,
+            commands::open_log_folder,
+            commands::take_crash_report,
         ])
         .build(context);
     let app = match app {

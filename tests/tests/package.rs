@@ -6,7 +6,9 @@
 //!   dependencies resolved by apt); the desktop entry validated and registered for `hark:`; the
 //!   installed binary's `--version`; its first window under Xvfb, screenshot; a `hark:` link
 //!   opened with `xdg-open` reaching the running app, and one opened through GIO (what GNOME
-//!   does) starting it cold with the link; then purged, and the system's files compared with
+//!   does) starting it cold with the link; "start at login" turned on, off and on in Settings
+//!   (its autostart entry written and removed), and the entry's command starting Hark in the
+//!   tray with no window; then purged, and the system's files compared with
 //!   before it came: nothing of it is left outside the user's own data.
 //! - The app's .rpm, as far as Debian allows: `rpm -qlp` and `--requires`, and its desktop entry.
 //! - The server's .deb: installed, its user, data folder and enabled service; the service's
@@ -198,6 +200,31 @@ async fn run_installed_app() -> Result<()> {
     web.wait_text("[data-testid=link-users]", SHORT, |t| t == "echo").await?;
     hark_e2e::capture_screen(&shots.join("package-02-link-offered.png"))?;
     web.click_css("[data-testid=link-cancel]", SHORT).await?;
+
+    // "Start Hark when I log in" writes an autostart entry for the installed binary, and
+    // turning it off takes it away; "then wait in the tray" is saved beside it.
+    let autostart = app.home.path().join("config/autostart/hark-desktop.desktop");
+    let entry_is = |present: bool| {
+        let autostart = autostart.clone();
+        move || {
+            let autostart = autostart.clone();
+            async move { Ok((autostart.exists() == present).then_some(())) }
+        }
+    };
+    web.click_css("[data-testid=nav-settings]", SHORT).await?;
+    web.click_css("[data-testid=start-at-login]", SHORT).await?;
+    wait_for("the autostart entry", SHORT, entry_is(true)).await?;
+    web.click_css("[data-testid=start-at-login]", SHORT).await?;
+    wait_for("the autostart entry to go", SHORT, entry_is(false)).await?;
+    web.click_css("[data-testid=start-at-login]", SHORT).await?;
+    wait_for("the autostart entry again", SHORT, entry_is(true)).await?;
+    web.click_css("[data-testid=start-hidden]", SHORT).await?;
+    let settings = app.home.path().join("config/hark/settings.json");
+    wait_for("start hidden to be saved", SHORT, || async {
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&settings).unwrap_or_default()).unwrap_or_default();
+        Ok((saved["start_hidden"] == true).then_some(()))
+    })
+    .await?;
     web.quit().await;
     wait_for("the app to quit", SHORT, || async { Ok((!app_running()).then_some(())) }).await?;
 
@@ -215,7 +242,23 @@ async fn run_installed_app() -> Result<()> {
     .await;
     let _ = Command::new("pkill").args(["-x", "hark-desktop"]).status();
     cold?;
-    wait_for("the cold-started app to end", SHORT, || async { Ok((!app_running()).then_some(())) }).await
+    wait_for("the cold-started app to end", SHORT, || async { Ok((!app_running()).then_some(())) }).await?;
+
+    // A login: the desktop runs the entry's command. Hark starts and waits in the tray (it has
+    // one: closing is not quitting here) with no window.
+    let entry = std::fs::read_to_string(&autostart)?;
+    ensure!(entry.lines().any(|l| l == "Exec=\"/usr/bin/hark-desktop\" --at-login"), "the autostart entry: {entry}");
+    let mut login = app.command(installed);
+    login.arg("--at-login").env_remove("HARK_QUIT_ON_CLOSE").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let started = hark_e2e::Guarded(login.spawn()?);
+    wait_for("the login start to wait in the tray", SHORT, || async {
+        Ok(app.log().contains("started at login: waiting in the tray").then_some(()))
+    })
+    .await?;
+    let windows = Command::new("xdotool").args(["search", "--onlyvisible", "--name", "^Hark$"]).output()?;
+    ensure!(windows.stdout.is_empty(), "a login start showed the window: {}", String::from_utf8_lossy(&windows.stdout));
+    drop(started);
+    wait_for("the login-started app to end", SHORT, || async { Ok((!app_running()).then_some(())) }).await
 }
 
 fn app_running() -> bool {

@@ -14,6 +14,7 @@ import type { CallRecord } from './bindings/CallRecord';
 import type { CallReplay } from './bindings/CallReplay';
 import type { CallSummary } from './bindings/CallSummary';
 import type { Contact } from './bindings/Contact';
+import type { CrashReport } from './bindings/CrashReport';
 import type { CameraInfo } from './bindings/CameraInfo';
 import type { DeviceInfo } from './bindings/DeviceInfo';
 import type { FrameSocketInfo } from './bindings/FrameSocketInfo';
@@ -63,6 +64,11 @@ export const backend = {
   incomingCall: () => command<IncomingCall | null>('incoming_call'),
   /** The `hark:` link the app was opened with, once. */
   takeLink: () => command<OpenedLink | null>('take_link'),
+  /** The problem report a crash left since the last start, once. */
+  takeCrashReport: () => command<CrashReport | null>('take_crash_report'),
+  /** What "Copy diagnostics" copies: versions, devices, server, last problems (no secrets). */
+  diagnostics: () => command<string>('diagnostics'),
+  openLogFolder: () => command<null>('open_log_folder'),
   activeCalls: () => command<CallSummary[]>('active_calls'),
   muteMicrophone: (muted: boolean) => command<null>('mute_microphone', { muted }),
   muteSpeaker: (muted: boolean) => command<null>('mute_speaker', { muted }),

@@ -51,7 +51,7 @@ after(async () => {
 async function withApp(scenario, options, run) {
   const opened = await openApp(env, scenario, options);
   try {
-    await run(opened.page);
+    await run(opened.page, opened.context);
     assert.deepEqual(opened.problems, [], 'console errors or warnings');
     const unknown = scenario.calls.filter((c) => c.cmd.startsWith('unknown') || !(c.cmd in scenario.replies));
     assert.deepEqual(unknown, [], 'commands the Rust side does not have');
@@ -379,6 +379,12 @@ describe('video settings and the test call', () => {
       await page.getByTestId('camera-off-at-start').check();
       await page.getByTestId('microphone-muted-at-start').check();
       await until(() => scenario.settings.camera_off_at_start && scenario.settings.microphone_muted_at_start, 'both to be saved');
+      // Starting hidden is a choice only for a start at login.
+      assert.equal(await page.getByTestId('start-hidden').isDisabled(), true);
+      await page.getByTestId('start-at-login').check();
+      await until(() => scenario.settings.start_at_login, 'start at login to be saved');
+      await page.getByTestId('start-hidden').check();
+      await until(() => scenario.settings.start_hidden, 'start hidden to be saved');
       // Hot-plug: the USB camera goes; the setting stays, shown as not connected.
       await emit(page, { event: 'camera_list_changed', cameras: [{ index: 0, name: 'Integrated Camera' }] });
       await page.locator('[data-testid="settings-camera"] option:checked', { hasText: '/dev/video2 (not connected)' }).waitFor({ state: 'attached' });
@@ -1018,6 +1024,37 @@ describe('mini window', () => {
     const scenario = new Scenario();
     await withApp(scenario, { label: 'mini', viewport: { width: 300, height: 84 } }, async () => {
       await until(() => scenario.callsOf('plugin:window|close').length === 1, 'the mini window to close');
+    });
+  });
+});
+
+describe('help with problems', () => {
+  test('a problem report from the last run is offered once; Settings copies the diagnostics', async () => {
+    const report = {
+      at_ms: Date.UTC(2026, 11, 3, 9, 30),
+      summary: "Hark 0.1.0 stopped at crates/engine/src/peer.rs:120 (thread tokio-runtime-worker): called `Option::unwrap()` on a `None` value",
+      file: '/home/me/.local/state/hark/logs/crash-1796290200.shown.txt',
+    };
+    const reports = [report];
+    const scenario = new Scenario({ replies: { take_crash_report: () => reports.shift() ?? null } });
+    await withApp(scenario, {}, async (page, context) => {
+      await context.grantPermissions(['clipboard-read', 'clipboard-write']);
+      await page.getByTestId('crash-notice').waitFor();
+      assert.equal(await text(page, 'crash-summary'), report.summary);
+      await screenshot(page, '40-crash-notice');
+      await page.getByTestId('crash-open-logs').click();
+      await until(() => scenario.callsOf('open_log_folder').length === 1, 'the log folder to be opened');
+      await page.getByTestId('crash-dismiss').click();
+      await page.getByTestId('crash-notice').waitFor({ state: 'detached' });
+
+      await page.getByTestId('nav-settings').click();
+      await page.getByTestId('copy-diagnostics').click();
+      await page.getByTestId('diagnostics-status').filter({ hasText: 'Copied' }).waitFor();
+      assert.equal(await page.evaluate(() => navigator.clipboard.readText()), scenario.replies.diagnostics);
+      await page.getByTestId('open-log-folder').click();
+      await until(() => scenario.callsOf('open_log_folder').length === 2, 'the log folder to be opened from Settings');
+      await page.getByTestId('copy-diagnostics').scrollIntoViewIfNeeded();
+      await screenshot(page, '41-settings-support');
     });
   });
 });

@@ -41,6 +41,9 @@ export const COMMAND_NAMES = [
   'audio_only',
   'cameras',
   'preview_camera',
+  'diagnostics',
+  'open_log_folder',
+  'take_crash_report',
 ] as const;
 
 export type CommandName = (typeof COMMAND_NAMES)[number];

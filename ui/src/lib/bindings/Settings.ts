@@ -67,4 +67,12 @@ camera_off_at_start: boolean,
 /**
  * Each call starts with the microphone muted.
  */
-microphone_muted_at_start: boolean, };
+microphone_muted_at_start: boolean, 
+/**
+ * Hark starts when the person logs in (an XDG autostart entry).
+ */
+start_at_login: boolean, 
+/**
+ * Started at login, Hark waits in the tray without opening its window.
+ */
+start_hidden: boolean, };

@@ -1,6 +1,7 @@
 // The main window's stores, wired together: the first `app_info`, engine events and live updates
 // dispatched to the stores that care, and what happens on sign-in and sign-out.
 
+import type { CrashReport } from '../bindings/CrashReport';
 import type { CallEvent } from '../bindings/CallEvent';
 import type { CallReplay } from '../bindings/CallReplay';
 import type { OpenedLink } from '../bindings/OpenedLink';
@@ -35,6 +36,8 @@ export class HarkApp {
   fatal = $state<string | null>(null);
   /** A `hark:` link's call waiting for the person's yes, or the reason a link was refused. */
   link = $state<OpenedLink | null>(null);
+  /** Hark stopped unexpectedly last time: the report, until the person closes the notice. */
+  crash = $state<CrashReport | null>(null);
 
   fullScreenIncoming = $derived.by(() => this.settings.value.incoming === 'full_screen');
   callVisible = $derived.by(() => this.call.showsCallView(this.fullScreenIncoming));
@@ -66,6 +69,7 @@ export class HarkApp {
       this.fatal = toApiError(thrown).message;
       return;
     }
+    this.crash = await this.backend.takeCrashReport().catch(() => null);
     await this.catchUp();
     await this.backend.watchLive((update) => {
       this.call.live(update);
@@ -123,6 +127,20 @@ export class HarkApp {
    * refused). Until there is someone to call from, while another link is on screen (a newer one
    * must not slip in under the person's click) and during a call, the shell keeps it.
    */
+  dismissCrash(): void {
+    this.crash = null;
+  }
+
+  /** Shows the log folder (where problem reports are) in the file manager. */
+  openLogFolder(): Promise<void> {
+    return this.backend.openLogFolder().then(() => undefined);
+  }
+
+  /** The diagnostics text for a bug report. */
+  diagnostics(): Promise<string> {
+    return this.backend.diagnostics();
+  }
+
   async takeLink(): Promise<void> {
     if (!this.session.account || this.link || this.call.busy) return;
     const link = await this.backend.takeLink().catch(() => null);

@@ -241,3 +241,33 @@ describe('hark: links while something else is on screen', () => {
     expect(backend.callsOf('placeCall')).toHaveLength(0);
   });
 });
+
+describe('a problem report from the last run', () => {
+  test('is offered once at start, whether signed in or not, until closed', async () => {
+    const report = { at_ms: 1_764_000_000_000, summary: 'Hark 0.1.0 stopped at src/x.rs:1 (thread main)', file: '/logs/crash-1764000000.shown.txt' };
+    const reports = [report];
+    const backend = fakeBackend({ takeCrashReport: async () => reports.shift() ?? null });
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    await settle();
+    expect(app.session.status).not.toBe('signed_in');
+    expect(app.crash).toEqual(report);
+    await app.openLogFolder();
+    expect(backend.callsOf('openLogFolder')).toHaveLength(1);
+    app.dismissCrash();
+    expect(app.crash).toBeNull();
+    expect(backend.callsOf('takeCrashReport')).toHaveLength(1);
+  });
+
+  test('a shell that cannot say is no report', async () => {
+    const backend = fakeBackend({
+      takeCrashReport: async () => {
+        throw { code: 'internal', message: 'no' };
+      },
+    });
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    expect(app.crash).toBeNull();
+    expect(app.fatal).toBeNull();
+  });
+});

@@ -46,6 +46,8 @@ export const DEFAULT_SETTINGS: Settings = {
   video_resolution: '360p',
   camera_off_at_start: false,
   microphone_muted_at_start: false,
+  start_at_login: false,
+  start_hidden: false,
 };
 
 /** A file of the user's as the ringtone setting. */
