@@ -228,8 +228,7 @@ impl AppState {
         }
         if settings.start_at_login != before.start_at_login {
             // Before the settings are saved: an entry that cannot be written leaves both as they were.
-            let program = std::env::current_exe().map_err(|e| ApiError::new(AppErrorCode::SettingsIo, format!("where this program is: {e}")))?;
-            crate::autostart::apply(&self.dirs.config, &program, settings.start_at_login)
+            crate::autostart::apply_for_this_program(&self.dirs.config, settings.start_at_login)
                 .map_err(|e| ApiError::new(AppErrorCode::SettingsIo, format!("the autostart entry: {e}")))?;
         }
         store::save_settings(&self.dirs, &settings).map_err(|e| ApiError::new(AppErrorCode::SettingsIo, e.to_string()))?;

@@ -49,6 +49,11 @@ pub fn apply(config: &Path, program: &Path, on: bool) -> io::Result<()> {
     }
 }
 
+/// [`apply`] for the running binary.
+pub fn apply_for_this_program(config: &Path, on: bool) -> io::Result<()> {
+    apply(config, &std::env::current_exe()?, on)
+}
+
 /// Whether this launch came from the autostart entry.
 pub fn launched_at_login<I: IntoIterator<Item = String>>(args: I) -> bool {
     args.into_iter().any(|arg| arg == AT_LOGIN)

@@ -283,8 +283,8 @@ async fn preview(state: &State<'_, AppState>, source: &RingtoneSetting) -> Answe
 pub async fn diagnostics(state: State<'_, AppState>) -> Answer<String> {
     let settings = state.settings();
     let server = settings.server.clone().unwrap_or_else(|| format!("built into this app ({})", state.embedded_url().unwrap_or_else(|| "not running".into())));
-    let devices = tauri::async_runtime::spawn_blocking(hark_engine::sound_card::list_devices).await.ok().and_then(Result::ok).unwrap_or_default();
-    let cameras = tokio::task::spawn_blocking(crate::video::cameras).await.unwrap_or_default();
+    let devices = devices().await.unwrap_or_default();
+    let cameras = cameras().await.unwrap_or_default();
     let log = crate::support::newest_log(&state.dirs.state.join("logs"));
     Ok(crate::support::diagnostics(&settings, &server, &devices, &cameras, &log))
 }

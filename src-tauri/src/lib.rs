@@ -46,10 +46,10 @@ use store::AppDirs;
 /// it go as closing it would. While "start at login" is on, its entry is written again, to
 /// follow this binary.
 fn show_main_unless_started_hidden(app: &tauri::App, handle: &tauri::AppHandle) {
-    let settings = app.state::<AppState>().settings();
+    let state = app.state::<AppState>();
+    let settings = state.settings();
     if settings.start_at_login {
-        let written = std::env::current_exe().and_then(|program| autostart::apply(&app.state::<AppState>().dirs.config, &program, true));
-        if let Err(error) = written {
+        if let Err(error) = autostart::apply_for_this_program(&state.dirs.config, true) {
             tracing::warn!(%error, "could not renew the autostart entry");
         }
     }

@@ -67,13 +67,16 @@ pub fn take_crash_report(logs: &Path) -> Option<CrashReport> {
     let text = std::fs::read_to_string(&newest).ok()?;
     let summary = text.lines().take(2).collect::<Vec<_>>().join(" ");
     for (_, path) in &unshown {
-        let shown = path.with_extension("").with_extension(SHOWN.trim_start_matches('.'));
-        if let Err(error) = std::fs::rename(path, &shown) {
+        if let Err(error) = std::fs::rename(path, shown_path(path)) {
             tracing::warn!(%error, path = %path.display(), "could not mark a problem report as shown");
         }
     }
-    let file = newest.with_extension("").with_extension(SHOWN.trim_start_matches('.'));
-    Some(CrashReport { at_ms: i64::try_from(at.saturating_mul(1000)).unwrap_or(i64::MAX), summary, file: file.display().to_string() })
+    Some(CrashReport { at_ms: i64::try_from(at.saturating_mul(1000)).unwrap_or(i64::MAX), summary, file: shown_path(&newest).display().to_string() })
+}
+
+/// `crash-N.txt` once offered: `crash-N.shown.txt`.
+fn shown_path(report: &Path) -> PathBuf {
+    report.with_extension(SHOWN.trim_start_matches('.'))
 }
 
 /// What a bug report needs, as text to paste.

@@ -51,16 +51,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the binaries and the UI, then all three packages.
+/// Installs what packing needs and builds the UI, then [`pack`]s.
 pub fn build() -> anyhow::Result<Packages> {
     let mut needed = system_packages::SYSTEM_PACKAGES.to_vec();
     needed.extend_from_slice(BUNDLE_PACKAGES);
     system_packages::ensure_installed(&needed)?;
-    let root = workspace::root()?;
-    let target = root.join("target");
-
     step("installing the UI's npm packages from ui/package-lock.json (the bundler among them)", workspace::npm_command(&["ci", "--no-audit", "--no-fund"])?)?;
     step("building the UI into ui/dist (the app embeds it)", workspace::npm_command(&["run", "build"])?)?;
+    pack()
+}
+
+/// Builds the binaries and all three packages, once the system's packages, the UI's npm
+/// packages and `ui/dist` are in place (`cargo xtask test` has done that by then).
+pub fn pack() -> anyhow::Result<Packages> {
+    let root = workspace::root()?;
+    let target = root.join("target");
     let mut cargo = workspace::cargo_command()?;
     cargo.args(["build", "--profile", "desktop", "--locked", "-p", "hark-desktop", "-p", "hark-server"]);
     step("building hark-desktop and hark-server (the `desktop` profile)", cargo)?;
@@ -196,11 +201,10 @@ fn pack_deb(tree: &Path, deb: &Path) -> anyhow::Result<()> {
 /// Runs one step, saying what it does; a failure ends the bundle.
 fn step(what: &str, mut command: Command) -> anyhow::Result<()> {
     println!("xtask: {what}: {}", workspace::describe(&command));
-    let status = command.status().with_context(|| format!("could not start {}", workspace::describe(&command)))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
+    match workspace::run_to_completion(&mut command)? {
+        workspace::ChildOutcome::Success => Ok(()),
+        workspace::ChildOutcome::Failed(code) => bail!("{what} failed (exit code {code})"),
     }
-    Ok(())
 }
 
 /// The one file in `dir` whose name ends with `suffix`.

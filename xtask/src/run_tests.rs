@@ -20,7 +20,10 @@ use crate::{bundle, system_packages};
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
 pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
-    system_packages::ensure_installed(system_packages::SYSTEM_PACKAGES)?;
+    // With what packing needs too: the package tests come last.
+    let mut needed = system_packages::SYSTEM_PACKAGES.to_vec();
+    needed.extend_from_slice(bundle::BUNDLE_PACKAGES);
+    system_packages::ensure_installed(&needed)?;
     let root = workspace::root()?;
 
     let mut steps: Vec<(&str, Command)> = Vec::new();
@@ -80,8 +83,9 @@ fn installed_packages(root: &std::path::Path) -> anyhow::Result<ChildOutcome> {
         println!("xtask: the package tests install packages system-wide, so they run only as root (as in CI): skipped");
         return Ok(ChildOutcome::Success);
     }
+    // The system's packages, the UI's npm packages and ui/dist are in place by now.
     println!("xtask: building the packages (cargo xtask bundle)");
-    bundle::build()?;
+    bundle::pack()?;
     let mut tests = Command::new("dbus-run-session");
     tests
         .args(["--", "xvfb-run", "-a", "-s", "-screen 0 1280x800x24"])
