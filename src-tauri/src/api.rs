@@ -38,6 +38,8 @@ pub enum AppErrorCode {
     NoDevice,
     /// The person closed a dialog.
     Cancelled,
+    /// The administrator's policy does not allow it (a locked setting, another server, video).
+    ForbiddenByPolicy,
     /// Something that should not happen did.
     Internal,
     /// What the UI says for a rejection that carries no code (Tauri's own: an unknown or
@@ -113,6 +115,7 @@ impl From<EngineError> for ApiError {
         let code: ApiCode = match &error {
             EngineError::Command(hark_engine::core::CommandError::WrongState { .. }) => AppErrorCode::WrongState.into(),
             EngineError::Command(hark_engine::core::CommandError::BadArgument(_)) => AppErrorCode::BadArgument.into(),
+            EngineError::Command(hark_engine::core::CommandError::Forbidden(_)) => AppErrorCode::ForbiddenByPolicy.into(),
             EngineError::Server { code, .. } => (*code).into(),
             EngineError::Stopped => AppErrorCode::EngineStopped.into(),
             EngineError::TimedOut => AppErrorCode::TimedOut.into(),
@@ -166,6 +169,59 @@ pub struct AppInfo {
     pub last_user: Option<String>,
     /// The settings.
     pub settings: Settings,
+    /// What the administrator's policy locks.
+    pub policy: Policy,
+}
+
+/// What the administrator's policy file (`/etc/hark/policy.toml`) locks, as read at launch. With
+/// no file, everything is allowed and nothing is locked. Parts of the file that could not be read
+/// are in `problems`, and each lock they might have set is at its safest.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct Policy {
+    /// The file it was read from; `None`: there is no policy.
+    pub file: Option<String>,
+    /// The administrator's words, shown beside each locked setting.
+    pub reason: Option<String>,
+    /// The server is locked (to `server`).
+    pub server_locked: bool,
+    /// The only server allowed while `server_locked`; `None` there: the built-in one.
+    pub server: Option<String>,
+    /// The server built into the app may run and be signed in to.
+    pub builtin_server: bool,
+    /// Video calls (placing them, answering with video, the camera).
+    pub video: bool,
+    /// Inviting more people into a running call.
+    pub invite_more: bool,
+    /// Media only through a TURN relay.
+    pub relay_only: bool,
+    /// Ringtones from the person's own files.
+    pub custom_ringtones: bool,
+    /// How incoming calls are shown until the person chooses (the choice itself while
+    /// `incoming_locked`).
+    pub default_incoming: Option<IncomingPresentation>,
+    /// The incoming presentation is locked.
+    pub incoming_locked: bool,
+    /// What in the file could not be read, in words for the log and the screen.
+    pub problems: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            file: None,
+            reason: None,
+            server_locked: false,
+            server: None,
+            builtin_server: true,
+            video: true,
+            invite_more: true,
+            relay_only: false,
+            custom_ringtones: true,
+            default_incoming: None,
+            incoming_locked: false,
+            problems: Vec::new(),
+        }
+    }
 }
 
 /// How an incoming call is shown.
@@ -285,6 +341,9 @@ pub struct Settings {
     pub start_at_login: bool,
     /// Started at login, Hark waits in the tray without opening its window.
     pub start_hidden: bool,
+    /// Hark opens `tel:` links for this user (registered as their handler; the one before is
+    /// given back when this is turned off).
+    pub tel_links: bool,
 }
 
 impl Default for Settings {
@@ -307,6 +366,7 @@ impl Default for Settings {
             microphone_muted_at_start: false,
             start_at_login: false,
             start_hidden: false,
+            tel_links: false,
         }
     }
 }

@@ -10,14 +10,16 @@ use hark_engine::engine::Engine;
 use hark_protocol::ErrorCode;
 use tauri::Manager;
 
-use crate::api::{Account, ApiCode, ApiError, AppErrorCode, AppInfo, IncomingCall, Settings, SignInRequest};
+use crate::api::{Account, ApiCode, ApiError, AppErrorCode, AppInfo, IncomingCall, Policy, Settings, SignInRequest};
 use crate::store::{self, AppDirs, SavedSession};
-use crate::{embedded, live, session, windows};
+use crate::{embedded, live, policy, session, windows};
 
 /// Everything the commands share.
 pub struct AppState {
     /// Where things are kept.
     pub dirs: AppDirs,
+    /// The administrator's policy, read at launch.
+    pub(crate) policy: Policy,
     pub(crate) settings: Mutex<Settings>,
     pub(crate) embedded: tokio::sync::Mutex<Option<embedded::EmbeddedServer>>,
     pub(crate) embedded_url: Mutex<Option<String>>,
@@ -67,9 +69,19 @@ pub(crate) fn now_ms() -> i64 {
 
 impl AppState {
     pub(crate) fn new(dirs: AppDirs, video: crate::video::AppVideo) -> AppState {
-        let settings = store::load_settings(&dirs);
+        // Read once, at launch: a changed policy takes effect when Hark next starts.
+        let policy = policy::read(&policy::file(), store::saved_server(&dirs).as_deref());
+        if let Some(file) = &policy.file {
+            tracing::info!(file, video = policy.video, invite_more = policy.invite_more, relay_only = policy.relay_only, custom_ringtones = policy.custom_ringtones, server_locked = policy.server_locked, builtin_server = policy.builtin_server, incoming_locked = policy.incoming_locked, "the administrator's policy");
+        }
+        for problem in &policy.problems {
+            tracing::error!(problem, "the administrator's policy file is broken; that part is read at its safest");
+        }
+        let mut settings = store::load_settings(&dirs, policy.default_settings());
+        policy.clamp(&mut settings);
         AppState {
             dirs,
+            policy,
             settings: Mutex::new(settings),
             embedded: tokio::sync::Mutex::new(None),
             embedded_url: Mutex::new(None),
@@ -154,11 +166,14 @@ impl AppState {
             account,
             last_user: store::last_user(&self.dirs),
             settings: self.settings(),
+            policy: self.policy.clone(),
         }
     }
 
     pub(crate) fn server_for(&self, configured: Option<&str>) -> Result<(String, bool), ApiError> {
-        match configured.map(str::trim).filter(|s| !s.is_empty()) {
+        let configured = configured.map(str::trim).filter(|s| !s.is_empty());
+        self.policy.check_server(configured)?;
+        match configured {
             Some(server) if !secure_or_loopback(server) => {
                 Err(ApiError::new(AppErrorCode::InsecureServer, "a server on another machine must be reached over https://"))
             }
@@ -222,9 +237,13 @@ impl AppState {
         let before = self.settings();
         // The server changes only by signing in to it (which checks it answers).
         settings.server = before.server.clone();
+        self.policy.check_change(&before, &settings)?;
         if settings.ringtone != before.ringtone {
             // A missing or undecodable file is refused here, with its code, and nothing is saved.
             session::check_ringtone(&settings.ringtone).await?;
+        }
+        if settings.tel_links != before.tel_links {
+            self.apply_tel_links(settings.tel_links).map_err(|e| ApiError::new(AppErrorCode::SettingsIo, format!("the tel: link handler: {e}")))?;
         }
         if settings.start_at_login != before.start_at_login {
             // Before the settings are saved: an entry that cannot be written leaves both as they were.
@@ -257,6 +276,12 @@ impl AppState {
             }
         }
         Ok(settings)
+    }
+
+    /// Makes this binary the user's `tel:` handler, or gives the links back.
+    pub(crate) fn apply_tel_links(&self, on: bool) -> std::io::Result<()> {
+        let places = crate::tel_links::TelPlaces::for_dirs(&self.dirs.config, &self.dirs.data);
+        crate::tel_links::apply(&places, &std::env::current_exe()?, on)
     }
 
     /// Ends the session and the built-in server (records of live calls are written).

@@ -61,7 +61,7 @@ pub fn launched_at_login<I: IntoIterator<Item = String>>(args: I) -> bool {
 
 /// `program` as the first word of an `Exec=` line: quoted, with the characters the Desktop
 /// Entry spec escapes inside quotes escaped (a path may hold spaces or anything else).
-fn exec_quoted(program: &Path) -> String {
+pub(crate) fn exec_quoted(program: &Path) -> String {
     let mut quoted = String::from("\"");
     for c in program.to_string_lossy().chars() {
         if matches!(c, '"' | '`' | '$' | '\\') {

@@ -3,13 +3,18 @@
 //! starts the app.
 
 const HELP: &str = "\
-usage: hark-desktop [hark:LINK]
+usage: hark-desktop [hark:LINK | tel:NUMBER]
 
 Starts Hark, the desktop softphone. A hark: link is offered as a call once you are signed in:
   hark:call/alice          call alice
   hark:call/alice?video    a video call
   hark:call/alice,bob      a group call (at most eight people)
+  tel:4021                 call user 4021 (Settings: \"Open tel: links with Hark\")
 When Hark already runs, the link goes to the running app.
+
+An administrator's policy in /etc/hark/policy.toml (or the file HARK_POLICY_FILE names) can
+lock the server, video, inviting more people, relay-only media, ringtone files and how
+incoming calls show; see the README.
 
   -V, --version   print the version and exit
   -h, --help      print this text and exit";

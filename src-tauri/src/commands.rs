@@ -25,6 +25,12 @@ pub async fn app_info(state: State<'_, AppState>) -> Answer<AppInfo> {
     Ok(state.info().await)
 }
 
+/// The administrator's policy alone, for the banner (which is not given `app_info`).
+#[tauri::command]
+pub fn policy(state: State<'_, AppState>) -> Answer<crate::api::Policy> {
+    Ok(state.policy.clone())
+}
+
 #[tauri::command]
 pub async fn sign_in(app: AppHandle, state: State<'_, AppState>, request: SignInRequest) -> Answer<Account> {
     state.sign_in(&app, request).await
@@ -286,7 +292,7 @@ pub async fn diagnostics(state: State<'_, AppState>) -> Answer<String> {
     let devices = devices().await.unwrap_or_default();
     let cameras = cameras().await.unwrap_or_default();
     let log = crate::support::newest_log(&state.dirs.state.join("logs"));
-    Ok(crate::support::diagnostics(&settings, &server, &devices, &cameras, &log))
+    Ok(crate::support::diagnostics(&settings, &server, &state.policy.summary(), &devices, &cameras, &log))
 }
 
 /// Shows the log folder in the file manager.

@@ -115,6 +115,7 @@ fn start_echo_line(url: &str, password: &str, line: usize) -> Engine {
         processing: ProcessingSettings::OFF,
         watch_devices: false,
         receive_loss_percent: 0.0,
+        policy: hark_engine::CallPolicy::default(),
         video,
     });
     tokio::spawn(answer_calls(engine.clone(), events));

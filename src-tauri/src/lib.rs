@@ -21,10 +21,12 @@ mod links;
 mod live;
 mod logging;
 mod platform;
+mod policy;
 mod session;
 mod sound_cards;
 pub mod store;
 mod support;
+mod tel_links;
 mod video;
 mod windows;
 
@@ -51,6 +53,12 @@ fn show_main_unless_started_hidden(app: &tauri::App, handle: &tauri::AppHandle) 
     if settings.start_at_login {
         if let Err(error) = autostart::apply_for_this_program(&state.dirs.config, true) {
             tracing::warn!(%error, "could not renew the autostart entry");
+        }
+    }
+    if settings.tel_links {
+        // Written again, like the autostart entry, to follow this binary.
+        if let Err(error) = state.apply_tel_links(true) {
+            tracing::warn!(%error, "could not renew the tel: link entry");
         }
     }
     let at_login = autostart::launched_at_login(std::env::args_os().skip(1).filter_map(|arg| arg.into_string().ok()));
@@ -118,8 +126,9 @@ pub fn run() {
             let handle = app.handle().clone();
             let state = app.state::<AppState>();
             // The built-in server starts before any window asks for it (a few ms: a socket
-            // and a SQLite file); a configured server makes it unnecessary.
-            if state.settings().server.is_none() {
+            // and a SQLite file); a configured server makes it unnecessary, and a policy may
+            // turn it off.
+            if state.settings().server.is_none() && state.policy.builtin_server {
                 let data = state.dirs.data.join("server");
                 match tauri::async_runtime::block_on(embedded::start(&data)) {
                     Ok(server) => {
@@ -171,6 +180,7 @@ pub fn run() {
         })
         .invoke_handler(tauri::generate_handler![
             commands::app_info,
+            commands::policy,
             commands::take_link,
             commands::call_replay,
             commands::show_main,

@@ -73,6 +73,7 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
         watch_devices: true,
         receive_loss_percent: 0.0,
         video: crate::video::engine_config(&app.state::<AppState>().video, settings),
+        policy: app.state::<AppState>().policy.calls(),
     });
     let welcome = async {
         while let Some(event) = events.recv().await {

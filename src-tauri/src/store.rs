@@ -63,16 +63,17 @@ pub struct StoreError {
     source: std::io::Error,
 }
 
-/// The settings, or the defaults when there are none. Each setting is read on its own: one
+/// The settings, or `defaults` when there are none. Each setting is read on its own: one
 /// value this version cannot read (a newer app's choice, a hand edit) falls back to its default
-/// and keeps every other. Whenever anything falls back (that value, or a file that is not JSON
+/// and keeps every other. (`defaults` are [`Settings::default`] but where the administrator's
+/// policy sets a default.) Whenever anything falls back (that value, or a file that is not JSON
 /// at all), the file is first kept beside as `settings.json.unreadable`: the next save writes
 /// only what this version knows.
-pub fn load_settings(dirs: &AppDirs) -> Settings {
+pub fn load_settings(dirs: &AppDirs, defaults: Settings) -> Settings {
     let path = dirs.settings_file();
     let (settings, whole) = match read_json::<serde_json::Value>(&path) {
-        Some(value) => settings_from(value),
-        None => (Settings::default(), !path.exists()),
+        Some(value) => settings_from(value, defaults),
+        None => (defaults, !path.exists()),
     };
     if !whole {
         let kept = path.with_extension("json.unreadable");
@@ -83,14 +84,20 @@ pub fn load_settings(dirs: &AppDirs) -> Settings {
     settings
 }
 
-/// Settings from a parsed file, setting by setting over the defaults, and whether all of it was
+/// The saved server (`None`: the built-in one, or no settings), read alone: the policy that
+/// decides how the rest is read needs it first.
+pub fn saved_server(dirs: &AppDirs) -> Option<String> {
+    read_json::<serde_json::Value>(&dirs.settings_file())?.get("server")?.as_str().map(str::to_owned)
+}
+
+/// Settings from a parsed file, setting by setting over `defaults`, and whether all of it was
 /// read (keys this version does not know count as not read).
-fn settings_from(value: serde_json::Value) -> (Settings, bool) {
+fn settings_from(value: serde_json::Value, defaults: Settings) -> (Settings, bool) {
     let serde_json::Value::Object(fields) = value else {
         tracing::warn!("the settings file is not an object; using defaults");
-        return (Settings::default(), false);
+        return (defaults, false);
     };
-    let Ok(serde_json::Value::Object(mut read)) = serde_json::to_value(Settings::default()) else { return (Settings::default(), false) };
+    let Ok(serde_json::Value::Object(mut read)) = serde_json::to_value(&defaults) else { return (defaults, false) };
     let mut whole = true;
     for (key, value) in fields {
         if !read.contains_key(&key) {
@@ -108,7 +115,7 @@ fn settings_from(value: serde_json::Value) -> (Settings, bool) {
             }
         }
     }
-    (serde_json::from_value(serde_json::Value::Object(read)).unwrap_or_default(), whole)
+    (serde_json::from_value(serde_json::Value::Object(read)).unwrap_or(defaults), whole)
 }
 
 /// Writes the settings.
@@ -198,19 +205,19 @@ mod tests {
     fn settings_round_trip_and_corrupt_file_gives_defaults() {
         let root = tempfile::tempdir().unwrap();
         let dirs = dirs(root.path());
-        assert_eq!(load_settings(&dirs), Settings::default());
+        assert_eq!(load_settings(&dirs, Settings::default()), Settings::default());
         let ringtone = crate::api::RingtoneSetting::Custom { path: "/tmp/x.wav".into() };
         let settings = Settings { ringtone: ringtone.clone(), language: "zh".into(), ..Settings::default() };
         save_settings(&dirs, &settings).unwrap();
-        assert_eq!(load_settings(&dirs), settings);
+        assert_eq!(load_settings(&dirs, Settings::default()), settings);
         // A file written before the ringtone was typed still reads, with its other settings.
         std::fs::write(dirs.settings_file(), r#"{"ringtone":"custom:/tmp/x.wav","language":"zh"}"#).unwrap();
-        assert_eq!(load_settings(&dirs), Settings { ringtone, language: "zh".into(), ..Settings::default() });
+        assert_eq!(load_settings(&dirs, Settings::default()), Settings { ringtone, language: "zh".into(), ..Settings::default() });
         std::fs::write(dirs.settings_file(), "{not json").unwrap();
-        assert_eq!(load_settings(&dirs), Settings::default());
+        assert_eq!(load_settings(&dirs, Settings::default()), Settings::default());
         assert_eq!(std::fs::read_to_string(dirs.config.join("settings.json.unreadable")).unwrap(), "{not json", "kept for the person to recover");
         std::fs::write(dirs.settings_file(), "[1, 2]").unwrap();
-        assert_eq!(load_settings(&dirs), Settings::default());
+        assert_eq!(load_settings(&dirs, Settings::default()), Settings::default());
     }
 
     #[test]
@@ -224,7 +231,7 @@ mod tests {
             r#"{"language":"zh","video_resolution":"4k","ringtone_volume":900,"camera_off_at_start":true,"future_switch":1,"server":"https://hark.example"}"#,
         )
         .unwrap();
-        let read = load_settings(&dirs);
+        let read = load_settings(&dirs, Settings::default());
         assert_eq!(
             read,
             Settings { language: "zh".into(), camera_off_at_start: true, server: Some("https://hark.example".into()), ..Settings::default() },
@@ -235,8 +242,24 @@ mod tests {
         // A file read whole is not copied aside.
         std::fs::remove_file(dirs.config.join("settings.json.unreadable")).unwrap();
         save_settings(&dirs, &read).unwrap();
-        assert_eq!(load_settings(&dirs), read);
+        assert_eq!(load_settings(&dirs, Settings::default()), read);
         assert!(!dirs.config.join("settings.json.unreadable").exists());
+    }
+
+    #[test]
+    fn a_policy_default_is_what_a_person_who_chose_nothing_gets() {
+        use crate::api::IncomingPresentation::{Banner, FullScreen};
+        let root = tempfile::tempdir().unwrap();
+        let dirs = dirs(root.path());
+        let defaults = Settings { incoming: FullScreen, ..Settings::default() };
+        assert_eq!(load_settings(&dirs, defaults.clone()).incoming, FullScreen, "no settings yet");
+        assert_eq!(saved_server(&dirs), None);
+        std::fs::create_dir_all(&dirs.config).unwrap();
+        std::fs::write(dirs.settings_file(), r#"{"language":"zh","server":"https://hark.example"}"#).unwrap();
+        assert_eq!(load_settings(&dirs, defaults.clone()), Settings { language: "zh".into(), server: Some("https://hark.example".into()), ..defaults.clone() });
+        assert_eq!(saved_server(&dirs).as_deref(), Some("https://hark.example"));
+        std::fs::write(dirs.settings_file(), r#"{"incoming":"banner"}"#).unwrap();
+        assert_eq!(load_settings(&dirs, defaults).incoming, Banner, "the person's own choice stands");
     }
 
     #[test]

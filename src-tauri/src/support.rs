@@ -80,7 +80,7 @@ fn shown_path(report: &Path) -> PathBuf {
 }
 
 /// What a bug report needs, as text to paste.
-pub fn diagnostics(settings: &Settings, server: &str, devices: &[DeviceInfo], cameras: &[hark_engine::camera::CameraInfo], log: &str) -> String {
+pub fn diagnostics(settings: &Settings, server: &str, policy: &str, devices: &[DeviceInfo], cameras: &[hark_engine::camera::CameraInfo], log: &str) -> String {
     let mut text = String::new();
     let mut line = |key: &str, value: &str| {
         text.push_str(key);
@@ -92,6 +92,7 @@ pub fn diagnostics(settings: &Settings, server: &str, devices: &[DeviceInfo], ca
     line("System", &os_name());
     line("Desktop", &format!("{} ({})", env_or("XDG_CURRENT_DESKTOP", "none"), env_or("XDG_SESSION_TYPE", "unknown session")));
     line("Server", server);
+    line("Policy", policy);
     line("Microphone", settings.microphone.as_deref().unwrap_or("default"));
     line("Speaker", settings.speaker.as_deref().unwrap_or("default"));
     line("Camera", &settings.camera.map_or("default".into(), |n| format!("/dev/video{n}")));
@@ -212,7 +213,7 @@ mod tests {
         log.push_str("2026-12-03T10:01:02Z  WARN hark_engine: bad Token abc.def\n");
         log.push_str("2026-12-03T10:01:03Z ERROR hark_engine: the last one\n");
         let device = DeviceInfo { id: "alsa:default".into(), name: "Default".into(), direction: hark_engine::sound_card::Direction::Input, is_default: true };
-        let text = diagnostics(&Settings::default(), "built into this app", &[device], &[], &log);
+        let text = diagnostics(&Settings::default(), "built into this app", "none", &[device], &[], &log);
         assert!(text.starts_with(concat!("Hark: ", env!("CARGO_PKG_VERSION"), "\n")), "{text}");
         assert!(text.contains("Server: built into this app\n"));
         assert!(text.contains("Input alsa:default: Default (default)"), "{text}");

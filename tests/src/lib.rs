@@ -45,6 +45,12 @@ pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Seconds shown by a call timer (`MM:SS` or `H:MM:SS`, anywhere in the text).
+pub fn timer_seconds(text: &str) -> Option<u64> {
+    let token = text.split_whitespace().find(|w| w.contains(':'))?;
+    token.split(':').try_fold(0u64, |total, part| Some(total * 60 + part.trim().parse::<u64>().ok()?))
+}
+
 /// Polls `check` every 100 ms until it gives `Some` or `within` passes.
 pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> Result<T>
 where

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hark_e2e::{binary, sign_up, spawn_logged, target_dir, wait_for, AppUnderTest, Guarded, WebDriver};
+use hark_e2e::{binary, sign_up, spawn_logged, target_dir, timer_seconds, wait_for, AppUnderTest, Guarded, WebDriver};
 
 const SHORT: Duration = Duration::from_secs(15);
 const CALL: Duration = Duration::from_secs(40);
@@ -50,12 +50,6 @@ impl Scene {
 /// Waits until the main window has left the call view (the call ended).
 async fn wait_for_call_view_to_close(web: &WebDriver) -> Result<()> {
     wait_for("the call view to close", CALL, || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await
-}
-
-/// Seconds shown by a call timer (`MM:SS` or `H:MM:SS`, anywhere in the text).
-fn timer_seconds(text: &str) -> Option<u64> {
-    let token = text.split_whitespace().find(|w| w.contains(':'))?;
-    token.split(':').try_fold(0u64, |total, part| Some(total * 60 + part.trim().parse::<u64>().ok()?))
 }
 
 async fn start() -> Result<Scene> {

@@ -5,11 +5,15 @@
 //! - The app's .deb: its size, fields and files; installed with `apt-get install ./…` (its
 //!   dependencies resolved by apt); the desktop entry validated and registered for `hark:`; the
 //!   installed binary's `--version`; its first window under Xvfb, screenshot; a `hark:` link
-//!   opened with `xdg-open` reaching the running app, and one opened through GIO (what GNOME
+//!   opened with `xdg-open` reaching the running app and, confirmed, calling the echo service
+//!   (the call runs, then is hung up), and one opened through GIO (what GNOME
 //!   does) starting it cold with the link; "start at login" turned on, off and on in Settings
 //!   (its autostart entry written and removed), and the entry's command starting Hark in the
-//!   tray with no window; then purged, and the system's files compared with
-//!   before it came: nothing of it is left outside the user's own data.
+//!   tray with no window; "Open tel: links with Hark" taking `tel:` from the user's other dialer
+//!   (`xdg-mime`), a `tel:` number opened with `xdg-open` offered as a call, and the dialer given
+//!   back; an administrator's `/etc/hark/policy.toml` followed by the installed app (read at
+//!   launch, the locked setting shown locked with the reason); then purged, and the system's
+//!   files compared with before it came: nothing of it is left outside the user's own data.
 //! - The app's .rpm, as far as Debian allows: `rpm -qlp` and `--requires`, and its desktop entry.
 //! - The server's .deb: installed, its user, data folder and enabled service; the service's
 //!   command run as its user answers on 127.0.0.1:7600 and signs in an account made with
@@ -24,9 +28,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use hark_e2e::{sign_up, target_dir, wait_for, AppUnderTest};
+use hark_e2e::{sign_up, target_dir, timer_seconds, wait_for, AppUnderTest};
 
 const SHORT: Duration = Duration::from_secs(20);
+/// A call's setup and teardown.
+const CALL: Duration = Duration::from_secs(40);
 /// The bound on the app's .deb.
 const MAX_DEB_BYTES: u64 = 8 * 1024 * 1024;
 /// Icon sizes the app ships (assets/icons, tauri.conf.json).
@@ -105,7 +111,7 @@ fn system_files() -> Result<BTreeSet<PathBuf>> {
 /// What both of the app's packages install: the binary, the desktop entry, AppStream, every
 /// icon, and the licence where each kind of system keeps it.
 fn app_files(licence: &str) -> Vec<String> {
-    let mut files: Vec<String> = ["/usr/bin/hark-desktop", "/usr/share/applications/Hark.desktop", "/usr/share/metainfo/org.hark.desktop.metainfo.xml", licence]
+    let mut files: Vec<String> = ["/usr/bin/hark-desktop", "/usr/share/applications/Hark.desktop", "/usr/share/metainfo/org.hark.desktop.metainfo.xml", "/usr/share/doc/hark/policy.toml.example", licence]
         .map(str::to_owned)
         .into();
     files.extend(ICON_SIZES.iter().map(|s| format!("/usr/share/icons/hicolor/{s}x{s}/apps/hark-desktop.png")));
@@ -199,7 +205,12 @@ async fn run_installed_app() -> Result<()> {
     output_with(&mut open)?;
     web.wait_text("[data-testid=link-users]", SHORT, |t| t == "echo").await?;
     hark_e2e::capture_screen(&shots.join("package-02-link-offered.png"))?;
-    web.click_css("[data-testid=link-cancel]", SHORT).await?;
+    // Yes: the installed app calls the echo service, and the call runs until we hang up.
+    web.click_css("[data-testid=link-call]", SHORT).await?;
+    web.wait_text("[data-testid=call-timer]", CALL, |t| timer_seconds(t).is_some_and(|s| s >= 1)).await?;
+    hark_e2e::capture_screen(&shots.join("package-02b-echo-call.png"))?;
+    web.click_css("[data-testid=hangup]", SHORT).await?;
+    wait_for("the call view to close", CALL, || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
 
     // "Start Hark when I log in" writes an autostart entry for the installed binary, and
     // turning it off takes it away; "then wait in the tray" is saved beside it.
@@ -225,6 +236,22 @@ async fn run_installed_app() -> Result<()> {
         Ok((saved["start_hidden"] == true).then_some(()))
     })
     .await?;
+
+    // "Open tel: links with Hark" takes tel: from the dialer this user had, a tel: number
+    // opened then reaches Hark as a call to offer, and turning it off gives tel: back.
+    std::fs::write(app.home.path().join("config/mimeapps.list"), "[Default Applications]\nx-scheme-handler/tel=other-dialer.desktop\n")?;
+    ensure!(tel_handler(&app)? == "other-dialer.desktop", "the other dialer is not set up");
+    web.click_css("[data-testid=tel-links]", SHORT).await?;
+    wait_for("Hark to take tel: links", SHORT, || async { Ok((tel_handler(&app)? == "hark-tel.desktop").then_some(())) }).await?;
+    let mut open = app.command(Path::new("timeout"));
+    open.args(["30", "xdg-open", "tel:+1-555-0104"]).env("BROWSER", "false").env_remove("XDG_CURRENT_DESKTOP");
+    output_with(&mut open)?;
+    web.wait_text("[data-testid=link-users]", SHORT, |t| t == "15550104").await?;
+    web.click_css("[data-testid=link-cancel]", SHORT).await?;
+    web.click_css("[data-testid=tel-links]", SHORT).await?;
+    wait_for("tel: links to go back", SHORT, || async { Ok((tel_handler(&app)? == "other-dialer.desktop").then_some(())) }).await?;
+    ensure!(!app.home.path().join("data/applications/hark-tel.desktop").exists(), "Hark's tel: entry stayed");
+
     web.quit().await;
     wait_for("the app to quit", SHORT, || async { Ok((!app_running()).then_some(())) }).await?;
 
@@ -258,7 +285,53 @@ async fn run_installed_app() -> Result<()> {
     let windows = Command::new("xdotool").args(["search", "--onlyvisible", "--name", "^Hark$"]).output()?;
     ensure!(windows.stdout.is_empty(), "a login start showed the window: {}", String::from_utf8_lossy(&windows.stdout));
     drop(started);
-    wait_for("the login-started app to end", SHORT, || async { Ok((!app_running()).then_some(())) }).await
+    wait_for("the login-started app to end", SHORT, || async { Ok((!app_running()).then_some(())) }).await?;
+
+    // An administrator's policy: the installed app reads it at launch and shows the lock.
+    let etc_hark_was_there = Path::new("/etc/hark").exists();
+    std::fs::create_dir_all("/etc/hark")?;
+    std::fs::write(POLICY, "reason = \"Acme IT says so\"\nvideo = false\ndefault_incoming = \"full_screen\"\nlock_incoming = true\n")?;
+    let followed = follows_the_policy(&app, installed).await;
+    std::fs::remove_file(POLICY)?;
+    if !etc_hark_was_there {
+        std::fs::remove_dir("/etc/hark")?;
+    }
+    followed
+}
+
+/// Where an administrator puts the policy.
+const POLICY: &str = "/etc/hark/policy.toml";
+
+/// The installed app, started with [`POLICY`] in place, reads it and shows the presentation it
+/// locks as chosen, locked, with the administrator's reason.
+async fn follows_the_policy(app: &AppUnderTest, installed: &Path) -> Result<()> {
+    let web = app.session(installed).await?;
+    let outcome = async {
+        wait_for("the policy in the log", SHORT, || async {
+            Ok(app.log().lines().any(|l| l.contains("the administrator's policy") && l.contains(POLICY) && l.contains("video=false") && l.contains("incoming_locked=true")).then_some(()))
+        })
+        .await?;
+        web.click_css("[data-testid=nav-settings]", SHORT).await?;
+        wait_for("the incoming presentation locked at full screen", SHORT, || async {
+            let locked = web
+                .execute("const e = document.querySelector('[data-testid=incoming-full_screen]'); return !!e && e.checked && e.disabled && document.body.textContent.includes('Acme IT says so');")
+                .await?;
+            Ok((locked == serde_json::Value::Bool(true)).then_some(()))
+        })
+        .await?;
+        hark_e2e::capture_screen(&target_dir().join("e2e").join("package-03-policy-locks.png"))
+    }
+    .await;
+    web.quit().await;
+    wait_for("the app under the policy to quit", SHORT, || async { Ok((!app_running()).then_some(())) }).await?;
+    outcome
+}
+
+/// The user's `tel:` handler, as `xdg-mime` names it.
+fn tel_handler(app: &AppUnderTest) -> Result<String> {
+    let mut query = app.command(Path::new("xdg-mime"));
+    query.args(["query", "default", "x-scheme-handler/tel"]).env_remove("XDG_CURRENT_DESKTOP");
+    Ok(output_with(&mut query)?.trim().to_owned())
 }
 
 fn app_running() -> bool {

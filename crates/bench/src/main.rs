@@ -251,6 +251,7 @@ impl Person {
                 sink: Box::new(ClickDetector { probe: Arc::clone(&probe), quiet_frames: REFRACTORY_FRAMES }),
             },
             receive_loss_percent: 0.0,
+            policy: hark_engine::CallPolicy::default(),
             video: hark_engine::VideoConfig::none(),
             ring_output: Box::new(SilentOutput),
             processing,

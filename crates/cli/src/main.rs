@@ -281,6 +281,7 @@ async fn sign_in(
         udp_addrs: cli.bind.clone(),
         devices,
         receive_loss_percent: 0.0,
+        policy: hark_engine::CallPolicy::default(),
         video,
         // Ring on the sound card only when audio goes to it; headless runs stay quiet.
         ring_output: if cli.speaker == "default" { Box::new(RodioOutput::new()) } else { Box::new(SilentOutput) },

@@ -54,6 +54,9 @@ pub enum CommandError {
     /// The command's arguments are unusable.
     #[error("{0}")]
     BadArgument(String),
+    /// The administrator's policy forbids it.
+    #[error(transparent)]
+    Forbidden(#[from] crate::policy::Forbidden),
 }
 
 /// What the user asks for.
@@ -377,6 +380,8 @@ pub struct CallCore {
     camera_on: bool,
     /// The people of the current call told that our camera is off.
     told_camera_off: std::collections::HashSet<UserId>,
+    /// What the administrator allows.
+    policy: crate::policy::CallPolicy,
 }
 
 impl CallCore {
@@ -395,7 +400,14 @@ impl CallCore {
             media_said: None,
             camera_on: true,
             told_camera_off: std::collections::HashSet::new(),
+            policy: crate::policy::CallPolicy::default(),
         }
+    }
+
+    /// The core under an administrator's `policy`.
+    pub fn with_policy(mut self, policy: crate::policy::CallPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Learns how the server's clock stands to ours: `server_time` is what `welcome` said, `now`
@@ -464,6 +476,12 @@ impl CallCore {
         let state = self.state();
         let phase = self.call.as_ref().map(|c| c.phase);
         let wrong = || Err(CommandError::WrongState { command: command.name(), state });
+        use crate::policy::Forbidden;
+        match &command {
+            Command::Call { media: Media::Video, .. } | Command::Camera { on: true } if !self.policy.video => return Err(Forbidden::Video.into()),
+            Command::InviteMore { .. } if !self.policy.invite_more => return Err(Forbidden::InviteMore.into()),
+            _ => {}
+        }
         match (&command, phase) {
             (Command::Call { to, .. }, None) => {
                 if to.is_empty() || to.contains(&self.me) {
@@ -511,7 +529,8 @@ impl CallCore {
                     invitees: Vec::new(),
                     peers: BTreeMap::new(),
                     hangup_asked: false,
-                    audio_only_answer: false,
+                    // Without video by policy, a video call is joined as audio.
+                    audio_only_answer: !self.policy.video && media == Media::Video,
                     connected_at: None,
                     ring_until: None,
                 });
@@ -520,7 +539,8 @@ impl CallCore {
             Command::Accept | Command::AcceptAudioOnly => {
                 let call = self.call.as_mut().expect("checked: ringing");
                 call.phase = Phase::Joining;
-                call.audio_only_answer = matches!(command, Command::AcceptAudioOnly) && call.media == Media::Video;
+                // Without video by policy, every answer is an audio one.
+                call.audio_only_answer = (matches!(command, Command::AcceptAudioOnly) || !self.policy.video) && call.media == Media::Video;
                 let call_id = call.id.clone().expect("incoming calls have ids");
                 self.outputs.push_back(Output::Ringtone(RingtoneCommand::Stop));
                 self.request(now, Pending::Join, ClientMessage::CallAccept { call_id });

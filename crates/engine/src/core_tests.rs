@@ -512,3 +512,21 @@ fn camera_off_and_on_is_told_to_everyone_in_the_call_and_to_later_joiners() {
     assert_eq!(events(&out), [CallEvent::RemoteCamera { user: "bob".into(), on: false }]);
     assert!(!out.iter().any(|o| matches!(o, Output::RemoteSignal { .. })));
 }
+
+#[test]
+fn a_policy_without_video_or_invitations_refuses_them_and_answers_video_as_audio() {
+    let policy = crate::policy::CallPolicy { video: false, invite_more: false, ..Default::default() };
+    let mut rig = Rig { core: CallCore::new("bob").with_policy(policy), now: T0 };
+    let video_call = Command::Call { to: vec!["alice".into()], media: Media::Video, timeout_s: None, user_data: None };
+    for command in [video_call, Command::Camera { on: true }] {
+        assert!(matches!(rig.core.command(T0, command), Err(CommandError::Forbidden(crate::policy::Forbidden::Video))));
+    }
+    assert!(rig.drain().is_empty(), "a refused command sends nothing");
+    rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob"],"media":"video","user_data":null,"expires_at":T0 + 30_000}));
+    let out = rig.cmd(Command::Accept);
+    let (id, _) = Rig::last_request(&out);
+    let out = rig.server(json!({"type":"ok","re":id,"joined":["alice","bob"]}));
+    assert!(events(&out).iter().any(|e| matches!(e, CallEvent::CallBegan { media: Media::Audio, .. })), "{out:?}");
+    assert!(sent(&out).iter().any(|m| matches!(m, ClientMessage::CallMedia { media: Media::Audio, .. })), "the call goes down to audio: {out:?}");
+    assert!(matches!(rig.core.command(T0, Command::InviteMore { to: vec!["carol".into()] }), Err(CommandError::Forbidden(crate::policy::Forbidden::InviteMore))));
+}

@@ -27,6 +27,7 @@ use crate::peer::{MediaKind, PeerCommand, PeerEvent, PeerLink, PeerSettings, Vid
 use crate::video::{NoVideo, VideoSink};
 use crate::video_receive::VideoReceiveReport;
 use crate::video_send::{one_at_a_time, CameraInUse, CameraOpener, VideoResolution, VideoSendReport, VideoSender};
+use crate::policy::{CallPolicy, Forbidden};
 use crate::voice_processing::ProcessingSettings;
 use crate::sound_card::{DeviceInfo, DeviceWatcher, Direction, MicrophoneSource, SpeakerSink};
 use crate::ringtone::{RingOutput, RingtoneChoice, RingtoneError, RingtoneErrorCode, RingtoneEvent, RingtoneKind, RingtonePlayer};
@@ -53,6 +54,8 @@ pub struct EngineConfig {
     pub receive_loss_percent: f64,
     /// The camera and where remote video goes.
     pub video: VideoConfig,
+    /// What the administrator allows ([`CallPolicy::default`]: everything).
+    pub policy: CallPolicy,
 }
 
 /// Makes the sink for one remote person's pictures from their user id and whether the call is a
@@ -331,6 +334,7 @@ enum Request {
 pub struct Engine {
     requests: mpsc::UnboundedSender<Request>,
     ringtones: Arc<RingtonePlayer>,
+    policy: CallPolicy,
     /// The call now, as the engine last published it.
     call: tokio::sync::watch::Receiver<CallSnapshot>,
 }
@@ -356,11 +360,15 @@ impl Engine {
             let _ = ring_tx.send(event);
         }));
         let (call_tx, call_rx) = tokio::sync::watch::channel(CallSnapshot::default());
+        let policy = config.policy;
+        // Without video by policy no camera opens and no picture received goes anywhere.
+        let video = if policy.video { config.video } else { VideoConfig { resolution: config.video.resolution, ..VideoConfig::none() } };
         let task = EngineTask {
             call_log: CallLog::default(),
             call_published: call_tx,
             ringtones: Arc::clone(&ringtones),
-            core: CallCore::new(String::new()),
+            core: CallCore::new(String::new()).with_policy(policy),
+            policy,
             signaling,
             events,
             peers: HashMap::new(),
@@ -372,7 +380,7 @@ impl Engine {
             camera_on: true,
             camera_off_by_failure: false,
             video_shown: HashMap::new(),
-            video: config.video,
+            video,
             video_sender: None,
             previewing: false,
             camera_in_use: Arc::default(),
@@ -401,7 +409,7 @@ impl Engine {
             video_receive: video_receive_rx,
         };
         tokio::spawn(task.run(request_rx, inboxes));
-        (Engine { requests, ringtones, call: call_rx }, event_rx)
+        (Engine { requests, ringtones, policy, call: call_rx }, event_rx)
     }
 
     /// Places a call.
@@ -575,6 +583,7 @@ impl Engine {
     /// Chooses the incoming ringtone or the dial tone. A file that is missing or cannot be decoded
     /// is refused (and reported as an event) and the bundled default is used instead.
     pub async fn set_ringtone(&self, kind: RingtoneKind, choice: RingtoneChoice) -> Result<(), RingtoneError> {
+        self.allowed_ringtone(&choice)?;
         let player = Arc::clone(&self.ringtones);
         // Decoding a file is blocking work.
         tokio::task::spawn_blocking(move || player.set_choice(kind, choice)).await.map_err(|_| RingtoneError::Stopped)?
@@ -582,6 +591,7 @@ impl Engine {
 
     /// Plays a sound once as a preview (settings' play button, the speaker test).
     pub async fn preview_ringtone(&self, choice: RingtoneChoice) -> Result<(), RingtoneError> {
+        self.allowed_ringtone(&choice)?;
         let player = Arc::clone(&self.ringtones);
         tokio::task::spawn_blocking(move || player.preview(&choice)).await.map_err(|_| RingtoneError::Stopped)?
     }
@@ -599,6 +609,18 @@ impl Engine {
     /// Mute mode: calls still come in, nothing rings.
     pub fn set_ringtone_muted(&self, muted: bool) {
         self.ringtones.set_muted(muted);
+    }
+
+    /// What the administrator allows.
+    pub fn policy(&self) -> CallPolicy {
+        self.policy
+    }
+
+    fn allowed_ringtone(&self, choice: &RingtoneChoice) -> Result<(), RingtoneError> {
+        match choice {
+            RingtoneChoice::Custom(_) if !self.policy.custom_ringtones => Err(Forbidden::CustomRingtone.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Stops the engine: peers close, recordings are finished.
@@ -674,6 +696,8 @@ struct EngineTask {
     video_receive_reports: mpsc::UnboundedSender<VideoReceiveReport>,
     /// One per remote video track received: says when its sink is finished (a recording whole).
     video_receivers: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// What the administrator allows.
+    policy: CallPolicy,
     /// Call-level time.
     clock: Arc<dyn Clock>,
     /// Our own requests (history, presence…) waiting for their answer, by request id.
@@ -718,6 +742,10 @@ impl EngineTask {
     fn request(&mut self, request: Request) {
         match request {
             Request::Command(command, reply) => {
+                if let Err(forbidden) = self.forbidden(&command) {
+                    let _ = reply.send(Err(forbidden.into()));
+                    return;
+                }
                 if let Command::Camera { on } = command {
                     self.set_camera_on(on);
                     self.camera_off_by_failure = false;
@@ -744,6 +772,7 @@ impl EngineTask {
             Request::Processing(settings) => self.pipeline.set_processing(settings),
             Request::Microphone(source) => self.pipeline.replace_source(source),
             Request::Speaker(sink) => self.pipeline.replace_sink(sink),
+            Request::Camera(_) | Request::Preview(true) if !self.policy.video => tracing::info!("no camera: video is off by policy"),
             Request::Camera(camera) => {
                 self.video.camera = Some(Arc::clone(&camera));
                 match &self.video_sender {
@@ -766,15 +795,29 @@ impl EngineTask {
         }
     }
 
+    /// What the policy forbids that the call core cannot see: the camera (turned on here before
+    /// the core hears of it) and a relay-only call on a server without a relay.
+    fn forbidden(&self, command: &Command) -> Result<(), Forbidden> {
+        match command {
+            Command::Camera { on: true } if !self.policy.video => Err(Forbidden::Video),
+            Command::Call { .. } | Command::Accept | Command::AcceptAudioOnly | Command::Join { .. }
+                if self.settings.policy == IceTransportPolicy::Relay && !self.settings.ice_servers.iter().any(|s| s.urls.iter().any(|u| u.starts_with("turn"))) =>
+            {
+                Err(Forbidden::NoRelay)
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn signaling_event(&mut self, event: SignalingEvent) {
         match event {
             SignalingEvent::Up { welcome, resumed } => {
                 if !resumed {
-                    self.core = CallCore::new(welcome.user.clone());
+                    self.core = CallCore::new(welcome.user.clone()).with_policy(self.policy);
                 }
                 self.core.set_server_clock(welcome.server_time, self.clock.now_ms());
                 self.settings.ice_servers = welcome.ice_servers.clone();
-                self.settings.policy = welcome.ice_transport_policy;
+                self.settings.policy = if self.policy.relay_only { IceTransportPolicy::Relay } else { welcome.ice_transport_policy };
                 self.core.resync(self.clock.now_ms(), &welcome.joined_calls);
                 self.emit(EngineEvent::SignedIn { user: welcome.user, resumed });
             }

@@ -14,6 +14,7 @@ pub mod jitter;
 pub mod keyframe_requests;
 pub mod media;
 pub mod peer;
+pub mod policy;
 pub mod ringtone;
 pub mod round_trips;
 pub mod signaling;
@@ -24,5 +25,6 @@ pub mod video_send;
 pub mod voice_processing;
 
 pub use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent, VideoConfig};
+pub use crate::policy::CallPolicy;
 /// Call-level time, injectable ([`Engine::start_with_clock`]); media keeps real time.
 pub use hark_clock as clock;

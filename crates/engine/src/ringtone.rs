@@ -125,6 +125,9 @@ pub enum RingtoneError {
     /// The player's thread has ended.
     #[error("the ringtone player has stopped")]
     Stopped,
+    /// The administrator's policy allows only the bundled sounds.
+    #[error(transparent)]
+    Forbidden(#[from] crate::policy::Forbidden),
 }
 
 /// A ringtone error's stable code, for the UI to switch on (it never parses the message).
@@ -142,6 +145,8 @@ pub enum RingtoneErrorCode {
     RingtoneNoOutput,
     /// The player has stopped.
     RingtoneStopped,
+    /// Only the bundled sounds are allowed (the administrator's policy).
+    RingtoneForbidden,
 }
 
 impl RingtoneError {
@@ -153,6 +158,7 @@ impl RingtoneError {
             RingtoneError::Decode { .. } => RingtoneErrorCode::RingtoneUndecodable,
             RingtoneError::Output(_) => RingtoneErrorCode::RingtoneNoOutput,
             RingtoneError::Stopped => RingtoneErrorCode::RingtoneStopped,
+            RingtoneError::Forbidden(_) => RingtoneErrorCode::RingtoneForbidden,
         }
     }
 }

@@ -10,7 +10,8 @@ use hark_engine::media::Devices;
 use hark_engine::ringtone::{CaptureOutput, RingtoneChoice, RingtoneKind};
 use hark_engine::voice_processing::ProcessingSettings;
 use hark_engine::signaling::{Credentials, SignalingConfig};
-use hark_engine::{Engine, EngineConfig, EngineEvent};
+use hark_engine::policy::Forbidden;
+use hark_engine::{CallPolicy, Engine, EngineConfig, EngineError, EngineEvent};
 use hark_protocol::{CallResult, EndReason, Media};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -53,14 +54,19 @@ impl Person {
     }
 
     async fn start_on(server: &str, user: &str, device: &str, tone: f64) -> Person {
-        Person::launch(server, user, device, tone, 0.0, Vec::new()).await
+        Person::launch(server, user, device, tone, 0.0, Vec::new(), CallPolicy::default()).await
     }
 
     async fn start_with_loss(server: &str, user: &str, tone: f64, loss: f64) -> Person {
-        Person::launch(server, user, &format!("{user}-test"), tone, loss, Vec::new()).await
+        Person::launch(server, user, &format!("{user}-test"), tone, loss, Vec::new(), CallPolicy::default()).await
     }
 
-    async fn launch(server: &str, user: &str, device: &str, tone: f64, loss: f64, extra_roots: Vec<std::path::PathBuf>) -> Person {
+    /// One person under an administrator's policy.
+    async fn start_under(server: &str, user: &str, tone: f64, policy: CallPolicy) -> Person {
+        Person::launch(server, user, &format!("{user}-test"), tone, 0.0, Vec::new(), policy).await
+    }
+
+    async fn launch(server: &str, user: &str, device: &str, tone: f64, loss: f64, extra_roots: Vec<std::path::PathBuf>, policy: CallPolicy) -> Person {
         let heard = Capture::default();
         let ring_output = CaptureOutput::new();
         let rung = ring_output.recording();
@@ -75,6 +81,7 @@ impl Person {
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices { source: Box::new(ToneSource::new(tone)), sink: Box::new(heard.clone()) },
             receive_loss_percent: loss,
+            policy,
             video: hark_engine::VideoConfig::none(),
             ring_output: Box::new(ring_output),
             watch_devices: false,
@@ -448,6 +455,79 @@ async fn relay_only_calls_connect_through_coturn() {
     server.shutdown().await;
 }
 
+/// A relay-only policy holds on a server that allows direct media: the person under it
+/// connects through coturn all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_policy_overrides_a_server_that_allows_direct_media() {
+    let turn = Coturn::start("turn-shared-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let config = hark_server::config::Config {
+        turn: Some(hark_server::config::TurnConfig { urls: vec![format!("turn:127.0.0.1:{}?transport=udp", turn.port)], secret: "turn-shared-secret".into(), ttl_s: 600 }),
+        ..Default::default()
+    };
+    assert_eq!(config.ice_transport_policy, hark_protocol::IceTransportPolicy::All);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = hark_server::start(listener, config, dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
+    let base = format!("http://{}", server.addr());
+    let mut alice = Person::start_under(&base, "alice", 440.0, CallPolicy { relay_only: true, ..CallPolicy::default() }).await;
+    let mut bob = Person::start(&base, "bob", 880.0).await;
+    connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
+    let quality = alice.wait_for(|e| matches!(e, EngineEvent::NetworkQuality { .. })).await;
+    assert!(matches!(quality, EngineEvent::NetworkQuality { relayed: true, .. }), "alice's pair is not a relay: {quality:?}");
+    bob.listen(1.2).await;
+    assert_hears("bob", &bob.heard, &[440.0], 880.0, 1.0, 1.0);
+    alice.engine.hangup().await.unwrap();
+    server.shutdown().await;
+}
+
+fn forbidden(result: Result<(), EngineError>) -> Forbidden {
+    match result {
+        Err(EngineError::Command(hark_engine::core::CommandError::Forbidden(what))) => what,
+        other => panic!("not refused by policy: {other:?}"),
+    }
+}
+
+/// The engine enforces a policy whatever its caller asks: no video call, no camera, no
+/// invitations, no ringtone file, no relay-only call without a relay; a video call is answered
+/// as audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_enforces_a_policy_whatever_it_is_asked() {
+    let (server, base, dir) = start_server().await;
+    let strict = CallPolicy { video: false, invite_more: false, relay_only: false, custom_ringtones: false };
+    let mut alice = Person::start_under(&base, "alice", 440.0, strict).await;
+    let mut bob = Person::start(&base, "bob", 880.0).await;
+    let _carol = Person::start(&base, "carol", 660.0).await;
+    assert_eq!(forbidden(alice.engine.call(vec!["bob".into()], Media::Video, None, None).await), Forbidden::Video);
+    assert_eq!(forbidden(alice.engine.set_camera(true).await), Forbidden::Video);
+    alice.engine.set_camera(false).await.expect("turning the camera off is always allowed");
+    let wav = dir.path().join("mine.wav");
+    write_tone_wav(&wav, 500.0);
+    for refused in [alice.engine.set_ringtone(RingtoneKind::Incoming, RingtoneChoice::Custom(wav.clone())).await, alice.engine.preview_ringtone(RingtoneChoice::Custom(wav)).await] {
+        assert_eq!(refused.map_err(|e| e.code()), Err(hark_engine::ringtone::RingtoneErrorCode::RingtoneForbidden));
+    }
+    alice.engine.set_ringtone(RingtoneKind::Incoming, RingtoneChoice::Bundled("classic".into())).await.expect("bundled sounds stay allowed");
+    assert_eq!(alice.engine.state().await.unwrap(), CallState::Idle, "nothing refused started a call");
+
+    // Bob's video call is answered as audio: it goes down to audio for both.
+    bob.engine.call(vec!["alice".into()], Media::Video, None, None).await.unwrap();
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    alice.engine.accept().await.unwrap();
+    let began = alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallBegan { .. }))).await;
+    assert!(matches!(began, EngineEvent::Call(CallEvent::CallBegan { media: Media::Audio, .. })), "{began:?}");
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::MediaChanged { media: Media::Audio }))).await;
+    assert_eq!(forbidden(alice.engine.invite_more(vec!["carol".into()]).await), Forbidden::InviteMore);
+    bob.engine.invite_more(vec!["carol".into()]).await.expect("bob has no policy");
+    alice.listen(1.0).await;
+    assert_hears("alice", &alice.heard, &[880.0], 440.0, 0.8, 0.9);
+    alice.engine.hangup().await.unwrap();
+
+    // Relay-only on a server that offers no relay: refused before anything is sent.
+    let dave = Person::start_under(&base, "dave", 300.0, CallPolicy { relay_only: true, ..CallPolicy::default() }).await;
+    assert_eq!(forbidden(dave.engine.call(vec!["bob".into()], Media::Audio, None, None).await), Forbidden::NoRelay);
+    assert_eq!(dave.engine.state().await.unwrap(), CallState::Idle);
+    server.shutdown().await;
+}
+
 fn write_tone_wav(path: &std::path::Path, frequency: f64) {
     let mut recorder = hark_engine::audio::WavRecorder::create(path).unwrap();
     let mut tone = ToneSource::new(frequency);
@@ -568,8 +648,8 @@ async fn signing_in_and_calling_over_tls() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = hark_server::start(listener, config, &dir.path().join("data"), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
     let base = format!("https://localhost:{}", server.addr().port());
-    let mut alice = Person::launch(&base, "alice", "alice-tls", 440.0, 0.0, vec![cert.clone()]).await;
-    let mut bob = Person::launch(&base, "bob", "bob-tls", 880.0, 0.0, vec![cert]).await;
+    let mut alice = Person::launch(&base, "alice", "alice-tls", 440.0, 0.0, vec![cert.clone()], CallPolicy::default()).await;
+    let mut bob = Person::launch(&base, "bob", "bob-tls", 880.0, 0.0, vec![cert], CallPolicy::default()).await;
     connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
     bob.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
     alice.engine.hangup().await.unwrap();
@@ -587,6 +667,7 @@ async fn signing_in_and_calling_over_tls() {
         udp_addrs: vec!["127.0.0.1:0".into()],
         devices: Devices { source: Box::new(ToneSource::new(660.0)), sink: Box::new(Capture::default()) },
         receive_loss_percent: 0.0,
+        policy: hark_engine::CallPolicy::default(),
         video: hark_engine::VideoConfig::none(),
         ring_output: Box::new(CaptureOutput::new()),
         watch_devices: false,
@@ -678,6 +759,7 @@ fn token_config(server: &str, secret: &[u8], user: &str, now_ms: i64) -> EngineC
         udp_addrs: vec!["127.0.0.1:0".into()],
         devices: Devices { source: Box::new(ToneSource::new(440.0)), sink: Box::new(Capture::default()) },
         receive_loss_percent: 0.0,
+        policy: hark_engine::CallPolicy::default(),
         video: hark_engine::VideoConfig::none(),
         ring_output: Box::new(CaptureOutput::new()),
         watch_devices: false,

@@ -167,6 +167,7 @@ impl Person {
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices { source: Box::new(ToneSource::new(440.0)), sink: Box::new(heard.clone()) },
             receive_loss_percent: loss,
+            policy: hark_engine::CallPolicy::default(),
             ring_output: Box::new(SilentOutput),
             watch_devices: false,
             processing: ProcessingSettings::OFF,

@@ -10,6 +10,7 @@ import { getCurrentWindow } from '@tauri-apps/api/window';
 
 import type { Account } from './bindings/Account';
 import type { AppInfo } from './bindings/AppInfo';
+import type { Policy } from './bindings/Policy';
 import type { CallRecord } from './bindings/CallRecord';
 import type { CallReplay } from './bindings/CallReplay';
 import type { CallSummary } from './bindings/CallSummary';
@@ -45,6 +46,7 @@ async function command<T>(name: CommandName, args?: Record<string, unknown>): Pr
 
 export const backend = {
   appInfo: () => command<AppInfo>('app_info'),
+  policy: () => command<Policy>('policy'),
   signIn: (request: SignInRequest) => command<Account>('sign_in', { request }),
   signOut: () => command<null>('sign_out'),
   setProfile: (nickname: string | null, avatar: string | null) => command<null>('set_profile', { nickname, avatar }),

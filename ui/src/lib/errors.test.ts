@@ -26,6 +26,9 @@ describe('error mapping', () => {
     expect(errorKey('unauthorized')).toBe('error.unauthorized');
     expect(errorKey('user_exists')).toBe('error.user_exists');
     expect(errorKey('registration_closed')).toBe('error.registration_closed');
+    // What the administrator's policy forbids has its own words, not "something went wrong".
+    expect(errorKey('forbidden_by_policy')).toBe('error.forbidden_by_policy');
+    expect(errorKey('ringtone_forbidden')).toBe('error.ringtone_forbidden');
     // A code from a newer server than this build knows.
     expect(errorKey('brand_new_code' as ApiCode)).toBe('error.unknown');
     expect(errorKey(UNKNOWN)).toBe('error.unknown');

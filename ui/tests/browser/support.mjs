@@ -95,20 +95,40 @@ export const SETTINGS = {
   speaker: null,
   language: 'en',
   theme: 'light',
+  tel_links: false,
+};
+
+/** No policy file: everything allowed, nothing locked (`app_info.policy` without /etc/hark/policy.toml). */
+export const POLICY = {
+  file: null,
+  reason: null,
+  server_locked: false,
+  server: null,
+  builtin_server: true,
+  video: true,
+  invite_more: true,
+  relay_only: false,
+  custom_ringtones: true,
+  default_incoming: null,
+  incoming_locked: false,
+  problems: [],
 };
 
 /**
  * The Rust side for one test: `replies` maps a command to its answer (a value, or a function of
  * the arguments that returns one or throws `{code, message}`); every command is recorded.
+ * `policy` changes the administrator's policy `app_info` tells (from none, `POLICY`).
  */
 export class Scenario {
-  /** @param {{ account?: object | null, settings?: object, replies?: Record<string, unknown> }} options */
-  constructor({ account = ACCOUNT, settings = {}, replies = {} } = {}) {
+  /** @param {{ account?: object | null, settings?: object, policy?: object, replies?: Record<string, unknown> }} options */
+  constructor({ account = ACCOUNT, settings = {}, policy = {}, replies = {} } = {}) {
     this.settings = { ...SETTINGS, ...settings };
+    this.policy = { ...POLICY, ...policy };
     /** @type {{ cmd: string, args: any }[]} */
     this.calls = [];
     this.replies = {
-      app_info: () => ({ version: '0.1.0', embedded_server: 'http://127.0.0.1:7000', account, last_user: 'me', settings: this.settings }),
+      app_info: () => ({ version: '0.1.0', embedded_server: 'http://127.0.0.1:7000', account, last_user: 'me', settings: this.settings, policy: this.policy }),
+      policy: () => this.policy,
       sign_in: ({ request }) => ({ ...ACCOUNT, user: request.user, nickname: request.nickname ?? request.user }),
       sign_out: null,
       set_profile: null,

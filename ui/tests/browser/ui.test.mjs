@@ -1058,3 +1058,182 @@ describe('help with problems', () => {
     });
   });
 });
+
+describe("the administrator's policy", () => {
+  const FILE = '/etc/hark/policy.toml';
+  const REASON = 'Acme IT: calls stay audio and on our server';
+
+  test('policy: no video, no inviting more, incoming presentation and ringtone files locked, each with the reason', async () => {
+    const scenario = new Scenario({
+      settings: { incoming: 'full_screen' },
+      policy: { file: FILE, reason: REASON, video: false, invite_more: false, custom_ringtones: false, default_incoming: 'full_screen', incoming_locked: true },
+      replies: { contacts: [contact('bob'), contact('carol')] },
+    });
+    await withApp(scenario, {}, async (page) => {
+      // Settings: the locks, disabled with the reason; what is not locked still works.
+      await page.getByTestId('nav-settings').click();
+      await page.getByTestId('policy-section').waitFor();
+      assert.equal(await text(page, 'policy-reason'), REASON);
+      for (const id of ['video', 'invite_more', 'custom_ringtones', 'incoming']) await page.getByTestId(`policy-lock-${id}`).waitFor();
+      assert.equal(await page.locator('[data-testid^="policy-lock-"]').count(), 4, 'only what the policy locks is listed');
+      assert.match(await text(page, 'policy-section'), /\/etc\/hark\/policy\.toml/);
+
+      // The inputs themselves, not only their group's aria-disabled (which Playwright also counts).
+      const disabled = (id) => page.getByTestId(id).evaluate((input) => input.disabled);
+      assert.equal(await page.getByTestId('incoming-full_screen').isChecked(), true);
+      assert.equal(await disabled('incoming-full_screen'), true);
+      assert.equal(await disabled('incoming-banner'), true, 'the other presentation cannot be chosen');
+      assert.equal(await text(page, 'incoming-locked-reason'), REASON);
+
+      for (const id of ['ringtone-choose', 'ringtone-path', 'ringtone-use']) assert.equal(await disabled(id), true, `${id} is locked`);
+      assert.equal(await text(page, 'ringtone-file-locked-reason'), REASON);
+      await page.getByTestId('ringtone-select').selectOption('bundled:chime');
+      await until(() => scenario.settings.ringtone.name === 'chime', 'a bundled ringtone to be saved');
+
+      // No camera: no preview, no camera choices, and the preview is never asked for.
+      await page.getByTestId('video-locked').waitFor();
+      assert.equal(await text(page, 'video-locked-reason'), REASON);
+      for (const id of ['camera-preview', 'settings-camera', 'settings-resolution', 'camera-off-at-start']) assert.equal(await page.getByTestId(id).count(), 0, `${id} is not shown`);
+      assert.deepEqual(scenario.callsOf('preview_camera').filter((a) => a.on), []);
+      assert.equal(await page.getByTestId('policy-notice').count(), 0, 'a policy read whole has no notice');
+      await page.getByTestId('policy-section').scrollIntoViewIfNeeded();
+      await screenshot(page, '50-policy-settings');
+
+      // Contacts: audio calls only.
+      await page.getByTestId('nav-contacts').click();
+      await page.getByTestId('call-audio-bob').waitFor();
+      for (const id of ['call-video-bob', 'call-video-carol', 'dial-video', 'group-video']) assert.equal(await page.getByTestId(id).count(), 0, `${id} is not offered`);
+      await screenshot(page, '51-policy-contacts');
+
+      // A video call rings (full screen, as locked): Accept answers with audio, and there is no
+      // separate audio-only button, no camera and no inviting more in the call.
+      await emit(page, { event: 'incoming_call', call_id: 'p1', caller: 'carol', invitees: ['me'], media: 'video', user_data: null });
+      await page.getByTestId('incoming-accept').waitFor();
+      assert.equal(await page.getByTestId('incoming-accept-audio').count(), 0);
+      await page.getByTestId('incoming-accept').click();
+      await until(() => scenario.callsOf('accept_call').length === 1, 'accept_call');
+      assert.deepEqual(scenario.callsOf('accept_call'), [{ audioOnly: true }]);
+      await emit(page, { event: 'user_joined', user: 'carol' });
+      await emit(page, { event: 'call_began', call_id: 'p1', media: 'video', connected_at: Date.now() });
+      await waitText(page, 'call-status', 'Connected');
+      for (const id of ['camera', 'to-audio', 'fit', 'invite-more']) assert.equal(await page.getByTestId(id).count(), 0, `${id} is not in the call`);
+      await page.keyboard.press('Control+e');
+      await page.getByTestId('hangup').click();
+      await until(() => scenario.callsOf('hang_up').length === 1, 'hang_up');
+      assert.deepEqual(scenario.callsOf('set_camera'), [], 'Ctrl+E does not turn a camera on');
+    });
+  });
+
+  test('policy: without video, a video link offers an audio call and a video call is joined with audio', async () => {
+    const links = [{ kind: 'call', link: { to: ['bob'], media: 'video' } }];
+    const linked = new Scenario({ policy: { file: FILE, video: false }, replies: { contacts: [contact('bob')], take_link: () => links.shift() ?? null } });
+    await withApp(linked, {}, async (page) => {
+      await page.getByTestId('link-prompt').waitFor();
+      await page.getByTestId('link-question').filter({ hasText: 'Call Bob?' }).waitFor();
+      await page.getByTestId('link-video-off').waitFor();
+      await page.getByTestId('link-call').click();
+      await page.getByTestId('call-view').waitFor();
+      assert.deepEqual(linked.callsOf('place_call'), [{ to: ['bob'], media: 'audio' }]);
+    });
+    const summary = { call_id: 'g9', caller: 'bob', invitees: ['me', 'carol'], media: 'video', joined: ['bob', 'carol'], connected_at: 1, user_data: null };
+    const joining = new Scenario({ policy: { file: FILE, video: false }, replies: { active_calls: [summary] } });
+    await withApp(joining, {}, async (page) => {
+      await page.getByTestId('join-button').click();
+      await page.getByTestId('call-view').waitFor();
+      assert.deepEqual(joining.callsOf('join_call'), [{ callId: 'g9', media: 'audio' }]);
+    });
+  });
+
+  test('policy: without video, the banner answers a video call with audio', async () => {
+    const ringing = { call_id: 'p2', caller: 'alice', caller_name: 'Alice Liddell', caller_avatar: null, invitees: ['me'], media: 'video' };
+    const scenario = new Scenario({ policy: { file: FILE, video: false }, replies: { incoming_call: ringing } });
+    await withApp(scenario, { label: 'incoming', viewport: { width: 360, height: 124 } }, async (page) => {
+      await waitText(page, 'banner-caller', 'Alice Liddell');
+      // The call is still said to be a video call: that is what the caller placed.
+      assert.match(await text(page, 'banner-media'), /Incoming video call/);
+      assert.equal(await page.getByTestId('banner-audio').count(), 0, 'no separate audio-only answer');
+      await page.keyboard.press('Enter');
+      await until(() => scenario.callsOf('accept_call').length === 1, 'accept_call');
+      assert.deepEqual(scenario.callsOf('accept_call'), [{ audioOnly: true }]);
+    });
+  });
+
+  test('policy: a policy file that could not be fully read says so, with its problems and where it is', async () => {
+    const problems = ['line 2: the value of `video` could not be read', '`colour` is not a policy this version knows; it is ignored'];
+    const scenario = new Scenario({ account: null, policy: { file: FILE, video: false, problems } });
+    await withApp(scenario, {}, async (page) => {
+      // Said before sign-in too: the policy is the machine's, not the account's.
+      await page.getByTestId('policy-notice').waitFor();
+      assert.equal(await page.getByTestId('policy-notice').getAttribute('role'), 'alert');
+      assert.match(await text(page, 'policy-notice'), /could not be fully read/);
+      assert.match(await text(page, 'policy-notice-file'), /\/etc\/hark\/policy\.toml/);
+      assert.deepEqual(await page.getByTestId('policy-problems').locator('li').allTextContents(), problems);
+      await screenshot(page, '52-policy-notice');
+      await page.getByTestId('policy-notice-dismiss').click();
+      await page.getByTestId('policy-notice').waitFor({ state: 'detached' });
+    });
+  });
+
+  test('policy: a locked server is fixed in the sign-in form; without the built-in server an address is needed', async () => {
+    const locked = new Scenario({
+      account: null,
+      policy: { file: FILE, reason: REASON, server_locked: true, server: 'https://hark.acme.example', builtin_server: false },
+    });
+    await withApp(locked, {}, async (page) => {
+      await page.getByTestId('signin-form').waitFor();
+      const fixed = page.getByTestId('signin-server-fixed');
+      assert.equal(await fixed.inputValue(), 'https://hark.acme.example');
+      assert.equal(await fixed.getAttribute('readonly'), '');
+      assert.equal(await text(page, 'signin-server-locked-reason'), REASON);
+      assert.equal(await page.getByTestId('signin-builtin').count(), 0, 'the built-in server is not offered');
+      assert.equal(await page.getByTestId('signin-server').count(), 0, 'no other address can be typed');
+      await screenshot(page, '53-policy-signin-locked');
+      await page.getByTestId('signin-password').fill('secret');
+      await page.getByTestId('signin-submit').click();
+      await page.getByTestId('contacts-list').waitFor();
+      assert.equal(locked.callsOf('sign_in')[0].request.server, 'https://hark.acme.example');
+    });
+
+    const noBuiltin = new Scenario({
+      account: null,
+      policy: { file: FILE, builtin_server: false },
+      replies: { sign_in: () => Promise.reject({ code: 'forbidden_by_policy', message: 'the built-in server is turned off' }) },
+    });
+    await withApp(noBuiltin, {}, async (page) => {
+      await page.getByTestId('signin-form').waitFor();
+      assert.equal(await page.getByTestId('signin-builtin').count(), 0);
+      await page.getByTestId('signin-builtin-locked').waitFor();
+      await page.getByTestId('signin-password').fill('secret');
+      await page.getByTestId('signin-submit').click();
+      await waitText(page, 'signin-error', 'Enter the server address.');
+      assert.equal(noBuiltin.callsOf('sign_in').length, 0, 'nothing is asked without an address');
+      await page.getByTestId('signin-server').fill('https://elsewhere.example');
+      await page.getByTestId('signin-password').fill('secret');
+      await page.getByTestId('signin-submit').click();
+      // The Rust side's refusal is worded, not "something went wrong".
+      await waitText(page, 'signin-error', "Your administrator's policy does not allow that.");
+      assert.equal(noBuiltin.callsOf('sign_in')[0].request.server, 'https://elsewhere.example');
+    });
+  });
+});
+
+describe('settings, tel: links', () => {
+  test('"Open tel: links with Hark" is saved on and off', async () => {
+    const scenario = new Scenario();
+    await withApp(scenario, {}, async (page) => {
+      await page.getByTestId('nav-settings').click();
+      const toggle = page.getByTestId('tel-links');
+      assert.equal(await toggle.isChecked(), false);
+      const hint = await toggle.getAttribute('aria-describedby');
+      assert.match(await page.locator(`#${hint}`).textContent(), /tel: links/, 'the hint describes the toggle');
+      await toggle.check();
+      await until(() => scenario.settings.tel_links === true, 'tel_links to be saved on');
+      assert.equal(scenario.callsOf('save_settings').at(-1).settings.tel_links, true);
+      await toggle.scrollIntoViewIfNeeded();
+      await screenshot(page, '54-settings-tel-links');
+      await toggle.uncheck();
+      await until(() => scenario.settings.tel_links === false, 'tel_links to be saved off');
+      assert.equal(await toggle.isChecked(), false);
+    });
+  });
+});

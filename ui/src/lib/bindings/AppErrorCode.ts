@@ -3,4 +3,4 @@
 /**
  * The app's own error codes (the server's are [`ErrorCode`], a ringtone's [`RingtoneErrorCode`]).
  */
-export type AppErrorCode = "not_signed_in" | "wrong_state" | "bad_argument" | "timed_out" | "unreachable" | "insecure_server" | "engine_stopped" | "settings_io" | "no_device" | "cancelled" | "internal" | "unknown";
+export type AppErrorCode = "not_signed_in" | "wrong_state" | "bad_argument" | "timed_out" | "unreachable" | "insecure_server" | "engine_stopped" | "settings_io" | "no_device" | "cancelled" | "forbidden_by_policy" | "internal" | "unknown";

@@ -3,6 +3,7 @@
 /** The commands the app has, as build.rs names them. */
 export const COMMAND_NAMES = [
   'app_info',
+  'policy',
   'take_link',
   'sign_in',
   'sign_out',

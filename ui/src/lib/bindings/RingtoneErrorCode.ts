@@ -3,4 +3,4 @@
 /**
  * A ringtone error's stable code, for the UI to switch on (it never parses the message).
  */
-export type RingtoneErrorCode = "ringtone_unknown" | "ringtone_unreadable" | "ringtone_undecodable" | "ringtone_no_output" | "ringtone_stopped";
+export type RingtoneErrorCode = "ringtone_unknown" | "ringtone_unreadable" | "ringtone_undecodable" | "ringtone_no_output" | "ringtone_stopped" | "ringtone_forbidden";

@@ -75,4 +75,9 @@ start_at_login: boolean,
 /**
  * Started at login, Hark waits in the tray without opening its window.
  */
-start_hidden: boolean, };
+start_hidden: boolean, 
+/**
+ * Hark opens `tel:` links for this user (registered as their handler; the one before is
+ * given back when this is turned off).
+ */
+tel_links: boolean, };

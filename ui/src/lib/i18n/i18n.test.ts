@@ -36,6 +36,7 @@ describe('i18n', () => {
     const appCodes = [
       'not_signed_in', 'wrong_state', 'bad_argument', 'timed_out', 'engine_stopped', 'settings_io',
       'ringtone_missing', 'ringtone_unreadable', 'ringtone_undecodable', 'ringtone_unknown', 'no_device',
+      'forbidden_by_policy', 'ringtone_forbidden',
     ];
     // Protocol codes a person can meet from this UI, plus all of the app's own.
     const shown = codes.filter((c) => !['payload_too_large', 'unsupported'].includes(c));

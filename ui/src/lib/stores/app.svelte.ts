@@ -5,12 +5,14 @@ import type { CrashReport } from '../bindings/CrashReport';
 import type { CallEvent } from '../bindings/CallEvent';
 import type { CallReplay } from '../bindings/CallReplay';
 import type { OpenedLink } from '../bindings/OpenedLink';
+import type { Policy } from '../bindings/Policy';
 import type { SignInRequest } from '../bindings/SignInRequest';
 import type { Backend } from '../backend';
 import type { Clock } from '../clock';
 import { toApiError } from '../errors';
 import type { AppEvent } from '../events';
 import { setLanguage } from '../i18n/index.svelte';
+import { allowedMedia, NO_POLICY } from '../policy';
 import { prepareVideo } from '../video/frames';
 import { CallStore, ReplayGate } from './call.svelte';
 import { ContactsStore } from './contacts.svelte';
@@ -38,6 +40,12 @@ export class HarkApp {
   link = $state<OpenedLink | null>(null);
   /** Hark stopped unexpectedly last time: the report, until the person closes the notice. */
   crash = $state<CrashReport | null>(null);
+  /** What the administrator's policy locks, as Rust read it at launch (nothing until `app_info`). */
+  policy = $state<Policy>(NO_POLICY);
+  /** The person closed the notice about a policy file that could not be fully read. */
+  policyNoticeClosed = $state(false);
+  /** The broken-policy notice shows: the file had parts Rust could not read, until closed. */
+  policyNotice = $derived.by(() => this.policy.problems.length > 0 && !this.policyNoticeClosed);
 
   fullScreenIncoming = $derived.by(() => this.settings.value.incoming === 'full_screen');
   callVisible = $derived.by(() => this.call.showsCallView(this.fullScreenIncoming));
@@ -62,6 +70,9 @@ export class HarkApp {
       await this.backend.onEngineEvent((event) => this.dispatch(event));
       await this.backend.onLink(() => void this.takeLink());
       const info = await this.backend.appInfo();
+      // Before the session: the sign-in form it brings up offers only the servers allowed.
+      this.policy = info.policy;
+      this.call.videoAllowed = info.policy.video;
       this.settings.set(info.settings);
       setLanguage(info.settings.language);
       this.session.applyInfo(info);
@@ -131,6 +142,10 @@ export class HarkApp {
     this.crash = null;
   }
 
+  dismissPolicyNotice(): void {
+    this.policyNoticeClosed = true;
+  }
+
   /** Shows the log folder (where problem reports are) in the file manager. */
   openLogFolder(): Promise<void> {
     return this.backend.openLogFolder().then(() => undefined);
@@ -163,8 +178,12 @@ export class HarkApp {
     void this.takeLink();
   }
 
-  /** Redial, a contact's call button, the dial box and a group call all come here. */
-  async placeCall(to: string[], media: 'audio' | 'video'): Promise<void> {
+  /**
+   * Redial, a contact's call button, the dial box, a group call and a link's call all come here;
+   * while the policy turns video off, each is an audio call.
+   */
+  async placeCall(to: string[], asked: 'audio' | 'video'): Promise<void> {
+    const media = allowedMedia(this.policy, asked);
     void this.people.want(to);
     if (media === 'video') prepareVideo(() => this.backend.frameSocket());
     await this.call.place(to, media);
@@ -172,7 +191,8 @@ export class HarkApp {
 
   /**
    * A video call to the echo service: it sends our sound and picture back a second later, so a
-   * person hears and sees that the microphone, speaker and camera work.
+   * person hears and sees that the microphone, speaker and camera work (only hears, while the
+   * policy turns video off: `placeCall` makes it an audio call).
    */
   async testCall(): Promise<void> {
     await this.placeCall([ECHO_USER], 'video');
@@ -226,7 +246,7 @@ export class HarkApp {
   private followCall(call: CallEvent): void {
     this.call.handle(call);
     if (call.event === 'incoming_call') void this.people.want([call.caller, ...call.invitees]);
-    if (call.event === 'incoming_call' && call.media === 'video') prepareVideo(() => this.backend.frameSocket());
+    if (call.event === 'incoming_call' && allowedMedia(this.policy, call.media) === 'video') prepareVideo(() => this.backend.frameSocket());
     if (call.event === 'user_joined') void this.people.want([call.user]);
     if (call.event === 'users_invited') void this.people.want(call.users);
     // A call that ended leaves a record behind, and a link that came meanwhile may be offered.

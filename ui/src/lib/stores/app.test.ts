@@ -7,6 +7,7 @@ import type { OpenedLink } from '../bindings/OpenedLink';
 import { currentLanguage, setLanguage } from '../i18n/index.svelte';
 import { fakeBackend, settle } from '../testing/fakeBackend';
 import { FakeClock } from '../testing/fakeClock';
+import { NO_POLICY } from '../policy';
 import { HarkApp } from './app.svelte';
 import { DEFAULT_SETTINGS } from './settings.svelte';
 
@@ -14,7 +15,7 @@ const account = { user: 'me', nickname: 'Me', avatar: null, server: 'http://127.
 
 function signedInBackend() {
   return fakeBackend({
-    appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS, language: 'zh', incoming: 'full_screen' } }),
+    appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS, language: 'zh', incoming: 'full_screen' }, policy: NO_POLICY }),
     contacts: async () => [{ user: 'bob', nickname: 'Bob', alias: null, status: 'offline' }],
   });
 }
@@ -97,7 +98,7 @@ describe('app wiring', () => {
 describe('a main window opened in the middle of a call', () => {
   test('replays the call and follows mutes changed elsewhere', async () => {
     const backend = fakeBackend({
-      appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }),
+      appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS }, policy: NO_POLICY }),
       callReplay: async () => ({
         me: 'me',
         events: [
@@ -126,7 +127,7 @@ describe('call events while the replay is on its way', () => {
   test('are held, and follow it without those it already holds', async () => {
     let answer: (value: CallReplay) => void = () => undefined;
     const backend = fakeBackend({
-      appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }),
+      appInfo: async () => ({ version: '1.2.3', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS }, policy: NO_POLICY }),
       callReplay: () => new Promise<CallReplay>((resolve) => (answer = resolve)),
     });
     const app = new HarkApp(backend, new FakeClock());
@@ -155,7 +156,7 @@ describe('call events while the replay is on its way', () => {
 async function appWithLinks(links: OpenedLink[], signedIn: boolean) {
   const shell = { nudge: () => undefined as void };
   const backend = fakeBackend({
-    ...(signedIn ? { appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }) } : {}),
+    ...(signedIn ? { appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS }, policy: NO_POLICY }) } : {}),
     takeLink: async () => links.shift() ?? null,
     onLink: async (handler) => {
       shell.nudge = handler;
@@ -199,7 +200,7 @@ describe('hark: links', () => {
 
   test('no is no', async () => {
     const backend = fakeBackend({
-      appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS } }),
+      appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS }, policy: NO_POLICY }),
       takeLink: async () => ({ kind: 'call', link: { to: ['alice'], media: 'audio' } }),
     });
     const app = new HarkApp(backend, new FakeClock());
@@ -239,6 +240,50 @@ describe('hark: links while something else is on screen', () => {
     app.dismissLink(first);
     expect(app.link?.kind).toBe('call');
     expect(backend.callsOf('placeCall')).toHaveLength(0);
+  });
+});
+
+describe("the administrator's policy", () => {
+  const locked = { ...NO_POLICY, file: '/etc/hark/policy.toml', video: false, problems: ['line 3: the value of `video` could not be read'] };
+
+  test('without video, calls are placed and answered with audio only', async () => {
+    const backend = fakeBackend({
+      appInfo: async () => ({ version: '1', embedded_server: null, account, last_user: 'me', settings: { ...DEFAULT_SETTINGS }, policy: locked }),
+    });
+    const app = new HarkApp(backend, new FakeClock());
+    await app.start();
+    await settle();
+    expect(app.policy.video).toBe(false);
+    expect(app.call.videoAllowed).toBe(false);
+
+    await app.placeCall(['bob'], 'video');
+    expect(backend.callsOf('placeCall')).toEqual([[['bob'], 'audio']]);
+    expect(app.call.showsVideo('me')).toBe(false);
+    backend.emit({ kind: 'call', call: { event: 'not_connected', call_id: null, reason: 'cancelled' } });
+
+    // The test call is a video call only while video is allowed.
+    await app.testCall();
+    expect(backend.callsOf('placeCall')[1]).toEqual([['echo'], 'audio']);
+    backend.emit({ kind: 'call', call: { event: 'not_connected', call_id: null, reason: 'cancelled' } });
+
+    backend.emit({ kind: 'call', call: { event: 'incoming_call', call_id: 'c1', caller: 'carol', invitees: ['me'], media: 'video', user_data: null } });
+    await app.call.accept();
+    expect(backend.callsOf('acceptCall')).toEqual([[true]]);
+  });
+
+  test('a policy with problems shows its notice until closed; without problems there is none', async () => {
+    const backend = fakeBackend({ appInfo: async () => ({ ...(await fakeBackend().appInfo()), policy: locked }) });
+    const app = new HarkApp(backend, new FakeClock());
+    expect(app.policyNotice).toBe(false);
+    await app.start();
+    expect(app.policyNotice).toBe(true);
+    app.dismissPolicyNotice();
+    expect(app.policyNotice).toBe(false);
+
+    const clean = new HarkApp(fakeBackend(), new FakeClock());
+    await clean.start();
+    expect(clean.policy).toEqual(NO_POLICY);
+    expect(clean.policyNotice).toBe(false);
   });
 });
 

@@ -8,7 +8,7 @@ import type { Backend } from '../backend';
 import { toApiError } from '../errors';
 import type { AppEvent } from '../events';
 
-export type BannerBackend = Pick<Backend, 'incomingCall' | 'acceptCall' | 'rejectCall' | 'closeWindow'>;
+export type BannerBackend = Pick<Backend, 'incomingCall' | 'policy' | 'acceptCall' | 'rejectCall' | 'closeWindow'>;
 
 export type BannerStatus = 'loading' | 'ringing' | 'answering' | 'closed';
 
@@ -16,22 +16,33 @@ export class BannerStore {
   call = $state<IncomingCall | null>(null);
   status = $state<BannerStatus>('loading');
   error = $state<ApiError | null>(null);
+  /** The administrator's policy allows video: without it, a video call is answered with audio. */
+  videoAllowed = $state(true);
 
   constructor(private readonly backend: BannerBackend) {}
 
   async load(): Promise<void> {
+    // Asked side by side with the call. If the shell will not say, video stays offered: the
+    // engine answers with audio anyway while the policy turns video off.
+    const policy = this.backend.policy().then(
+      (policy) => policy,
+      () => null,
+    );
     try {
       this.call = await this.backend.incomingCall();
     } catch (thrown) {
       this.error = toApiError(thrown);
       this.call = null;
     }
+    this.videoAllowed = (await policy)?.video ?? true;
     if (this.call) this.status = 'ringing';
     else await this.close();
   }
 
+  /** Answers: with video as the call came, or with audio while the policy turns video off. */
   accept(): Promise<void> {
-    return this.answer(() => this.backend.acceptCall());
+    const audioOnly = !this.videoAllowed && this.call?.media === 'video';
+    return this.answer(() => this.backend.acceptCall(audioOnly));
   }
 
   /** Answers a video call with audio only. */

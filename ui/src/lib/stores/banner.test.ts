@@ -2,6 +2,7 @@
 
 import { describe, expect, test } from 'vitest';
 import type { IncomingCall } from '../bindings/IncomingCall';
+import { NO_POLICY } from '../policy';
 import { fakeBackend, settle } from '../testing/fakeBackend';
 import { BannerStore } from './banner.svelte';
 
@@ -20,6 +21,35 @@ describe('banner', () => {
     expect(banner.status).toBe('closed');
     await banner.decline();
     expect(backend.callsOf('rejectCall')).toHaveLength(0);
+  });
+
+  test('a video call is answered with audio while the policy turns video off', async () => {
+    const video: IncomingCall = { ...ringing, media: 'video' };
+    const backend = fakeBackend({
+      incomingCall: async () => video,
+      policy: async () => ({ ...NO_POLICY, file: '/etc/hark/policy.toml', video: false }),
+    });
+    const banner = new BannerStore(backend);
+    await banner.load();
+    expect(banner.videoAllowed).toBe(false);
+    await banner.accept();
+    expect(backend.callsOf('acceptCall')).toEqual([[true]]);
+  });
+
+  test('a shell that will not tell the policy leaves video offered', async () => {
+    const backend = fakeBackend({
+      incomingCall: async () => ({ ...ringing, media: 'video' }),
+      policy: async () => {
+        throw { code: 'unknown', message: 'policy not allowed' };
+      },
+    });
+    const banner = new BannerStore(backend);
+    await banner.load();
+    expect(banner.status).toBe('ringing');
+    expect(banner.videoAllowed).toBe(true);
+    expect(banner.error).toBeNull();
+    await banner.accept();
+    expect(backend.callsOf('acceptCall')).toEqual([[false]]);
   });
 
   test('closes at once when nothing rings', async () => {

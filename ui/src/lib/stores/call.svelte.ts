@@ -150,6 +150,9 @@ export class CallStore {
   now = $state(0);
   /** Who we are (set on sign-in). */
   me = $state('');
+  /** The administrator's policy allows video (set from `app_info`): without it, no camera and
+   *  no pictures, and a video call is answered with audio. */
+  videoAllowed = $state(true);
 
   /** Seconds on the timer: running while connected, the server's duration once ended. */
   elapsedS = $derived.by((): number | null => {
@@ -330,7 +333,7 @@ export class CallStore {
    * tile keeps the avatar until a picture actually comes.
    */
   showsVideo(user: string): boolean {
-    if (this.media !== 'video') return false;
+    if (this.media !== 'video' || !this.videoAllowed) return false;
     return user === this.me ? this.cameraOn : (this.videoOf[user] ?? true);
   }
 
@@ -356,12 +359,15 @@ export class CallStore {
     }
   }
 
-  /** Answers; `audioOnly` answers a video call with audio (our camera never opens). */
+  /**
+   * Answers; `audioOnly` answers a video call with audio (our camera never opens), as every
+   * answer to one is while the policy turns video off.
+   */
   async accept(audioOnly = false): Promise<void> {
     if (this.phase !== 'incoming') return;
     this.joining = true;
     try {
-      await this.backend.acceptCall(audioOnly);
+      await this.backend.acceptCall(audioOnly || (!this.videoAllowed && this.media === 'video'));
     } catch (thrown) {
       this.joining = false;
       this.error = toApiError(thrown);

@@ -1,6 +1,7 @@
 // Unit tests: sign-in state, profile changes and connection events.
 
 import { describe, expect, test } from 'vitest';
+import { NO_POLICY } from '../policy';
 import { fakeBackend } from '../testing/fakeBackend';
 import { DEFAULT_SETTINGS } from './settings.svelte';
 import { SessionStore } from './session.svelte';
@@ -11,7 +12,7 @@ describe('session', () => {
   test('app_info with or without a remembered account', () => {
     const store = new SessionStore(fakeBackend());
     expect(store.status).toBe('loading');
-    store.applyInfo({ version: '1', embedded_server: null, account: null, last_user: 'me', settings: DEFAULT_SETTINGS });
+    store.applyInfo({ version: '1', embedded_server: null, account: null, last_user: 'me', settings: DEFAULT_SETTINGS, policy: NO_POLICY });
     expect(store.status).toBe('signed_out');
     expect(store.lastUser).toBe('me');
     store.applyInfo({
@@ -20,6 +21,7 @@ describe('session', () => {
       account: { user: 'me', nickname: 'Me', avatar: null, server: 'x', embedded: true },
       last_user: 'me',
       settings: DEFAULT_SETTINGS,
+      policy: NO_POLICY,
     });
     expect(store.status).toBe('signed_in');
   });

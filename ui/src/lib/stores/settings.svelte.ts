@@ -48,6 +48,7 @@ export const DEFAULT_SETTINGS: Settings = {
   microphone_muted_at_start: false,
   start_at_login: false,
   start_hidden: false,
+  tel_links: false,
 };
 
 /** A file of the user's as the ringtone setting. */

@@ -6,6 +6,7 @@ import type { AppEvent } from '../events';
 import type { LiveUpdate } from '../bindings/LiveUpdate';
 import type { Mutes } from '../bindings/Mutes';
 import type { Settings } from '../bindings/Settings';
+import { NO_POLICY } from '../policy';
 import { DEFAULT_SETTINGS } from '../stores/settings.svelte';
 
 export type Recorded = { name: keyof Backend; args: unknown[] };
@@ -28,7 +29,15 @@ export function fakeBackend(overrides: Partial<Backend> = {}): FakeBackend {
   const liveListeners: ((update: LiveUpdate) => void)[] = [];
   const muteListeners: ((mutes: Mutes) => void)[] = [];
   const defaults: Backend = {
-    appInfo: async () => ({ version: '0.0.0-test', embedded_server: 'http://127.0.0.1:7000', account: null, last_user: null, settings: { ...DEFAULT_SETTINGS } }),
+    appInfo: async () => ({
+      version: '0.0.0-test',
+      embedded_server: 'http://127.0.0.1:7000',
+      account: null,
+      last_user: null,
+      settings: { ...DEFAULT_SETTINGS },
+      policy: { ...NO_POLICY, problems: [] },
+    }),
+    policy: async () => ({ ...NO_POLICY, problems: [] }),
     signIn: async (request) => ({ user: request.user, nickname: request.nickname ?? request.user, avatar: request.avatar, server: request.server ?? 'http://127.0.0.1:7000', embedded: request.server === null }),
     signOut: async () => null,
     setProfile: async () => null,
