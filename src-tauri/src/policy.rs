@@ -330,6 +330,21 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_reads_whole() {
+        let readme = include_str!("../../README.md");
+        let section = readme.find("### Policies for deployments").expect("README has the policy section");
+        let start = section + readme[section..].find("```toml\n").expect("a TOML example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed");
+        let policy = parse(&readme[start..end], None);
+        assert_eq!(policy.problems, Vec::<String>::new());
+        assert!(policy.server_locked && policy.reason.is_some() && policy.incoming_locked);
+        assert_eq!(locks(&policy), SAFEST);
+        // And the packaged example, every line commented out, locks nothing.
+        let example = parse(include_str!("../packaging/policy.toml.example"), None);
+        assert_eq!(example, Policy::default());
+    }
+
+    #[test]
     fn a_default_is_not_a_lock_and_unknown_keys_are_only_reported() {
         let policy = parse("default_incoming = \"full_screen\"\nenable_fax = true\n", Some("https://a.example"));
         assert_eq!((policy.default_incoming, policy.incoming_locked), (Some(IncomingPresentation::FullScreen), false));

@@ -287,7 +287,9 @@ mod tests {
     #[test]
     fn the_readme_example_is_a_valid_config() {
         let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
+        // The server's section: the desktop's policy file has a TOML example of its own before it.
+        let section = readme.find("\n## hark-server").expect("README has a hark-server section");
+        let start = section + readme[section..].find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
         let end = start + readme[start..].find("```").expect("closed");
         let config: Config = toml::from_str(&readme[start..end]).expect("the README's example parses");
         config.validate().unwrap();
