@@ -18,6 +18,7 @@ use hark_engine::audio::{sink_from_spec, source_from_spec};
 use hark_engine::core::CallEvent;
 use hark_engine::media::Devices;
 use hark_engine::sound_card::{MicrophoneSource, SpeakerSink};
+use hark_engine::media_watchdog::MediaLinkState;
 use hark_engine::voice_processing::ProcessingSettings;
 use hark_engine::ringtone::{RingtoneChoice, RingtoneKind, RodioOutput, SilentOutput};
 use hark_engine::signaling::{Credentials, SignalingConfig};
@@ -532,6 +533,8 @@ impl Printer {
             EngineEvent::Call(CallEvent::UserNoResponse { user }) => format!("{user} did not answer"),
             EngineEvent::Call(CallEvent::Error { code, message }) => format!("error: {code}: {message}"),
             EngineEvent::RemoteAudioAvailable { user } => format!("hearing {user}"),
+            EngineEvent::MediaLink { user, state: MediaLinkState::Reconnecting } => format!("nothing arrives from {user}; reconnecting"),
+            EngineEvent::MediaLink { user, state: MediaLinkState::Connected } => format!("{user}'s media arrives again"),
             EngineEvent::FirstRemoteVideoFrame { user } => format!("seeing {user}"),
             EngineEvent::RemoteVideoAvailable { user } => format!("{user}'s video on"),
             EngineEvent::RemoteVideoUnavailable { user } => format!("{user}'s video off"),

@@ -1,7 +1,7 @@
-//! Video over a real lossy, capped network path: two hark-cli processes in a network namespace of
+//! Calls over a real network path with faults: two hark-cli processes in a network namespace of
 //! their own (`unshare -n`, only `lo` in it), where nftables drops a tenth of all UDP at random and
-//! polices it to 500 kbit/s mid-call, and a group of three where one person's link alone is
-//! policed. (`tc netem` does not exist on these machines; nftables does.)
+//! polices it to 500 kbit/s mid-call (video), a group of three where one person's link alone is
+//! policed, and a five-second cut of all UDP (audio). (`tc netem` does not exist on these machines; nftables does.)
 //! The server runs in this test's process, listening on a socket made inside the namespace.
 //!
 //! Needs root (to make a namespace), `unshare`, `nsenter`, `ip` and `nft`, which `cargo xtask test`
@@ -248,5 +248,85 @@ async fn in_a_group_a_slow_link_gets_its_own_layer_and_does_not_slow_the_others(
     // Carol still gets alice's video, on the weak layer's smaller picture.
     assert!(carol_saw["frames"].as_u64().unwrap() >= 100, "carol: {carol_saw}");
     assert_eq!((carol_saw["width"].as_u64(), carol_saw["height"].as_u64()), (Some(320), Some(180)), "carol's last pictures were not the weak layer's");
+    server.shutdown().await;
+}
+
+/// A five-second cut of all UDP in a 1:1 call: each side says "reconnecting" about the other
+/// during the cut (not "connected" over silence), and after it media arrives and the far tone is
+/// heard again within 3 s; the call goes on to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_second_cut_says_reconnecting_and_the_call_comes_back() {
+    let (namespace, _dir, server, base) = server_in_a_namespace().await;
+    let cli = |user: &str, args: &[&str]| {
+        let mut command = namespace.command(env!("CARGO_BIN_EXE_hark-cli"));
+        command
+            .args(args)
+            .args(["--user", user, "--server", &base, "--password", "password123", "--register", "--bind", "127.0.0.1:0"])
+            .args(["--mic", "tone:440", "--speaker", "none", "--json"])
+            .stdout(Stdio::piped());
+        command
+    };
+    let mut bob = Killed(cli("bob", &["answer", "--auto"]).spawn().unwrap());
+    let bob_events = events(&mut bob.0);
+    let mut bob_log = Vec::new();
+    wait_event(&bob_events, "signed_in", &mut bob_log);
+    let mut alice = Killed(cli("alice", &["call", "bob", "--duration", "14"]).spawn().unwrap());
+    let alice_events = events(&mut alice.0);
+    let mut alice_log = Vec::new();
+    wait_event(&bob_events, "remote_audio_available", &mut bob_log);
+    wait_event(&alice_events, "remote_audio_available", &mut alice_log);
+    // Let the tone settle into the levels before the cut.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Signaling (TCP) stays up; every UDP packet, media and ICE checks alike, is dropped.
+    namespace.nft("add table inet cut");
+    namespace.nft("add chain inet cut in { type filter hook input priority 0 ; }");
+    namespace.nft("add rule inet cut in meta l4proto udp drop");
+    let cut = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    namespace.nft("delete table inet cut");
+    let restored = Instant::now();
+
+    let ended = tokio::task::spawn_blocking(move || {
+        let status = alice.0.wait().unwrap();
+        let _ = bob.0.wait();
+        (status, alice_events.try_iter().collect::<Vec<_>>(), bob_events.try_iter().collect::<Vec<_>>())
+    });
+    let (status, alice_rest, bob_rest) = tokio::time::timeout(Duration::from_secs(40), ended).await.expect("the call ends").unwrap();
+    assert!(status.success(), "alice: {status}");
+    alice_log.extend(alice_rest);
+    bob_log.extend(bob_rest);
+
+    for (who, log, far) in [("alice", &alice_log, "bob"), ("bob", &bob_log, "alice")] {
+        let since = |at: &Instant, from: &Instant| at.saturating_duration_since(*from).as_secs_f64();
+        let link = |state: &'static str| {
+            log.iter().filter(move |(_, e)| e["event"] == "media_link" && e["user"] == far && e["state"] == state).map(|(at, _)| *at)
+        };
+        let reconnecting = link("reconnecting").find(|at| *at >= cut).unwrap_or_else(|| panic!("{who} never said reconnecting: {log:?}"));
+        let connected = link("connected").find(|at| *at >= reconnecting).unwrap_or_else(|| panic!("{who} never said connected again: {log:?}"));
+        let levels: Vec<(f64, u64)> = log
+            .iter()
+            .filter(|(at, e)| e["event"] == "voice_level" && e["user"] == far && *at >= cut)
+            .map(|(at, e)| (since(at, &cut), e["level"].as_u64().unwrap()))
+            .collect();
+        let heard = levels.iter().find(|(t, level)| *t >= since(&restored, &cut) && *level >= 20).map(|(t, _)| *t);
+        println!(
+            "{who}: reconnecting {:.2} s into the cut, connected {:.2} s after it, {far}'s tone heard {:?} s after it; levels from the cut (s, level): {levels:?}",
+            since(&reconnecting, &cut),
+            since(&connected, &restored),
+            heard.map(|t| t - since(&restored, &cut)),
+        );
+        assert!(since(&reconnecting, &cut) <= 4.0, "{who} said reconnecting {:.2} s into the cut", since(&reconnecting, &cut));
+        assert!(reconnecting < restored, "{who} said reconnecting only after the cut");
+        assert!(since(&connected, &restored) <= 3.0, "{who}: media came back {:.2} s after the cut", since(&connected, &restored));
+        assert!(
+            levels.iter().filter(|(t, _)| (1.0..5.0).contains(t)).all(|(_, level)| *level < 5),
+            "{who} heard {far} through the cut: the cut was not one"
+        );
+        let heard = heard.unwrap_or_else(|| panic!("{who} never heard {far} again"));
+        assert!(heard - since(&restored, &cut) <= 3.0, "{who} heard {far} {:.2} s after the cut", heard - since(&restored, &cut));
+        let ended = log.iter().find(|(_, e)| e["event"] == "call_ended").unwrap_or_else(|| panic!("{who}: no call_ended: {log:?}"));
+        assert_eq!(ended.1["reason"], "hangup", "{who}: {}", ended.1);
+    }
     server.shutdown().await;
 }

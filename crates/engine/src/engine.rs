@@ -166,6 +166,15 @@ pub enum EngineEvent {
         /// once, so every view shows the same badge.
         weak: bool,
     },
+    /// Media from a person in the call stopped arriving (`reconnecting`: the path is being
+    /// recovered, the call goes on) or came back (`connected`). Said on changes only: a link
+    /// that connects is `connected` until said otherwise.
+    MediaLink {
+        /// Who.
+        user: UserId,
+        /// Whether packets arrive.
+        state: crate::media_watchdog::MediaLinkState,
+    },
     /// The ringtone should start or stop (the core's decision).
     Ringtone {
         /// `incoming`, `dialing` or `stop`.
@@ -874,6 +883,10 @@ impl EngineTask {
                 }
             }
             PeerEvent::Failed => debug!(%user, "peer connection failed; restarting ICE"),
+            PeerEvent::MediaLink(state) => {
+                tracing::info!(%user, ?state, "media link");
+                self.emit(EngineEvent::MediaLink { user, state });
+            }
             PeerEvent::Quality { loss_percent, rtt_ms, relayed } => {
                 let weak = loss_percent >= WEAK_LOSS_PERCENT || rtt_ms.is_some_and(|rtt| rtt >= WEAK_RTT_MS);
                 self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed, weak })

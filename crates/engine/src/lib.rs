@@ -13,6 +13,7 @@ pub mod frame_assembly;
 pub mod jitter;
 pub mod keyframe_requests;
 pub mod media;
+pub mod media_watchdog;
 pub mod peer;
 pub mod policy;
 pub mod ringtone;

@@ -37,6 +37,7 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
+use crate::media_watchdog::{MediaLinkState, MediaWatchdog};
 use crate::round_trips::{RoundTripTime, RoundTrips};
 
 /// How a peer connection is set up: from `welcome`, plus where to bind.
@@ -119,6 +120,8 @@ pub enum PeerEvent {
     },
     /// The connection failed (an ICE restart is under way).
     Failed,
+    /// Media stopped arriving from this person, or came back ([`MediaWatchdog`]).
+    MediaLink(MediaLinkState),
     /// Network figures from stats: loss in percent of packets and round-trip time.
     Quality {
         /// Percent of expected packets lost.
@@ -140,6 +143,7 @@ impl std::fmt::Debug for PeerEvent {
             PeerEvent::VideoRetransmissions(r) => write!(f, "VideoRetransmissions({r:.3})"),
             PeerEvent::RemoteTrack { kind, .. } => write!(f, "RemoteTrack({kind:?})"),
             PeerEvent::Failed => write!(f, "Failed"),
+            PeerEvent::MediaLink(state) => write!(f, "MediaLink({state:?})"),
             PeerEvent::Quality { loss_percent, rtt_ms, relayed } => write!(f, "Quality({loss_percent:.1}%, {rtt_ms:?} ms, relayed {relayed})"),
         }
     }
@@ -242,7 +246,7 @@ impl PeerLink {
         };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, rtt };
+        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, watchdog: None, rtt };
         tokio::spawn(task.run(command_rx, local_rx));
         Ok(PeerLink { commands })
     }
@@ -377,6 +381,8 @@ struct LinkTask {
     /// Remote candidates that came before the remote description.
     held: Vec<RTCIceCandidateInit>,
     connected: bool,
+    /// Whether packets arrive, from the first connection on.
+    watchdog: Option<MediaWatchdog>,
     /// The RTT measured from RTCP reports ([`crate::round_trips`]).
     rtt: RoundTripTime,
 }
@@ -503,6 +509,7 @@ impl LinkTask {
         match state {
             RTCPeerConnectionState::Connected if !self.connected => {
                 self.connected = true;
+                self.watchdog = Some(MediaWatchdog::new(Instant::now()));
                 let payload_type = match self.sender.get_parameters().await {
                     Ok(parameters) => parameters.rtp_parameters.codecs.first().map(|c| c.payload_type),
                     Err(e) => {
@@ -545,6 +552,10 @@ impl LinkTask {
         for inbound in report.inbound_rtp_streams() {
             received += inbound.received_rtp_stream_stats.packets_received;
             lost += inbound.received_rtp_stream_stats.packets_lost;
+        }
+        if let Some(state) = self.watchdog.as_mut().and_then(|watchdog| watchdog.observe(received, Instant::now())) {
+            debug!(user = %self.user, ?state, "media link");
+            self.emit(PeerEvent::MediaLink(state));
         }
         if let Some(video) = &mut self.video {
             // How hard the link to this person works to carry our video, once a second:

@@ -39,6 +39,7 @@ const ENGINE_EVENTS: ReadonlySet<string> = new Set<OtherEngineEvent['event']>([
   'remote_audio_available',
   'voice_level',
   'network_quality',
+  'media_link',
   'ringtone',
   'ringtone_playing',
   'ringtone_stopped',

@@ -435,6 +435,14 @@ describe('call view', () => {
       await live(page, { kind: 'quality', user: 'bob', loss_percent: 14, rtt_ms: 320, relayed: false, weak: true });
       await page.locator('[data-testid="tile-bob"][data-speaking="true"][data-weak="true"]').waitFor();
       assert.equal(await page.getByTestId('weak-bob').isVisible(), true, 'weak-network badge shown');
+      // Nothing arrives from bob for a while: the call says so, not "Connected", until it comes back.
+      await emit(page, { event: 'media_link', user: 'bob', state: 'reconnecting' });
+      await waitText(page, 'call-status', 'Reconnecting…');
+      await page.locator('[data-testid="tile-bob"][data-reconnecting="true"]').waitFor();
+      assert.equal(await text(page, 'reconnecting-bob'), 'Reconnecting…');
+      await emit(page, { event: 'media_link', user: 'bob', state: 'connected' });
+      await waitText(page, 'call-status', 'Connected');
+      assert.equal(await page.getByTestId('reconnecting-bob').count(), 0, 'the hint goes when media comes back');
       await page.getByTestId('mute-mic').click();
       await page.locator('[data-testid="mute-mic"][aria-pressed="true"]').waitFor();
       assert.deepEqual(scenario.callsOf('mute_microphone'), [{ muted: true }]);

@@ -5,6 +5,7 @@ import type { DeviceDirection } from "./DeviceDirection";
 import type { DeviceInfo } from "./DeviceInfo";
 import type { ErrorCode } from "./ErrorCode";
 import type { KickReason } from "./KickReason";
+import type { MediaLinkState } from "./MediaLinkState";
 import type { PresenceStatus } from "./PresenceStatus";
 import type { RingtoneErrorCode } from "./RingtoneErrorCode";
 
@@ -68,7 +69,15 @@ relayed: boolean,
  * Whether the link counts as weak ([`WEAK_LOSS_PERCENT`], [`WEAK_RTT_MS`]): decided here
  * once, so every view shows the same badge.
  */
-weak: boolean, } | { "event": "ringtone", 
+weak: boolean, } | { "event": "media_link", 
+/**
+ * Who.
+ */
+user: string, 
+/**
+ * Whether packets arrive.
+ */
+state: MediaLinkState, } | { "event": "ringtone", 
 /**
  * `incoming`, `dialing` or `stop`.
  */

@@ -100,6 +100,7 @@ export const en = {
   'call.in_call': '{count} people in the call',
   'call.timer': 'Call duration',
   'call.weak': 'Weak network',
+  'call.reconnecting': 'Reconnecting…',
   'call.speaking': 'Speaking',
   'call.swap': 'Swap the large and small views',
   'call.mute_mic': 'Mute microphone',

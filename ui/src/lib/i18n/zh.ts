@@ -101,6 +101,7 @@ export const zh: Record<MessageKey, string> = {
   'call.in_call': '通话中共 {count} 人',
   'call.timer': '通话时长',
   'call.weak': '网络不佳',
+  'call.reconnecting': '正在重新连接…',
   'call.speaking': '正在说话',
   'call.swap': '切换大小画面',
   'call.mute_mic': '麦克风静音',

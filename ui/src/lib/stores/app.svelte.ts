@@ -228,6 +228,9 @@ export class HarkApp {
       case 'network_quality':
         this.call.networkQuality(engine.user, engine.weak);
         return;
+      case 'media_link':
+        this.call.mediaLink(engine.user, engine.state);
+        return;
       case 'signed_in':
         // After a reconnect the server may have moved on: what can be joined, who is online.
         if (engine.resumed) {

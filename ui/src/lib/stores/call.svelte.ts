@@ -16,6 +16,7 @@ import type { CallSummary } from '../bindings/CallSummary';
 import type { EndReason } from '../bindings/EndReason';
 import type { LiveUpdate } from '../bindings/LiveUpdate';
 import type { Media } from '../bindings/Media';
+import type { MediaLinkState } from '../bindings/MediaLinkState';
 import type { Mutes } from '../bindings/Mutes';
 import type { NotConnectedReason } from '../bindings/NotConnectedReason';
 import type { Backend } from '../backend';
@@ -142,6 +143,8 @@ export class CallStore {
   private speakerSince = 0;
   /** Weak-network badge per user. */
   weak = $state<Record<string, boolean>>({});
+  /** People whose media stopped arriving, while it is recovered (the engine's `media_link`). */
+  reconnecting = $state<Record<string, boolean>>({});
   /** The last error the engine or a command reported. */
   error = $state<ApiError | null>(null);
   /** Calls we could join. */
@@ -342,6 +345,11 @@ export class CallStore {
     this.weak[user] = weak;
   }
 
+  /** The engine's watchdog: media from `user` stopped arriving, or came back. */
+  mediaLink(user: string, state: MediaLinkState): void {
+    this.reconnecting[user] = state === 'reconnecting';
+  }
+
   // ---- commands ----
 
   async place(to: string[], media: Media): Promise<void> {
@@ -532,6 +540,7 @@ export class CallStore {
     this.levels = {};
     this.speaker = null;
     this.weak = {};
+    this.reconnecting = {};
     this.videoOf = {};
     this.frozen = {};
     this.cameraError = null;
@@ -556,10 +565,11 @@ export class CallStore {
     this.phase = 'ended';
     this.end = end;
     this.joining = false;
-    // Nobody speaks and no link is weak in a call that is over.
+    // Nobody speaks and no link is weak or reconnecting in a call that is over.
     this.levels = {};
     this.speaker = null;
     this.weak = {};
+    this.reconnecting = {};
     this.clearTimers();
     this.hold = this.clock.setTimeout(() => {
       this.hold = null;

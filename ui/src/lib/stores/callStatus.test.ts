@@ -5,7 +5,7 @@ import { describe, expect, test } from 'vitest';
 import { setLanguage, t } from '../i18n/index.svelte';
 import { callStatus, type CallStatusInput } from './callStatus';
 
-const base: CallStatusInput = { phase: 'idle', joining: false, media: 'audio', peers: [], end: null, endedFrom: 'idle', error: null };
+const base: CallStatusInput = { phase: 'idle', joining: false, media: 'audio', peers: [], end: null, endedFrom: 'idle', error: null, reconnecting: {} };
 
 function status(patch: Partial<CallStatusInput>): string {
   return callStatus({ ...base, ...patch }, t);
@@ -22,6 +22,8 @@ describe('call status line', () => {
     expect(status({ phase: 'dialing' })).toBe('Calling…');
     expect(status({ phase: 'dialing', joining: true })).toBe('Connecting…');
     expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }] })).toBe('Connected');
+    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], reconnecting: { b: true } })).toBe('Reconnecting…');
+    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], reconnecting: { b: false } }), 'media came back').toBe('Connected');
     expect(
       status({
         phase: 'connected',
@@ -32,6 +34,11 @@ describe('call status line', () => {
         ],
       }),
     ).toBe('3 people in the call');
+    const group = [
+      { user: 'b', state: 'joined' as const },
+      { user: 'c', state: 'joined' as const },
+    ];
+    expect(status({ phase: 'connected', peers: group, reconnecting: { c: true } }), "a group's tile says whose link it is").toBe('3 people in the call');
   });
 
   test('ends', () => {

@@ -18,6 +18,13 @@ export interface CallStatusInput {
   end: CallEnd | null;
   endedFrom: CallPhase;
   error: ApiError | null;
+  /** People whose media stopped arriving (the engine's `media_link`). */
+  reconnecting: Readonly<Record<string, boolean>>;
+}
+
+/** A 1:1 call whose other person's media stopped arriving. */
+export function reconnectingOneToOne(call: Pick<CallStatusInput, 'peers' | 'reconnecting'>): boolean {
+  return call.peers.length === 1 && (call.reconnecting[call.peers[0].user] ?? false);
 }
 
 export function callStatus(call: CallStatusInput, t: Translate): string {
@@ -30,6 +37,9 @@ export function callStatus(call: CallStatusInput, t: Translate): string {
     case 'dialing':
       return t(call.joining ? 'call.connecting' : 'call.calling');
     case 'connected': {
+      // "Connected" over a dead path would be a lie: a 1:1 call says it reconnects (a group's
+      // tiles say whose link it is).
+      if (reconnectingOneToOne(call)) return t('call.reconnecting');
       const joined = call.peers.filter((p) => p.state === 'joined').length;
       return call.peers.length > 1 ? t('call.in_call', { count: joined + 1 }) : t('call.connected');
     }

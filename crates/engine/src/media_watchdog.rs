@@ -1,0 +1,104 @@
+//! "Connected" means packets are arriving. ICE's own states say nothing for seconds after a path
+//! goes dead (webrtc-rs reports "disconnected" only once consent checks have failed for a while,
+//! and "failed" after tens of seconds), so a call through a cut would show "connected" and stay
+//! silent. The watchdog looks at how many packets a person's link has received, once a second,
+//! and says "reconnecting" as soon as none came for [`STALL_AFTER`], and "connected" again with
+//! the first packet after. Pure: the caller gives it the count and the time.
+//!
+//! Arrivals are seen only when the count is read, so the stall is measured from the look that
+//! last saw the count grow; 1.5 s between looks a second apart means two looks in a row without
+//! a packet, whatever the looks' jitter (2 s exactly flipped between the second and the third
+//! look). A cut is said 2–3 s after it begins.
+
+use std::time::{Duration, Instant};
+
+/// How long without a single packet (audio flows all the time, silence included, so this is
+/// many missed packets, not a pause in speech) before a link counts as reconnecting.
+pub const STALL_AFTER: Duration = Duration::from_millis(1500);
+
+/// Whether media arrives on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub enum MediaLinkState {
+    /// Packets are arriving.
+    Connected,
+    /// None came for a while: the path is being recovered (the call goes on).
+    Reconnecting,
+}
+
+/// Watches one link's received-packet count.
+#[derive(Debug)]
+pub struct MediaWatchdog {
+    count: u64,
+    last_arrival: Instant,
+    state: MediaLinkState,
+}
+
+impl MediaWatchdog {
+    /// A watchdog for a link that connected at `now`.
+    pub fn new(now: Instant) -> MediaWatchdog {
+        MediaWatchdog { count: 0, last_arrival: now, state: MediaLinkState::Connected }
+    }
+
+    /// The link had received `count` packets in all at `now`; the new state, when it changed.
+    pub fn observe(&mut self, count: u64, now: Instant) -> Option<MediaLinkState> {
+        // Any change: a count can also go back (a stream gone after a renegotiation), and the
+        // packets after that count up from there.
+        if count != self.count {
+            self.count = count;
+            self.last_arrival = now;
+        }
+        let state = if now.saturating_duration_since(self.last_arrival) >= STALL_AFTER { MediaLinkState::Reconnecting } else { MediaLinkState::Connected };
+        (state != self.state).then(|| {
+            self.state = state;
+            state
+        })
+    }
+
+    /// The state now.
+    pub fn state(&self) -> MediaLinkState {
+        self.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_looks_without_packets_make_a_link_reconnecting_until_the_next_packet() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut watchdog = MediaWatchdog::new(start);
+        assert_eq!(watchdog.observe(50, at(1000)), None, "packets come: connected, as it was");
+        assert_eq!(watchdog.observe(100, at(2000)), None);
+        assert_eq!(watchdog.observe(100, at(3000)), None, "one look without is not yet a stall");
+        assert_eq!(watchdog.observe(100, at(3990)), Some(MediaLinkState::Reconnecting), "the second, a little early, is");
+        assert_eq!(watchdog.observe(100, at(9000)), None, "said once");
+        assert_eq!(watchdog.state(), MediaLinkState::Reconnecting);
+        assert_eq!(watchdog.observe(101, at(10_000)), Some(MediaLinkState::Connected), "one packet is enough");
+        assert_eq!(watchdog.observe(150, at(11_000)), None);
+    }
+
+    #[test]
+    fn a_link_that_never_receives_stalls_from_when_it_connected() {
+        let start = Instant::now();
+        let mut watchdog = MediaWatchdog::new(start);
+        assert_eq!(watchdog.observe(0, start + Duration::from_millis(1499)), None);
+        assert_eq!(watchdog.observe(0, start + STALL_AFTER), Some(MediaLinkState::Reconnecting));
+    }
+
+    #[test]
+    fn a_count_that_goes_back_is_a_new_base() {
+        // Stats of a stream that went away (a renegotiation) can sum to less than before; the
+        // packets after count up from there.
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut watchdog = MediaWatchdog::new(start);
+        assert_eq!(watchdog.observe(500, at(1)), None);
+        assert_eq!(watchdog.observe(20, at(2)), None);
+        assert_eq!(watchdog.observe(70, at(3)), None, "packets after the drop are arrivals");
+        assert_eq!(watchdog.observe(70, at(5)), Some(MediaLinkState::Reconnecting));
+    }
+}
