@@ -239,6 +239,10 @@ async fn run_installed_app() -> Result<()> {
 
     // "Open tel: links with Hark" takes tel: from the dialer this user had, a tel: number
     // opened then reaches Hark as a call to offer, and turning it off gives tel: back.
+    // (xdg-mime only names a handler whose entry is there and whose program runs.)
+    let applications = app.home.path().join("data/applications");
+    std::fs::create_dir_all(&applications)?;
+    std::fs::write(applications.join("other-dialer.desktop"), "[Desktop Entry]\nType=Application\nName=Other dialer\nExec=true %u\nNoDisplay=true\nMimeType=x-scheme-handler/tel;\n")?;
     std::fs::write(app.home.path().join("config/mimeapps.list"), "[Default Applications]\nx-scheme-handler/tel=other-dialer.desktop\n")?;
     ensure!(tel_handler(&app)? == "other-dialer.desktop", "the other dialer is not set up");
     web.click_css("[data-testid=tel-links]", SHORT).await?;
