@@ -489,10 +489,16 @@ pub enum LiveUpdate {
         loss_percent: f64,
         /// Round-trip time in ms.
         rtt_ms: Option<f64>,
+        /// Inter-arrival jitter of their audio in ms.
+        jitter_ms: Option<f64>,
         /// Through a TURN relay.
         relayed: bool,
         /// Whether to show the weak-network badge.
         weak: bool,
+        /// The call-quality score: ITU-T G.107's R (0–100, 93.2 at best).
+        r_factor: f64,
+        /// R as a mean opinion score, 1 to 4.5.
+        mos: f64,
     },
     /// The settings' microphone meter, 0–100.
     MicrophoneLevel {

@@ -216,8 +216,18 @@ async fn forward_events(app: AppHandle, engine: Engine, mut events: UnboundedRec
                 crate::live::send(&app, LiveUpdate::Level { user: user.clone(), level: *level });
                 continue;
             }
-            EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed, weak } => {
-                crate::live::send(&app, LiveUpdate::Quality { user: user.clone(), loss_percent: *loss_percent, rtt_ms: *rtt_ms, relayed: *relayed, weak: *weak });
+            EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, jitter_ms, relayed, weak, r_factor, mos } => {
+                let quality = LiveUpdate::Quality {
+                    user: user.clone(),
+                    loss_percent: *loss_percent,
+                    rtt_ms: *rtt_ms,
+                    jitter_ms: *jitter_ms,
+                    relayed: *relayed,
+                    weak: *weak,
+                    r_factor: *r_factor,
+                    mos: *mos,
+                };
+                crate::live::send(&app, quality);
                 continue;
             }
             EngineEvent::Call(CallEvent::IncomingCall { call_id, caller, invitees, media, .. }) => {

@@ -252,8 +252,9 @@ async fn in_a_group_a_slow_link_gets_its_own_layer_and_does_not_slow_the_others(
 }
 
 /// A five-second cut of all UDP in a 1:1 call: each side says "reconnecting" about the other
-/// during the cut (not "connected" over silence), and after it media arrives and the far tone is
-/// heard again within 3 s; the call goes on to its end.
+/// during the cut (not "connected" over silence) and scores the link at the bottom (all lost),
+/// and after it media arrives and the far tone is heard again within 3 s, the score back up;
+/// the call goes on to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_five_second_cut_says_reconnecting_and_the_call_comes_back() {
     let (namespace, _dir, server, base) = server_in_a_namespace().await;
@@ -325,6 +326,28 @@ async fn a_five_second_cut_says_reconnecting_and_the_call_comes_back() {
         );
         let heard = heard.unwrap_or_else(|| panic!("{who} never heard {far} again"));
         assert!(heard - since(&restored, &cut) <= 3.0, "{who} heard {far} {:.2} s after the cut", heard - since(&restored, &cut));
+        // The call-quality score: at its best before the cut, at the bottom through it (nothing
+        // arrives: all lost), and back up once media flows again.
+        let scores: Vec<(f64, f64, f64)> = log
+            .iter()
+            .filter(|(at, e)| e["event"] == "network_quality" && e["user"] == far && *at >= cut)
+            .map(|(at, e)| (since(at, &cut), e["loss_percent"].as_f64().unwrap(), e["mos"].as_f64().unwrap()))
+            .collect();
+        println!("{who}'s scores of {far} (s from the cut, loss %, MOS): {scores:?}");
+        let before: Vec<f64> = log
+            .iter()
+            .filter(|(at, e)| e["event"] == "network_quality" && e["user"] == far && *at < cut)
+            .map(|(_, e)| e["mos"].as_f64().unwrap())
+            .collect();
+        assert!(before.last().is_some_and(|mos| *mos > 4.2), "{who}: before the cut {before:?}");
+        let during = |(t, _, _): &&(f64, f64, f64)| (2.5..5.0).contains(t);
+        assert!(scores.iter().filter(during).count() > 0 && scores.iter().filter(during).all(|(_, loss, mos)| *loss == 100.0 && *mos < 1.5), "{who}: in the cut {scores:?}");
+        // The receiver counts the cut's packets as lost only once packets return, a report or
+        // two late: those were charged while missing, and a full interval after the cut they
+        // do not pull the score down a second time.
+        let after = since(&restored, &cut) + 2.2;
+        assert!(scores.iter().filter(|(t, _, _)| *t >= after).all(|(_, loss, mos)| *loss < 5.0 && *mos > 3.8), "{who}: after the cut {scores:?}");
+        assert!(scores.last().is_some_and(|(_, loss, mos)| *loss < 5.0 && *mos > 4.2), "{who}: at the end {scores:?}");
         let ended = log.iter().find(|(_, e)| e["event"] == "call_ended").unwrap_or_else(|| panic!("{who}: no call_ended: {log:?}"));
         assert_eq!(ended.1["reason"], "hangup", "{who}: {}", ended.1);
     }

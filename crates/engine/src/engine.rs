@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::audio::{AudioSink, AudioSource};
 use crate::call_log::{CallLog, CallSnapshot, Mutes};
+use crate::call_quality;
 use crate::camera::{CameraInfo, CameraWatch};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
@@ -160,11 +161,18 @@ pub enum EngineEvent {
         loss_percent: f64,
         /// Round-trip time in ms.
         rtt_ms: Option<f64>,
+        /// Inter-arrival jitter of their audio in ms, once our receiver has reported it.
+        jitter_ms: Option<f64>,
         /// Whether it runs through a TURN relay.
         relayed: bool,
         /// Whether the link counts as weak ([`WEAK_LOSS_PERCENT`], [`WEAK_RTT_MS`]): decided here
         /// once, so every view shows the same badge.
         weak: bool,
+        /// The call-quality score of this link: ITU-T G.107's transmission rating R (0–100,
+        /// 93.2 at best; [`crate::call_quality`]).
+        r_factor: f64,
+        /// R as a mean opinion score, 1 (bad) to 4.5.
+        mos: f64,
     },
     /// Media from a person in the call stopped arriving (`reconnecting`: the path is being
     /// recovered, the call goes on) or came back (`connected`). Said on changes only: a link
@@ -887,9 +895,10 @@ impl EngineTask {
                 tracing::info!(%user, ?state, "media link");
                 self.emit(EngineEvent::MediaLink { user, state });
             }
-            PeerEvent::Quality { loss_percent, rtt_ms, relayed } => {
+            PeerEvent::Quality { loss_percent, rtt_ms, jitter_ms, relayed } => {
                 let weak = loss_percent >= WEAK_LOSS_PERCENT || rtt_ms.is_some_and(|rtt| rtt >= WEAK_RTT_MS);
-                self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, relayed, weak })
+                let score = call_quality::score(&call_quality::Impairments::measured(loss_percent, rtt_ms.unwrap_or(0.0), jitter_ms.unwrap_or(0.0)));
+                self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, jitter_ms, relayed, weak, r_factor: score.r, mos: score.mos })
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod call_log;
+pub mod call_quality;
 pub mod camera;
 pub mod core;
 pub mod echo;

@@ -37,6 +37,7 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
+use crate::call_quality::LossMeter;
 use crate::media_watchdog::{MediaLinkState, MediaWatchdog};
 use crate::round_trips::{RoundTripTime, RoundTrips};
 
@@ -124,10 +125,12 @@ pub enum PeerEvent {
     MediaLink(MediaLinkState),
     /// Network figures from stats: loss in percent of packets and round-trip time.
     Quality {
-        /// Percent of expected packets lost.
+        /// Percent of their audio's packets lost in the interval ([`LossMeter`]).
         loss_percent: f64,
         /// Round-trip time in ms, if measured.
         rtt_ms: Option<f64>,
+        /// Inter-arrival jitter of their audio in ms, if our receiver has reported it.
+        jitter_ms: Option<f64>,
         /// Whether the selected candidate pair runs through a TURN relay.
         relayed: bool,
     },
@@ -144,10 +147,17 @@ impl std::fmt::Debug for PeerEvent {
             PeerEvent::RemoteTrack { kind, .. } => write!(f, "RemoteTrack({kind:?})"),
             PeerEvent::Failed => write!(f, "Failed"),
             PeerEvent::MediaLink(state) => write!(f, "MediaLink({state:?})"),
-            PeerEvent::Quality { loss_percent, rtt_ms, relayed } => write!(f, "Quality({loss_percent:.1}%, {rtt_ms:?} ms, relayed {relayed})"),
+            PeerEvent::Quality { loss_percent, rtt_ms, jitter_ms, relayed } => write!(f, "Quality({loss_percent:.1}%, {rtt_ms:?} ms, jitter {jitter_ms:?} ms, relayed {relayed})"),
         }
     }
 }
+
+/// The audio packets a quality report's interval (two seconds) brings from a far side sending
+/// Opus in 20 ms packets, the default of every WebRTC client ([`LossMeter`] learns other rates).
+const AUDIO_PACKETS_PER_QUALITY_REPORT: f64 = 100.0;
+
+/// Opus's RTP clock, ticks per millisecond.
+const OPUS_CLOCK_PER_MS: f64 = 48.0;
 
 /// Why a peer link could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +256,7 @@ impl PeerLink {
         };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, watchdog: None, rtt };
+        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, watchdog: None, rtt, loss: LossMeter::new(AUDIO_PACKETS_PER_QUALITY_REPORT) };
         tokio::spawn(task.run(command_rx, local_rx));
         Ok(PeerLink { commands })
     }
@@ -385,6 +395,8 @@ struct LinkTask {
     watchdog: Option<MediaWatchdog>,
     /// The RTT measured from RTCP reports ([`crate::round_trips`]).
     rtt: RoundTripTime,
+    /// Their audio's loss per quality report.
+    loss: LossMeter,
 }
 
 impl LinkTask {
@@ -398,7 +410,6 @@ impl LinkTask {
         let mut stats = tokio::time::interval(Duration::from_secs(1));
         let mut ticks = 0u64;
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_counts = (0u64, 0i64);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -432,7 +443,7 @@ impl LinkTask {
                 },
                 _ = stats.tick(), if self.connected => {
                     ticks += 1;
-                    last_counts = self.report_quality(last_counts, ticks.is_multiple_of(2)).await;
+                    self.report_quality(ticks.is_multiple_of(2)).await;
                 }
             }
         }
@@ -546,12 +557,24 @@ impl LinkTask {
     /// Loss from our own inbound stats (the far side's RTCP reports are not parsed by webrtc-rs
     /// 0.21.1); RTT from RTCP sender and receiver reports, or from the selected candidate pair's
     /// consent checks until the first report has come back.
-    async fn report_quality(&mut self, (last_received, last_lost): (u64, i64), quality_due: bool) -> (u64, i64) {
+    async fn report_quality(&mut self, quality_due: bool) {
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
-        let (mut received, mut lost) = (0u64, 0i64);
+        let mut received = 0u64;
+        let (mut audio_received, mut audio_lost) = (0u64, 0i64);
+        let mut jitter_ms = None;
         for inbound in report.inbound_rtp_streams() {
-            received += inbound.received_rtp_stream_stats.packets_received;
-            lost += inbound.received_rtp_stream_stats.packets_lost;
+            let stream = &inbound.received_rtp_stream_stats;
+            received += stream.packets_received;
+            if stream.rtp_stream_stats.kind == RtpCodecKind::Audio {
+                // The voice's loss is what the score rates; video's rate is too uneven to tell
+                // a gap from a still picture.
+                audio_received += stream.packets_received;
+                audio_lost += stream.packets_lost;
+                // The figure our receiver reports carry: RFC 3550's estimate in RTP timestamp
+                // units (the field's doc says seconds; the stats copy the report's value), at
+                // Opus's 48 kHz.
+                jitter_ms = Some(stream.jitter / OPUS_CLOCK_PER_MS);
+            }
         }
         if let Some(state) = self.watchdog.as_mut().and_then(|watchdog| watchdog.observe(received, Instant::now())) {
             debug!(user = %self.user, ?state, "media link");
@@ -578,7 +601,7 @@ impl LinkTask {
             }
         }
         if !quality_due {
-            return (last_received, last_lost);
+            return;
         }
         let pair_id = report.transport().map(|t| t.selected_candidate_pair_id.clone());
         let pair = pair_id.and_then(|id| match report.get(&id) {
@@ -592,11 +615,9 @@ impl LinkTask {
                 _ => None,
             })
             .unwrap_or(false);
-        let new_received = received.saturating_sub(last_received) as f64;
-        let new_lost = (lost - last_lost).max(0) as f64;
-        let loss_percent = if new_received + new_lost > 0.0 { 100.0 * new_lost / (new_received + new_lost) } else { 0.0 };
-        self.emit(PeerEvent::Quality { loss_percent, rtt_ms, relayed });
-        (received, lost)
+        let loss_percent = self.loss.interval(audio_received, audio_lost);
+        debug!(user = %self.user, audio_received, audio_lost, loss_percent, "quality");
+        self.emit(PeerEvent::Quality { loss_percent, rtt_ms, jitter_ms, relayed });
     }
 
     fn emit(&self, event: PeerEvent) {

@@ -375,6 +375,8 @@ async fn a_cut_signaling_socket_does_not_stop_the_call() {
     assert_hears("bob", &bob.heard, &[440.0], 880.0, 1.5, 0.9);
     let quality = bob.wait_for(|e| matches!(e, EngineEvent::NetworkQuality { .. })).await;
     assert!(matches!(quality, EngineEvent::NetworkQuality { loss_percent, weak: false, .. } if loss_percent < 5.0), "{quality:?}");
+    // A clean path on this machine scores near the E-model's best (R 93.2, MOS 4.41).
+    assert!(matches!(quality, EngineEvent::NetworkQuality { r_factor, mos, .. } if r_factor > 85.0 && mos > 4.2), "{quality:?}");
 
     // Signaling works again: the hangup reaches alice through the server.
     bob.engine.hangup().await.unwrap();

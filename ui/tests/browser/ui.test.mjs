@@ -432,9 +432,16 @@ describe('call view', () => {
       await waitText(page, 'call-timer', '02:06');
 
       await live(page, { kind: 'level', user: 'bob', level: 60 });
-      await live(page, { kind: 'quality', user: 'bob', loss_percent: 14, rtt_ms: 320, relayed: false, weak: true });
+      await live(page, { kind: 'quality', user: 'bob', loss_percent: 14, rtt_ms: 320, jitter_ms: 12, relayed: false, weak: true, r_factor: 47.6, mos: 2.45 });
       await page.locator('[data-testid="tile-bob"][data-speaking="true"][data-weak="true"]').waitFor();
       assert.equal(await page.getByTestId('weak-bob').isVisible(), true, 'weak-network badge shown');
+      // The call-quality score, explained on hover.
+      assert.equal(await text(page, 'score-bob'), '2.5');
+      assert.equal(await page.getByTestId('score-bob').getAttribute('data-grade'), 'poor');
+      assert.equal(
+        await page.getByTestId('score-bob').getAttribute('title'),
+        'Call quality 2.5 of 5, poor (E-model R 48): 14.0 % lost, 320 ms round trip, 12 ms jitter',
+      );
       // Nothing arrives from bob for a while: the call says so, not "Connected", until it comes back.
       await emit(page, { event: 'media_link', user: 'bob', state: 'reconnecting' });
       await waitText(page, 'call-status', 'Reconnecting…');

@@ -62,6 +62,10 @@ loss_percent: number,
  */
 rtt_ms: number | null, 
 /**
+ * Inter-arrival jitter of their audio in ms, once our receiver has reported it.
+ */
+jitter_ms: number | null, 
+/**
  * Whether it runs through a TURN relay.
  */
 relayed: boolean, 
@@ -69,7 +73,16 @@ relayed: boolean,
  * Whether the link counts as weak ([`WEAK_LOSS_PERCENT`], [`WEAK_RTT_MS`]): decided here
  * once, so every view shows the same badge.
  */
-weak: boolean, } | { "event": "media_link", 
+weak: boolean, 
+/**
+ * The call-quality score of this link: ITU-T G.107's transmission rating R (0–100,
+ * 93.2 at best; [`crate::call_quality`]).
+ */
+r_factor: number, 
+/**
+ * R as a mean opinion score, 1 (bad) to 4.5.
+ */
+mos: number, } | { "event": "media_link", 
 /**
  * Who.
  */

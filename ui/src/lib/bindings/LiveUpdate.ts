@@ -25,13 +25,25 @@ loss_percent: number,
  */
 rtt_ms: number | null, 
 /**
+ * Inter-arrival jitter of their audio in ms.
+ */
+jitter_ms: number | null, 
+/**
  * Through a TURN relay.
  */
 relayed: boolean, 
 /**
  * Whether to show the weak-network badge.
  */
-weak: boolean, } | { "kind": "microphone_level", 
+weak: boolean, 
+/**
+ * The call-quality score: ITU-T G.107's R (0–100, 93.2 at best).
+ */
+r_factor: number, 
+/**
+ * R as a mean opinion score, 1 to 4.5.
+ */
+mos: number, } | { "kind": "microphone_level", 
 /**
  * Level.
  */

@@ -226,7 +226,7 @@ export class HarkApp {
         this.call.voiceLevel(engine.user, engine.level);
         return;
       case 'network_quality':
-        this.call.networkQuality(engine.user, engine.weak);
+        this.call.networkQuality(engine.user, engine.weak, engine);
         return;
       case 'media_link':
         this.call.mediaLink(engine.user, engine.state);

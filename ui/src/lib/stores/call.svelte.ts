@@ -17,6 +17,7 @@ import type { EndReason } from '../bindings/EndReason';
 import type { LiveUpdate } from '../bindings/LiveUpdate';
 import type { Media } from '../bindings/Media';
 import type { MediaLinkState } from '../bindings/MediaLinkState';
+import type { LinkQuality } from '../quality';
 import type { Mutes } from '../bindings/Mutes';
 import type { NotConnectedReason } from '../bindings/NotConnectedReason';
 import type { Backend } from '../backend';
@@ -143,6 +144,8 @@ export class CallStore {
   private speakerSince = 0;
   /** Weak-network badge per user. */
   weak = $state<Record<string, boolean>>({});
+  /** Each person's call-quality score and what it came from (the engine's E-model). */
+  quality = $state<Record<string, LinkQuality>>({});
   /** People whose media stopped arriving, while it is recovered (the engine's `media_link`). */
   reconnecting = $state<Record<string, boolean>>({});
   /** The last error the engine or a command reported. */
@@ -280,7 +283,7 @@ export class CallStore {
   /** Levels and network quality from the live channel. */
   live(update: LiveUpdate): void {
     if (update.kind === 'level') this.voiceLevel(update.user, update.level);
-    else if (update.kind === 'quality') this.weak[update.user] = update.weak;
+    else if (update.kind === 'quality') this.networkQuality(update.user, update.weak, update);
   }
 
   /** The engine's own level event (when levels come on the event stream instead of the channel). */
@@ -340,9 +343,14 @@ export class CallStore {
     return user === this.me ? this.cameraOn : (this.videoOf[user] ?? true);
   }
 
-  /** The engine's network-quality event: whether the link is weak is the engine's word. */
-  networkQuality(user: string, weak: boolean): void {
+  /** The engine's network-quality event: whether the link is weak is the engine's word, and so
+   *  is the score. */
+  networkQuality(user: string, weak: boolean, quality?: LinkQuality): void {
     this.weak[user] = weak;
+    if (quality) {
+      const { loss_percent, rtt_ms, jitter_ms, r_factor, mos } = quality;
+      this.quality[user] = { loss_percent, rtt_ms, jitter_ms, r_factor, mos };
+    }
   }
 
   /** The engine's watchdog: media from `user` stopped arriving, or came back. */
@@ -540,6 +548,7 @@ export class CallStore {
     this.levels = {};
     this.speaker = null;
     this.weak = {};
+    this.quality = {};
     this.reconnecting = {};
     this.videoOf = {};
     this.frozen = {};
@@ -569,6 +578,7 @@ export class CallStore {
     this.levels = {};
     this.speaker = null;
     this.weak = {};
+    this.quality = {};
     this.reconnecting = {};
     this.clearTimers();
     this.hold = this.clock.setTimeout(() => {

@@ -266,8 +266,9 @@ describe('events about people and media', () => {
   test('levels and weak badges from the live channel and from engine events', () => {
     call.live({ kind: 'level', user: 'bob', level: 40 });
     call.live({ kind: 'level', user: 'me', level: 3 });
-    call.live({ kind: 'quality', user: 'bob', loss_percent: 12, rtt_ms: 80, relayed: false, weak: true });
+    call.live({ kind: 'quality', user: 'bob', loss_percent: 12, rtt_ms: 80, jitter_ms: 4, relayed: false, weak: true, r_factor: 61.2, mos: 3.16 });
     expect(call.isSpeaking('bob')).toBe(true);
+    expect(call.quality['bob']).toEqual({ loss_percent: 12, rtt_ms: 80, jitter_ms: 4, r_factor: 61.2, mos: 3.16 });
     expect(call.isSpeaking('me')).toBe(false);
     expect(call.weak['bob']).toBe(true);
     call.voiceLevel('bob', 0);
@@ -276,10 +277,11 @@ describe('events about people and media', () => {
     expect(call.weak['bob']).toBe(true);
     call.networkQuality('bob', false);
     expect(call.weak['bob']).toBe(false);
-    call.live({ kind: 'quality', user: 'bob', loss_percent: 30, rtt_ms: null, relayed: true, weak: true });
+    call.live({ kind: 'quality', user: 'bob', loss_percent: 30, rtt_ms: null, jitter_ms: null, relayed: true, weak: true, r_factor: 30, mos: 1.6 });
     call.live({ kind: 'level', user: 'bob', level: 90 });
     call.handle({ event: 'call_ended', call_id: 'c1', reason: 'hangup', duration_s: 9 });
     expect(call.weak).toEqual({});
+    expect(call.quality, 'no score outlives its call').toEqual({});
     expect(call.isSpeaking('bob')).toBe(false);
   });
 
