@@ -236,8 +236,14 @@ async fn main() -> anyhow::Result<()> {
                 printer.line(
                     &serde_json::to_value(&record)?,
                     &format!(
-                        "{} {:?} {} {:?} {:?} {} s",
-                        record.call_id, record.direction, record.caller, record.media, record.result, record.duration_s
+                        "{} {:?} {} {:?} {:?} {} s{}",
+                        record.call_id,
+                        record.direction,
+                        record.caller,
+                        record.media,
+                        record.result,
+                        record.duration_s,
+                        if record.end_reason == Some(hark_protocol::EndReason::Failed) { ", dropped" } else { "" }
                     ),
                 );
             }
@@ -535,6 +541,7 @@ impl Printer {
             EngineEvent::RemoteAudioAvailable { user } => format!("hearing {user}"),
             EngineEvent::MediaLink { user, state: MediaLinkState::Reconnecting } => format!("nothing arrives from {user}; reconnecting"),
             EngineEvent::MediaLink { user, state: MediaLinkState::Connected } => format!("{user}'s media arrives again"),
+            EngineEvent::MediaLink { user, state: MediaLinkState::Lost } => format!("nothing from {user} for {} s: media lost; still trying", hark_engine::media_watchdog::LOST_AFTER.as_secs()),
             EngineEvent::FirstRemoteVideoFrame { user } => format!("seeing {user}"),
             EngineEvent::RemoteVideoAvailable { user } => format!("{user}'s video on"),
             EngineEvent::RemoteVideoUnavailable { user } => format!("{user}'s video off"),

@@ -1,7 +1,9 @@
 //! Calls over a real network path with faults: two hark-cli processes in a network namespace of
 //! their own (`unshare -n`, only `lo` in it), where nftables drops a tenth of all UDP at random and
 //! polices it to 500 kbit/s mid-call (video), a group of three where one person's link alone is
-//! policed, and a five-second cut of all UDP (audio). (`tc netem` does not exist on these machines; nftables does.)
+//! policed, a five-second cut of all UDP (audio) and a 25-second one. The audio calls use
+//! hark-cli's default binds, so they are also calls on a machine whose only interface is
+//! loopback. (`tc netem` does not exist on these machines; nftables does.)
 //! The server runs in this test's process, listening on a socket made inside the namespace.
 //!
 //! Needs root (to make a namespace), `unshare`, `nsenter`, `ip` and `nft`, which `cargo xtask test`
@@ -251,6 +253,48 @@ async fn in_a_group_a_slow_link_gets_its_own_layer_and_does_not_slow_the_others(
     server.shutdown().await;
 }
 
+/// hark-cli in `namespace` as `user`, signed in to `base`, with the default binds, a tone for a
+/// microphone and JSON events on its stdout.
+fn audio_cli(namespace: &Namespace, base: &str, user: &str, args: &[&str]) -> Command {
+    let mut command = namespace.command(env!("CARGO_BIN_EXE_hark-cli"));
+    command
+        .args(args)
+        .args(["--user", user, "--server", base, "--password", "password123", "--register"])
+        .args(["--mic", "tone:440", "--speaker", "none", "--json"])
+        .stdout(Stdio::piped());
+    command
+}
+
+/// One side of a call: its hark-cli, its events as they come, and those already read.
+struct Side {
+    process: Killed,
+    events: std::sync::mpsc::Receiver<(Instant, serde_json::Value)>,
+    log: Vec<(Instant, serde_json::Value)>,
+}
+
+/// Bob answering and alice calling him for `duration` seconds, with the default binds, once
+/// each hears the other; (alice, bob).
+fn audio_call(namespace: &Namespace, base: &str, duration: &str) -> (Side, Side) {
+    let mut bob = Killed(audio_cli(namespace, base, "bob", &["answer", "--auto"]).spawn().unwrap());
+    let bob_events = events(&mut bob.0);
+    let mut bob_log = Vec::new();
+    wait_event(&bob_events, "signed_in", &mut bob_log);
+    let mut alice = Killed(audio_cli(namespace, base, "alice", &["call", "bob", "--duration", duration]).spawn().unwrap());
+    let alice_events = events(&mut alice.0);
+    let mut alice_log = Vec::new();
+    wait_event(&bob_events, "remote_audio_available", &mut bob_log);
+    wait_event(&alice_events, "remote_audio_available", &mut alice_log);
+    (Side { process: alice, events: alice_events, log: alice_log }, Side { process: bob, events: bob_events, log: bob_log })
+}
+
+/// Drops every UDP packet in `namespace` (signaling, on TCP, stays up) until the table is
+/// deleted.
+fn cut_udp(namespace: &Namespace) {
+    namespace.nft("add table inet cut");
+    namespace.nft("add chain inet cut in { type filter hook input priority 0 ; }");
+    namespace.nft("add rule inet cut in meta l4proto udp drop");
+}
+
 /// A five-second cut of all UDP in a 1:1 call: each side says "reconnecting" about the other
 /// during the cut (not "connected" over silence) and scores the link at the bottom (all lost),
 /// and after it media arrives and the far tone is heard again within 3 s, the score back up;
@@ -258,31 +302,13 @@ async fn in_a_group_a_slow_link_gets_its_own_layer_and_does_not_slow_the_others(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_five_second_cut_says_reconnecting_and_the_call_comes_back() {
     let (namespace, _dir, server, base) = server_in_a_namespace().await;
-    let cli = |user: &str, args: &[&str]| {
-        let mut command = namespace.command(env!("CARGO_BIN_EXE_hark-cli"));
-        command
-            .args(args)
-            .args(["--user", user, "--server", &base, "--password", "password123", "--register", "--bind", "127.0.0.1:0"])
-            .args(["--mic", "tone:440", "--speaker", "none", "--json"])
-            .stdout(Stdio::piped());
-        command
-    };
-    let mut bob = Killed(cli("bob", &["answer", "--auto"]).spawn().unwrap());
-    let bob_events = events(&mut bob.0);
-    let mut bob_log = Vec::new();
-    wait_event(&bob_events, "signed_in", &mut bob_log);
-    let mut alice = Killed(cli("alice", &["call", "bob", "--duration", "14"]).spawn().unwrap());
-    let alice_events = events(&mut alice.0);
-    let mut alice_log = Vec::new();
-    wait_event(&bob_events, "remote_audio_available", &mut bob_log);
-    wait_event(&alice_events, "remote_audio_available", &mut alice_log);
+    let (Side { process: mut alice, events: alice_events, log: mut alice_log }, Side { process: mut bob, events: bob_events, log: mut bob_log }) =
+        audio_call(&namespace, &base, "14");
     // Let the tone settle into the levels before the cut.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Signaling (TCP) stays up; every UDP packet, media and ICE checks alike, is dropped.
-    namespace.nft("add table inet cut");
-    namespace.nft("add chain inet cut in { type filter hook input priority 0 ; }");
-    namespace.nft("add rule inet cut in meta l4proto udp drop");
+    cut_udp(&namespace);
     let cut = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     namespace.nft("delete table inet cut");
@@ -350,6 +376,55 @@ async fn a_five_second_cut_says_reconnecting_and_the_call_comes_back() {
         assert!(scores.last().is_some_and(|(_, loss, mos)| *loss < 5.0 && *mos > 4.2), "{who}: at the end {scores:?}");
         let ended = log.iter().find(|(_, e)| e["event"] == "call_ended").unwrap_or_else(|| panic!("{who}: no call_ended: {log:?}"));
         assert_eq!(ended.1["reason"], "hangup", "{who}: {}", ended.1);
+    }
+    server.shutdown().await;
+}
+
+/// A 25-second cut of all UDP in a 1:1 call: each side is told media is lost within 15 s, and
+/// gives the call up (no media for 20 s) before the cut ends; the call ends `failed`, and both
+/// records say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_that_lasts_ends_the_call_failed() {
+    let (namespace, _dir, server, base) = server_in_a_namespace().await;
+    let cli = |user: &str, args: &[&str]| audio_cli(&namespace, &base, user, args);
+    let (Side { process: mut alice, events: alice_events, log: mut alice_log }, Side { process: mut bob, events: bob_events, log: mut bob_log }) =
+        audio_call(&namespace, &base, "60");
+
+    cut_udp(&namespace);
+    let cut = Instant::now();
+    let ended = tokio::task::spawn_blocking(move || {
+        let alice_status = alice.0.wait().unwrap();
+        let alice_done = Instant::now();
+        let bob_status = bob.0.wait().unwrap();
+        (alice_status, bob_status, alice_done, Instant::now(), alice_events.try_iter().collect::<Vec<_>>(), bob_events.try_iter().collect::<Vec<_>>())
+    });
+    let (alice_status, bob_status, alice_done, bob_done, alice_rest, bob_rest) =
+        tokio::time::timeout(Duration::from_secs(40), ended).await.expect("the call ends by itself").unwrap();
+    namespace.nft("delete table inet cut");
+    assert!(alice_status.success() && bob_status.success(), "alice: {alice_status}, bob: {bob_status}");
+    alice_log.extend(alice_rest);
+    bob_log.extend(bob_rest);
+
+    for (who, log, far, done) in [("alice", &alice_log, "bob", alice_done), ("bob", &bob_log, "alice", bob_done)] {
+        let since_cut = |at: &Instant| at.saturating_duration_since(cut).as_secs_f64();
+        let lost = log
+            .iter()
+            .find(|(at, e)| e["event"] == "media_link" && e["user"] == far && e["state"] == "lost" && *at >= cut)
+            .unwrap_or_else(|| panic!("{who} was never told media is lost: {log:?}"));
+        let ended = log.iter().find(|(_, e)| e["event"] == "call_ended").unwrap_or_else(|| panic!("{who}: no call_ended: {log:?}"));
+        println!("{who}: media lost {:.2} s into the cut, the call ended {:.2} s into it ({})", since_cut(&lost.0), since_cut(&ended.0), ended.1);
+        assert!(since_cut(&lost.0) <= 15.0, "{who} was told media is lost {:.2} s into the cut", since_cut(&lost.0));
+        assert_eq!(ended.1["reason"], "failed", "{who}: {}", ended.1);
+        assert!(since_cut(&ended.0) > since_cut(&lost.0) && since_cut(&done) <= 25.0, "{who} ended {:.2} s into the cut", since_cut(&ended.0));
+
+        // The records, over signaling that never went down.
+        let history = cli(who, &["history"]).output().unwrap();
+        let newest: serde_json::Value = String::from_utf8_lossy(&history.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line.get("call_id").is_some())
+            .unwrap_or_else(|| panic!("{who}: no records: {}", String::from_utf8_lossy(&history.stdout)));
+        assert_eq!((&newest["result"], &newest["end_reason"]), (&serde_json::json!("completed"), &serde_json::json!("failed")), "{who}: {newest}");
     }
     server.shutdown().await;
 }

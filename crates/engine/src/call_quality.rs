@@ -150,6 +150,30 @@ pub fn mos(r: f64) -> f64 {
     }
 }
 
+/// The scores a call gathers, from all its links, for its record: their mean and the worst.
+#[derive(Debug, Default, Clone)]
+pub struct CallScores {
+    sum: f64,
+    count: u32,
+    worst: f64,
+}
+
+impl CallScores {
+    /// One more score (a MOS) of one link.
+    pub fn add(&mut self, mos: f64) {
+        self.worst = if self.count == 0 { mos } else { self.worst.min(mos) };
+        self.sum += mos;
+        self.count += 1;
+    }
+
+    /// The call's mean and worst, if it was scored at all (rounded to hundredths, which is more
+    /// than the model can tell).
+    pub fn summary(&self) -> Option<hark_protocol::CallQuality> {
+        let round = |mos: f64| (mos * 100.0).round() / 100.0;
+        (self.count > 0).then(|| hark_protocol::CallQuality { mos_average: round(self.sum / f64::from(self.count)), mos_worst: round(self.worst) })
+    }
+}
+
 /// A shortfall under this share of the packets an interval usually brings is timing, not a gap.
 const SHORTFALL_NOISE: f64 = 0.05;
 /// How many intervals with packets a charged gap waits for the receiver's count to match it.
@@ -384,5 +408,16 @@ mod tests {
         let mut meter = LossMeter::new(100.0);
         assert_eq!(meter.interval(0, 0), 0.0);
         assert_eq!(meter.interval(0, 0), 100.0, "a whole interval with nothing is all lost");
+    }
+
+    #[test]
+    fn a_call_keeps_the_mean_and_the_worst_of_its_scores() {
+        let mut scores = CallScores::default();
+        assert_eq!(scores.summary(), None, "a call never scored has nothing to keep");
+        for mos in [4.4, 4.4, 1.13, 4.371] {
+            scores.add(mos);
+        }
+        assert_eq!(scores.summary(), Some(hark_protocol::CallQuality { mos_average: 3.58, mos_worst: 1.13 }));
+        assert!(scores.summary().unwrap().is_valid());
     }
 }

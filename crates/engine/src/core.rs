@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use hark_protocol::{
-    CallId, CallSummary, ClientFrame, ClientMessage, EndReason, ErrorCode, Media, OkBody,
+    CallId, CallQuality, CallSummary, ClientFrame, ClientMessage, EndReason, ErrorCode, HangupReason, Media, OkBody,
     ServerMessage, SignalPayload, UserId,
 };
 
@@ -89,6 +89,9 @@ pub enum Command {
     Reject,
     /// Leave (or cancel, or decline) the current call.
     Hangup,
+    /// Leave the connected call because its media could not be recovered: the server hears
+    /// `call.hangup {reason:"failed"}` and we end the call `failed`.
+    GiveUp,
     /// Invite more people into the current call.
     InviteMore {
         /// Whom.
@@ -112,6 +115,7 @@ impl Command {
             Command::AcceptAudioOnly => "accept_audio_only",
             Command::Reject => "reject",
             Command::Hangup => "hangup",
+            Command::GiveUp => "give_up",
             Command::InviteMore { .. } => "invite_more",
             Command::AudioOnly => "audio_only",
             Command::Camera { .. } => "camera",
@@ -326,6 +330,8 @@ enum Pending {
     Join,
     Hangup,
     Other,
+    /// A `call.quality` report: whatever the answer, nothing to tell.
+    Report,
 }
 
 #[derive(Debug, Clone)]
@@ -367,7 +373,7 @@ pub struct CallCore {
     next_request: u64,
     /// A connected call we hung up, waiting for the server's `call.ended` (with the duration),
     /// and when it connected here, for a duration of our own if the answer never comes.
-    ending: Option<(CallId, i64)>,
+    ending: Option<(CallId, i64, EndReason)>,
     /// Calls we dropped (glare) whose late events are ignored.
     abandoned: Vec<CallId>,
     /// The server's clock minus ours (from `welcome.server_time`): server times such as
@@ -491,6 +497,7 @@ impl CallCore {
             (Command::Join { .. }, None) => {}
             (Command::Accept | Command::AcceptAudioOnly | Command::Reject, Some(Phase::RingingIn)) => {}
             (Command::Hangup, Some(_)) => {}
+            (Command::GiveUp, Some(Phase::Joining | Phase::Connected)) => {}
             (Command::InviteMore { to }, Some(Phase::RingingOut | Phase::Connected)) => {
                 if to.is_empty() {
                     return Err(CommandError::BadArgument("invite someone".into()));
@@ -551,6 +558,7 @@ impl CallCore {
                 self.finish_not_connected(Some(call_id), NotConnectedReason::Rejected);
             }
             Command::Hangup => self.hangup(now),
+            Command::GiveUp => self.leave(now, Some(HangupReason::Failed)),
             Command::InviteMore { to } => {
                 let call_id = self.call.as_ref().and_then(|c| c.id.clone()).expect("ringing or connected calls have ids");
                 self.request(now, Pending::Other, ClientMessage::CallInviteMore { call_id, to });
@@ -587,18 +595,30 @@ impl CallCore {
                 self.request(now, Pending::Other, ClientMessage::CallCancel { call_id: call_id.clone() });
                 self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled);
             }
-            (Phase::Joining | Phase::Connected, Some(call_id)) => {
-                let connected_at = call.connected_at;
-                self.request(now, Pending::Hangup, ClientMessage::CallHangup { call_id: call_id.clone() });
-                self.close_peers();
-                self.call = None;
-                match connected_at {
-                    // The duration comes with the server's `call.ended`.
-                    Some(at) => self.ending = Some((call_id, at)),
-                    None => self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled),
-                }
-            }
+            (Phase::Joining | Phase::Connected, Some(_)) => self.leave(now, None),
             (_, None) => unreachable!("only dialing calls lack an id"),
+        }
+    }
+
+    /// Tells the server how the call `call_id` sounded, for our record of it. A refusal (the
+    /// server is older, or kept no record) is no news.
+    pub fn report_quality(&mut self, now: i64, call_id: CallId, quality: CallQuality) {
+        self.request(now, Pending::Report, ClientMessage::CallQuality { call_id, quality });
+    }
+
+    /// Leaves the call we are joined in, for `reason` when it is not the person's choice.
+    fn leave(&mut self, now: i64, reason: Option<HangupReason>) {
+        let Some(call) = self.call.as_ref() else { return };
+        let Some(call_id) = call.id.clone() else { return };
+        let connected_at = call.connected_at;
+        self.request(now, Pending::Hangup, ClientMessage::CallHangup { call_id: call_id.clone(), reason });
+        self.close_peers();
+        self.call = None;
+        let end_reason = if reason == Some(HangupReason::Failed) { EndReason::Failed } else { EndReason::Hangup };
+        match connected_at {
+            // The duration comes with the server's `call.ended`.
+            Some(at) => self.ending = Some((call_id, at, end_reason)),
+            None => self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled),
         }
     }
 }
@@ -730,11 +750,11 @@ impl CallCore {
                     self.finish_not_connected(call_id, NotConnectedReason::Failed);
                 }
                 Pending::Hangup => {
-                    if let Some((call_id, at)) = self.ending.take() {
-                        self.event(CallEvent::CallEnded { call_id, reason: EndReason::Hangup, duration_s: seconds(now - at) });
+                    if let Some((call_id, at, reason)) = self.ending.take() {
+                        self.event(CallEvent::CallEnded { call_id, reason, duration_s: seconds(now - at) });
                     }
                 }
-                Pending::AbandonedInvite | Pending::Other => {}
+                Pending::AbandonedInvite | Pending::Other | Pending::Report => {}
             }
         }
     }
@@ -813,12 +833,17 @@ impl CallCore {
                 // The server answers a hangup with how long we were connected. In a group call
                 // that goes on, no `call.ended` follows, so the end is told now; in a call that
                 // ends, the `call.ended` that follows finds nothing left to end.
-                if let Some((call_id, at)) = self.ending.take() {
+                if let Some((call_id, at, reason)) = self.ending.take() {
                     let duration_s = body.duration_s.unwrap_or_else(|| seconds(now - at));
-                    self.event(CallEvent::CallEnded { call_id, reason: EndReason::Hangup, duration_s });
+                    self.event(CallEvent::CallEnded { call_id, reason, duration_s });
                 }
             }
             (Pending::Other, Ok(_)) => {}
+            (Pending::Report, outcome) => {
+                if let Err((code, message)) = outcome {
+                    tracing::debug!(?code, message, "the server kept no call quality");
+                }
+            }
         }
     }
 
@@ -906,7 +931,7 @@ impl CallCore {
             self.abandoned.remove(i);
             return;
         }
-        if self.ending.as_ref().is_some_and(|(id, _)| *id == call_id) {
+        if self.ending.as_ref().is_some_and(|(id, _, _)| *id == call_id) {
             self.ending = None;
             self.event(CallEvent::CallEnded { call_id, reason, duration_s });
             return;

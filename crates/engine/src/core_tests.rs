@@ -144,7 +144,7 @@ fn incoming_call_accept_answers_offers_and_local_hangup_waits_for_the_duration()
 
     rig.now += 10_000;
     let out = rig.cmd(Command::Hangup);
-    assert_eq!(sent(&out), [ClientMessage::CallHangup { call_id: "c1".into() }]);
+    assert_eq!(sent(&out), [ClientMessage::CallHangup { call_id: "c1".into(), reason: None }]);
     assert!(out.contains(&Output::ClosePeer { user: "alice".into() }));
     assert_eq!(rig.core.state(), CallState::Idle);
     assert!(events(&out).is_empty(), "the end is told with the server's duration");
@@ -153,6 +153,35 @@ fn incoming_call_accept_answers_offers_and_local_hangup_waits_for_the_duration()
     assert_eq!(events(&out), [CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Hangup, duration_s: 9 }]);
     // The call.ended of a 1:1 call that follows is no news.
     assert!(rig.server(json!({"type":"call.ended","call_id":"c1","reason":"hangup","duration_s":9})).is_empty());
+}
+
+#[test]
+fn giving_up_a_call_whose_media_is_gone_says_why_and_ends_it_failed() {
+    let mut rig = Rig::new("bob");
+    rig.ringing_in("alice");
+    assert!(matches!(rig.core.command(rig.now, Command::GiveUp), Err(CommandError::WrongState { .. })), "nothing to give up while ringing");
+    let out = rig.cmd(Command::Accept);
+    let (id, _) = Rig::last_request(&out);
+    rig.server(json!({"type":"ok","re":id,"joined":["alice"]}));
+    rig.now += 30_000;
+    let out = rig.cmd(Command::GiveUp);
+    assert_eq!(sent(&out), [ClientMessage::CallHangup { call_id: "c1".into(), reason: Some(HangupReason::Failed) }]);
+    assert!(out.contains(&Output::ClosePeer { user: "alice".into() }));
+    assert_eq!(rig.core.state(), CallState::Idle);
+    let (hangup_id, _) = Rig::last_request(&out);
+    let out = rig.server(json!({"type":"ok","re":hangup_id,"duration_s":30}));
+    assert_eq!(events(&out), [CallEvent::CallEnded { call_id: "c1".into(), reason: EndReason::Failed, duration_s: 30 }]);
+}
+
+#[test]
+fn a_calls_quality_goes_to_the_server_and_a_refusal_is_no_news() {
+    let mut rig = Rig::new("bob");
+    let quality = CallQuality { mos_average: 4.3, mos_worst: 3.9 };
+    rig.core.report_quality(rig.now, "c1".into(), quality);
+    let out = rig.drain();
+    assert_eq!(sent(&out), [ClientMessage::CallQuality { call_id: "c1".into(), quality }]);
+    let (id, _) = Rig::last_request(&out);
+    assert!(rig.server(json!({"type":"error","re":id,"code":"not_found","message":"no record"})).is_empty());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! handed to the right link, the ringtone starts and stops, and call events go to the channel. It
 //! feeds the core the server's frames, the links' negotiation messages and its timers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hark_protocol::{
@@ -389,6 +389,8 @@ impl Engine {
             signaling,
             events,
             peers: HashMap::new(),
+            silent_for_good: HashSet::new(),
+            call_scores: call_quality::CallScores::default(),
             peer_events: peer_tx,
             pipeline: AudioPipeline::new(config.devices, report_tx).with_receive_loss(config.receive_loss_percent),
             settings: PeerSettings { ice_servers: Vec::new(), policy: IceTransportPolicy::All, udp_addrs: config.udp_addrs },
@@ -680,6 +682,11 @@ struct EngineTask {
     signaling: SignalingHandle,
     events: mpsc::UnboundedSender<EngineEvent>,
     peers: HashMap<UserId, PeerLink>,
+    /// The people whose links went silent for good ([`PeerEvent::MediaGaveUp`]); when that is
+    /// everyone, the call is given up.
+    silent_for_good: HashSet<UserId>,
+    /// The current call's scores, for its record.
+    call_scores: call_quality::CallScores,
     peer_events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
     pipeline: AudioPipeline,
     settings: PeerSettings,
@@ -893,11 +900,27 @@ impl EngineTask {
             PeerEvent::Failed => debug!(%user, "peer connection failed; restarting ICE"),
             PeerEvent::MediaLink(state) => {
                 tracing::info!(%user, ?state, "media link");
+                if state == crate::media_watchdog::MediaLinkState::Connected {
+                    self.silent_for_good.remove(&user);
+                }
                 self.emit(EngineEvent::MediaLink { user, state });
+            }
+            PeerEvent::MediaGaveUp => {
+                self.silent_for_good.insert(user);
+                // With some people still heard, the fault is on their side: their own client
+                // (or the server's grace) ends their part, and the call goes on.
+                if self.peers.keys().all(|user| self.silent_for_good.contains(user)) {
+                    warn!("no media from anyone for {:?}: giving the call up", crate::media_watchdog::GIVE_UP_AFTER);
+                    self.silent_for_good.clear();
+                    if let Err(e) = self.core.command(self.clock.now_ms(), Command::GiveUp) {
+                        debug!(error = ?e, "giving the call up");
+                    }
+                }
             }
             PeerEvent::Quality { loss_percent, rtt_ms, jitter_ms, relayed } => {
                 let weak = loss_percent >= WEAK_LOSS_PERCENT || rtt_ms.is_some_and(|rtt| rtt >= WEAK_RTT_MS);
                 let score = call_quality::score(&call_quality::Impairments::measured(loss_percent, rtt_ms.unwrap_or(0.0), jitter_ms.unwrap_or(0.0)));
+                self.call_scores.add(score.mos);
                 self.emit(EngineEvent::NetworkQuality { user, loss_percent, rtt_ms, jitter_ms, relayed, weak, r_factor: score.r, mos: score.mos })
             }
         }
@@ -1056,6 +1079,7 @@ impl EngineTask {
                     None => debug!(%user, "signal for a closed link"),
                 },
                 Output::ClosePeer { user } => {
+                    self.silent_for_good.remove(&user);
                     if let Some(link) = self.peers.remove(&user) {
                         link.send(PeerCommand::Close);
                     }
@@ -1084,8 +1108,17 @@ impl EngineTask {
                     self.emit(EngineEvent::Ringtone { action });
                 }
                 Output::Event(event) => {
-                    if let CallEvent::RemoteCamera { user, on: false } = &event {
-                        self.video_shown(user.clone(), false);
+                    match &event {
+                        CallEvent::RemoteCamera { user, on: false } => self.video_shown(user.clone(), false),
+                        CallEvent::CallBegan { .. } => self.call_scores = call_quality::CallScores::default(),
+                        // How it sounded goes into our record of it (kept by the server, which
+                        // has written the record by the time it told us the call ended).
+                        CallEvent::CallEnded { call_id, .. } => {
+                            if let Some(quality) = std::mem::take(&mut self.call_scores).summary() {
+                                self.core.report_quality(self.clock.now_ms(), call_id.clone(), quality);
+                            }
+                        }
+                        _ => {}
                     }
                     // Recorded (and published) before it is sent: whoever reads the snapshot on
                     // hearing the event finds it there.

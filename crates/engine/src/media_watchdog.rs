@@ -2,8 +2,11 @@
 //! goes dead (webrtc-rs reports "disconnected" only once consent checks have failed for a while,
 //! and "failed" after tens of seconds), so a call through a cut would show "connected" and stay
 //! silent. The watchdog looks at how many packets a person's link has received, once a second,
-//! and says "reconnecting" as soon as none came for [`STALL_AFTER`], and "connected" again with
-//! the first packet after. Pure: the caller gives it the count and the time.
+//! and says "reconnecting" as soon as none came for [`STALL_AFTER`], "lost" after [`LOST_AFTER`]
+//! (the person is told the call may not come back; recovery goes on), and "connected" again with
+//! the first packet after. After [`GIVE_UP_AFTER`] without a packet the call is given up (the
+//! engine decides; a phone call silent for that long is one the person has given up on too).
+//! Pure: the caller gives it the count and the time.
 //!
 //! Arrivals are seen only when the count is read, so the stall is measured from the look that
 //! last saw the count grow; 1.5 s between looks a second apart means two looks in a row without
@@ -15,6 +18,10 @@ use std::time::{Duration, Instant};
 /// How long without a single packet (audio flows all the time, silence included, so this is
 /// many missed packets, not a pause in speech) before a link counts as reconnecting.
 pub const STALL_AFTER: Duration = Duration::from_millis(1500);
+/// How long without a packet before the person is told media is lost (said 10–11 s into a cut).
+pub const LOST_AFTER: Duration = Duration::from_secs(10);
+/// How long without a packet before the link is given up.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(20);
 
 /// Whether media arrives on a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -25,6 +32,8 @@ pub enum MediaLinkState {
     Connected,
     /// None came for a while: the path is being recovered (the call goes on).
     Reconnecting,
+    /// None came for [`LOST_AFTER`]: still being recovered, but the call may not come back.
+    Lost,
 }
 
 /// Watches one link's received-packet count.
@@ -49,7 +58,14 @@ impl MediaWatchdog {
             self.count = count;
             self.last_arrival = now;
         }
-        let state = if now.saturating_duration_since(self.last_arrival) >= STALL_AFTER { MediaLinkState::Reconnecting } else { MediaLinkState::Connected };
+        let silent = self.silent_for(now);
+        let state = if silent >= LOST_AFTER {
+            MediaLinkState::Lost
+        } else if silent >= STALL_AFTER {
+            MediaLinkState::Reconnecting
+        } else {
+            MediaLinkState::Connected
+        };
         (state != self.state).then(|| {
             self.state = state;
             state
@@ -59,6 +75,16 @@ impl MediaWatchdog {
     /// The state now.
     pub fn state(&self) -> MediaLinkState {
         self.state
+    }
+
+    /// How long no packet has come, as of the last look at `now`.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_arrival)
+    }
+
+    /// Whether the link has been silent so long it is given up ([`GIVE_UP_AFTER`]).
+    pub fn given_up(&self, now: Instant) -> bool {
+        self.silent_for(now) >= GIVE_UP_AFTER
     }
 }
 
@@ -79,6 +105,23 @@ mod tests {
         assert_eq!(watchdog.state(), MediaLinkState::Reconnecting);
         assert_eq!(watchdog.observe(101, at(10_000)), Some(MediaLinkState::Connected), "one packet is enough");
         assert_eq!(watchdog.observe(150, at(11_000)), None);
+    }
+
+    #[test]
+    fn a_long_silence_is_lost_then_given_up_and_one_packet_still_brings_it_back() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut watchdog = MediaWatchdog::new(start);
+        assert_eq!(watchdog.observe(50, at(1)), None);
+        assert_eq!(watchdog.observe(50, at(3)), Some(MediaLinkState::Reconnecting));
+        assert_eq!(watchdog.observe(50, at(10)), None, "9 s: still reconnecting");
+        assert!(!watchdog.given_up(at(10)));
+        assert_eq!(watchdog.observe(50, at(11)), Some(MediaLinkState::Lost), "10 s without a packet");
+        assert_eq!(watchdog.observe(50, at(20)), None);
+        assert!(!watchdog.given_up(at(20)));
+        assert!(watchdog.given_up(at(21)), "20 s without a packet");
+        assert_eq!(watchdog.observe(51, at(21)), Some(MediaLinkState::Connected), "a lost link that comes back is connected");
+        assert!(!watchdog.given_up(at(21)));
     }
 
     #[test]

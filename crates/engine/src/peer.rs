@@ -123,6 +123,8 @@ pub enum PeerEvent {
     Failed,
     /// Media stopped arriving from this person, or came back ([`MediaWatchdog`]).
     MediaLink(MediaLinkState),
+    /// No packet came for [`crate::media_watchdog::GIVE_UP_AFTER`]: the link is given up.
+    MediaGaveUp,
     /// Network figures from stats: loss in percent of packets and round-trip time.
     Quality {
         /// Percent of their audio's packets lost in the interval ([`LossMeter`]).
@@ -147,6 +149,7 @@ impl std::fmt::Debug for PeerEvent {
             PeerEvent::RemoteTrack { kind, .. } => write!(f, "RemoteTrack({kind:?})"),
             PeerEvent::Failed => write!(f, "Failed"),
             PeerEvent::MediaLink(state) => write!(f, "MediaLink({state:?})"),
+            PeerEvent::MediaGaveUp => write!(f, "MediaGaveUp"),
             PeerEvent::Quality { loss_percent, rtt_ms, jitter_ms, relayed } => write!(f, "Quality({loss_percent:.1}%, {rtt_ms:?} ms, jitter {jitter_ms:?} ms, relayed {relayed})"),
         }
     }
@@ -256,7 +259,7 @@ impl PeerLink {
         };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, watchdog: None, rtt, loss: LossMeter::new(AUDIO_PACKETS_PER_QUALITY_REPORT) };
+        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, watchdog: None, gave_up: false, rtt, loss: LossMeter::new(AUDIO_PACKETS_PER_QUALITY_REPORT) };
         tokio::spawn(task.run(command_rx, local_rx));
         Ok(PeerLink { commands })
     }
@@ -393,6 +396,8 @@ struct LinkTask {
     connected: bool,
     /// Whether packets arrive, from the first connection on.
     watchdog: Option<MediaWatchdog>,
+    /// Whether [`PeerEvent::MediaGaveUp`] has been said for the silence going on.
+    gave_up: bool,
     /// The RTT measured from RTCP reports ([`crate::round_trips`]).
     rtt: RoundTripTime,
     /// Their audio's loss per quality report.
@@ -576,9 +581,17 @@ impl LinkTask {
                 jitter_ms = Some(stream.jitter / OPUS_CLOCK_PER_MS);
             }
         }
-        if let Some(state) = self.watchdog.as_mut().and_then(|watchdog| watchdog.observe(received, Instant::now())) {
+        let now = Instant::now();
+        if let Some(state) = self.watchdog.as_mut().and_then(|watchdog| watchdog.observe(received, now)) {
             debug!(user = %self.user, ?state, "media link");
+            if state == MediaLinkState::Connected {
+                self.gave_up = false;
+            }
             self.emit(PeerEvent::MediaLink(state));
+        }
+        if !self.gave_up && self.watchdog.as_ref().is_some_and(|watchdog| watchdog.given_up(now)) {
+            self.gave_up = true;
+            self.emit(PeerEvent::MediaGaveUp);
         }
         if let Some(video) = &mut self.video {
             // How hard the link to this person works to carry our video, once a second:

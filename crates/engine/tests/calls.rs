@@ -381,6 +381,21 @@ async fn a_cut_signaling_socket_does_not_stop_the_call() {
     // Signaling works again: the hangup reaches alice through the server.
     bob.engine.hangup().await.unwrap();
     alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    // Each side's record keeps how the call sounded to it: the engine sends it as the call ends.
+    for (who, person) in [("alice", &alice), ("bob", &bob)] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let record = loop {
+            let records = person.engine.history(None, Some(1)).await.unwrap();
+            match records.first() {
+                Some(record) if record.quality.is_some() => break record.clone(),
+                other => assert!(std::time::Instant::now() < deadline, "{who}'s record has no quality: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let quality = record.quality.unwrap();
+        assert!(quality.mos_worst <= quality.mos_average && quality.mos_average > 4.0, "{who}: {quality:?}");
+        assert_eq!(record.end_reason, Some(hark_protocol::EndReason::Hangup), "{who}");
+    }
     // A server that stops says so: the engine tells the app why it lost the connection.
     server.shutdown().await;
     alice.wait_for(|e| matches!(e, EngineEvent::SignalingLost { kicked: Some(hark_protocol::KickReason::Shutdown), .. })).await;

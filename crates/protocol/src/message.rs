@@ -214,6 +214,38 @@ pub struct CallSummary {
     pub user_data: Option<String>,
 }
 
+/// How a call sounded to one person: the ITU-T G.107 E-model's MOS (1 to 4.5) of their links,
+/// averaged over the call and at its worst (`call.quality`, and in records).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct CallQuality {
+    /// The mean of the scores taken during the call.
+    pub mos_average: f64,
+    /// The lowest of them.
+    pub mos_worst: f64,
+}
+
+// JSON has no NaN, and a record's scores are checked before they are kept: equality is total.
+impl Eq for CallQuality {}
+
+impl CallQuality {
+    /// Whether the scores are possible: both within 1 to 4.5, the worst no better than the mean.
+    pub fn is_valid(&self) -> bool {
+        let range = 1.0..=4.5;
+        range.contains(&self.mos_average) && range.contains(&self.mos_worst) && self.mos_worst <= self.mos_average
+    }
+}
+
+/// Why a client leaves a call on its own (`call.hangup`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub enum HangupReason {
+    /// No media came for so long that the client gave the call up: a call this ends ends
+    /// `failed`.
+    Failed,
+}
+
 /// One person's record of one call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -238,6 +270,16 @@ pub struct CallRecord {
     pub direction: Direction,
     /// How it went.
     pub result: CallResult,
+    /// For a person who was connected: how their part ended, `hangup` or `failed` (their
+    /// connection, or the call's media, could not be recovered). Absent otherwise, and in
+    /// records kept before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub end_reason: Option<EndReason>,
+    /// How the call sounded to this person, when their client said (`call.quality`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub quality: Option<CallQuality>,
 }
 
 /// The media negotiation payloads carried opaquely by `signal` (PROTOCOL.md section 4).
@@ -385,6 +427,9 @@ pub enum ClientMessage {
     CallHangup {
         /// Which call.
         call_id: CallId,
+        /// Why, when it is not the person's choice (an added field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<HangupReason>,
     },
     /// A joined person invites more people.
     #[serde(rename = "call.invite_more")]
@@ -437,11 +482,20 @@ pub enum ClientMessage {
         /// Which calls.
         call_ids: Vec<CallId>,
     },
+    /// How the call sounded to this person, kept in their record (an added request).
+    #[serde(rename = "call.quality")]
+    CallQuality {
+        /// Which call.
+        call_id: CallId,
+        /// The scores.
+        #[serde(flatten)]
+        quality: CallQuality,
+    },
 }
 
 impl ClientMessage {
     /// Every wire `type` a client may send.
-    pub const TYPES: [&'static str; 21] = [
+    pub const TYPES: [&'static str; 22] = [
         "hello",
         "ping",
         "presence.query",
@@ -463,6 +517,7 @@ impl ClientMessage {
         "calls.active",
         "calls.history",
         "calls.delete",
+        "call.quality",
     ];
 }
 
@@ -864,7 +919,7 @@ mod tests {
             ClientMessage::CallCancel { call_id: "c".into() },
             ClientMessage::CallAccept { call_id: "c".into() },
             ClientMessage::CallReject { call_id: "c".into() },
-            ClientMessage::CallHangup { call_id: "c".into() },
+            ClientMessage::CallHangup { call_id: "c".into(), reason: Some(HangupReason::Failed) },
             ClientMessage::CallInviteMore { call_id: "c".into(), to: vec!["d".into()] },
             ClientMessage::CallJoin { call_id: "c".into() },
             ClientMessage::CallMedia { call_id: "c".into(), media: Media::Audio },
@@ -872,6 +927,7 @@ mod tests {
             ClientMessage::CallsActive,
             ClientMessage::CallsHistory { before: None, limit: Some(3) },
             ClientMessage::CallsDelete { call_ids: vec!["c".into()] },
+            ClientMessage::CallQuality { call_id: "c".into(), quality: CallQuality { mos_average: 4.1, mos_worst: 3.2 } },
         ];
         assert_eq!(samples.len(), ClientMessage::TYPES.len());
         for (sample, kind) in samples.into_iter().zip(ClientMessage::TYPES) {

@@ -76,8 +76,8 @@ pub enum CallRequest {
     Accept { call_id: CallId },
     /// `call.reject`.
     Reject { call_id: CallId },
-    /// `call.hangup`.
-    Hangup { call_id: CallId },
+    /// `call.hangup`; `gave_up` when the client left because its media could not be recovered.
+    Hangup { call_id: CallId, gave_up: bool },
     /// `call.invite_more`; `to` holds existing users.
     InviteMore { call_id: CallId, to: Vec<UserId> },
     /// `call.join`.
@@ -97,7 +97,7 @@ impl CallRequest {
             CallRequest::Cancel { call_id }
             | CallRequest::Accept { call_id }
             | CallRequest::Reject { call_id }
-            | CallRequest::Hangup { call_id }
+            | CallRequest::Hangup { call_id, .. }
             | CallRequest::InviteMore { call_id, .. }
             | CallRequest::Join { call_id }
             | CallRequest::Media { call_id, .. }
@@ -163,6 +163,8 @@ enum Cause {
     Busy,
     Timeout,
     Hangup,
+    /// The person's client gave the call up: no media for too long.
+    GaveUp,
     Dropped,
 }
 
@@ -326,7 +328,7 @@ impl CallRegistry {
             match state {
                 PartState::Ringing { expires_at } => {
                     self.timers.remove(&(expires_at, Timer::Ring { call: call_id.clone(), user: user.to_owned() }));
-                    self.end_part(now, &call_id, user, PartState::Declined);
+                    self.end_part(now, &call_id, user, PartState::Declined, None);
                     let rejected = ServerMessage::CallRejected { call_id: call_id.clone(), user: user.to_owned() };
                     let recipients = self.joined_sessions(&call_id);
                     self.send_all(&recipients, &rejected);
@@ -400,7 +402,7 @@ impl CallRegistry {
             CallRequest::Accept { call_id } => self.accept(now, session, &user, re.clone(), &call_id, false),
             CallRequest::Join { call_id } => self.accept(now, session, &user, re.clone(), &call_id, true),
             CallRequest::Reject { call_id } => self.reject(now, session, &user, re.clone(), &call_id),
-            CallRequest::Hangup { call_id } => self.hangup(now, session, &user, re.clone(), &call_id),
+            CallRequest::Hangup { call_id, gave_up } => self.hangup(now, session, &user, re.clone(), &call_id, gave_up),
             CallRequest::InviteMore { call_id, to } => self.invite_more(now, session, &user, re.clone(), &call_id, to),
             CallRequest::Media { call_id, media } => self.change_media(session, &user, re.clone(), &call_id, media),
             CallRequest::Signal { call_id, to, payload } => {
@@ -578,7 +580,7 @@ impl CallRegistry {
         };
         self.timers.remove(&(expires_at, Timer::Ring { call: call_id.to_owned(), user: user.to_owned() }));
         self.reply(session, re, OkBody::default());
-        self.end_part(now, call_id, user, PartState::Declined);
+        self.end_part(now, call_id, user, PartState::Declined, None);
         let rejected = ServerMessage::CallRejected { call_id: call_id.to_owned(), user: user.to_owned() };
         let recipients = self.joined_sessions(call_id);
         self.send_all(&recipients, &rejected);
@@ -587,7 +589,7 @@ impl CallRegistry {
         Ok(())
     }
 
-    fn hangup(&mut self, now: i64, session: SessionId, user: &str, re: Option<String>, call_id: &str) -> Result<(), Refusal> {
+    fn hangup(&mut self, now: i64, session: SessionId, user: &str, re: Option<String>, call_id: &str, gave_up: bool) -> Result<(), Refusal> {
         let call = self.find_call(user, call_id)?;
         let part = call.part(user).ok_or((ErrorCode::Forbidden, "you are not in this call".into()))?;
         match part.state {
@@ -605,7 +607,7 @@ impl CallRegistry {
             PartState::Joined { .. } => {
                 let duration_s = part.connected_at.map(|at| whole_seconds(now - at));
                 self.reply(session, re, OkBody { duration_s, ..OkBody::default() });
-                self.leave(now, call_id, user, Cause::Hangup, Some(session));
+                self.leave(now, call_id, user, if gave_up { Cause::GaveUp } else { Cause::Hangup }, Some(session));
                 Ok(())
             }
             _ => refuse(ErrorCode::InvalidState, "you are not joined in this call"),
@@ -723,7 +725,7 @@ impl CallRegistry {
         if !matches!(call.part(user).map(|p| p.state), Some(PartState::Ringing { .. })) {
             return;
         }
-        self.end_part(now, call_id, user, PartState::NoAnswer);
+        self.end_part(now, call_id, user, PartState::NoAnswer, None);
         let timeout = ServerMessage::CallTimeout { call_id: call_id.to_owned() };
         let sessions = self.connected_sessions(user);
         self.send_all(&sessions, &timeout);
@@ -750,7 +752,7 @@ impl CallRegistry {
         let mut rung = Vec::new();
         for invitee in to {
             if self.is_busy(invitee) {
-                self.end_part(now, call_id, invitee, PartState::Busy);
+                self.end_part(now, call_id, invitee, PartState::Busy, None);
                 let busy = ServerMessage::CallBusy { call_id: call_id.to_owned(), user: invitee.clone() };
                 let recipients = self.joined_sessions(call_id);
                 self.send_all(&recipients, &busy);
@@ -778,10 +780,10 @@ impl CallRegistry {
 impl CallRegistry {
     /// Ends one person's part: sets their final state, drops the call from their live calls and
     /// emits their record.
-    fn end_part(&mut self, now: i64, call_id: &str, user: &str, state: PartState) {
+    fn end_part(&mut self, now: i64, call_id: &str, user: &str, state: PartState, part_end: Option<EndReason>) {
         let call = self.calls.get_mut(call_id).expect("ending a part of a live call");
         call.part_mut(user).expect("a participant").state = state;
-        let record = record_for(call, user, now, None);
+        let record = record_for(call, user, now, None, part_end);
         call.part_mut(user).expect("a participant").recorded = true;
         self.drop_user_call(user, call_id);
         self.outputs.push_back(Output::Record { user: user.to_owned(), record });
@@ -790,7 +792,11 @@ impl CallRegistry {
     /// A joined person leaves (hangup or dropped connection): the rest are told, and the call ends
     /// if too few are left.
     fn leave(&mut self, now: i64, call_id: &str, user: &str, cause: Cause, requester: Option<SessionId>) {
-        self.end_part(now, call_id, user, PartState::Left);
+        let part_end = match cause {
+            Cause::Dropped | Cause::GaveUp => EndReason::Failed,
+            _ => EndReason::Hangup,
+        };
+        self.end_part(now, call_id, user, PartState::Left, Some(part_end));
         let left = ServerMessage::CallLeft { call_id: call_id.to_owned(), user: user.to_owned() };
         let recipients = self.joined_sessions(call_id);
         self.send_all(&recipients, &left);
@@ -806,7 +812,7 @@ impl CallRegistry {
             return;
         }
         let reason = match (call.connected_at.is_some(), cause) {
-            (true, Cause::Dropped) | (false, Cause::Dropped) => EndReason::Failed,
+            (_, Cause::Dropped | Cause::GaveUp) => EndReason::Failed,
             (true, _) => EndReason::Hangup,
             (false, Cause::Hangup) => EndReason::Cancelled,
             (false, Cause::Reject) => EndReason::Rejected,
@@ -843,7 +849,7 @@ impl CallRegistry {
                 _ => {}
             }
             if !call.participants[i].recorded {
-                let record = record_for(&call, &user, now, Some(reason));
+                let record = record_for(&call, &user, now, Some(reason), None);
                 call.participants[i].recorded = true;
                 self.outputs.push_back(Output::Record { user: user.clone(), record });
             }
@@ -1072,8 +1078,9 @@ fn incoming(call: &Call, expires_at: i64) -> ServerMessage {
 }
 
 /// The record of `user`'s part, ending at `now`. `reason` is the call's end reason when the
-/// part ends with the call (it decides the caller's result for a call that never connected).
-fn record_for(call: &Call, user: &str, now: i64, reason: Option<EndReason>) -> CallRecord {
+/// part ends with the call (it decides the caller's result for a call that never connected);
+/// `part_end`, how a connected person's part ended when it ends before the call.
+fn record_for(call: &Call, user: &str, now: i64, reason: Option<EndReason>, part_end: Option<EndReason>) -> CallRecord {
     let part = call.part(user).expect("records are for participants");
     let outgoing = user == call.caller;
     let result = if outgoing {
@@ -1105,6 +1112,8 @@ fn record_for(call: &Call, user: &str, now: i64, reason: Option<EndReason>) -> C
         duration_s: part.connected_at.map_or(0, |at| whole_seconds(now - at)),
         direction: if outgoing { Direction::Outgoing } else { Direction::Incoming },
         result,
+        end_reason: part.connected_at.and(part_end.or(reason)),
+        quality: None,
     }
 }
 

@@ -154,7 +154,7 @@ fn one_to_one_accept_signal_hangup() {
     assert_eq!(sent(&out, bob), [ServerMessage::Signal { call_id: call.clone(), from: "alice".into(), payload: offer }]);
 
     w.advance(42_400);
-    let out = w.req(bob, CallRequest::Hangup { call_id: call.clone() });
+    let out = w.req(bob, CallRequest::Hangup { call_id: call.clone(), gave_up: false });
     assert_eq!(kinds(&out, alice), ["call.left", "call.ended"]);
     assert_eq!(kinds(&out, bob), ["ok", "call.ended"]);
     assert!(matches!(&sent(&out, bob)[0], ServerMessage::Ok { body: OkBody { duration_s: Some(42), .. }, .. }));
@@ -167,6 +167,7 @@ fn one_to_one_accept_signal_hangup() {
     assert_eq!((a.started_at, a.connected_at, a.ended_at), (T0, Some(T0 + 3_000), T0 + 45_400));
     let b = record_of(&recs, "bob");
     assert_eq!((b.direction, b.result, b.duration_s), (Direction::Incoming, CallResult::Completed, 42));
+    assert_eq!((a.end_reason, b.end_reason), (Some(EndReason::Hangup), Some(EndReason::Hangup)));
     assert_eq!(w.reg.live_calls(), 0);
 
     // Both are idle again: a new call rings at once.
@@ -213,7 +214,7 @@ fn callers_hangup_before_accept_is_a_cancel() {
     let mut w = World::new();
     let (alice, bob) = (w.online("alice"), w.online("bob"));
     let (call, _) = w.invite(alice, &["bob"]);
-    let out = w.req(alice, CallRequest::Hangup { call_id: call });
+    let out = w.req(alice, CallRequest::Hangup { call_id: call, gave_up: false });
     assert_eq!(kinds(&out, bob), ["call.cancelled", "call.ended"]);
 }
 
@@ -314,7 +315,7 @@ fn multi_device_ringing_and_handled_elsewhere() {
     // The other device may not signal in the call, nor hang it up from under the phone.
     let out = w.req(bob_laptop, CallRequest::Signal { call_id: call.clone(), to: "alice".into(), payload: json!({"kind":"restart"}) });
     assert_eq!(kinds(&out, bob_laptop), ["error:forbidden"]);
-    let out = w.req(bob_laptop, CallRequest::Hangup { call_id: call });
+    let out = w.req(bob_laptop, CallRequest::Hangup { call_id: call, gave_up: false });
     assert_eq!(kinds(&out, bob_laptop), ["error:forbidden"]);
 }
 
@@ -406,16 +407,50 @@ fn group_call_invite_more_join_and_leave() {
 
     // People leave one by one; the call ends when one is left.
     w.advance(10_000);
-    let out = w.req(alice, CallRequest::Hangup { call_id: call.clone() });
+    let out = w.req(alice, CallRequest::Hangup { call_id: call.clone(), gave_up: false });
     assert_eq!(kinds(&out, bob), ["call.left"]);
     assert_eq!(record_of(&records(&out), "alice").result, CallResult::Completed);
-    w.req(bob, CallRequest::Hangup { call_id: call.clone() });
-    let out = w.req(carol, CallRequest::Hangup { call_id: call.clone() });
+    w.req(bob, CallRequest::Hangup { call_id: call.clone(), gave_up: false });
+    let out = w.req(carol, CallRequest::Hangup { call_id: call.clone(), gave_up: false });
     assert_eq!(kinds(&out, dave), ["call.left", "call.ended"]);
     assert_eq!(ended(&out, dave), (EndReason::Hangup, 10));
     let recs = records(&out);
     let carol_record = record_of(&recs, "carol");
     assert_eq!((carol_record.result, carol_record.duration_s), (CallResult::Completed, 10));
+}
+
+#[test]
+fn a_client_that_gives_up_on_its_media_ends_the_call_failed() {
+    let mut w = World::new();
+    let (alice, bob, carol) = (w.online("alice"), w.online("bob"), w.online("carol"));
+    let (call, _) = w.invite(alice, &["bob"]);
+    w.req(bob, CallRequest::Accept { call_id: call.clone() });
+    w.advance(30_000);
+    let out = w.req(bob, CallRequest::Hangup { call_id: call.clone(), gave_up: true });
+    assert_eq!(ended(&out, alice), (EndReason::Failed, 30));
+    assert_eq!(ended(&out, bob), (EndReason::Failed, 30));
+    let recs = records(&out);
+    for user in ["alice", "bob"] {
+        let record = record_of(&recs, user);
+        assert_eq!((record.result, record.end_reason), (CallResult::Completed, Some(EndReason::Failed)), "{user}");
+    }
+    // The other side giving up too, a moment later, finds the call over.
+    assert_eq!(kinds(&w.req(alice, CallRequest::Hangup { call_id: call, gave_up: true }), alice), ["error:invalid_state"]);
+
+    // In a group, the one who gives up leaves (their part failed) and the call goes on.
+    let (call, _) = w.invite(alice, &["bob", "carol"]);
+    w.req(bob, CallRequest::Accept { call_id: call.clone() });
+    w.req(carol, CallRequest::Accept { call_id: call.clone() });
+    let out = w.req(carol, CallRequest::Hangup { call_id: call.clone(), gave_up: true });
+    assert_eq!(kinds(&out, alice), ["call.left"]);
+    assert_eq!(record_of(&records(&out), "carol").end_reason, Some(EndReason::Failed));
+    let out = w.req(alice, CallRequest::Hangup { call_id: call, gave_up: false });
+    assert_eq!(ended(&out, bob).0, EndReason::Hangup);
+    assert_eq!(record_of(&records(&out), "bob").end_reason, Some(EndReason::Hangup));
+    // Nobody connected, nothing to say how it ended.
+    let (call, _) = w.invite(alice, &["bob"]);
+    let out = w.req(bob, CallRequest::Reject { call_id: call });
+    assert_eq!(record_of(&records(&out), "bob").end_reason, None);
 }
 
 #[test]
@@ -444,7 +479,7 @@ fn media_downgrade() {
     let out = w.req(bob, CallRequest::Media { call_id: call.clone(), media: Media::Audio });
     assert_eq!(kinds(&out, bob), ["ok", "call.media_changed"]);
     assert_eq!(sent(&out, alice), [ServerMessage::CallMediaChanged { call_id: call.clone(), media: Media::Audio, by: "bob".into() }]);
-    let out = w.req(alice, CallRequest::Hangup { call_id: call });
+    let out = w.req(alice, CallRequest::Hangup { call_id: call, gave_up: false });
     assert_eq!(record_of(&records(&out), "bob").media, Media::Audio);
 }
 
@@ -454,7 +489,7 @@ fn only_people_in_the_call_may_act() {
     let (alice, bob, eve) = (w.online("alice"), w.online("bob"), w.online("eve"));
     let (call, _) = w.invite(alice, &["bob"]);
     for request in [
-        CallRequest::Hangup { call_id: call.clone() },
+        CallRequest::Hangup { call_id: call.clone(), gave_up: false },
         CallRequest::Cancel { call_id: call.clone() },
         CallRequest::Accept { call_id: call.clone() },
         CallRequest::Reject { call_id: call.clone() },
@@ -468,7 +503,7 @@ fn only_people_in_the_call_may_act() {
     assert_eq!(kinds(&w.req(alice, CallRequest::Accept { call_id: call.clone() }), alice), ["error:forbidden"], "callers cannot accept");
     assert_eq!(kinds(&w.req(bob, CallRequest::Signal { call_id: call.clone(), to: "alice".into(), payload: json!({}) }), bob), ["error:forbidden"], "ringing people cannot signal");
     assert_eq!(kinds(&w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({}) }), alice), ["error:invalid_state"], "bob has not joined");
-    assert_eq!(kinds(&w.req(alice, CallRequest::Hangup { call_id: cid("c_nope") }), alice), ["error:not_found"]);
+    assert_eq!(kinds(&w.req(alice, CallRequest::Hangup { call_id: cid("c_nope"), gave_up: false }), alice), ["error:not_found"]);
     // After the call ended, eve still gets not_found and bob gets invalid_state.
     w.req(alice, CallRequest::Cancel { call_id: call.clone() });
     assert_eq!(kinds(&w.req(eve, CallRequest::Accept { call_id: call.clone() }), eve), ["error:not_found"]);
@@ -607,7 +642,7 @@ fn a_removed_account_is_closed_everywhere_and_leaves_its_calls() {
     assert_eq!(recs.iter().filter(|(u, _)| u == "alice").count(), 2, "a record for each of alice's calls: {recs:?}");
     assert!(!w.reg.is_online("alice"));
     assert_eq!(w.reg.live_calls(), 0);
-    let out = w.req(dave, CallRequest::Hangup { call_id: ringing });
+    let out = w.req(dave, CallRequest::Hangup { call_id: ringing, gave_up: false });
     assert_eq!(kinds(&out, dave), ["error:invalid_state"], "dave's call ended with alice's refusal");
     // Nothing of hers is left to fire or to answer.
     assert!(w.close(alice_laptop).is_empty());

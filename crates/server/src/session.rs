@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use hark_protocol::token::{self, TokenError};
 use hark_protocol::{
-    parse_client_frame, valid_user_id, CallSummary, ClientMessage, Contact, ErrorCode, KickReason, OkBody, PresenceStatus,
+    parse_client_frame, valid_user_id, CallSummary, ClientMessage, Contact, ErrorCode, HangupReason, KickReason, OkBody, PresenceStatus,
     ServerMessage, UserId, MAX_AVATAR_BYTES, MAX_SERVER_FRAME_BYTES, MAX_SIGNAL_PAYLOAD_BYTES, MAX_USERS_GET,
     MAX_USER_DATA_BYTES, PROTOCOL_VERSION,
 };
@@ -430,6 +430,17 @@ impl Connection {
                 let records = state.store.history(user, before, limit).await.map_err(internal)?;
                 return self.reply(re, OkBody { records: Some(records), ..OkBody::default() }).await;
             }
+            ClientMessage::CallQuality { call_id, quality } => {
+                if !quality.is_valid() {
+                    return Err(Refusal(ErrorCode::BadRequest, "scores are MOS from 1 to 4.5, the worst no better than the average".into()));
+                }
+                // Only the person's own record of a call they were connected in: the record is
+                // on disk by the time they have seen the call end (or the ok of their hangup).
+                if !state.store.set_record_quality(user, &call_id, &quality).await.map_err(internal)? {
+                    return Err(Refusal(ErrorCode::NotFound, format!("no record of a connected call '{call_id}' for you")));
+                }
+                return self.reply(re, OkBody::default()).await;
+            }
             ClientMessage::CallsDelete { call_ids } => {
                 if call_ids.len() > 200 {
                     return Err(Refusal(ErrorCode::BadRequest, "at most 200 call ids".into()));
@@ -456,7 +467,7 @@ impl Connection {
             ClientMessage::CallCancel { call_id } => CallRequest::Cancel { call_id },
             ClientMessage::CallAccept { call_id } => CallRequest::Accept { call_id },
             ClientMessage::CallReject { call_id } => CallRequest::Reject { call_id },
-            ClientMessage::CallHangup { call_id } => CallRequest::Hangup { call_id },
+            ClientMessage::CallHangup { call_id, reason } => CallRequest::Hangup { call_id, gave_up: reason == Some(HangupReason::Failed) },
             ClientMessage::CallJoin { call_id } => CallRequest::Join { call_id },
             ClientMessage::CallMedia { call_id, media } => CallRequest::Media { call_id, media },
             ClientMessage::Signal { call_id, to, payload } => {

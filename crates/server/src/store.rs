@@ -10,7 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use hark_protocol::{CallRecord, UserProfile};
+use hark_protocol::{CallQuality, CallRecord, UserProfile};
 use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -300,8 +300,8 @@ impl Store {
         for (user, r) in records {
             sqlx::query(
                 "INSERT OR REPLACE INTO call_records
-                 (user, call_id, caller, invitees, media, started_at, connected_at, ended_at, duration_s, direction, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 (user, call_id, caller, invitees, media, started_at, connected_at, ended_at, duration_s, direction, result, end_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .bind(user)
             .bind(&r.call_id)
@@ -314,6 +314,7 @@ impl Store {
             .bind(i64::try_from(r.duration_s).unwrap_or(i64::MAX))
             .bind(wire_name(&r.direction))
             .bind(wire_name(&r.result))
+            .bind(r.end_reason.as_ref().map(wire_name))
             .execute(&mut *tx)
             .await?;
         }
@@ -321,10 +322,23 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps how the call sounded in `user`'s record of `call_id`, if they were connected in it;
+    /// whether there was such a record.
+    pub async fn set_record_quality(&self, user: &str, call_id: &str, quality: &CallQuality) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE call_records SET mos_average = ?3, mos_worst = ?4 WHERE user = ?1 AND call_id = ?2 AND connected_at IS NOT NULL")
+            .bind(user)
+            .bind(call_id)
+            .bind(quality.mos_average)
+            .bind(quality.mos_worst)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// `user`'s records started before `before` (ms), newest first, at most `limit`.
     pub async fn history(&self, user: &str, before: Option<i64>, limit: u32) -> Result<Vec<CallRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT call_id, caller, invitees, media, started_at, connected_at, ended_at, duration_s, direction, result
+            "SELECT call_id, caller, invitees, media, started_at, connected_at, ended_at, duration_s, direction, result, end_reason, mos_average, mos_worst
              FROM call_records WHERE user = ?1 AND started_at < ?2 ORDER BY started_at DESC, call_id DESC LIMIT ?3",
         )
         .bind(user)
@@ -345,6 +359,11 @@ impl Store {
                     duration_s: u64::try_from(r.get::<i64, _>(7)).unwrap_or(0),
                     direction: from_wire_name(&r.get::<String, _>(8))?,
                     result: from_wire_name(&r.get::<String, _>(9))?,
+                    end_reason: r.get::<Option<String>, _>(10).as_deref().map(from_wire_name).transpose()?,
+                    quality: match (r.get::<Option<f64>, _>(11), r.get::<Option<f64>, _>(12)) {
+                        (Some(mos_average), Some(mos_worst)) => Some(CallQuality { mos_average, mos_worst }),
+                        _ => None,
+                    },
                 })
             })
             .collect()
@@ -398,6 +417,8 @@ mod tests {
             duration_s: 42,
             direction: Direction::Outgoing,
             result: CallResult::Completed,
+            end_reason: Some(hark_protocol::EndReason::Failed),
+            quality: None,
         }
     }
 
@@ -423,6 +444,19 @@ mod tests {
         assert_eq!(history.iter().map(|r| r.call_id.as_str()).collect::<Vec<_>>(), ["c2", "c1"]);
         assert_eq!(history[1], record("c1", 10));
         assert_eq!(store.history("alice", Some(20), 50).await.unwrap().len(), 1);
+        // A call's quality goes into the person's own record of a call they were connected in.
+        let quality = CallQuality { mos_average: 4.2, mos_worst: 2.9 };
+        assert!(store.set_record_quality("alice", "c1", &quality).await.unwrap());
+        assert!(!store.set_record_quality("bob", "c1", &quality).await.unwrap(), "not bob's record");
+        assert!(!store.set_record_quality("alice", "c9", &quality).await.unwrap(), "no such call");
+        let mut missed = record("c3", 30);
+        (missed.connected_at, missed.result, missed.end_reason) = (None, CallResult::Missed, None);
+        store.write_records(&[("alice".into(), missed.clone())]).await.unwrap();
+        assert!(!store.set_record_quality("alice", "c3", &quality).await.unwrap(), "never connected");
+        let history = store.history("alice", None, 50).await.unwrap();
+        assert_eq!(history[0], missed, "a record without an end reason reads back without one");
+        assert_eq!(history[2], CallRecord { quality: Some(quality), ..record("c1", 10) });
+        store.delete_records("alice", &["c3".into()]).await.unwrap();
         store.delete_records("alice", &["c2".into()]).await.unwrap();
         assert_eq!(store.history("alice", None, 50).await.unwrap().len(), 1);
 

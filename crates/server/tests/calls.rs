@@ -57,6 +57,49 @@ async fn one_to_one_accept_signal_hangup_with_server_duration() {
     assert_eq!((r["started_at"].as_i64(), r["connected_at"].as_i64()), (Some(common::T0), Some(common::T0 + 2_000)));
     let r = &history(&mut bob).await[0];
     assert_eq!((r["direction"].as_str(), r["result"].as_str(), r["duration_s"].as_u64()), (Some("incoming"), Some("completed"), Some(42)));
+    assert_eq!((r["end_reason"].as_str(), r.get("quality")), (Some("hangup"), None));
+
+    // Each person keeps how the call sounded to them in their own record, and only there.
+    let ok = bob.request(json!({"type":"call.quality","call_id":call_id,"mos_average":4.21,"mos_worst":3.5})).await;
+    assert_eq!(ok["type"], "ok");
+    assert_eq!(history(&mut bob).await[0]["quality"], json!({"mos_average":4.21,"mos_worst":3.5}));
+    assert_eq!(history(&mut alice).await[0].get("quality"), None, "bob's scores are not alice's");
+    for (bad, code) in [
+        (json!({"type":"call.quality","call_id":call_id,"mos_average":4.6,"mos_worst":3.5}), "bad_request"),
+        (json!({"type":"call.quality","call_id":call_id,"mos_average":3.0,"mos_worst":3.5}), "bad_request"),
+        (json!({"type":"call.quality","call_id":call_id,"mos_average":0.5,"mos_worst":0.5}), "bad_request"),
+        (json!({"type":"call.quality","call_id":call_id,"mos_average":"good","mos_worst":3.5}), "bad_request"),
+        (json!({"type":"call.quality","call_id":"c_nope","mos_average":4.0,"mos_worst":3.5}), "not_found"),
+    ] {
+        let refused = bob.request(bad.clone()).await;
+        assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some(code)), "{bad}");
+    }
+    assert_eq!(history(&mut bob).await[0]["quality"], json!({"mos_average":4.21,"mos_worst":3.5}), "a refused report changes nothing");
+}
+
+/// A person whose client gives the call up (no media for too long) ends a 1:1 call `failed`,
+/// and both records say how it ended.
+#[tokio::test]
+async fn a_hangup_that_gives_up_ends_the_call_failed() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let call_id = place_call(&mut alice, &mut [&mut bob], "audio").await;
+    bob.request(json!({"type":"call.accept","call_id":call_id})).await;
+    alice.expect("call.accepted").await;
+    server.clock.advance(30_000);
+    let refused = bob.request(json!({"type":"call.hangup","call_id":call_id,"reason":"bored"})).await;
+    assert_eq!(refused["code"], "bad_request", "an unknown reason is refused, and the call goes on");
+    let ok = bob.request(json!({"type":"call.hangup","call_id":call_id,"reason":"failed"})).await;
+    assert_eq!(ok["duration_s"], 30);
+    assert_eq!(alice.expect("call.left").await["user"], "bob");
+    let ended = json!({"type":"call.ended","call_id":call_id,"reason":"failed","duration_s":30});
+    assert_eq!(alice.expect("call.ended").await, ended);
+    assert_eq!(bob.expect("call.ended").await, ended);
+    for person in [&mut alice, &mut bob] {
+        let r = &history(person).await[0];
+        assert_eq!((r["result"].as_str(), r["end_reason"].as_str()), (Some("completed"), Some("failed")), "{r}");
+    }
 }
 
 #[tokio::test]

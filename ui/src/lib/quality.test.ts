@@ -2,7 +2,7 @@
 
 import { describe, expect, test } from 'vitest';
 import { setLanguage, t } from './i18n/index.svelte';
-import { qualityBadge, qualityExplained, qualityGrade } from './quality';
+import { callQualityExplained, mosGrade, qualityBadge, qualityExplained, qualityGrade } from './quality';
 
 describe('call-quality badge', () => {
   test('grades follow G.109 lines on R', () => {
@@ -24,5 +24,11 @@ describe('call-quality badge', () => {
     setLanguage('zh');
     expect(qualityExplained(quality, t)).toContain('4.2');
     setLanguage('en');
+  });
+
+  test("a past call's score is graded by its mean MOS on the same lines", () => {
+    expect([4.41, 3.96, 3.94, 3.58, 3.54].map(mosGrade)).toEqual(['good', 'good', 'fair', 'fair', 'poor']);
+    setLanguage('en');
+    expect(callQualityExplained({ mos_average: 3.58, mos_worst: 1.13 }, t)).toBe('Call quality 3.6 of 5 on average, fair; 1.1 at its worst');
   });
 });

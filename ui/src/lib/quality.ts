@@ -3,6 +3,7 @@
 // badge's tooltip. The grades follow G.109's categories: R 80 and up satisfies users (MOS 4.03),
 // 70 to 80 leaves some dissatisfied (MOS 3.6), below that many are.
 
+import type { CallQuality } from './bindings/CallQuality';
 import type { MessageKey } from './i18n/en';
 
 /** What the engine measured and scored for one person's link. */
@@ -23,6 +24,15 @@ export function qualityGrade(quality: Pick<LinkQuality, 'r_factor'>): QualityGra
   return 'poor';
 }
 
+/** The grade of a MOS (a call's in history), on the same lines (R 80 is MOS 4.03, R 70 is 3.6),
+ *  taken on the MOS as shown, to one decimal, so that a number and its colour always agree. */
+export function mosGrade(mos: number): QualityGrade {
+  const shown = Math.round(mos * 10);
+  if (shown >= 40) return 'good';
+  if (shown >= 36) return 'fair';
+  return 'poor';
+}
+
 type Translate = (key: MessageKey, params?: Record<string, string | number>) => string;
 
 /** The badge's text: the MOS to one decimal. */
@@ -40,5 +50,14 @@ export function qualityExplained(quality: LinkQuality, t: Translate): string {
     loss: quality.loss_percent.toFixed(1),
     rtt: ms(quality.rtt_ms),
     jitter: ms(quality.jitter_ms),
+  });
+}
+
+/** A past call's score in history: its mean, graded, and its worst moment. */
+export function callQualityExplained(quality: CallQuality, t: Translate): string {
+  return t('quality.call_explained', {
+    average: quality.mos_average.toFixed(1),
+    grade: t(`quality.${mosGrade(quality.mos_average)}`),
+    worst: quality.mos_worst.toFixed(1),
   });
 }

@@ -731,7 +731,8 @@ describe('recents', () => {
     const now = Date.now();
     const history = [
       { call_id: 'h3', caller: 'alice', invitees: ['me'], media: 'video', started_at: now - 60_000, connected_at: null, ended_at: now - 30_000, duration_s: 0, direction: 'incoming', result: 'missed' },
-      { call_id: 'h2', caller: 'me', invitees: ['bob'], media: 'audio', started_at: now - 3_600_000, connected_at: now - 3_590_000, ended_at: now - 3_515_000, duration_s: 75, direction: 'outgoing', result: 'completed' },
+      { call_id: 'h2', caller: 'me', invitees: ['bob'], media: 'audio', started_at: now - 3_600_000, connected_at: now - 3_590_000, ended_at: now - 3_515_000, duration_s: 75, direction: 'outgoing', result: 'completed', end_reason: 'hangup', quality: { mos_average: 4.31, mos_worst: 3.9 } },
+      { call_id: 'h4', caller: 'bob', invitees: ['me'], media: 'audio', started_at: now - 7_200_000, connected_at: now - 7_190_000, ended_at: now - 7_150_000, duration_s: 40, direction: 'incoming', result: 'completed', end_reason: 'failed', quality: { mos_average: 3.2, mos_worst: 1.13 } },
       { call_id: 'h1', caller: 'me', invitees: ['bob', 'carol'], media: 'audio', started_at: now - 90_000_000, connected_at: null, ended_at: now - 89_990_000, duration_s: 0, direction: 'outgoing', result: 'no_answer' },
     ];
     const scenario = new Scenario({ replies: { history, contacts: [contact('bob', 'online', 'Bob', 'Bobby')] } });
@@ -741,6 +742,12 @@ describe('recents', () => {
       assert.equal(await text(page, 'history-duration-h2'), '01:15');
       assert.equal(await text(page, 'history-duration-h3'), 'Missed');
       assert.equal(await text(page, 'history-duration-h1'), 'No answer');
+      // A call whose media could not be recovered says so, and each call's quality is kept.
+      assert.equal(await text(page, 'history-duration-h4'), '00:40, dropped');
+      assert.equal(await text(page, 'history-score-h2'), '4.3');
+      assert.equal(await page.getByTestId('history-score-h2').getAttribute('title'), 'Call quality 4.3 of 5 on average, good; 3.9 at its worst');
+      assert.equal(await page.getByTestId('history-score-h4').getAttribute('data-grade'), 'poor');
+      assert.equal(await page.getByTestId('history-score-h3').count(), 0, 'a missed call has no score');
       assert.match(await text(page, 'history-row-h2'), /Bobby/);
       assert.match(await text(page, 'history-row-h1'), /Bobby and 1 more/);
       assert.equal(await page.getByTestId('history-redial-h1').isDisabled(), true, 'no redial for a group call');

@@ -3,4 +3,4 @@
 /**
  * Whether media arrives on a link.
  */
-export type MediaLinkState = "connected" | "reconnecting";
+export type MediaLinkState = "connected" | "reconnecting" | "lost";

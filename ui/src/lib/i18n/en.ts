@@ -90,6 +90,7 @@ export const en = {
   'result.cancelled': 'Cancelled',
   'result.no_answer': 'No answer',
   'result.failed': 'Failed',
+  'result.dropped': '{duration}, dropped',
 
   'call.region': 'Call',
   'call.incoming_audio': 'Incoming audio call',
@@ -101,8 +102,10 @@ export const en = {
   'call.timer': 'Call duration',
   'call.weak': 'Weak network',
   'call.reconnecting': 'Reconnecting…',
+  'call.media_lost': 'Connection lost. Still trying…',
   'quality.explained': 'Call quality {mos} of 5, {grade} (E-model R {r}): {loss} % lost, {rtt} round trip, {jitter} jitter',
   'quality.ms': '{value} ms',
+  'quality.call_explained': 'Call quality {average} of 5 on average, {grade}; {worst} at its worst',
   'quality.unmeasured': 'not yet measured',
   'quality.good': 'good',
   'quality.fair': 'fair',

@@ -91,6 +91,7 @@ export const zh: Record<MessageKey, string> = {
   'result.cancelled': '已取消',
   'result.no_answer': '无人接听',
   'result.failed': '失败',
+  'result.dropped': '{duration}，已中断',
 
   'call.region': '通话',
   'call.incoming_audio': '语音来电',
@@ -102,8 +103,10 @@ export const zh: Record<MessageKey, string> = {
   'call.timer': '通话时长',
   'call.weak': '网络不佳',
   'call.reconnecting': '正在重新连接…',
+  'call.media_lost': '连接已中断，仍在尝试…',
   'quality.explained': '通话质量 {mos} / 5，{grade}（E-model R {r}）：丢包 {loss}%，往返 {rtt}，抖动 {jitter}',
   'quality.ms': '{value} 毫秒',
+  'quality.call_explained': '通话质量平均 {average} / 5，{grade}；最差 {worst}',
   'quality.unmeasured': '尚未测得',
   'quality.good': '良好',
   'quality.fair': '一般',

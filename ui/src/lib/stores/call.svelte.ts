@@ -148,6 +148,8 @@ export class CallStore {
   quality = $state<Record<string, LinkQuality>>({});
   /** People whose media stopped arriving, while it is recovered (the engine's `media_link`). */
   reconnecting = $state<Record<string, boolean>>({});
+  /** Of those, the people whose media has been gone so long the call may not come back. */
+  lost = $state<Record<string, boolean>>({});
   /** The last error the engine or a command reported. */
   error = $state<ApiError | null>(null);
   /** Calls we could join. */
@@ -355,7 +357,8 @@ export class CallStore {
 
   /** The engine's watchdog: media from `user` stopped arriving, or came back. */
   mediaLink(user: string, state: MediaLinkState): void {
-    this.reconnecting[user] = state === 'reconnecting';
+    this.reconnecting[user] = state !== 'connected';
+    this.lost[user] = state === 'lost';
   }
 
   // ---- commands ----
@@ -550,6 +553,7 @@ export class CallStore {
     this.weak = {};
     this.quality = {};
     this.reconnecting = {};
+    this.lost = {};
     this.videoOf = {};
     this.frozen = {};
     this.cameraError = null;
@@ -580,6 +584,7 @@ export class CallStore {
     this.weak = {};
     this.quality = {};
     this.reconnecting = {};
+    this.lost = {};
     this.clearTimers();
     this.hold = this.clock.setTimeout(() => {
       this.hold = null;

@@ -5,7 +5,7 @@ import { describe, expect, test } from 'vitest';
 import { setLanguage, t } from '../i18n/index.svelte';
 import { callStatus, type CallStatusInput } from './callStatus';
 
-const base: CallStatusInput = { phase: 'idle', joining: false, media: 'audio', peers: [], end: null, endedFrom: 'idle', error: null, reconnecting: {} };
+const base: CallStatusInput = { phase: 'idle', joining: false, media: 'audio', peers: [], end: null, endedFrom: 'idle', error: null, reconnecting: {}, lost: {} };
 
 function status(patch: Partial<CallStatusInput>): string {
   return callStatus({ ...base, ...patch }, t);
@@ -24,6 +24,9 @@ describe('call status line', () => {
     expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }] })).toBe('Connected');
     expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], reconnecting: { b: true } })).toBe('Reconnecting…');
     expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], reconnecting: { b: false } }), 'media came back').toBe('Connected');
+    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], reconnecting: { b: true }, lost: { b: true } }), 'gone for long').toBe(
+      'Connection lost. Still trying…',
+    );
     expect(
       status({
         phase: 'connected',

@@ -20,6 +20,8 @@ export interface CallStatusInput {
   error: ApiError | null;
   /** People whose media stopped arriving (the engine's `media_link`). */
   reconnecting: Readonly<Record<string, boolean>>;
+  /** Of those, people whose media has been gone so long the call may not come back. */
+  lost: Readonly<Record<string, boolean>>;
 }
 
 /** A 1:1 call whose other person's media stopped arriving. */
@@ -39,7 +41,7 @@ export function callStatus(call: CallStatusInput, t: Translate): string {
     case 'connected': {
       // "Connected" over a dead path would be a lie: a 1:1 call says it reconnects (a group's
       // tiles say whose link it is).
-      if (reconnectingOneToOne(call)) return t('call.reconnecting');
+      if (reconnectingOneToOne(call)) return t(call.lost[call.peers[0].user] ? 'call.media_lost' : 'call.reconnecting');
       const joined = call.peers.filter((p) => p.state === 'joined').length;
       return call.peers.length > 1 ? t('call.in_call', { count: joined + 1 }) : t('call.connected');
     }
