@@ -139,6 +139,11 @@ pub struct SignInRequest {
     pub nickname: Option<String>,
     /// Avatar as a data URI (at most 16 KiB).
     pub avatar: Option<String>,
+    /// The proxy to reach the server through (kept as the setting): blank for the
+    /// environment's, `none`, or `http://[user:password@]host[:port]`. Absent: as saved.
+    #[serde(default)]
+    #[ts(optional)]
+    pub proxy: Option<String>,
 }
 
 /// Who is signed in, where.
@@ -309,6 +314,10 @@ impl RingtoneSetting {
 pub struct Settings {
     /// Server base URL; `None` for the built-in server.
     pub server: Option<String>,
+    /// The proxy to reach a server on another machine through: blank for the environment's
+    /// (`HTTPS_PROXY`…), `none`, or `http://[user:password@]host[:port]`. The built-in server is
+    /// always reached directly.
+    pub proxy: String,
     /// Banner or full screen for incoming calls.
     pub incoming: IncomingPresentation,
     /// The incoming ringtone.
@@ -350,6 +359,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             server: None,
+            proxy: String::new(),
             incoming: IncomingPresentation::Banner,
             ringtone: RingtoneSetting::Bundled { name: "classic".into() },
             ringtone_volume: 80,

@@ -188,8 +188,13 @@ impl AppState {
         if let Some(old) = slot.take() {
             old.engine.stop().await;
         }
-        let token = session::obtain_token(&server, &request.user, &request.password, request.register, request.nickname.as_deref()).await?;
-        let mut session = session::start(app, &server, embedded, token.token.clone(), &self.settings()).await?;
+        let mut chosen = self.settings();
+        if let Some(proxy) = &request.proxy {
+            chosen.proxy = proxy.trim().to_owned();
+        }
+        let proxy = session::proxy_setting(embedded, &chosen);
+        let token = session::obtain_token(&server, &proxy, &request.user, &request.password, request.register, request.nickname.as_deref()).await?;
+        let mut session = session::start(app, &server, embedded, token.token.clone(), &chosen).await?;
         if request.nickname.is_some() || request.avatar.is_some() {
             // The account exists and is signed in by now: a refused profile (an avatar over the
             // server's limit, say) must not leave a running engine behind a failed sign-in.
@@ -211,6 +216,7 @@ impl AppState {
         let settings = {
             let mut settings = self.settings.lock().unwrap_or_else(|p| p.into_inner());
             settings.server = saved.server.clone();
+            settings.proxy = chosen.proxy.clone();
             settings.clone()
         };
         // The server chosen at sign-in is the one the next launch uses (and whether the
@@ -235,8 +241,9 @@ impl AppState {
 
     pub(crate) async fn save_settings(&self, mut settings: Settings) -> Result<Settings, ApiError> {
         let before = self.settings();
-        // The server changes only by signing in to it (which checks it answers).
+        // The server and the proxy to it change only by signing in (which checks they answer).
         settings.server = before.server.clone();
+        settings.proxy = before.proxy.clone();
         self.policy.check_change(&before, &settings)?;
         if settings.ringtone != before.ringtone {
             // A missing or undecodable file is refused here, with its code, and nothing is saved.

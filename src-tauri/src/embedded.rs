@@ -107,6 +107,7 @@ fn start_echo_line(url: &str, password: &str, line: usize) -> Engine {
             device: format!("echo-line-{line}"),
             client: concat!("hark-desktop-echo/", env!("CARGO_PKG_VERSION")).into(),
             extra_roots: Vec::new(),
+            proxy: hark_engine::proxy::ProxySetting::Direct,
         },
         // Loopback first: the app's own engine calls echo inside this machine.
         udp_addrs: vec!["127.0.0.1:0".into(), "0.0.0.0:0".into()],

@@ -13,6 +13,7 @@ use hark_engine::audio::{NullSink, SilenceSource};
 use hark_engine::core::CallEvent;
 use hark_engine::engine::{Engine, EngineConfig, EngineEvent};
 use hark_engine::media::Devices;
+use hark_engine::proxy::ProxySetting;
 use hark_engine::ringtone::{RingOutput, RingtoneChoice, RingtoneErrorCode, RingtoneKind, RodioOutput, SilentOutput};
 use hark_engine::signaling::{self, Credentials, SignalingConfig, SignalingError};
 use hark_engine::voice_processing::ProcessingSettings;
@@ -47,11 +48,16 @@ impl From<SignalingError> for ApiError {
 }
 
 /// Trades a password for a token, creating the account first when `register`.
-pub async fn obtain_token(server: &str, user: &str, password: &str, register: bool, nickname: Option<&str>) -> Result<signaling::SignedToken, ApiError> {
+pub async fn obtain_token(server: &str, proxy: &ProxySetting, user: &str, password: &str, register: bool, nickname: Option<&str>) -> Result<signaling::SignedToken, ApiError> {
     if register {
-        signaling::register_account(server, &[], user, password, nickname).await?;
+        signaling::register_account(server, &[], proxy, user, password, nickname).await?;
     }
-    Ok(signaling::log_in(server, &[], user, password).await?)
+    Ok(signaling::log_in(server, &[], proxy, user, password).await?)
+}
+
+/// How to reach the server: the built-in one directly, any other as the settings say.
+pub fn proxy_setting(embedded: bool, settings: &Settings) -> ProxySetting {
+    if embedded { ProxySetting::Direct } else { ProxySetting::from_text(&settings.proxy) }
 }
 
 /// Starts an engine with `token` and waits until the server welcomes it.
@@ -65,6 +71,7 @@ pub async fn start(app: &AppHandle, server: &str, embedded: bool, token: String,
             device: device_id(app),
             client: concat!("hark-desktop/", env!("CARGO_PKG_VERSION")).into(),
             extra_roots: Vec::new(),
+            proxy: proxy_setting(embedded, settings),
         },
         udp_addrs: vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()],
         devices,

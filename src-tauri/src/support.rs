@@ -92,6 +92,15 @@ pub fn diagnostics(settings: &Settings, server: &str, policy: &str, devices: &[D
     line("System", &os_name());
     line("Desktop", &format!("{} ({})", env_or("XDG_CURRENT_DESKTOP", "none"), env_or("XDG_SESSION_TYPE", "unknown session")));
     line("Server", server);
+    // The proxy's address, never its credentials.
+    let proxy = match hark_engine::proxy::ProxySetting::from_text(&settings.proxy) {
+        hark_engine::proxy::ProxySetting::FromEnvironment => "the environment's, if any".to_owned(),
+        hark_engine::proxy::ProxySetting::Direct => "none".to_owned(),
+        hark_engine::proxy::ProxySetting::Http(address) => {
+            hark_engine::proxy::HttpProxy::parse(&address).map_or_else(|_| "an address that cannot be used".to_owned(), |proxy| proxy.address())
+        }
+    };
+    line("Proxy", &proxy);
     line("Policy", policy);
     line("Microphone", settings.microphone.as_deref().unwrap_or("default"));
     line("Speaker", settings.speaker.as_deref().unwrap_or("default"));
@@ -222,5 +231,10 @@ mod tests {
         assert!(!text.contains("INFO"));
         let lower = text.to_lowercase();
         assert!(!lower.contains("sdp") && !lower.contains("token"), "{text}");
+        assert!(text.contains("Proxy: the environment's, if any\n"), "{text}");
+
+        let proxied = Settings { proxy: "http://ann:secret@proxy.corp:3128".into(), ..Settings::default() };
+        let text = diagnostics(&proxied, "https://hark.corp", "none", &[], &[], "");
+        assert!(text.contains("Proxy: proxy.corp:3128\n") && !text.contains("secret") && !text.contains("ann"), "{text}");
     }
 }

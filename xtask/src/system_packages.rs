@@ -15,7 +15,7 @@ use crate::workspace::{self, ChildOutcome};
 /// cmake: builds the libopus that the `opus` crate bundles; libasound2-dev: cpal's ALSA backend;
 /// libvpx-dev: the VP8 codec; libclang-dev: bindgen for the camera's V4L2 bindings;
 /// pulseaudio and libasound2-plugins: a null-sink sound server for the real-audio-path test;
-/// coturn: the TURN server of the relay test.
+/// coturn: the TURN server of the relay test; tinyproxy: the proxy of the proxy test.
 pub const SYSTEM_PACKAGES: &[&str] = &[
     // Rust crates that build C (opus, the sound and web views' -sys crates).
     "build-essential",
@@ -52,6 +52,8 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     // Video over a real lossy, capped path: a network namespace (ip) with nftables rules.
     "iproute2",
     "nftables",
+    // Signaling through a real HTTP proxy (CONNECT), as from an office network.
+    "tinyproxy",
     // The packages' tests: links opened as desktops do (xdg-open, GIO's `gio open`), desktop
     // entries checked and indexed, the .rpm read (rpm, rpm2cpio, cpio), the server's unit checked
     // (systemd-analyze; systemd itself is not started).

@@ -244,6 +244,7 @@ impl Person {
                 device: format!("{name}-bench"),
                 client: "hark-callbench/0".into(),
                 extra_roots: Vec::new(),
+                proxy: hark_engine::proxy::ProxySetting::Direct,
             },
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices {

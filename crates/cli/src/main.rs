@@ -70,6 +70,10 @@ struct Cli {
     /// Also trust this root certificate (PEM) for an https:// server (repeatable).
     #[arg(long, global = true)]
     trust_root: Vec<std::path::PathBuf>,
+    /// Reach the server through this HTTP proxy (http://[user:password@]host[:port], CONNECT
+    /// for the WebSocket), or `none`; by default HTTPS_PROXY or HTTP_PROXY, with NO_PROXY.
+    #[arg(long, global = true, default_value = "")]
+    proxy: String,
     /// A custom incoming ringtone (WAV, OGG, MP3, FLAC); the bundled one otherwise.
     #[arg(long, global = true)]
     ringtone: Option<std::path::PathBuf>,
@@ -284,6 +288,7 @@ async fn sign_in(
             device,
             client: format!("hark-cli/{}", env!("CARGO_PKG_VERSION")),
             extra_roots: cli.trust_root.clone(),
+            proxy: hark_engine::proxy::ProxySetting::from_text(&cli.proxy),
         },
         udp_addrs: cli.bind.clone(),
         devices,

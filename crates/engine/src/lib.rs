@@ -17,6 +17,7 @@ pub mod media;
 pub mod media_watchdog;
 pub mod peer;
 pub mod policy;
+pub mod proxy;
 pub mod ringtone;
 pub mod round_trips;
 pub mod signaling;

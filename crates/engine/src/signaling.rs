@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
+use crate::proxy::{proxy_for, HttpProxy, ProxySetting};
+
 /// Frames kept while the socket is down; older ones are dropped past this.
 const OFFLINE_QUEUE: usize = 256;
 
@@ -56,6 +58,8 @@ pub struct SignalingConfig {
     /// Extra trusted root certificates (PEM files) for an `https://` server whose certificate is
     /// not signed by a public authority (a self-hosted server's own CA, a test certificate).
     pub extra_roots: Vec<std::path::PathBuf>,
+    /// Whether and which proxy to reach the server through ([`crate::proxy`]).
+    pub proxy: ProxySetting,
 }
 
 /// What the server said at sign-in.
@@ -186,8 +190,8 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
     let mut queued: VecDeque<ClientFrame> = VecDeque::new();
     let mut resumed = false;
     // The trusted roots (files on disk) and the HTTP client are made once, not per attempt.
-    let prepared = tls_config(&config.extra_roots).and_then(|tls| Ok((Arc::clone(&tls), client_with(&tls)?)));
-    let (tls, http) = match prepared {
+    let prepared = reach(&config.server, &config.extra_roots, &config.proxy);
+    let (tls, http, proxy) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             let (code, message) = match e {
@@ -206,7 +210,7 @@ async fn run(config: SignalingConfig, events: mpsc::UnboundedSender<SignalingEve
         let connected = match attempt {
             Ok(current) => {
                 token = Some(current.clone());
-                connect(&config, &tls, &current).await
+                connect(&config, &tls, proxy.as_ref(), &current).await
             }
             Err(e) => Err(e),
         };
@@ -325,8 +329,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Transport f
 type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Transport>>;
 
 /// Opens `ws://` over TCP, or `wss://` over TLS checked against the public roots and
-/// `config.extra_roots`.
-async fn open_websocket(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, SignalingError> {
+/// `config.extra_roots`; through `proxy`'s tunnel when there is one.
+async fn open_websocket(url: &str, tls: &Arc<rustls::ClientConfig>, proxy: Option<&HttpProxy>) -> Result<Socket, SignalingError> {
     let transient = |e: &dyn std::fmt::Display| SignalingError::Transient(format!("{url}: {e}"));
     let (secure, rest) = match url.strip_prefix("wss://") {
         Some(rest) => (true, rest),
@@ -339,7 +343,10 @@ async fn open_websocket(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<So
         }
         _ => (authority, if secure { 443 } else { 80 }),
     };
-    let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| transient(&e))?;
+    let tcp = match proxy {
+        Some(proxy) => proxy.tunnel(host, port).await.map_err(|e| transient(&e))?,
+        None => tokio::net::TcpStream::connect((host, port)).await.map_err(|e| transient(&e))?,
+    };
     // Signaling frames are small; do not let them wait for delayed ACKs.
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn Transport> = if secure {
@@ -374,9 +381,9 @@ fn tls_config(extra_roots: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientCo
     Ok(Arc::new(config))
 }
 
-async fn connect(config: &SignalingConfig, tls: &Arc<rustls::ClientConfig>, token: &str) -> Result<(Socket, Welcome), SignalingError> {
+async fn connect(config: &SignalingConfig, tls: &Arc<rustls::ClientConfig>, proxy: Option<&HttpProxy>, token: &str) -> Result<(Socket, Welcome), SignalingError> {
     let url = websocket_url(&config.server);
-    let mut ws = open_websocket(&url, tls).await?;
+    let mut ws = open_websocket(&url, tls, proxy).await?;
     let hello = ClientFrame::new(
         "hello",
         ClientMessage::Hello { token: token.to_owned(), protocol: vec![hark_protocol::PROTOCOL_VERSION], device: config.device.clone(), client: Some(config.client.clone()) },
@@ -436,8 +443,8 @@ pub struct SignedToken {
 /// Creates an account (`POST /v1/register`); `user_exists` and `registration_closed` come back
 /// as [`SignalingError::Refused`]. For an app's sign-up form, where an existing account is an
 /// error the person must see (the driver's `register` flag instead treats it as "sign in").
-pub async fn register_account(server: &str, extra_roots: &[std::path::PathBuf], user: &str, password: &str, nickname: Option<&str>) -> Result<(), SignalingError> {
-    let http = http_client(extra_roots)?;
+pub async fn register_account(server: &str, extra_roots: &[std::path::PathBuf], proxy: &ProxySetting, user: &str, password: &str, nickname: Option<&str>) -> Result<(), SignalingError> {
+    let (_, http, _) = reach(server, extra_roots, proxy)?;
     let mut body = json!({"user": user, "password": password});
     if let Some(nickname) = nickname {
         body["nickname"] = json!(nickname);
@@ -448,8 +455,8 @@ pub async fn register_account(server: &str, extra_roots: &[std::path::PathBuf], 
 
 /// Trades a password for a token (`POST /v1/login`), so an app can keep the token rather than
 /// the password.
-pub async fn log_in(server: &str, extra_roots: &[std::path::PathBuf], user: &str, password: &str) -> Result<SignedToken, SignalingError> {
-    let http = http_client(extra_roots)?;
+pub async fn log_in(server: &str, extra_roots: &[std::path::PathBuf], proxy: &ProxySetting, user: &str, password: &str) -> Result<SignedToken, SignalingError> {
+    let (_, http, _) = reach(server, extra_roots, proxy)?;
     let (status, body) = post(&http, &format!("{}/v1/login", server.trim_end_matches('/')), json!({"user": user, "password": password})).await?;
     if status != 200 {
         return Err(refusal(&body));
@@ -460,24 +467,44 @@ pub async fn log_in(server: &str, extra_roots: &[std::path::PathBuf], user: &str
     }
 }
 
-fn http_client(extra_roots: &[std::path::PathBuf]) -> Result<reqwest::Client, SignalingError> {
-    client_with(&tls_config(extra_roots)?)
-}
-
-fn client_with(tls: &Arc<rustls::ClientConfig>) -> Result<reqwest::Client, SignalingError> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls((**tls).clone())
-        .build()
-        .map_err(|e| SignalingError::Transient(e.to_string()))
+/// How to reach `server`: the TLS roots, an HTTP client, and the proxy (the setting, else the
+/// environment's), made once. A proxy address that cannot be used is refused (`bad_request`):
+/// retrying would not make it usable.
+fn reach(server: &str, extra_roots: &[std::path::PathBuf], proxy: &ProxySetting) -> Result<(Arc<rustls::ClientConfig>, reqwest::Client, Option<HttpProxy>), SignalingError> {
+    let proxy = proxy_for(server, proxy, |name| std::env::var(name).ok())
+        .map_err(|e| SignalingError::Refused { code: ErrorCode::BadRequest, message: e.to_string() })?;
+    let tls = tls_config(extra_roots)?;
+    // reqwest's own reading of the environment is turned off: one decision, for both paths.
+    let mut builder = reqwest::Client::builder().use_preconfigured_tls((*tls).clone()).no_proxy();
+    if let Some(proxy) = &proxy {
+        builder = builder.proxy(proxy.for_http_client().map_err(|e| SignalingError::Refused { code: ErrorCode::BadRequest, message: e.to_string() })?);
+    }
+    let http = builder.build().map_err(|e| SignalingError::Transient(e.to_string()))?;
+    Ok((tls, http, proxy))
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: serde_json::Value) -> Result<(u16, serde_json::Value), SignalingError> {
-    let response = http.post(url).json(&body).send().await.map_err(|e| SignalingError::Transient(format!("{url}: {}", with_causes(&e))))?;
+    let response = http.post(url).json(&body).send().await.map_err(|e| {
+        let causes = with_causes(&e);
+        // hyper says only "tunnel error" when a proxy refuses CONNECT (wrong credentials, a port
+        // it does not allow): say whose refusal it was.
+        let whose = if causes.contains("tunnel error") { "the proxy would not open a tunnel to the server: " } else { "" };
+        SignalingError::Transient(format!("{url}: {whose}{causes}"))
+    })?;
     let status = response.status().as_u16();
     if status >= 500 {
         return Err(SignalingError::Transient(format!("{url}: HTTP {status}")));
     }
-    Ok((status, response.json().await.unwrap_or(serde_json::Value::Null)))
+    if status == 407 {
+        // The proxy's, not the server's: never to be read as the account's credentials failing.
+        return Err(SignalingError::Transient(format!("{url}: the proxy asks for credentials (HTTP 407)")));
+    }
+    let answer = response.json().await.unwrap_or(serde_json::Value::Null);
+    if status >= 400 && answer.get("code").is_none() {
+        // Not a Hark server's refusal (they all carry a code): a proxy's or a stranger's.
+        return Err(SignalingError::Transient(format!("{url}: HTTP {status}, not from a Hark server")));
+    }
+    Ok((status, answer))
 }
 
 /// An error and its causes on one line: reqwest's own text ("error sending request") hides the

@@ -9,7 +9,8 @@ use hark_engine::core::{CallEvent, CallState, NotConnectedReason};
 use hark_engine::media::Devices;
 use hark_engine::ringtone::{CaptureOutput, RingtoneChoice, RingtoneKind};
 use hark_engine::voice_processing::ProcessingSettings;
-use hark_engine::signaling::{Credentials, SignalingConfig};
+use hark_engine::proxy::{HttpProxy, ProxyError, ProxySetting};
+use hark_engine::signaling::{Credentials, SignalingConfig, SignalingError};
 use hark_engine::policy::Forbidden;
 use hark_engine::{CallPolicy, Engine, EngineConfig, EngineError, EngineEvent};
 use hark_protocol::{CallResult, EndReason, Media};
@@ -40,6 +41,13 @@ impl Capture {
     }
 }
 
+/// How a person reaches the server: extra trusted roots, and the proxy.
+#[derive(Default)]
+struct Access {
+    extra_roots: Vec<std::path::PathBuf>,
+    proxy: ProxySetting,
+}
+
 struct Person {
     engine: Engine,
     events: UnboundedReceiver<EngineEvent>,
@@ -54,19 +62,19 @@ impl Person {
     }
 
     async fn start_on(server: &str, user: &str, device: &str, tone: f64) -> Person {
-        Person::launch(server, user, device, tone, 0.0, Vec::new(), CallPolicy::default()).await
+        Person::launch(server, user, device, tone, 0.0, Access::default(), CallPolicy::default()).await
     }
 
     async fn start_with_loss(server: &str, user: &str, tone: f64, loss: f64) -> Person {
-        Person::launch(server, user, &format!("{user}-test"), tone, loss, Vec::new(), CallPolicy::default()).await
+        Person::launch(server, user, &format!("{user}-test"), tone, loss, Access::default(), CallPolicy::default()).await
     }
 
     /// One person under an administrator's policy.
     async fn start_under(server: &str, user: &str, tone: f64, policy: CallPolicy) -> Person {
-        Person::launch(server, user, &format!("{user}-test"), tone, 0.0, Vec::new(), policy).await
+        Person::launch(server, user, &format!("{user}-test"), tone, 0.0, Access::default(), policy).await
     }
 
-    async fn launch(server: &str, user: &str, device: &str, tone: f64, loss: f64, extra_roots: Vec<std::path::PathBuf>, policy: CallPolicy) -> Person {
+    async fn launch(server: &str, user: &str, device: &str, tone: f64, loss: f64, access: Access, policy: CallPolicy) -> Person {
         let heard = Capture::default();
         let ring_output = CaptureOutput::new();
         let rung = ring_output.recording();
@@ -76,7 +84,8 @@ impl Person {
                 credentials: Credentials::Password { user: user.into(), password: "password123".into(), register: true },
                 device: device.to_owned(),
                 client: "engine-tests/0".into(),
-                extra_roots,
+                extra_roots: access.extra_roots,
+                proxy: access.proxy,
             },
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices { source: Box::new(ToneSource::new(tone)), sink: Box::new(heard.clone()) },
@@ -401,6 +410,82 @@ async fn a_cut_signaling_socket_does_not_stop_the_call() {
     alice.wait_for(|e| matches!(e, EngineEvent::SignalingLost { kicked: Some(hark_protocol::KickReason::Shutdown), .. })).await;
 }
 
+/// Signaling through a real HTTP proxy (tinyproxy, which wants a password) to a TLS server, as
+/// from an office whose only way out is its proxy: a wrong password is said as the proxy's
+/// refusal (never as the account's); with the right one both people sign in (the login and the
+/// WebSocket each through a CONNECT tunnel, TLS end to end), call and hear each other; and with
+/// the proxy gone, signaling is lost: it went through nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_goes_through_an_http_proxy() {
+    let (server, base, cert, _dir) = tls_server().await;
+    let proxy = Tinyproxy::start("BasicAuth hark s3cret\n");
+    let through = |password: &str| Access {
+        extra_roots: vec![cert.clone()],
+        proxy: ProxySetting::Http(format!("http://hark:{password}@127.0.0.1:{}", proxy.port)),
+    };
+
+    let refused = hark_engine::signaling::log_in(&base, &[cert.clone()], &through("wrong").proxy, "alice", "password123").await;
+    assert!(matches!(&refused, Err(SignalingError::Transient(message)) if message.contains("the proxy would not open a tunnel")), "{refused:?}");
+    for credentials in ["", "hark:wrong@"] {
+        let refusing = HttpProxy::parse(&format!("http://{credentials}127.0.0.1:{}", proxy.port)).unwrap();
+        let tunnel = refusing.tunnel("localhost", server.addr().port()).await;
+        assert!(matches!(tunnel, Err(ProxyError::NeedsCredentials(_))), "{credentials:?}: {tunnel:?}");
+    }
+
+    let mut alice = Person::launch(&base, "alice", "alice-proxied", 440.0, 0.0, through("s3cret"), CallPolicy::default()).await;
+    let mut bob = Person::launch(&base, "bob", "bob-proxied", 880.0, 0.0, through("s3cret"), CallPolicy::default()).await;
+    connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
+    bob.listen(1.0).await;
+    assert_hears("bob", &bob.heard, &[440.0], 880.0, 1.0, 0.9);
+    let tunnels = proxy.log().lines().filter(|line| line.contains(&format!("CONNECT localhost:{}", server.addr().port()))).count();
+    assert!(tunnels >= 4, "two logins and two WebSockets through the proxy, saw {tunnels}:\n{}", proxy.log());
+
+    drop(proxy);
+    alice.wait_for(|e| matches!(e, EngineEvent::SignalingLost { .. })).await;
+    server.shutdown().await;
+}
+
+/// A tinyproxy for one test, on a loopback port, with `config` added to its configuration.
+struct Tinyproxy {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    fn start(config: &str) -> Tinyproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let file = dir.path().join("tinyproxy.conf");
+        let log = dir.path().join("tinyproxy.log");
+        std::fs::write(&file, format!("Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 60\nMaxClients 50\nLogLevel Info\nLogFile \"{}\"\n{config}", log.display())).unwrap();
+        let child = std::process::Command::new("tinyproxy")
+            .args(["-d", "-c"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tinyproxy (Debian package tinyproxy) runs; `cargo xtask test` installs it");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "tinyproxy never listened on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tinyproxy { child, port, dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A coturn started for one test, with the TURN REST shared secret.
 struct Coturn {
     child: std::process::Child,
@@ -650,9 +735,9 @@ async fn muting_and_deleting_records() {
     assert_eq!(alice.engine.history(None, None).await.unwrap().len(), 1, "alice's history is hers");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_in_and_calling_over_tls() {
-    // The server terminates TLS with a certificate of its own CA; the engines trust that CA.
+/// A server that terminates TLS with a certificate of its own CA, its base URL and that CA's
+/// certificate (which the engines are told to trust).
+async fn tls_server() -> (hark_server::RunningServer, String, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let signed = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -665,8 +750,15 @@ async fn signing_in_and_calling_over_tls() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = hark_server::start(listener, config, &dir.path().join("data"), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
     let base = format!("https://localhost:{}", server.addr().port());
-    let mut alice = Person::launch(&base, "alice", "alice-tls", 440.0, 0.0, vec![cert.clone()], CallPolicy::default()).await;
-    let mut bob = Person::launch(&base, "bob", "bob-tls", 880.0, 0.0, vec![cert], CallPolicy::default()).await;
+    (server, base, cert, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_and_calling_over_tls() {
+    let (server, base, cert, _dir) = tls_server().await;
+    let trusted = || Access { extra_roots: vec![cert.clone()], ..Access::default() };
+    let mut alice = Person::launch(&base, "alice", "alice-tls", 440.0, 0.0, trusted(), CallPolicy::default()).await;
+    let mut bob = Person::launch(&base, "bob", "bob-tls", 880.0, 0.0, trusted(), CallPolicy::default()).await;
     connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
     bob.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })).await;
     alice.engine.hangup().await.unwrap();
@@ -680,6 +772,7 @@ async fn signing_in_and_calling_over_tls() {
             device: "carol-tls".into(),
             client: "engine-tests/0".into(),
             extra_roots: Vec::new(),
+            proxy: ProxySetting::Direct,
         },
         udp_addrs: vec!["127.0.0.1:0".into()],
         devices: Devices { source: Box::new(ToneSource::new(660.0)), sink: Box::new(Capture::default()) },
@@ -772,6 +865,7 @@ fn token_config(server: &str, secret: &[u8], user: &str, now_ms: i64) -> EngineC
             device: format!("{user}-test"),
             client: "engine-tests/0".into(),
             extra_roots: Vec::new(),
+            proxy: ProxySetting::Direct,
         },
         udp_addrs: vec!["127.0.0.1:0".into()],
         devices: Devices { source: Box::new(ToneSource::new(440.0)), sink: Box::new(Capture::default()) },

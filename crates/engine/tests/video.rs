@@ -163,6 +163,7 @@ impl Person {
                 device: format!("{user}-test"),
                 client: "engine-video-tests/0".into(),
                 extra_roots: Vec::new(),
+                proxy: hark_engine::proxy::ProxySetting::Direct,
             },
             udp_addrs: vec!["127.0.0.1:0".into()],
             devices: Devices { source: Box::new(ToneSource::new(440.0)), sink: Box::new(heard.clone()) },

@@ -85,6 +85,7 @@ export const ACCOUNT = { user: 'me', nickname: 'Mia', avatar: null, server: 'htt
 
 export const SETTINGS = {
   server: null,
+  proxy: '',
   incoming: 'banner',
   ringtone: { kind: 'bundled', name: 'classic' },
   ringtone_volume: 80,

@@ -102,10 +102,12 @@ describe('sign-in', () => {
     await withApp(scenario, {}, async (page) => {
       await page.getByTestId('signin-builtin').uncheck();
       await page.getByTestId('signin-server').fill('https://hark.example.org');
+      await page.getByTestId('signin-proxy').fill(' http://proxy.corp:3128 ');
       await page.getByTestId('signin-password').fill('wrong');
       await page.getByTestId('signin-submit').click();
       await waitText(page, 'signin-error', 'Wrong user ID or password.');
       assert.equal(scenario.callsOf('sign_in')[0].request.server, 'https://hark.example.org');
+      assert.equal(scenario.callsOf('sign_in')[0].request.proxy, 'http://proxy.corp:3128', 'the proxy goes with a server elsewhere');
       assert.equal(scenario.callsOf('sign_in')[0].request.register, false);
     });
   });

@@ -13,6 +13,12 @@ export type Settings = {
  */
 server: string | null, 
 /**
+ * The proxy to reach a server on another machine through: blank for the environment's
+ * (`HTTPS_PROXY`…), `none`, or `http://[user:password@]host[:port]`. The built-in server is
+ * always reached directly.
+ */
+proxy: string, 
+/**
  * Banner or full screen for incoming calls.
  */
 incoming: IncomingPresentation, 

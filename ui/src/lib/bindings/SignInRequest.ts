@@ -27,4 +27,9 @@ nickname: string | null,
 /**
  * Avatar as a data URI (at most 16 KiB).
  */
-avatar: string | null, };
+avatar: string | null, 
+/**
+ * The proxy to reach the server through (kept as the setting): blank for the
+ * environment's, `none`, or `http://[user:password@]host[:port]`. Absent: as saved.
+ */
+proxy?: string, };

@@ -22,6 +22,8 @@ export const en = {
   'signin.builtin': 'Use the server built into this app',
   'signin.server': 'Server address',
   'signin.server_hint': 'For example https://hark.example.org',
+  'signin.proxy': 'Proxy (optional)',
+  'signin.proxy_hint': 'http://proxy.example:3128, or none; empty uses the system’s',
   'signin.user': 'User ID',
   'signin.password': 'Password',
   'signin.nickname': 'Display name',

@@ -23,6 +23,8 @@ export const zh: Record<MessageKey, string> = {
   'signin.builtin': '使用应用内置的服务器',
   'signin.server': '服务器地址',
   'signin.server_hint': '例如 https://hark.example.org',
+  'signin.proxy': '代理（可选）',
+  'signin.proxy_hint': 'http://proxy.example:3128，或 none；留空则使用系统设置',
   'signin.user': '用户 ID',
   'signin.password': '密码',
   'signin.nickname': '昵称',

@@ -32,6 +32,7 @@ export type SettingsBackend = Pick<
 /** The same defaults as the Rust side, until `app_info` tells the real ones. */
 export const DEFAULT_SETTINGS: Settings = {
   server: null,
+  proxy: '',
   incoming: 'banner',
   ringtone: { kind: 'bundled', name: 'classic' },
   ringtone_volume: 80,
