@@ -162,6 +162,15 @@ const AUDIO_PACKETS_PER_QUALITY_REPORT: f64 = 100.0;
 /// Opus's RTP clock, ticks per millisecond.
 const OPUS_CLOCK_PER_MS: f64 = 48.0;
 
+/// Whether webrtc-rs 0.21 can use an ICE server URL: STUN, and TURN over UDP. TURN over TCP
+/// (`?transport=tcp`) and TLS (`turns:`) are left to clients that have them; a server hands out
+/// all three, and giving webrtc-rs only what it gathers with keeps the others from costing
+/// anything.
+pub fn usable_ice_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    (lower.starts_with("stun:") || lower.starts_with("turn:")) && !lower.contains("transport=tcp")
+}
+
 /// Why a peer link could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("peer connection: {0}")]
@@ -308,10 +317,16 @@ async fn build(
     let ice_servers = settings
         .ice_servers
         .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
+        .filter_map(|s| {
+            let (usable, skipped): (Vec<String>, Vec<String>) = s.urls.iter().cloned().partition(|url| usable_ice_url(url));
+            if !skipped.is_empty() {
+                debug!(?skipped, "ICE server URLs webrtc-rs 0.21 cannot use (TURN over TCP or TLS)");
+            }
+            (!usable.is_empty()).then(|| RTCIceServer {
+                urls: usable,
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
         })
         .collect();
     let configuration = RTCConfigurationBuilder::new()
@@ -635,5 +650,20 @@ impl LinkTask {
 
     fn emit(&self, event: PeerEvent) {
         let _ = self.events.send((self.user.clone(), event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stun_and_turn_over_udp_are_given_to_webrtc_rs() {
+        for usable in ["stun:h:3478", "turn:h:3478", "TURN:h:3478?transport=udp", "turn:[::1]:3478"] {
+            assert!(usable_ice_url(usable), "{usable}");
+        }
+        for skipped in ["turn:h:3478?transport=tcp", "turns:h:5349", "stuns:h:5349", "http://h"] {
+            assert!(!usable_ice_url(skipped), "{skipped}");
+        }
     }
 }

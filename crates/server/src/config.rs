@@ -91,7 +91,7 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TurnConfig {
-    /// `turn:` URLs.
+    /// `turn:` and `turns:` URLs (UDP, `?transport=tcp`, TLS), all handed out with one credential.
     pub urls: Vec<String>,
     /// coturn's `static-auth-secret`.
     pub secret: String,
@@ -207,8 +207,47 @@ impl Config {
         {
             return Err(ConfigError::Invalid("rate limits must be at least 1 per minute".into()));
         }
+        for url in &self.stun_urls {
+            check_ice_url(url, &["stun", "stuns"], "stun_urls")?;
+        }
+        if let Some(turn) = &self.turn {
+            if turn.urls.is_empty() {
+                return Err(ConfigError::Invalid("turn.urls must name at least one TURN server".into()));
+            }
+            for url in &turn.urls {
+                check_ice_url(url, &["turn", "turns"], "turn.urls")?;
+            }
+        }
         Ok(())
     }
+}
+
+/// An ICE server URL as RFC 7064/7065 write them: `SCHEME:HOST[:PORT][?transport=udp|tcp]`, the
+/// scheme one of `schemes` (a typo would reach every client, and fail only their calls).
+fn check_ice_url(url: &str, schemes: &[&str], key: &str) -> Result<(), ConfigError> {
+    let invalid = || ConfigError::Invalid(format!("{key}: {url:?} is not a {} URL ({}:HOST[:PORT][?transport=udp|tcp])", schemes.join(": or "), schemes[0]));
+    let (scheme, rest) = url.split_once(':').ok_or_else(invalid)?;
+    if !schemes.contains(&scheme) {
+        return Err(invalid());
+    }
+    let (address, query) = rest.split_once('?').map_or((rest, None), |(a, q)| (a, Some(q)));
+    if let Some(query) = query {
+        if !scheme.starts_with("turn") || !matches!(query, "transport=udp" | "transport=tcp") {
+            return Err(invalid());
+        }
+    }
+    let (host, port) = match address.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').ok_or_else(invalid)?;
+            (host, after.strip_prefix(':'))
+        }
+        None => address.split_once(':').map_or((address, None), |(h, p)| (h, Some(p))),
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|p| p > 0));
+    if host.is_empty() || host.contains(['/', '@', ' ']) || !port_ok {
+        return Err(invalid());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -293,6 +332,31 @@ mod tests {
         let end = start + readme[start..].find("```").expect("closed");
         let config: Config = toml::from_str(&readme[start..end]).expect("the README's example parses");
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn ice_urls_are_checked_and_several_turn_transports_are_taken() {
+        let with = |stun: &[&str], turn: &[&str]| Config {
+            stun_urls: stun.iter().map(|s| s.to_string()).collect(),
+            turn: Some(TurnConfig { urls: turn.iter().map(|s| s.to_string()).collect(), secret: "s".into(), ttl_s: 60 }),
+            ..Config::default()
+        };
+        with(&["stun:stun.example.org", "stun:[2001:db8::1]:3478"], &["turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:3478?transport=tcp", "turns:turn.example.org:5349"])
+            .validate()
+            .unwrap();
+        for (stun, turn) in [
+            (&["turn:x:3478"][..], &["turn:x"][..]),
+            (&["stun:x?transport=udp"], &["turn:x"]),
+            (&[], &["tun:x:3478"]),
+            (&[], &["turn:x:99999"]),
+            (&[], &["turn:x:3478?transport=sctp"]),
+            (&[], &["turn:"]),
+            (&[], &["turn://x:3478"]),
+            (&[], &[]),
+        ] {
+            let refused = with(stun, turn).validate();
+            assert!(matches!(&refused, Err(ConfigError::Invalid(_))), "{stun:?} {turn:?}: {refused:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 async fn welcome_carries_ice_servers_and_limits() {
     let config = Config {
         stun_urls: vec!["stun:127.0.0.1:3478".into()],
-        turn: Some(TurnConfig { urls: vec!["turn:127.0.0.1:3478".into()], secret: "turn-secret".into(), ttl_s: 600 }),
+        turn: Some(TurnConfig {
+            urls: vec!["turn:127.0.0.1:3478".into(), "turn:127.0.0.1:3478?transport=tcp".into(), "turns:127.0.0.1:5349".into()],
+            secret: "turn-secret".into(),
+            ttl_s: 600,
+        }),
         ice_transport_policy: hark_protocol::IceTransportPolicy::Relay,
         ..Config::default()
     };
@@ -29,7 +33,9 @@ async fn welcome_carries_ice_servers_and_limits() {
     assert_eq!(w["ice_servers"][0], json!({"urls":["stun:127.0.0.1:3478"]}));
     let expiry = common::T0 / 1000 + 600;
     let (username, credential) = hark_server::accounts::turn_credentials("turn-secret", "alice", expiry);
-    assert_eq!(w["ice_servers"][1], json!({"urls":["turn:127.0.0.1:3478"],"username":username,"credential":credential}));
+    // Every TURN transport the server was given, with the one credential.
+    let turn_urls = ["turn:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=tcp", "turns:127.0.0.1:5349"];
+    assert_eq!(w["ice_servers"][1], json!({"urls":turn_urls,"username":username,"credential":credential}));
     assert_eq!(username, format!("{expiry}:alice"));
 }
 
