@@ -16,8 +16,8 @@
 
 /// Opus's delay of its own: a 20 ms frame and 6.5 ms of encoder look-ahead.
 pub const OPUS_DELAY_MS: f64 = 26.5;
-/// The playout buffer's least depth (two 20 ms frames, `jitter.rs`).
-pub const MIN_PLAYOUT_MS: f64 = 40.0;
+/// The playout buffer's least depth (one 20 ms frame: it starts on the first packet, `jitter.rs`).
+pub const MIN_PLAYOUT_MS: f64 = 20.0;
 
 /// How a codec stands up to loss, in E-model terms.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,7 +46,7 @@ pub struct Impairments {
 
 impl Impairments {
     /// A link's figures: `rtt_ms` round trip, `jitter_ms` inter-arrival jitter (the playout
-    /// buffer holds about twice it, never under two frames), `loss_percent` lost, with Opus.
+    /// buffer holds about twice it, never under one frame), `loss_percent` lost, with Opus.
     pub fn measured(loss_percent: f64, rtt_ms: f64, jitter_ms: f64) -> Impairments {
         let playout = (2.0 * jitter_ms).max(MIN_PLAYOUT_MS);
         Impairments { one_way_delay_ms: rtt_ms / 2.0 + playout + OPUS_DELAY_MS, loss_percent: loss_percent.clamp(0.0, 100.0), burst_ratio: 1.0, codec: OPUS }
@@ -322,6 +322,8 @@ mod tests {
         assert!(quiet.mos > 4.3, "a clean loopback call is a good one: {quiet:?}");
         let measured = Impairments::measured(0.0, 100.0, 30.0);
         assert!(close(measured.one_way_delay_ms, 50.0 + 60.0 + 26.5, 1e-9), "half the round trip, twice the jitter, Opus's own delay");
+        let calm = Impairments::measured(0.0, 2.0, 1.0);
+        assert!(close(calm.one_way_delay_ms, 1.0 + MIN_PLAYOUT_MS + 26.5, 1e-9), "never less than a frame of playout");
     }
 
     /// Drives a meter expecting 100 packets an interval with each interval's (packets that came,

@@ -2,21 +2,29 @@
 //!
 //! webrtc-rs hands us RTP in arrival order with no buffering. This buffer puts packets back in
 //! sequence order and tells the playout clock, every 20 ms, what to play: the packet due, a
-//! recovery of a lost packet from the in-band FEC of the one after it, or concealment. Its depth
-//! follows the measured inter-arrival jitter (RFC 3550's estimator), from 2 frames (so a lost
-//! packet's successor is usually already here for FEC) up to 10, and it skips ahead when it holds
-//! far more than it needs, so latency does not pile up after a burst. Pure: arrival times are
-//! passed in.
+//! recovery of a lost packet from the in-band FEC of the one after it, or concealment.
+//!
+//! It starts playing on the first packet (a call's first words are not held back to fill a
+//! buffer) and deepens only when the network asks: when the packet due has not come and nothing
+//! after it has either, it conceals one frame and waits for it instead of giving it up, which
+//! leaves the buffer a frame deeper. So a late packet is played, not dropped, and after a loss the
+//! lost packet's successor is here in time for FEC from then on. The depth also follows the
+//! measured inter-arrival jitter (RFC 3550's estimator), up to 10 frames, and the buffer skips
+//! ahead when it holds far more than that, so latency does not pile up after a burst. Pure:
+//! arrival times are passed in.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 const FRAME_MS: f64 = 20.0;
-const MIN_DEPTH: usize = 2;
+/// Playout starts with this many frames here: the first.
+const START_DEPTH: usize = 1;
 const MAX_DEPTH: usize = 10;
 /// Concealed frames in a row after which the stream counts as stopped (and restarts buffering).
 const MAX_CONCEALED: u32 = 10;
+/// Frames played without running dry (10 s) after which the depth asked for eases by one.
+const CALM_FRAMES: u32 = 500;
 
 /// What to play for the next 20 ms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +48,10 @@ pub struct JitterBuffer {
     jitter_ms: f64,
     last: Option<(i64, u32)>,
     concealed_in_a_row: u32,
+    /// The depth the network has asked for by running the buffer dry (frames).
+    asked_depth: usize,
+    /// Frames played since the buffer last ran dry.
+    calm_frames: u32,
     /// Packets that arrived after their time to play had passed.
     pub late: u64,
     /// Frames that were recovered or concealed.
@@ -52,9 +64,10 @@ impl JitterBuffer {
         Self::default()
     }
 
-    /// The depth it aims for, in frames.
+    /// The depth it aims for, in frames: what the jitter calls for, or what running dry asked.
     pub fn target_depth(&self) -> usize {
-        (((2.0 * self.jitter_ms) / FRAME_MS).ceil() as usize + 1).clamp(MIN_DEPTH, MAX_DEPTH)
+        let for_jitter = ((2.0 * self.jitter_ms) / FRAME_MS).ceil() as usize + 1;
+        for_jitter.max(self.asked_depth).clamp(START_DEPTH, MAX_DEPTH)
     }
 
     /// A packet arrived at `arrival_ms`.
@@ -85,7 +98,7 @@ impl JitterBuffer {
     pub fn pop(&mut self) -> Playout {
         let target = self.target_depth();
         let Some(mut next) = self.next else {
-            if self.packets.len() < target {
+            if self.packets.len() < START_DEPTH {
                 return Playout::Silence;
             }
             let first = *self.packets.keys().next().expect("not empty");
@@ -99,15 +112,35 @@ impl JitterBuffer {
                 self.packets = self.packets.split_off(&next);
             }
         }
-        self.next = Some(next + 1);
         if let Some(payload) = self.packets.remove(&next) {
+            self.next = Some(next + 1);
             self.concealed_in_a_row = 0;
+            self.calm_frames += 1;
+            if self.calm_frames >= CALM_FRAMES {
+                // A spike long past no longer holds the depth up.
+                self.calm_frames = 0;
+                self.asked_depth = self.asked_depth.saturating_sub(1);
+            }
             return Playout::Packet(payload);
         }
-        self.lost += 1;
         if let Some(following) = self.packets.get(&(next + 1)) {
+            self.next = Some(next + 1);
+            self.lost += 1;
             self.concealed_in_a_row = 0;
             return Playout::Recover(following.clone());
+        }
+        if self.packets.is_empty() {
+            // Dry: nothing due and nothing after it. Conceal a frame and wait for the packet due
+            // (late, or lost: then its successor recovers it), a frame deeper from now on.
+            self.next = Some(next);
+            if self.concealed_in_a_row == 0 {
+                self.asked_depth = (self.asked_depth.max(START_DEPTH) + 1).min(MAX_DEPTH);
+                self.calm_frames = 0;
+            }
+        } else {
+            // Later packets are here, but not the one due nor the one after: lost. Go on.
+            self.next = Some(next + 1);
+            self.lost += 1;
         }
         self.concealed_in_a_row += 1;
         if self.concealed_in_a_row > MAX_CONCEALED {
@@ -135,18 +168,19 @@ mod tests {
     }
 
     #[test]
-    fn waits_for_its_depth_then_plays_in_order() {
+    fn plays_from_the_first_packet_in_order() {
         let mut b = JitterBuffer::new();
+        assert_eq!(b.pop(), Playout::Silence, "nothing yet");
         feed(&mut b, &[10]);
-        assert_eq!(b.pop(), Playout::Silence);
+        assert_eq!(b.pop(), Playout::Packet(packet(10)), "the first packet plays at once");
         feed(&mut b, &[12, 11]); // reordered
-        assert_eq!(b.pop(), Playout::Packet(packet(10)));
         assert_eq!(b.pop(), Playout::Packet(packet(11)));
         assert_eq!(b.pop(), Playout::Packet(packet(12)));
+        assert_eq!(b.target_depth(), START_DEPTH, "a calm stream never asked for more");
     }
 
     #[test]
-    fn a_lost_packet_is_recovered_from_the_next_or_concealed() {
+    fn a_lost_packet_is_recovered_from_the_next() {
         let mut b = JitterBuffer::new();
         feed(&mut b, &[1, 2, 4, 5]);
         assert_eq!(b.pop(), Playout::Packet(packet(1)));
@@ -154,11 +188,52 @@ mod tests {
         assert_eq!(b.pop(), Playout::Recover(packet(4)), "3 is lost, 4 carries its FEC");
         assert_eq!(b.pop(), Playout::Packet(packet(4)));
         assert_eq!(b.pop(), Playout::Packet(packet(5)));
-        assert_eq!(b.pop(), Playout::Conceal, "6 not here and nothing after it");
-        assert_eq!(b.lost, 2);
-        // 6 arrives late: too late to play.
-        feed(&mut b, &[6]);
-        assert_eq!(b.late, 1);
+        assert_eq!((b.lost, b.late), (1, 0));
+    }
+
+    #[test]
+    fn running_dry_conceals_once_waits_for_the_late_packet_and_deepens() {
+        let mut b = JitterBuffer::new();
+        feed(&mut b, &[1]);
+        assert_eq!(b.pop(), Playout::Packet(packet(1)));
+        assert_eq!(b.pop(), Playout::Conceal, "2 is late: a frame is concealed");
+        assert_eq!(b.target_depth(), 2, "the network asked for a frame more");
+        feed(&mut b, &[2]);
+        assert_eq!(b.pop(), Playout::Packet(packet(2)), "the late packet is played, not dropped");
+        assert_eq!((b.lost, b.late), (0, 0));
+
+        // A lost packet now: its successor is here in time, one frame behind.
+        feed(&mut b, &[4]);
+        assert_eq!(b.pop(), Playout::Recover(packet(4)), "3 lost, recovered from 4's FEC");
+        feed(&mut b, &[5]);
+        assert_eq!(b.pop(), Playout::Packet(packet(4)));
+        assert_eq!(b.pop(), Playout::Packet(packet(5)));
+        assert_eq!(b.lost, 1);
+    }
+
+    #[test]
+    fn the_depth_asked_eases_after_a_calm_while() {
+        let mut b = JitterBuffer::new();
+        feed(&mut b, &[0]);
+        b.pop();
+        assert_eq!(b.pop(), Playout::Conceal);
+        assert_eq!(b.target_depth(), 2);
+        for s in 1..=CALM_FRAMES as u16 {
+            feed(&mut b, &[s]);
+            assert_eq!(b.pop(), Playout::Packet(packet(s)));
+        }
+        assert_eq!(b.target_depth(), START_DEPTH, "10 s without running dry");
+    }
+
+    #[test]
+    fn two_lost_in_a_row_are_concealed_and_recovered_not_waited_for() {
+        let mut b = JitterBuffer::new();
+        feed(&mut b, &[1, 4, 5]);
+        assert_eq!(b.pop(), Playout::Packet(packet(1)));
+        assert_eq!(b.pop(), Playout::Conceal, "2 lost: 4 is here, so it is no wait");
+        assert_eq!(b.pop(), Playout::Recover(packet(4)), "3 from 4's FEC");
+        assert_eq!(b.pop(), Playout::Packet(packet(4)));
+        assert_eq!((b.lost, b.target_depth()), (2, START_DEPTH), "losses are not the network asking for depth");
     }
 
     #[test]
@@ -182,9 +257,9 @@ mod tests {
         assert!(b.target_depth() >= 3, "{}", b.target_depth());
         let mut calm = JitterBuffer::new();
         feed(&mut calm, &(0..200).collect::<Vec<_>>());
-        assert_eq!(calm.target_depth(), MIN_DEPTH);
+        assert_eq!(calm.target_depth(), START_DEPTH);
         // 200 frames queued: playing skips ahead instead of lagging 4 s behind.
-        assert_eq!(calm.pop(), Playout::Packet(packet(198)));
+        assert_eq!(calm.pop(), Playout::Packet(packet(199)));
     }
 
     #[test]
