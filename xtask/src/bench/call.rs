@@ -690,8 +690,9 @@ impl Figures {
         if let (Some(first), Some(jitter)) = (callee_p50, jitter) {
             reading.push(format!(
                 "Of the callee's {first:.0} ms to first audio, {jitter:.0} ms pass between the first packet leaving \
-                 and its playout: the jitter buffer starts only with 2 packets queued (the second comes 20 ms \
-                 after the first) and then waits for the receiver's next 20 ms tick; signaling through the server \
+                 and its playout: the jitter buffer plays the first packet at once, which waits for the \
+                 receiver's next 20 ms tick (the two sides' ticks run close together in one process, so nearly a \
+                 whole tick); signaling through the server \
                  takes about {} ms, ICE {} ms and DTLS {} ms.",
                 ms(s.get(&["phases_callee_ms", "signaling", "p50"])),
                 ms(s.get(&["phases_callee_ms", "ice", "p50"])),
