@@ -42,12 +42,14 @@ pub struct MediaWatchdog {
     count: u64,
     last_arrival: Instant,
     state: MediaLinkState,
+    /// The last arrival before the silence already given up, so it is said once.
+    given_up_at: Option<Instant>,
 }
 
 impl MediaWatchdog {
     /// A watchdog for a link that connected at `now`.
     pub fn new(now: Instant) -> MediaWatchdog {
-        MediaWatchdog { count: 0, last_arrival: now, state: MediaLinkState::Connected }
+        MediaWatchdog { count: 0, last_arrival: now, state: MediaLinkState::Connected, given_up_at: None }
     }
 
     /// The link had received `count` packets in all at `now`; the new state, when it changed.
@@ -86,6 +88,15 @@ impl MediaWatchdog {
     pub fn given_up(&self, now: Instant) -> bool {
         self.silent_for(now) >= GIVE_UP_AFTER
     }
+
+    /// True once per silence, at the first look that finds it [`given_up`](Self::given_up).
+    pub fn give_up_now(&mut self, now: Instant) -> bool {
+        let due = self.given_up(now) && self.given_up_at != Some(self.last_arrival);
+        if due {
+            self.given_up_at = Some(self.last_arrival);
+        }
+        due
+    }
 }
 
 #[cfg(test)]
@@ -120,8 +131,11 @@ mod tests {
         assert_eq!(watchdog.observe(50, at(20)), None);
         assert!(!watchdog.given_up(at(20)));
         assert!(watchdog.given_up(at(21)), "20 s without a packet");
+        assert!(watchdog.give_up_now(at(21)) && !watchdog.give_up_now(at(22)), "said once per silence");
         assert_eq!(watchdog.observe(51, at(21)), Some(MediaLinkState::Connected), "a lost link that comes back is connected");
         assert!(!watchdog.given_up(at(21)));
+        assert_eq!(watchdog.observe(51, at(45)), Some(MediaLinkState::Lost));
+        assert!(watchdog.give_up_now(at(45)), "a new silence is given up again");
     }
 
     #[test]

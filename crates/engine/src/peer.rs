@@ -268,7 +268,7 @@ impl PeerLink {
         };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, watchdog: None, gave_up: false, rtt, loss: LossMeter::new(AUDIO_PACKETS_PER_QUALITY_REPORT) };
+        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, watchdog: None, rtt, loss: LossMeter::new(AUDIO_PACKETS_PER_QUALITY_REPORT) };
         tokio::spawn(task.run(command_rx, local_rx));
         Ok(PeerLink { commands })
     }
@@ -411,8 +411,6 @@ struct LinkTask {
     connected: bool,
     /// Whether packets arrive, from the first connection on.
     watchdog: Option<MediaWatchdog>,
-    /// Whether [`PeerEvent::MediaGaveUp`] has been said for the silence going on.
-    gave_up: bool,
     /// The RTT measured from RTCP reports ([`crate::round_trips`]).
     rtt: RoundTripTime,
     /// Their audio's loss per quality report.
@@ -599,13 +597,9 @@ impl LinkTask {
         let now = Instant::now();
         if let Some(state) = self.watchdog.as_mut().and_then(|watchdog| watchdog.observe(received, now)) {
             debug!(user = %self.user, ?state, "media link");
-            if state == MediaLinkState::Connected {
-                self.gave_up = false;
-            }
             self.emit(PeerEvent::MediaLink(state));
         }
-        if !self.gave_up && self.watchdog.as_ref().is_some_and(|watchdog| watchdog.given_up(now)) {
-            self.gave_up = true;
+        if self.watchdog.as_mut().is_some_and(|watchdog| watchdog.give_up_now(now)) {
             self.emit(PeerEvent::MediaGaveUp);
         }
         if let Some(video) = &mut self.video {

@@ -471,13 +471,13 @@ pub async fn log_in(server: &str, extra_roots: &[std::path::PathBuf], proxy: &Pr
 /// environment's), made once. A proxy address that cannot be used is refused (`bad_request`):
 /// retrying would not make it usable.
 fn reach(server: &str, extra_roots: &[std::path::PathBuf], proxy: &ProxySetting) -> Result<(Arc<rustls::ClientConfig>, reqwest::Client, Option<HttpProxy>), SignalingError> {
-    let proxy = proxy_for(server, proxy, |name| std::env::var(name).ok())
-        .map_err(|e| SignalingError::Refused { code: ErrorCode::BadRequest, message: e.to_string() })?;
+    let unusable = |e: crate::proxy::ProxyError| SignalingError::Refused { code: ErrorCode::BadRequest, message: e.to_string() };
+    let proxy = proxy_for(server, proxy, |name| std::env::var(name).ok()).map_err(unusable)?;
     let tls = tls_config(extra_roots)?;
     // reqwest's own reading of the environment is turned off: one decision, for both paths.
     let mut builder = reqwest::Client::builder().use_preconfigured_tls((*tls).clone()).no_proxy();
     if let Some(proxy) = &proxy {
-        builder = builder.proxy(proxy.for_http_client().map_err(|e| SignalingError::Refused { code: ErrorCode::BadRequest, message: e.to_string() })?);
+        builder = builder.proxy(proxy.for_http_client().map_err(unusable)?);
     }
     let http = builder.build().map_err(|e| SignalingError::Transient(e.to_string()))?;
     Ok((tls, http, proxy))

@@ -146,10 +146,8 @@ export class CallStore {
   weak = $state<Record<string, boolean>>({});
   /** Each person's call-quality score and what it came from (the engine's E-model). */
   quality = $state<Record<string, LinkQuality>>({});
-  /** People whose media stopped arriving, while it is recovered (the engine's `media_link`). */
-  reconnecting = $state<Record<string, boolean>>({});
-  /** Of those, the people whose media has been gone so long the call may not come back. */
-  lost = $state<Record<string, boolean>>({});
+  /** Whether each person's media arrives, or is being recovered, or lost (the engine's `media_link`). */
+  links = $state<Record<string, MediaLinkState>>({});
   /** The last error the engine or a command reported. */
   error = $state<ApiError | null>(null);
   /** Calls we could join. */
@@ -357,8 +355,7 @@ export class CallStore {
 
   /** The engine's watchdog: media from `user` stopped arriving, or came back. */
   mediaLink(user: string, state: MediaLinkState): void {
-    this.reconnecting[user] = state !== 'connected';
-    this.lost[user] = state === 'lost';
+    this.links[user] = state;
   }
 
   // ---- commands ----
@@ -552,8 +549,7 @@ export class CallStore {
     this.speaker = null;
     this.weak = {};
     this.quality = {};
-    this.reconnecting = {};
-    this.lost = {};
+    this.links = {};
     this.videoOf = {};
     this.frozen = {};
     this.cameraError = null;
@@ -583,8 +579,7 @@ export class CallStore {
     this.speaker = null;
     this.weak = {};
     this.quality = {};
-    this.reconnecting = {};
-    this.lost = {};
+    this.links = {};
     this.clearTimers();
     this.hold = this.clock.setTimeout(() => {
       this.hold = null;

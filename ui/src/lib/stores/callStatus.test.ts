@@ -5,7 +5,7 @@ import { describe, expect, test } from 'vitest';
 import { setLanguage, t } from '../i18n/index.svelte';
 import { callStatus, type CallStatusInput } from './callStatus';
 
-const base: CallStatusInput = { phase: 'idle', joining: false, media: 'audio', peers: [], end: null, endedFrom: 'idle', error: null, reconnecting: {}, lost: {} };
+const base: CallStatusInput = { phase: 'idle', joining: false, media: 'audio', peers: [], end: null, endedFrom: 'idle', error: null, links: {} };
 
 function status(patch: Partial<CallStatusInput>): string {
   return callStatus({ ...base, ...patch }, t);
@@ -22,9 +22,9 @@ describe('call status line', () => {
     expect(status({ phase: 'dialing' })).toBe('Calling…');
     expect(status({ phase: 'dialing', joining: true })).toBe('Connecting…');
     expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }] })).toBe('Connected');
-    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], reconnecting: { b: true } })).toBe('Reconnecting…');
-    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], reconnecting: { b: false } }), 'media came back').toBe('Connected');
-    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], reconnecting: { b: true }, lost: { b: true } }), 'gone for long').toBe(
+    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], links: { b: 'reconnecting' } })).toBe('Reconnecting…');
+    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], links: { b: 'connected' } }), 'media came back').toBe('Connected');
+    expect(status({ phase: 'connected', peers: [{ user: 'b', state: 'joined' }], links: { b: 'lost' } }), 'gone for long').toBe(
       'Connection lost. Still trying…',
     );
     expect(
@@ -41,7 +41,7 @@ describe('call status line', () => {
       { user: 'b', state: 'joined' as const },
       { user: 'c', state: 'joined' as const },
     ];
-    expect(status({ phase: 'connected', peers: group, reconnecting: { c: true } }), "a group's tile says whose link it is").toBe('3 people in the call');
+    expect(status({ phase: 'connected', peers: group, links: { c: 'reconnecting' } }), "a group's tile says whose link it is").toBe('3 people in the call');
   });
 
   test('ends', () => {

@@ -6,6 +6,7 @@ import type { MessageKey } from '../i18n/en';
 import type { CallEnd, CallPhase, Peer } from './call.svelte';
 import type { ApiError } from '../bindings/ApiError';
 import type { Media } from '../bindings/Media';
+import type { MediaLinkState } from '../bindings/MediaLinkState';
 
 export type Translate = (key: MessageKey, params?: Record<string, string | number>) => string;
 
@@ -18,15 +19,13 @@ export interface CallStatusInput {
   end: CallEnd | null;
   endedFrom: CallPhase;
   error: ApiError | null;
-  /** People whose media stopped arriving (the engine's `media_link`). */
-  reconnecting: Readonly<Record<string, boolean>>;
-  /** Of those, people whose media has been gone so long the call may not come back. */
-  lost: Readonly<Record<string, boolean>>;
+  /** Whether each person's media arrives (the engine's `media_link`). */
+  links: Readonly<Record<string, MediaLinkState>>;
 }
 
 /** A 1:1 call whose other person's media stopped arriving. */
-export function reconnectingOneToOne(call: Pick<CallStatusInput, 'peers' | 'reconnecting'>): boolean {
-  return call.peers.length === 1 && (call.reconnecting[call.peers[0].user] ?? false);
+export function reconnectingOneToOne(call: Pick<CallStatusInput, 'peers' | 'links'>): boolean {
+  return call.peers.length === 1 && (call.links[call.peers[0].user] ?? 'connected') !== 'connected';
 }
 
 export function callStatus(call: CallStatusInput, t: Translate): string {
@@ -41,7 +40,7 @@ export function callStatus(call: CallStatusInput, t: Translate): string {
     case 'connected': {
       // "Connected" over a dead path would be a lie: a 1:1 call says it reconnects (a group's
       // tiles say whose link it is).
-      if (reconnectingOneToOne(call)) return t(call.lost[call.peers[0].user] ? 'call.media_lost' : 'call.reconnecting');
+      if (reconnectingOneToOne(call)) return t(call.links[call.peers[0].user] === 'lost' ? 'call.media_lost' : 'call.reconnecting');
       const joined = call.peers.filter((p) => p.state === 'joined').length;
       return call.peers.length > 1 ? t('call.in_call', { count: joined + 1 }) : t('call.connected');
     }
