@@ -871,8 +871,8 @@ impl EngineTask {
         match event {
             PeerEvent::LocalSignal(payload) => self.core.handle_media(MediaEvent::LocalSignal { user, payload }),
             PeerEvent::Connected(outlet) => self.pipeline.add_outlet(user, outlet),
-            PeerEvent::RemoteTrack { kind: MediaKind::Audio, track } => self.pipeline.add_remote_track(user, track),
-            PeerEvent::RemoteTrack { kind: MediaKind::Video, track } => {
+            PeerEvent::RemoteTrack { kind: MediaKind::Audio, track, red_payload_type } => self.pipeline.add_remote_track(user, track, red_payload_type),
+            PeerEvent::RemoteTrack { kind: MediaKind::Video, track, .. } => {
                 let group = self.peers.len() > 1;
                 let sink = (self.video.sinks)(&user, group);
                 if let Some(done) = crate::video_receive::spawn(user, track, sink, self.receive_loss_percent, self.video_receive_reports.clone()) {

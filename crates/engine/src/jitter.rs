@@ -70,15 +70,21 @@ impl JitterBuffer {
         for_jitter.max(self.asked_depth).clamp(START_DEPTH, MAX_DEPTH)
     }
 
-    /// A packet arrived at `arrival_ms`.
-    pub fn push(&mut self, sequence: u16, timestamp: u32, payload: Bytes, arrival_ms: i64) {
-        let extended = match self.highest {
+    /// `sequence` unwrapped near the highest seen (the first lands one wrap in, so earlier
+    /// ones stay positive).
+    fn extend(&self, sequence: u16) -> u64 {
+        match self.highest {
             None => u64::from(sequence) + (1 << 16),
             Some(highest) => {
                 let delta = i64::from(sequence.wrapping_sub(highest as u16) as i16);
                 (highest as i64 + delta).max(0) as u64
             }
-        };
+        }
+    }
+
+    /// A packet arrived at `arrival_ms`.
+    pub fn push(&mut self, sequence: u16, timestamp: u32, payload: Bytes, arrival_ms: i64) {
+        let extended = self.extend(sequence);
         if let Some((last_arrival, last_ts)) = self.last {
             // RFC 3550 A.8: transit-time difference, smoothed by 1/16.
             let arrival_delta = (arrival_ms - last_arrival) as f64;
@@ -92,6 +98,18 @@ impl JitterBuffer {
         }
         self.highest = Some(self.highest.map_or(extended, |h| h.max(extended)));
         self.packets.insert(extended, payload);
+    }
+
+    /// A redundant copy (RFC 2198) of the frame `back` packets before `sequence`, which came in
+    /// the packet `sequence` and was pushed just before: kept if that frame is still to play and
+    /// is not here. It does not count as an arrival (the jitter estimate and the late count are
+    /// the primary's), and copies of frames from before playout started are not played.
+    pub fn push_redundant(&mut self, sequence: u16, back: u16, payload: Bytes) {
+        let Some(next) = self.next else { return };
+        let Some(extended) = self.extend(sequence).checked_sub(u64::from(back)) else { return };
+        if extended >= next {
+            self.packets.entry(extended).or_insert(payload);
+        }
     }
 
     /// What to play for the next 20 ms.
@@ -165,6 +183,43 @@ mod tests {
         for &s in sequences {
             buffer.push(s, u32::from(s) * 960, packet(s), i64::from(s) * 20);
         }
+    }
+
+    #[test]
+    fn a_lost_packet_is_played_from_a_redundant_copy_in_a_later_one() {
+        let mut b = JitterBuffer::new();
+        feed(&mut b, &[10]);
+        assert_eq!(b.pop(), Playout::Packet(packet(10)));
+        // 11 and 12 are lost; 13 carries copies of both.
+        b.push(13, 13 * 960, packet(13), 13 * 20);
+        b.push_redundant(13, 2, packet(11));
+        b.push_redundant(13, 1, packet(12));
+        assert_eq!(b.pop(), Playout::Packet(packet(11)), "11, whole, from 13's copy");
+        assert_eq!(b.pop(), Playout::Packet(packet(12)));
+        assert_eq!(b.pop(), Playout::Packet(packet(13)));
+        assert_eq!(b.lost, 0, "nothing was concealed or recovered");
+    }
+
+    #[test]
+    fn redundant_copies_of_frames_played_or_here_change_nothing() {
+        let mut b = JitterBuffer::new();
+        feed(&mut b, &[10, 11]);
+        assert_eq!(b.pop(), Playout::Packet(packet(10)));
+        // A copy of 10 (played) and of 11 (here already, the primary wins).
+        b.push(12, 12 * 960, packet(12), 12 * 20);
+        b.push_redundant(12, 2, Bytes::from_static(b"stale"));
+        b.push_redundant(12, 1, Bytes::from_static(b"copy"));
+        assert_eq!(b.pop(), Playout::Packet(packet(11)));
+        assert_eq!(b.pop(), Playout::Packet(packet(12)));
+        assert_eq!(b.late, 0, "copies are not late arrivals");
+    }
+
+    #[test]
+    fn copies_from_before_playout_started_are_not_played() {
+        let mut b = JitterBuffer::new();
+        b.push(10, 10 * 960, packet(10), 0);
+        b.push_redundant(10, 1, packet(9));
+        assert_eq!(b.pop(), Playout::Packet(packet(10)), "the call's audio starts with its first packet");
     }
 
     #[test]

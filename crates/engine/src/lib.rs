@@ -18,6 +18,7 @@ pub mod media_watchdog;
 pub mod peer;
 pub mod policy;
 pub mod proxy;
+pub mod red;
 pub mod ringtone;
 pub mod round_trips;
 pub mod signaling;

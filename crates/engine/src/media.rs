@@ -14,7 +14,7 @@
 //! as the packet arrives. Voice levels (0–100, five times a second) and the first audio of each
 //! person come out as [`MediaReport`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::audio::{voice_level, AudioSink, AudioSource, FRAME, SAMPLE_RATE};
 use crate::jitter::{JitterBuffer, Playout};
+use crate::red;
 use crate::peer::AudioOutlet;
 use crate::voice_processing::{ProcessingSettings, VoiceProcessor};
 
@@ -64,10 +65,11 @@ pub struct Devices {
 enum AudioCommand {
     /// Send our audio to `user` through `outlet`.
     AddOutlet(UserId, AudioOutlet),
-    /// Expect `user`'s audio (a jitter buffer of their own).
-    AddInlet(UserId),
+    /// Expect `user`'s audio (a jitter buffer of their own), with redundant audio under this
+    /// payload type if negotiated.
+    AddInlet(UserId, Option<u8>),
     /// An RTP packet of `user`'s, arrived at `arrival_ms` (ms since the pipeline started).
-    Packet { user: UserId, sequence: u16, timestamp: u32, payload: Bytes, arrival_ms: i64 },
+    Packet { user: UserId, sequence: u16, timestamp: u32, payload_type: u8, payload: Bytes, arrival_ms: i64 },
     /// Stop sending to and hearing `user`.
     Remove(UserId),
     MuteMicrophone(bool),
@@ -121,8 +123,9 @@ impl AudioPipeline {
     }
 
     /// Receives `user`'s audio from `track`: a reader task passes each packet on as it arrives.
-    pub fn add_remote_track(&self, user: UserId, track: Arc<dyn TrackRemote>) {
-        self.send(AudioCommand::AddInlet(user.clone()));
+    /// Packets of `red_payload_type` carry redundant audio ([`crate::red`]).
+    pub fn add_remote_track(&self, user: UserId, track: Arc<dyn TrackRemote>, red_payload_type: Option<u8>) {
+        self.send(AudioCommand::AddInlet(user.clone(), red_payload_type));
         let (commands, started, loss) = (self.commands.clone(), self.started, self.receive_loss_percent);
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
@@ -135,6 +138,7 @@ impl AudioPipeline {
                             user: user.clone(),
                             sequence: packet.header.sequence_number,
                             timestamp: packet.header.timestamp,
+                            payload_type: packet.header.payload_type,
                             payload: packet.payload,
                             arrival_ms: started.elapsed().as_millis() as i64,
                         };
@@ -196,6 +200,8 @@ struct AudioActor {
     reports: mpsc::UnboundedSender<MediaReport>,
     runtime: tokio::runtime::Handle,
     encoder: Option<opus::Encoder>,
+    /// The last frames encoded, oldest first, for redundant audio ([`red::RED_DISTANCE`]).
+    recent: VecDeque<Bytes>,
     outlets: HashMap<UserId, AudioOutlet>,
     inlets: HashMap<UserId, Inlet>,
     microphone_muted: bool,
@@ -211,6 +217,8 @@ struct AudioActor {
 /// One remote person's audio.
 struct Inlet {
     buffer: JitterBuffer,
+    /// The payload type of their redundant audio, if negotiated.
+    red_payload_type: Option<u8>,
     decoder: Option<opus::Decoder>,
     heard: bool,
     peak_level: u8,
@@ -223,6 +231,7 @@ impl AudioActor {
             reports,
             runtime,
             encoder: None,
+            recent: VecDeque::new(),
             outlets: HashMap::new(),
             inlets: HashMap::new(),
             microphone_muted: false,
@@ -256,6 +265,7 @@ impl AudioActor {
             self.processor = Some(VoiceProcessor::new(self.processing));
             // A fresh encoder for each call too, so no state of the last one carries over.
             self.encoder = new_encoder().map_err(|e| warn!(error = %e, "cannot make the Opus encoder")).ok();
+            self.recent.clear();
             while self.has_peers() {
                 loop {
                     match inbox.try_recv() {
@@ -288,12 +298,30 @@ impl AudioActor {
             AudioCommand::AddOutlet(user, outlet) => {
                 self.outlets.insert(user, outlet);
             }
-            AudioCommand::AddInlet(user) => {
-                self.inlets.insert(user, Inlet { buffer: JitterBuffer::new(), decoder: None, heard: false, peak_level: 0 });
+            AudioCommand::AddInlet(user, red_payload_type) => {
+                self.inlets.insert(user, Inlet { buffer: JitterBuffer::new(), red_payload_type, decoder: None, heard: false, peak_level: 0 });
             }
-            AudioCommand::Packet { user, sequence, timestamp, payload, arrival_ms } => {
-                if let Some(inlet) = self.inlets.get_mut(&user) {
+            AudioCommand::Packet { user, sequence, timestamp, payload_type, payload, arrival_ms } => {
+                let Some(inlet) = self.inlets.get_mut(&user) else { return };
+                if inlet.red_payload_type != Some(payload_type) {
                     inlet.buffer.push(sequence, timestamp, payload, arrival_ms);
+                    return;
+                }
+                let blocks = match red::unpack(&payload) {
+                    Ok(blocks) => blocks,
+                    Err(e) => {
+                        debug!(%user, error = %e, "unreadable redundant audio");
+                        return;
+                    }
+                };
+                let Some((primary, earlier)) = blocks.split_last() else { return };
+                inlet.buffer.push(sequence, timestamp, primary.payload.clone(), arrival_ms);
+                for block in earlier {
+                    // Frames are 20 ms, so a copy's offset says how many packets back it was.
+                    let back = block.timestamp_offset / FRAME as u32;
+                    if block.timestamp_offset % FRAME as u32 == 0 && (1..=red::RED_DISTANCE as u32).contains(&back) {
+                        inlet.buffer.push_redundant(sequence, back as u16, block.payload.clone());
+                    }
                 }
             }
             AudioCommand::Remove(user) => {
@@ -388,21 +416,38 @@ impl AudioActor {
             Ok(size) => size,
             Err(e) => {
                 debug!(error = %e, "Opus encode");
+                // A gap: the frames kept are no longer the ones just before the next.
+                self.recent.clear();
                 return;
             }
         };
+        let data = Bytes::copy_from_slice(&packet[..size]);
+        // Copies of the frames before this one, for peers that take redundant audio; their
+        // offsets hold because a frame is encoded on every tick of the clock.
+        let earlier: Vec<(u32, Bytes)> =
+            self.recent.iter().enumerate().map(|(i, frame)| (((self.recent.len() - i) * FRAME) as u32, frame.clone())).collect();
+        self.recent.push_back(data.clone());
+        if self.recent.len() > red::RED_DISTANCE {
+            self.recent.pop_front();
+        }
         if self.outlets.is_empty() {
             return;
         }
-        let data = Bytes::copy_from_slice(&packet[..size]);
         let timestamp = Instant::now();
         let outlets: Vec<AudioOutlet> = self.outlets.values().cloned().collect();
         // webrtc-rs tracks are written through its runtime: a send into each connection's
         // driver, which does not wait for the network.
         self.runtime.block_on(async {
             for outlet in outlets {
-                let sample = Sample { data: data.clone(), duration: FRAME_DURATION, ..Sample::new(timestamp) };
-                if let Err(e) = outlet.track.write_sample(outlet.ssrc, outlet.payload_type, &sample, &[]).await {
+                let (payload_type, data) = match outlet.red_payload_type {
+                    Some(red_payload_type) => {
+                        let earlier: Vec<(u32, &[u8])> = earlier.iter().map(|(offset, frame)| (*offset, &frame[..])).collect();
+                        (red_payload_type, Bytes::from(red::pack(outlet.payload_type, &data, &earlier)))
+                    }
+                    None => (outlet.payload_type, data.clone()),
+                };
+                let sample = Sample { data, duration: FRAME_DURATION, ..Sample::new(timestamp) };
+                if let Err(e) = outlet.track.write_sample(outlet.ssrc, payload_type, &sample, &[]).await {
                     debug!(error = %e, "write_sample");
                 }
             }

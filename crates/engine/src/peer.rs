@@ -24,7 +24,7 @@ use rtc::interceptor::{NackGeneratorBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::transport::RTCDtlsRole;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -52,6 +52,12 @@ pub struct PeerSettings {
     /// loopback).
     pub udp_addrs: Vec<String>,
 }
+
+/// RFC 2198 redundant audio's MIME type.
+const MIME_TYPE_RED: &str = "audio/red";
+/// The payload types Hark offers for Opus (webrtc-rs's default) and RED (Chromium's).
+const OPUS_PAYLOAD_TYPE: u8 = 111;
+const RED_PAYLOAD_TYPE: u8 = 63;
 
 /// How often a lost packet is asked for again (NACK) before the receiver gives up on its frame.
 const MAX_NACKS_PER_PACKET: u16 = 5;
@@ -86,6 +92,9 @@ pub struct AudioOutlet {
     pub ssrc: u32,
     /// The negotiated Opus payload type.
     pub payload_type: u8,
+    /// The negotiated RED payload type, when the far side takes redundant audio
+    /// ([`crate::red`]).
+    pub red_payload_type: Option<u8>,
 }
 
 /// Where our video goes to one peer: its own VP8 track, SSRC and payload type.
@@ -118,6 +127,8 @@ pub enum PeerEvent {
         kind: MediaKind,
         /// The track.
         track: Arc<dyn TrackRemote>,
+        /// The payload type of redundant audio on it, if negotiated.
+        red_payload_type: Option<u8>,
     },
     /// The connection failed (an ICE restart is under way).
     Failed,
@@ -290,6 +301,20 @@ async fn build(
 ) -> Result<impl PeerConnection, webrtc::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
+    // Redundant audio, after Opus so a peer without it keeps Opus alone (crate::red).
+    media_engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_RED.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: format!("{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}"),
+                rtcp_feedback: vec![],
+            },
+            payload_type: RED_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Audio,
+    )?;
     let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     // The default generator asks for a lost packet again and again until it comes: on a link
     // that drops because it is full, that is a storm of retransmissions that leaves no room for
@@ -455,7 +480,9 @@ impl LinkTask {
                             RtpCodecKind::Video => MediaKind::Video,
                             _ => MediaKind::Audio,
                         };
-                        self.emit(PeerEvent::RemoteTrack { kind, track });
+                        // Both directions use the payload types of the answer.
+                        let red_payload_type = self.audio_payload_types().await.and_then(|(_, red)| red);
+                        self.emit(PeerEvent::RemoteTrack { kind, track, red_payload_type });
                     }
                     None => break,
                 },
@@ -533,21 +560,36 @@ impl LinkTask {
         self.offer().await
     }
 
+    /// The negotiated payload types of our audio: Opus's, and RED's if the far side takes it.
+    async fn audio_payload_types(&self) -> Option<(u8, Option<u8>)> {
+        let codecs = match self.sender.get_parameters().await {
+            Ok(parameters) => parameters.rtp_parameters.codecs,
+            Err(e) => {
+                warn!(error = %e, "no negotiated codec");
+                return None;
+            }
+        };
+        let of = |mime: &str| codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)).map(|c| c.payload_type);
+        let Some(opus) = of(MIME_TYPE_OPUS) else {
+            warn!(codecs = ?codecs.iter().map(|c| &c.rtp_codec.mime_type).collect::<Vec<_>>(), "Opus was not negotiated");
+            return None;
+        };
+        Some((opus, of(MIME_TYPE_RED)))
+    }
+
     async fn state_changed(&mut self, state: RTCPeerConnectionState) {
         debug!(user = %self.user, %state, "peer connection");
         match state {
             RTCPeerConnectionState::Connected if !self.connected => {
                 self.connected = true;
                 self.watchdog = Some(MediaWatchdog::new(Instant::now()));
-                let payload_type = match self.sender.get_parameters().await {
-                    Ok(parameters) => parameters.rtp_parameters.codecs.first().map(|c| c.payload_type),
-                    Err(e) => {
-                        warn!(error = %e, "no negotiated codec");
-                        None
-                    }
-                };
-                if let Some(payload_type) = payload_type {
-                    self.emit(PeerEvent::Connected(AudioOutlet { track: Arc::clone(&self.track), ssrc: self.ssrc, payload_type }));
+                if let Some((payload_type, red_payload_type)) = self.audio_payload_types().await {
+                    // Redundant audio in audio calls only: it triples the audio's bitrate, which
+                    // the video sender's rate control does not count, and behind a 500 kbit/s
+                    // policer that starved the picture (crates/cli/tests/faults.rs). Video calls
+                    // send Opus with its in-band FEC; they still read RED.
+                    let red_payload_type = red_payload_type.filter(|_| self.video.is_none());
+                    self.emit(PeerEvent::Connected(AudioOutlet { track: Arc::clone(&self.track), ssrc: self.ssrc, payload_type, red_payload_type }));
                 }
                 if let Some(video) = &self.video {
                     match video.sender.get_parameters().await {

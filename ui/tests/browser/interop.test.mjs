@@ -146,6 +146,16 @@ describe('Chromium and hark-cli, video both ways', () => {
       const shown = assertPageSaw(page, 'cli', '640x360');
       const recorded = assertRecorded("hark-cli (Chromium's camera)", recording, '640x360', CAMERA_FRAMES);
       console.log(`1:1, ${label}: the page showed ${shown} frames, hark-cli recorded ${recorded}`);
+      // Audio both ways: Chromium negotiates Hark's redundant audio (RFC 2198; Hark sends it in
+      // audio calls, so here it reads whatever Chromium sends) and decodes Hark's audio without
+      // concealing (its audio level stays 0 here: nothing plays the track out); hark-cli hears
+      // Chromium's fake microphone (a beep every second).
+      const audio = page.seen.cli.audio;
+      console.log(`1:1, ${label}: the page's audio from hark-cli: ${JSON.stringify(audio)}`);
+      assert.ok(audio?.red, 'Chromium and hark-cli negotiated redundant audio');
+      assert.ok(audio.packets >= 40 * (CALL_SECONDS - 2) && audio.concealed < audio.samples / 20, `the page decoded hark-cli's audio: ${JSON.stringify(audio)}`);
+      const levels = run.texts().filter((l) => l.includes('"voice_level"') && l.includes('"web"')).map((l) => JSON.parse(l).level);
+      assert.ok(Math.max(0, ...levels) >= 20, `hark-cli heard the page: levels ${levels}`);
     } finally {
       run.kill();
     }

@@ -93,6 +93,8 @@ export class HarkPeer {
      * @type {Map<string, { pc: RTCPeerConnection, stamps: (number | null)[], frames: number, firstFrameAt: number | null, size?: string, video?: HTMLVideoElement }>}
      */
     this.links = new Map();
+    /** Links being closed: what they heard is still being read. */
+    this.dropping = [];
     /** What was read off each person's video, by user, once their link is closed. */
     this.seen = {};
     /**
@@ -314,6 +316,8 @@ export class HarkPeer {
   async ended() {
     const ended = await this.next('call.ended');
     for (const user of [...this.links.keys()]) this.drop(user);
+    await Promise.all(this.dropping);
+    this.dropping = [];
     const seen = this.seen;
     this.seen = {};
     this.callId = null;
@@ -325,11 +329,34 @@ export class HarkPeer {
   drop(user) {
     const link = this.links.get(user);
     if (!link) return;
+    this.links.delete(user);
+    // What was heard is read before the link closes; `ended` waits for it.
+    this.dropping = [...this.dropping, this.heard(link.pc).catch(() => null).then((audio) => this.close(user, link, audio))];
+  }
+
+  close(user, link, audio) {
     link.pc.close();
     link.video?.remove();
     link.video = undefined;
-    this.links.delete(user);
-    this.seen[user] = { stamps: link.stamps, latencies: link.latencies, size: link.size, frames: link.frames, firstFrameAt: link.firstFrameAt };
+    this.seen[user] = { stamps: link.stamps, latencies: link.latencies, size: link.size, frames: link.frames, firstFrameAt: link.firstFrameAt, audio };
+  }
+
+  /** What Chromium's receiver made of a link's audio: the codec it came in, its energy and samples (getStats). */
+  async heard(pc) {
+    const stats = [...(await pc.getStats()).values()];
+    const inbound = stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'audio');
+    if (!inbound) return null;
+    const codec = stats.find((s) => s.id === inbound.codecId);
+    const red = (description) => /a=rtpmap:\d+ red\/48000\/2/.test(description?.sdp ?? '');
+    return {
+      codec: codec?.mimeType ?? null,
+      red: red(pc.currentLocalDescription) && red(pc.currentRemoteDescription),
+      energy: inbound.totalAudioEnergy ?? 0,
+      level: inbound.audioLevel ?? 0,
+      samples: inbound.totalSamplesReceived ?? 0,
+      concealed: inbound.concealedSamples ?? 0,
+      packets: inbound.packetsReceived ?? 0,
+    };
   }
 
   /** Plays a remote video and reads the stamp of every frame the browser presents. */
