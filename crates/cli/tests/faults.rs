@@ -113,15 +113,20 @@ fn wait_event(rx: &std::sync::mpsc::Receiver<(Instant, serde_json::Value)>, name
 /// its base URL.
 async fn server_in_a_namespace() -> (Namespace, tempfile::TempDir, hark_server::RunningServer, String) {
     let namespace = Namespace::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, base) = server_in(&namespace, Default::default(), &dir).await;
+    (namespace, dir, server, base)
+}
+
+/// A hark-server with `config` listening inside `namespace`, its data in `dir`, and its base URL.
+async fn server_in(namespace: &Namespace, config: hark_server::config::Config, dir: &tempfile::TempDir) -> (hark_server::RunningServer, String) {
     let listener = namespace.listener();
     listener.set_nonblocking(true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let server =
-        hark_server::start(tokio::net::TcpListener::from_std(listener).unwrap(), Default::default(), &dir.path().join("server"), Arc::new(hark_server::clock::SystemClock))
-            .await
-            .unwrap();
+    let server = hark_server::start(tokio::net::TcpListener::from_std(listener).unwrap(), config, &dir.path().join("server"), Arc::new(hark_server::clock::SystemClock))
+        .await
+        .unwrap();
     let base = format!("http://{}", server.addr());
-    (namespace, dir, server, base)
+    (server, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,5 +583,89 @@ async fn audio_holds_through_random_and_bursty_loss() {
     for who in 0..2 {
         assert!(ten[who].1 > twenty[who].1, "the score did not fall from 10 % loss ({:.2}) to 20 % ({:.2})", ten[who].1, twenty[who].1);
         assert!(ten[who].1 < 4.3, "10 % loss scored {:.2}, as if nothing were lost", ten[who].1);
+    }
+}
+
+/// coturn's relay ports in the UDP-blocked namespace: the only UDP let through is between two
+/// of them (the relay's own side of the network), none to or from a client.
+const RELAY_PORTS: &str = "20000-20100";
+
+/// A coturn inside `namespace` on 127.0.0.1: TURN over TCP (and UDP) on 3478, over TLS on 5349
+/// with a certificate for `localhost` (written to `dir/turn-cert.pem`), the REST shared secret
+/// `secret`; held until dropped.
+fn coturn_in(namespace: &Namespace, dir: &std::path::Path, secret: &str) -> Killed {
+    let signed = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.join("turn-cert.pem"), dir.join("turn-key.pem"));
+    std::fs::write(&cert, signed.cert.pem()).unwrap();
+    std::fs::write(&key, signed.signing_key.serialize_pem()).unwrap();
+    let (min, max) = RELAY_PORTS.split_once('-').unwrap();
+    let mut child = namespace
+        .command("turnserver")
+        .args(["-n", "-L", "127.0.0.1", "-E", "127.0.0.1", "-p", "3478", "--tls-listening-port", "5349", "--no-dtls", "--no-cli", "--allow-loopback-peers"])
+        .args(["--min-port", min, "--max-port", max, "--use-auth-secret", &format!("--static-auth-secret={secret}"), "--realm=hark", "--log-file=stdout"])
+        .arg(format!("--cert={}", cert.display()))
+        .arg(format!("--pkey={}", key.display()))
+        .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
+        .arg(format!("--userdb={}", dir.join("turndb").display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("turnserver (Debian package coturn) runs; `cargo xtask test` installs it");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("turnserver exited before it was ready").unwrap();
+        if line.contains("Total General servers") {
+            break;
+        }
+    }
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Killed(child)
+}
+
+/// A network that lets no UDP through: a call still connects, relay-only, through coturn over
+/// TCP and, in a second call, over TLS (webrtc-rs speaks TURN over UDP only; the engine carries
+/// its TURN messages over the stream), and each side hears the other's tone over the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_all_udp_blocked_calls_go_through_turn_over_tcp_and_tls() {
+    for url in ["turn:127.0.0.1:3478?transport=tcp", "turns:localhost:5349"] {
+        let namespace = Namespace::new();
+        let dir = tempfile::tempdir().unwrap();
+        let _turn = coturn_in(&namespace, dir.path(), "turn-shared-secret");
+        let config = hark_server::config::Config {
+            turn: Some(hark_server::config::TurnConfig { urls: vec![url.to_string()], secret: "turn-shared-secret".into(), ttl_s: 600 }),
+            ice_transport_policy: hark_protocol::IceTransportPolicy::Relay,
+            ..Default::default()
+        };
+        let (server, base) = server_in(&namespace, config, &dir).await;
+        // Every UDP packet to or from a client is dropped, from before the call.
+        namespace.nft("add table inet blocked");
+        namespace.nft("add chain inet blocked in { type filter hook input priority 0 ; }");
+        namespace.nft(&format!("add rule inet blocked in meta l4proto udp udp sport != {RELAY_PORTS} drop"));
+        namespace.nft(&format!("add rule inet blocked in meta l4proto udp udp dport != {RELAY_PORTS} drop"));
+
+        let trust = dir.path().join("turn-cert.pem");
+        let trust = trust.to_str().unwrap();
+        let mut bob = Killed(audio_cli(&namespace, &base, "bob", &["answer", "--auto", "--trust-root", trust]).spawn().unwrap());
+        let bob_events = events(&mut bob.0);
+        let mut bob_log = Vec::new();
+        wait_event(&bob_events, "signed_in", &mut bob_log);
+        let mut alice = Killed(audio_cli(&namespace, &base, "alice", &["call", "bob", "--duration", "5", "--trust-root", trust]).spawn().unwrap());
+        let alice_events = events(&mut alice.0);
+        let ended = tokio::task::spawn_blocking(move || {
+            let status = alice.0.wait().unwrap();
+            let _ = bob.0.wait();
+            (status, alice_events.try_iter().collect::<Vec<_>>(), bob_events.try_iter().collect::<Vec<_>>())
+        });
+        let (status, alice_log, bob_rest) = tokio::time::timeout(Duration::from_secs(40), ended).await.expect("the call ends").unwrap();
+        bob_log.extend(bob_rest);
+        assert!(status.success(), "alice: {status}");
+        for (who, log, far) in [("alice", &alice_log, "bob"), ("bob", &bob_log, "alice")] {
+            let relayed = log.iter().filter(|(_, e)| e["event"] == "network_quality" && e["user"] == far).map(|(_, e)| e["relayed"].clone()).collect::<Vec<_>>();
+            let loudest = log.iter().filter(|(_, e)| e["event"] == "voice_level" && e["user"] == far).filter_map(|(_, e)| e["level"].as_u64()).max();
+            println!("{url}: {who} heard {far} at up to {loudest:?}; relayed: {relayed:?}");
+            assert!(!relayed.is_empty() && relayed.iter().all(|r| r == true), "{url}: {who}'s media did not go through the relay: {log:?}");
+            assert!(loudest.is_some_and(|level| level >= 20), "{url}: {who} never heard {far}: {log:?}");
+        }
+        server.shutdown().await;
     }
 }

@@ -367,6 +367,8 @@ impl Engine {
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::unbounded_channel();
         let (signaling_tx, signaling_rx) = mpsc::unbounded_channel();
+        // TURN over TLS trusts what signaling trusts.
+        let turn_tls = signaling::tls_config(&config.signaling.extra_roots).ok();
         let signaling = signaling::spawn(config.signaling, signaling_tx);
         let (peer_tx, peer_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -393,7 +395,7 @@ impl Engine {
             call_scores: call_quality::CallScores::default(),
             peer_events: peer_tx,
             pipeline: AudioPipeline::new(config.devices, report_tx).with_receive_loss(config.receive_loss_percent),
-            settings: PeerSettings { ice_servers: Vec::new(), policy: IceTransportPolicy::All, udp_addrs: config.udp_addrs },
+            settings: PeerSettings { ice_servers: Vec::new(), policy: IceTransportPolicy::All, udp_addrs: config.udp_addrs, turn_tls },
             media: None,
             receive_loss_percent: config.receive_loss_percent,
             camera_on: true,

@@ -23,6 +23,7 @@ pub mod ringtone;
 pub mod round_trips;
 pub mod signaling;
 pub mod sound_card;
+pub mod turn_stream;
 pub mod video;
 pub mod video_receive;
 pub mod video_send;

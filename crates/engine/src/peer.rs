@@ -51,6 +51,9 @@ pub struct PeerSettings {
     /// Local UDP addresses to bind (`127.0.0.1:0` for calls on one machine; `0.0.0.0:0` skips
     /// loopback).
     pub udp_addrs: Vec<String>,
+    /// The TLS client for TURN over TLS ([`crate::turn_stream`]); without it `turns:` URLs are
+    /// left out.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// RFC 2198 redundant audio's MIME type.
@@ -172,15 +175,6 @@ const AUDIO_PACKETS_PER_QUALITY_REPORT: f64 = 100.0;
 
 /// Opus's RTP clock, ticks per millisecond.
 const OPUS_CLOCK_PER_MS: f64 = 48.0;
-
-/// Whether webrtc-rs 0.21 can use an ICE server URL: STUN, and TURN over UDP. TURN over TCP
-/// (`?transport=tcp`) and TLS (`turns:`) are left to clients that have them; a server hands out
-/// all three, and giving webrtc-rs only what it gathers with keeps the others from costing
-/// anything.
-pub fn usable_ice_url(url: &str) -> bool {
-    let lower = url.to_ascii_lowercase();
-    (lower.starts_with("stun:") || lower.starts_with("turn:")) && !lower.contains("transport=tcp")
-}
 
 /// Why a peer link could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -339,26 +333,31 @@ async fn build(
     if relay_only {
         setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
     }
-    let ice_servers = settings
-        .ice_servers
-        .iter()
-        .filter_map(|s| {
-            let (usable, skipped): (Vec<String>, Vec<String>) = s.urls.iter().cloned().partition(|url| usable_ice_url(url));
-            if !skipped.is_empty() {
-                debug!(?skipped, "ICE server URLs webrtc-rs 0.21 cannot use (TURN over TCP or TLS)");
-            }
-            (!usable.is_empty()).then(|| RTCIceServer {
-                urls: usable,
-                username: s.username.clone().unwrap_or_default(),
-                credential: s.credential.clone().unwrap_or_default(),
-            })
-        })
+    // TURN over TCP and TLS go to webrtc-rs as UDP TURN, carried over the stream by our
+    // sockets (crate::turn_stream); without a TLS client, `turns:` is left out.
+    let servers: Vec<IceServer> = match &settings.turn_tls {
+        Some(_) => settings.ice_servers.clone(),
+        None => settings.ice_servers.iter().map(|s| IceServer { urls: s.urls.iter().filter(|u| !u.to_ascii_lowercase().starts_with("turns:")).cloned().collect(), ..s.clone() }).collect(),
+    };
+    let tls = match &settings.turn_tls {
+        Some(tls) => Arc::clone(tls),
+        None => crate::signaling::tls_config(&[]).map_err(|e| webrtc::error::Error::Other(e.to_string()))?,
+    };
+    let (planned, streamed) = crate::turn_stream::plan(&servers, tls).await;
+    let ice_servers = planned
+        .into_iter()
+        .map(|(s, urls)| RTCIceServer { urls, username: s.username.unwrap_or_default(), credential: s.credential.unwrap_or_default() })
         .collect();
     let configuration = RTCConfigurationBuilder::new()
         .with_ice_servers(ice_servers)
         .with_ice_transport_policy(if relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All })
         .build();
-    PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if !streamed.is_empty() {
+        debug!(?streamed, "TURN servers reached over TCP or TLS");
+        builder = builder.with_runtime(Arc::new(crate::turn_stream::StreamingRuntime::new(streamed)));
+    }
+    builder
         .with_configuration(configuration)
         .with_media_engine(media_engine)
         .with_setting_engine(setting_engine.build())
@@ -686,20 +685,5 @@ impl LinkTask {
 
     fn emit(&self, event: PeerEvent) {
         let _ = self.events.send((self.user.clone(), event));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_stun_and_turn_over_udp_are_given_to_webrtc_rs() {
-        for usable in ["stun:h:3478", "turn:h:3478", "TURN:h:3478?transport=udp", "turn:[::1]:3478"] {
-            assert!(usable_ice_url(usable), "{usable}");
-        }
-        for skipped in ["turn:h:3478?transport=tcp", "turns:h:5349", "stuns:h:5349", "http://h"] {
-            assert!(!usable_ice_url(skipped), "{skipped}");
-        }
     }
 }

@@ -360,8 +360,9 @@ async fn open_websocket(url: &str, tls: &Arc<rustls::ClientConfig>, proxy: Optio
     Ok(ws)
 }
 
-/// The TLS client configuration: the public web roots plus any extra ones.
-fn tls_config(extra_roots: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientConfig>, SignalingError> {
+/// The TLS client configuration: the public web roots plus any extra ones (signaling's, and
+/// TURN over TLS's).
+pub(crate) fn tls_config(extra_roots: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientConfig>, SignalingError> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     for path in extra_roots {
