@@ -634,16 +634,18 @@ fn coturn_in(namespace: &Namespace, dir: &std::path::Path, secret: &str) -> Kill
 }
 
 /// A network that lets no UDP through: a call still connects, relay-only, through coturn over
-/// TCP and, in a second call, over TLS (webrtc-rs speaks TURN over UDP only; the engine carries
-/// its TURN messages over the stream), and each side hears the other's tone over the relay.
+/// TCP (handed out beside UDP on the same port, as a common coturn setup does) and, in a second
+/// call, over TLS (webrtc-rs speaks TURN over UDP only; the engine carries its TURN messages
+/// over the stream), and each side hears the other's tone over the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_all_udp_blocked_calls_go_through_turn_over_tcp_and_tls() {
-    for url in ["turn:127.0.0.1:3478?transport=tcp", "turns:localhost:5349"] {
+    for urls in [&["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"][..], &["turns:localhost:5349"][..]] {
+        let url = urls.join(" ");
         let namespace = Namespace::new();
         let dir = tempfile::tempdir().unwrap();
         let _turn = coturn_in(&namespace, dir.path(), "turn-shared-secret");
         let config = hark_server::config::Config {
-            turn: Some(hark_server::config::TurnConfig { urls: vec![url.to_string()], secret: "turn-shared-secret".into(), ttl_s: 600 }),
+            turn: Some(hark_server::config::TurnConfig { urls: urls.iter().map(|u| u.to_string()).collect(), secret: "turn-shared-secret".into(), ttl_s: 600 }),
             ice_transport_policy: hark_protocol::IceTransportPolicy::Relay,
             ..Default::default()
         };

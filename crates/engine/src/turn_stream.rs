@@ -13,14 +13,14 @@
 //! and the driver's sockets (three crates to vendor); this is one module over the public
 //! runtime trait.
 //!
-//! A TCP URL at the same address as a UDP one is left out (one address is one path here, and
-//! UDP is the better one); `turns:` normally has a port of its own (5349).
+//! Each TCP or TLS server is given to webrtc-rs at a stand-in address of its own (see [`plan`]),
+//! so a server's UDP and TCP on one port are two paths, as a browser has them.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -55,17 +55,17 @@ impl fmt::Debug for Stream {
     }
 }
 
-/// The TURN servers reached over a stream, by the address webrtc-rs sends to, and the TLS
-/// client for those over TLS.
+/// The TURN servers reached over a stream, by the stand-in address webrtc-rs sends to: each
+/// server's own address and how it is reached; and the TLS client for those over TLS.
 #[derive(Clone)]
 pub struct StreamedTurn {
-    servers: HashMap<SocketAddr, Stream>,
+    servers: HashMap<SocketAddr, (SocketAddr, Stream)>,
     tls: Arc<rustls::ClientConfig>,
 }
 
 impl fmt::Debug for StreamedTurn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.servers.iter()).finish()
+        f.debug_map().entries(self.servers.iter().map(|(stand_in, (address, stream))| (stand_in, format!("{address} {stream:?}")))).finish()
     }
 }
 
@@ -123,16 +123,18 @@ fn parse_turn_url(url: &str) -> Option<TurnUrl> {
 }
 
 /// The ICE servers to give webrtc-rs, and those of them it reaches through a stream: STUN and
-/// TURN over UDP as they are; TURN over TCP and TLS as UDP TURN at the server's resolved
-/// address, noted in [`StreamedTurn`]. URLs that do not read or resolve are left out.
+/// TURN over UDP as they are; each TURN over TCP or TLS as UDP TURN at a stand-in address of its
+/// own, noted in [`StreamedTurn`] with the server's resolved address. The stand-ins come from
+/// 198.18.0.0/15 (RFC 2544's benchmarking range, never a real server's), so UDP and TCP at the
+/// same host and port are two paths, as in a browser. URLs that do not read or resolve are
+/// left out.
 pub async fn plan(servers: &[IceServer], tls: Arc<rustls::ClientConfig>) -> (Vec<(IceServer, Vec<String>)>, StreamedTurn) {
     let mut streamed = StreamedTurn { servers: HashMap::new(), tls };
-    let mut udp_addresses = Vec::new();
-    // UDP first, so a TCP URL at a UDP one's address can be left out.
-    let mut ordered: Vec<(&IceServer, &String)> = servers.iter().flat_map(|s| s.urls.iter().map(move |u| (s, u))).collect();
-    ordered.sort_by_key(|(_, url)| parse_turn_url(url).is_some_and(|t| t.tcp));
     let mut by_server: Vec<(IceServer, Vec<String>)> = Vec::new();
-    for (server, url) in ordered {
+    // Collected first: an iterator of closures held across the awaits below keeps the future
+    // from being Send.
+    let urls: Vec<(&IceServer, &String)> = servers.iter().flat_map(|s| s.urls.iter().map(move |u| (s, u))).collect();
+    for (server, url) in urls {
         let given = match parse_turn_url(url) {
             None if url.to_ascii_lowercase().starts_with("stun:") => Some(url.clone()),
             None => {
@@ -144,14 +146,7 @@ pub async fn plan(servers: &[IceServer], tls: Arc<rustls::ClientConfig>) -> (Vec
                     debug!(%url, "a TURN server that does not resolve; left out");
                     None
                 }
-                Some(address) if !turn.tcp => {
-                    udp_addresses.push(address);
-                    Some(url.clone())
-                }
-                Some(address) if udp_addresses.contains(&address) || streamed.servers.contains_key(&address) => {
-                    debug!(%url, "TURN over a stream at an address already used; left out");
-                    None
-                }
+                Some(_) if !turn.tcp => Some(url.clone()),
                 Some(address) => {
                     let stream = if turn.tls {
                         match ServerName::try_from(turn.host.clone()) {
@@ -164,8 +159,14 @@ pub async fn plan(servers: &[IceServer], tls: Arc<rustls::ClientConfig>) -> (Vec
                     } else {
                         Stream::Tcp
                     };
-                    streamed.servers.insert(address, stream);
-                    Some(format!("turn:{}?transport=udp", address_text(address)))
+                    let known = streamed.servers.values().any(|(a, s)| *a == address && format!("{s:?}") == format!("{stream:?}"));
+                    let Ok(n) = u8::try_from(streamed.servers.len() + 1) else { continue };
+                    if known || n == u8::MAX {
+                        continue;
+                    }
+                    let stand_in = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, n)), address.port());
+                    streamed.servers.insert(stand_in, (address, stream));
+                    Some(format!("turn:{stand_in}?transport=udp"))
                 }
             },
         };
@@ -177,14 +178,6 @@ pub async fn plan(servers: &[IceServer], tls: Arc<rustls::ClientConfig>) -> (Vec
         }
     }
     (by_server, streamed)
-}
-
-/// `host:port` as a URL holds it (IPv6 in brackets).
-fn address_text(address: SocketAddr) -> String {
-    match address {
-        SocketAddr::V4(v4) => v4.to_string(),
-        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-    }
 }
 
 /// The first address `host` resolves to, IPv4 first (webrtc-rs's sockets are mostly IPv4).
@@ -330,8 +323,9 @@ impl fmt::Debug for StreamingUdpSocket {
 }
 
 impl StreamingUdpSocket {
-    /// Queues `datagram` on the stream to `server`, opening it first if needed.
-    fn send_streamed(&self, server: SocketAddr, stream: &Stream, datagram: &[u8]) -> io::Result<()> {
+    /// Queues `datagram` on the stream to the server standing in at `server` (its own address
+    /// `address`), opening it first if needed.
+    fn send_streamed(&self, server: SocketAddr, address: SocketAddr, stream: &Stream, datagram: &[u8]) -> io::Result<()> {
         let mut links = self.links.lock().map_err(|_| io::Error::other("stream table poisoned"))?;
         let message = for_stream(datagram);
         if let Some(link) = links.get(&server) {
@@ -344,24 +338,26 @@ impl StreamingUdpSocket {
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(message);
-        runtime.spawn(carry(server, stream.clone(), Arc::clone(&self.streamed.tls), rx, self.arrived_tx.clone()));
+        runtime.spawn(carry(server, address, stream.clone(), Arc::clone(&self.streamed.tls), rx, self.arrived_tx.clone()));
         links.insert(server, tx);
         Ok(())
     }
 }
 
-/// One stream to a TURN server: writes what is queued, reads messages back as datagrams.
+/// One stream to a TURN server at `address`: writes what is queued, reads messages back as
+/// datagrams from its stand-in `server`.
 async fn carry(
     server: SocketAddr,
+    address: SocketAddr,
     stream: Stream,
     tls: Arc<rustls::ClientConfig>,
     mut outgoing: mpsc::UnboundedReceiver<Bytes>,
     arrived: mpsc::UnboundedSender<(SocketAddr, Bytes)>,
 ) {
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(server)).await {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return debug!(%server, error = %e, "TURN over TCP: cannot connect"),
-        Err(_) => return debug!(%server, "TURN over TCP: connecting timed out"),
+        Ok(Err(e)) => return debug!(%address, error = %e, "TURN over TCP: cannot connect"),
+        Err(_) => return debug!(%address, "TURN over TCP: connecting timed out"),
     };
     let _ = tcp.set_nodelay(true);
     match stream {
@@ -429,7 +425,7 @@ impl AsyncUdpSocket for StreamingUdpSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        let Some(stream) = self.streamed.servers.get(&transmit.destination) else {
+        let Some((address, stream)) = self.streamed.servers.get(&transmit.destination) else {
             return self.inner.poll_send(cx, transmit);
         };
         let datagrams: Vec<&[u8]> = match transmit.segment_size {
@@ -437,7 +433,7 @@ impl AsyncUdpSocket for StreamingUdpSocket {
             _ => vec![transmit.contents],
         };
         for datagram in datagrams {
-            if let Err(e) = self.send_streamed(transmit.destination, stream, datagram) {
+            if let Err(e) = self.send_streamed(transmit.destination, *address, stream, datagram) {
                 return Poll::Ready(Err(e));
             }
         }
@@ -529,17 +525,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tcp_and_tls_servers_are_given_to_webrtc_rs_as_udp_at_their_address() {
+    async fn tcp_and_tls_servers_are_given_to_webrtc_rs_as_udp_at_stand_in_addresses() {
         let (planned, streamed) =
             plan(&[server(&["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp", "turns:localhost:5349"])], tls()).await;
         let urls: Vec<&String> = planned.iter().flat_map(|(_, urls)| urls).collect();
-        assert_eq!(urls, ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:5349?transport=udp"], "TCP at UDP's address left out");
-        assert_eq!(format!("{streamed:?}"), "{127.0.0.1:5349: tls(localhost)}");
+        assert_eq!(urls, ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp", "turn:198.18.0.1:3478?transport=udp", "turn:198.18.0.2:5349?transport=udp"]);
+        assert_eq!(format!("{streamed:?}").len(), "{198.18.0.1:3478: \"127.0.0.1:3478 tcp\", 198.18.0.2:5349: \"127.0.0.1:5349 tls(localhost)\"}".len());
+        assert!(format!("{streamed:?}").contains("198.18.0.1:3478: \"127.0.0.1:3478 tcp\""), "{streamed:?}");
+        assert!(format!("{streamed:?}").contains("198.18.0.2:5349: \"127.0.0.1:5349 tls(localhost)\""), "{streamed:?}");
         assert_eq!(planned[0].0.username.as_deref(), Some("u"), "the credentials go with the URLs");
 
-        let (planned, streamed) = plan(&[server(&["turn:127.0.0.1:3478?transport=tcp", "turn:bad:url", "turns:127.0.0.1:5349?transport=udp"])], tls()).await;
+        // The same server twice is one path; URLs that do not read are left out.
+        let (planned, streamed) =
+            plan(&[server(&["turn:127.0.0.1:3478?transport=tcp", "turn:127.0.0.1:3478?transport=tcp", "turn:bad:url", "turns:127.0.0.1:5349?transport=udp"])], tls()).await;
         let urls: Vec<&String> = planned.iter().flat_map(|(_, urls)| urls).collect();
-        assert_eq!(urls, ["turn:127.0.0.1:3478?transport=udp"]);
-        assert_eq!(format!("{streamed:?}"), "{127.0.0.1:3478: tcp}");
+        assert_eq!(urls, ["turn:198.18.0.1:3478?transport=udp"]);
+        assert_eq!(format!("{streamed:?}"), "{198.18.0.1:3478: \"127.0.0.1:3478 tcp\"}");
     }
 }

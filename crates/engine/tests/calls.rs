@@ -533,9 +533,9 @@ async fn relay_only_calls_connect_through_coturn() {
     let dir = tempfile::tempdir().unwrap();
     let config = hark_server::config::Config {
         turn: Some(hark_server::config::TurnConfig {
-            // TURN over TCP and TLS too, as a server for every client would hand out: the TCP
-            // one shares the UDP one's address, so the engine uses UDP there, and TLS to a port
-            // where nothing listens costs the call nothing.
+            // TURN over TCP and TLS too, as a server for every client would hand out: the engine
+            // gathers over UDP and TCP, and TLS to a port where nothing listens costs the call
+            // nothing.
             urls: vec![format!("turn:127.0.0.1:{}?transport=udp", turn.port), format!("turn:127.0.0.1:{}?transport=tcp", turn.port), "turns:127.0.0.1:5349".into()],
             secret: "turn-shared-secret".into(),
             ttl_s: 600,
