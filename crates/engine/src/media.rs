@@ -319,7 +319,7 @@ impl AudioActor {
                 for block in earlier {
                     // Frames are 20 ms, so a copy's offset says how many packets back it was.
                     let back = block.timestamp_offset / FRAME as u32;
-                    if block.timestamp_offset % FRAME as u32 == 0 && (1..=red::RED_DISTANCE as u32).contains(&back) {
+                    if !block.payload.is_empty() && block.timestamp_offset % FRAME as u32 == 0 && (1..=red::RED_DISTANCE as u32).contains(&back) {
                         inlet.buffer.push_redundant(sequence, back as u16, block.payload.clone());
                     }
                 }

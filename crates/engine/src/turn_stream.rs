@@ -37,7 +37,10 @@ use webrtc::runtime::{AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpS
 /// How long connecting to a TURN server over TCP (and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest message read off a stream: a STUN or ChannelData length field's most.
-const MAX_MESSAGE: usize = 4 + 65_535 + 3;
+const MAX_MESSAGE: usize = 20 + 65_535;
+/// Datagrams queued for one stream before more are dropped (about 0.4 s of a 720p call's
+/// packets): a stream slower than the media loses packets as a UDP path would.
+const STREAM_QUEUE: usize = 64;
 
 /// How a TURN server is reached.
 #[derive(Clone)]
@@ -310,7 +313,7 @@ struct StreamingUdpSocket {
     streamed: Arc<StreamedTurn>,
     /// The writer of each server's stream, opened on the first datagram to it (and again after
     /// the stream ends).
-    links: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>>,
+    links: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
     arrived_tx: mpsc::UnboundedSender<(SocketAddr, Bytes)>,
     /// Messages read off the streams, as datagrams from their server.
     arrived: Mutex<mpsc::UnboundedReceiver<(SocketAddr, Bytes)>>,
@@ -329,15 +332,21 @@ impl StreamingUdpSocket {
         let mut links = self.links.lock().map_err(|_| io::Error::other("stream table poisoned"))?;
         let message = for_stream(datagram);
         if let Some(link) = links.get(&server) {
-            if link.send(message.clone()).is_ok() {
-                return Ok(());
+            match link.try_send(message.clone()) {
+                Ok(()) => return Ok(()),
+                // The stream is slower than what we send: the datagram is dropped, as a full
+                // UDP path would drop it, so the senders' rate control sees loss instead of a
+                // queue that grows without end.
+                Err(mpsc::error::TrySendError::Full(_)) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        // No stream yet, or it ended: a new one (a TURN client retransmits, and its allocation
-        // is then made again on the new connection).
+        // No stream yet, or it ended: a new one. An allocation does not move to a new
+        // connection (the server knows it by the old one), so after a reset the relay path
+        // stays gone until the media watchdog's ICE restart allocates again.
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(message);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let _ = tx.try_send(message);
         runtime.spawn(carry(server, address, stream.clone(), Arc::clone(&self.streamed.tls), rx, self.arrived_tx.clone()));
         links.insert(server, tx);
         Ok(())
@@ -351,7 +360,7 @@ async fn carry(
     address: SocketAddr,
     stream: Stream,
     tls: Arc<rustls::ClientConfig>,
-    mut outgoing: mpsc::UnboundedReceiver<Bytes>,
+    mut outgoing: mpsc::Receiver<Bytes>,
     arrived: mpsc::UnboundedSender<(SocketAddr, Bytes)>,
 ) {
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
@@ -378,7 +387,7 @@ async fn carry(
 async fn pump<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     server: SocketAddr,
     stream: S,
-    outgoing: &mut mpsc::UnboundedReceiver<Bytes>,
+    outgoing: &mut mpsc::Receiver<Bytes>,
     arrived: mpsc::UnboundedSender<(SocketAddr, Bytes)>,
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);

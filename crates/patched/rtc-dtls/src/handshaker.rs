@@ -123,6 +123,7 @@ impl DTLSConn {
 
         // Prepare flights
         self.current_retransmit_count = 0;
+        self.incomplete_answer_resends = 0;
         self.retransmit = self.current_flight.has_retransmit();
 
         let result =
@@ -222,10 +223,12 @@ impl DTLSConn {
                     // not at the timer (RFC 6347 4.2.4, WAITING -> read retransmit -> SENDING),
                     // at most once per initial interval.
                     if self.retransmit
+                        && self.incomplete_answer_resends < MAXIMUM_HANDSHAKE_RETRANSMITS
                         && self.flight_sent_at.is_some_and(|sent| {
                             now >= sent + self.handshake_config.retransmit_interval
                         })
                     {
+                        self.incomplete_answer_resends += 1;
                         debug!(
                             "[handshake:{}] {} an incomplete answer: resending",
                             srv_cli_str(self.state.is_client),

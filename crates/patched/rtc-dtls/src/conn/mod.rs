@@ -121,6 +121,9 @@ pub struct DTLSConn {
     pub(crate) handshake_rx: Option<()>,
     /// Hark patch: when the current flight was last sent.
     pub(crate) flight_sent_at: Option<Instant>,
+    /// Hark patch: how often the current flight was resent on an incomplete answer (bounded like
+    /// the timer's resends, so injected handshake records cannot keep it going).
+    pub(crate) incomplete_answer_resends: usize,
     /// Whether the datagram most recently passed to [`Self::read`] carried a handshake record.
     /// Reset on every `read`, unlike the sticky `handshake_rx`, so a completed association can tell
     /// an RFC 6347 §4.2.4 last-flight repeat from ordinary post-handshake application data.
@@ -191,6 +194,7 @@ impl DTLSConn {
             retransmit: false,
             handshake_rx: None,
             flight_sent_at: None,
+            incomplete_answer_resends: 0,
             received_handshake_in_last_datagram: false,
         }
     }
