@@ -58,8 +58,7 @@ impl Namespace {
     }
 
     fn nft(&self, rule: &str) {
-        let args: Vec<&str> = rule.split_whitespace().collect();
-        assert!(self.run("nft", &args), "nft {rule}");
+        nft_in(self.pid(), rule);
     }
 
     /// A TCP listener on the namespace's loopback, made by a thread that enters it (sockets
@@ -77,6 +76,12 @@ impl Namespace {
         .join()
         .unwrap()
     }
+}
+
+/// Applies an nftables `rule` in the namespace of process `pid` (callable from any thread).
+fn nft_in(pid: u32, rule: &str) {
+    let status = Command::new("nsenter").args(["-t", &pid.to_string(), "-n", "--", "nft"]).args(rule.split_whitespace()).status();
+    assert!(status.is_ok_and(|s| s.success()), "nft {rule}");
 }
 
 /// JSON events of a child, read on a thread, each with when it came.
@@ -525,13 +530,10 @@ async fn call_over_a_lossy_path(loss: PathLoss) -> [(ToneHeld, f64); 2] {
             // The bursts follow the wall clock: the rule is added for a second, then taken out
             // for one, until the call is over.
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let pid = namespace.pid().to_string();
+            let pid = namespace.pid();
             let stopped = stop.clone();
             let thread = std::thread::spawn(move || {
-                let nft = |rule: &str| {
-                    let status = Command::new("nsenter").args(["-t", &pid, "-n", "--", "nft"]).args(rule.split_whitespace()).status();
-                    assert!(status.is_ok_and(|s| s.success()), "nft {rule}");
-                };
+                let nft = |rule: &str| nft_in(pid, rule);
                 while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                     nft("add rule inet impair in meta l4proto udp numgen random mod 2 0 drop");
                     std::thread::sleep(Duration::from_secs(1));

@@ -334,16 +334,8 @@ async fn build(
         setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
     }
     // TURN over TCP and TLS go to webrtc-rs as UDP TURN, carried over the stream by our
-    // sockets (crate::turn_stream); without a TLS client, `turns:` is left out.
-    let servers: Vec<IceServer> = match &settings.turn_tls {
-        Some(_) => settings.ice_servers.clone(),
-        None => settings.ice_servers.iter().map(|s| IceServer { urls: s.urls.iter().filter(|u| !u.to_ascii_lowercase().starts_with("turns:")).cloned().collect(), ..s.clone() }).collect(),
-    };
-    let tls = match &settings.turn_tls {
-        Some(tls) => Arc::clone(tls),
-        None => crate::signaling::tls_config(&[]).map_err(|e| webrtc::error::Error::Other(e.to_string()))?,
-    };
-    let (planned, streamed) = crate::turn_stream::plan(&servers, tls).await;
+    // sockets (crate::turn_stream).
+    let (planned, streamed) = crate::turn_stream::plan(&settings.ice_servers, settings.turn_tls.clone()).await;
     let ice_servers = planned
         .into_iter()
         .map(|(s, urls)| RTCIceServer { urls, username: s.username.unwrap_or_default(), credential: s.credential.unwrap_or_default() })

@@ -43,7 +43,7 @@ const MAX_MESSAGE: usize = 20 + 65_535;
 const STREAM_QUEUE: usize = 64;
 
 /// How a TURN server is reached.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 enum Stream {
     Tcp,
     Tls(ServerName<'static>),
@@ -63,7 +63,8 @@ impl fmt::Debug for Stream {
 #[derive(Clone)]
 pub struct StreamedTurn {
     servers: HashMap<SocketAddr, (SocketAddr, Stream)>,
-    tls: Arc<rustls::ClientConfig>,
+    /// Set whenever a `turns:` server is in `servers` ([`plan`] leaves them out otherwise).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for StreamedTurn {
@@ -129,10 +130,12 @@ fn parse_turn_url(url: &str) -> Option<TurnUrl> {
 /// TURN over UDP as they are; each TURN over TCP or TLS as UDP TURN at a stand-in address of its
 /// own, noted in [`StreamedTurn`] with the server's resolved address. The stand-ins come from
 /// 198.18.0.0/15 (RFC 2544's benchmarking range, never a real server's), so UDP and TCP at the
-/// same host and port are two paths, as in a browser. URLs that do not read or resolve are
-/// left out.
-pub async fn plan(servers: &[IceServer], tls: Arc<rustls::ClientConfig>) -> (Vec<(IceServer, Vec<String>)>, StreamedTurn) {
-    let mut streamed = StreamedTurn { servers: HashMap::new(), tls };
+/// same host and port are two paths, as in a browser. URLs that do not read, stream servers that
+/// do not resolve, and `turns:` without a TLS client are left out. Only stream servers are
+/// resolved here (webrtc-rs resolves the others itself), so a call on STUN and UDP TURN alone
+/// waits for no lookup.
+pub async fn plan(servers: &[IceServer], tls: Option<Arc<rustls::ClientConfig>>) -> (Vec<(IceServer, Vec<String>)>, StreamedTurn) {
+    let mut streamed = StreamedTurn { servers: HashMap::new(), tls: None };
     let mut by_server: Vec<(IceServer, Vec<String>)> = Vec::new();
     // Collected first: an iterator of closures held across the awaits below keeps the future
     // from being Send.
@@ -144,12 +147,16 @@ pub async fn plan(servers: &[IceServer], tls: Arc<rustls::ClientConfig>) -> (Vec
                 debug!(%url, "an ICE server URL that does not read; left out");
                 None
             }
+            Some(turn) if !turn.tcp => Some(url.clone()),
+            Some(turn) if turn.tls && tls.is_none() => {
+                debug!(%url, "TURN over TLS without a TLS client; left out");
+                None
+            }
             Some(turn) => match resolve(&turn.host, turn.port).await {
                 None => {
                     debug!(%url, "a TURN server that does not resolve; left out");
                     None
                 }
-                Some(_) if !turn.tcp => Some(url.clone()),
                 Some(address) => {
                     let stream = if turn.tls {
                         match ServerName::try_from(turn.host.clone()) {
@@ -162,7 +169,7 @@ pub async fn plan(servers: &[IceServer], tls: Arc<rustls::ClientConfig>) -> (Vec
                     } else {
                         Stream::Tcp
                     };
-                    let known = streamed.servers.values().any(|(a, s)| *a == address && format!("{s:?}") == format!("{stream:?}"));
+                    let known = streamed.servers.values().any(|(a, s)| (a, s) == (&address, &stream));
                     let Ok(n) = u8::try_from(streamed.servers.len() + 1) else { continue };
                     if known || n == u8::MAX {
                         continue;
@@ -180,6 +187,7 @@ pub async fn plan(servers: &[IceServer], tls: Arc<rustls::ClientConfig>) -> (Vec
             }
         }
     }
+    streamed.tls = tls;
     (by_server, streamed)
 }
 
@@ -347,7 +355,7 @@ impl StreamingUdpSocket {
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let _ = tx.try_send(message);
-        runtime.spawn(carry(server, address, stream.clone(), Arc::clone(&self.streamed.tls), rx, self.arrived_tx.clone()));
+        runtime.spawn(carry(server, address, stream.clone(), self.streamed.tls.clone(), rx, self.arrived_tx.clone()));
         links.insert(server, tx);
         Ok(())
     }
@@ -359,7 +367,7 @@ async fn carry(
     server: SocketAddr,
     address: SocketAddr,
     stream: Stream,
-    tls: Arc<rustls::ClientConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     mut outgoing: mpsc::Receiver<Bytes>,
     arrived: mpsc::UnboundedSender<(SocketAddr, Bytes)>,
 ) {
@@ -372,6 +380,7 @@ async fn carry(
     match stream {
         Stream::Tcp => pump(server, tcp, &mut outgoing, arrived).await,
         Stream::Tls(name) => {
+            let Some(tls) = tls else { return warn!(%server, "TURN over TLS without a TLS client") };
             let connector = tokio_rustls::TlsConnector::from(tls);
             match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
                 Ok(Ok(tls)) => pump(server, tls, &mut outgoing, arrived).await,
@@ -525,8 +534,8 @@ mod tests {
         assert_eq!(&for_stream(&stun)[..], &stun);
     }
 
-    fn tls() -> Arc<rustls::ClientConfig> {
-        crate::signaling::tls_config(&[]).unwrap()
+    fn tls() -> Option<Arc<rustls::ClientConfig>> {
+        Some(crate::signaling::tls_config(&[]).unwrap())
     }
 
     fn server(urls: &[&str]) -> IceServer {
@@ -550,5 +559,11 @@ mod tests {
         let urls: Vec<&String> = planned.iter().flat_map(|(_, urls)| urls).collect();
         assert_eq!(urls, ["turn:198.18.0.1:3478?transport=udp"]);
         assert_eq!(format!("{streamed:?}"), "{198.18.0.1:3478: \"127.0.0.1:3478 tcp\"}");
+
+        // Without a TLS client, TLS servers are left out.
+        let (planned, streamed) = plan(&[server(&["turns:localhost:5349", "turn:127.0.0.1:3478"])], None).await;
+        let urls: Vec<&String> = planned.iter().flat_map(|(_, urls)| urls).collect();
+        assert_eq!(urls, ["turn:127.0.0.1:3478"]);
+        assert!(streamed.is_empty());
     }
 }
