@@ -346,6 +346,10 @@ pub struct Settings {
     pub camera_off_at_start: bool,
     /// Each call starts with the microphone muted.
     pub microphone_muted_at_start: bool,
+    /// Calls connect only once answered: a caller never learns this machine's addresses from a
+    /// call it did not answer (answering then takes a moment longer). Off: calls connect while
+    /// they ring, so audio starts the moment one answers.
+    pub connect_after_answer: bool,
     /// Hark starts when the person logs in (an XDG autostart entry).
     pub start_at_login: bool,
     /// Started at login, Hark waits in the tray without opening its window.
@@ -374,6 +378,7 @@ impl Default for Settings {
             video_resolution: VideoResolution::P360,
             camera_off_at_start: false,
             microphone_muted_at_start: false,
+            connect_after_answer: false,
             start_at_login: false,
             start_hidden: false,
             tel_links: false,

@@ -123,6 +123,7 @@ pub async fn apply_settings(engine: &Engine, settings: &Settings) {
     engine.set_processing(ProcessingSettings { echo_cancellation: settings.echo_cancellation, noise_suppression: settings.noise_suppression });
     engine.set_ringtone_volume(f32::from(settings.ringtone_volume.min(100)) / 100.0);
     engine.set_ringtone_muted(settings.ringtone_muted);
+    engine.set_connect_early(!settings.connect_after_answer);
     match bundled_or_file(&settings.ringtone) {
         Ok(choice) => {
             if let Err(error) = engine.set_ringtone(RingtoneKind::Incoming, choice).await {

@@ -41,11 +41,12 @@ use tokio::sync::mpsc;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 
-const USAGE: &str = "usage: hark-callbench [--calls N] [--listen SECONDS] [--no-voice-processing]
+const USAGE: &str = "usage: hark-callbench [--calls N] [--listen SECONDS] [--no-voice-processing] [--connect-after-answer]
 
   --calls N                calls to time (default 20)
   --listen SECONDS         seconds each call runs after both sides hear audio, for the click latency (default 3)
-  --no-voice-processing    echo cancellation and noise suppression off (on by default, as in a call)";
+  --no-voice-processing    echo cancellation and noise suppression off (on by default, as in a call)
+  --connect-after-answer   the person's \"connect only after I answer\": no connection while the call rings";
 
 const PATIENCE: Duration = Duration::from_secs(15);
 /// Frames between clicks (500 ms).
@@ -298,7 +299,8 @@ impl Person {
 // ---------------------------------------------------------------------------------------------
 // One call.
 
-/// Milliseconds since accept of each milestone of one call (None: not seen).
+/// Milliseconds since accept of each milestone of one call (None: not seen; negative: before
+/// accept, on a connection made while the call rang).
 #[derive(Debug, Default)]
 struct CallTimes {
     caller_call_began: Option<f64>,
@@ -333,11 +335,13 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
 }
 
 async fn one_call(caller: &mut Person, callee: &mut Person, listen: Duration) -> Result<CallTimes> {
+    // Milestones from the invite on: a connection made while the call rings has them before
+    // accept (negative times).
+    take_marks();
     caller.engine.call(vec![callee.name.clone()], Media::Audio, None, None).await?;
     callee.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await?;
     // Someone takes a moment to answer; whatever the invite set off has settled by then.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    take_marks();
     caller.reset_probe();
     callee.reset_probe();
 
@@ -458,8 +462,9 @@ fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// Where one direction's time went: signaling, ICE, DTLS, first packet, jitter buffer + playout.
+/// A step done while the call rang (before accept) takes none of it.
 fn phases(t: &CallTimes, sender_connected: Option<f64>, sender_first_packet: Option<f64>, heard: f64) -> [Option<f64>; 5] {
-    let signaling_done = t.answer_applied;
+    let signaling_done = t.answer_applied.map(|x| x.max(0.0));
     let ice_done = max_of(t.ice_connected_caller, t.ice_connected_callee).map(|x| x.max(signaling_done.unwrap_or(0.0)));
     let dtls_done = sender_connected.map(|x| x.max(ice_done.unwrap_or(0.0)));
     let first_packet = sender_first_packet.map(|x| x.max(dtls_done.unwrap_or(0.0)));
@@ -530,15 +535,18 @@ struct Args {
     calls: usize,
     listen_s: f64,
     processing: ProcessingSettings,
+    connect_early: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let (mut calls, mut listen) = (20usize, 3.0f64);
     let mut processing = ProcessingSettings::default();
+    let mut connect_early = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-voice-processing" => processing = ProcessingSettings::OFF,
+            "--connect-after-answer" => connect_early = false,
             "--calls" => calls = args.next().context("--calls needs a value")?.parse().context("--calls")?,
             "--listen" => listen = args.next().context("--listen needs a value")?.parse().context("--listen")?,
             "-h" | "--help" => {
@@ -551,7 +559,7 @@ fn parse_args() -> Result<Args> {
     if calls == 0 || !(listen >= 0.0 && listen.is_finite()) {
         bail!("--calls must be positive and --listen not negative");
     }
-    Ok(Args { calls, listen_s: listen, processing })
+    Ok(Args { calls, listen_s: listen, processing, connect_early })
 }
 
 fn main() -> Result<()> {
@@ -580,6 +588,9 @@ async fn run(args: Args) -> Result<()> {
     let base = format!("http://{}", server.addr());
     let mut caller = Person::start(&base, "caller", args.processing).await?;
     let mut callee = Person::start(&base, "callee", args.processing).await?;
+    for person in [&caller, &callee] {
+        person.engine.set_connect_early(args.connect_early);
+    }
 
     let listen = Duration::from_secs_f64(listen_s);
     let mut times = Vec::new();

@@ -91,6 +91,11 @@ struct Cli {
     /// Send 1280x720 in 1:1 video calls (640x360 otherwise).
     #[arg(long, global = true)]
     hd: bool,
+    /// Connect only after a call is answered: a call that rings here is not connected to its
+    /// caller (who would learn this machine's addresses) before you answer, and calls placed
+    /// from here do not ask ringing devices to connect. Answers then take a moment longer.
+    #[arg(long, global = true)]
+    connect_after_answer: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -307,6 +312,7 @@ async fn sign_in(
         },
     };
     let (engine, mut events) = Engine::start(config);
+    engine.set_connect_early(!cli.connect_after_answer);
     if let Some(path) = &cli.ringtone {
         engine.set_ringtone(RingtoneKind::Incoming, RingtoneChoice::Custom(path.clone())).await?;
     }
@@ -544,6 +550,7 @@ impl Printer {
             EngineEvent::Call(CallEvent::UserNoResponse { user }) => format!("{user} did not answer"),
             EngineEvent::Call(CallEvent::Error { code, message }) => format!("error: {code}: {message}"),
             EngineEvent::RemoteAudioAvailable { user } => format!("hearing {user}"),
+            EngineEvent::ConnectedWhileRinging { user } => format!("connected to {user} while it rings; answering starts audio at once"),
             EngineEvent::MediaLink { user, state: MediaLinkState::Reconnecting } => format!("nothing arrives from {user}; reconnecting"),
             EngineEvent::MediaLink { user, state: MediaLinkState::Connected } => format!("{user}'s media arrives again"),
             EngineEvent::MediaLink { user, state: MediaLinkState::Lost } => format!("nothing from {user} for {} s: media lost; still trying", hark_engine::media_watchdog::LOST_AFTER.as_secs()),

@@ -18,7 +18,7 @@
 //! the core receives an invitation from the very person it is calling, it accepts that invitation
 //! and lets its own attempt end quietly.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use hark_protocol::{
     CallId, CallQuality, CallSummary, ClientFrame, ClientMessage, EndReason, ErrorCode, HangupReason, Media, OkBody,
@@ -273,6 +273,44 @@ pub enum Output {
         /// The remote person.
         user: UserId,
     },
+    /// Open a connection to `user` (their `device`, when it still rings) while the call rings,
+    /// with no media either way until [`Output::BeginPeer`] (PROTOCOL.md section 7).
+    OpenEarlyPeer {
+        /// Call id.
+        call_id: CallId,
+        /// The remote person.
+        user: UserId,
+        /// Their ringing device; `None` for the caller, who is reached as a joined person.
+        device: Option<String>,
+        /// Whether we send the offer.
+        offerer: bool,
+        /// Audio or video.
+        media: Media,
+    },
+    /// Hand a remote negotiation message to the early connection to `user`'s `device`.
+    EarlySignal {
+        /// The remote person.
+        user: UserId,
+        /// Their device, as the early connection was opened.
+        device: Option<String>,
+        /// What they sent.
+        payload: SignalPayload,
+    },
+    /// The call was answered on this early connection: it becomes `user`'s connection and its
+    /// media starts.
+    BeginPeer {
+        /// The remote person.
+        user: UserId,
+        /// Their device, as the early connection was opened.
+        device: Option<String>,
+    },
+    /// Close an early connection that was not answered.
+    CloseEarlyPeer {
+        /// The remote person.
+        user: UserId,
+        /// Their device, as the early connection was opened.
+        device: Option<String>,
+    },
     /// Start or stop the ringtone.
     Ringtone(RingtoneCommand),
     /// Tell the application.
@@ -303,6 +341,15 @@ pub enum MediaEvent {
     LocalSignal {
         /// The remote person.
         user: UserId,
+        /// What to send them.
+        payload: SignalPayload,
+    },
+    /// The early connection to `user`'s `device` produced a negotiation message to send.
+    EarlySignal {
+        /// The remote person.
+        user: UserId,
+        /// Their device, as the early connection was opened.
+        device: Option<String>,
         /// What to send them.
         payload: SignalPayload,
     },
@@ -345,6 +392,9 @@ struct Call {
     invitees: Vec<UserId>,
     /// Other people joined, with whether we offer to them.
     peers: BTreeMap<UserId, bool>,
+    /// Connections opened while the call rings, by person and device (`None`: the caller, seen
+    /// from a ringing device), with no media until the call is answered on one of them.
+    early: BTreeSet<(UserId, Option<String>)>,
     /// `hangup` was asked before the server gave the call an id.
     hangup_asked: bool,
     /// We answered this video call with audio only.
@@ -388,6 +438,9 @@ pub struct CallCore {
     told_camera_off: std::collections::HashSet<UserId>,
     /// What the administrator allows.
     policy: crate::policy::CallPolicy,
+    /// Whether calls connect while they ring (off: the person's "connect only after I answer",
+    /// so nobody learns this device's addresses before it answers).
+    connect_early: bool,
 }
 
 impl CallCore {
@@ -407,7 +460,13 @@ impl CallCore {
             camera_on: true,
             told_camera_off: std::collections::HashSet::new(),
             policy: crate::policy::CallPolicy::default(),
+            connect_early: true,
         }
+    }
+
+    /// Whether calls placed and rung from now on connect while they ring.
+    pub fn set_connect_early(&mut self, on: bool) {
+        self.connect_early = on;
     }
 
     /// The core under an administrator's `policy`.
@@ -518,12 +577,14 @@ impl CallCore {
                     caller: self.me.clone(),
                     invitees: to.clone(),
                     peers: BTreeMap::new(),
+                    early: BTreeSet::new(),
                     hangup_asked: false,
                     audio_only_answer: false,
                     connected_at: None,
                     ring_until: None,
                 });
-                self.request(now, Pending::Invite, ClientMessage::CallInvite { to, media, timeout_s, user_data });
+                let connect_early = self.connect_early;
+                self.request(now, Pending::Invite, ClientMessage::CallInvite { to, media, timeout_s, user_data, connect_early });
                 self.outputs.push_back(Output::Ringtone(RingtoneCommand::Dialing));
             }
             Command::Join { call_id, media } => {
@@ -535,6 +596,7 @@ impl CallCore {
                     caller: String::new(),
                     invitees: Vec::new(),
                     peers: BTreeMap::new(),
+                    early: BTreeSet::new(),
                     hangup_asked: false,
                     // Without video by policy, a video call is joined as audio.
                     audio_only_answer: !self.policy.video && media == Media::Video,
@@ -631,8 +693,11 @@ impl CallCore {
             ServerMessage::Ok { re: Some(re), body } => self.answered(now, &re, Ok(body)),
             ServerMessage::Error { re: Some(re), code, message } => self.answered(now, &re, Err((code, message))),
             ServerMessage::Error { re: None, code, message } => self.event(CallEvent::Error { code, message }),
-            ServerMessage::CallIncoming { call_id, from, invitees, media, user_data, expires_at } => {
-                self.incoming(now, call_id, from, invitees, media, user_data, expires_at)
+            ServerMessage::CallIncoming { call_id, from, invitees, media, user_data, expires_at, connect_early } => {
+                self.incoming(now, call_id, from, invitees, media, user_data, expires_at);
+                if connect_early {
+                    self.connect_while_ringing(now);
+                }
             }
             ServerMessage::CallCancelled { call_id, .. } if self.is_ringing_in(&call_id) => {
                 self.finish_not_connected(Some(call_id), NotConnectedReason::Cancelled)
@@ -643,14 +708,18 @@ impl CallCore {
             ServerMessage::CallHandledElsewhere { call_id, .. } if self.is_ringing_in(&call_id) => {
                 self.finish_not_connected(Some(call_id), NotConnectedReason::HandledElsewhere)
             }
-            ServerMessage::CallAccepted { call_id, user } if self.is_current(&call_id) => self.accepted(now, user),
+            ServerMessage::CallAccepted { call_id, user, device } if self.is_current(&call_id) => {
+                self.accepted_on(now, user, device)
+            }
             ServerMessage::CallRejected { call_id, user } if self.is_current(&call_id) => {
+                self.close_early(&user);
                 self.event(CallEvent::UserRejected { user })
             }
             ServerMessage::CallBusy { call_id, user } if self.is_current(&call_id) => {
                 self.event(CallEvent::UserBusy { user })
             }
             ServerMessage::CallNoAnswer { call_id, user } if self.is_current(&call_id) => {
+                self.close_early(&user);
                 self.event(CallEvent::UserNoResponse { user })
             }
             ServerMessage::CallInvited { call_id, users } if self.is_current(&call_id) => {
@@ -670,8 +739,8 @@ impl CallCore {
                 self.event(CallEvent::MediaChanged { media });
             }
             ServerMessage::CallEnded { call_id, reason, duration_s } => self.ended(call_id, reason, duration_s),
-            ServerMessage::Signal { call_id, from, payload } if self.is_current(&call_id) => {
-                self.remote_signal(call_id, from, payload)
+            ServerMessage::Signal { call_id, from, from_device, payload } if self.is_current(&call_id) => {
+                self.remote_signal(call_id, from, from_device, payload)
             }
             _ => {}
         }
@@ -689,8 +758,17 @@ impl CallCore {
                 // No id: signals are fire-and-forget; a refusal comes back as an `error` anyway.
                 self.outputs.push_back(Output::Send(ClientFrame {
                     id: None,
-                    message: ClientMessage::Signal { call_id, to: user, payload },
+                    message: ClientMessage::Signal { call_id, to: user, to_device: None, payload },
                 }));
+            }
+            MediaEvent::EarlySignal { user, device, payload } => {
+                let key = (user, device);
+                let Some(call_id) = self.call.as_ref().filter(|c| c.early.contains(&key)).and_then(|c| c.id.clone()) else {
+                    return;
+                };
+                let (to, to_device) = key;
+                let payload = serde_json::to_value(payload).expect("payloads serialize");
+                self.outputs.push_back(Output::Send(ClientFrame { id: None, message: ClientMessage::Signal { call_id, to, to_device, payload } }));
             }
         }
     }
@@ -803,9 +881,17 @@ impl CallCore {
                 }
                 for user in body.joined.unwrap_or_default() {
                     if user != self.me && call.peers.insert(user.clone(), false).is_none() {
-                        self.outputs.push_back(Output::OpenPeer { call_id: call_id.clone(), user: user.clone(), offerer: false, media });
+                        // The connection made while it rang (the caller's) is the one to use.
+                        let output = match call.early.remove(&(user.clone(), None)) {
+                            true => Output::BeginPeer { user: user.clone(), device: None },
+                            false => Output::OpenPeer { call_id: call_id.clone(), user: user.clone(), offerer: false, media },
+                        };
+                        self.outputs.push_back(output);
                         self.outputs.push_back(Output::Event(CallEvent::UserJoined { user }));
                     }
+                }
+                for (user, device) in std::mem::take(&mut call.early) {
+                    self.outputs.push_back(Output::CloseEarlyPeer { user, device });
                 }
                 self.event(CallEvent::CallBegan { call_id: call_id.clone(), media: if audio_only { Media::Audio } else { media }, connected_at: Some(now) });
                 if audio_only {
@@ -893,6 +979,7 @@ impl CallCore {
             caller: from.clone(),
             invitees: invitees.clone(),
             peers: BTreeMap::new(),
+            early: BTreeSet::new(),
             hangup_asked: false,
             audio_only_answer: false,
             connected_at: None,
@@ -906,6 +993,23 @@ impl CallCore {
         }
     }
 
+    /// Someone answered on `device` (named in calls that connect early): the connection made to
+    /// that device while it rang becomes theirs, and those to their other devices close.
+    fn accepted_on(&mut self, now: i64, user: UserId, device: Option<String>) {
+        let Some(call) = self.call.as_mut() else { return };
+        let key = (user.clone(), device);
+        let early = matches!(call.phase, Phase::RingingOut | Phase::Connected) && !call.peers.contains_key(&user) && call.early.remove(&key);
+        self.close_early(&user);
+        if !early {
+            return self.accepted(now, user);
+        }
+        let call = self.call.as_mut().expect("checked");
+        call.peers.insert(user.clone(), true);
+        self.outputs.push_back(Output::BeginPeer { user: user.clone(), device: key.1 });
+        self.outputs.push_back(Output::Event(CallEvent::UserJoined { user }));
+        self.began(now);
+    }
+
     /// Someone joined a call we are joined in: we joined first, so we offer.
     fn accepted(&mut self, now: i64, user: UserId) {
         let Some(call) = self.call.as_mut() else { return };
@@ -914,10 +1018,17 @@ impl CallCore {
         }
         let call_id = call.id.clone().expect("joined calls have ids");
         if call.peers.insert(user.clone(), true).is_none() {
-            self.outputs.push_back(Output::OpenPeer { call_id: call_id.clone(), user: user.clone(), offerer: true, media: call.media });
+            self.outputs.push_back(Output::OpenPeer { call_id, user: user.clone(), offerer: true, media: call.media });
             self.outputs.push_back(Output::Event(CallEvent::UserJoined { user }));
         }
+        self.began(now);
+    }
+
+    /// Our call rang out and now has someone in it: it is connected.
+    fn began(&mut self, now: i64) {
+        let Some(call) = self.call.as_mut() else { return };
         if call.phase == Phase::RingingOut {
+            let call_id = call.id.clone().expect("ringing calls have ids");
             call.phase = Phase::Connected;
             call.connected_at = Some(now);
             let media = call.media;
@@ -957,11 +1068,33 @@ impl CallCore {
         }
     }
 
-    fn remote_signal(&mut self, call_id: CallId, from: UserId, payload: serde_json::Value) {
+    fn remote_signal(&mut self, call_id: CallId, from: UserId, from_device: Option<String>, payload: serde_json::Value) {
         let Ok(payload) = serde_json::from_value::<SignalPayload>(payload) else {
             tracing::debug!(%from, "ignoring a signal payload of an unknown kind");
             return;
         };
+        let call = self.call.as_mut().expect("current");
+        // A device ringing with our call asks to connect now: we offer to that device.
+        if payload == SignalPayload::Ready {
+            let wanted = self.connect_early
+                && matches!(call.phase, Phase::RingingOut | Phase::Connected)
+                && !call.peers.contains_key(&from)
+                && call.invitees.contains(&from)
+                && from_device.is_some();
+            if wanted && call.early.insert((from.clone(), from_device.clone())) {
+                let media = call.media;
+                self.outputs.push_back(Output::OpenEarlyPeer { call_id, user: from, device: from_device, offerer: true, media });
+            }
+            return;
+        }
+        // Negotiation of a connection made while the call rings: by device at the caller, by
+        // person at the ringing device (it only ever connects early to the caller).
+        for key in [(from.clone(), from_device.clone()), (from.clone(), None)] {
+            if call.early.contains(&key) && !call.peers.contains_key(&from) {
+                self.outputs.push_back(Output::EarlySignal { user: key.0, device: key.1, payload });
+                return;
+            }
+        }
         if let SignalPayload::Camera { on } = payload {
             if self.call.as_ref().is_some_and(|c| c.peers.contains_key(&from)) {
                 self.event(CallEvent::RemoteCamera { user: from, on });
@@ -987,7 +1120,7 @@ impl CallCore {
     fn tell_camera(&mut self, user: &UserId) {
         let Some(call_id) = self.call.as_ref().and_then(|c| c.id.clone()) else { return };
         let payload = serde_json::to_value(SignalPayload::Camera { on: self.camera_on }).expect("payloads serialize");
-        self.outputs.push_back(Output::Send(ClientFrame { id: None, message: ClientMessage::Signal { call_id, to: user.clone(), payload } }));
+        self.outputs.push_back(Output::Send(ClientFrame { id: None, message: ClientMessage::Signal { call_id, to: user.clone(), to_device: None, payload } }));
     }
 
     fn request(&mut self, now: i64, kind: Pending, message: ClientMessage) {
@@ -1020,10 +1153,40 @@ impl CallCore {
             for user in std::mem::take(&mut call.peers).into_keys() {
                 self.outputs.push_back(Output::ClosePeer { user });
             }
+            for (user, device) in std::mem::take(&mut call.early) {
+                self.outputs.push_back(Output::CloseEarlyPeer { user, device });
+            }
         }
     }
 
+    /// Closes the early connections to `user`'s devices.
+    fn close_early(&mut self, user: &str) {
+        let Some(call) = self.call.as_mut() else { return };
+        let closing: Vec<(UserId, Option<String>)> = call.early.iter().filter(|(u, _)| u == user).cloned().collect();
+        for key in closing {
+            call.early.remove(&key);
+            self.outputs.push_back(Output::CloseEarlyPeer { user: key.0, device: key.1 });
+        }
+    }
+
+    /// The call ringing here asks to connect early: unless the person chose to connect only
+    /// after answering, a connection to the caller is opened (it answers the caller's offer)
+    /// and the caller is asked for that offer. Nothing is sent or played on it until accept.
+    fn connect_while_ringing(&mut self, now: i64) {
+        if !self.connect_early {
+            return;
+        }
+        let Some(call) = self.call.as_mut().filter(|c| c.phase == Phase::RingingIn && c.early.is_empty()) else { return };
+        let (Some(call_id), caller, media) = (call.id.clone(), call.caller.clone(), call.media) else { return };
+        call.early.insert((caller.clone(), None));
+        self.outputs.push_back(Output::OpenEarlyPeer { call_id: call_id.clone(), user: caller.clone(), device: None, offerer: false, media });
+        let payload = serde_json::to_value(SignalPayload::Ready).expect("payloads serialize");
+        // Asked with an id so a refusal (the caller left a group call) is answered quietly.
+        self.request(now, Pending::Report, ClientMessage::Signal { call_id, to: caller, to_device: None, payload });
+    }
+
     fn finish_not_connected(&mut self, call_id: Option<CallId>, reason: NotConnectedReason) {
+        self.close_peers();
         self.call = None;
         self.outputs.push_back(Output::Ringtone(RingtoneCommand::Stop));
         self.event(CallEvent::NotConnected { call_id, reason });

@@ -559,3 +559,133 @@ fn a_policy_without_video_or_invitations_refuses_them_and_answers_video_as_audio
     assert!(sent(&out).iter().any(|m| matches!(m, ClientMessage::CallMedia { media: Media::Audio, .. })), "the call goes down to audio: {out:?}");
     assert!(matches!(rig.core.command(T0, Command::InviteMore { to: vec!["carol".into()] }), Err(CommandError::Forbidden(crate::policy::Forbidden::InviteMore))));
 }
+
+fn early_outputs(out: &[Output]) -> Vec<Output> {
+    out.iter().filter(|o| matches!(o, Output::OpenEarlyPeer { .. } | Output::EarlySignal { .. } | Output::BeginPeer { .. } | Output::CloseEarlyPeer { .. })).cloned().collect()
+}
+
+#[test]
+fn a_ringing_call_connects_to_each_device_that_asks_and_keeps_the_one_that_answers() {
+    let mut rig = Rig::new("alice");
+    let out = rig.cmd(call(&["bob"]));
+    assert!(matches!(&sent(&out)[..], [ClientMessage::CallInvite { connect_early: true, .. }]));
+    let (id, _) = Rig::last_request(&out);
+    rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
+
+    // Two of bob's devices ring and ask; each gets a connection of its own, offered by us.
+    for device in ["laptop", "phone"] {
+        let out = rig.server(json!({"type":"signal","call_id":"c1","from":"bob","from_device":device,"payload":{"kind":"ready"}}));
+        assert_eq!(out, [Output::OpenEarlyPeer { call_id: "c1".into(), user: "bob".into(), device: Some(device.into()), offerer: true, media: Media::Audio }]);
+    }
+    // Asking twice opens nothing more; a stranger to the call is not connected to.
+    assert!(rig.server(json!({"type":"signal","call_id":"c1","from":"bob","from_device":"phone","payload":{"kind":"ready"}})).is_empty());
+    assert!(rig.server(json!({"type":"signal","call_id":"c1","from":"mallory","from_device":"x","payload":{"kind":"ready"}})).is_empty());
+    // Their negotiation goes to the device's own connection, and ours to that device by name.
+    let out = rig.server(json!({"type":"signal","call_id":"c1","from":"bob","from_device":"phone","payload":{"kind":"answer","sdp":"v=0 p"}}));
+    assert_eq!(out, [Output::EarlySignal { user: "bob".into(), device: Some("phone".into()), payload: SignalPayload::Answer { sdp: "v=0 p".into() } }]);
+    rig.core.handle_media(MediaEvent::EarlySignal { user: "bob".into(), device: Some("laptop".into()), payload: SignalPayload::Offer { sdp: "v=0".into() } });
+    let out = rig.drain();
+    assert!(matches!(&sent(&out)[..], [ClientMessage::Signal { to, to_device: Some(d), .. }] if to == "bob" && d == "laptop"));
+    assert_eq!(rig.core.state(), CallState::Calling, "connected devices still only ring");
+
+    // The phone answers: its connection begins, the laptop's closes, and nothing new is opened.
+    rig.now += 2_000;
+    let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob","device":"phone"}));
+    assert_eq!(
+        early_outputs(&out),
+        [
+            Output::CloseEarlyPeer { user: "bob".into(), device: Some("laptop".into()) },
+            Output::BeginPeer { user: "bob".into(), device: Some("phone".into()) },
+        ]
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::OpenPeer { .. })));
+    assert!(events(&out).contains(&CallEvent::CallBegan { call_id: "c1".into(), media: Media::Audio, connected_at: Some(rig.now) }));
+    // From now on bob's signals are his joined connection's.
+    let out = rig.server(json!({"type":"signal","call_id":"c1","from":"bob","from_device":"phone","payload":{"kind":"restart"}}));
+    assert_eq!(out, [Output::RemoteSignal { user: "bob".into(), payload: SignalPayload::Restart }]);
+}
+
+#[test]
+fn an_answer_from_a_device_that_never_connected_early_is_offered_to_as_before() {
+    let mut rig = Rig::new("alice");
+    rig.dialing(&["bob"]);
+    rig.server(json!({"type":"signal","call_id":"c1","from":"bob","from_device":"phone","payload":{"kind":"ready"}}));
+    // A v1 client answers (no device named): the early connection closes and we offer anew.
+    let out = rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob"}));
+    assert_eq!(early_outputs(&out), [Output::CloseEarlyPeer { user: "bob".into(), device: Some("phone".into()) }]);
+    assert!(out.contains(&Output::OpenPeer { call_id: "c1".into(), user: "bob".into(), offerer: true, media: Media::Audio }));
+}
+
+#[test]
+fn a_ringing_device_asks_the_caller_to_connect_and_answering_begins_that_connection() {
+    let mut rig = Rig::new("bob");
+    let incoming = json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob"],"media":"video","user_data":null,"expires_at":T0 + 30_000,"connect_early":true});
+    let out = rig.server(incoming.clone());
+    assert_eq!(early_outputs(&out), [Output::OpenEarlyPeer { call_id: "c1".into(), user: "alice".into(), device: None, offerer: false, media: Media::Video }]);
+    assert!(matches!(&sent(&out)[..], [ClientMessage::Signal { to, to_device: None, payload, .. }] if to == "alice" && payload["kind"] == "ready"));
+    assert!(!out.contains(&Output::SetMedia(Some(Media::Video))), "no camera while it rings here");
+    // The caller's offer (from its joined session) reaches the early connection, and its answer
+    // goes back.
+    let out = rig.server(json!({"type":"signal","call_id":"c1","from":"alice","from_device":"desk","payload":{"kind":"offer","sdp":"v=0"}}));
+    assert_eq!(out, [Output::EarlySignal { user: "alice".into(), device: None, payload: SignalPayload::Offer { sdp: "v=0".into() } }]);
+    rig.core.handle_media(MediaEvent::EarlySignal { user: "alice".into(), device: None, payload: SignalPayload::Answer { sdp: "v=0 a".into() } });
+    assert!(matches!(&sent(&rig.drain())[..], [ClientMessage::Signal { to, to_device: None, payload, .. }] if to == "alice" && payload["kind"] == "answer"));
+
+    let out = rig.cmd(Command::Accept);
+    assert!(early_outputs(&out).is_empty(), "nothing begins before the server says we joined");
+    let (id, _) = Rig::last_request(&out);
+    let out = rig.server(json!({"type":"ok","re":id,"joined":["alice"]}));
+    assert_eq!(early_outputs(&out), [Output::BeginPeer { user: "alice".into(), device: None }]);
+    assert!(!out.iter().any(|o| matches!(o, Output::OpenPeer { .. })));
+    assert_eq!(out.last(), Some(&Output::SetMedia(Some(Media::Video))));
+}
+
+#[test]
+fn a_ringing_call_that_ends_unanswered_closes_its_early_connection() {
+    for ending in [
+        json!({"type":"call.cancelled","call_id":"c1","by":"alice"}),
+        json!({"type":"call.timeout","call_id":"c1"}),
+        json!({"type":"call.handled_elsewhere","call_id":"c1","action":"accepted"}),
+    ] {
+        let mut rig = Rig::new("bob");
+        rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob"],"media":"audio","user_data":null,"expires_at":T0 + 30_000,"connect_early":true}));
+        let out = rig.server(ending.clone());
+        assert_eq!(early_outputs(&out), [Output::CloseEarlyPeer { user: "alice".into(), device: None }], "{ending}");
+    }
+    let mut rig = Rig::new("bob");
+    rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob"],"media":"audio","user_data":null,"expires_at":T0 + 30_000,"connect_early":true}));
+    let out = rig.cmd(Command::Reject);
+    assert_eq!(early_outputs(&out), [Output::CloseEarlyPeer { user: "alice".into(), device: None }]);
+
+    // At the caller: a device that declines or stops ringing is let go.
+    let mut rig = Rig::new("alice");
+    rig.dialing(&["bob", "carol"]);
+    rig.server(json!({"type":"signal","call_id":"c1","from":"bob","from_device":"phone","payload":{"kind":"ready"}}));
+    rig.server(json!({"type":"signal","call_id":"c1","from":"carol","from_device":"desk","payload":{"kind":"ready"}}));
+    let out = rig.server(json!({"type":"call.rejected","call_id":"c1","user":"bob"}));
+    assert_eq!(early_outputs(&out), [Output::CloseEarlyPeer { user: "bob".into(), device: Some("phone".into()) }]);
+    let out = rig.server(json!({"type":"call.no_answer","call_id":"c1","user":"carol"}));
+    assert_eq!(early_outputs(&out), [Output::CloseEarlyPeer { user: "carol".into(), device: Some("desk".into()) }]);
+}
+
+#[test]
+fn connect_only_after_i_answer_keeps_both_sides_from_connecting_early() {
+    let mut rig = Rig::new("bob");
+    rig.core.set_connect_early(false);
+    let out = rig.server(json!({"type":"call.incoming","call_id":"c1","from":"alice","invitees":["bob"],"media":"audio","user_data":null,"expires_at":T0 + 30_000,"connect_early":true}));
+    assert!(early_outputs(&out).is_empty());
+    assert!(sent(&out).is_empty(), "no ready is sent");
+
+    let mut rig = Rig::new("alice");
+    rig.core.set_connect_early(false);
+    let out = rig.cmd(call(&["bob"]));
+    assert!(matches!(&sent(&out)[..], [ClientMessage::CallInvite { connect_early: false, .. }]));
+    let (id, _) = Rig::last_request(&out);
+    rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
+    assert!(rig.server(json!({"type":"signal","call_id":"c1","from":"bob","from_device":"phone","payload":{"kind":"ready"}})).is_empty());
+
+    // A call placed without it (a v1 caller) is not connected early either.
+    let mut rig = Rig::new("bob");
+    let out = rig.ringing_in("alice");
+    assert!(early_outputs(&out).is_empty() && sent(&out).is_empty());
+}

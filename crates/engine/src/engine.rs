@@ -24,7 +24,7 @@ use crate::camera::{CameraInfo, CameraWatch};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{CallCore, CallEvent, CallState, Command, CommandError, MediaEvent, Output, RingtoneCommand};
 use crate::media::{AudioPipeline, Devices, MediaReport};
-use crate::peer::{MediaKind, PeerCommand, PeerEvent, PeerLink, PeerSettings, VideoOutlet};
+use crate::peer::{LinkKey, MediaKind, PeerCommand, PeerEvent, PeerLink, PeerSettings, VideoOutlet};
 use crate::video::{NoVideo, VideoSink};
 use crate::video_receive::VideoReceiveReport;
 use crate::video_send::{one_at_a_time, CameraInUse, CameraOpener, VideoResolution, VideoSendReport, VideoSender};
@@ -173,6 +173,13 @@ pub enum EngineEvent {
         r_factor: f64,
         /// R as a mean opinion score, 1 (bad) to 4.5.
         mos: f64,
+    },
+    /// The connection to `user` (the caller, seen from a ringing device; one of their ringing
+    /// devices, seen from the caller) is up while the call rings: answering starts media at once.
+    /// Nothing is sent or played on it before the answer.
+    ConnectedWhileRinging {
+        /// Who.
+        user: UserId,
     },
     /// Media from a person in the call stopped arriving (`reconnecting`: the path is being
     /// recovered, the call goes on) or came back (`connected`). Said on changes only: a link
@@ -343,6 +350,7 @@ enum Request {
     Camera(CameraOpener),
     Resolution(VideoResolution),
     Preview(bool),
+    ConnectEarly(bool),
     Stop(oneshot::Sender<()>),
 }
 
@@ -391,6 +399,8 @@ impl Engine {
             signaling,
             events,
             peers: HashMap::new(),
+            early: HashMap::new(),
+            connect_early: true,
             silent_for_good: HashSet::new(),
             call_scores: call_quality::CallScores::default(),
             peer_events: peer_tx,
@@ -595,6 +605,13 @@ impl Engine {
         let _ = self.requests.send(Request::Speaker(sink));
     }
 
+    /// Whether calls connect while they ring (the default), or only once answered: the person's
+    /// "connect only after I answer", which keeps this device's addresses from a caller it never
+    /// answers. Applies to calls placed or rung from now on.
+    pub fn set_connect_early(&self, on: bool) {
+        let _ = self.requests.send(Request::ConnectEarly(on));
+    }
+
     /// Renegotiates ICE on every peer connection of the call, as a failed connection does by
     /// itself (for a network change the application noticed first).
     pub fn restart_ice(&self) {
@@ -671,7 +688,7 @@ impl Engine {
 /// What the engine task hears from its drivers, one channel each.
 struct Inboxes {
     signaling: mpsc::UnboundedReceiver<SignalingEvent>,
-    peer_events: mpsc::UnboundedReceiver<(UserId, PeerEvent)>,
+    peer_events: mpsc::UnboundedReceiver<(LinkKey, PeerEvent)>,
     reports: mpsc::UnboundedReceiver<MediaReport>,
     ring_events: mpsc::UnboundedReceiver<RingtoneEvent>,
     video_send: mpsc::UnboundedReceiver<VideoSendReport>,
@@ -684,12 +701,17 @@ struct EngineTask {
     signaling: SignalingHandle,
     events: mpsc::UnboundedSender<EngineEvent>,
     peers: HashMap<UserId, PeerLink>,
+    /// Links opened while the call rings, by person and device, with no media until the call is
+    /// answered on one of them (then it moves to `peers`).
+    early: HashMap<LinkKey, PeerLink>,
+    /// Whether calls connect while they ring ([`Engine::set_connect_early`]).
+    connect_early: bool,
     /// The people whose links went silent for good ([`PeerEvent::MediaGaveUp`]); when that is
     /// everyone, the call is given up.
     silent_for_good: HashSet<UserId>,
     /// The current call's scores, for its record.
     call_scores: call_quality::CallScores,
-    peer_events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
+    peer_events: mpsc::UnboundedSender<(LinkKey, PeerEvent)>,
     pipeline: AudioPipeline,
     settings: PeerSettings,
     /// What the connected call carries, as the core last said.
@@ -808,6 +830,10 @@ impl EngineTask {
                 }
             }
             Request::Resolution(resolution) => self.video.resolution = resolution,
+            Request::ConnectEarly(on) => {
+                self.connect_early = on;
+                self.core.set_connect_early(on);
+            }
             Request::Preview(on) => {
                 self.previewing = on;
                 self.follow_media();
@@ -840,6 +866,7 @@ impl EngineTask {
             SignalingEvent::Up { welcome, resumed } => {
                 if !resumed {
                     self.core = CallCore::new(welcome.user.clone()).with_policy(self.policy);
+                    self.core.set_connect_early(self.connect_early);
                 }
                 self.core.set_server_clock(welcome.server_time, self.clock.now_ms());
                 self.settings.ice_servers = welcome.ice_servers.clone();
@@ -866,9 +893,19 @@ impl EngineTask {
         }
     }
 
-    fn peer_event(&mut self, user: UserId, event: PeerEvent) {
-        if !self.peers.contains_key(&user) {
-            return; // a link we already closed
+    fn peer_event(&mut self, (user, device): LinkKey, event: PeerEvent) {
+        if self.peers.get(&user).is_none_or(|link| link.device != device) {
+            // A link that waits for the answer only negotiates (it holds its media back); a link
+            // we closed says nothing more.
+            if !self.early.contains_key(&(user.clone(), device.clone())) {
+                return;
+            }
+            match event {
+                PeerEvent::LocalSignal(payload) => self.core.handle_media(MediaEvent::EarlySignal { user, device, payload }),
+                PeerEvent::ReadyToBegin => self.emit(EngineEvent::ConnectedWhileRinging { user }),
+                _ => {}
+            }
+            return;
         }
         match event {
             PeerEvent::LocalSignal(payload) => self.core.handle_media(MediaEvent::LocalSignal { user, payload }),
@@ -900,6 +937,7 @@ impl EngineTask {
                 }
             }
             PeerEvent::Failed => debug!(%user, "peer connection failed; restarting ICE"),
+            PeerEvent::ReadyToBegin => {}
             PeerEvent::MediaLink(state) => {
                 tracing::info!(%user, ?state, "media link");
                 if state == crate::media_watchdog::MediaLinkState::Connected {
@@ -1065,8 +1103,37 @@ impl EngineTask {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send(frame) => self.signaling.send(frame),
+                Output::OpenEarlyPeer { user, device, offerer, media, .. } => {
+                    let key = (user, device);
+                    match PeerLink::open(key.clone(), true, offerer, media, &self.settings, self.peer_events.clone()).await {
+                        Ok(link) => {
+                            self.early.insert(key, link);
+                        }
+                        Err(e) => warn!(user = %key.0, error = %e, "cannot open a peer connection while the call rings"),
+                    }
+                }
+                Output::EarlySignal { user, device, payload } => match self.early.get(&(user, device)) {
+                    Some(link) => link.send(PeerCommand::Remote(payload)),
+                    None => debug!("signal for a closed early link"),
+                },
+                Output::BeginPeer { user, device } => match self.early.remove(&(user.clone(), device)) {
+                    Some(link) => {
+                        link.send(PeerCommand::Begin);
+                        self.peers.insert(user, link);
+                        if let Some(sender) = &self.video_sender {
+                            sender.people(self.peers.len() + 1);
+                        }
+                    }
+                    // It could not be opened (said then), as an `OpenPeer` that fails.
+                    None => warn!(%user, "no connection was made while the call rang"),
+                },
+                Output::CloseEarlyPeer { user, device } => {
+                    if let Some(link) = self.early.remove(&(user, device)) {
+                        link.send(PeerCommand::Close);
+                    }
+                }
                 Output::OpenPeer { user, offerer, media, .. } => {
-                    match PeerLink::open(user.clone(), offerer, media, &self.settings, self.peer_events.clone()).await {
+                    match PeerLink::open((user.clone(), None), false, offerer, media, &self.settings, self.peer_events.clone()).await {
                         Ok(link) => {
                             self.peers.insert(user, link);
                             if let Some(sender) = &self.video_sender {
@@ -1146,7 +1213,7 @@ impl EngineTask {
     async fn stop(&mut self) {
         self.ringtones.stop();
         self.video_sender = None;
-        for (_, link) in self.peers.drain() {
+        for (_, link) in self.peers.drain().chain(self.early.drain().map(|((user, _), link)| (user, link))) {
             link.send(PeerCommand::Close);
         }
         // A recording's header is written before the engine says it has stopped.

@@ -64,6 +64,11 @@ impl JitterBuffer {
         Self::default()
     }
 
+    /// Whether a packet waits to be played.
+    pub fn holds_packets(&self) -> bool {
+        !self.packets.is_empty()
+    }
+
     /// The depth it aims for, in frames: what the jitter calls for, or what running dry asked.
     pub fn target_depth(&self) -> usize {
         let for_jitter = ((2.0 * self.jitter_ms) / FRAME_MS).ceil() as usize + 1;

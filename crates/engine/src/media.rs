@@ -86,7 +86,7 @@ enum AudioCommand {
 /// (finishing the sink) when the last handle is dropped.
 #[derive(Clone)]
 pub struct AudioPipeline {
-    commands: mpsc::UnboundedSender<AudioCommand>,
+    commands: CommandSender,
     started: Instant,
     /// Percent of received packets dropped on purpose (a test impairment).
     receive_loss_percent: f64,
@@ -100,10 +100,14 @@ impl AudioPipeline {
         let started = Instant::now();
         let runtime = tokio::runtime::Handle::current();
         let actor = AudioActor::new(devices, reports, runtime);
-        if let Err(e) = std::thread::Builder::new().name("hark-audio".into()).spawn(move || actor.run(inbox)) {
-            warn!(error = %e, "cannot start the audio thread; calls will be silent");
-        }
-        AudioPipeline { commands, started, receive_loss_percent: 0.0 }
+        let thread = match std::thread::Builder::new().name("hark-audio".into()).spawn(move || actor.run(inbox)) {
+            Ok(handle) => Some(handle.thread().clone()),
+            Err(e) => {
+                warn!(error = %e, "cannot start the audio thread; calls will be silent");
+                None
+            }
+        };
+        AudioPipeline { commands: CommandSender { commands, thread }, started, receive_loss_percent: 0.0 }
     }
 
     /// Drops `percent` of received packets at random before the jitter buffer, as a lossy network
@@ -116,7 +120,27 @@ impl AudioPipeline {
     fn send(&self, command: AudioCommand) {
         let _ = self.commands.send(command);
     }
+}
 
+/// Sends the audio thread a command and wakes it: between ticks it waits parked, so a first
+/// packet can be played the moment it arrives.
+#[derive(Clone)]
+struct CommandSender {
+    commands: mpsc::UnboundedSender<AudioCommand>,
+    thread: Option<std::thread::Thread>,
+}
+
+impl CommandSender {
+    fn send(&self, command: AudioCommand) -> Result<(), mpsc::error::SendError<AudioCommand>> {
+        self.commands.send(command)?;
+        if let Some(thread) = &self.thread {
+            thread.unpark();
+        }
+        Ok(())
+    }
+}
+
+impl AudioPipeline {
     /// Sends our audio to `user` from now on (the clock starts with the first peer).
     pub fn add_outlet(&self, user: UserId, outlet: AudioOutlet) {
         self.send(AudioCommand::AddOutlet(user, outlet));
@@ -267,30 +291,52 @@ impl AudioActor {
             self.encoder = new_encoder().map_err(|e| warn!(error = %e, "cannot make the Opus encoder")).ok();
             self.recent.clear();
             while self.has_peers() {
-                loop {
-                    match inbox.try_recv() {
-                        Ok(command) => self.apply(command),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            self.devices.sink.finish();
-                            return;
-                        }
-                    }
+                if !self.take_commands(&mut inbox) {
+                    self.devices.sink.finish();
+                    return;
                 }
                 if !self.has_peers() {
                     break;
                 }
                 self.tick_once();
                 due += FRAME_DURATION;
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                } else if now - due > FRAME_DURATION * MAX_CATCH_UP {
-                    due = now;
+                // Until the next tick, commands are taken as they come (each wakes the thread).
+                // Until somebody is heard, a first packet is played the moment it arrives: the
+                // clock takes its phase from it, not from when our side happened to start,
+                // which would hold the call's first words for up to a tick.
+                loop {
+                    let now = Instant::now();
+                    if due <= now {
+                        if now - due > FRAME_DURATION * MAX_CATCH_UP {
+                            due = now;
+                        }
+                        break;
+                    }
+                    std::thread::park_timeout(due - now);
+                    let waiting = self.inlets.values().all(|inlet| !inlet.heard);
+                    if !self.take_commands(&mut inbox) {
+                        self.devices.sink.finish();
+                        return;
+                    }
+                    if waiting && self.inlets.values().any(|inlet| inlet.buffer.holds_packets()) {
+                        due = Instant::now();
+                        break;
+                    }
                 }
             }
         }
         self.devices.sink.finish();
+    }
+
+    /// Applies every command waiting; false once every handle is gone.
+    fn take_commands(&mut self, inbox: &mut mpsc::UnboundedReceiver<AudioCommand>) -> bool {
+        loop {
+            match inbox.try_recv() {
+                Ok(command) => self.apply(command),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
     }
 
     fn apply(&mut self, command: AudioCommand) {

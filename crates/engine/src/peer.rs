@@ -73,9 +73,16 @@ pub enum PeerCommand {
     /// Renegotiate ICE (what a failed connection does by itself): the offerer re-offers with an
     /// ICE restart, the answerer asks it to.
     RestartIce,
+    /// The call was answered on this link, opened while it rang: its media starts (until then
+    /// it connects, but gives no outlet and no remote track, so nothing is sent or played).
+    Begin,
     /// Hang up this link.
     Close,
 }
+
+/// Which link an event comes from: the remote person, and their device for a link opened to a
+/// device that still rings ([`crate::core::Output::OpenEarlyPeer`]).
+pub type LinkKey = (UserId, Option<String>);
 
 /// What a track carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +124,9 @@ pub enum PeerEvent {
     LocalSignal(SignalPayload),
     /// Connected: audio can be sent through the outlet.
     Connected(AudioOutlet),
+    /// A link opened while the call rings is connected (ICE and DTLS done), still holding its
+    /// media back until [`PeerCommand::Begin`].
+    ReadyToBegin,
     /// Connected in a video call: video can be sent through the outlet.
     VideoConnected(VideoOutlet),
     /// The remote person lost our picture and asks for a keyframe (PLI or FIR).
@@ -159,6 +169,7 @@ impl std::fmt::Debug for PeerEvent {
             PeerEvent::Connected(o) => write!(f, "Connected(ssrc {:#x}, pt {})", o.ssrc, o.payload_type),
             PeerEvent::VideoConnected(o) => write!(f, "VideoConnected(ssrc {:#x}, pt {})", o.ssrc, o.payload_type),
             PeerEvent::KeyframeRequested => write!(f, "KeyframeRequested"),
+            PeerEvent::ReadyToBegin => write!(f, "ReadyToBegin"),
             PeerEvent::VideoRetransmissions(r) => write!(f, "VideoRetransmissions({r:.3})"),
             PeerEvent::RemoteTrack { kind, .. } => write!(f, "RemoteTrack({kind:?})"),
             PeerEvent::Failed => write!(f, "Failed"),
@@ -185,16 +196,21 @@ pub struct PeerError(pub String);
 #[derive(Debug, Clone)]
 pub struct PeerLink {
     commands: mpsc::UnboundedSender<PeerCommand>,
+    /// The device it was opened to, if it was opened to a ringing device.
+    pub device: Option<String>,
 }
 
 impl PeerLink {
-    /// Builds the peer connection to `user` and starts its task. Events are tagged with `user`.
+    /// Builds the peer connection to `user` (their `device`, for one opened while the call
+    /// rings) and starts its task. Events are tagged with both. A link opened `early` holds its
+    /// media back until [`PeerCommand::Begin`].
     pub async fn open(
-        user: UserId,
+        (user, device): LinkKey,
+        early: bool,
         offerer: bool,
         media: Media,
         settings: &PeerSettings,
-        events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
+        events: mpsc::UnboundedSender<(LinkKey, PeerEvent)>,
     ) -> Result<PeerLink, PeerError> {
         let fail = |e: webrtc::error::Error| PeerError(e.to_string());
         let (local_tx, local_rx) = mpsc::unbounded_channel();
@@ -273,9 +289,26 @@ impl PeerLink {
         };
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let task = LinkTask { user, offerer, pc, track, ssrc, sender, video, events, held: Vec::new(), connected: false, watchdog: None, rtt, loss: LossMeter::new(AUDIO_PACKETS_PER_QUALITY_REPORT) };
+        let task = LinkTask {
+            user,
+            device: device.clone(),
+            offerer,
+            pc,
+            track,
+            ssrc,
+            sender,
+            video,
+            events,
+            held: Vec::new(),
+            connected: false,
+            begun: !early,
+            held_tracks: Vec::new(),
+            watchdog: None,
+            rtt,
+            loss: LossMeter::new(AUDIO_PACKETS_PER_QUALITY_REPORT),
+        };
         tokio::spawn(task.run(command_rx, local_rx));
-        Ok(PeerLink { commands })
+        Ok(PeerLink { commands, device })
     }
 
     /// Passes a command to the link's task.
@@ -373,10 +406,10 @@ struct Handler {
 
 /// Reads the RTCP feedback about our video track (only keyframe requests get through) until the
 /// track is unbound, and reports each request.
-async fn forward_keyframe_requests(track: Arc<TrackLocalStaticSample>, user: UserId, events: mpsc::UnboundedSender<(UserId, PeerEvent)>) {
+async fn forward_keyframe_requests(track: Arc<TrackLocalStaticSample>, key: LinkKey, events: mpsc::UnboundedSender<(LinkKey, PeerEvent)>) {
     while let Some(event) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = event {
-            if packets.iter().any(|p| crate::keyframe_requests::is_keyframe_request(p.as_ref())) && events.send((user.clone(), PeerEvent::KeyframeRequested)).is_err() {
+            if packets.iter().any(|p| crate::keyframe_requests::is_keyframe_request(p.as_ref())) && events.send((key.clone(), PeerEvent::KeyframeRequested)).is_err() {
                 return;
             }
         }
@@ -415,16 +448,22 @@ struct VideoSend {
 
 struct LinkTask {
     user: UserId,
+    device: Option<String>,
     offerer: bool,
     pc: Arc<dyn PeerConnection>,
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     sender: Arc<dyn RtpSender>,
     video: Option<VideoSend>,
-    events: mpsc::UnboundedSender<(UserId, PeerEvent)>,
+    events: mpsc::UnboundedSender<(LinkKey, PeerEvent)>,
     /// Remote candidates that came before the remote description.
     held: Vec<RTCIceCandidateInit>,
     connected: bool,
+    /// Whether its media may flow: from the start, or (a link opened while the call rang) from
+    /// [`PeerCommand::Begin`].
+    begun: bool,
+    /// Remote tracks that came before the link began.
+    held_tracks: Vec<PeerEvent>,
     /// Whether packets arrive, from the first connection on.
     watchdog: Option<MediaWatchdog>,
     /// The RTT measured from RTCP reports ([`crate::round_trips`]).
@@ -453,6 +492,16 @@ impl LinkTask {
                         }
                     }
                     Some(PeerCommand::RestartIce) => self.restart_or_ask().await,
+                    Some(PeerCommand::Begin) if !self.begun => {
+                        self.begun = true;
+                        for track in std::mem::take(&mut self.held_tracks) {
+                            self.emit(track);
+                        }
+                        if self.connected {
+                            self.start_media().await;
+                        }
+                    }
+                    Some(PeerCommand::Begin) => {}
                     Some(PeerCommand::Close) | None => break,
                 },
                 news = local.recv() => match news {
@@ -473,11 +522,16 @@ impl LinkTask {
                         };
                         // Both directions use the payload types of the answer.
                         let red_payload_type = self.audio_payload_types().await.and_then(|(_, red)| red);
-                        self.emit(PeerEvent::RemoteTrack { kind, track, red_payload_type });
+                        let track = PeerEvent::RemoteTrack { kind, track, red_payload_type };
+                        // Nothing the far side sends is played before the call is answered.
+                        match self.begun {
+                            true => self.emit(track),
+                            false => self.held_tracks.push(track),
+                        }
                     }
                     None => break,
                 },
-                _ = stats.tick(), if self.connected => {
+                _ = stats.tick(), if self.connected && self.begun => {
                     ticks += 1;
                     self.report_quality(ticks.is_multiple_of(2)).await;
                 }
@@ -520,6 +574,8 @@ impl LinkTask {
             SignalPayload::EndOfCandidates => {}
             SignalPayload::Restart if self.offerer => self.restart().await?,
             SignalPayload::Restart => {}
+            // The core handles it; it never reaches a link.
+            SignalPayload::Ready => {}
             // The core handles these; they never reach a link.
             SignalPayload::Camera { .. } => {}
         }
@@ -573,28 +629,9 @@ impl LinkTask {
         match state {
             RTCPeerConnectionState::Connected if !self.connected => {
                 self.connected = true;
-                self.watchdog = Some(MediaWatchdog::new(Instant::now()));
-                if let Some((payload_type, red_payload_type)) = self.audio_payload_types().await {
-                    // Redundant audio in audio calls only: it triples the audio's bitrate, which
-                    // the video sender's rate control does not count, and behind a 500 kbit/s
-                    // policer that starved the picture (crates/cli/tests/faults.rs). Video calls
-                    // send Opus with its in-band FEC; they still read RED.
-                    let red_payload_type = red_payload_type.filter(|_| self.video.is_none());
-                    self.emit(PeerEvent::Connected(AudioOutlet { track: Arc::clone(&self.track), ssrc: self.ssrc, payload_type, red_payload_type }));
-                }
-                if let Some(video) = &self.video {
-                    match video.sender.get_parameters().await {
-                        Ok(parameters) => match parameters.rtp_parameters.codecs.first() {
-                            Some(codec) => {
-                                let outlet = VideoOutlet { track: Arc::clone(&video.track), ssrc: video.ssrc, payload_type: codec.payload_type };
-                                self.emit(PeerEvent::VideoConnected(outlet));
-                                // The track is bound now, so its RTCP feedback can be read.
-                                tokio::spawn(forward_keyframe_requests(Arc::clone(&video.track), self.user.clone(), self.events.clone()));
-                            }
-                            None => debug!(user = %self.user, "video not negotiated (the far side takes audio only)"),
-                        },
-                        Err(e) => warn!(error = %e, "no negotiated video codec"),
-                    }
+                match self.begun {
+                    true => self.start_media().await,
+                    false => self.emit(PeerEvent::ReadyToBegin),
                 }
             }
             RTCPeerConnectionState::Failed => {
@@ -602,6 +639,34 @@ impl LinkTask {
                 self.restart_or_ask().await;
             }
             _ => {}
+        }
+    }
+
+    /// Connected and begun: our media may go out (the outlets), and the far side's is watched
+    /// for from now on.
+    async fn start_media(&mut self) {
+        self.watchdog = Some(MediaWatchdog::new(Instant::now()));
+        if let Some((payload_type, red_payload_type)) = self.audio_payload_types().await {
+            // Redundant audio in audio calls only: it triples the audio's bitrate, which
+            // the video sender's rate control does not count, and behind a 500 kbit/s
+            // policer that starved the picture (crates/cli/tests/faults.rs). Video calls
+            // send Opus with its in-band FEC; they still read RED.
+            let red_payload_type = red_payload_type.filter(|_| self.video.is_none());
+            self.emit(PeerEvent::Connected(AudioOutlet { track: Arc::clone(&self.track), ssrc: self.ssrc, payload_type, red_payload_type }));
+        }
+        if let Some(video) = &self.video {
+            match video.sender.get_parameters().await {
+                Ok(parameters) => match parameters.rtp_parameters.codecs.first() {
+                    Some(codec) => {
+                        let outlet = VideoOutlet { track: Arc::clone(&video.track), ssrc: video.ssrc, payload_type: codec.payload_type };
+                        self.emit(PeerEvent::VideoConnected(outlet));
+                        // The track is bound now, so its RTCP feedback can be read.
+                        tokio::spawn(forward_keyframe_requests(Arc::clone(&video.track), (self.user.clone(), self.device.clone()), self.events.clone()));
+                    }
+                    None => debug!(user = %self.user, "video not negotiated (the far side takes audio only)"),
+                },
+                Err(e) => warn!(error = %e, "no negotiated video codec"),
+            }
         }
     }
 
@@ -676,6 +741,6 @@ impl LinkTask {
     }
 
     fn emit(&self, event: PeerEvent) {
-        let _ = self.events.send((self.user.clone(), event));
+        let _ = self.events.send(((self.user.clone(), self.device.clone()), event));
     }
 }

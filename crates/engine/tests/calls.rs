@@ -880,3 +880,63 @@ fn token_config(server: &str, secret: &[u8], user: &str, now_ms: i64) -> EngineC
         processing: ProcessingSettings::OFF,
     }
 }
+
+/// A call rings on two of bob's devices: both connect to alice before anyone answers, yet nothing
+/// either microphone captured is played anywhere until bob answers; then the answering device's
+/// connection carries the call and the other device's is dropped, silent to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_connect_while_they_ring_and_carry_nothing_before_the_answer() {
+    let (_server, base, _dir) = start_server().await;
+    let mut alice = Person::start(&base, "alice", 440.0).await;
+    let mut laptop = Person::start_on(&base, "bob", "bob-laptop", 880.0).await;
+    let mut phone = Person::start_on(&base, "bob", "bob-phone", 660.0).await;
+
+    alice.engine.call(vec!["bob".into()], Media::Audio, None, None).await.unwrap();
+    for device in [&mut laptop, &mut phone] {
+        device.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+        device.wait_for(|e| matches!(e, EngineEvent::ConnectedWhileRinging { user } if user == "alice")).await;
+    }
+    for _ in 0..2 {
+        alice.wait_for(|e| matches!(e, EngineEvent::ConnectedWhileRinging { user } if user == "bob")).await;
+    }
+    // Connected both ways, and still nothing sent or played: no pipeline runs before the answer.
+    for (who, person) in [("alice", &alice), ("laptop", &laptop), ("phone", &phone)] {
+        assert_eq!(person.heard.len(), 0, "{who} played audio before the call was answered");
+    }
+
+    phone.engine.accept().await.unwrap();
+    let e = laptop.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+    assert!(matches!(e, EngineEvent::Call(CallEvent::NotConnected { reason: NotConnectedReason::HandledElsewhere, .. })), "{e:?}");
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallBegan { .. }))).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { user } if user == "bob")).await;
+    phone.wait_for(|e| matches!(e, EngineEvent::RemoteAudioAvailable { user } if user == "alice")).await;
+    alice.listen(1.0).await;
+    phone.listen(1.0).await;
+    assert_hears("alice", &alice.heard, &[660.0], 880.0, 1.0, 0.9);
+    assert_hears("phone", &phone.heard, &[440.0], 660.0, 1.0, 0.9);
+    assert_eq!(laptop.heard.len(), 0, "the device that did not answer never plays anything");
+
+    alice.engine.hangup().await.unwrap();
+    phone.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+    assert_eq!(laptop.heard.len(), 0);
+}
+
+/// "Connect only after I answer": a ringing device does not connect to the caller, and the call
+/// still connects the old way once answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_only_after_i_answer_makes_no_connection_while_it_rings() {
+    let (_server, base, _dir) = start_server().await;
+    let mut alice = Person::start(&base, "alice", 440.0).await;
+    let mut bob = Person::start(&base, "bob", 880.0).await;
+    bob.engine.set_connect_early(false);
+
+    alice.engine.call(vec!["bob".into()], Media::Audio, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::IncomingCall { .. }))).await;
+    bob.engine.accept().await.unwrap();
+    // Every event up to first audio at both ends is read: none says a connection rang early.
+    let first = |e: &EngineEvent| matches!(e, EngineEvent::RemoteAudioAvailable { .. } | EngineEvent::ConnectedWhileRinging { .. });
+    let seen = [alice.wait_for(first).await, bob.wait_for(first).await];
+    assert!(seen.iter().all(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })), "{seen:?}");
+    alice.engine.hangup().await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
+}

@@ -316,6 +316,10 @@ pub enum SignalPayload {
     EndOfCandidates,
     /// Asks the pair's offerer to re-offer with an ICE restart.
     Restart,
+    /// (Added by Hark) a device still ringing in a call placed with `connect_early` asks the
+    /// joined person it is sent to for an offer now, so the connection is up when the call is
+    /// answered (PROTOCOL.md section 7).
+    Ready,
     /// (Added by Hark) the sender's camera went off or on, so the far side can show it at once
     /// instead of waiting for the video to stop; a peer that ignores it still sees the video stop.
     Camera {
@@ -403,6 +407,10 @@ pub enum ClientMessage {
         /// Opaque data for the invitees, at most 4 KiB.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user_data: Option<String>,
+        /// (Added) the caller connects to ringing devices that ask for it, before anyone
+        /// answers (PROTOCOL.md section 7).
+        #[serde(default, skip_serializing_if = "is_false")]
+        connect_early: bool,
     },
     /// The caller withdraws a call nobody accepted yet.
     #[serde(rename = "call.cancel")]
@@ -460,6 +468,10 @@ pub enum ClientMessage {
         call_id: CallId,
         /// The addressee.
         to: UserId,
+        /// (Added) which of the addressee's devices: in a call placed with `connect_early`, a
+        /// joined person reaches a device that still rings this way.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_device: Option<String>,
         /// A [`SignalPayload`] (an object, at most 32 KiB); relayed untouched.
         payload: Value,
     },
@@ -563,6 +575,11 @@ impl FrameError {
     pub fn is_bad_frame(&self) -> bool {
         self.code != ErrorCode::Unsupported
     }
+}
+
+/// For `skip_serializing_if`: an added flag is left out while off, so frames stay as v1 wrote them.
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 /// Reads one text frame from a client (PROTOCOL.md section 2).
@@ -693,6 +710,10 @@ pub enum ServerMessage {
         user_data: Option<String>,
         /// When the ringing stops (Unix ms).
         expires_at: i64,
+        /// (Added) the caller asked to connect while it rings: this device may send the caller
+        /// a `ready` signal (PROTOCOL.md section 7).
+        #[serde(default, skip_serializing_if = "is_false")]
+        connect_early: bool,
     },
     /// The caller withdrew the invitation.
     #[serde(rename = "call.cancelled")]
@@ -709,6 +730,10 @@ pub enum ServerMessage {
         call_id: CallId,
         /// Who.
         user: UserId,
+        /// (Added, in calls placed with `connect_early`) the device that answered: its early
+        /// connection is the one to keep.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
     },
     /// An invitee declined.
     #[serde(rename = "call.rejected")]
@@ -791,6 +816,9 @@ pub enum ServerMessage {
         call_id: CallId,
         /// The sender.
         from: UserId,
+        /// (Added, in calls placed with `connect_early`) the sender's device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_device: Option<String>,
         /// A [`SignalPayload`], as the sender wrote it.
         payload: Value,
     },
@@ -915,7 +943,7 @@ mod tests {
             ClientMessage::ContactsList,
             ClientMessage::ContactsAdd { user: "b".into(), alias: None },
             ClientMessage::ContactsRemove { user: "b".into() },
-            ClientMessage::CallInvite { to: vec!["b".into()], media: Media::Video, timeout_s: Some(5), user_data: None },
+            ClientMessage::CallInvite { to: vec!["b".into()], media: Media::Video, timeout_s: Some(5), user_data: None, connect_early: true },
             ClientMessage::CallCancel { call_id: "c".into() },
             ClientMessage::CallAccept { call_id: "c".into() },
             ClientMessage::CallReject { call_id: "c".into() },
@@ -923,7 +951,7 @@ mod tests {
             ClientMessage::CallInviteMore { call_id: "c".into(), to: vec!["d".into()] },
             ClientMessage::CallJoin { call_id: "c".into() },
             ClientMessage::CallMedia { call_id: "c".into(), media: Media::Audio },
-            ClientMessage::Signal { call_id: "c".into(), to: "b".into(), payload: serde_json::json!({"kind":"restart"}) },
+            ClientMessage::Signal { call_id: "c".into(), to: "b".into(), to_device: Some("d".into()), payload: serde_json::json!({"kind":"ready"}) },
             ClientMessage::CallsActive,
             ClientMessage::CallsHistory { before: None, limit: Some(3) },
             ClientMessage::CallsDelete { call_ids: vec!["c".into()] },
@@ -936,6 +964,19 @@ mod tests {
             assert_eq!(json["type"], kind);
             assert_eq!(parse_client_frame(&frame.to_json()).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn the_early_connection_fields_stay_out_of_frames_that_do_not_use_them() {
+        let invite = ClientMessage::CallInvite { to: vec!["b".into()], media: Media::Audio, timeout_s: None, user_data: None, connect_early: false };
+        let json: Value = serde_json::from_str(&ClientFrame::new("1", invite).to_json()).unwrap();
+        assert_eq!(json, serde_json::json!({"id":"1","type":"call.invite","to":["b"],"media":"audio"}));
+        let relayed = ServerMessage::Signal { call_id: "c".into(), from: "a".into(), from_device: None, payload: serde_json::json!({"kind":"restart"}) };
+        assert_eq!(serde_json::to_value(&relayed).unwrap(), serde_json::json!({"type":"signal","call_id":"c","from":"a","payload":{"kind":"restart"}}));
+        let v1: ServerMessage = serde_json::from_str(r#"{"type":"call.accepted","call_id":"c","user":"b"}"#).unwrap();
+        assert_eq!(v1, ServerMessage::CallAccepted { call_id: "c".into(), user: "b".into(), device: None });
+        let ready: SignalPayload = serde_json::from_str(r#"{"kind":"ready"}"#).unwrap();
+        assert_eq!(ready, SignalPayload::Ready);
     }
 
     #[test]

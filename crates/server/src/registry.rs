@@ -69,7 +69,7 @@ impl Default for RegistrySettings {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallRequest {
     /// `call.invite`; `to` holds existing users.
-    Invite { to: Vec<UserId>, media: Media, timeout_s: Option<u32>, user_data: Option<String> },
+    Invite { to: Vec<UserId>, media: Media, timeout_s: Option<u32>, user_data: Option<String>, connect_early: bool },
     /// `call.cancel`.
     Cancel { call_id: CallId },
     /// `call.accept`.
@@ -85,7 +85,7 @@ pub enum CallRequest {
     /// `call.media`.
     Media { call_id: CallId, media: Media },
     /// `signal`; the payload is already checked to be an object within size.
-    Signal { call_id: CallId, to: UserId, payload: Value },
+    Signal { call_id: CallId, to: UserId, to_device: Option<String>, payload: Value },
     /// `calls.active`.
     Active,
 }
@@ -154,6 +154,9 @@ struct Call {
     participants: Vec<Participant>,
     next_join_seq: u64,
     ring_timeout_ms: i64,
+    /// Placed with `connect_early`: devices still ringing and the people joined may signal each
+    /// other, named by device (PROTOCOL.md section 7).
+    connect_early: bool,
 }
 
 /// Why a call is being checked for its end: the reason it ends with if it does.
@@ -395,8 +398,8 @@ impl CallRegistry {
     pub fn handle_request(&mut self, now: i64, session: SessionId, re: Option<String>, request: CallRequest) {
         let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else { return };
         let result = match request {
-            CallRequest::Invite { to, media, timeout_s, user_data } => {
-                self.invite(now, session, &user, re.clone(), to, media, timeout_s, user_data)
+            CallRequest::Invite { to, media, timeout_s, user_data, connect_early } => {
+                self.invite(now, session, &user, re.clone(), to, media, timeout_s, user_data, connect_early)
             }
             CallRequest::Cancel { call_id } => self.cancel(now, session, &user, re.clone(), &call_id),
             CallRequest::Accept { call_id } => self.accept(now, session, &user, re.clone(), &call_id, false),
@@ -405,8 +408,8 @@ impl CallRegistry {
             CallRequest::Hangup { call_id, gave_up } => self.hangup(now, session, &user, re.clone(), &call_id, gave_up),
             CallRequest::InviteMore { call_id, to } => self.invite_more(now, session, &user, re.clone(), &call_id, to),
             CallRequest::Media { call_id, media } => self.change_media(session, &user, re.clone(), &call_id, media),
-            CallRequest::Signal { call_id, to, payload } => {
-                self.signal(session, &user, re.clone(), &call_id, &to, payload)
+            CallRequest::Signal { call_id, to, to_device, payload } => {
+                self.signal(session, &user, re.clone(), &call_id, &to, to_device.as_deref(), payload)
             }
             CallRequest::Active => {
                 let calls = self.joinable_calls(&user);
@@ -432,6 +435,7 @@ impl CallRegistry {
         media: Media,
         timeout_s: Option<u32>,
         user_data: Option<String>,
+        connect_early: bool,
     ) -> Result<(), Refusal> {
         let to = dedup(to);
         if to.is_empty() {
@@ -472,6 +476,7 @@ impl CallRegistry {
             }],
             next_join_seq: 1,
             ring_timeout_ms: i64::from(timeout_s) * 1000,
+            connect_early,
         };
         for invitee in &to {
             call.participants.push(Participant {
@@ -563,7 +568,10 @@ impl CallRegistry {
         }
 
         self.reply(session, re, OkBody { joined: Some(joined.into_iter().map(|(_, u)| u).collect()), ..OkBody::default() });
-        let accepted = ServerMessage::CallAccepted { call_id: call_id.to_owned(), user: user.to_owned() };
+        // In a call that connects early, the people joined keep the connection of the device
+        // that answered and drop the others'.
+        let device = self.calls[call_id].connect_early.then(|| self.sessions.get(&session).map(|s| s.device.clone())).flatten();
+        let accepted = ServerMessage::CallAccepted { call_id: call_id.to_owned(), user: user.to_owned(), device };
         let recipients = self.active_sessions(call_id, Some(user));
         self.send_all(&recipients, &accepted);
         if !join {
@@ -688,6 +696,10 @@ impl CallRegistry {
         Ok(())
     }
 
+    /// Relays a `signal`. Joined sessions signal each other by user; in a call placed with
+    /// `connect_early`, a device still ringing may also signal the people joined, and they may
+    /// answer that device by name (`to_device`), so the connection is up before the answer.
+    #[allow(clippy::too_many_arguments)]
     fn signal(
         &mut self,
         session: SessionId,
@@ -695,22 +707,39 @@ impl CallRegistry {
         re: Option<String>,
         call_id: &str,
         to: &str,
+        to_device: Option<&str>,
         payload: Value,
     ) -> Result<(), Refusal> {
         let call = self.find_call(user, call_id)?;
-        if call.part(user).map(|p| p.state) != Some(PartState::Joined { session }) {
+        let sender_state = call.part(user).map(|p| p.state);
+        let sender_joined = sender_state == Some(PartState::Joined { session });
+        // A ringing sender is one of the user's connected sessions (every one of them rings).
+        let sender_ringing = call.connect_early
+            && matches!(sender_state, Some(PartState::Ringing { .. }))
+            && self.sessions.get(&session).is_some_and(|s| s.away_until.is_none());
+        if !sender_joined && !sender_ringing {
             return refuse(ErrorCode::Forbidden, "this session is not joined in that call");
         }
         if to == user {
             return refuse(ErrorCode::BadRequest, "a signal goes to another person");
         }
-        let Some(PartState::Joined { session: target }) = call.part(to).map(|p| p.state) else {
-            return refuse(ErrorCode::InvalidState, format!("'{to}' is not joined in that call"));
+        let target = match (call.part(to).map(|p| p.state), to_device) {
+            (Some(PartState::Joined { session: target }), None) => target,
+            (Some(PartState::Joined { session: target }), Some(device)) if self.sessions.get(&target).is_some_and(|s| s.device == device) => target,
+            // Only the people joined reach a device that still rings.
+            (Some(PartState::Ringing { .. }), Some(device)) if sender_joined && call.connect_early => {
+                match self.connected_sessions(to).into_iter().find(|s| self.sessions[s].device == device) {
+                    Some(target) => target,
+                    None => return refuse(ErrorCode::InvalidState, format!("no device '{device}' of '{to}' rings in that call")),
+                }
+            }
+            _ => return refuse(ErrorCode::InvalidState, format!("'{to}' is not joined in that call")),
         };
         if self.sessions.get(&target).is_none_or(|s| s.away_until.is_some()) {
             return refuse(ErrorCode::InvalidState, format!("'{to}' is reconnecting; signals are not queued"));
         }
-        let message = ServerMessage::Signal { call_id: call_id.to_owned(), from: user.to_owned(), payload };
+        let from_device = call.connect_early.then(|| self.sessions.get(&session).map(|s| s.device.clone())).flatten();
+        let message = ServerMessage::Signal { call_id: call_id.to_owned(), from: user.to_owned(), from_device, payload };
         self.outputs.push_back(Output::Send(target, message));
         if re.is_some() {
             self.reply(session, re, OkBody::default());
@@ -1074,6 +1103,7 @@ fn incoming(call: &Call, expires_at: i64) -> ServerMessage {
         media: call.media,
         user_data: call.user_data.clone(),
         expires_at,
+        connect_early: call.connect_early,
     }
 }
 

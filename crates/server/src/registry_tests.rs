@@ -61,7 +61,7 @@ impl World {
 }
 
 fn invite(to: &[&str], media: Media) -> CallRequest {
-    CallRequest::Invite { to: to.iter().map(|s| s.to_string()).collect(), media, timeout_s: None, user_data: None }
+    CallRequest::Invite { to: to.iter().map(|s| s.to_string()).collect(), media, timeout_s: None, user_data: None, connect_early: false }
 }
 
 fn cid(call_id: &str) -> CallId {
@@ -137,6 +137,7 @@ fn one_to_one_accept_signal_hangup() {
             media: Media::Audio,
             user_data: None,
             expires_at: T0 + 30_000,
+            connect_early: false,
         }]
     );
 
@@ -149,9 +150,9 @@ fn one_to_one_accept_signal_hangup() {
     assert_eq!(kinds(&out, alice), ["call.accepted"]);
 
     let offer = json!({"kind":"offer","sdp":"v=0"});
-    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: offer.clone() });
+    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), to_device: None, payload: offer.clone() });
     assert_eq!(kinds(&out, alice), ["ok"]);
-    assert_eq!(sent(&out, bob), [ServerMessage::Signal { call_id: call.clone(), from: "alice".into(), payload: offer }]);
+    assert_eq!(sent(&out, bob), [ServerMessage::Signal { call_id: call.clone(), from: "alice".into(), from_device: None, payload: offer }]);
 
     w.advance(42_400);
     let out = w.req(bob, CallRequest::Hangup { call_id: call.clone(), gave_up: false });
@@ -222,7 +223,7 @@ fn callers_hangup_before_accept_is_a_cancel() {
 fn ring_timeout_on_virtual_time() {
     let mut w = World::new();
     let (alice, bob) = (w.online("alice"), w.online("bob"));
-    let out = w.req(alice, CallRequest::Invite { to: vec!["bob".into()], media: Media::Video, timeout_s: Some(5), user_data: Some("ticket 7".into()) });
+    let out = w.req(alice, CallRequest::Invite { to: vec!["bob".into()], media: Media::Video, timeout_s: Some(5), user_data: Some("ticket 7".into()), connect_early: false });
     let call = call_id_of(&out, alice);
     assert!(matches!(&sent(&out, bob)[0], ServerMessage::CallIncoming { expires_at, user_data: Some(d), .. } if *expires_at == T0 + 5_000 && d == "ticket 7"));
     assert!(w.advance(4_999).is_empty());
@@ -246,8 +247,8 @@ fn bad_invites_change_nothing() {
     for (request, code) in [
         (invite(&[], Media::Audio), "error:bad_request"),
         (invite(&["alice"], Media::Audio), "error:bad_request"),
-        (CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: Some(4), user_data: None }, "error:bad_request"),
-        (CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: Some(121), user_data: None }, "error:bad_request"),
+        (CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: Some(4), user_data: None, connect_early: false }, "error:bad_request"),
+        (CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: Some(121), user_data: None, connect_early: false }, "error:bad_request"),
     ] {
         let out = w.req(alice, request);
         assert_eq!(kinds(&out, alice), [code]);
@@ -309,11 +310,11 @@ fn multi_device_ringing_and_handled_elsewhere() {
     assert_eq!(kinds(&out, bob_phone), ["ok"]);
     assert_eq!(sent(&out, bob_laptop), [ServerMessage::CallHandledElsewhere { call_id: call.clone(), action: HandledAction::Accepted }]);
     // Signals go to the accepting device only.
-    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({"kind":"offer","sdp":"x"}) });
+    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), to_device: None, payload: json!({"kind":"offer","sdp":"x"}) });
     assert_eq!(kinds(&out, bob_phone), ["signal"]);
     assert!(sent(&out, bob_laptop).is_empty());
     // The other device may not signal in the call, nor hang it up from under the phone.
-    let out = w.req(bob_laptop, CallRequest::Signal { call_id: call.clone(), to: "alice".into(), payload: json!({"kind":"restart"}) });
+    let out = w.req(bob_laptop, CallRequest::Signal { call_id: call.clone(), to: "alice".into(), to_device: None, payload: json!({"kind":"restart"}) });
     assert_eq!(kinds(&out, bob_laptop), ["error:forbidden"]);
     let out = w.req(bob_laptop, CallRequest::Hangup { call_id: call, gave_up: false });
     assert_eq!(kinds(&out, bob_laptop), ["error:forbidden"]);
@@ -369,9 +370,9 @@ fn nine_people_fit_ten_do_not() {
     let alice = w.online("alice");
     let eight: Vec<String> = (1..=8).map(|i| format!("u{i}")).collect();
     let nine: Vec<String> = (1..=9).map(|i| format!("v{i}")).collect();
-    let out = w.req(alice, CallRequest::Invite { to: nine, media: Media::Audio, timeout_s: None, user_data: None });
+    let out = w.req(alice, CallRequest::Invite { to: nine, media: Media::Audio, timeout_s: None, user_data: None, connect_early: false });
     assert_eq!(kinds(&out, alice), ["error:too_many_participants"]);
-    let out = w.req(alice, CallRequest::Invite { to: eight, media: Media::Audio, timeout_s: None, user_data: None });
+    let out = w.req(alice, CallRequest::Invite { to: eight, media: Media::Audio, timeout_s: None, user_data: None, connect_early: false });
     let call = call_id_of(&out, alice);
     let out = w.req(alice, CallRequest::InviteMore { call_id: call, to: vec!["w1".into()] });
     assert_eq!(kinds(&out, alice), ["error:too_many_participants"]);
@@ -495,14 +496,14 @@ fn only_people_in_the_call_may_act() {
         CallRequest::Reject { call_id: call.clone() },
         CallRequest::InviteMore { call_id: call.clone(), to: vec!["bob".into()] },
         CallRequest::Media { call_id: call.clone(), media: Media::Audio },
-        CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({}) },
+        CallRequest::Signal { call_id: call.clone(), to: "bob".into(), to_device: None, payload: json!({}) },
     ] {
         assert_eq!(kinds(&w.req(eve, request.clone()), eve), ["error:forbidden"], "{request:?}");
     }
     assert_eq!(kinds(&w.req(bob, CallRequest::Cancel { call_id: call.clone() }), bob), ["error:forbidden"], "invitees cannot cancel");
     assert_eq!(kinds(&w.req(alice, CallRequest::Accept { call_id: call.clone() }), alice), ["error:forbidden"], "callers cannot accept");
-    assert_eq!(kinds(&w.req(bob, CallRequest::Signal { call_id: call.clone(), to: "alice".into(), payload: json!({}) }), bob), ["error:forbidden"], "ringing people cannot signal");
-    assert_eq!(kinds(&w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({}) }), alice), ["error:invalid_state"], "bob has not joined");
+    assert_eq!(kinds(&w.req(bob, CallRequest::Signal { call_id: call.clone(), to: "alice".into(), to_device: None, payload: json!({}) }), bob), ["error:forbidden"], "ringing people cannot signal");
+    assert_eq!(kinds(&w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), to_device: None, payload: json!({}) }), alice), ["error:invalid_state"], "bob has not joined");
     assert_eq!(kinds(&w.req(alice, CallRequest::Hangup { call_id: cid("c_nope"), gave_up: false }), alice), ["error:not_found"]);
     // After the call ended, eve still gets not_found and bob gets invalid_state.
     w.req(alice, CallRequest::Cancel { call_id: call.clone() });
@@ -521,7 +522,7 @@ fn reconnect_within_grace_keeps_the_call() {
     w.req(bob, CallRequest::Accept { call_id: call.clone() });
     assert!(w.close(bob).iter().all(|o| !matches!(o, Output::Record { .. })));
     // While bob is away, signals to him are refused, not queued.
-    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), payload: json!({}) });
+    let out = w.req(alice, CallRequest::Signal { call_id: call.clone(), to: "bob".into(), to_device: None, payload: json!({}) });
     assert_eq!(kinds(&out, alice), ["error:invalid_state"]);
     w.advance(19_000);
     let (bob2, joined, out) = w.open("bob", "laptop");
@@ -530,7 +531,7 @@ fn reconnect_within_grace_keeps_the_call() {
     assert!(sent(&out, bob2).is_empty());
     let out = w.advance(5_000);
     assert!(out.is_empty(), "the old grace timer fired: {out:?}");
-    let out = w.req(alice, CallRequest::Signal { call_id: call, to: "bob".into(), payload: json!({"kind":"restart"}) });
+    let out = w.req(alice, CallRequest::Signal { call_id: call, to: "bob".into(), to_device: None, payload: json!({"kind":"restart"}) });
     assert_eq!(kinds(&out, bob2), ["signal"]);
 }
 
@@ -647,7 +648,7 @@ fn a_removed_account_is_closed_everywhere_and_leaves_its_calls() {
     // Nothing of hers is left to fire or to answer.
     assert!(w.close(alice_laptop).is_empty());
     assert!(w.advance(120_000).iter().all(|o| !matches!(o, Output::Send(..) | Output::Record { .. })));
-    assert!(w.req(alice_phone, CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: None, user_data: None }).is_empty());
+    assert!(w.req(alice_phone, CallRequest::Invite { to: vec!["bob".into()], media: Media::Audio, timeout_s: None, user_data: None, connect_early: false }).is_empty());
 }
 
 #[test]
@@ -682,4 +683,71 @@ fn calls_active_lists_at_most_the_newest_twenty() {
     assert_eq!(calls.len(), MAX_ACTIVE_CALLS_LISTED);
     let oldest_listed = calls.iter().filter_map(|c| c.connected_at).min().unwrap();
     assert_eq!(oldest_listed, T0 + 5_000, "the five oldest calls are the ones left out");
+}
+
+fn early_invite(to: &[&str]) -> CallRequest {
+    CallRequest::Invite { to: to.iter().map(|s| s.to_string()).collect(), media: Media::Audio, timeout_s: None, user_data: None, connect_early: true }
+}
+
+fn signal(call: &str, to: &str, to_device: Option<&str>, payload: &serde_json::Value) -> CallRequest {
+    CallRequest::Signal { call_id: cid(call), to: to.into(), to_device: to_device.map(str::to_owned), payload: payload.clone() }
+}
+
+#[test]
+fn in_a_call_placed_to_connect_early_ringing_devices_and_the_caller_signal_each_other_by_device() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let (laptop, _, _) = w.open("bob", "laptop");
+    let (phone, _, _) = w.open("bob", "phone");
+    let carol = w.online("carol");
+    let out = w.req(alice, early_invite(&["bob"]));
+    let call = call_id_of(&out, alice);
+    assert!(matches!(&sent(&out, phone)[..], [ServerMessage::CallIncoming { connect_early: true, .. }]));
+
+    // A ringing device asks the caller for an offer; the caller learns which device asked.
+    let ready = json!({"kind":"ready"});
+    let out = w.req(phone, signal(&call, "alice", None, &ready));
+    assert_eq!(kinds(&out, phone), ["ok"]);
+    assert_eq!(sent(&out, alice), [ServerMessage::Signal { call_id: call.clone(), from: "bob".into(), from_device: Some("phone".into()), payload: ready.clone() }]);
+
+    // The caller reaches that one device by name, and no other.
+    let offer = json!({"kind":"offer","sdp":"v=0"});
+    let out = w.req(alice, signal(&call, "bob", Some("laptop"), &offer));
+    assert_eq!(kinds(&out, alice), ["ok"]);
+    assert_eq!(sent(&out, laptop), [ServerMessage::Signal { call_id: call.clone(), from: "alice".into(), from_device: Some("alice-laptop".into()), payload: offer.clone() }]);
+    assert!(sent(&out, phone).is_empty());
+    // Not without naming the device, not a device that does not ring, and not for strangers.
+    assert_eq!(kinds(&w.req(alice, signal(&call, "bob", None, &offer)), alice), ["error:invalid_state"]);
+    assert_eq!(kinds(&w.req(alice, signal(&call, "bob", Some("tablet"), &offer)), alice), ["error:invalid_state"]);
+    assert_eq!(kinds(&w.req(carol, signal(&call, "bob", Some("laptop"), &offer)), carol), ["error:forbidden"]);
+    // A ringing device reaches the people joined only.
+    assert_eq!(kinds(&w.req(phone, signal(&call, "carol", None, &ready)), phone), ["error:invalid_state"]);
+
+    // The laptop answers: the caller is told which device, to keep its connection.
+    let out = w.req(laptop, CallRequest::Accept { call_id: call.clone() });
+    assert_eq!(sent(&out, alice), [ServerMessage::CallAccepted { call_id: call.clone(), user: "bob".into(), device: Some("laptop".into()) }]);
+    assert_eq!(kinds(&out, phone), ["call.handled_elsewhere"]);
+    // The phone no longer rings, so it no longer signals; the laptop, joined, does.
+    let candidate = json!({"kind":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdp_mid":"0"});
+    assert_eq!(kinds(&w.req(phone, signal(&call, "alice", None, &candidate)), phone), ["error:forbidden"]);
+    let out = w.req(laptop, signal(&call, "alice", None, &candidate));
+    assert_eq!(sent(&out, alice), [ServerMessage::Signal { call_id: call.clone(), from: "bob".into(), from_device: Some("laptop".into()), payload: candidate }]);
+}
+
+#[test]
+fn a_call_placed_without_connect_early_keeps_ringing_devices_out_of_signalling() {
+    let mut w = World::new();
+    let alice = w.online("alice");
+    let (laptop, _, _) = w.open("bob", "laptop");
+    let (call, out) = w.invite(alice, &["bob"]);
+    assert!(matches!(&sent(&out, laptop)[..], [ServerMessage::CallIncoming { connect_early: false, .. }]));
+    let ready = json!({"kind":"ready"});
+    assert_eq!(kinds(&w.req(laptop, signal(&call, "alice", None, &ready)), laptop), ["error:forbidden"]);
+    let offer = json!({"kind":"offer","sdp":"v=0"});
+    assert_eq!(kinds(&w.req(alice, signal(&call, "bob", Some("laptop"), &offer)), alice), ["error:invalid_state"]);
+    // Nor does a v1 call name devices once answered.
+    let out = w.req(laptop, CallRequest::Accept { call_id: call.clone() });
+    assert_eq!(sent(&out, alice), [ServerMessage::CallAccepted { call_id: call.clone(), user: "bob".into(), device: None }]);
+    let out = w.req(alice, signal(&call, "bob", Some("laptop"), &offer));
+    assert_eq!(sent(&out, laptop), [ServerMessage::Signal { call_id: call.clone(), from: "alice".into(), from_device: None, payload: offer }]);
 }

@@ -448,7 +448,7 @@ impl Connection {
                 state.store.delete_records(user, &call_ids).await.map_err(internal)?;
                 return self.reply(re, OkBody::default()).await;
             }
-            ClientMessage::CallInvite { to, media, timeout_s, user_data } => {
+            ClientMessage::CallInvite { to, media, timeout_s, user_data, connect_early } => {
                 if user_data.as_ref().is_some_and(|d| d.len() > MAX_USER_DATA_BYTES) {
                     return Err(Refusal(ErrorCode::PayloadTooLarge, "user_data over 4 KiB".into()));
                 }
@@ -458,7 +458,7 @@ impl Connection {
                 }
                 check_invitees(&state, user, &to, now).await?;
                 state.metrics.invites.fetch_add(1, Ordering::Relaxed);
-                CallRequest::Invite { to, media, timeout_s, user_data }
+                CallRequest::Invite { to, media, timeout_s, user_data, connect_early }
             }
             ClientMessage::CallInviteMore { call_id, to } => {
                 check_invitees(&state, user, &to, now).await?;
@@ -470,7 +470,7 @@ impl Connection {
             ClientMessage::CallHangup { call_id, reason } => CallRequest::Hangup { call_id, gave_up: reason == Some(HangupReason::Failed) },
             ClientMessage::CallJoin { call_id } => CallRequest::Join { call_id },
             ClientMessage::CallMedia { call_id, media } => CallRequest::Media { call_id, media },
-            ClientMessage::Signal { call_id, to, payload } => {
+            ClientMessage::Signal { call_id, to, to_device, payload } => {
                 if !payload.is_object() {
                     return Err(Refusal(ErrorCode::BadRequest, "payload must be an object".into()));
                 }
@@ -479,7 +479,7 @@ impl Connection {
                 if frame_len > MAX_SIGNAL_PAYLOAD_BYTES && payload.to_string().len() > MAX_SIGNAL_PAYLOAD_BYTES {
                     return Err(Refusal(ErrorCode::PayloadTooLarge, "payload over 32 KiB".into()));
                 }
-                CallRequest::Signal { call_id, to, payload }
+                CallRequest::Signal { call_id, to, to_device, payload }
             }
             ClientMessage::CallsActive => CallRequest::Active,
         };

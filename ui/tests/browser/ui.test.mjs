@@ -381,6 +381,8 @@ describe('video settings and the test call', () => {
       await page.getByTestId('camera-off-at-start').check();
       await page.getByTestId('microphone-muted-at-start').check();
       await until(() => scenario.settings.camera_off_at_start && scenario.settings.microphone_muted_at_start, 'both to be saved');
+      await page.getByTestId('connect-after-answer').check();
+      await until(() => scenario.settings.connect_after_answer, 'connect only after I answer to be saved');
       // Starting hidden is a choice only for a start at login.
       assert.equal(await page.getByTestId('start-hidden').isDisabled(), true);
       await page.getByTestId('start-at-login').check();

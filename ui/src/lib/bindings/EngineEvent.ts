@@ -82,7 +82,11 @@ r_factor: number,
 /**
  * R as a mean opinion score, 1 (bad) to 4.5.
  */
-mos: number, } | { "event": "media_link", 
+mos: number, } | { "event": "connected_while_ringing", 
+/**
+ * Who.
+ */
+user: string, } | { "event": "media_link", 
 /**
  * Who.
  */

@@ -75,6 +75,12 @@ camera_off_at_start: boolean,
  */
 microphone_muted_at_start: boolean, 
 /**
+ * Calls connect only once answered: a caller never learns this machine's addresses from a
+ * call it did not answer (answering then takes a moment longer). Off: calls connect while
+ * they ring, so audio starts the moment one answers.
+ */
+connect_after_answer: boolean, 
+/**
  * Hark starts when the person logs in (an XDG autostart entry).
  */
 start_at_login: boolean, 

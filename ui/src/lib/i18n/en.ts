@@ -193,6 +193,7 @@ export const en = {
   'settings.resolution': 'Video quality',
   'settings.camera_off_at_start': 'Start calls with my camera off',
   'settings.microphone_muted_at_start': 'Start calls with my microphone muted',
+  'settings.connect_after_answer': 'Connect only after I answer (callers do not learn my network address; answering takes a moment longer)',
   'settings.devices': 'Audio devices',
   'settings.microphone': 'Microphone',
   'settings.speaker': 'Speaker',

@@ -194,6 +194,7 @@ export const zh: Record<MessageKey, string> = {
   'settings.resolution': '视频画质',
   'settings.camera_off_at_start': '通话开始时关闭摄像头',
   'settings.microphone_muted_at_start': '通话开始时静音麦克风',
+  'settings.connect_after_answer': '接听后再建立连接（来电方无法得知我的网络地址；接通会稍慢）',
   'settings.devices': '音频设备',
   'settings.microphone': '麦克风',
   'settings.speaker': '扬声器',

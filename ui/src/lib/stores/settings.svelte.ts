@@ -47,6 +47,7 @@ export const DEFAULT_SETTINGS: Settings = {
   video_resolution: '360p',
   camera_off_at_start: false,
   microphone_muted_at_start: false,
+  connect_after_answer: false,
   start_at_login: false,
   start_hidden: false,
   tel_links: false,
