@@ -15,6 +15,7 @@
 //! person come out as [`MediaReport`]s.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,7 @@ impl AudioPipeline {
         let started = Instant::now();
         let runtime = tokio::runtime::Handle::current();
         let actor = AudioActor::new(devices, reports, runtime);
+        let listening = Arc::clone(&actor.listening);
         let thread = match std::thread::Builder::new().name("hark-audio".into()).spawn(move || actor.run(inbox)) {
             Ok(handle) => Some(handle.thread().clone()),
             Err(e) => {
@@ -107,7 +109,7 @@ impl AudioPipeline {
                 None
             }
         };
-        AudioPipeline { commands: CommandSender { commands, thread }, started, receive_loss_percent: 0.0 }
+        AudioPipeline { commands: CommandSender { commands, thread, listening }, started, receive_loss_percent: 0.0 }
     }
 
     /// Drops `percent` of received packets at random before the jitter buffer, as a lossy network
@@ -122,18 +124,20 @@ impl AudioPipeline {
     }
 }
 
-/// Sends the audio thread a command and wakes it: between ticks it waits parked, so a first
-/// packet can be played the moment it arrives.
+/// Sends the audio thread a command, and wakes it while it listens for a first packet (between
+/// ticks it waits parked), so that packet is played the moment it arrives. Otherwise commands
+/// wait for the next tick, as packets always did: no wake-up per packet.
 #[derive(Clone)]
 struct CommandSender {
     commands: mpsc::UnboundedSender<AudioCommand>,
     thread: Option<std::thread::Thread>,
+    listening: Arc<AtomicBool>,
 }
 
 impl CommandSender {
     fn send(&self, command: AudioCommand) -> Result<(), mpsc::error::SendError<AudioCommand>> {
         self.commands.send(command)?;
-        if let Some(thread) = &self.thread {
+        if let Some(thread) = self.thread.as_ref().filter(|_| self.listening.load(Ordering::Acquire)) {
             thread.unpark();
         }
         Ok(())
@@ -220,6 +224,8 @@ impl AudioPipeline {
 
 /// Everything the audio thread owns.
 struct AudioActor {
+    /// Set while nobody has been heard yet: a command wakes the thread ([`CommandSender`]).
+    listening: Arc<AtomicBool>,
     devices: Devices,
     reports: mpsc::UnboundedSender<MediaReport>,
     runtime: tokio::runtime::Handle,
@@ -263,6 +269,7 @@ impl AudioActor {
             processing: ProcessingSettings::default(),
             processor: None,
             tick: 0,
+            listening: Arc::new(AtomicBool::new(false)),
             source_lost: false,
             sink_lost: false,
         }
@@ -300,10 +307,10 @@ impl AudioActor {
                 }
                 self.tick_once();
                 due += FRAME_DURATION;
-                // Until the next tick, commands are taken as they come (each wakes the thread).
-                // Until somebody is heard, a first packet is played the moment it arrives: the
-                // clock takes its phase from it, not from when our side happened to start,
-                // which would hold the call's first words for up to a tick.
+                // Waiting for the next tick. Until somebody is heard, each command wakes the
+                // thread and a first packet is played the moment it arrives: the clock takes its
+                // phase from it, not from when our side happened to start, which would hold the
+                // call's first words for up to a tick. After that, commands wait for the tick.
                 loop {
                     let now = Instant::now();
                     if due <= now {
@@ -312,16 +319,19 @@ impl AudioActor {
                         }
                         break;
                     }
-                    std::thread::park_timeout(due - now);
                     let waiting = self.inlets.values().all(|inlet| !inlet.heard);
+                    self.listening.store(waiting, Ordering::Release);
+                    // Commands sent before the flag went up are taken here; one sent after it
+                    // leaves the unpark token, so the park below returns at once.
                     if !self.take_commands(&mut inbox) {
                         self.devices.sink.finish();
                         return;
                     }
                     if waiting && self.inlets.values().any(|inlet| inlet.buffer.holds_packets()) {
-                        due = Instant::now();
+                        due = now;
                         break;
                     }
+                    std::thread::park_timeout(due - now);
                 }
             }
         }
