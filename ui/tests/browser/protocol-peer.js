@@ -115,6 +115,8 @@ export class HarkPeer {
     this.clock = false;
     /** When this page last accepted a call (performance.now()). */
     this.acceptedAt = null;
+    /** The same instant on the wall clock (Date.now()), to compare with another page's. */
+    this.acceptedWallAt = null;
     /** Signals are handled one at a time, in order: a candidate must not overtake its offer. */
     this.signals = Promise.resolve();
   }
@@ -172,6 +174,30 @@ export class HarkPeer {
     return new Promise((resolve) => this.waiters.push({ test, resolve }));
   }
 
+  /** The microphone alone, for audio calls; what arrives is played out. */
+  async openMicrophone() {
+    this.local = await navigator.mediaDevices.getUserMedia({ audio: true });
+    this.playAudio = true;
+  }
+
+  /**
+   * Resolves with the wall-clock time (Date.now()) the first decoded audio from `user` was played
+   * out: the first stats reading, taken every 2 ms, whose inbound audio has samples that were
+   * not concealment. Gives up (null) after `within` ms.
+   */
+  async firstAudio(user, within = 10_000) {
+    const until = performance.now() + within;
+    while (performance.now() < until) {
+      const pc = this.links.get(user)?.pc;
+      if (pc) {
+        const inbound = [...(await pc.getStats()).values()].find((s) => s.type === 'inbound-rtp' && s.kind === 'audio');
+        if (inbound && (inbound.totalSamplesReceived ?? 0) - (inbound.concealedSamples ?? 0) > 0) return Date.now();
+      }
+      await new Promise((done) => setTimeout(done, 2));
+    }
+    return null;
+  }
+
   async openCamera(width = 640, height = 360) {
     if (!this.clock) {
       this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width, height, frameRate: 30 } });
@@ -219,6 +245,13 @@ export class HarkPeer {
         readable.pipeTo(writable);
       }
       if (track.kind === 'video') this.show(link, streams[0] ?? new MediaStream([track]));
+      // Chromium plays out (and so decodes) received audio only into a media element; a video
+      // call's plays through its video element.
+      if (track.kind === 'audio' && this.playAudio) {
+        link.audio = new Audio();
+        link.audio.srcObject = new MediaStream([track]);
+        link.audio.play().catch((error) => this.log.push(`play audio: ${error}`));
+      }
     };
     return link;
   }
@@ -283,9 +316,9 @@ export class HarkPeer {
     // end_of_candidates, camera and kinds added later need nothing here.
   }
 
-  /** Calls `users` with video; each gets an offer when they accept (see onFrame). */
-  async call(users) {
-    const ok = await this.request({ type: 'call.invite', to: users, media: 'video' });
+  /** Calls `users` with `media` (video by default); each gets an offer when they accept (see onFrame). */
+  async call(users, media = 'video') {
+    const ok = await this.request({ type: 'call.invite', to: users, media });
     if (ok.type !== 'ok') throw new Error(`call.invite: ${JSON.stringify(ok)}`);
     this.callId = ok.call_id;
     this.joined = true;
@@ -296,12 +329,17 @@ export class HarkPeer {
     return this.request({ type: 'call.hangup', call_id: this.callId });
   }
 
-  /** Accepts the next incoming call; the people joined before us send the offers. */
-  async answer() {
+  /**
+   * Accepts the next incoming call, of `media` (video by default), `after` ms after it rang; the
+   * people joined before us send the offers.
+   */
+  async answer(media = 'video', after = 0) {
     const incoming = await this.next('call.incoming');
-    if (incoming.media !== 'video') throw new Error(`a ${incoming.media} call`);
+    if (incoming.media !== media) throw new Error(`a ${incoming.media} call`);
     this.callId = incoming.call_id;
+    if (after > 0) await new Promise((done) => setTimeout(done, after));
     this.acceptedAt = performance.now();
+    this.acceptedWallAt = Date.now();
     const ok = await this.request({ type: 'call.accept', call_id: incoming.call_id });
     if (ok.type !== 'ok') throw new Error(`call.accept: ${JSON.stringify(ok)}`);
     // From here on, a `call.accepted` is someone joining after us (the server sends its ok first).
@@ -336,6 +374,7 @@ export class HarkPeer {
 
   close(user, link, audio) {
     link.pc.close();
+    link.audio?.pause();
     link.video?.remove();
     link.video = undefined;
     this.seen[user] = { stamps: link.stamps, latencies: link.latencies, size: link.size, frames: link.frames, firstFrameAt: link.firstFrameAt, audio };

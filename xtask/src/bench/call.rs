@@ -28,6 +28,8 @@ const TARGET_FIRST_AUDIO_P50_MS: f64 = 25.0;
 /// Capture -> playout, to the click's sample in the played frame.
 const TARGET_LATENCY_P50_MS: f64 = 45.0;
 const TARGET_RATIO_PROCESSING_ON: f64 = 1.5;
+/// Hark's accept -> first decoded audio against two Chromiums' in the same calls.
+const TARGET_RATIO_FIRST_AUDIO_CHROMIUM: f64 = 0.6;
 const TARGET_RATIO_PROCESSING_OFF: f64 = 1.0;
 /// Seconds of call before CPU is counted (setup, first packets, buffers filling).
 const WARM_UP_S: f64 = 2.0;
@@ -128,6 +130,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let setup_off = run_callbench(&bins.callbench, &options, false, true)?;
         eprintln!("bench: {} calls between two engines in one process, connecting only after the answer", options.calls);
         let setup_late = run_callbench(&bins.callbench, &options, true, false)?;
+        eprintln!("bench: {} audio calls between two Chromiums through a release hark-server", options.calls);
+        let chromium = chromium_first_audio(&root, &target_dir, &options).map_err(|e| format!("{e:#}"));
 
         // 2. CPU: hark-cli with processing on, off, then baresip.
         let switches = Switches::of(&bins.cli)?;
@@ -167,7 +171,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let stopped = server.stop();
         let cpu = cpu?;
         stopped?;
-        Ok(Figures { setup, setup_off, setup_late, switches, cpu })
+        Ok(Figures { setup, setup_off, setup_late, chromium, switches, cpu })
     })();
     let figures = match figures {
         Ok(figures) => figures,
@@ -224,6 +228,39 @@ fn run_callbench(bin: &Path, options: &Options, processing: bool, connect_early:
     let json = process.wait_line(within, |line| line.starts_with('{').then(|| line.to_owned()))?;
     process.stop(Duration::from_secs(10))?;
     Ok(Setup { json })
+}
+
+/// Accept -> first decoded audio between two Chromiums (ui/tests/browser/audio-first-bench.mjs).
+struct ChromiumFirstAudio {
+    version: String,
+    callee_p50: f64,
+    caller_p50: f64,
+    calls: usize,
+}
+
+fn chromium_first_audio(root: &Path, target_dir: &Path, options: &Options) -> Result<ChromiumFirstAudio> {
+    if !root.join("ui/node_modules/playwright-core").exists() {
+        let mut install = crate::workspace::npm_command(&["ci", "--no-audit", "--no-fund"])?;
+        eprintln!("bench: {}", crate::workspace::describe(&install));
+        if !install.status()?.success() {
+            bail!("{} failed", crate::workspace::describe(&install));
+        }
+    }
+    let output = Command::new("node")
+        .current_dir(root.join("ui"))
+        .args(["tests/browser/audio-first-bench.mjs", "--calls", &options.calls.to_string()])
+        .env("HARK_BIN_DIR", target_dir.join("release"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running node tests/browser/audio-first-bench.mjs")?;
+    if !output.status.success() {
+        bail!("the Chromium calls failed");
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout.lines().last().unwrap_or_default();
+    let number = |key: &str| json_number(json, &[key]).with_context(|| format!("no {key} in the Chromium calls' report: {json}"));
+    let version = json.split("\"chromium\":\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("?").to_owned();
+    Ok(ChromiumFirstAudio { version, callee_p50: number("callee_p50")?, caller_p50: number("caller_p50")?, calls: number("calls")? as usize })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -513,6 +550,8 @@ struct Figures {
     setup: Setup,
     setup_off: Setup,
     setup_late: Setup,
+    /// The same calls between two Chromiums, or why they could not be made.
+    chromium: std::result::Result<ChromiumFirstAudio, String>,
     /// hark-cli's voice-processing switches.
     switches: Switches,
     cpu: CpuFigures,
@@ -643,6 +682,27 @@ impl Figures {
             ms(off.get(&["caller_first_audio_ms", "p50"]))
         ));
         let late = &self.setup_late;
+        match &self.chromium {
+            Ok(c) => {
+                let ratio = |hark: Option<f64>, chromium: f64| hark.map(|h| h / chromium);
+                let mean = match (callee_p50, caller_p50) {
+                    (Some(a), Some(b)) => Some((a + b) / (c.callee_p50 + c.caller_p50)),
+                    _ => None,
+                };
+                line(format!(
+                    "| the same calls between two Chromium {} (their own WebRTC, connecting after the answer as protocol v1 does): accept → first decoded audio, p50 callee / caller ({} calls) | {:.1} / {:.1} ms | (none) | |",
+                    c.version, c.calls, c.callee_p50, c.caller_p50
+                ));
+                line(format!(
+                    "| accept → first decoded audio, Hark / Chromium, p50 (callee, caller) | {} ({}, {}) | ≤ {TARGET_RATIO_FIRST_AUDIO_CHROMIUM}× | {} |",
+                    mean.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "n/a".into()),
+                    ratio(callee_p50, c.callee_p50).map(|r| format!("{r:.2}×")).unwrap_or_else(|| "n/a".into()),
+                    ratio(caller_p50, c.caller_p50).map(|r| format!("{r:.2}×")).unwrap_or_else(|| "n/a".into()),
+                    verdict(mean.is_some_and(|r| r <= TARGET_RATIO_FIRST_AUDIO_CHROMIUM))
+                ));
+            }
+            Err(why) => line(format!("| accept → first decoded audio, Hark / Chromium | Chromium: {why} | ≤ {TARGET_RATIO_FIRST_AUDIO_CHROMIUM}× | n/a |")),
+        }
         line(format!(
             "| accept → first decoded remote audio with \"connect only after I answer\" (no connection while it rings), p50 callee / caller | {} / {} ms | (none) | |",
             ms(late.get(&["callee_first_audio_ms", "p50"])),
@@ -745,7 +805,8 @@ impl Figures {
              tick (first packet) → the receiver plays it (jitter buffer and the receiver's tick), a step done \
              before accept counting nothing; milestones \
              come from webrtc-rs's and hark-engine's own log lines, time-stamped in process. Latency: each \
-             microphone sends a 5 ms 1 kHz burst every 500 ms, timed at the tick that read it; the far speaker \
+             microphone sends a 5 ms 1 kHz burst every 500 ms from the call's first frame, timed at \
+             the tick that read it; the far speaker \
              notes the tick that played it. The pipeline runs on a 20 ms tick at each side, so tick-to-tick \
              latency moves in 20 ms steps plus the phase between the two clocks; the sample figure adds where \
              the burst starts in the played frame (Opus look-ahead, processing delay). No sound card is in the \
@@ -755,7 +816,11 @@ impl Figures {
              warm-up, VmRSS half-way; baresip: two instances (`baresip -f DIR`), SIP over UDP on 127.0.0.1, \
              Opus only (32 kb/s, VoIP, in-band FEC, 10 % expected loss, as hark), `aufile` playing a 440 Hz \
              WAV as microphone, an `aubridge` device as speaker, auto-answer, plain RTP (no ICE, no DTLS-SRTP, \
-             no echo cancellation), measured the same way right after the hark runs. Ratios are of the mean of \
+             no echo cancellation), measured the same way right after the hark runs. Chromium: two headless \
+             Debian Chromiums (ui/tests/browser/audio-first-bench.mjs) call each other through a release \
+             hark-server with the page client of the interop test and Chromium's fake microphone, accepted 200 ms \
+             after ringing like Hark's; first decoded audio is the first getStats reading (every 2 ms) with \
+             samples that were not concealment, timed from the accept on the wall clock. Ratios are of the mean of \
              the two sides. The processes share two cores with whatever else runs.",
             options.listen_s, cpu.on.seconds
         ));
