@@ -940,3 +940,88 @@ async fn connect_only_after_i_answer_makes_no_connection_while_it_rings() {
     alice.engine.hangup().await.unwrap();
     bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
 }
+
+/// An HTTP proxy on loopback that keeps every byte the server sent back through it: server
+/// WebSocket frames are not masked, so a test can read the signals its client received.
+async fn spying_proxy() -> (String, Arc<Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let kept = Arc::clone(&kept);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let mut words = text.split_whitespace();
+                let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+                // CONNECT host:port (the WebSocket), or a request in absolute form (the login).
+                let authority = target.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&authority).await else { return };
+                if method == "CONNECT" {
+                    let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+                } else if upstream.write_all(&head).await.is_err() {
+                    return;
+                }
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = upstream.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                });
+                let mut buffer = vec![0u8; 65_536];
+                while let Ok(n) = from_server.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    if to_client.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{address}"), received)
+}
+
+/// A device under a relay-only policy that connects while it rings gives the caller relay
+/// candidates only: ringing, it exposes no address of its own, as none once answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_device_that_connects_while_it_rings_signals_relay_candidates_only() {
+    let turn = Coturn::start("turn-shared-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let config = hark_server::config::Config {
+        turn: Some(hark_server::config::TurnConfig { urls: vec![format!("turn:127.0.0.1:{}?transport=udp", turn.port)], secret: "turn-shared-secret".into(), ttl_s: 600 }),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = hark_server::start(listener, config, dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
+    let base = format!("http://{}", server.addr());
+    let (proxy, received) = spying_proxy().await;
+    let through_spy = Access { proxy: ProxySetting::Http(proxy), ..Access::default() };
+    let mut alice = Person::launch(&base, "alice", "alice-test", 440.0, 0.0, through_spy, CallPolicy::default()).await;
+    let mut bob = Person::start_under(&base, "bob", 880.0, CallPolicy { relay_only: true, ..CallPolicy::default() }).await;
+
+    alice.engine.call(vec!["bob".into()], Media::Audio, None, None).await.unwrap();
+    bob.wait_for(|e| matches!(e, EngineEvent::ConnectedWhileRinging { .. })).await;
+    alice.wait_for(|e| matches!(e, EngineEvent::ConnectedWhileRinging { .. })).await;
+    // Whatever reached alice from the server while it rang: bob's signals among it.
+    let seen = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(seen.contains("\"kind\":\"candidate\""), "no candidate reached alice");
+    assert!(seen.contains(" typ relay"), "no relay candidate reached alice");
+    for kind in [" typ host", " typ srflx", " typ prflx"] {
+        assert!(!seen.contains(kind), "bob, relay-only, signalled a candidate of{kind} while ringing");
+    }
+    bob.engine.reject().await.unwrap();
+    alice.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::NotConnected { .. }))).await;
+    server.shutdown().await;
+}
