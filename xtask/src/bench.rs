@@ -227,6 +227,20 @@ fn signaling(args: &[String]) -> Result<()> {
 }
 
 /// Where cargo builds for this workspace: `CARGO_TARGET_DIR` (relative to the root) or `target`.
+/// Installs the UI's npm packages from the lockfile (the browser benchmarks drive Chromium with
+/// playwright-core) unless they are there already, saying so.
+fn install_ui_packages(root: &Path) -> Result<()> {
+    if root.join("ui/node_modules/playwright-core").exists() {
+        return Ok(());
+    }
+    let mut install = crate::workspace::npm_command(&["ci", "--no-audit", "--no-fund"])?;
+    eprintln!("bench: {}", crate::workspace::describe(&install));
+    if !install.status()?.success() {
+        bail!("{} failed", crate::workspace::describe(&install));
+    }
+    Ok(())
+}
+
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
 }

@@ -195,16 +195,15 @@ impl AudioSource for ClickSource {
     fn read_frame(&mut self, frame: &mut [i16; FRAME]) {
         let now = Instant::now();
         frame.fill(0);
+        let mut probe = lock(&self.probe);
         // The probe is emptied at each call's accept: its reads count this call's frames.
-        let frames = lock(&self.probe).reads.len() as u32;
-        let click = frames.is_multiple_of(CLICK_EVERY);
+        let click = (probe.reads.len() as u32).is_multiple_of(CLICK_EVERY);
         if click {
             for (i, sample) in frame[..CLICK_SAMPLES].iter_mut().enumerate() {
                 let t = i as f64 / f64::from(SAMPLE_RATE);
                 *sample = (CLICK_AMPLITUDE * (2.0 * std::f64::consts::PI * 1_000.0 * t).sin()) as i16;
             }
         }
-        let mut probe = lock(&self.probe);
         probe.reads.push(now);
         if click {
             probe.clicks.push(now);

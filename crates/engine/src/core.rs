@@ -377,8 +377,9 @@ enum Pending {
     Join,
     Hangup,
     Other,
-    /// A `call.quality` report: whatever the answer, nothing to tell.
-    Report,
+    /// A request whose refusal is no news (a `call.quality` report the server did not keep, a
+    /// `ready` to a caller who left): whatever the answer, nothing to tell.
+    Quiet,
 }
 
 #[derive(Debug, Clone)]
@@ -665,7 +666,7 @@ impl CallCore {
     /// Tells the server how the call `call_id` sounded, for our record of it. A refusal (the
     /// server is older, or kept no record) is no news.
     pub fn report_quality(&mut self, now: i64, call_id: CallId, quality: CallQuality) {
-        self.request(now, Pending::Report, ClientMessage::CallQuality { call_id, quality });
+        self.request(now, Pending::Quiet, ClientMessage::CallQuality { call_id, quality });
     }
 
     /// Leaves the call we are joined in, for `reason` when it is not the person's choice.
@@ -832,7 +833,7 @@ impl CallCore {
                         self.event(CallEvent::CallEnded { call_id, reason, duration_s: seconds(now - at) });
                     }
                 }
-                Pending::AbandonedInvite | Pending::Other | Pending::Report => {}
+                Pending::AbandonedInvite | Pending::Other | Pending::Quiet => {}
             }
         }
     }
@@ -925,9 +926,9 @@ impl CallCore {
                 }
             }
             (Pending::Other, Ok(_)) => {}
-            (Pending::Report, outcome) => {
+            (Pending::Quiet, outcome) => {
                 if let Err((code, message)) = outcome {
-                    tracing::debug!(?code, message, "the server kept no call quality");
+                    tracing::debug!(?code, message, "a request the server refused, quietly");
                 }
             }
         }
@@ -1162,11 +1163,14 @@ impl CallCore {
     /// Closes the early connections to `user`'s devices.
     fn close_early(&mut self, user: &str) {
         let Some(call) = self.call.as_mut() else { return };
-        let closing: Vec<(UserId, Option<String>)> = call.early.iter().filter(|(u, _)| u == user).cloned().collect();
-        for key in closing {
-            call.early.remove(&key);
-            self.outputs.push_back(Output::CloseEarlyPeer { user: key.0, device: key.1 });
-        }
+        let outputs = &mut self.outputs;
+        call.early.retain(|(u, device)| {
+            let closing = u == user;
+            if closing {
+                outputs.push_back(Output::CloseEarlyPeer { user: u.clone(), device: device.clone() });
+            }
+            !closing
+        });
     }
 
     /// The call ringing here asks to connect early: unless the person chose to connect only
@@ -1182,7 +1186,7 @@ impl CallCore {
         self.outputs.push_back(Output::OpenEarlyPeer { call_id: call_id.clone(), user: caller.clone(), device: None, offerer: false, media });
         let payload = serde_json::to_value(SignalPayload::Ready).expect("payloads serialize");
         // Asked with an id so a refusal (the caller left a group call) is answered quietly.
-        self.request(now, Pending::Report, ClientMessage::Signal { call_id, to: caller, to_device: None, payload });
+        self.request(now, Pending::Quiet, ClientMessage::Signal { call_id, to: caller, to_device: None, payload });
     }
 
     fn finish_not_connected(&mut self, call_id: Option<CallId>, reason: NotConnectedReason) {

@@ -1119,10 +1119,7 @@ impl EngineTask {
                 Output::BeginPeer { user, device } => match self.early.remove(&(user.clone(), device)) {
                     Some(link) => {
                         link.send(PeerCommand::Begin);
-                        self.peers.insert(user, link);
-                        if let Some(sender) = &self.video_sender {
-                            sender.people(self.peers.len() + 1);
-                        }
+                        self.add_peer(user, link);
                     }
                     // It could not be opened (said then), as an `OpenPeer` that fails.
                     None => warn!(%user, "no connection was made while the call rang"),
@@ -1134,12 +1131,7 @@ impl EngineTask {
                 }
                 Output::OpenPeer { user, offerer, media, .. } => {
                     match PeerLink::open((user.clone(), None), false, offerer, media, &self.settings, self.peer_events.clone()).await {
-                        Ok(link) => {
-                            self.peers.insert(user, link);
-                            if let Some(sender) = &self.video_sender {
-                                sender.people(self.peers.len() + 1);
-                            }
-                        }
+                        Ok(link) => self.add_peer(user, link),
                         Err(e) => warn!(%user, error = %e, "cannot open a peer connection"),
                     }
                 }
@@ -1210,10 +1202,18 @@ impl EngineTask {
         }
     }
 
+    /// `user`'s link carries the call from now on; the video sender sizes for one more person.
+    fn add_peer(&mut self, user: UserId, link: PeerLink) {
+        self.peers.insert(user, link);
+        if let Some(sender) = &self.video_sender {
+            sender.people(self.peers.len() + 1);
+        }
+    }
+
     async fn stop(&mut self) {
         self.ringtones.stop();
         self.video_sender = None;
-        for (_, link) in self.peers.drain().chain(self.early.drain().map(|((user, _), link)| (user, link))) {
+        for link in self.peers.drain().map(|(_, link)| link).chain(self.early.drain().map(|(_, link)| link)) {
             link.send(PeerCommand::Close);
         }
         // A recording's header is written before the engine says it has stopped.

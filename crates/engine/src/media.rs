@@ -281,7 +281,7 @@ impl AudioActor {
 
     /// Runs until every handle is gone: sleeps on commands while idle, runs the clock otherwise.
     fn run(mut self, mut inbox: mpsc::UnboundedReceiver<AudioCommand>) {
-        loop {
+        'serve: loop {
             if !self.has_peers() {
                 self.processor = None;
                 match inbox.blocking_recv() {
@@ -299,8 +299,7 @@ impl AudioActor {
             self.recent.clear();
             while self.has_peers() {
                 if !self.take_commands(&mut inbox) {
-                    self.devices.sink.finish();
-                    return;
+                    break 'serve;
                 }
                 if !self.has_peers() {
                     break;
@@ -324,8 +323,7 @@ impl AudioActor {
                     // Commands sent before the flag went up are taken here; one sent after it
                     // leaves the unpark token, so the park below returns at once.
                     if !self.take_commands(&mut inbox) {
-                        self.devices.sink.finish();
-                        return;
+                        break 'serve;
                     }
                     if waiting && self.inlets.values().any(|inlet| inlet.buffer.holds_packets()) {
                         due = now;

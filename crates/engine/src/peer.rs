@@ -574,10 +574,8 @@ impl LinkTask {
             SignalPayload::EndOfCandidates => {}
             SignalPayload::Restart if self.offerer => self.restart().await?,
             SignalPayload::Restart => {}
-            // The core handles it; it never reaches a link.
-            SignalPayload::Ready => {}
             // The core handles these; they never reach a link.
-            SignalPayload::Camera { .. } => {}
+            SignalPayload::Ready | SignalPayload::Camera { .. } => {}
         }
         Ok(())
     }

@@ -121,9 +121,14 @@ impl Person {
 }
 
 async fn start_server() -> (hark_server::RunningServer, String, tempfile::TempDir) {
+    start_server_with(Default::default()).await
+}
+
+/// A hark-server on loopback with `config`, its base URL and its data folder.
+async fn start_server_with(config: hark_server::config::Config) -> (hark_server::RunningServer, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = hark_server::start(listener, Default::default(), dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
+    let server = hark_server::start(listener, config, dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
     let base = format!("http://{}", server.addr());
     (server, base, dir)
 }
@@ -493,7 +498,19 @@ struct Coturn {
     _dir: tempfile::TempDir,
 }
 
+/// The shared secret between the tests' coturn and hark-server.
+const TURN_SECRET: &str = "turn-shared-secret";
+
 impl Coturn {
+    /// A server configuration that hands this coturn out over UDP, under the server's default
+    /// policy (direct media allowed).
+    fn udp_for_everyone(&self) -> hark_server::config::Config {
+        hark_server::config::Config {
+            turn: Some(hark_server::config::TurnConfig { urls: vec![format!("turn:127.0.0.1:{}?transport=udp", self.port)], secret: TURN_SECRET.into(), ttl_s: 600 }),
+            ..Default::default()
+        }
+    }
+
     fn start(secret: &str) -> Coturn {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
@@ -529,23 +546,20 @@ impl Drop for Coturn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_calls_connect_through_coturn() {
-    let turn = Coturn::start("turn-shared-secret");
-    let dir = tempfile::tempdir().unwrap();
+    let turn = Coturn::start(TURN_SECRET);
     let config = hark_server::config::Config {
         turn: Some(hark_server::config::TurnConfig {
             // TURN over TCP and TLS too, as a server for every client would hand out: the engine
             // gathers over UDP and TCP, and TLS to a port where nothing listens costs the call
             // nothing.
             urls: vec![format!("turn:127.0.0.1:{}?transport=udp", turn.port), format!("turn:127.0.0.1:{}?transport=tcp", turn.port), "turns:127.0.0.1:5349".into()],
-            secret: "turn-shared-secret".into(),
+            secret: TURN_SECRET.into(),
             ttl_s: 600,
         }),
         ice_transport_policy: hark_protocol::IceTransportPolicy::Relay,
         ..Default::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = hark_server::start(listener, config, dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
-    let base = format!("http://{}", server.addr());
+    let (server, base, _dir) = start_server_with(config).await;
     let mut alice = Person::start(&base, "alice", 440.0).await;
     let mut bob = Person::start(&base, "bob", 880.0).await;
     connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
@@ -564,16 +578,10 @@ async fn relay_only_calls_connect_through_coturn() {
 /// connects through coturn all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_only_policy_overrides_a_server_that_allows_direct_media() {
-    let turn = Coturn::start("turn-shared-secret");
-    let dir = tempfile::tempdir().unwrap();
-    let config = hark_server::config::Config {
-        turn: Some(hark_server::config::TurnConfig { urls: vec![format!("turn:127.0.0.1:{}?transport=udp", turn.port)], secret: "turn-shared-secret".into(), ttl_s: 600 }),
-        ..Default::default()
-    };
+    let turn = Coturn::start(TURN_SECRET);
+    let config = turn.udp_for_everyone();
     assert_eq!(config.ice_transport_policy, hark_protocol::IceTransportPolicy::All);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = hark_server::start(listener, config, dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
-    let base = format!("http://{}", server.addr());
+    let (server, base, _dir) = start_server_with(config).await;
     let mut alice = Person::start_under(&base, "alice", 440.0, CallPolicy { relay_only: true, ..CallPolicy::default() }).await;
     let mut bob = Person::start(&base, "bob", 880.0).await;
     connect(&mut alice, &mut [&mut bob], &["alice", "bob"]).await;
@@ -926,7 +934,9 @@ async fn calls_connect_while_they_ring_and_carry_nothing_before_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_only_after_i_answer_makes_no_connection_while_it_rings() {
     let (_server, base, _dir) = start_server().await;
-    let mut alice = Person::start(&base, "alice", 440.0).await;
+    let (proxy, received) = spying_proxy().await;
+    let through_spy = Access { proxy: ProxySetting::Http(proxy), ..Access::default() };
+    let mut alice = Person::launch(&base, "alice", "alice-test", 440.0, 0.0, through_spy, CallPolicy::default()).await;
     let mut bob = Person::start(&base, "bob", 880.0).await;
     bob.engine.set_connect_early(false);
 
@@ -937,6 +947,11 @@ async fn connect_only_after_i_answer_makes_no_connection_while_it_rings() {
     let first = |e: &EngineEvent| matches!(e, EngineEvent::RemoteAudioAvailable { .. } | EngineEvent::ConnectedWhileRinging { .. });
     let seen = [alice.wait_for(first).await, bob.wait_for(first).await];
     assert!(seen.iter().all(|e| matches!(e, EngineEvent::RemoteAudioAvailable { .. })), "{seen:?}");
+    // A `ready` bob sent on ringing would have reached alice before his accept (one socket, one
+    // order at the server), so what alice received through the spy holds it if it was sent.
+    let seen = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(seen.contains("\"call.accepted\""), "alice's frames were not seen");
+    assert!(!seen.contains("\"kind\":\"ready\""), "bob asked to connect while it rang");
     alice.engine.hangup().await.unwrap();
     bob.wait_for(|e| matches!(e, EngineEvent::Call(CallEvent::CallEnded { .. }))).await;
 }
@@ -997,15 +1012,8 @@ async fn spying_proxy() -> (String, Arc<Mutex<Vec<u8>>>) {
 /// candidates only: ringing, it exposes no address of its own, as none once answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_only_device_that_connects_while_it_rings_signals_relay_candidates_only() {
-    let turn = Coturn::start("turn-shared-secret");
-    let dir = tempfile::tempdir().unwrap();
-    let config = hark_server::config::Config {
-        turn: Some(hark_server::config::TurnConfig { urls: vec![format!("turn:127.0.0.1:{}?transport=udp", turn.port)], secret: "turn-shared-secret".into(), ttl_s: 600 }),
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = hark_server::start(listener, config, dir.path(), Arc::new(hark_server::clock::SystemClock)).await.unwrap();
-    let base = format!("http://{}", server.addr());
+    let turn = Coturn::start(TURN_SECRET);
+    let (server, base, _dir) = start_server_with(turn.udp_for_everyone()).await;
     let (proxy, received) = spying_proxy().await;
     let through_spy = Access { proxy: ProxySetting::Http(proxy), ..Access::default() };
     let mut alice = Person::launch(&base, "alice", "alice-test", 440.0, 0.0, through_spy, CallPolicy::default()).await;

@@ -570,7 +570,7 @@ impl CallRegistry {
         self.reply(session, re, OkBody { joined: Some(joined.into_iter().map(|(_, u)| u).collect()), ..OkBody::default() });
         // In a call that connects early, the people joined keep the connection of the device
         // that answered and drop the others'.
-        let device = self.calls[call_id].connect_early.then(|| self.sessions.get(&session).map(|s| s.device.clone())).flatten();
+        let device = self.early_device(call_id, session);
         let accepted = ServerMessage::CallAccepted { call_id: call_id.to_owned(), user: user.to_owned(), device };
         let recipients = self.active_sessions(call_id, Some(user));
         self.send_all(&recipients, &accepted);
@@ -713,10 +713,8 @@ impl CallRegistry {
         let call = self.find_call(user, call_id)?;
         let sender_state = call.part(user).map(|p| p.state);
         let sender_joined = sender_state == Some(PartState::Joined { session });
-        // A ringing sender is one of the user's connected sessions (every one of them rings).
-        let sender_ringing = call.connect_early
-            && matches!(sender_state, Some(PartState::Ringing { .. }))
-            && self.sessions.get(&session).is_some_and(|s| s.away_until.is_none());
+        // A ringing person rings on every session they have, so any of them may signal.
+        let sender_ringing = call.connect_early && matches!(sender_state, Some(PartState::Ringing { .. }));
         if !sender_joined && !sender_ringing {
             return refuse(ErrorCode::Forbidden, "this session is not joined in that call");
         }
@@ -738,7 +736,7 @@ impl CallRegistry {
         if self.sessions.get(&target).is_none_or(|s| s.away_until.is_some()) {
             return refuse(ErrorCode::InvalidState, format!("'{to}' is reconnecting; signals are not queued"));
         }
-        let from_device = call.connect_early.then(|| self.sessions.get(&session).map(|s| s.device.clone())).flatten();
+        let from_device = self.early_device(call_id, session);
         let message = ServerMessage::Signal { call_id: call_id.to_owned(), from: user.to_owned(), from_device, payload };
         self.outputs.push_back(Output::Send(target, message));
         if re.is_some() {
@@ -1013,6 +1011,13 @@ impl CallRegistry {
             }
         }
         out
+    }
+
+    /// The device of `session`, said to the others in a call placed with `connect_early` (their
+    /// early connections are per device); `None` in any other call.
+    fn early_device(&self, call_id: &str, session: SessionId) -> Option<String> {
+        let early = self.calls.get(call_id).is_some_and(|call| call.connect_early);
+        early.then(|| self.sessions.get(&session).map(|s| s.device.clone())).flatten()
     }
 
     fn tell_other_sessions(&mut self, user: &str, session: SessionId, call_id: &str, action: HandledAction) {

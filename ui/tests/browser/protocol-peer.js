@@ -117,6 +117,8 @@ export class HarkPeer {
     this.acceptedAt = null;
     /** The same instant on the wall clock (Date.now()), to compare with another page's. */
     this.acceptedWallAt = null;
+    /** Received audio is played out (Chromium decodes only what it plays); set by `openMicrophone`. */
+    this.playAudio = false;
     /** Signals are handled one at a time, in order: a candidate must not overtake its offer. */
     this.signals = Promise.resolve();
   }

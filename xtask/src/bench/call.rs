@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{cpu_seconds, json_number, record, rss_kib, section_opening, target_dir, verdict, workspace_root, Machine, Process, Scratch, Server};
+use super::{cpu_seconds, install_ui_packages, json_number, record, rss_kib, section_opening, target_dir, verdict, workspace_root, Machine, Process, Scratch, Server};
 
 const SECTION_TITLE: &str = "## Call (cargo xtask bench call)";
 
@@ -239,13 +239,7 @@ struct ChromiumFirstAudio {
 }
 
 fn chromium_first_audio(root: &Path, target_dir: &Path, options: &Options) -> Result<ChromiumFirstAudio> {
-    if !root.join("ui/node_modules/playwright-core").exists() {
-        let mut install = crate::workspace::npm_command(&["ci", "--no-audit", "--no-fund"])?;
-        eprintln!("bench: {}", crate::workspace::describe(&install));
-        if !install.status()?.success() {
-            bail!("{} failed", crate::workspace::describe(&install));
-        }
-    }
+    install_ui_packages(root)?;
     let output = Command::new("node")
         .current_dir(root.join("ui"))
         .args(["tests/browser/audio-first-bench.mjs", "--calls", &options.calls.to_string()])
@@ -761,7 +755,9 @@ impl Figures {
         // What the figures say, computed from them.
         let mut reading = Vec::new();
         let jitter = s.get(&["phases_callee_ms", "jitter_playout", "p50"]);
-        if let (Some(first), Some(jitter)) = (callee_p50, jitter) {
+        let (ice, dtls) = (s.get(&["milestones_ms", "ice_connected_callee", "p50"]), s.get(&["milestones_ms", "dtls_first", "p50"]));
+        // Said only when the milestones show it: the connection up before the accept.
+        if let (Some(first), Some(jitter), true) = (callee_p50, jitter, dtls.is_some_and(|d| d < 0.0)) {
             reading.push(format!(
                 "The connection is made while the call rings (ICE and DTLS complete at {} / {} ms, before the \
                  accept), so accept only starts media on it. Of the callee's {first:.0} ms to first audio, \
@@ -769,8 +765,8 @@ impl Figures {
                  heard nobody yet plays a first packet as it arrives and takes its 20 ms tick from it); the \
                  rest is the accept reaching the caller through the server and the caller's first tick. \
                  Without the early connection (\"connect only after I answer\") the same calls take {} / {} ms.",
-                ms(s.get(&["milestones_ms", "ice_connected_callee", "p50"])),
-                ms(s.get(&["milestones_ms", "dtls_first", "p50"])),
+                ms(ice),
+                ms(dtls),
                 ms(late.get(&["callee_first_audio_ms", "p50"])),
                 ms(late.get(&["caller_first_audio_ms", "p50"]))
             ));

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::{record, target_dir, utc_now, workspace_root, Machine};
+use super::{install_ui_packages, record, target_dir, utc_now, workspace_root, Machine};
 
 const SECTION_TITLE: &str = "## Video calls against Chromium (cargo xtask bench video)";
 
@@ -49,16 +49,11 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let mut build = crate::workspace::cargo_command()?;
     build.args(["build", "--release", "--locked", "-p", "hark-server", "-p", "hark-cli"]);
-    let mut steps = vec![build];
-    if !root.join("ui/node_modules/playwright-core").exists() {
-        steps.push(crate::workspace::npm_command(&["ci", "--no-audit", "--no-fund"])?);
+    eprintln!("bench: {}", crate::workspace::describe(&build));
+    if !build.status()?.success() {
+        bail!("{} failed", crate::workspace::describe(&build));
     }
-    for mut step in steps {
-        eprintln!("bench: {}", crate::workspace::describe(&step));
-        if !step.status()?.success() {
-            bail!("{} failed", crate::workspace::describe(&step));
-        }
-    }
+    install_ui_packages(&root)?;
     let target_dir = target_dir(&root);
     let output = Command::new("node")
         .current_dir(root.join("ui"))
