@@ -39,6 +39,10 @@ pub struct Config {
     /// Service accounts (like the echo test service) that are never busy and may be in many
     /// calls at once, one per session.
     pub service_accounts: Vec<String>,
+    /// PostgreSQL to keep accounts, contacts and records in (`postgres://user@host/db`; `--database`
+    /// overrides), shared by every node of a cluster. Without it they are kept in SQLite in the
+    /// data folder.
+    pub database: Option<String>,
     /// Transport timers. Not read from the file: they are protocol constants, shortened only by
     /// tests that check them.
     #[serde(skip)]
@@ -154,6 +158,7 @@ impl Default for Config {
             connections_per_source: 256,
             service_accounts: Vec::new(),
             tls: None,
+            database: None,
             transport: TransportTimers::default(),
         }
     }

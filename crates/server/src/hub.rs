@@ -1,30 +1,34 @@
 //! The hub: the one task that owns the [`CallRegistry`] and carries out what it decides.
 //!
 //! Sessions send it [`HubCommand`]s over one channel. It takes whatever is queued as a batch,
-//! feeds the registry with the clock's `now`, fires due timers, then (1) writes every record of
-//! the batch in one SQLite transaction and only then (2) delivers the batch's frames to session
-//! channels. That order is the durability promise: a client that saw `call.ended` can rely on the
-//! record being on disk, even if the process is killed right after. Batching makes it cheap:
-//! under load one commit covers many calls.
-//!
-//! Delivery never waits: each session has a bounded channel, and a session that lets it fill is
-//! too slow to be in a call; its sender is dropped, which closes it.
+//! feeds the registry with the clock's `now`, fires due timers, and hands the batch's outputs to
+//! the [`outbox`](crate::outbox), which (1) writes every record of the batch in one transaction
+//! and only then (2) delivers the batch's frames to session channels. That order is the
+//! durability promise: a client that saw `call.ended` can rely on the record being stored, even
+//! if the process is killed right after. The hub does not wait for the write: it goes on to the
+//! next commands while the database works, so a slow database delays frames, never decisions.
+//! Batching keeps it cheap: under load one commit covers many calls.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hark_protocol::{CallSummary, KickReason, ServerMessage, UserId};
+use hark_protocol::{CallSummary, KickReason, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, debug_span, info, warn};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::outbox::{Batch, Handoff, Outbox};
 use crate::registry::{CallRegistry, CallRequest, Output, SessionId};
 use crate::store::Store;
 
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 512;
+
+/// Handoffs the outbox may have queued before the hub waits for it: about a minute of a busy
+/// server's batches while the database does not answer. Past it the hub stops taking commands,
+/// and sessions wait to send theirs.
+const OUTBOX_QUEUE: usize = 4096;
 
 /// Frames a session may have queued before it counts as too slow (a call setup is ~5 frames).
 pub const SESSION_QUEUE: usize = 256;
@@ -93,7 +97,6 @@ pub enum HubCommand {
 /// The hub task's state.
 pub struct Hub {
     registry: CallRegistry,
-    sessions: HashMap<SessionId, mpsc::Sender<Outbound>>,
     store: Store,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -102,12 +105,14 @@ pub struct Hub {
 impl Hub {
     /// A hub around `registry`.
     pub fn new(registry: CallRegistry, store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        Hub { registry, sessions: HashMap::new(), store, clock, metrics }
+        Hub { registry, store, clock, metrics }
     }
 
-    /// Runs until every command sender is dropped, then ends the calls still live (so their
-    /// records are written) and returns.
+    /// Runs until every command sender is dropped, then ends the calls still live, waits until
+    /// the outbox has stored their records and delivered everything, and returns.
     pub async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>) {
+        let (outbox, handoffs) = mpsc::channel(OUTBOX_QUEUE);
+        let outbox_task = tokio::spawn(Outbox::new(self.store.clone(), Arc::clone(&self.clock), Arc::clone(&self.metrics)).run(handoffs));
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let wake = self.registry.poll_timeout();
@@ -121,35 +126,43 @@ impl Hub {
                 () = async { clock.sleep_until(wake.unwrap_or(i64::MAX)).await }, if wake.is_some() => {}
             }
             let now = self.clock.now_ms();
-            let mut opened = Vec::new();
+            let mut outputs = Batch::default();
             for command in batch.drain(..) {
-                self.apply(now, command, &mut opened);
+                if let Some(handoff) = self.apply(now, command, &mut outputs) {
+                    // Opens and closes go ahead of the batch they came in, as they happened
+                    // before its outputs.
+                    if outbox.send(handoff).await.is_err() {
+                        warn!("the outbox stopped");
+                    }
+                }
             }
             if self.registry.poll_timeout().is_some_and(|at| at <= now) {
                 self.registry.handle_timeout(now);
             }
-            self.carry_out().await;
-            for (reply, joined_calls) in opened {
-                let _ = reply.send(joined_calls);
-            }
+            self.hand_over(&outbox, outputs).await;
         }
         let now = self.clock.now_ms();
         self.registry.end_all(now);
-        self.carry_out().await;
+        self.hand_over(&outbox, Batch::default()).await;
+        drop(outbox);
+        if let Err(e) = outbox_task.await {
+            warn!(error = %e, "the outbox failed");
+        }
         info!("hub stopped");
     }
 
-    fn apply(&mut self, now: i64, command: HubCommand, opened: &mut Vec<(oneshot::Sender<Vec<CallSummary>>, Vec<CallSummary>)>) {
+    /// Feeds one command to the registry; what the outbox must learn before the batch's outputs.
+    fn apply(&mut self, now: i64, command: HubCommand, outputs: &mut Batch) -> Option<Handoff> {
         match command {
             HubCommand::Open { session, user, device, sender, reply } => {
                 debug!(session, %user, %device, "session opened");
-                self.sessions.insert(session, sender);
                 let joined_calls = self.registry.open_session(session, &user, &device);
-                opened.push((reply, joined_calls));
+                outputs.opened.push((reply, joined_calls));
+                return Some(Handoff::Open { session, sender });
             }
             HubCommand::Close { session } => {
-                self.sessions.remove(&session);
                 self.registry.close_session(now, session);
+                return Some(Handoff::Close { session });
             }
             HubCommand::Request { session, re, request } => {
                 let _span = debug_span!("request", session, call_id = request.call_id().unwrap_or("")).entered();
@@ -161,53 +174,24 @@ impl Hub {
                 let _ = reply.send(users.iter().map(|u| self.registry.is_online(u)).collect());
             }
         }
+        None
     }
 
-    /// Persists the records the registry produced, then delivers its frames in order.
-    async fn carry_out(&mut self) {
-        let mut records = Vec::new();
-        let mut deliveries = Vec::new();
+    /// Gives the outbox what the registry decided: records apart, frames and kicks in order.
+    async fn hand_over(&mut self, outbox: &mpsc::Sender<Handoff>, mut outputs: Batch) {
         while let Some(output) = self.registry.poll_output() {
             match output {
                 Output::Record { user, record } => {
                     info!(call_id = %record.call_id, %user, result = ?record.result, duration_s = record.duration_s, "record");
-                    records.push((user, record));
+                    outputs.records.push((user, record));
                 }
-                other => deliveries.push(other),
-            }
-        }
-        if !records.is_empty() {
-            if let Err(e) = self.store.write_records(&records).await {
-                // The calls themselves are unaffected; losing history is logged loudly.
-                warn!(error = %e, count = records.len(), "could not write call records");
-            }
-        }
-        for delivery in deliveries {
-            match delivery {
-                Output::Send(session, message) => self.deliver(session, &message),
-                Output::Close { session, reason } => {
-                    if let Some(sender) = self.sessions.remove(&session) {
-                        let _ = sender.try_send(Outbound::Kick(reason));
-                    }
-                }
-                Output::Record { .. } => unreachable!("records were taken out above"),
+                other => outputs.deliveries.push(other),
             }
         }
         let live = i64::try_from(self.registry.live_calls()).unwrap_or(i64::MAX);
         self.metrics.live_calls.store(live, Ordering::Relaxed);
-    }
-
-    fn deliver(&mut self, session: SessionId, message: &ServerMessage) {
-        let Some(sender) = self.sessions.get(&session) else { return };
-        if let ServerMessage::CallEnded { call_id, reason, duration_s } = message {
-            debug!(%call_id, session, ?reason, duration_s, "call ended");
-        }
-        if let ServerMessage::Error { code, .. } = message {
-            self.metrics.count_error(*code);
-        }
-        if sender.try_send(Outbound::Frame(message.to_json())).is_err() {
-            warn!(session, "session queue full or closed; dropping the session");
-            self.sessions.remove(&session);
+        if !outputs.is_empty() && outbox.send(Handoff::Batch(outputs)).await.is_err() {
+            warn!("the outbox stopped");
         }
     }
 }

@@ -7,10 +7,12 @@
 //! - [`hashing`]: argon2id on a bounded pool of its own threads.
 //! - [`session`]: one task per connection; transport rules, request validation, and the requests
 //!   that only touch storage (contacts, profiles, history).
-//! - [`hub`]: the single task that owns the [`registry::CallRegistry`] and persists records before
-//!   it delivers the events of the same batch.
+//! - [`hub`]: the single task that owns the [`registry::CallRegistry`] and feeds it.
+//! - [`outbox`]: stores each hub batch's records, then delivers that batch's events, in order,
+//!   so the hub never waits on the database.
 //! - [`registry`]: the pure call state machine; every call flow is a unit test on virtual time.
-//! - [`store`]: SQLite via sqlx (WAL, migrations).
+//! - [`store`]: storage behind one trait: SQLite via sqlx (WAL, migrations) for a single server,
+//!   PostgreSQL for servers that share a database.
 //! - [`account_watch`]: learns of accounts removed by `hark-server user remove` (another process)
 //!   and has the hub close their sessions.
 //!
@@ -28,6 +30,7 @@ pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod metrics;
+pub mod outbox;
 pub mod rate_limit;
 pub mod registry;
 pub mod session;
@@ -156,17 +159,48 @@ impl RunningServer {
     }
 }
 
-/// Starts a server on `listener` with its data in `data_dir` (created owner-only if missing).
+/// Starts a server on `listener` with its data in `data_dir` (created owner-only if missing), and
+/// its accounts and records in the database the configuration names (SQLite in `data_dir` if
+/// none).
 pub async fn start(listener: TcpListener, config: Config, data_dir: &Path, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
+    let tls = prepare(&config, data_dir)?;
+    let store = Store::open_configured(config.database.as_deref(), data_dir).await?;
+    serve_on(listener, config, tls, data_dir, clock, store).await
+}
+
+/// Starts a server on storage the caller opened (tests wrap it to slow it down or make it fail).
+pub async fn start_with_store(
+    listener: TcpListener,
+    config: Config,
+    data_dir: &Path,
+    clock: Arc<dyn Clock>,
+    store: Store,
+) -> Result<RunningServer, StartError> {
+    let tls = prepare(&config, data_dir)?;
+    serve_on(listener, config, tls, data_dir, clock, store).await
+}
+
+/// Checks the configuration and the certificate, then makes the data folder: a bad certificate
+/// stops the start before anything is set up.
+fn prepare(config: &Config, data_dir: &Path) -> Result<Option<tokio_rustls::TlsAcceptor>, StartError> {
     config.validate()?;
-    // A bad certificate stops the start before anything else is set up.
     let tls = match &config.tls {
         Some(files) => Some(tls::acceptor(files)?),
         None => None,
     };
     create_private_dir(data_dir)?;
+    Ok(tls)
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    config: Config,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    data_dir: &Path,
+    clock: Arc<dyn Clock>,
+    store: Store,
+) -> Result<RunningServer, StartError> {
     let secret = accounts::load_or_create_secret(data_dir)?;
-    let store = Store::open(data_dir).await?;
     let metrics = Arc::new(Metrics::default());
     let settings = RegistrySettings {
         max_participants: config.max_participants as usize,

@@ -33,6 +33,10 @@ enum Command {
         /// Refuse new registrations.
         #[arg(long)]
         closed_registration: bool,
+        /// Keep accounts and records in this PostgreSQL database (postgres://…), shared by a
+        /// cluster's nodes, instead of SQLite in the data folder (overrides the config file).
+        #[arg(long)]
+        database: Option<String>,
         /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -47,9 +51,12 @@ enum Command {
         /// Lifetime: 30s, 15m, 12h, 7d.
         #[arg(long, default_value = "7d")]
         ttl: String,
-        /// The server's data folder.
+        /// The server's data folder (its signing secret).
         #[arg(long)]
         data_dir: PathBuf,
+        /// The server's PostgreSQL database, if it keeps its accounts there.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Manages accounts.
     User {
@@ -67,25 +74,44 @@ enum UserAction {
         /// Display name.
         #[arg(long)]
         nickname: Option<String>,
-        /// The server's data folder.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        accounts: Accounts,
     },
     /// Removes an account: its tokens stop working, and a running server closes its sessions
     /// within a couple of seconds.
     Remove {
         /// The user id.
         user: String,
-        /// The server's data folder.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        accounts: Accounts,
     },
     /// Lists accounts.
     List {
-        /// The server's data folder.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        accounts: Accounts,
     },
+}
+
+/// Where a server keeps its accounts.
+#[derive(clap::Args)]
+struct Accounts {
+    /// The server's data folder (its SQLite database).
+    #[arg(long, required_unless_present = "database")]
+    data_dir: Option<PathBuf>,
+    /// The server's PostgreSQL database (postgres://…), when it keeps its accounts there (the
+    /// data folder is then not read).
+    #[arg(long)]
+    database: Option<String>,
+}
+
+impl Accounts {
+    async fn open(&self) -> anyhow::Result<Store> {
+        match (&self.database, &self.data_dir) {
+            (Some(url), _) => Ok(Store::connect(url).await?),
+            (None, Some(dir)) => Ok(Store::open(dir).await?),
+            (None, None) => bail!("say where the accounts are: --data-dir or --database"),
+        }
+    }
 }
 
 #[tokio::main]
@@ -97,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, data_dir, config, closed_registration, tls_cert, tls_key } => {
+        Command::Serve { listen, data_dir, config, closed_registration, database, tls_cert, tls_key } => {
             let mut config = match config {
                 Some(path) => Config::from_file(&path)?,
                 None => Config::default(),
@@ -106,19 +132,22 @@ async fn main() -> anyhow::Result<()> {
                 config.listen = listen;
             }
             config.closed_registration |= closed_registration;
+            if database.is_some() {
+                config.database = database;
+            }
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 config.tls = Some(hark_server::config::TlsConfig { cert, key });
             }
             serve(config, &data_dir).await
         }
-        Command::Token { user, ttl, data_dir } => {
+        Command::Token { user, ttl, data_dir, database } => {
             if !hark_protocol::valid_user_id(&user) {
                 bail!("'{user}' is not a valid user id");
             }
             let ttl_s = parse_duration(&ttl)?;
             let secret = hark_server::accounts::load_secret(&data_dir)
                 .with_context(|| format!("no signing secret in {} (start the server once first)", data_dir.display()))?;
-            let store = Store::open(&data_dir).await?;
+            let store = Store::open_configured(database.as_deref(), &data_dir).await?;
             let now = SystemClock.now_ms();
             if store.ensure_user(&user, now).await? == hark_server::store::AccountState::Removed {
                 bail!("'{user}' was removed; add the account again first");
@@ -152,7 +181,7 @@ async fn serve(config: Config, data_dir: &Path) -> anyhow::Result<()> {
 async fn manage_users(action: UserAction) -> anyhow::Result<()> {
     let now = SystemClock.now_ms();
     match action {
-        UserAction::Add { user, nickname, data_dir } => {
+        UserAction::Add { user, nickname, accounts } => {
             if !hark_protocol::valid_user_id(&user) {
                 bail!("'{user}' is not a valid user id");
             }
@@ -164,21 +193,21 @@ async fn manage_users(action: UserAction) -> anyhow::Result<()> {
             }
             let mut memory = hark_server::hashing::ArgonMemory::new(hark_server::hashing::DEFAULT_BLOCKS).context("memory for hashing")?;
             let hash = hark_server::hashing::hash_password(password, &mut memory).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
-            let store = Store::open(&data_dir).await?;
+            let store = accounts.open().await?;
             if !store.create_user(&user, Some(&hash), nickname.as_deref(), now).await? {
                 bail!("'{user}' already exists");
             }
             println!("added {user}");
         }
-        UserAction::Remove { user, data_dir } => {
-            let store = Store::open(&data_dir).await?;
+        UserAction::Remove { user, accounts } => {
+            let store = accounts.open().await?;
             if !store.remove_user(&user, now).await? {
                 bail!("no user '{user}'");
             }
             println!("removed {user}");
         }
-        UserAction::List { data_dir } => {
-            let store = Store::open(&data_dir).await?;
+        UserAction::List { accounts } => {
+            let store = accounts.open().await?;
             for (user, nickname, _) in store.list_users().await? {
                 println!("{user}\t{}", nickname.unwrap_or_default());
             }

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub frames_in: AtomicU64,
     /// Frames sent.
     pub frames_out: AtomicU64,
+    /// Writes of call records that failed (and were tried again; their events waited).
+    pub record_write_failures: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 
@@ -58,6 +60,12 @@ impl Metrics {
         counter(&mut out, "hark_invites_total", "Calls placed (rate() gives invites/s).", self.invites.load(Ordering::Relaxed));
         counter(&mut out, "hark_frames_in_total", "Frames received.", self.frames_in.load(Ordering::Relaxed));
         counter(&mut out, "hark_frames_out_total", "Frames sent.", self.frames_out.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "hark_record_write_failures_total",
+            "Failed writes of call records; each was tried again, and its batch's events waited for it.",
+            self.record_write_failures.load(Ordering::Relaxed),
+        );
         let _ = writeln!(out, "# HELP hark_errors_total Error answers by code.\n# TYPE hark_errors_total counter");
         for (code, count) in ErrorCode::ALL.iter().zip(&self.errors) {
             let _ = writeln!(out, "hark_errors_total{{code=\"{code}\"}} {}", count.load(Ordering::Relaxed));

@@ -14,9 +14,13 @@
 //! answer stays under 1 MiB: `users.get` names at most 50 distinct users, and an answer that would
 //! still be larger is replaced by a `payload_too_large` error. Requests about
 //! accounts, contacts, profiles and history go straight to the store from here, so the hub only
-//! sees what touches live calls.
+//! sees what touches live calls. While a request waits for the store, the frames the hub queued
+//! for the session keep going out (the client's next frames wait, so requests stay in order): a
+//! slow database delays a session's own answers, and never fills its queue until it is dropped
+//! as too slow.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +70,7 @@ const NORMAL: u16 = 1000;
 pub async fn serve(socket: WebSocket, state: Arc<AppState>) {
     let _connection = GaugeGuard::enter(&state.metrics, |m| &m.connections);
     let idle_limit = state.config.transport.idle_limit;
-    let mut conn = Connection { socket, state, bad_frames: VecDeque::new(), last_seen: Instant::now(), idle_limit, gone: false };
+    let mut conn = Connection { socket, state, bad_frames: VecDeque::new(), last_seen: Instant::now(), idle_limit, gone: false, held_end: None };
     let Some(hello) = conn.await_hello().await else { return };
     let span = info_span!("session", user = %hello.user, device = %hello.device);
     conn.run(hello).instrument(span).await;
@@ -95,6 +99,9 @@ struct Connection {
     idle_limit: Duration,
     /// A write failed or missed its deadline: the socket is unusable and the session ends.
     gone: bool,
+    /// What the hub's channel gave while a request waited that ends the session (a kick, or the
+    /// channel closing); acted on once the request is answered.
+    held_end: Option<Option<Outbound>>,
 }
 
 impl Connection {
@@ -222,13 +229,17 @@ impl Connection {
         let idle = tokio::time::sleep_until(self.last_seen + self.idle_limit);
         tokio::pin!(idle);
         while let (Flow::Continue, false) = (&flow, self.gone) {
+            if let Some(end) = self.held_end.take() {
+                flow = self.on_outbound(end).await;
+                continue;
+            }
             flow = tokio::select! {
                 incoming = self.socket.recv() => {
                     self.last_seen = Instant::now();
                     match incoming {
                         Some(Ok(Message::Text(text))) => {
                             state.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-                            self.handle_frame(session, &hello.user, text.as_str()).await
+                            self.handle_frame(session, &hello.user, text.as_str(), &mut outbound).await
                         }
                         Some(Ok(Message::Binary(_))) => {
                             self.fail(None, ErrorCode::BadRequest, "frames are JSON text").await;
@@ -242,25 +253,7 @@ impl Connection {
                         Some(Ok(Message::Close(_))) | None => Flow::Close,
                     }
                 }
-                queued = outbound.recv() => match queued {
-                    Some(Outbound::Frame(text)) if text.len() > MAX_SERVER_FRAME_BYTES => {
-                        warn!(bytes = text.len(), "an event over the frame limit was not sent");
-                        Flow::Continue
-                    }
-                    Some(Outbound::Frame(text)) => {
-                        if self.send_text(text).await { Flow::Continue } else { Flow::Close }
-                    }
-                    Some(Outbound::Kick(reason)) => {
-                        self.send(&ServerMessage::Kicked { reason }).await;
-                        self.close(NORMAL, reason.as_str()).await;
-                        Flow::Close
-                    }
-                    None => {
-                        // The hub dropped us: this session fell too far behind.
-                        self.close(POLICY_VIOLATION, "too slow").await;
-                        Flow::Close
-                    }
-                },
+                queued = outbound.recv() => self.on_outbound(queued).await,
                 () = &mut idle => {
                     let deadline = self.last_seen + self.idle_limit;
                     if Instant::now() >= deadline {
@@ -283,6 +276,54 @@ impl Connection {
             };
         }
         let _ = state.hub.send(HubCommand::Close { session }).await;
+    }
+
+    /// Acts on what the hub's channel gave: a frame to pass on, a kick, or the channel closing.
+    async fn on_outbound(&mut self, queued: Option<Outbound>) -> Flow {
+        match queued {
+            Some(Outbound::Frame(text)) if text.len() > MAX_SERVER_FRAME_BYTES => {
+                warn!(bytes = text.len(), "an event over the frame limit was not sent");
+                Flow::Continue
+            }
+            Some(Outbound::Frame(text)) => {
+                if self.send_text(text).await {
+                    Flow::Continue
+                } else {
+                    Flow::Close
+                }
+            }
+            Some(Outbound::Kick(reason)) => {
+                self.send(&ServerMessage::Kicked { reason }).await;
+                self.close(NORMAL, reason.as_str()).await;
+                Flow::Close
+            }
+            None => {
+                // The outbox dropped us: this session fell too far behind.
+                self.close(POLICY_VIOLATION, "too slow").await;
+                Flow::Close
+            }
+        }
+    }
+
+    /// Awaits `work` while the frames the hub queues for this session keep going out. A kick or
+    /// the channel's end is held until the work is done (its answer is sent first).
+    async fn meanwhile<T>(&mut self, outbound: &mut mpsc::Receiver<Outbound>, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            if self.gone || self.held_end.is_some() {
+                return work.await;
+            }
+            tokio::select! {
+                biased;
+                done = &mut work => return done,
+                queued = outbound.recv() => match queued {
+                    Some(Outbound::Frame(_)) => {
+                        self.on_outbound(queued).await;
+                    }
+                    end => self.held_end = Some(end),
+                },
+            }
+        }
     }
 
     fn welcome(&self, re: Option<String>, user: &str, session: SessionId, joined_calls: Vec<CallSummary>) -> ServerMessage {
@@ -314,7 +355,7 @@ impl Connection {
     }
 
     /// Handles one text frame of a signed-in session.
-    async fn handle_frame(&mut self, session: SessionId, user: &str, text: &str) -> Flow {
+    async fn handle_frame(&mut self, session: SessionId, user: &str, text: &str, outbound: &mut mpsc::Receiver<Outbound>) -> Flow {
         let frame = match parse_client_frame(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -323,172 +364,16 @@ impl Connection {
             }
         };
         let re = frame.id;
-        let outcome = self.dispatch(session, user, re.clone(), frame.message, text.len()).await;
-        if let Err(Refusal(code, message)) = outcome {
-            self.fail(re, code, &message).await;
+        let work = answer(Arc::clone(&self.state), session, user.to_owned(), re.clone(), frame.message, text.len());
+        match self.meanwhile(outbound, work).await {
+            Ok(Some(body)) => {
+                self.send(&ServerMessage::Ok { re, body }).await;
+            }
+            // The hub answers it.
+            Ok(None) => {}
+            Err(Refusal(code, message)) => self.fail(re, code, &message).await,
         }
         Flow::Continue
-    }
-
-    /// Handles one request; `frame_len` is the size of the frame it came in.
-    async fn dispatch(
-        &mut self,
-        session: SessionId,
-        user: &str,
-        re: Option<String>,
-        message: ClientMessage,
-        frame_len: usize,
-    ) -> Result<(), Refusal> {
-        let state = Arc::clone(&self.state);
-        let now = state.clock.now_ms();
-        let request = match message {
-            ClientMessage::Hello { .. } => return Err(Refusal(ErrorCode::InvalidState, "already signed in".into())),
-            ClientMessage::Ping => return self.reply(re, OkBody::default()).await,
-            ClientMessage::PresenceQuery { users } | ClientMessage::PresenceSubscribe { users }
-                if users.len() > MAX_USERS_PER_REQUEST =>
-            {
-                return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_USERS_PER_REQUEST} users")));
-            }
-            ClientMessage::PresenceQuery { users } => {
-                let statuses = statuses(&state, &users).await?;
-                return self.reply(re, OkBody { statuses: Some(statuses), ..OkBody::default() }).await;
-            }
-            ClientMessage::PresenceSubscribe { users } => {
-                if let Some(bad) = users.iter().find(|u| !valid_user_id(u)) {
-                    return Err(Refusal(ErrorCode::BadRequest, format!("'{}' is not a user id", bad.chars().take(40).collect::<String>())));
-                }
-                to_hub(&state, HubCommand::Subscribe { session, users: users.clone() }).await?;
-                let statuses = statuses(&state, &users).await?;
-                return self.reply(re, OkBody { statuses: Some(statuses), ..OkBody::default() }).await;
-            }
-            ClientMessage::ProfileSet { nickname, avatar } => {
-                if nickname.as_ref().is_some_and(|n| n.trim().is_empty() || n.chars().count() > MAX_NAME_CHARS) {
-                    return Err(Refusal(ErrorCode::BadRequest, "nickname must be 1 to 64 characters".into()));
-                }
-                if avatar.as_ref().is_some_and(|a| a.len() > MAX_AVATAR_BYTES) {
-                    return Err(Refusal(ErrorCode::PayloadTooLarge, "avatar over 16 KiB".into()));
-                }
-                // URLs and data URIs are printable ASCII; anything else could grow six-fold when
-                // escaped into JSON, past the size its limit promises.
-                if avatar.as_ref().is_some_and(|a| !a.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
-                    return Err(Refusal(ErrorCode::BadRequest, "an avatar is a URL or data URI (printable ASCII, no quotes or backslashes)".into()));
-                }
-                state.store.set_profile(user, nickname.as_deref(), avatar.as_deref()).await.map_err(internal)?;
-                return self.reply(re, OkBody::default()).await;
-            }
-            ClientMessage::UsersGet { users } => {
-                // Each profile may carry a 16 KiB avatar: naming one user a thousand times once
-                // made an 11 KB request into a 16 MB answer.
-                let mut distinct = HashSet::new();
-                let users: Vec<UserId> = users.into_iter().filter(|u| distinct.insert(u.clone())).collect();
-                if users.len() > MAX_USERS_GET {
-                    return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_USERS_GET} distinct users")));
-                }
-                let profiles = state.store.profiles(&users).await.map_err(internal)?;
-                return self.reply(re, OkBody { users: Some(profiles), ..OkBody::default() }).await;
-            }
-            ClientMessage::ContactsList => {
-                let rows = state.store.contacts(user).await.map_err(internal)?;
-                let online = online(&state, rows.iter().map(|r| r.user.clone()).collect()).await?;
-                let contacts = rows
-                    .into_iter()
-                    .zip(online)
-                    .map(|(row, online)| Contact {
-                        status: presence(online, row.registered),
-                        user: row.user,
-                        nickname: row.nickname,
-                        alias: row.alias,
-                    })
-                    .collect();
-                return self.reply(re, OkBody { contacts: Some(contacts), ..OkBody::default() }).await;
-            }
-            ClientMessage::ContactsAdd { user: contact, alias } => {
-                if contact == user {
-                    return Err(Refusal(ErrorCode::BadRequest, "you cannot add yourself".into()));
-                }
-                if alias.as_ref().is_some_and(|a| a.chars().count() > MAX_NAME_CHARS) {
-                    return Err(Refusal(ErrorCode::BadRequest, "alias over 64 characters".into()));
-                }
-                require_users(&state, std::slice::from_ref(&contact)).await?;
-                if !state.store.has_contact(user, &contact).await.map_err(internal)?
-                    && state.store.contact_count(user).await.map_err(internal)? >= MAX_CONTACTS
-                {
-                    return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_CONTACTS} contacts")));
-                }
-                state.store.add_contact(user, &contact, alias.as_deref(), now).await.map_err(internal)?;
-                return self.reply(re, OkBody::default()).await;
-            }
-            ClientMessage::ContactsRemove { user: contact } => {
-                state.store.remove_contact(user, &contact).await.map_err(internal)?;
-                return self.reply(re, OkBody::default()).await;
-            }
-            ClientMessage::CallsHistory { before, limit } => {
-                let limit = limit.unwrap_or(50);
-                if !(1..=200).contains(&limit) {
-                    return Err(Refusal(ErrorCode::BadRequest, "limit must be 1 to 200".into()));
-                }
-                let records = state.store.history(user, before, limit).await.map_err(internal)?;
-                return self.reply(re, OkBody { records: Some(records), ..OkBody::default() }).await;
-            }
-            ClientMessage::CallQuality { call_id, quality } => {
-                if !quality.is_valid() {
-                    return Err(Refusal(ErrorCode::BadRequest, "scores are MOS from 1 to 4.5, the worst no better than the average".into()));
-                }
-                // Only the person's own record of a call they were connected in: the record is
-                // on disk by the time they have seen the call end (or the ok of their hangup).
-                if !state.store.set_record_quality(user, &call_id, &quality).await.map_err(internal)? {
-                    return Err(Refusal(ErrorCode::NotFound, format!("no record of a connected call '{call_id}' for you")));
-                }
-                return self.reply(re, OkBody::default()).await;
-            }
-            ClientMessage::CallsDelete { call_ids } => {
-                if call_ids.len() > 200 {
-                    return Err(Refusal(ErrorCode::BadRequest, "at most 200 call ids".into()));
-                }
-                state.store.delete_records(user, &call_ids).await.map_err(internal)?;
-                return self.reply(re, OkBody::default()).await;
-            }
-            ClientMessage::CallInvite { to, media, timeout_s, user_data, connect_early } => {
-                if user_data.as_ref().is_some_and(|d| d.len() > MAX_USER_DATA_BYTES) {
-                    return Err(Refusal(ErrorCode::PayloadTooLarge, "user_data over 4 KiB".into()));
-                }
-                if to.len() >= state.config.max_participants as usize {
-                    let max = state.config.max_participants;
-                    return Err(Refusal(ErrorCode::TooManyParticipants, format!("a call holds at most {max} people")));
-                }
-                check_invitees(&state, user, &to, now).await?;
-                state.metrics.invites.fetch_add(1, Ordering::Relaxed);
-                CallRequest::Invite { to, media, timeout_s, user_data, connect_early }
-            }
-            ClientMessage::CallInviteMore { call_id, to } => {
-                check_invitees(&state, user, &to, now).await?;
-                CallRequest::InviteMore { call_id, to }
-            }
-            ClientMessage::CallCancel { call_id } => CallRequest::Cancel { call_id },
-            ClientMessage::CallAccept { call_id } => CallRequest::Accept { call_id },
-            ClientMessage::CallReject { call_id } => CallRequest::Reject { call_id },
-            ClientMessage::CallHangup { call_id, reason } => CallRequest::Hangup { call_id, gave_up: reason == Some(HangupReason::Failed) },
-            ClientMessage::CallJoin { call_id } => CallRequest::Join { call_id },
-            ClientMessage::CallMedia { call_id, media } => CallRequest::Media { call_id, media },
-            ClientMessage::Signal { call_id, to, to_device, payload } => {
-                if !payload.is_object() {
-                    return Err(Refusal(ErrorCode::BadRequest, "payload must be an object".into()));
-                }
-                // A payload is never larger than its frame: only frames over the limit (rare:
-                // candidates and SDP are small) pay for measuring the payload itself.
-                if frame_len > MAX_SIGNAL_PAYLOAD_BYTES && payload.to_string().len() > MAX_SIGNAL_PAYLOAD_BYTES {
-                    return Err(Refusal(ErrorCode::PayloadTooLarge, "payload over 32 KiB".into()));
-                }
-                CallRequest::Signal { call_id, to, to_device, payload }
-            }
-            ClientMessage::CallsActive => CallRequest::Active,
-        };
-        to_hub(&state, HubCommand::Request { session, re, request }).await
-    }
-
-    async fn reply(&mut self, re: Option<String>, body: OkBody) -> Result<(), Refusal> {
-        self.send(&ServerMessage::Ok { re, body }).await;
-        Ok(())
     }
 
     async fn fail(&mut self, re: Option<String>, code: ErrorCode, message: &str) {
@@ -568,6 +453,164 @@ impl Connection {
             }
         }
     }
+}
+
+/// Answers one request: `Some` body for an `ok` sent from here, `None` when the request went
+/// to the hub, which answers it. `frame_len` is the size of the frame it came in. It touches
+/// no socket, so the session can pass the hub's frames on while it waits for the store.
+async fn answer(
+    state: Arc<AppState>,
+    session: SessionId,
+    user: UserId,
+    re: Option<String>,
+    message: ClientMessage,
+    frame_len: usize,
+) -> Result<Option<OkBody>, Refusal> {
+    let user = user.as_str();
+    let now = state.clock.now_ms();
+    let request = match message {
+        ClientMessage::Hello { .. } => return Err(Refusal(ErrorCode::InvalidState, "already signed in".into())),
+        ClientMessage::Ping => return Ok(Some(OkBody::default())),
+        ClientMessage::PresenceQuery { users } | ClientMessage::PresenceSubscribe { users }
+            if users.len() > MAX_USERS_PER_REQUEST =>
+        {
+            return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_USERS_PER_REQUEST} users")));
+        }
+        ClientMessage::PresenceQuery { users } => {
+            let statuses = statuses(&state, &users).await?;
+            return Ok(Some(OkBody { statuses: Some(statuses), ..OkBody::default() }));
+        }
+        ClientMessage::PresenceSubscribe { users } => {
+            if let Some(bad) = users.iter().find(|u| !valid_user_id(u)) {
+                return Err(Refusal(ErrorCode::BadRequest, format!("'{}' is not a user id", bad.chars().take(40).collect::<String>())));
+            }
+            to_hub(&state, HubCommand::Subscribe { session, users: users.clone() }).await?;
+            let statuses = statuses(&state, &users).await?;
+            return Ok(Some(OkBody { statuses: Some(statuses), ..OkBody::default() }));
+        }
+        ClientMessage::ProfileSet { nickname, avatar } => {
+            if nickname.as_ref().is_some_and(|n| n.trim().is_empty() || n.chars().count() > MAX_NAME_CHARS) {
+                return Err(Refusal(ErrorCode::BadRequest, "nickname must be 1 to 64 characters".into()));
+            }
+            if avatar.as_ref().is_some_and(|a| a.len() > MAX_AVATAR_BYTES) {
+                return Err(Refusal(ErrorCode::PayloadTooLarge, "avatar over 16 KiB".into()));
+            }
+            // URLs and data URIs are printable ASCII; anything else could grow six-fold when
+            // escaped into JSON, past the size its limit promises.
+            if avatar.as_ref().is_some_and(|a| !a.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
+                return Err(Refusal(ErrorCode::BadRequest, "an avatar is a URL or data URI (printable ASCII, no quotes or backslashes)".into()));
+            }
+            state.store.set_profile(user, nickname.as_deref(), avatar.as_deref()).await.map_err(internal)?;
+            return Ok(Some(OkBody::default()));
+        }
+        ClientMessage::UsersGet { users } => {
+            // Each profile may carry a 16 KiB avatar: naming one user a thousand times once
+            // made an 11 KB request into a 16 MB answer.
+            let mut distinct = HashSet::new();
+            let users: Vec<UserId> = users.into_iter().filter(|u| distinct.insert(u.clone())).collect();
+            if users.len() > MAX_USERS_GET {
+                return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_USERS_GET} distinct users")));
+            }
+            let profiles = state.store.profiles(&users).await.map_err(internal)?;
+            return Ok(Some(OkBody { users: Some(profiles), ..OkBody::default() }));
+        }
+        ClientMessage::ContactsList => {
+            let rows = state.store.contacts(user).await.map_err(internal)?;
+            let online = online(&state, rows.iter().map(|r| r.user.clone()).collect()).await?;
+            let contacts = rows
+                .into_iter()
+                .zip(online)
+                .map(|(row, online)| Contact {
+                    status: presence(online, row.registered),
+                    user: row.user,
+                    nickname: row.nickname,
+                    alias: row.alias,
+                })
+                .collect();
+            return Ok(Some(OkBody { contacts: Some(contacts), ..OkBody::default() }));
+        }
+        ClientMessage::ContactsAdd { user: contact, alias } => {
+            if contact == user {
+                return Err(Refusal(ErrorCode::BadRequest, "you cannot add yourself".into()));
+            }
+            if alias.as_ref().is_some_and(|a| a.chars().count() > MAX_NAME_CHARS) {
+                return Err(Refusal(ErrorCode::BadRequest, "alias over 64 characters".into()));
+            }
+            require_users(&state, std::slice::from_ref(&contact)).await?;
+            if !state.store.has_contact(user, &contact).await.map_err(internal)?
+                && state.store.contact_count(user).await.map_err(internal)? >= MAX_CONTACTS
+            {
+                return Err(Refusal(ErrorCode::BadRequest, format!("at most {MAX_CONTACTS} contacts")));
+            }
+            state.store.add_contact(user, &contact, alias.as_deref(), now).await.map_err(internal)?;
+            return Ok(Some(OkBody::default()));
+        }
+        ClientMessage::ContactsRemove { user: contact } => {
+            state.store.remove_contact(user, &contact).await.map_err(internal)?;
+            return Ok(Some(OkBody::default()));
+        }
+        ClientMessage::CallsHistory { before, limit } => {
+            let limit = limit.unwrap_or(50);
+            if !(1..=200).contains(&limit) {
+                return Err(Refusal(ErrorCode::BadRequest, "limit must be 1 to 200".into()));
+            }
+            let records = state.store.history(user, before, limit).await.map_err(internal)?;
+            return Ok(Some(OkBody { records: Some(records), ..OkBody::default() }));
+        }
+        ClientMessage::CallQuality { call_id, quality } => {
+            if !quality.is_valid() {
+                return Err(Refusal(ErrorCode::BadRequest, "scores are MOS from 1 to 4.5, the worst no better than the average".into()));
+            }
+            // Only the person's own record of a call they were connected in: the record is
+            // on disk by the time they have seen the call end (or the ok of their hangup).
+            if !state.store.set_record_quality(user, &call_id, &quality).await.map_err(internal)? {
+                return Err(Refusal(ErrorCode::NotFound, format!("no record of a connected call '{call_id}' for you")));
+            }
+            return Ok(Some(OkBody::default()));
+        }
+        ClientMessage::CallsDelete { call_ids } => {
+            if call_ids.len() > 200 {
+                return Err(Refusal(ErrorCode::BadRequest, "at most 200 call ids".into()));
+            }
+            state.store.delete_records(user, &call_ids).await.map_err(internal)?;
+            return Ok(Some(OkBody::default()));
+        }
+        ClientMessage::CallInvite { to, media, timeout_s, user_data, connect_early } => {
+            if user_data.as_ref().is_some_and(|d| d.len() > MAX_USER_DATA_BYTES) {
+                return Err(Refusal(ErrorCode::PayloadTooLarge, "user_data over 4 KiB".into()));
+            }
+            if to.len() >= state.config.max_participants as usize {
+                let max = state.config.max_participants;
+                return Err(Refusal(ErrorCode::TooManyParticipants, format!("a call holds at most {max} people")));
+            }
+            check_invitees(&state, user, &to, now).await?;
+            state.metrics.invites.fetch_add(1, Ordering::Relaxed);
+            CallRequest::Invite { to, media, timeout_s, user_data, connect_early }
+        }
+        ClientMessage::CallInviteMore { call_id, to } => {
+            check_invitees(&state, user, &to, now).await?;
+            CallRequest::InviteMore { call_id, to }
+        }
+        ClientMessage::CallCancel { call_id } => CallRequest::Cancel { call_id },
+        ClientMessage::CallAccept { call_id } => CallRequest::Accept { call_id },
+        ClientMessage::CallReject { call_id } => CallRequest::Reject { call_id },
+        ClientMessage::CallHangup { call_id, reason } => CallRequest::Hangup { call_id, gave_up: reason == Some(HangupReason::Failed) },
+        ClientMessage::CallJoin { call_id } => CallRequest::Join { call_id },
+        ClientMessage::CallMedia { call_id, media } => CallRequest::Media { call_id, media },
+        ClientMessage::Signal { call_id, to, to_device, payload } => {
+            if !payload.is_object() {
+                return Err(Refusal(ErrorCode::BadRequest, "payload must be an object".into()));
+            }
+            // A payload is never larger than its frame: only frames over the limit (rare:
+            // candidates and SDP are small) pay for measuring the payload itself.
+            if frame_len > MAX_SIGNAL_PAYLOAD_BYTES && payload.to_string().len() > MAX_SIGNAL_PAYLOAD_BYTES {
+                return Err(Refusal(ErrorCode::PayloadTooLarge, "payload over 32 KiB".into()));
+            }
+            CallRequest::Signal { call_id, to, to_device, payload }
+        }
+        ClientMessage::CallsActive => CallRequest::Active,
+    };
+    to_hub(&state, HubCommand::Request { session, re, request }).await.map(|()| None)
 }
 
 /// Invitees must be well-formed ids of existing accounts, and the inviter within its rate.

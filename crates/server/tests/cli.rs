@@ -1,18 +1,23 @@
-//! The `hark-server` command line: `user add|list|remove` and `token`, against a running server.
+//! The `hark-server` command line: `user add|list|remove` and `token`, against a running server
+//! that keeps its accounts in SQLite, and one that keeps them in PostgreSQL.
 
 mod common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use common::postgres::ThrowawayPostgres;
 use common::{Client, TestServer};
+use hark_server::config::Config;
 use serde_json::json;
 
-fn hark_server(args: &[&str], dir: &std::path::Path, stdin: Option<&str>) -> Output {
+/// `hark-server ARGS --data-dir DIR EXTRA…`, with `stdin` as its input.
+fn hark_server(args: &[&str], dir: &std::path::Path, extra: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hark-server"))
         .args(args)
         .arg("--data-dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -33,15 +38,30 @@ fn stdout(output: &Output) -> String {
 
 #[tokio::test]
 async fn user_add_list_remove_and_token() {
-    let server = TestServer::start().await;
-    let dir = server.dir.path();
+    user_commands(&TestServer::start().await, &[]).await;
+}
 
-    stdout(&hark_server(&["user", "add", "alice", "--nickname", "Alice"], dir, Some("correct horse\n")));
-    let refused = hark_server(&["user", "add", "bob"], dir, Some("short\n"));
+#[tokio::test]
+async fn user_add_list_remove_and_token_with_postgresql() {
+    let postgres = ThrowawayPostgres::start();
+    let url = postgres.create_database("accounts").await;
+    let server = TestServer::start_with(Config { database: Some(url.clone()), ..Config::default() }).await;
+    user_commands(&server, &["--database", &url]).await;
+    assert!(!server.dir.path().join("hark.db").exists(), "no SQLite database beside it");
+}
+
+/// Adds, lists and removes an account and mints a token with the command, while `server` runs;
+/// `extra` names where the accounts are.
+async fn user_commands(server: &TestServer, extra: &[&str]) {
+    let dir = server.dir.path();
+    let hark_server = |args: &[&str], stdin: Option<&str>| hark_server(args, dir, extra, stdin);
+
+    stdout(&hark_server(&["user", "add", "alice", "--nickname", "Alice"], Some("correct horse\n")));
+    let refused = hark_server(&["user", "add", "bob"], Some("short\n"));
     assert!(!refused.status.success());
-    let again = hark_server(&["user", "add", "alice"], dir, Some("correct horse\n"));
+    let again = hark_server(&["user", "add", "alice"], Some("correct horse\n"));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
-    assert_eq!(stdout(&hark_server(&["user", "list"], dir, None)), "alice\tAlice\n");
+    assert_eq!(stdout(&hark_server(&["user", "list"], None)), "alice\tAlice\n");
 
     // The password given on stdin logs in.
     let (status, body) = server.post("/v1/login", json!({"user":"alice","password":"correct horse"})).await;
@@ -49,14 +69,14 @@ async fn user_add_list_remove_and_token() {
 
     // A token minted by the command works with the running server (its clock is the manual one,
     // which stands before the real time, so the token is valid for it).
-    let token = stdout(&hark_server(&["token", "alice", "--ttl", "1h"], dir, None)).trim().to_owned();
+    let token = stdout(&hark_server(&["token", "alice", "--ttl", "1h"], None)).trim().to_owned();
     let mut client = Client::connect(&server.ws_url()).await;
     assert_eq!(client.hello(&token, "cli").await["user"], "alice");
-    let bad = hark_server(&["token", "alice", "--ttl", "1w"], dir, None);
+    let bad = hark_server(&["token", "alice", "--ttl", "1w"], None);
     assert!(!bad.status.success());
 
-    stdout(&hark_server(&["user", "remove", "alice"], dir, None));
-    assert_eq!(stdout(&hark_server(&["user", "list"], dir, None)), "");
+    stdout(&hark_server(&["user", "remove", "alice"], None));
+    assert_eq!(stdout(&hark_server(&["user", "list"], None)), "");
     let mut client = Client::connect(&server.ws_url()).await;
     assert_eq!(client.hello(&token, "cli").await["code"], "unauthorized");
     let (status, _) = server.post("/v1/login", json!({"user":"alice","password":"correct horse"})).await;

@@ -1,18 +1,22 @@
-//! Records survive the process: a SIGKILL right after a call, and a graceful shutdown mid-call.
+//! Records survive the process: a SIGKILL right after a call (with SQLite in the data folder, and
+//! with PostgreSQL), and a graceful shutdown mid-call.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use common::postgres::ThrowawayPostgres;
 use common::{place_call, Client, TestServer};
 use serde_json::json;
 
-/// The real `hark-server` binary on 127.0.0.1:0; returns the child and its address.
-fn spawn_server(dir: &std::path::Path) -> (Child, String) {
+/// The real `hark-server` binary on 127.0.0.1:0, with `extra` arguments; returns the child and
+/// its address.
+fn spawn_server(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hark-server"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -34,8 +38,24 @@ async fn client(addr: &str, dir: &std::path::Path, user: &str) -> Client {
 
 #[tokio::test]
 async fn records_are_intact_after_sigkill_and_restart() {
+    records_survive_sigkill(&[]).await;
+}
+
+#[tokio::test]
+async fn records_kept_in_postgresql_are_intact_after_sigkill_and_restart() {
+    let postgres = ThrowawayPostgres::start();
+    let url = postgres.create_database("records").await;
+    records_survive_sigkill(&["--database", &url]).await;
+    // They are in PostgreSQL, not in a SQLite file beside them.
+    let store = hark_server::store::Store::connect(&url).await.unwrap();
+    assert_eq!(store.history("alice", None, 50).await.unwrap().len(), 3);
+}
+
+/// Three calls, a SIGKILL the moment the last has ended, a restart: both people's histories hold
+/// all three. `extra` goes to `hark-server serve`.
+async fn records_survive_sigkill(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_server(dir.path());
+    let (mut child, addr) = spawn_server(dir.path(), extra);
     let mut alice = client(&addr, dir.path(), "alice").await;
     let mut bob = client(&addr, dir.path(), "bob").await;
     let mut calls = Vec::new();
@@ -53,7 +73,7 @@ async fn records_are_intact_after_sigkill_and_restart() {
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
 
-    let (mut child, addr) = spawn_server(dir.path());
+    let (mut child, addr) = spawn_server(dir.path(), extra);
     for user in ["alice", "bob"] {
         let mut c = client(&addr, dir.path(), user).await;
         let history = c.request(json!({"type":"calls.history"})).await;

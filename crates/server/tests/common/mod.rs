@@ -7,6 +7,8 @@
 //! before the barrier is queued ahead of the barrier's answer.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
@@ -49,6 +51,14 @@ impl TestServer {
     pub async fn start_in(config: Config, dir: tempfile::TempDir, clock: Arc<ManualClock>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = hark_server::start(listener, config.clone(), dir.path(), clock.clone()).await.expect("server starts");
+        let addr = server.addr();
+        TestServer { server: Some(server), clock, dir, config, addr }
+    }
+
+    /// Starts on storage the test opened (to slow or fail it).
+    pub async fn start_on(config: Config, dir: tempfile::TempDir, clock: Arc<ManualClock>, store: hark_server::store::Store) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = hark_server::start_with_store(listener, config.clone(), dir.path(), clock.clone(), store).await.expect("server starts");
         let addr = server.addr();
         TestServer { server: Some(server), clock, dir, config, addr }
     }
