@@ -34,6 +34,40 @@ pub fn load_or_create_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     Ok(hex.into_bytes())
 }
 
+/// Shortest signing key a key file may hold, in characters (the generated ones have 64).
+pub const MIN_KEY_CHARS: usize = 32;
+
+/// Reads the signing key from a file an operator made (`--signing-key FILE`), so that several
+/// servers share one: its text, trimmed, at least [`MIN_KEY_CHARS`] long. A file that others
+/// than its owner may read is refused, as ssh refuses such a private key: whoever reads it can
+/// sign in as anyone.
+pub fn load_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} may be read by others (mode {:o}); make it owner-only (chmod 600)",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path)?;
+    let key = text.trim();
+    if key.chars().count() < MIN_KEY_CHARS {
+        return Err(std::io::Error::other(format!("{} holds a key of under {MIN_KEY_CHARS} characters", path.display())));
+    }
+    Ok(key.as_bytes().to_vec())
+}
+
+/// The signing key a server uses: the operator's key file if it names one, else the data
+/// folder's (created on first start).
+pub fn signing_key(key_file: Option<&Path>, data_dir: &Path) -> std::io::Result<Vec<u8>> {
+    match key_file {
+        Some(path) => load_key_file(path),
+        None => load_or_create_secret(data_dir),
+    }
+}
+
 /// Reads an existing secret (for the `token` subcommand, which must not invent one).
 pub fn load_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     let text = std::fs::read_to_string(data_dir.join(SECRET_FILE))?;
@@ -53,6 +87,22 @@ pub fn turn_credentials(secret: &str, user: &str, expiry_s: i64) -> (String, Str
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_shared_key_file_must_be_owner_only_and_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.key");
+        std::fs::write(&path, format!("{}\n", "k".repeat(40))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let refused = load_key_file(&path).unwrap_err().to_string();
+        assert!(refused.contains("chmod 600"), "{refused}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(signing_key(Some(&path), dir.path()).unwrap(), "k".repeat(40).into_bytes());
+        assert!(!dir.path().join(SECRET_FILE).exists(), "the data folder's key is not made when a file is named");
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(load_key_file(&path).unwrap_err().to_string().contains("under 32"));
+        assert!(load_key_file(&dir.path().join("missing.key")).is_err());
+    }
 
     #[test]
     fn secret_is_created_once_owner_only() {

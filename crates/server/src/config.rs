@@ -43,6 +43,10 @@ pub struct Config {
     /// overrides), shared by every node of a cluster. Without it they are kept in SQLite in the
     /// data folder.
     pub database: Option<String>,
+    /// The token signing key, from a file the operator made (`--signing-key` overrides):
+    /// servers that share a database share it. Without it the key is `signing.key` in the data
+    /// folder, made on first start.
+    pub signing_key: Option<std::path::PathBuf>,
     /// Transport timers. Not read from the file: they are protocol constants, shortened only by
     /// tests that check them.
     #[serde(skip)]
@@ -159,6 +163,7 @@ impl Default for Config {
             service_accounts: Vec::new(),
             tls: None,
             database: None,
+            signing_key: None,
             transport: TransportTimers::default(),
         }
     }

@@ -44,7 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/register", post(register))
         .route("/v1/login", post(login))
         .route("/v1/ws", get(websocket))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), cors))
         .with_state(state)
@@ -246,6 +246,17 @@ async fn websocket(State(state): State<Arc<AppState>>, headers: HeaderMap, upgra
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE.max(MAX_FRAME_BYTES))
         .on_upgrade(move |socket| crate::session::serve(socket, state))
+}
+
+/// `ok`, or 503 with the reason when the database does not answer.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.health.check(&state.store).await {
+        Ok(()) => "ok".into_response(),
+        Err(reason) => {
+            warn!(%reason, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+        }
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

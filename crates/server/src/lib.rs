@@ -3,7 +3,8 @@
 //! The pieces, from the socket inwards:
 //! - [`listener`]: the accept loop (plain or TLS) with its limits: connections per source,
 //!   request and write deadlines.
-//! - [`http`]: axum routes for register/login, the WebSocket upgrade, `/healthz`, `/metrics`, CORS.
+//! - [`http`]: axum routes for register/login, the WebSocket upgrade, `/healthz` ([`health`]),
+//!   `/metrics`, CORS.
 //! - [`hashing`]: argon2id on a bounded pool of its own threads.
 //! - [`session`]: one task per connection; transport rules, request validation, and the requests
 //!   that only touch storage (contacts, profiles, history).
@@ -26,6 +27,7 @@ pub mod accounts;
 pub mod clock;
 pub mod config;
 pub mod hashing;
+pub mod health;
 pub mod http;
 pub mod hub;
 pub mod listener;
@@ -76,6 +78,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The hub's command channel.
     pub hub: mpsc::Sender<hub::HubCommand>,
+    /// `/healthz`'s last answer.
+    pub health: health::HealthCheck,
     /// Invite budget per user.
     pub invites: RateLimiter,
     /// Failed-login budget per source address and user id.
@@ -200,7 +204,7 @@ async fn serve_on(
     clock: Arc<dyn Clock>,
     store: Store,
 ) -> Result<RunningServer, StartError> {
-    let secret = accounts::load_or_create_secret(data_dir)?;
+    let secret = accounts::signing_key(config.signing_key.as_deref(), data_dir)?;
     let metrics = Arc::new(Metrics::default());
     let settings = RegistrySettings {
         max_participants: config.max_participants as usize,
@@ -243,6 +247,7 @@ async fn serve_on(
         clock,
         metrics: Arc::clone(&metrics),
         hub: hub_tx,
+        health: health::HealthCheck::default(),
         next_session: AtomicU64::new(1),
         session_prefix,
         shutdown: shutdown_rx.clone(),

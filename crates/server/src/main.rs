@@ -37,6 +37,10 @@ enum Command {
         /// cluster's nodes, instead of SQLite in the data folder (overrides the config file).
         #[arg(long)]
         database: Option<String>,
+        /// Sign tokens with the key in this file (owner-only, at least 32 characters), shared by
+        /// every server of a cluster, instead of the data folder's (overrides the config file).
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
         /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -57,6 +61,9 @@ enum Command {
         /// The server's PostgreSQL database, if it keeps its accounts there.
         #[arg(long)]
         database: Option<String>,
+        /// The server's signing key file, if it uses one instead of the data folder's.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
     },
     /// Manages accounts.
     User {
@@ -123,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, data_dir, config, closed_registration, database, tls_cert, tls_key } => {
+        Command::Serve { listen, data_dir, config, closed_registration, database, signing_key, tls_cert, tls_key } => {
             let mut config = match config {
                 Some(path) => Config::from_file(&path)?,
                 None => Config::default(),
@@ -135,18 +142,24 @@ async fn main() -> anyhow::Result<()> {
             if database.is_some() {
                 config.database = database;
             }
+            if signing_key.is_some() {
+                config.signing_key = signing_key;
+            }
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 config.tls = Some(hark_server::config::TlsConfig { cert, key });
             }
             serve(config, &data_dir).await
         }
-        Command::Token { user, ttl, data_dir, database } => {
+        Command::Token { user, ttl, data_dir, database, signing_key } => {
             if !hark_protocol::valid_user_id(&user) {
                 bail!("'{user}' is not a valid user id");
             }
             let ttl_s = parse_duration(&ttl)?;
-            let secret = hark_server::accounts::load_secret(&data_dir)
-                .with_context(|| format!("no signing secret in {} (start the server once first)", data_dir.display()))?;
+            let secret = match &signing_key {
+                Some(path) => hark_server::accounts::load_key_file(path).with_context(|| format!("the signing key {}", path.display()))?,
+                None => hark_server::accounts::load_secret(&data_dir)
+                    .with_context(|| format!("no signing secret in {} (start the server once first)", data_dir.display()))?,
+            };
             let store = Store::open_configured(database.as_deref(), &data_dir).await?;
             let now = SystemClock.now_ms();
             if store.ensure_user(&user, now).await? == hark_server::store::AccountState::Removed {

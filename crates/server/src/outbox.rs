@@ -174,6 +174,9 @@ mod tests {
     #[async_trait::async_trait]
     impl Storage for FailingWrites {
         async fn close(&self) {}
+        async fn ping(&self) -> Result<(), StoreError> {
+            unimplemented!()
+        }
         async fn write_records(&self, records: &[(String, CallRecord)]) -> Result<(), StoreError> {
             if self.failing.load(Ordering::SeqCst) > 0 {
                 self.failing.fetch_sub(1, Ordering::SeqCst);

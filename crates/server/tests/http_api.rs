@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::postgres::ThrowawayPostgres;
+use common::{Client, TestServer, PATIENCE};
 use hark_protocol::ErrorCode;
 use hark_server::config::{Config, RateLimits};
 use serde_json::json;
@@ -64,6 +65,34 @@ async fn login_rate_limit_and_closed_registration() {
     assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")));
     server.clock.advance(20_000);
     assert_eq!(server.post("/v1/login", json!({"user":"alice","password":"guess guess"})).await.0, 401);
+}
+
+#[tokio::test]
+async fn healthz_fails_while_the_database_does_not_answer() {
+    let postgres = ThrowawayPostgres::start();
+    let url = postgres.create_database("health").await;
+    let server = TestServer::start_with(Config { database: Some(url), ..Config::default() }).await;
+    let http = reqwest::Client::new();
+    let answer = http.get(server.http("/healthz")).send().await.unwrap();
+    assert_eq!((answer.status().as_u16(), answer.text().await.unwrap().as_str()), (200, "ok"));
+
+    drop(postgres);
+    // An answer stands for a second; the next check finds the database gone.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let answer = http.get(server.http("/healthz")).send().await.unwrap();
+        if answer.status() == 503 {
+            let reason = answer.text().await.unwrap();
+            assert!(reason.starts_with("database"), "{reason}");
+            break;
+        }
+        assert_eq!(answer.status(), 200);
+        assert!(tokio::time::Instant::now() < deadline, "/healthz still said ok with the database stopped");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Sign-ins are refused with a clear code meanwhile, and the server stays up.
+    let mut client = Client::connect(&server.ws_url()).await;
+    assert_eq!(client.hello(&server.token("alice"), "laptop").await["code"], "internal");
 }
 
 #[tokio::test]

@@ -30,6 +30,9 @@ impl Storage for HeldHistory {
     async fn close(&self) {
         self.inner.close().await
     }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
     async fn create_user(&self, id: &str, hash: Option<&str>, nickname: Option<&str>, now: i64) -> Result<bool, StoreError> {
         self.inner.create_user(id, hash, nickname, now).await
     }

@@ -93,6 +93,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Closes the connections, waiting for checked-out ones.
     async fn close(&self);
 
+    /// Asks the database the simplest question: whether it answers at all (`/healthz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Creates an account, or revives a removed one. Returns false if the id is taken.
     async fn create_user(&self, id: &str, password_hash: Option<&str>, nickname: Option<&str>, now: i64) -> Result<bool, StoreError>;
 

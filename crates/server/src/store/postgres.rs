@@ -27,8 +27,9 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            // A database that does not answer fails the start (or the request) within this.
-            .acquire_timeout(Duration::from_secs(10))
+            // A database that does not answer fails the start, or a request (a sign-in answered
+            // `internal`), within this: a client should not wait longer to learn it.
+            .acquire_timeout(Duration::from_secs(3))
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations-postgres").run(&pool).await?;
@@ -40,6 +41,11 @@ impl PostgresStore {
 impl Storage for PostgresStore {
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn create_user(&self, id: &str, password_hash: Option<&str>, nickname: Option<&str>, now: i64) -> Result<bool, StoreError> {

@@ -41,6 +41,11 @@ impl Storage for SqliteStore {
         self.pool.close().await;
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn create_user(&self, id: &str, password_hash: Option<&str>, nickname: Option<&str>, now: i64) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "INSERT INTO users (id, password_hash, nickname, created_at) VALUES (?1, ?2, ?3, ?4)
