@@ -583,6 +583,8 @@ struct VideoFigures {
     first_ms: Vec<f64>,
     cpu: Cpu,
     memory: Memory,
+    /// The largest mappings of each process in the call.
+    mappings: Vec<String>,
     far_end: String,
 }
 
@@ -598,6 +600,10 @@ impl VideoFigures {
         println!("    accept -> first remote picture drawn in the call view, p50 of {}: {:.0} ms (each: {:?})", self.first_ms.len(), median(&self.first_ms), self.first_ms);
         println!("    CPU of the app (all processes): {:.1}% of one core over 10 s ({})", self.cpu.percent, self.cpu.each.join(", "));
         println!("    memory: {}", self.memory.line());
+        println!("    where it goes, in the video call (PSS MiB by mapping, largest first):");
+        for line in &self.mappings {
+            println!("      {line}");
+        }
         println!("    hark-cli decoded the app's video: {}", self.far_end);
     }
 }
@@ -642,13 +648,14 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
             tokio::time::sleep(Duration::from_secs(3)).await;
             let cpu = app_cpu(app).await;
             let memory = settled_memory(app).await;
+            let mappings = mappings(app, 8);
             wait_for("the video call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
             let far_end = wait_for("hark-cli's count", SHORT, || async {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 Ok(text.lines().find(|l| l.contains("\"video_frames\"")).map(str::to_owned))
             })
             .await?;
-            return Ok(VideoFigures { first_ms, cpu, memory, far_end });
+            return Ok(VideoFigures { first_ms, cpu, memory, mappings, far_end });
         }
         wait_for("the short call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
     }
