@@ -54,8 +54,10 @@ pub const SYSTEM_PACKAGES: &[&str] = &[
     "nftables",
     // Signaling through a real HTTP proxy (CONNECT), as from an office network.
     "tinyproxy",
-    // The server's storage contract, run against a throw-away PostgreSQL as well as SQLite.
+    // The server's storage contract, run against a throw-away PostgreSQL as well as SQLite, and
+    // delivery between servers through a throw-away nats-server.
     "postgresql",
+    "nats-server",
     // The packages' tests: links opened as desktops do (xdg-open, GIO's `gio open`), desktop
     // entries checked and indexed, the .rpm read (rpm, rpm2cpio, cpio), the server's unit checked
     // (systemd-analyze; systemd itself is not started).

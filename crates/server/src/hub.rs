@@ -18,6 +18,7 @@ use tracing::{debug, debug_span, info, warn};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::delivery::{Delivery, LocalDelivery};
 use crate::outbox::{Batch, Handoff, Outbox};
 use crate::registry::{CallRegistry, CallRequest, Output, SessionId};
 use crate::store::Store;
@@ -97,22 +98,24 @@ pub enum HubCommand {
 /// The hub task's state.
 pub struct Hub {
     registry: CallRegistry,
+    delivery: Option<Box<dyn Delivery>>,
     store: Store,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    /// A hub around `registry`.
-    pub fn new(registry: CallRegistry, store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        Hub { registry, store, clock, metrics }
+    /// A hub around `registry`, delivering through `delivery`.
+    pub fn new(registry: CallRegistry, store: Store, delivery: Box<dyn Delivery>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        Hub { registry, delivery: Some(delivery), store, clock, metrics }
     }
 
     /// Runs until every command sender is dropped, then ends the calls still live, waits until
     /// the outbox has stored their records and delivered everything, and returns.
     pub async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>) {
         let (outbox, handoffs) = mpsc::channel(OUTBOX_QUEUE);
-        let outbox_task = tokio::spawn(Outbox::new(self.store.clone(), Arc::clone(&self.clock), Arc::clone(&self.metrics)).run(handoffs));
+        let delivery = self.delivery.take().unwrap_or_else(|| Box::new(LocalDelivery::default()));
+        let outbox_task = tokio::spawn(Outbox::new(self.store.clone(), delivery, Arc::clone(&self.clock), Arc::clone(&self.metrics)).run(handoffs));
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let wake = self.registry.poll_timeout();

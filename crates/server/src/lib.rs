@@ -26,6 +26,7 @@ pub mod account_watch;
 pub mod accounts;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod hashing;
 pub mod health;
 pub mod http;
@@ -92,8 +93,10 @@ pub struct AppState {
     pub passwords: HashPool,
     /// Where each account signed in from before (their logins go first).
     pub known_sources: KnownSources,
-    /// Session numbering.
+    /// Session numbering: the next session is this server's `next_session`th.
     pub next_session: AtomicU64,
+    /// This server's tag in its session ids.
+    pub session_tag: delivery::SessionTag,
     /// Random per start, so session ids do not repeat across restarts.
     pub session_prefix: u32,
     /// Flips to true when the server shuts down.
@@ -218,7 +221,8 @@ async fn serve_on(
     };
     let registry = CallRegistry::new(settings, call_prefix);
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
-    let hub = tokio::spawn(Hub::new(registry, store.clone(), Arc::clone(&clock), Arc::clone(&metrics)).run(hub_rx));
+    let delivery = Box::new(delivery::LocalDelivery::default());
+    let hub = tokio::spawn(Hub::new(registry, store.clone(), delivery, Arc::clone(&clock), Arc::clone(&metrics)).run(hub_rx));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Removals from before this start need nothing: their sessions died with the last process.
     let seen = store.last_account_event().await?;
@@ -249,6 +253,7 @@ async fn serve_on(
         hub: hub_tx,
         health: health::HealthCheck::default(),
         next_session: AtomicU64::new(1),
+        session_tag: delivery::SessionTag::new(session_prefix),
         session_prefix,
         shutdown: shutdown_rx.clone(),
     });

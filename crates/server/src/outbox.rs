@@ -6,12 +6,9 @@
 //! also what keeps the durability promise when a write fails: the batch's records are written
 //! again (after 50 ms, doubling up to 2 s) until they are stored, and no frame of that batch or of
 //! any later one goes out before, so nobody sees `call.ended` for a call whose record could still
-//! be lost. The session directory lives here, because delivery is the only thing that needs it.
-//!
-//! Delivery never waits: each session has a bounded channel, and a session that lets it fill is
-//! too slow to be in a call; its sender is dropped, which closes it.
+//! be lost. Frames reach sessions through a [`Delivery`]: this process's sessions alone, or
+//! every server's.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::clock::Clock;
+use crate::delivery::Delivery;
 use crate::hub::Outbound;
 use crate::metrics::Metrics;
 use crate::registry::{Output, SessionId};
@@ -70,28 +68,24 @@ impl Batch {
 
 /// The outbox task's state.
 pub struct Outbox {
-    sessions: HashMap<SessionId, mpsc::Sender<Outbound>>,
+    delivery: Box<dyn Delivery>,
     store: Store,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
 impl Outbox {
-    /// An outbox writing to `store`.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Outbox {
-        Outbox { sessions: HashMap::new(), store, clock, metrics }
+    /// An outbox writing to `store` and delivering through `delivery`.
+    pub fn new(store: Store, delivery: Box<dyn Delivery>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Outbox {
+        Outbox { delivery, store, clock, metrics }
     }
 
     /// Runs until the hub drops its sender, after carrying out everything it handed over.
     pub async fn run(mut self, mut handoffs: mpsc::Receiver<Handoff>) {
         while let Some(handoff) = handoffs.recv().await {
             match handoff {
-                Handoff::Open { session, sender } => {
-                    self.sessions.insert(session, sender);
-                }
-                Handoff::Close { session } => {
-                    self.sessions.remove(&session);
-                }
+                Handoff::Open { session, sender } => self.delivery.open(session, sender).await,
+                Handoff::Close { session } => self.delivery.close(session).await,
                 Handoff::Batch(batch) => self.carry_out(batch).await,
             }
         }
@@ -101,12 +95,8 @@ impl Outbox {
         self.store_records(&batch.records).await;
         for delivery in batch.deliveries {
             match delivery {
-                Output::Send(session, message) => self.deliver(session, &message),
-                Output::Close { session, reason } => {
-                    if let Some(sender) = self.sessions.remove(&session) {
-                        let _ = sender.try_send(Outbound::Kick(reason));
-                    }
-                }
+                Output::Send(session, message) => self.deliver(session, &message).await,
+                Output::Close { session, reason } => self.delivery.send(session, Outbound::Kick(reason)).await,
                 Output::Record { user, record } => {
                     warn!(%user, call_id = %record.call_id, "a record among the deliveries; the hub separates them");
                 }
@@ -137,18 +127,14 @@ impl Outbox {
         }
     }
 
-    fn deliver(&mut self, session: SessionId, message: &ServerMessage) {
-        let Some(sender) = self.sessions.get(&session) else { return };
+    async fn deliver(&mut self, session: SessionId, message: &ServerMessage) {
         if let ServerMessage::CallEnded { call_id, reason, duration_s } = message {
             debug!(%call_id, session, ?reason, duration_s, "call ended");
         }
         if let ServerMessage::Error { code, .. } = message {
             self.metrics.count_error(*code);
         }
-        if sender.try_send(Outbound::Frame(message.to_json())).is_err() {
-            warn!(session, "session queue full or closed; dropping the session");
-            self.sessions.remove(&session);
-        }
+        self.delivery.send(session, Outbound::Frame(message.to_json())).await;
     }
 }
 
@@ -161,6 +147,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::delivery::LocalDelivery;
     use crate::store::{AccountState, ContactRow, Storage, StoreError};
 
     /// Storage whose record writes fail while `failing` is above zero, counting down, and that
@@ -284,7 +271,7 @@ mod tests {
         let store = Store::from_shared(Arc::clone(&storage) as Arc<dyn Storage>);
         let clock = ManualClock::new(0);
         let (handoffs, receiver) = mpsc::channel(16);
-        let outbox = tokio::spawn(Outbox::new(store, clock.clone(), Arc::new(Metrics::default())).run(receiver));
+        let outbox = tokio::spawn(Outbox::new(store, Box::new(LocalDelivery::default()), clock.clone(), Arc::new(Metrics::default())).run(receiver));
         let (alice, mut alice_frames) = mpsc::channel(16);
         handoffs.send(Handoff::Open { session: 1, sender: alice }).await.unwrap();
 
@@ -323,7 +310,7 @@ mod tests {
     async fn a_session_that_lets_its_queue_fill_is_dropped_and_a_closed_one_gets_nothing() {
         let store = Store::from(FailingWrites::default());
         let (handoffs, receiver) = mpsc::channel(16);
-        let outbox = tokio::spawn(Outbox::new(store, ManualClock::new(0), Arc::new(Metrics::default())).run(receiver));
+        let outbox = tokio::spawn(Outbox::new(store, Box::new(LocalDelivery::default()), ManualClock::new(0), Arc::new(Metrics::default())).run(receiver));
         let (slow, mut slow_frames) = mpsc::channel(1);
         let (gone, mut gone_frames) = mpsc::channel(4);
         handoffs.send(Handoff::Open { session: 1, sender: slow }).await.unwrap();

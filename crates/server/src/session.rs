@@ -196,7 +196,7 @@ impl Connection {
     /// The signed-in part of the session.
     async fn run(&mut self, hello: Hello) {
         let state = Arc::clone(&self.state);
-        let session: SessionId = state.next_session.fetch_add(1, Ordering::Relaxed);
+        let session: SessionId = state.session_tag.session(state.next_session.fetch_add(1, Ordering::Relaxed));
         let (sender, mut outbound) = mpsc::channel(SESSION_QUEUE);
         let (reply, joined) = oneshot::channel();
         let open = HubCommand::Open { session, user: hello.user.clone(), device: hello.device, sender, reply };

@@ -7,6 +7,7 @@
 //! before the barrier is queued ahead of the barrier's answer.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod postgres;
 
 use std::collections::VecDeque;
