@@ -27,6 +27,7 @@ pub mod accounts;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod directory;
 pub mod hashing;
 pub mod health;
 pub mod http;

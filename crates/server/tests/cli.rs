@@ -6,8 +6,10 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+#[cfg(feature = "cluster")]
 use common::postgres::ThrowawayPostgres;
 use common::{Client, TestServer};
+#[cfg(feature = "cluster")]
 use hark_server::config::Config;
 use serde_json::json;
 
@@ -42,6 +44,7 @@ async fn user_add_list_remove_and_token() {
 }
 
 #[tokio::test]
+#[cfg(feature = "cluster")]
 async fn user_add_list_remove_and_token_with_postgresql() {
     let postgres = ThrowawayPostgres::start();
     let url = postgres.create_database("accounts").await;

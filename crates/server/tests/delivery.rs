@@ -1,6 +1,7 @@
 //! Delivery between servers: frames for sessions of this server and of another, through a real
 //! nats-server, in order; kicks; slow and unknown sessions; and a nats-server killed and started
 //! again. What one process needs of it is held to the same rules by `LocalDelivery`.
+#![cfg(feature = "cluster")]
 
 mod common;
 

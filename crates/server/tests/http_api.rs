@@ -2,8 +2,11 @@
 
 mod common;
 
+#[cfg(feature = "cluster")]
 use common::postgres::ThrowawayPostgres;
-use common::{Client, TestServer, PATIENCE};
+#[cfg(feature = "cluster")]
+use common::PATIENCE;
+use common::{Client, TestServer};
 use hark_protocol::ErrorCode;
 use hark_server::config::{Config, RateLimits};
 use serde_json::json;
@@ -68,6 +71,7 @@ async fn login_rate_limit_and_closed_registration() {
 }
 
 #[tokio::test]
+#[cfg(feature = "cluster")]
 async fn healthz_fails_while_the_database_does_not_answer() {
     let postgres = ThrowawayPostgres::start();
     let url = postgres.create_database("health").await;

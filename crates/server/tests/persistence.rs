@@ -6,6 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+#[cfg(feature = "cluster")]
 use common::postgres::ThrowawayPostgres;
 use common::{place_call, Client, TestServer};
 use serde_json::json;
@@ -42,6 +43,7 @@ async fn records_are_intact_after_sigkill_and_restart() {
 }
 
 #[tokio::test]
+#[cfg(feature = "cluster")]
 async fn records_kept_in_postgresql_are_intact_after_sigkill_and_restart() {
     let postgres = ThrowawayPostgres::start();
     let url = postgres.create_database("records").await;

@@ -1,6 +1,7 @@
 //! Two servers on one PostgreSQL database with one signing key, as a cluster's nodes will be: a
 //! token from either works on both, what one writes the other reads, and removing an account
 //! from any host closes its sessions on every server.
+#![cfg(feature = "cluster")]
 
 mod common;
 

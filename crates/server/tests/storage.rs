@@ -5,9 +5,12 @@ mod common;
 
 use std::collections::HashSet;
 
+#[cfg(feature = "cluster")]
 use common::postgres::ThrowawayPostgres;
 use hark_protocol::{CallQuality, CallRecord, CallResult, Direction, EndReason, Media};
-use hark_server::store::{AccountState, ContactRow, Store, StoreError};
+use hark_server::store::{AccountState, ContactRow, Store};
+#[cfg(feature = "cluster")]
+use hark_server::store::StoreError;
 
 fn record(call_id: &str, started_at: i64) -> CallRecord {
     CallRecord {
@@ -197,6 +200,7 @@ async fn sqlite_meets_the_storage_contract() {
 }
 
 #[tokio::test]
+#[cfg(feature = "cluster")]
 async fn postgresql_meets_the_storage_contract() {
     let postgres = ThrowawayPostgres::start();
     let url = postgres.create_database("contract").await;
@@ -207,6 +211,7 @@ async fn postgresql_meets_the_storage_contract() {
 }
 
 #[tokio::test]
+#[cfg(feature = "cluster")]
 async fn nodes_starting_together_migrate_one_database_once() {
     let postgres = ThrowawayPostgres::start();
     let url = postgres.create_database("together").await;
@@ -220,6 +225,7 @@ async fn nodes_starting_together_migrate_one_database_once() {
 }
 
 #[tokio::test]
+#[cfg(feature = "cluster")]
 async fn a_database_url_that_is_not_postgresql_or_unreachable_is_a_clear_error() {
     let error = Store::connect("mysql://hark@127.0.0.1/hark").await.unwrap_err();
     assert!(matches!(error, StoreError::UnsupportedUrl(_)), "{error}");

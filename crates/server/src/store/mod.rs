@@ -9,6 +9,7 @@
 //! the record being stored. One conformance suite (`tests/storage.rs`) holds both to the same
 //! behaviour.
 
+#[cfg(feature = "cluster")]
 pub mod postgres;
 pub mod sqlite;
 
@@ -36,6 +37,9 @@ pub enum StoreError {
     /// The database URL names no database this server speaks.
     #[error("unsupported database URL {0:?}: expected postgres://… or postgresql://…")]
     UnsupportedUrl(String),
+    /// PostgreSQL was asked of a build without it (the app's built-in server).
+    #[error("this server was built without PostgreSQL (the `cluster` feature)")]
+    NoPostgres,
 }
 
 /// What a sign-in finds about an account.
@@ -186,7 +190,10 @@ impl Store {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         }
-        Ok(Store::from(postgres::PostgresStore::connect(url).await?))
+        #[cfg(feature = "cluster")]
+        return Ok(Store::from(postgres::PostgresStore::connect(url).await?));
+        #[cfg(not(feature = "cluster"))]
+        Err(StoreError::NoPostgres)
     }
 
     /// The database a server is configured with: PostgreSQL at `database` if given, else SQLite

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+#[cfg(feature = "cluster")]
 pub mod postgres;
 
 use std::collections::VecDeque;
