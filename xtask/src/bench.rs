@@ -832,10 +832,13 @@ fn app(args: &[String]) -> Result<()> {
     };
     let root = crate::workspace::root()?;
     let npm = crate::workspace::npm_command(&["run", "build"])?;
-    let mut build = crate::workspace::cargo_command()?;
-    // hark-server too: the headed Chromium pair (video-bench.mjs) runs through one.
-    build.args(["build", "--profile", "desktop", "--locked", "-p", "hark-desktop", "-p", "hark-e2e", "-p", "hark-cli", "-p", "hark-server"]);
-    for mut step in [npm, build] {
+    // The app apart, as it is packaged (see bundle::pack); hark-server too: the headed Chromium
+    // pair (video-bench.mjs) runs through one.
+    let mut app = crate::workspace::cargo_command()?;
+    app.args(["build", "--profile", "desktop", "--locked", "-p", "hark-desktop"]);
+    let mut tools = crate::workspace::cargo_command()?;
+    tools.args(["build", "--profile", "desktop", "--locked", "-p", "hark-e2e", "-p", "hark-cli", "-p", "hark-server"]);
+    for mut step in [npm, app, tools] {
         println!("xtask: {}", crate::workspace::describe(&step));
         if !step.status()?.success() {
             bail!("{} failed", crate::workspace::describe(&step));

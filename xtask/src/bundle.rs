@@ -66,9 +66,14 @@ pub fn build() -> anyhow::Result<Packages> {
 pub fn pack() -> anyhow::Result<Packages> {
     let root = workspace::root()?;
     let target = root.join("target");
-    let mut cargo = workspace::cargo_command()?;
-    cargo.args(["build", "--profile", "desktop", "--locked", "-p", "hark-desktop", "-p", "hark-server"]);
-    step("building hark-desktop and hark-server (the `desktop` profile)", cargo)?;
+    // Apart: built together, cargo would give the app's embedded server the features the
+    // hark-server program has (PostgreSQL, NATS), which the app does not use and its package
+    // has no room for.
+    for package in ["hark-desktop", "hark-server"] {
+        let mut cargo = workspace::cargo_command()?;
+        cargo.args(["build", "--profile", "desktop", "--locked", "-p", package]);
+        step(&format!("building {package} (the `desktop` profile)"), cargo)?;
+    }
 
     let out = target.join(OUT_DIR);
     fs::create_dir_all(&out)?;
