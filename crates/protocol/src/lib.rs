@@ -61,9 +61,29 @@ pub fn valid_user_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Longest nickname or contact alias, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Whether `name` may be a nickname or a contact alias as far as its characters go: at most
+/// [`MAX_NAME_CHARS`] of them and no control characters, which no name needs and which some
+/// databases cannot keep (PostgreSQL's text refuses NUL). A nickname must also not be blank.
+pub fn valid_name_chars(name: &str) -> bool {
+    name.chars().count() <= MAX_NAME_CHARS && !name.chars().any(char::is_control)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["Alice", "Zoë 用户", "", &"x".repeat(64)] {
+            assert!(valid_name_chars(ok), "{ok:?}");
+        }
+        for bad in ["a\u{0}b", "line\nbreak", "tab\t", &"x".repeat(65)] {
+            assert!(!valid_name_chars(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn user_ids() {

@@ -206,10 +206,13 @@ mod in_kv {
             }
         }
 
-        /// Applies `change` to `user`'s sessions by compare-and-set, again on a lost race.
+        /// Applies `change` to `user`'s sessions by compare-and-set, again on a lost race. Sessions
+        /// of servers that are gone are dropped on the way: each start draws a new tag, so nothing
+        /// else would ever remove them.
         async fn change(&self, user: &str, change: impl Fn(&mut Vec<DirectoryEntry>)) -> Result<(), DirectoryError> {
             loop {
-                let (mut sessions, revision) = self.read(user).await?;
+                let (sessions, revision) = self.read(user).await?;
+                let mut sessions = self.of_live_servers(sessions).await?;
                 change(&mut sessions);
                 let value = serde_json::to_vec(&sessions).expect("entries serialize").into();
                 let written = match revision {
@@ -254,6 +257,13 @@ mod in_kv {
 
         async fn sessions(&self, user: &UserId) -> Result<Vec<DirectoryEntry>, DirectoryError> {
             let (sessions, _) = self.read(user).await?;
+            self.of_live_servers(sessions).await
+        }
+    }
+
+    impl KvDirectory {
+        /// The entries of `sessions` whose server is alive.
+        async fn of_live_servers(&self, sessions: Vec<DirectoryEntry>) -> Result<Vec<DirectoryEntry>, DirectoryError> {
             let mut alive: HashMap<SessionTag, bool> = HashMap::new();
             let mut open = Vec::with_capacity(sessions.len());
             for entry in sessions {

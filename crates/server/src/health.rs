@@ -1,6 +1,8 @@
 //! `/healthz`: whether this server can do its work, for a load balancer to route by. It fails
 //! (503) when the database does not answer within [`PING_WITHIN`], so a node that lost its
-//! database is taken out of rotation instead of refusing every sign-in. The answer is kept for
+//! database is taken out of rotation instead of refusing every sign-in, and when call records
+//! have failed to be written for [`RECORDS_FAILING_FOR`] (a full disk, a revoked grant: the
+//! database answers, but every event waits behind those records). The answer is kept for
 //! [`KEPT_FOR`]: a flood of checks costs the database one query a second, and checks that
 //! arrive together wait for the one in flight.
 
@@ -15,6 +17,8 @@ use crate::store::Store;
 pub const PING_WITHIN: Duration = Duration::from_secs(2);
 /// How long one answer stands.
 pub const KEPT_FOR: Duration = Duration::from_secs(1);
+/// How long records may keep failing before the server counts as unhealthy.
+pub const RECORDS_FAILING_FOR: Duration = Duration::from_secs(2);
 
 /// The last answer and when it was found.
 #[derive(Debug, Default)]
@@ -23,8 +27,12 @@ pub struct HealthCheck {
 }
 
 impl HealthCheck {
-    /// `Ok` if the database answered (now or within the last [`KEPT_FOR`]), else why not.
-    pub async fn check(&self, store: &Store) -> Result<(), String> {
+    /// `Ok` if records are being written and the database answered (now or within the last
+    /// [`KEPT_FOR`]), else why not. `failing_since` and `now` are Unix ms (0: nothing failing).
+    pub async fn check(&self, store: &Store, failing_since: i64, now: i64) -> Result<(), String> {
+        if failing_since > 0 && now - failing_since >= RECORDS_FAILING_FOR.as_millis() as i64 {
+            return Err(format!("call records not written for {} s", (now - failing_since) / 1000));
+        }
         let mut last = self.last.lock().await;
         if let Some((at, answer)) = &*last {
             if at.elapsed() < KEPT_FOR {

@@ -154,8 +154,8 @@ async fn register(
     if !(8..=1024).contains(&body.password.len()) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "passwords are 8 to 1024 bytes"));
     }
-    if body.nickname.as_ref().is_some_and(|n| n.trim().is_empty() || n.chars().count() > 64) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "nickname must be 1 to 64 characters"));
+    if body.nickname.as_ref().is_some_and(|n| n.trim().is_empty() || !hark_protocol::valid_name_chars(n)) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "nickname must be 1 to 64 characters, none of them control characters"));
     }
     let taken = || ApiError::new(StatusCode::CONFLICT, ErrorCode::UserExists, format!("'{}' is taken", body.user));
     // A taken id is refused before it costs a hash (the insert below still decides races), and
@@ -250,7 +250,8 @@ async fn websocket(State(state): State<Arc<AppState>>, headers: HeaderMap, upgra
 
 /// `ok`, or 503 with the reason when the database does not answer.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    match state.health.check(&state.store).await {
+    let failing_since = state.metrics.records_failing_since_ms.load(std::sync::atomic::Ordering::Relaxed);
+    match state.health.check(&state.store, failing_since, state.clock.now_ms()).await {
         Ok(()) => "ok".into_response(),
         Err(reason) => {
             warn!(%reason, "health check failed");

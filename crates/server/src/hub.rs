@@ -26,10 +26,11 @@ use crate::store::Store;
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 512;
 
-/// Handoffs the outbox may have queued before the hub waits for it: about a minute of a busy
-/// server's batches while the database does not answer. Past it the hub stops taking commands,
-/// and sessions wait to send theirs.
-const OUTBOX_QUEUE: usize = 4096;
+/// Handoffs the outbox may have queued before the hub waits for it. A batch holds up to
+/// [`MAX_BATCH`] commands' outputs, so this bounds what waits on a stalled database (a few
+/// seconds of a busy server); past it the hub stops taking commands, and sessions wait to send
+/// theirs.
+const OUTBOX_QUEUE: usize = 256;
 
 /// Frames a session may have queued before it counts as too slow (a call setup is ~5 frames).
 pub const SESSION_QUEUE: usize = 256;
@@ -145,6 +146,9 @@ impl Hub {
             self.hand_over(&outbox, outputs).await;
         }
         let now = self.clock.now_ms();
+        if outbox.send(Handoff::Closing).await.is_err() {
+            warn!("the outbox stopped");
+        }
         self.registry.end_all(now);
         self.hand_over(&outbox, Batch::default()).await;
         drop(outbox);

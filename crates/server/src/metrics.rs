@@ -28,6 +28,8 @@ pub struct Metrics {
     pub frames_out: AtomicU64,
     /// Writes of call records that failed (and were tried again; their events waited).
     pub record_write_failures: AtomicU64,
+    /// When (Unix ms) the records now waiting first failed to be written; 0 while none fail.
+    pub records_failing_since_ms: AtomicI64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 

@@ -27,6 +27,9 @@ use crate::store::Store;
 const RETRY_FIRST_MS: i64 = 50;
 /// The longest wait between two tries of a failed write, in ms.
 const RETRY_MAX_MS: i64 = 2_000;
+/// Once the server is shutting down, how long the last records may keep failing before they
+/// are given up (logged, with every call id), in ms: a server asked to stop must stop.
+const GIVE_UP_AT_SHUTDOWN_MS: i64 = 10_000;
 
 /// What the hub hands over, in the order it happened.
 #[derive(Debug)]
@@ -45,6 +48,8 @@ pub enum Handoff {
     },
     /// One hub batch's outputs.
     Batch(Batch),
+    /// The server is shutting down: what follows is the last of it.
+    Closing,
 }
 
 /// One hub batch: records to store, then frames and kicks to deliver, then the answers to the
@@ -68,6 +73,8 @@ impl Batch {
 
 /// The outbox task's state.
 pub struct Outbox {
+    /// Set once the hub said the server is shutting down.
+    closing: bool,
     delivery: Box<dyn Delivery>,
     store: Store,
     clock: Arc<dyn Clock>,
@@ -77,7 +84,7 @@ pub struct Outbox {
 impl Outbox {
     /// An outbox writing to `store` and delivering through `delivery`.
     pub fn new(store: Store, delivery: Box<dyn Delivery>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Outbox {
-        Outbox { delivery, store, clock, metrics }
+        Outbox { closing: false, delivery, store, clock, metrics }
     }
 
     /// Runs until the hub drops its sender, after carrying out everything it handed over.
@@ -87,6 +94,7 @@ impl Outbox {
                 Handoff::Open { session, sender } => self.delivery.open(session, sender).await,
                 Handoff::Close { session } => self.delivery.close(session).await,
                 Handoff::Batch(batch) => self.carry_out(batch).await,
+                Handoff::Closing => self.closing = true,
             }
         }
     }
@@ -107,18 +115,29 @@ impl Outbox {
         }
     }
 
-    /// Writes `records`, trying again until they are stored.
+    /// Writes `records`, trying again until they are stored (or, once the server is shutting
+    /// down, for [`GIVE_UP_AT_SHUTDOWN_MS`]). While they fail, `/healthz` says so.
     async fn store_records(&self, records: &[(UserId, CallRecord)]) {
         if records.is_empty() {
             return;
         }
+        let first_try = self.clock.now_ms();
         let mut wait = RETRY_FIRST_MS;
         loop {
             match self.store.write_records(records).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.metrics.records_failing_since_ms.store(0, Ordering::Relaxed);
+                    return;
+                }
                 Err(e) => {
                     self.metrics.record_write_failures.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.metrics.records_failing_since_ms.compare_exchange(0, first_try.max(1), Ordering::Relaxed, Ordering::Relaxed);
                     warn!(error = %e, count = records.len(), retry_in_ms = wait, "could not write call records; their frames wait");
+                    if self.closing && self.clock.now_ms() - first_try >= GIVE_UP_AT_SHUTDOWN_MS {
+                        let calls: Vec<&str> = records.iter().map(|(_, r)| r.call_id.as_str()).collect();
+                        tracing::error!(?calls, count = records.len(), "shutting down: call records given up");
+                        return;
+                    }
                 }
             }
             let clock = Arc::clone(&self.clock);

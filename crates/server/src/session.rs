@@ -28,7 +28,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use hark_protocol::token::{self, TokenError};
 use hark_protocol::{
-    parse_client_frame, valid_user_id, CallSummary, ClientMessage, Contact, ErrorCode, HangupReason, KickReason, OkBody, PresenceStatus,
+    parse_client_frame, valid_name_chars, valid_user_id, CallSummary, ClientMessage, Contact, ErrorCode, HangupReason, KickReason, OkBody, PresenceStatus,
     ServerMessage, UserId, MAX_AVATAR_BYTES, MAX_SERVER_FRAME_BYTES, MAX_SIGNAL_PAYLOAD_BYTES, MAX_USERS_GET,
     MAX_USER_DATA_BYTES, PROTOCOL_VERSION,
 };
@@ -53,8 +53,6 @@ const MAX_CONTACTS: usize = 1000;
 const SEND_LIMIT: Duration = Duration::from_secs(10);
 /// Longest a close frame may take to go out: the session is ending either way.
 const CLOSE_LIMIT: Duration = Duration::from_secs(1);
-/// Longest nickname or alias, in characters.
-const MAX_NAME_CHARS: usize = 64;
 /// Longest device id, in characters.
 const MAX_DEVICE_CHARS: usize = 64;
 /// WebSocket close code for protocol violations.
@@ -204,7 +202,16 @@ impl Connection {
             self.close(GOING_AWAY, "server shutting down").await;
             return;
         }
-        let joined_calls: Vec<CallSummary> = joined.await.unwrap_or_default();
+        // The answer waits on the outbox, which waits on the database: a shutdown must not.
+        let mut stop = state.shutdown.clone();
+        let joined_calls: Vec<CallSummary> = tokio::select! {
+            answer = joined => answer.unwrap_or_default(),
+            _ = shutting_down(&mut stop) => {
+                self.close(GOING_AWAY, "server shutting down").await;
+                let _ = state.hub.send(HubCommand::Close { session }).await;
+                return;
+            }
+        };
         // A removal that committed between our account check and the hub taking this session in
         // may have been acted on before the hub knew of us: look once more, now that it does.
         match state.store.account_state(&hello.user).await {
@@ -306,16 +313,22 @@ impl Connection {
     }
 
     /// Awaits `work` while the frames the hub queues for this session keep going out. A kick or
-    /// the channel's end is held until the work is done (its answer is sent first).
-    async fn meanwhile<T>(&mut self, outbound: &mut mpsc::Receiver<Outbound>, work: impl Future<Output = T>) -> T {
+    /// the channel's end is held until the work is done (its answer is sent first). `None` if
+    /// the server began to shut down first: the work is dropped, and the session loop says so.
+    async fn meanwhile<T>(&mut self, outbound: &mut mpsc::Receiver<Outbound>, work: impl Future<Output = T>) -> Option<T> {
         tokio::pin!(work);
+        let mut stop = self.state.shutdown.clone();
         loop {
             if self.gone || self.held_end.is_some() {
-                return work.await;
+                return tokio::select! {
+                    done = &mut work => Some(done),
+                    _ = shutting_down(&mut stop) => None,
+                };
             }
             tokio::select! {
                 biased;
-                done = &mut work => return done,
+                done = &mut work => return Some(done),
+                _ = shutting_down(&mut stop) => return None,
                 queued = outbound.recv() => match queued {
                     Some(Outbound::Frame(_)) => {
                         self.on_outbound(queued).await;
@@ -365,7 +378,11 @@ impl Connection {
         };
         let re = frame.id;
         let work = answer(Arc::clone(&self.state), session, user.to_owned(), re.clone(), frame.message, text.len());
-        match self.meanwhile(outbound, work).await {
+        let Some(outcome) = self.meanwhile(outbound, work).await else {
+            // Shutting down: the session loop tells the client.
+            return Flow::Continue;
+        };
+        match outcome {
             Ok(Some(body)) => {
                 self.send(&ServerMessage::Ok { re, body }).await;
             }
@@ -489,8 +506,8 @@ async fn answer(
             return Ok(Some(OkBody { statuses: Some(statuses), ..OkBody::default() }));
         }
         ClientMessage::ProfileSet { nickname, avatar } => {
-            if nickname.as_ref().is_some_and(|n| n.trim().is_empty() || n.chars().count() > MAX_NAME_CHARS) {
-                return Err(Refusal(ErrorCode::BadRequest, "nickname must be 1 to 64 characters".into()));
+            if nickname.as_ref().is_some_and(|n| n.trim().is_empty() || !valid_name_chars(n)) {
+                return Err(Refusal(ErrorCode::BadRequest, "nickname must be 1 to 64 characters, none of them control characters".into()));
             }
             if avatar.as_ref().is_some_and(|a| a.len() > MAX_AVATAR_BYTES) {
                 return Err(Refusal(ErrorCode::PayloadTooLarge, "avatar over 16 KiB".into()));
@@ -533,8 +550,8 @@ async fn answer(
             if contact == user {
                 return Err(Refusal(ErrorCode::BadRequest, "you cannot add yourself".into()));
             }
-            if alias.as_ref().is_some_and(|a| a.chars().count() > MAX_NAME_CHARS) {
-                return Err(Refusal(ErrorCode::BadRequest, "alias over 64 characters".into()));
+            if alias.as_ref().is_some_and(|a| !valid_name_chars(a)) {
+                return Err(Refusal(ErrorCode::BadRequest, "an alias is at most 64 characters, none of them control characters".into()));
             }
             require_users(&state, std::slice::from_ref(&contact)).await?;
             if !state.store.has_contact(user, &contact).await.map_err(internal)?
@@ -611,6 +628,12 @@ async fn answer(
         ClientMessage::CallsActive => CallRequest::Active,
     };
     to_hub(&state, HubCommand::Request { session, re, request }).await.map(|()| None)
+}
+
+/// Resolves once the server has begun to shut down (at once if it has).
+async fn shutting_down(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns may not be held across an await: drop it here.
+    let _ = stop.wait_for(|down| *down).await.map(|_| ());
 }
 
 /// Invitees must be well-formed ids of existing accounts, and the inviter within its rate.

@@ -238,6 +238,11 @@ async fn profiles_set_and_get() {
     let too_big = json!({"type":"profile.set","avatar":"x".repeat(17 * 1024)});
     assert_eq!(alice.request(too_big).await["code"], "payload_too_large");
     assert_eq!(alice.request(json!({"type":"profile.set","nickname":""})).await["code"], "bad_request");
+    assert_eq!(alice.request(json!({"type":"profile.set","nickname":"Al\u{0}ice"})).await["code"], "bad_request");
+    // The alias is checked before the contact is looked up: a good one meets the missing user.
+    let with_a_break = json!({"type":"contacts.add","user":"nobody","alias":"line\nbreak"});
+    assert_eq!(alice.request(with_a_break).await["code"], "bad_request");
+    assert_eq!(alice.request(json!({"type":"contacts.add","user":"nobody","alias":"Nobody"})).await["code"], "not_found");
     // Nothing was lost by the refused requests.
     let ok = alice.request(json!({"type":"users.get","users":["alice"]})).await;
     assert_eq!(ok["users"][0]["nickname"], "Alice A.");

@@ -4,9 +4,9 @@
 //!
 //! Only this module and its two children speak SQL. Both pass lists of ids as one bound value
 //! (a JSON array in SQLite, an array in PostgreSQL), so no query is built by string
-//! concatenation. Records are written in batches inside one transaction: the hub persists a whole
-//! batch before it sends that batch's events, so a client that has seen `call.ended` can count on
-//! the record being stored. One conformance suite (`tests/storage.rs`) holds both to the same
+//! concatenation. Records are written in batches inside one transaction: the outbox stores a
+//! whole hub batch before it sends that batch's events, so a client that has seen `call.ended`
+//! can count on the record being stored. One conformance suite (`tests/storage.rs`) holds both to the same
 //! behaviour.
 
 #[cfg(feature = "cluster")]
