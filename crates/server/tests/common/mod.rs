@@ -248,6 +248,21 @@ impl Client {
     }
 }
 
+/// Starts a throw-away server (`what`) with `start` on a port of 127.0.0.1 that was free a moment
+/// ago. Another process may take the port in between; that start fails, and the next of three
+/// tries takes another port.
+pub fn on_a_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Result<T, String>) -> (T, u16) {
+    let mut why = String::new();
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        match start(port) {
+            Ok(started) => return (started, port),
+            Err(error) => why = error,
+        }
+    }
+    panic!("{what} did not start: {why}")
+}
+
 /// Places a call from `caller` and returns its id after checking each invitee's ring.
 pub async fn place_call(caller: &mut Client, invitees: &mut [&mut Client], media: &str) -> String {
     let to: Vec<&str> = invitees.iter().map(|c| c.user.as_str()).collect();

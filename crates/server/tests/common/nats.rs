@@ -28,16 +28,8 @@ impl ThrowawayNats {
     /// Starts one on a free port; returns once it says it is ready.
     pub fn start() -> ThrowawayNats {
         let store = tempfile::tempdir().expect("temp dir");
-        // A port that was free a moment ago; another process taking it in between fails the
-        // start, and the next attempt takes another.
-        for attempt in 1..=3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-            match run(port, store.path()) {
-                Ok(child) => return ThrowawayNats { child: Some(child), port, store },
-                Err(why) => assert!(attempt < 3, "nats-server did not start: {why}"),
-            }
-        }
-        unreachable!("the loop returns or panics")
+        let (child, port) = super::on_a_free_port("nats-server", |port| run(port, store.path()));
+        ThrowawayNats { child: Some(child), port, store }
     }
 
     /// The URL clients connect to.

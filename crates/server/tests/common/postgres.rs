@@ -71,10 +71,7 @@ impl ThrowawayPostgres {
         let mut initdb = as_cluster_owner(&bin.join("initdb"));
         initdb.args(["--no-sync", "--auth=trust", "--username=hark", "--encoding=UTF8", "--no-locale", "-D"]).arg(&data);
         run(initdb, "initdb");
-        // A port that was free a moment ago; another process taking it in between makes the start
-        // fail, and the next attempt takes another.
-        for attempt in 1..=3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let ((), port) = super::on_a_free_port("PostgreSQL", |port| {
             let options = format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
                 data.display()
@@ -83,12 +80,12 @@ impl ThrowawayPostgres {
             start.args(["-w", "-t", "60", "-D"]).arg(&data).args(["-l"]).arg(data.join("server.log")).args(["-o", &options, "start"]);
             let output = start.output().expect("pg_ctl start");
             if output.status.success() {
-                return ThrowawayPostgres { bin, data, _dir: dir, port };
+                return Ok(());
             }
             let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
-            assert!(attempt < 3, "PostgreSQL did not start: {}\n{log}", String::from_utf8_lossy(&output.stderr));
-        }
-        unreachable!("the loop returns or panics")
+            Err(format!("{}\n{log}", String::from_utf8_lossy(&output.stderr)))
+        });
+        ThrowawayPostgres { bin, data, _dir: dir, port }
     }
 
     /// The URL of database `name` on this cluster.
