@@ -2,7 +2,8 @@
 //!
 //! In order, each step saying what it does: the Debian packages (apt-get); the UI's npm packages
 //! from the lockfile, its unit tests (vitest) and its build (the app embeds `ui/dist`); every
-//! Rust test but the end-to-end ones; the UI in a real browser (Debian Chromium), and Chromium's
+//! Rust test but the end-to-end ones; the server's integration suite again against a 3-node
+//! cluster (`HARK_TEST_NODES=3`); the UI in a real browser (Debian Chromium), and Chromium's
 //! own WebRTC in video calls with hark-cli (ui/tests/browser/interop.test.mjs); then the real
 //! app end to end under `dbus-run-session -- xvfb-run`, driven by tauri-driver (installed from
 //! crates into `target/tools`); then, as root, the packages built (`cargo xtask bundle`),
@@ -15,6 +16,10 @@ use std::process::Command;
 
 use crate::workspace::{self, ChildOutcome};
 use crate::{bundle, system_packages};
+
+/// The server's integration tests that run against a 3-node cluster too: every one that works
+/// through the protocol (the others test one process's storage, restarts and command line).
+const CLUSTER_SUITES: &[&str] = &["calls", "sessions", "hostile", "http_api", "tls"];
 
 /// The WebDriver proxy for Tauri apps, pinned (STACK.md).
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
@@ -41,6 +46,17 @@ pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
         cargo_test.args(extra_args);
     }
     steps.push(("every Rust test but the end-to-end ones", cargo_test));
+    if extra_args.is_empty() {
+        // The same test programs, built once: clients spread over three nodes on a throw-away
+        // nats-server and PostgreSQL, each started by the tests.
+        let mut cluster = workspace::cargo_command()?;
+        cluster
+            .args(["test", "--locked", "-p", "hark-server"])
+            .args(CLUSTER_SUITES.iter().flat_map(|suite| ["--test", suite]))
+            .env("HARK_TEST_NODES", "3")
+            .env("RUST_BACKTRACE", "1");
+        steps.push(("the server's integration suite again, against a 3-node cluster", cluster));
+    }
     if extra_args.is_empty() {
         let mut build = workspace::cargo_command()?;
         build.args(["build", "--locked", "-p", "hark-desktop", "-p", "hark-cli", "-p", "hark-server"]);

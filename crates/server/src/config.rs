@@ -47,6 +47,11 @@ pub struct Config {
     /// servers that share a database share it. Without it the key is `signing.key` in the data
     /// folder, made on first start.
     pub signing_key: Option<std::path::PathBuf>,
+    /// Cluster mode: the NATS server every node shares (`nats://HOST:PORT`; `--nats` overrides).
+    /// Needs `database` and `signing_key`, which every node shares too.
+    pub nats: Option<String>,
+    /// This node's name in logs and `/metrics` (`--node-id` overrides); the host name if unset.
+    pub node_id: Option<String>,
     /// Transport timers. Not read from the file: they are protocol constants, shortened only by
     /// tests that check them.
     #[serde(skip)]
@@ -164,6 +169,8 @@ impl Default for Config {
             tls: None,
             database: None,
             signing_key: None,
+            nats: None,
+            node_id: None,
             transport: TransportTimers::default(),
         }
     }
@@ -227,6 +234,22 @@ impl Config {
             for url in &turn.urls {
                 check_ice_url(url, &["turn", "turns"], "turn.urls")?;
             }
+        }
+        if let Some(nats) = &self.nats {
+            if !cfg!(feature = "cluster") {
+                return Err(ConfigError::Invalid("this build has no cluster mode: nats cannot be set".into()));
+            }
+            if !nats.starts_with("nats://") && !nats.starts_with("tls://") {
+                return Err(ConfigError::Invalid(format!("nats: {nats:?} is not a nats:// URL")));
+            }
+            if !self.database.as_deref().is_some_and(|d| d.starts_with("postgres")) || self.signing_key.is_none() {
+                return Err(ConfigError::Invalid(
+                    "a cluster's nodes share their database and signing key: set database (postgres://…) and signing_key too".into(),
+                ));
+            }
+        }
+        if self.node_id.as_deref().is_some_and(|id| id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))) {
+            return Err(ConfigError::Invalid("node_id must be 1 to 64 letters, digits, '-', '_' or '.'".into()));
         }
         Ok(())
     }

@@ -46,6 +46,11 @@ impl SessionTag {
         (u64::from(self.0) << COUNTER_BITS) | (n & ((1 << COUNTER_BITS) - 1))
     }
 
+    /// The tag's bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
     /// The tag as six hex digits.
     pub fn hex(self) -> String {
         format!("{:06x}", self.0)

@@ -248,10 +248,16 @@ async fn websocket(State(state): State<Arc<AppState>>, headers: HeaderMap, upgra
         .on_upgrade(move |socket| crate::session::serve(socket, state))
 }
 
-/// `ok`, or 503 with the reason when the database does not answer.
+/// `ok`, or 503 with the reason when the database or (in a cluster) NATS does not answer.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let failing_since = state.metrics.records_failing_since_ms.load(std::sync::atomic::Ordering::Relaxed);
-    match state.health.check(&state.store, failing_since, state.clock.now_ms()).await {
+    let log_failing_since = state.metrics.log_failing_since_ms.load(std::sync::atomic::Ordering::Relaxed);
+    let now = state.clock.now_ms();
+    let answer = match crate::health::log_failing(log_failing_since, now) {
+        Some(reason) => Err(reason),
+        None => state.health.check(&state.store, failing_since, now).await,
+    };
+    match answer {
         Ok(()) => "ok".into_response(),
         Err(reason) => {
             warn!(%reason, "health check failed");

@@ -25,6 +25,8 @@
 pub mod account_watch;
 pub mod accounts;
 pub mod clock;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod directory;
@@ -37,6 +39,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod rate_limit;
 pub mod registry;
+pub mod replica;
 pub mod session;
 pub mod store;
 mod tls;
@@ -119,6 +122,10 @@ pub enum StartError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The cluster could not be joined.
+    #[cfg(feature = "cluster")]
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// A started server.
@@ -220,10 +227,22 @@ async fn serve_on(
         let mut rng = rand::thread_rng();
         (rng.gen(), rng.gen())
     };
-    let registry = CallRegistry::new(settings, call_prefix);
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
-    let delivery = Box::new(delivery::LocalDelivery::default());
-    let hub = tokio::spawn(Hub::new(registry, store.clone(), delivery, Arc::clone(&clock), Arc::clone(&metrics)).run(hub_rx));
+    let hub = match config.nats.clone() {
+        None => {
+            let registry = CallRegistry::new(settings, call_prefix);
+            let delivery = Box::new(delivery::LocalDelivery::default());
+            tokio::spawn(Hub::new(registry, store.clone(), delivery, Arc::clone(&clock), Arc::clone(&metrics)).run(hub_rx))
+        }
+        #[cfg(feature = "cluster")]
+        Some(nats) => {
+            let node_id = config.node_id.clone().unwrap_or_else(|| delivery::SessionTag::new(session_prefix).hex());
+            let cluster = cluster::ClusterSettings { nats, node_id, registry: settings };
+            cluster::start(cluster, delivery::SessionTag::new(session_prefix), store.clone(), Arc::clone(&clock), Arc::clone(&metrics), hub_rx).await?
+        }
+        #[cfg(not(feature = "cluster"))]
+        Some(_) => return Err(config::ConfigError::Invalid("this build has no cluster mode".into()).into()),
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Removals from before this start need nothing: their sessions died with the last process.
     let seen = store.last_account_event().await?;

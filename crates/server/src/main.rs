@@ -41,6 +41,13 @@ enum Command {
         /// every server of a cluster, instead of the data folder's (overrides the config file).
         #[arg(long)]
         signing_key: Option<PathBuf>,
+        /// Cluster mode: share calls, sessions and presence with the other nodes on this NATS
+        /// server (nats://HOST:PORT); needs --database and --signing-key (overrides the config file).
+        #[arg(long)]
+        nats: Option<String>,
+        /// This node's name in logs and /metrics (overrides the config file).
+        #[arg(long)]
+        node_id: Option<String>,
         /// Serve HTTPS/WSS with this certificate chain (PEM); needs --tls-key.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -130,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, data_dir, config, closed_registration, database, signing_key, tls_cert, tls_key } => {
+        Command::Serve { listen, data_dir, config, closed_registration, database, signing_key, nats, node_id, tls_cert, tls_key } => {
             let mut config = match config {
                 Some(path) => Config::from_file(&path)?,
                 None => Config::default(),
@@ -144,6 +151,12 @@ async fn main() -> anyhow::Result<()> {
             }
             if signing_key.is_some() {
                 config.signing_key = signing_key;
+            }
+            if nats.is_some() {
+                config.nats = nats;
+            }
+            if node_id.is_some() {
+                config.node_id = node_id;
             }
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 config.tls = Some(hark_server::config::TlsConfig { cert, key });

@@ -30,6 +30,19 @@ pub struct Metrics {
     pub record_write_failures: AtomicU64,
     /// When (Unix ms) the records now waiting first failed to be written; 0 while none fail.
     pub records_failing_since_ms: AtomicI64,
+    /// Cluster mode: live nodes, as this node's copy of the log counts them (0 on a single server).
+    pub cluster_members: AtomicI64,
+    /// Cluster mode: entries this node published to the log.
+    pub log_entries: AtomicU64,
+    /// Cluster mode: microseconds, summed, from publishing an entry to NATS' acknowledgement.
+    pub log_round_trip_us: AtomicU64,
+    /// Cluster mode: publishes NATS refused or did not acknowledge (each was tried again).
+    pub log_publish_failures: AtomicU64,
+    /// Cluster mode: entries published again that NATS had already stored (the same message id
+    /// after a lost acknowledgement): its de-duplication kept them once.
+    pub log_duplicates: AtomicU64,
+    /// Cluster mode: when (Unix ms) publishing to the log started failing; 0 while it works.
+    pub log_failing_since_ms: AtomicI64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 
@@ -67,6 +80,26 @@ impl Metrics {
             "hark_record_write_failures_total",
             "Failed writes of call records; each was tried again, and its batch's events waited for it.",
             self.record_write_failures.load(Ordering::Relaxed),
+        );
+        gauge(&mut out, "hark_cluster_members", "Live nodes of the cluster (0 on a single server).", self.cluster_members.load(Ordering::Relaxed));
+        counter(&mut out, "hark_log_entries_total", "Entries this node published to the cluster's log.", self.log_entries.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "hark_log_round_trip_microseconds_total",
+            "Time from publishing a log entry to its acknowledgement, summed (divide by hark_log_entries_total).",
+            self.log_round_trip_us.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hark_log_publish_failures_total",
+            "Log entries NATS refused or did not acknowledge; each was published again.",
+            self.log_publish_failures.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hark_log_duplicates_total",
+            "Log entries published again that NATS had already stored; they were kept once.",
+            self.log_duplicates.load(Ordering::Relaxed),
         );
         let _ = writeln!(out, "# HELP hark_errors_total Error answers by code.\n# TYPE hark_errors_total counter");
         for (code, count) in ErrorCode::ALL.iter().zip(&self.errors) {

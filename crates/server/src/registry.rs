@@ -24,6 +24,7 @@ use hark_protocol::{
     CallId, CallRecord, CallResult, CallSummary, Direction, EndReason, ErrorCode, HandledAction, KickReason, Media, OkBody,
     PresenceStatus, ServerMessage, UserId,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A session, as the hub numbers them.
@@ -66,7 +67,7 @@ impl Default for RegistrySettings {
 }
 
 /// A call request from a session, already checked for shape and for unknown users by the session.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CallRequest {
     /// `call.invite`; `to` holds existing users.
     Invite { to: Vec<UserId>, media: Media, timeout_s: Option<u32>, user_data: Option<String>, connect_early: bool },
@@ -119,7 +120,7 @@ pub enum Output {
 }
 
 /// A person's state in one call (PROTOCOL.md section 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum PartState {
     Ringing { expires_at: i64 },
     Joined { session: SessionId },
@@ -130,7 +131,7 @@ enum PartState {
     Left,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Participant {
     user: UserId,
     state: PartState,
@@ -142,7 +143,7 @@ struct Participant {
     recorded: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Call {
     id: CallId,
     media: Media,
@@ -171,14 +172,14 @@ enum Cause {
     Dropped,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Timer {
     Ring { call: CallId, user: UserId },
     Grace { session: SessionId },
     ForgetEnded { call: CallId },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SessionEntry {
     user: UserId,
     device: String,
@@ -189,8 +190,12 @@ struct SessionEntry {
 }
 
 /// See the module documentation.
-#[derive(Debug)]
+///
+/// It serializes (without its settings and pending outputs) so that a server joining a cluster
+/// can start from another's copy: see [`crate::replica`].
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CallRegistry {
+    #[serde(skip)]
     settings: RegistrySettings,
     sessions: HashMap<SessionId, SessionEntry>,
     /// Sessions of each user (connected and away).
@@ -205,6 +210,7 @@ pub struct CallRegistry {
     timers: BTreeSet<(i64, Timer)>,
     call_id_prefix: u32,
     next_call: u64,
+    #[serde(skip)]
     outputs: VecDeque<Output>,
 }
 
@@ -240,6 +246,24 @@ impl CallRegistry {
     /// Number of live calls.
     pub fn live_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Puts the settings back after the registry was read from a copy (they are not copied:
+    /// each server has its own configuration).
+    pub fn set_settings(&mut self, settings: RegistrySettings) {
+        self.settings = settings;
+    }
+
+    /// `user`'s sessions, connected or away.
+    pub fn sessions_of(&self, user: &str) -> &[SessionId] {
+        self.user_sessions.get(user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every session it knows, connected or away, in order.
+    pub fn session_ids(&self) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Whether `user` has a connected session.

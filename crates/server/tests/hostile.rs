@@ -430,7 +430,7 @@ async fn users_get_removes_duplicates_and_caps_the_list() {
     assert!(answer.to_string().len() < 20 * 1024);
 
     // Fifty real profiles, each with the largest avatar, fit in one answer under 1 MiB.
-    let store = hark_server::store::Store::open(server.dir.path()).await.unwrap();
+    let store = server.store().await;
     let fifty: Vec<String> = (0..50).map(|n| format!("u{n}")).collect();
     for user in &fifty {
         store.create_user(user, None, None, common::T0).await.unwrap();
@@ -446,9 +446,20 @@ async fn users_get_removes_duplicates_and_caps_the_list() {
 
     // Avatars stored before the rules (written under the server here) could still make an answer
     // too big: it is refused rather than sent.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.dir.path().join("hark.db").display())).await.unwrap();
-    sqlx::query("UPDATE users SET avatar = ?1 WHERE id LIKE 'u%'").bind("\u{1}".repeat(16 * 1024)).execute(&pool).await.unwrap();
-    pool.close().await;
+    let old_avatar = "\u{1}".repeat(16 * 1024);
+    match &server.config.database {
+        #[cfg(feature = "cluster")]
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query("UPDATE users SET avatar = $1 WHERE id LIKE 'u%'").bind(&old_avatar).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        _ => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.dir.path().join("hark.db").display())).await.unwrap();
+            sqlx::query("UPDATE users SET avatar = ?1 WHERE id LIKE 'u%'").bind(&old_avatar).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
     let answer = mallory.request(json!({"type":"users.get","users":(0..50).map(|n| format!("u{n}")).collect::<Vec<_>>()})).await;
     assert_eq!(answer["code"], "payload_too_large", "{}", answer.to_string().chars().take(200).collect::<String>());
 
@@ -462,7 +473,7 @@ async fn users_get_removes_duplicates_and_caps_the_list() {
 #[tokio::test]
 async fn contacts_are_capped() {
     let server = TestServer::start().await;
-    let store = hark_server::store::Store::open(server.dir.path()).await.unwrap();
+    let store = server.store().await;
     for n in 0..1001 {
         store.create_user(&format!("c{n}"), None, None, common::T0).await.unwrap();
     }
@@ -491,8 +502,8 @@ async fn removing_an_account_kicks_its_sessions_within_two_seconds() {
     // The operator's command runs in another process, as it would on a real host; the two
     // seconds run from when it is done.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hark-server"))
-        .args(["user", "remove", "alice", "--data-dir"])
-        .arg(server.dir.path())
+        .args(["user", "remove", "alice"])
+        .args(server.account_args())
         .output()
         .await
         .expect("hark-server user remove");
@@ -515,7 +526,7 @@ async fn tokens_do_not_outlive_their_account() {
     let server = TestServer::start().await;
     let old_token = server.register_and_login("alice", "correct horse").await;
     let operator_token = common::token_from_dir(server.dir.path(), "alice", server.clock_s() + 3600);
-    let store = hark_server::store::Store::open(server.dir.path()).await.unwrap();
+    let store = server.store().await;
     server.clock.advance(1_000);
     assert!(store.remove_user("alice", common::T0 + 1_000).await.unwrap());
 

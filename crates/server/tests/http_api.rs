@@ -131,7 +131,13 @@ async fn health_metrics_and_cors() {
 
     let _alice = server.client("alice").await;
     let metrics = http.get(server.http("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("hark_sessions 1"), "{metrics}");
+    // Each node counts its own sessions.
+    let mut sessions = 0;
+    for url in server.http_on_every_node("/metrics") {
+        let text = http.get(url).send().await.unwrap().text().await.unwrap();
+        sessions += text.lines().find_map(|l| l.strip_prefix("hark_sessions ")).and_then(|n| n.parse::<i64>().ok()).expect("hark_sessions");
+    }
+    assert_eq!(sessions, 1, "{metrics}");
     assert!(metrics.contains("hark_calls_live 0"));
     assert!(metrics.contains("hark_errors_total{code=\"bad_request\"}"));
 }
@@ -181,16 +187,19 @@ async fn every_error_code_is_produced() {
     note(&alice.request(json!({"type":"call.invite","to":["bob"],"media":"audio"})).await["code"]); // rate_limited
 
     // internal: the storage fails under the server (a table vanishes).
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.dir.path().join("hark.db").display())).await.unwrap();
-    sqlx::query("DROP TABLE contacts").execute(&pool).await.unwrap();
-    pool.close().await;
+    server.execute_sql("DROP TABLE contacts").await;
     note(&alice.request(json!({"type":"contacts.list"})).await["code"]);
 
-    let metrics = reqwest::get(server.http("/metrics")).await.unwrap().text().await.unwrap();
+    // Each node counts the errors it answered.
+    let mut metrics = Vec::new();
+    for url in server.http_on_every_node("/metrics") {
+        metrics.push(reqwest::get(url).await.unwrap().text().await.unwrap());
+    }
     let all: std::collections::BTreeSet<String> = ErrorCode::ALL.iter().map(|c| c.as_str().to_owned()).collect();
     assert_eq!(seen, all, "missing: {:?}", all.difference(&seen).collect::<Vec<_>>());
     for code in ["unauthorized", "forbidden", "internal", "rate_limited"] {
-        assert!(!metrics.contains(&format!("hark_errors_total{{code=\"{code}\"}} 0")), "{code} not counted:\n{metrics}");
+        let zero = format!("hark_errors_total{{code=\"{code}\"}} 0\n");
+        assert!(metrics.iter().any(|m| !m.contains(&zero)), "{code} not counted:\n{metrics:?}");
     }
     server.stop().await;
 }

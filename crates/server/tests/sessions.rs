@@ -64,7 +64,7 @@ async fn forged_expired_and_removed_tokens_are_refused_and_closed() {
     // An account removed by the operator: its tokens stop working.
     let token = server.token("mallory");
     drop(server.client("mallory").await);
-    let store = hark_server::store::Store::open(server.dir.path()).await.unwrap();
+    let store = server.store().await;
     assert!(store.remove_user("mallory", common::T0).await.unwrap());
     let mut client = Client::connect(&server.ws_url()).await;
     assert_eq!(client.hello(&token, "d").await["code"], "unauthorized");

@@ -37,6 +37,27 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub addr: std::net::SocketAddr,
+    /// When the suite runs against a cluster (`HARK_TEST_NODES=3`): `server` is its first node.
+    pub cluster: Option<ClusterNodes>,
+}
+
+/// The other nodes of a test cluster, and what the nodes share.
+pub struct ClusterNodes {
+    /// Nodes 2 and on.
+    pub others: Vec<RunningServer>,
+    /// Every node's address, the first node's first.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Which node the next client connects to: clients are spread over the nodes in turn.
+    next: std::sync::atomic::AtomicUsize,
+    /// The NATS the nodes share.
+    pub nats: nats::ThrowawayNats,
+    _node_dirs: Vec<tempfile::TempDir>,
+}
+
+/// How many nodes the suite's servers have: 1 (one process, the default) or what
+/// `HARK_TEST_NODES` says (a cluster on a throw-away nats-server and PostgreSQL).
+pub fn test_nodes() -> usize {
+    std::env::var("HARK_TEST_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(1)
 }
 
 impl TestServer {
@@ -51,10 +72,50 @@ impl TestServer {
 
     /// Starts (again) on an existing data folder.
     pub async fn start_in(config: Config, dir: tempfile::TempDir, clock: Arc<ManualClock>) -> Self {
+        #[cfg(feature = "cluster")]
+        if test_nodes() > 1 && config.nats.is_none() && config.database.is_none() {
+            return Self::start_cluster(config, dir, clock, test_nodes()).await;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = hark_server::start(listener, config.clone(), dir.path(), clock.clone()).await.expect("server starts");
         let addr = server.addr();
-        TestServer { server: Some(server), clock, dir, config, addr }
+        TestServer { server: Some(server), clock, dir, config, addr, cluster: None }
+    }
+
+    /// `nodes` servers in one cluster: a throw-away nats-server of their own, a fresh database
+    /// on the shared throw-away PostgreSQL, and one signing key, kept where
+    /// [`token_from_dir`] finds it. They start one after the other, as an operator's would.
+    #[cfg(feature = "cluster")]
+    pub async fn start_cluster(mut config: Config, dir: tempfile::TempDir, clock: Arc<ManualClock>, nodes: usize) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let nats = nats::ThrowawayNats::start();
+        let key = dir.path().join(hark_server::accounts::SECRET_FILE);
+        std::fs::write(&key, "a-test-clusters-shared-signing-key-0123456789").expect("write the key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("key owner-only");
+        config.nats = Some(nats.url());
+        config.database = Some(postgres::fresh_database().await);
+        config.signing_key = Some(key);
+        let mut started = Vec::new();
+        let mut node_dirs = Vec::new();
+        for _ in 0..nodes {
+            let node_dir = tempfile::tempdir().expect("temp dir");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            started.push(hark_server::start(listener, config.clone(), node_dir.path(), clock.clone()).await.expect("node starts"));
+            node_dirs.push(node_dir);
+        }
+        let addrs: Vec<_> = started.iter().map(|s| s.addr()).collect();
+        // Each node counts every node once it has applied their entries.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        for node in &started {
+            while node.metrics().cluster_members.load(std::sync::atomic::Ordering::Relaxed) != nodes as i64 {
+                assert!(tokio::time::Instant::now() < deadline, "a node does not see the whole cluster");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let first = started.remove(0);
+        let addr = first.addr();
+        let cluster = ClusterNodes { others: started, addrs, next: Default::default(), nats, _node_dirs: node_dirs };
+        TestServer { server: Some(first), clock, dir, config, addr, cluster: Some(cluster) }
     }
 
     /// Starts on storage the test opened (to slow or fail it).
@@ -62,10 +123,16 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = hark_server::start_with_store(listener, config.clone(), dir.path(), clock.clone(), store).await.expect("server starts");
         let addr = server.addr();
-        TestServer { server: Some(server), clock, dir, config, addr }
+        TestServer { server: Some(server), clock, dir, config, addr, cluster: None }
     }
 
+    /// Stops every node, the first last: in a cluster, the last to go ends the live calls.
     pub async fn stop(&mut self) {
+        if let Some(cluster) = &mut self.cluster {
+            for node in cluster.others.drain(..) {
+                node.shutdown().await;
+            }
+        }
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
@@ -75,8 +142,53 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The WebSocket URL of a node: in a cluster, each call names the next node in turn.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
+        let addr = match &self.cluster {
+            Some(cluster) => cluster.addrs[cluster.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % cluster.addrs.len()],
+            None => self.addr,
+        };
+        format!("ws://{addr}/v1/ws")
+    }
+
+    /// The server's storage, opened apart, as an operator's tool would: the data folder's
+    /// SQLite, or a cluster's PostgreSQL.
+    pub async fn store(&self) -> hark_server::store::Store {
+        hark_server::store::Store::open_configured(self.config.database.as_deref(), self.dir.path()).await.expect("open the store")
+    }
+
+    /// Runs `sql` on the server's database under it (to break it on purpose).
+    pub async fn execute_sql(&self, sql: &str) {
+        match &self.config.database {
+            #[cfg(feature = "cluster")]
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.expect("connect");
+                sqlx::query(sql).execute(&pool).await.expect("the statement runs");
+                pool.close().await;
+            }
+            _ => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.dir.path().join("hark.db").display())).await.expect("connect");
+                sqlx::query(sql).execute(&pool).await.expect("the statement runs");
+                pool.close().await;
+            }
+        }
+    }
+
+    /// `path` on every node (one URL for a single server).
+    pub fn http_on_every_node(&self, path: &str) -> Vec<String> {
+        match &self.cluster {
+            Some(cluster) => cluster.addrs.iter().map(|addr| format!("http://{addr}{path}")).collect(),
+            None => vec![self.http(path)],
+        }
+    }
+
+    /// The command-line arguments that name the server's accounts: `--data-dir DIR`, or a
+    /// cluster's `--database URL`.
+    pub fn account_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.config.database {
+            Some(url) => vec!["--database".into(), url.into()],
+            None => vec!["--data-dir".into(), self.dir.path().into()],
+        }
     }
 
     /// A token minted with the server's secret, valid for an hour of the manual clock.

@@ -109,3 +109,28 @@ impl Drop for ThrowawayPostgres {
         let _ = stop.output();
     }
 }
+
+/// One throw-away cluster for the whole test program, stopped when the program exits (a
+/// static is never dropped, so an exit handler stops it).
+pub fn shared() -> &'static ThrowawayPostgres {
+    static SHARED: std::sync::OnceLock<ThrowawayPostgres> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        extern "C" fn stop_shared() {
+            if let Some(postgres) = SHARED.get() {
+                let mut stop = as_cluster_owner(&postgres.bin.join("pg_ctl"));
+                stop.args(["-D"]).arg(&postgres.data).args(["-m", "immediate", "stop"]);
+                let _ = stop.output();
+            }
+        }
+        // SAFETY: registers a plain function with no arguments, as atexit expects.
+        unsafe { libc::atexit(stop_shared) };
+        ThrowawayPostgres::start()
+    })
+}
+
+/// A fresh database on the shared cluster; its URL.
+pub async fn fresh_database() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared().create_database(&format!("t{}_{n}", std::process::id())).await
+}

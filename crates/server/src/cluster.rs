@@ -1,0 +1,541 @@
+//! Cluster mode (`--nats`): several hark-servers, one NATS, one PostgreSQL, and any server
+//! answers any client.
+//!
+//! Every server keeps a copy of the hub ([`Replica`]) and feeds it one log, the JetStream stream
+//! `HARK_LOG`: each server publishes its sessions' inputs there and applies every server's, in
+//! the stream's order. Copies that apply the same entries in the same order decide the same, so
+//! "exactly one wins" needs no lock: a race between servers is decided by which entry the stream
+//! stored first. What a server does with a decision is its own part only: the frames for its own
+//! sessions, and the records if it is the writer (the live server with the lowest tag).
+//!
+//! Three tasks per server:
+//! - the publisher: takes the inputs, packs what queued while the last entry was in flight into
+//!   the next (one in flight keeps a server's entries in order), and publishes it with a message
+//!   id, so that one published again after a lost acknowledgement is stored once. It marks an
+//!   entry as a beat every [`BEAT_EVERY_MS`], publishing an empty one if it has nothing to say:
+//!   that is how the others know it lives.
+//! - the reader: an ordered consumer of the stream, from where this server's copy starts.
+//! - the driver (this module's [`run`](ClusterHub::run)): applies entries, hands frames and
+//!   records to the [`Outbox`] as the single server's hub does, publishes a tick when a timer
+//!   of the copy is due, and answers "who is online" from its copy.
+//!
+//! A server that starts asks on `hark.cluster.alive` whether others live. If one answers, it
+//! publishes [`Item::CopyFor`]: the lowest live server sends it its copy as of that entry, in
+//! parts, on `hark.cluster.copy.<tag>`, and it applies the log from the next entry on. If none
+//! answers, it publishes [`Item::Reset`] and starts the cluster afresh.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hark_protocol::{CallSummary, KickReason};
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::delivery::{LocalDelivery, SessionTag};
+use crate::hub::{HubCommand, Outbound};
+use crate::metrics::Metrics;
+use crate::outbox::{Batch, Handoff, Outbox};
+use crate::registry::{Output, RegistrySettings, SessionId};
+use crate::replica::{CopyError, Entry, Item, NodeTag, Replica, BEAT_EVERY_MS};
+use crate::store::Store;
+
+/// The stream that holds the log.
+const STREAM: &str = "HARK_LOG";
+/// The subject entries are published on.
+const SUBJECT: &str = "hark.log";
+/// Live servers answer requests here, so that a starting one knows whether to ask for a copy.
+const ALIVE_SUBJECT: &str = "hark.cluster.alive";
+/// How long the stream keeps entries: a starting server needs those after its copy's entry.
+const LOG_MAX_AGE: Duration = Duration::from_secs(600);
+/// How long NATS remembers message ids: an entry published again within it is stored once.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Longest a NATS request may take.
+const REQUEST_WITHIN: Duration = Duration::from_secs(2);
+/// Longest a starting server waits for its copy.
+const COPY_WITHIN: Duration = Duration::from_secs(10);
+/// Most inputs in one entry.
+const MAX_ITEMS_PER_ENTRY: usize = 512;
+/// Most commands the driver takes at once.
+const MAX_BATCH: usize = 512;
+/// Inputs queued for the publisher before the driver waits.
+const PUBLISH_QUEUE: usize = 8192;
+/// Entries read ahead of the driver.
+const READ_AHEAD: usize = 1024;
+/// A timer is due on every server at once; the writer publishes its tick, and the others only
+/// if the writer has not within this many ms (it may have died).
+const BACKUP_TICK_AFTER_MS: i64 = 1_500;
+/// How long a leaving server waits to see its `Leave` in the log.
+const LEAVE_WITHIN: Duration = Duration::from_secs(3);
+/// The header that numbers the parts of a copy: `INDEX/COUNT`.
+const COPY_PART: &str = "Hark-Copy-Part";
+
+/// What cluster mode needs besides the single server's settings.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The NATS server (`nats://HOST:PORT`).
+    pub nats: String,
+    /// This node's name, for logs.
+    pub node_id: String,
+    /// The registry's tunables (every node should have the same).
+    pub registry: RegistrySettings,
+}
+
+/// Why a server could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// NATS refused or did not answer.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The copy another server sent could not be read.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    /// No server sent a copy in time.
+    #[error("no copy of the cluster's state arrived within {} s", COPY_WITHIN.as_secs())]
+    NoCopy,
+    /// Another server drew the same tag (one chance in 16.7 million): starting again draws anew.
+    #[error("another server has this server's tag {0:06x}; start it again")]
+    TagTaken(NodeTag),
+}
+
+fn nats_error(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Nats(e.to_string())
+}
+
+fn copy_subject(node: NodeTag) -> String {
+    format!("hark.cluster.copy.{node:06x}")
+}
+
+/// Joins the cluster on `settings.nats` and starts this server's copy of the hub, which takes
+/// `commands` as the single server's hub does. The task ends after every command sender is gone
+/// and this server has left the cluster.
+pub async fn start(
+    settings: ClusterSettings,
+    tag: SessionTag,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    commands: mpsc::Receiver<HubCommand>,
+) -> Result<JoinHandle<()>, ClusterError> {
+    let me = tag.bits();
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("hark-server {}", settings.node_id))
+        .connect(settings.nats.as_str())
+        .await
+        .map_err(nats_error)?;
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(REQUEST_WITHIN);
+    let stream = open_stream(&js).await?;
+    let mut publisher = Publisher::new(js, me, Arc::clone(&clock), Arc::clone(&metrics), client.server_info().max_payload);
+
+    let others_live = matches!(tokio::time::timeout(REQUEST_WITHIN, client.request(ALIVE_SUBJECT, Bytes::new())).await, Ok(Ok(_)));
+    let (replica, from) = if others_live {
+        // Subscribed before the request is published on the same connection, so no part of
+        // the copy can arrive before the subscription.
+        let mut parts = client.subscribe(copy_subject(me)).await.map_err(nats_error)?;
+        let at = publisher.publish(vec![Item::CopyFor { node: me }]).await;
+        let copy = receive_copy(&mut parts).await?;
+        let replica = Replica::from_copy(&copy, me, settings.registry.clone())?;
+        if replica.registry().session_ids().iter().any(|s| SessionTag::of(*s) == tag) {
+            return Err(ClusterError::TagTaken(me));
+        }
+        info!(node = %settings.node_id, tag = %tag.hex(), at, "joined the cluster from a copy");
+        (replica, at + 1)
+    } else {
+        let call_id_prefix = rand::thread_rng().gen();
+        let at = publisher.publish(vec![Item::Reset { call_id_prefix }]).await;
+        info!(node = %settings.node_id, tag = %tag.hex(), at, "no other server answered: started the cluster afresh");
+        (Replica::new(me, settings.registry.clone(), call_id_prefix), at)
+    };
+
+    let reader = stream
+        .create_consumer(consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+            ..Default::default()
+        })
+        .await
+        .map_err(nats_error)?
+        .messages()
+        .await
+        .map_err(nats_error)?;
+    let (entries_tx, entries) = mpsc::channel(READ_AHEAD);
+    let read = tokio::spawn(read_log(reader, entries_tx));
+    let (items, items_rx) = mpsc::channel(PUBLISH_QUEUE);
+    let publish = tokio::spawn(publisher.run(items_rx));
+    let mut alive = client.subscribe(ALIVE_SUBJECT).await.map_err(nats_error)?;
+    let answer_client = client.clone();
+    let answer = tokio::spawn(async move {
+        while let Some(request) = alive.next().await {
+            if let Some(reply) = request.reply {
+                let _ = answer_client.publish(reply, Bytes::from(format!("{me:06x}"))).await;
+            }
+        }
+    });
+    let hub = ClusterHub {
+        replica,
+        me,
+        client,
+        items,
+        pending: HashMap::new(),
+        local: HashSet::new(),
+        ticked_for: None,
+        left: false,
+        clock,
+        metrics,
+    };
+    Ok(tokio::spawn(async move {
+        hub.run(commands, entries, store).await;
+        answer.abort();
+        read.abort();
+        if let Err(e) = publish.await {
+            warn!(error = %e, "the log publisher failed");
+        }
+    }))
+}
+
+/// The log's stream, made if missing. File storage: a NATS restart keeps the log.
+async fn open_stream(js: &jetstream::Context) -> Result<stream::Stream, ClusterError> {
+    js.get_or_create_stream(stream::Config {
+        name: STREAM.into(),
+        subjects: vec![SUBJECT.into()],
+        storage: stream::StorageType::File,
+        max_age: LOG_MAX_AGE,
+        duplicate_window: DUPLICATE_WINDOW,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .map_err(nats_error)
+}
+
+/// Collects the parts of a copy sent to this server.
+async fn receive_copy(parts: &mut async_nats::Subscriber) -> Result<Vec<u8>, ClusterError> {
+    let collect = async {
+        let mut got: Vec<Option<Bytes>> = Vec::new();
+        while let Some(message) = parts.next().await {
+            let Some((index, count)) = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(COPY_PART))
+                .and_then(|v| v.as_str().split_once('/').and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?))))
+            else {
+                warn!("a copy part without its number; ignored");
+                continue;
+            };
+            if got.len() != count {
+                got = vec![None; count];
+            }
+            if let Some(slot) = got.get_mut(index) {
+                *slot = Some(message.payload);
+            }
+            if got.iter().all(Option::is_some) {
+                return Some(got.into_iter().flatten().flat_map(|b| b.to_vec()).collect());
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(COPY_WITHIN, collect).await {
+        Ok(Some(copy)) => Ok(copy),
+        Ok(None) => Err(ClusterError::Nats("the connection closed while the copy arrived".into())),
+        Err(_) => Err(ClusterError::NoCopy),
+    }
+}
+
+/// Sends this server's copy to `node`, in parts NATS takes.
+async fn send_copy(client: async_nats::Client, node: NodeTag, copy: Vec<u8>) {
+    let part_size = client.server_info().max_payload.saturating_sub(4096).max(4096);
+    let parts: Vec<&[u8]> = copy.chunks(part_size).collect();
+    let count = parts.len().max(1);
+    for (index, part) in parts.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(COPY_PART, format!("{index}/{count}").as_str());
+        if let Err(e) = client.publish_with_headers(copy_subject(node), headers, Bytes::copy_from_slice(part)).await {
+            warn!(error = %e, "could not send a copy");
+            return;
+        }
+    }
+    info!(to = %format!("{node:06x}"), bytes = copy.len(), "sent a copy to a joining server");
+}
+
+/// Passes the log's entries to the driver, in order.
+async fn read_log(mut reader: consumer::push::Ordered, entries: mpsc::Sender<Entry>) {
+    while let Some(message) = reader.next().await {
+        match message {
+            Ok(message) => match serde_json::from_slice::<Entry>(&message.payload) {
+                Ok(entry) => {
+                    if entries.send(entry).await.is_err() {
+                        return;
+                    }
+                }
+                // Every server skips it alike, so the copies stay equal.
+                Err(e) => warn!(error = %e, "an entry that cannot be read; skipped"),
+            },
+            // The ordered consumer makes itself again from where it was.
+            Err(e) => warn!(error = %e, "reading the cluster's log"),
+        }
+    }
+}
+
+/// Publishes entries, one in flight at a time.
+struct Publisher {
+    js: jetstream::Context,
+    me: NodeTag,
+    /// Random per start: message ids never repeat across restarts within NATS' window.
+    run: u32,
+    next: u64,
+    last_beat: Instant,
+    max_payload: usize,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl Publisher {
+    fn new(js: jetstream::Context, me: NodeTag, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, max_payload: usize) -> Publisher {
+        Publisher { js, me, run: rand::thread_rng().gen(), next: 0, last_beat: Instant::now(), max_payload, clock, metrics }
+    }
+
+    /// Publishes what queues in `items`, an empty entry after [`BEAT_EVERY_MS`] of quiet, until
+    /// the driver drops its sender.
+    async fn run(mut self, mut items: mpsc::Receiver<Item>) {
+        loop {
+            let first = tokio::select! {
+                item = items.recv() => match item {
+                    Some(item) => Some(item),
+                    None => break,
+                },
+                () = tokio::time::sleep(Duration::from_millis(BEAT_EVERY_MS as u64)) => None,
+            };
+            let mut batch: Vec<Item> = first.into_iter().collect();
+            while batch.len() < MAX_ITEMS_PER_ENTRY {
+                match items.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            self.publish(batch).await;
+        }
+        debug!("log publisher stopped");
+    }
+
+    /// Publishes `items` as one entry (or, past NATS' size limit, as several in order) and
+    /// returns the stream sequence of the last. Tries again until NATS stores it: the entry
+    /// keeps its message id, so one that was stored but not acknowledged is stored once.
+    async fn publish(&mut self, items: Vec<Item>) -> u64 {
+        // Beats are counted in this server's running time, so a jump of the clock neither kills
+        // nor revives anyone.
+        let beat = self.last_beat.elapsed() >= Duration::from_millis(BEAT_EVERY_MS as u64);
+        if beat {
+            self.last_beat = Instant::now();
+        }
+        let entry = Entry { node: self.me, now: self.clock.now_ms(), beat, items };
+        let payload = serde_json::to_vec(&entry).expect("an entry always serializes");
+        if payload.len() + 1024 > self.max_payload {
+            if entry.items.len() > 1 {
+                let mut first = entry.items;
+                let second = first.split_off(first.len() / 2);
+                Box::pin(self.publish(first)).await;
+                return Box::pin(self.publish(second)).await;
+            }
+            warn!(bytes = payload.len(), "an input larger than NATS takes; dropped");
+            return 0;
+        }
+        self.next += 1;
+        let id = format!("{:06x}-{:08x}-{}", self.me, self.run, self.next);
+        let payload = Bytes::from(payload);
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let sent = Instant::now();
+            let outcome = match self.js.send_publish(SUBJECT, PublishMessage::build().payload(payload.clone()).message_id(&id)).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(ack) => {
+                    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.metrics.log_round_trip_us.fetch_add(us, Ordering::Relaxed);
+                    self.metrics.log_entries.fetch_add(1, Ordering::Relaxed);
+                    if ack.duplicate {
+                        self.metrics.log_duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.metrics.log_failing_since_ms.store(0, Ordering::Relaxed);
+                    return ack.sequence;
+                }
+                Err(e) => {
+                    warn!(error = %e, "publishing to the cluster's log failed; trying again");
+                    self.metrics.log_publish_failures.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.metrics.log_failing_since_ms.compare_exchange(0, self.clock.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+                    if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                        // NATS lost its storage: the stream is made again (the copies go on
+                        // from where they are).
+                        let _ = open_stream(&self.js).await;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// The driver: this server's copy of the hub.
+struct ClusterHub {
+    replica: Replica,
+    me: NodeTag,
+    client: async_nats::Client,
+    items: mpsc::Sender<Item>,
+    /// Sessions whose opening is in the log but not yet applied.
+    pending: HashMap<SessionId, (mpsc::Sender<Outbound>, oneshot::Sender<Vec<CallSummary>>)>,
+    /// This server's open sessions.
+    local: HashSet<SessionId>,
+    /// The timer a tick was published for.
+    ticked_for: Option<i64>,
+    /// This server's `Leave` was applied.
+    left: bool,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClusterHub {
+    async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut entries: mpsc::Receiver<Entry>, store: Store) {
+        let (outbox, handoffs) = mpsc::channel(256);
+        let outbox_task = tokio::spawn(
+            Outbox::new(store, Box::new(LocalDelivery::default()), Arc::clone(&self.clock), Arc::clone(&self.metrics)).run(handoffs),
+        );
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let wake = self.tick_due();
+            let clock = Arc::clone(&self.clock);
+            tokio::select! {
+                received = commands.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for command in batch.drain(..) {
+                        self.take(command).await;
+                    }
+                }
+                entry = entries.recv() => match entry {
+                    Some(entry) => self.apply(entry, &outbox).await,
+                    None => {
+                        warn!("the cluster's log ended");
+                        break;
+                    }
+                },
+                () = async { clock.sleep_until(wake.unwrap_or(i64::MAX)).await }, if wake.is_some() => {
+                    self.ticked_for = self.replica.next_timer();
+                    self.publish(Item::Tick).await;
+                }
+            }
+        }
+        // Leaving: the others stop counting this server at once instead of after its silence,
+        // and if it is the last, it ends the calls and writes their records.
+        self.publish(Item::Leave).await;
+        let _ = tokio::time::timeout(LEAVE_WITHIN, async {
+            while !self.left {
+                match entries.recv().await {
+                    Some(entry) => self.apply(entry, &outbox).await,
+                    None => break,
+                }
+            }
+        })
+        .await;
+        if outbox.send(Handoff::Closing).await.is_err() {
+            warn!("the outbox stopped");
+        }
+        drop(outbox);
+        if let Err(e) = outbox_task.await {
+            warn!(error = %e, "the outbox failed");
+        }
+        info!("left the cluster");
+    }
+
+    /// When to publish a tick: a timer of the copy is due (at once for the writer, a little
+    /// later for the others) and no tick went out for it yet.
+    fn tick_due(&self) -> Option<i64> {
+        let at = self.replica.next_timer()?;
+        if self.ticked_for == Some(at) {
+            return None;
+        }
+        Some(if self.replica.is_writer() { at } else { at + BACKUP_TICK_AFTER_MS })
+    }
+
+    async fn publish(&self, item: Item) {
+        if self.items.send(item).await.is_err() {
+            warn!("the log publisher stopped");
+        }
+    }
+
+    /// A session's command: into the log, except questions the copy answers.
+    async fn take(&mut self, command: HubCommand) {
+        let item = match command {
+            HubCommand::Open { session, user, device, sender, reply } => {
+                self.pending.insert(session, (sender, reply));
+                Item::Open { session, user, device }
+            }
+            HubCommand::Close { session } => Item::Close { session },
+            HubCommand::Request { session, re, request } => Item::Request { session, re, request },
+            HubCommand::Subscribe { session, users } => Item::Subscribe { session, users },
+            HubCommand::AccountRemoved { user } => Item::AccountRemoved { user },
+            HubCommand::Online { users, reply } => {
+                let _ = reply.send(users.iter().map(|u| self.replica.registry().is_online(u)).collect());
+                return;
+            }
+        };
+        self.publish(item).await;
+    }
+
+    /// Applies the log's next entry and carries out this server's part of it.
+    async fn apply(&mut self, entry: Entry, outbox: &mpsc::Sender<Handoff>) {
+        if entry.node == self.me && entry.items.contains(&Item::Leave) {
+            self.left = true;
+        }
+        let applied = self.replica.apply(entry);
+        let mut batch = Batch::default();
+        if applied.reset_by_other || applied.declared_dead {
+            warn!(reset = applied.reset_by_other, "this server's sessions are gone from the cluster; closing them so their clients reconnect");
+            for session in self.local.drain() {
+                batch.deliveries.push(Output::Close { session, reason: KickReason::Shutdown });
+            }
+        }
+        let mut handoffs = Vec::new();
+        for (session, joined_calls) in applied.opened {
+            let Some((sender, reply)) = self.pending.remove(&session) else { continue };
+            self.local.insert(session);
+            handoffs.push(Handoff::Open { session, sender });
+            batch.opened.push((reply, joined_calls));
+        }
+        for session in applied.closed {
+            self.local.remove(&session);
+            handoffs.push(Handoff::Close { session });
+        }
+        let me = self.me;
+        batch.deliveries.extend(applied.deliveries.into_iter().filter(|output| match output {
+            Output::Send(session, _) | Output::Close { session, .. } => SessionTag::of(*session).bits() == me,
+            Output::Record { .. } => false,
+        }));
+        batch.records = applied.records;
+        if let Some(node) = applied.copy_for {
+            tokio::spawn(send_copy(self.client.clone(), node, self.replica.to_copy()));
+        }
+        for handoff in handoffs {
+            if outbox.send(handoff).await.is_err() {
+                warn!("the outbox stopped");
+            }
+        }
+        if !batch.is_empty() && outbox.send(Handoff::Batch(batch)).await.is_err() {
+            warn!("the outbox stopped");
+        }
+        let live = i64::try_from(self.replica.registry().live_calls()).unwrap_or(i64::MAX);
+        self.metrics.live_calls.store(live, Ordering::Relaxed);
+        self.metrics.cluster_members.store(self.replica.members().count() as i64, Ordering::Relaxed);
+    }
+}
