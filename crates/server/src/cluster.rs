@@ -20,9 +20,11 @@
 //!   of the copy is due, and answers "who is online" from its copy.
 //!
 //! A server that starts asks on `hark.cluster.alive` whether others live. If one answers, it
-//! publishes [`Item::CopyFor`]: the lowest live server sends it its copy as of that entry, in
-//! parts, on `hark.cluster.copy.<tag>`, and it applies the log from the next entry on. If none
-//! answers, it publishes [`Item::Reset`] and starts the cluster afresh.
+//! publishes [`Item::CopyFor`] naming that one, which sends it its copy as of that entry, in
+//! parts, on `hark.cluster.copy.<tag>.<try>`, and it applies the log from the next entry on (if
+//! the copy does not come, say because the one that answered died, it asks again, up to
+//! [`JOIN_ATTEMPTS`] times). If none answers, it publishes [`Item::Reset`] and starts the
+//! cluster afresh.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -60,8 +62,10 @@ const LOG_MAX_AGE: Duration = Duration::from_secs(600);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Longest a NATS request may take.
 const REQUEST_WITHIN: Duration = Duration::from_secs(2);
-/// Longest a starting server waits for its copy.
-const COPY_WITHIN: Duration = Duration::from_secs(10);
+/// Longest a starting server waits for its copy before it asks again.
+const COPY_WITHIN: Duration = Duration::from_secs(5);
+/// How many times a starting server asks for a copy.
+const JOIN_ATTEMPTS: u32 = 3;
 /// Most inputs in one entry.
 const MAX_ITEMS_PER_ENTRY: usize = 512;
 /// Most commands the driver takes at once.
@@ -99,7 +103,7 @@ pub enum ClusterError {
     #[error(transparent)]
     Copy(#[from] CopyError),
     /// No server sent a copy in time.
-    #[error("no copy of the cluster's state arrived within {} s", COPY_WITHIN.as_secs())]
+    #[error("no copy of the cluster's state arrived ({JOIN_ATTEMPTS} tries of {} s)", COPY_WITHIN.as_secs())]
     NoCopy,
     /// Another server drew the same tag (one chance in 16.7 million): starting again draws anew.
     #[error("another server has this server's tag {0:06x}; start it again")]
@@ -110,8 +114,8 @@ fn nats_error(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Nats(e.to_string())
 }
 
-fn copy_subject(node: NodeTag) -> String {
-    format!("hark.cluster.copy.{node:06x}")
+fn copy_subject(node: NodeTag, attempt: u32) -> String {
+    format!("hark.cluster.copy.{node:06x}.{attempt}")
 }
 
 /// Joins the cluster on `settings.nats` and starts this server's copy of the hub, which takes
@@ -136,25 +140,7 @@ pub async fn start(
     let stream = open_stream(&js).await?;
     let mut publisher = Publisher::new(js, me, Arc::clone(&clock), Arc::clone(&metrics), client.server_info().max_payload);
 
-    let others_live = matches!(tokio::time::timeout(REQUEST_WITHIN, client.request(ALIVE_SUBJECT, Bytes::new())).await, Ok(Ok(_)));
-    let (replica, from) = if others_live {
-        // Subscribed before the request is published on the same connection, so no part of
-        // the copy can arrive before the subscription.
-        let mut parts = client.subscribe(copy_subject(me)).await.map_err(nats_error)?;
-        let at = publisher.publish(vec![Item::CopyFor { node: me }]).await;
-        let copy = receive_copy(&mut parts).await?;
-        let replica = Replica::from_copy(&copy, me, settings.registry.clone())?;
-        if replica.registry().session_ids().iter().any(|s| SessionTag::of(*s) == tag) {
-            return Err(ClusterError::TagTaken(me));
-        }
-        info!(node = %settings.node_id, tag = %tag.hex(), at, "joined the cluster from a copy");
-        (replica, at + 1)
-    } else {
-        let call_id_prefix = rand::thread_rng().gen();
-        let at = publisher.publish(vec![Item::Reset { call_id_prefix }]).await;
-        info!(node = %settings.node_id, tag = %tag.hex(), at, "no other server answered: started the cluster afresh");
-        (Replica::new(me, settings.registry.clone(), call_id_prefix), at)
-    };
+    let (replica, from) = join(&client, &mut publisher, tag, &settings).await?;
 
     let reader = stream
         .create_consumer(consumer::push::OrderedConfig {
@@ -200,6 +186,42 @@ pub async fn start(
             warn!(error = %e, "the log publisher failed");
         }
     }))
+}
+
+/// Starts this server's copy: from another server's, or afresh if none lives. Returns it and
+/// the sequence of the first entry to apply to it.
+async fn join(client: &async_nats::Client, publisher: &mut Publisher, tag: SessionTag, settings: &ClusterSettings) -> Result<(Replica, u64), ClusterError> {
+    let me = tag.bits();
+    for attempt in 1..=JOIN_ATTEMPTS {
+        let answer = tokio::time::timeout(REQUEST_WITHIN, client.request(ALIVE_SUBJECT, Bytes::new())).await;
+        let from = match answer {
+            Ok(Ok(message)) => std::str::from_utf8(&message.payload).ok().and_then(|hex| NodeTag::from_str_radix(hex, 16).ok()),
+            _ => None,
+        };
+        let Some(from) = from else {
+            let call_id_prefix = rand::thread_rng().gen();
+            let at = publisher.publish(vec![Item::Reset { call_id_prefix }]).await;
+            info!(node = %settings.node_id, tag = %tag.hex(), at, "no other server answered: started the cluster afresh");
+            return Ok((Replica::new(me, settings.registry.clone(), call_id_prefix), at));
+        };
+        // Subscribed before the request is published on the same connection, so no part of
+        // the copy can arrive before the subscription.
+        let mut parts = client.subscribe(copy_subject(me, attempt)).await.map_err(nats_error)?;
+        let at = publisher.publish(vec![Item::CopyFor { node: me, from, attempt }]).await;
+        match receive_copy(&mut parts).await {
+            Ok(copy) => {
+                let replica = Replica::from_copy(&copy, me, settings.registry.clone())?;
+                if replica.registry().session_ids().iter().any(|s| SessionTag::of(*s) == tag) {
+                    return Err(ClusterError::TagTaken(me));
+                }
+                info!(node = %settings.node_id, tag = %tag.hex(), at, from = %format!("{from:06x}"), "joined the cluster from a copy");
+                return Ok((replica, at + 1));
+            }
+            Err(ClusterError::NoCopy) => warn!(from = %format!("{from:06x}"), attempt, "no copy came; asking again"),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ClusterError::NoCopy)
 }
 
 /// The log's stream, made if missing. File storage: a NATS restart keeps the log.
@@ -250,15 +272,15 @@ async fn receive_copy(parts: &mut async_nats::Subscriber) -> Result<Vec<u8>, Clu
     }
 }
 
-/// Sends this server's copy to `node`, in parts NATS takes.
-async fn send_copy(client: async_nats::Client, node: NodeTag, copy: Vec<u8>) {
+/// Sends this server's copy to `node` for its try `attempt`, in parts NATS takes.
+async fn send_copy(client: async_nats::Client, node: NodeTag, attempt: u32, copy: Vec<u8>) {
     let part_size = client.server_info().max_payload.saturating_sub(4096).max(4096);
     let parts: Vec<&[u8]> = copy.chunks(part_size).collect();
     let count = parts.len().max(1);
     for (index, part) in parts.iter().enumerate() {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(COPY_PART, format!("{index}/{count}").as_str());
-        if let Err(e) = client.publish_with_headers(copy_subject(node), headers, Bytes::copy_from_slice(part)).await {
+        if let Err(e) = client.publish_with_headers(copy_subject(node, attempt), headers, Bytes::copy_from_slice(part)).await {
             warn!(error = %e, "could not send a copy");
             return;
         }
@@ -523,8 +545,8 @@ impl ClusterHub {
             Output::Record { .. } => false,
         }));
         batch.records = applied.records;
-        if let Some(node) = applied.copy_for {
-            tokio::spawn(send_copy(self.client.clone(), node, self.replica.to_copy()));
+        if let Some((node, attempt)) = applied.copy_for {
+            tokio::spawn(send_copy(self.client.clone(), node, attempt, self.replica.to_copy()));
         }
         for handoff in handoffs {
             if outbox.send(handoff).await.is_err() {

@@ -110,11 +110,16 @@ pub enum Item {
         /// The new registry's call id prefix.
         call_id_prefix: u32,
     },
-    /// The publisher has just started and needs a copy: the live server with the lowest tag
-    /// sends it the state as it is right after this entry.
+    /// The publisher has just started and needs a copy: server `from` (one that answered it a
+    /// moment ago) sends it the state as it is right after this entry.
     CopyFor {
         /// Who asks (the publisher).
         node: NodeTag,
+        /// Who sends.
+        from: NodeTag,
+        /// Which of the publisher's tries this is (each has its own subject: a late copy of an
+        /// earlier try is never taken for this one's).
+        attempt: u32,
     },
 }
 
@@ -129,8 +134,8 @@ pub struct Applied {
     pub opened: Vec<(SessionId, Vec<CallSummary>)>,
     /// This server's sessions whose closing was applied.
     pub closed: Vec<SessionId>,
-    /// A server to send a copy to, now.
-    pub copy_for: Option<NodeTag>,
+    /// A server to send a copy to, now, and for which of its tries.
+    pub copy_for: Option<(NodeTag, u32)>,
     /// Another server reset the log: this server's sessions are gone from the registry and are
     /// to be closed (their clients reconnect).
     pub reset_by_other: bool,
@@ -239,11 +244,11 @@ impl Replica {
         self.now = self.now.max(entry.now);
         let now = self.now;
         self.members.insert(entry.node, Member::default());
-        if let [Item::CopyFor { node }] = entry.items.as_slice() {
+        if let [Item::CopyFor { node, from, attempt }] = entry.items.as_slice() {
             // Nothing else happens at this entry, so the copy sent is exactly the state after it
             // on every server, and the new server misses no output.
-            if self.members.keys().find(|tag| *tag != node) == Some(&self.me) {
-                applied.copy_for = Some(*node);
+            if *from == self.me {
+                applied.copy_for = Some((*node, *attempt));
             }
             return applied;
         }

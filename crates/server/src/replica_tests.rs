@@ -247,10 +247,10 @@ fn a_joining_server_starts_from_a_copy_and_stays_equal() {
     cluster.apply(entry(B, T0, vec![open(B, 1, "bob")]));
     cluster.apply(entry(A, T0 + 1, vec![request(alice, invite("bob"))]));
     const D: NodeTag = 0x0d;
-    let asks = cluster.apply(entry(D, T0 + 2, vec![Item::CopyFor { node: D }]));
-    assert_eq!(asks.iter().filter(|a| a.copy_for == Some(D)).count(), 1, "one server sends the copy");
-    assert_eq!(asks[0].copy_for, Some(D), "the lowest tag does");
-    let mut d = Replica::from_copy(&cluster.copies[0].to_copy(), D, RegistrySettings::default()).unwrap();
+    let asks = cluster.apply(entry(D, T0 + 2, vec![Item::CopyFor { node: D, from: B, attempt: 1 }]));
+    assert_eq!(asks.iter().filter(|a| a.copy_for.is_some()).count(), 1, "one server sends the copy");
+    assert_eq!(asks[1].copy_for, Some((D, 1)), "the one asked does");
+    let mut d = Replica::from_copy(&cluster.copies[1].to_copy(), D, RegistrySettings::default()).unwrap();
     let next = entry(D, T0 + 3, vec![Item::Open { session: session(D, 1), user: "bob".into(), device: "bob-desk".into() }]);
     let out = d.apply(next.clone());
     cluster.apply(next);

@@ -85,3 +85,25 @@ async fn user_commands(server: &TestServer, extra: &[&str]) {
     let (status, _) = server.post("/v1/login", json!({"user":"alice","password":"correct horse"})).await;
     assert_eq!(status, 401);
 }
+
+/// Cluster mode needs what every node shares: `--nats` alone, or with a SQLite data folder, is
+/// refused at start with a message that says what is missing; so are a URL that is not NATS'
+/// and a node id with spaces. Nothing is listening afterwards.
+#[test]
+fn cluster_mode_refuses_to_start_without_what_nodes_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "k".repeat(40)).unwrap();
+    let key = key.to_str().unwrap();
+    for (extra, says) in [
+        (vec!["--nats", "nats://127.0.0.1:4222"], "set database (postgres://…) and signing_key"),
+        (vec!["--nats", "nats://127.0.0.1:4222", "--signing-key", key], "set database (postgres://…) and signing_key"),
+        (vec!["--nats", "http://127.0.0.1:4222", "--signing-key", key, "--database", "postgres://h@127.0.0.1/x"], "is not a nats:// URL"),
+        (vec!["--node-id", "node one"], "node_id must be"),
+    ] {
+        let output = hark_server(&["serve", "--listen", "127.0.0.1:0"], dir.path(), &extra, None);
+        assert!(!output.status.success(), "{extra:?} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+}
