@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 
 mod call;
+mod cluster;
 mod hostile;
 mod video;
 
@@ -47,6 +48,11 @@ usage: cargo xtask bench signaling [--sessions N] [--duration S] [--quick] [--no
   --sessions N   sessions held open at once in the hold run (default 20000; even)
   --duration S   seconds of each setup run, flat out and paced (default 20)
   --quick        smoke run: 2000 sessions, 5 s runs; does not touch docs/BENCHMARKS.md
+  --nodes N      one server (SQLite) beside N nodes on one nats-server and PostgreSQL, side by
+                 side: setups/s flat out, invite -> incoming at 1000 setups/s with caller and
+                 callee on different nodes, RSS per session per node (6000 sessions held unless
+                 --sessions says), CPU per setup split between hark-server, nats-server and
+                 PostgreSQL
   --no-record    print the figures only; do not update docs/BENCHMARKS.md
   --hostile      the soak instead: 200 honest pairs flat out, calm and then through a storm of
                  hostile clients (hark-storm), for S seconds each (default 60);
@@ -90,11 +96,13 @@ struct Options {
     duration_s: f64,
     quick: bool,
     record: bool,
+    /// `--nodes N`: one server beside a cluster of N (see [`cluster`]).
+    nodes: usize,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Options> {
-        let mut options = Options { hold_sessions: TARGET_SESSIONS, duration_s: 20.0, quick: false, record: true };
+        let mut options = Options { hold_sessions: TARGET_SESSIONS, duration_s: 20.0, quick: false, record: true, nodes: 1 };
         let (mut sessions, mut duration) = (None, None);
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -103,6 +111,7 @@ impl Options {
                 "--sessions" => sessions = Some(value("--sessions")?.parse::<usize>().context("--sessions")?),
                 "--duration" => duration = Some(value("--duration")?.parse::<f64>().context("--duration")?),
                 "--quick" => options.quick = true,
+                "--nodes" => options.nodes = value("--nodes")?.parse::<usize>().context("--nodes")?,
                 "--no-record" => options.record = false,
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -110,6 +119,10 @@ impl Options {
                 }
                 other => bail!("unknown option {other:?}\n\n{USAGE}"),
             }
+        }
+        if options.nodes > 1 {
+            // Both set-ups hold their sessions in turn: a shorter hold keeps the run short.
+            options.hold_sessions = 6_000;
         }
         if options.quick {
             options.hold_sessions = 2_000;
@@ -145,6 +158,9 @@ fn signaling(args: &[String]) -> Result<()> {
     }
     let options = Options::parse(args)?;
     let root = workspace_root();
+    if options.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
 
     // HARK_BENCH_SERVER=PATH benchmarks another hark-server build (e.g. an older release).
     let other_server = std::env::var_os("HARK_BENCH_SERVER").map(PathBuf::from);
@@ -161,6 +177,15 @@ fn signaling(args: &[String]) -> Result<()> {
     let target_dir = target_dir(&root);
     let server_bin = other_server.unwrap_or_else(|| target_dir.join("release/hark-server"));
     let loadgen_bin = target_dir.join("release/hark-loadgen");
+    if options.nodes > 1 {
+        let cluster = cluster::ClusterOptions {
+            nodes: options.nodes,
+            hold_sessions: options.hold_sessions,
+            duration_s: options.duration_s,
+            record: options.record,
+        };
+        return cluster::run(cluster, &server_bin, &loadgen_bin, &root, &command_line);
+    }
 
     let mut scratch = Scratch::new()?;
     let config = scratch.path.join("bench.toml");
@@ -375,6 +400,11 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, data_dir: &Path, config: &Path) -> Result<Server> {
+        Server::start_with(bin, data_dir, config, &[])
+    }
+
+    /// Starts it with `extra` arguments to `serve` too.
+    fn start_with(bin: &Path, data_dir: &Path, config: &Path, extra: &[String]) -> Result<Server> {
         let log = std::fs::File::create(data_dir.join("server.log"))?;
         let mut process = Process::spawn(
             "hark-server",
@@ -384,6 +414,7 @@ impl Server {
                 .arg(data_dir)
                 .arg("--config")
                 .arg(config)
+                .args(extra)
                 .stderr(log),
         )?;
         let addr = process

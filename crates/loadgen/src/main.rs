@@ -38,9 +38,11 @@ type Ws = WebSocketStream<TcpStream>;
 #[derive(Parser, Debug)]
 #[command(name = "hark-loadgen", version)]
 struct Args {
-    /// WebSocket URL of the server, e.g. ws://127.0.0.1:7600/v1/ws (plain ws only).
-    #[arg(long)]
-    server: String,
+    /// WebSocket URL of the server, e.g. ws://127.0.0.1:7600/v1/ws (plain ws only). Several,
+    /// comma separated, for the nodes of a cluster: session N connects to the (N mod count)th,
+    /// so with two or more a pair's caller and callee are on different nodes.
+    #[arg(long, value_delimiter = ',', required = true)]
+    server: Vec<String>,
     /// File holding the server's signing secret (DATA_DIR/signing.key); whitespace is trimmed.
     #[arg(long)]
     secret_file: PathBuf,
@@ -151,8 +153,8 @@ enum Phase {
 
 /// Shared by all pair tasks.
 struct Ctx {
-    url: String,
-    server: SocketAddr,
+    /// Each server's URL and address.
+    servers: Vec<(String, SocketAddr)>,
     bind: Vec<IpAddr>,
     secret: Vec<u8>,
     token_exp: i64,
@@ -205,11 +207,15 @@ async fn run(args: Args) -> Result<()> {
     if secret.is_empty() {
         bail!("{} is empty", args.secret_file.display());
     }
-    let server = resolve(&args.server).await?;
-    for ip in &args.bind {
-        if ip.is_ipv4() != server.is_ipv4() {
-            bail!("--bind {ip} is not of the same family as the server address {server}");
+    let mut servers = Vec::new();
+    for url in &args.server {
+        let server = resolve(url).await?;
+        for ip in &args.bind {
+            if ip.is_ipv4() != server.is_ipv4() {
+                bail!("--bind {ip} is not of the same family as the server address {server}");
+            }
         }
+        servers.push((url.clone(), server));
     }
     let probe = format!("{}000001", args.user_prefix);
     if !hark_protocol::valid_user_id(&probe) {
@@ -218,8 +224,7 @@ async fn run(args: Args) -> Result<()> {
     let now_s = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
     let pairs = args.sessions / 2;
     let ctx = Arc::new(Ctx {
-        url: args.server.clone(),
-        server,
+        servers,
         bind: args.bind.clone(),
         secret,
         token_exp: now_s + 24 * 3600,
@@ -395,10 +400,11 @@ async fn connect(ctx: &Ctx, session: usize) -> Result<Ws> {
     let ip = ctx.bind[session % ctx.bind.len()];
     let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding {ip}:0"))?;
-    let stream = socket.connect(ctx.server).await.context("TCP connect")?;
+    let (url, server) = &ctx.servers[session % ctx.servers.len()];
+    let stream = socket.connect(*server).await.context("TCP connect")?;
     stream.set_nodelay(true)?;
     let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(ctx.url.as_str(), stream, Some(ctx.ws_config))
+        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ctx.ws_config))
             .await
             .context("WebSocket handshake")?;
     let token = hark_protocol::token::mint(&ctx.secret, &ctx.user(session), ctx.token_exp);

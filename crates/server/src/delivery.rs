@@ -1,13 +1,9 @@
-//! Delivery: how the outbox's frames and kicks reach a session, wherever the session is.
+//! Delivery: how the outbox's frames and kicks reach a session.
 //!
 //! A session id names its server: the top [`TAG_BITS`] bits are the tag its server drew at
 //! start ([`SessionTag`]), the rest count that server's sessions. [`LocalDelivery`] reaches the
-//! sessions of this process, which is all a single server has. [`NatsDelivery`] reaches the
-//! others' too: a frame for a session of another server is published on that server's subject
-//! (`hark.node.<tag>`), and each server passes what arrives on its own subject to its sessions.
-//! Core NATS delivers at most once, in order from one publisher: a session whose server is gone
-//! misses frames, and its client learns what happened when it resyncs on reconnect (`welcome`'s
-//! `joined_calls`, `calls.active`).
+//! sessions of this process, which is all any server needs: a cluster's nodes each deliver to
+//! their own sessions (see [`crate::replica`]).
 //!
 //! Delivery never waits for a session: each has a bounded channel, and a session that lets it
 //! fill is too slow to be in a call; its sender is dropped, which closes it.
@@ -55,20 +51,6 @@ impl SessionTag {
     pub fn hex(self) -> String {
         format!("{:06x}", self.0)
     }
-
-    /// The NATS subject this server's sessions are reached on.
-    pub fn subject(self) -> String {
-        format!("hark.node.{}", self.hex())
-    }
-}
-
-/// Why delivery between servers could not start.
-#[cfg(feature = "cluster")]
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// nats-server refused or did not answer.
-    #[error("NATS: {0}")]
-    Nats(String),
 }
 
 /// Where frames for sessions go.
@@ -121,128 +103,6 @@ impl Delivery for LocalDelivery {
     }
 }
 
-#[cfg(feature = "cluster")]
-pub use over_nats::NatsDelivery;
-
-/// Delivery between servers through NATS (the `cluster` feature).
-#[cfg(feature = "cluster")]
-mod over_nats {
-    use std::sync::Arc;
-
-    use futures_util::StreamExt;
-    use hark_protocol::KickReason;
-    use tokio::sync::mpsc;
-    use tracing::{debug, warn};
-
-    use super::{Delivery, DeliveryError, LocalDelivery, SessionTag};
-    use crate::hub::Outbound;
-    use crate::registry::SessionId;
-
-    /// What crosses between servers: the session id (8 bytes, big-endian), a kind byte, then the
-    /// frame's text or the kick's reason.
-    pub(super) const FRAME: u8 = 0;
-    const KICK: u8 = 1;
-
-    pub(super) fn encode(session: SessionId, item: &Outbound) -> Vec<u8> {
-        let (kind, text) = match item {
-            Outbound::Frame(text) => (FRAME, text.as_str()),
-            Outbound::Kick(reason) => (KICK, reason.as_str()),
-        };
-        let mut bytes = Vec::with_capacity(9 + text.len());
-        bytes.extend_from_slice(&session.to_be_bytes());
-        bytes.push(kind);
-        bytes.extend_from_slice(text.as_bytes());
-        bytes
-    }
-
-    pub(super) fn decode(bytes: &[u8]) -> Option<(SessionId, Outbound)> {
-        let session = SessionId::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-        let text = std::str::from_utf8(bytes.get(9..)?).ok()?;
-        let item = match *bytes.get(8)? {
-            FRAME => Outbound::Frame(text.to_owned()),
-            KICK => Outbound::Kick(serde_json::from_value::<KickReason>(serde_json::Value::String(text.to_owned())).ok()?),
-            _ => return None,
-        };
-        Some((session, item))
-    }
-
-    /// This server's sessions, and the other servers' through NATS.
-    pub struct NatsDelivery {
-        tag: SessionTag,
-        client: async_nats::Client,
-        /// What arrived for this server's sessions from the others, passed on by `receive`.
-        local: Arc<tokio::sync::Mutex<LocalDelivery>>,
-        receive: tokio::task::JoinHandle<()>,
-    }
-
-    impl NatsDelivery {
-        /// Listens on this server's subject; what arrives there goes to its sessions.
-        pub async fn start(client: async_nats::Client, tag: SessionTag) -> Result<NatsDelivery, DeliveryError> {
-            let mut arriving = client.subscribe(tag.subject()).await.map_err(|e| DeliveryError::Nats(e.to_string()))?;
-            // Once nats-server has handled the subscription, frames that other servers send reach
-            // this one. `flush` only writes the socket, so a message to ourselves behind the
-            // subscription makes the round trip: the server handles one connection's commands in
-            // order. Without it, frames sent in the first moments after a start were lost.
-            round_trip(&client).await?;
-            let local = Arc::new(tokio::sync::Mutex::new(LocalDelivery::default()));
-            let sessions = Arc::clone(&local);
-            let receive = tokio::spawn(async move {
-                while let Some(message) = arriving.next().await {
-                    match decode(&message.payload) {
-                        Some((session, item)) => sessions.lock().await.pass(session, item),
-                        None => warn!(bytes = message.payload.len(), "a malformed delivery from another server"),
-                    }
-                }
-                debug!("delivery subscription ended");
-            });
-            Ok(NatsDelivery { tag, client, local, receive })
-        }
-    }
-
-    /// Returns once nats-server has handled everything `client` sent before.
-    async fn round_trip(client: &async_nats::Client) -> Result<(), DeliveryError> {
-        let inbox = client.new_inbox();
-        let mut echo = client.subscribe(inbox.clone()).await.map_err(|e| DeliveryError::Nats(e.to_string()))?;
-        client.publish(inbox, Default::default()).await.map_err(|e| DeliveryError::Nats(e.to_string()))?;
-        match tokio::time::timeout(ROUND_TRIP_WITHIN, echo.next()).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(DeliveryError::Nats("the connection closed".into())),
-            Err(_) => Err(DeliveryError::Nats(format!("no answer within {} s", ROUND_TRIP_WITHIN.as_secs()))),
-        }
-    }
-
-    /// Longest nats-server may take to answer a round trip at start.
-    const ROUND_TRIP_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
-
-    impl Drop for NatsDelivery {
-        fn drop(&mut self) {
-            self.receive.abort();
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Delivery for NatsDelivery {
-        async fn open(&mut self, session: SessionId, sender: mpsc::Sender<Outbound>) {
-            self.local.lock().await.open(session, sender).await;
-        }
-
-        async fn close(&mut self, session: SessionId) {
-            self.local.lock().await.close(session).await;
-        }
-
-        async fn send(&mut self, session: SessionId, item: Outbound) {
-            if SessionTag::of(session) == self.tag {
-                self.local.lock().await.pass(session, item);
-                return;
-            }
-            let subject = SessionTag::of(session).subject();
-            if let Err(e) = self.client.publish(subject, encode(session, &item).into()).await {
-                warn!(error = %e, session, "could not pass a frame to another server");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,23 +114,6 @@ mod tests {
         assert_eq!((SessionTag::of(session), session & 0xff_ffff_ffff), (tag, 42));
         assert_eq!(SessionTag::new(0x1ab_cdef), tag, "only the low 24 bits count");
         assert_ne!(SessionTag::of(SessionTag::new(1).session(42)), tag);
-        assert_eq!(tag.subject(), "hark.node.abcdef");
-    }
-
-    #[test]
-    #[cfg(feature = "cluster")]
-    fn what_crosses_between_servers_reads_back_and_garbage_does_not() {
-        use super::over_nats::{decode, encode, FRAME};
-        use hark_protocol::KickReason;
-
-        let session = SessionTag::new(3).session(9);
-        for item in [Outbound::Frame("{\"type\":\"ok\"}".into()), Outbound::Kick(KickReason::Shutdown)] {
-            let (back, read) = decode(&encode(session, &item)).expect("reads back");
-            assert_eq!(back, session);
-            assert_eq!(format!("{read:?}"), format!("{item:?}"));
-        }
-        assert!(decode(b"short").is_none());
-        assert!(decode(&[0, 0, 0, 0, 0, 0, 0, 1, 7, b'x']).is_none(), "an unknown kind");
-        assert!(decode(&[0, 0, 0, 0, 0, 0, 0, 1, FRAME, 0xff]).is_none(), "not UTF-8");
+        assert_eq!(tag.hex(), "abcdef");
     }
 }

@@ -2,7 +2,8 @@
 //! (503) when the database does not answer within [`PING_WITHIN`], so a node that lost its
 //! database is taken out of rotation instead of refusing every sign-in, and when call records
 //! have failed to be written for [`RECORDS_FAILING_FOR`] (a full disk, a revoked grant: the
-//! database answers, but every event waits behind those records). The answer is kept for
+//! database answers, but every event waits behind those records), and, on a node of a cluster,
+//! when NATS has taken none of its log entries for as long ([`log_failing`]). The answer is kept for
 //! [`KEPT_FOR`]: a flood of checks costs the database one query a second, and checks that
 //! arrive together wait for the one in flight.
 

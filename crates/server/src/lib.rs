@@ -29,7 +29,6 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
-pub mod directory;
 pub mod hashing;
 pub mod health;
 pub mod http;
