@@ -19,7 +19,9 @@ use crate::{bundle, system_packages};
 
 /// The server's integration tests that run against a 3-node cluster too: every one that works
 /// through the protocol (the others test one process's storage, restarts and command line).
-const CLUSTER_SUITES: &[&str] = &["calls", "sessions", "hostile", "http_api", "tls"];
+/// Each name is the test of hark-server alone, so the step can select the same packages as the
+/// step before (same features: nothing is built again) and run only these.
+const CLUSTER_SUITES: &[&str] = &["call_flows", "sessions", "hostile", "http_api", "tls"];
 
 /// The WebDriver proxy for Tauri apps, pinned (STACK.md).
 const TAURI_DRIVER_VERSION: &str = "2.1.0";
@@ -51,7 +53,7 @@ pub fn run(extra_args: &[String]) -> anyhow::Result<ChildOutcome> {
         // nats-server and PostgreSQL, each started by the tests.
         let mut cluster = workspace::cargo_command()?;
         cluster
-            .args(["test", "--locked", "-p", "hark-server"])
+            .args(["test", "--workspace", "--locked", "--exclude", "hark-e2e"])
             .args(CLUSTER_SUITES.iter().flat_map(|suite| ["--test", suite]))
             .env("HARK_TEST_NODES", "3")
             .env("RUST_BACKTRACE", "1");
