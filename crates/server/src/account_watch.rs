@@ -35,7 +35,7 @@ pub async fn run(store: Store, hub: mpsc::Sender<HubCommand>, mut seen: i64, eve
         };
         for (seq, user) in removed {
             info!(%user, "account removed; closing its sessions");
-            if hub.send(HubCommand::AccountRemoved { user }).await.is_err() {
+            if hub.send(HubCommand::AccountRemoved { user, event: seq }).await.is_err() {
                 return;
             }
             seen = seen.max(seq);

@@ -29,7 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::jetstream::message::PublishMessage;
@@ -39,7 +39,7 @@ use hark_protocol::{CallSummary, KickReason};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::delivery::{LocalDelivery, SessionTag};
@@ -47,7 +47,7 @@ use crate::hub::{HubCommand, Outbound};
 use crate::metrics::Metrics;
 use crate::outbox::{Batch, Handoff, Outbox};
 use crate::registry::{Output, RegistrySettings, SessionId};
-use crate::replica::{CopyError, Entry, Item, NodeTag, Replica, BEAT_EVERY_MS};
+use crate::replica::{CopyError, Entry, Item, NodeTag, Replica, BEAT_EVERY_MS, DEAD_AFTER_BEATS};
 use crate::store::Store;
 
 /// The stream that holds the log.
@@ -108,6 +108,10 @@ pub enum ClusterError {
     /// Another server drew the same tag (one chance in 16.7 million): starting again draws anew.
     #[error("another server has this server's tag {0:06x}; start it again")]
     TagTaken(NodeTag),
+    /// This server's call settings (ring timeout, reconnect grace, participants, service
+    /// accounts) differ from the cluster's: the copies would decide differently.
+    #[error("this server's call settings differ from the cluster's: theirs are {0}")]
+    SettingsDiffer(String),
 }
 
 fn nats_error(e: impl std::fmt::Display) -> ClusterError {
@@ -139,8 +143,9 @@ pub async fn start(
     js.set_timeout(REQUEST_WITHIN);
     let stream = open_stream(&js).await?;
     let mut publisher = Publisher::new(js, me, Arc::clone(&clock), Arc::clone(&metrics), client.server_info().max_payload);
+    let log_lost = Arc::clone(&publisher.log_lost);
 
-    let (replica, from) = join(&client, &mut publisher, tag, &settings).await?;
+    let (replica, from) = join(&client, &stream, &mut publisher, tag, &settings).await?;
 
     let reader = stream
         .create_consumer(consumer::push::OrderedConfig {
@@ -159,8 +164,13 @@ pub async fn start(
     let publish = tokio::spawn(publisher.run(items_rx));
     let mut alive = client.subscribe(ALIVE_SUBJECT).await.map_err(nats_error)?;
     let answer_client = client.clone();
-    let answer = tokio::spawn(async move {
+    let answer_metrics = Arc::clone(&metrics);
+    let answer_alive = tokio::spawn(async move {
         while let Some(request) = alive.next().await {
+            // A node whose copy may differ from the others' must not hand it out.
+            if answer_metrics.log_broken.load(Ordering::Relaxed) {
+                return;
+            }
             if let Some(reply) = request.reply {
                 let _ = answer_client.publish(reply, Bytes::from(format!("{me:06x}"))).await;
             }
@@ -171,26 +181,41 @@ pub async fn start(
         me,
         client,
         items,
+        answer_alive,
+        log_lost,
         pending: HashMap::new(),
         local: HashSet::new(),
         ticked_for: None,
         left: false,
+        broken: false,
         clock,
         metrics,
     };
     Ok(tokio::spawn(async move {
         hub.run(commands, entries, store).await;
-        answer.abort();
         read.abort();
-        if let Err(e) = publish.await {
-            warn!(error = %e, "the log publisher failed");
+        // With NATS away the publisher would try its last entry for ever.
+        let abort = publish.abort_handle();
+        match tokio::time::timeout(LEAVE_WITHIN, publish).await {
+            Ok(Err(e)) => warn!(error = %e, "the log publisher failed"),
+            Ok(Ok(())) => {}
+            Err(_) => {
+                warn!("the log publisher did not finish; stopped");
+                abort.abort();
+            }
         }
     }))
 }
 
 /// Starts this server's copy: from another server's, or afresh if none lives. Returns it and
 /// the sequence of the first entry to apply to it.
-async fn join(client: &async_nats::Client, publisher: &mut Publisher, tag: SessionTag, settings: &ClusterSettings) -> Result<(Replica, u64), ClusterError> {
+async fn join(
+    client: &async_nats::Client,
+    stream: &stream::Stream,
+    publisher: &mut Publisher,
+    tag: SessionTag,
+    settings: &ClusterSettings,
+) -> Result<(Replica, u64), ClusterError> {
     let me = tag.bits();
     for attempt in 1..=JOIN_ATTEMPTS {
         let answer = tokio::time::timeout(REQUEST_WITHIN, client.request(ALIVE_SUBJECT, Bytes::new())).await;
@@ -199,8 +224,15 @@ async fn join(client: &async_nats::Client, publisher: &mut Publisher, tag: Sessi
             _ => None,
         };
         let Some(from) = from else {
+            if log_is_busy(stream).await? {
+                // Live servers beat every second: one is there but did not answer in time.
+                // Starting afresh would end its calls, so ask again in a moment.
+                warn!(attempt, "no server answered, but the log is in use; asking again");
+                tokio::time::sleep(REQUEST_WITHIN).await;
+                continue;
+            }
             let call_id_prefix = rand::thread_rng().gen();
-            let at = publisher.publish(vec![Item::Reset { call_id_prefix }]).await;
+            let at = publisher.publish(vec![Item::Reset { call_id_prefix, settings: settings.registry.clone() }]).await;
             info!(node = %settings.node_id, tag = %tag.hex(), at, "no other server answered: started the cluster afresh");
             return Ok((Replica::new(me, settings.registry.clone(), call_id_prefix), at));
         };
@@ -210,9 +242,12 @@ async fn join(client: &async_nats::Client, publisher: &mut Publisher, tag: Sessi
         let at = publisher.publish(vec![Item::CopyFor { node: me, from, attempt }]).await;
         match receive_copy(&mut parts).await {
             Ok(copy) => {
-                let replica = Replica::from_copy(&copy, me, settings.registry.clone())?;
+                let replica = Replica::from_copy(&copy, me)?;
                 if replica.registry().session_ids().iter().any(|s| SessionTag::of(*s) == tag) {
                     return Err(ClusterError::TagTaken(me));
+                }
+                if replica.settings() != &settings.registry {
+                    return Err(ClusterError::SettingsDiffer(format!("{:?}", replica.settings())));
                 }
                 info!(node = %settings.node_id, tag = %tag.hex(), at, from = %format!("{from:06x}"), "joined the cluster from a copy");
                 return Ok((replica, at + 1));
@@ -222,6 +257,18 @@ async fn join(client: &async_nats::Client, publisher: &mut Publisher, tag: Sessi
         }
     }
     Err(ClusterError::NoCopy)
+}
+
+/// Whether an entry was stored in the last [`DEAD_AFTER_BEATS`] seconds: a live server beats
+/// every second, so a quiet log has none.
+async fn log_is_busy(stream: &stream::Stream) -> Result<bool, ClusterError> {
+    let mut stream = stream.clone();
+    let info = stream.info().await.map_err(nats_error)?;
+    if info.state.messages == 0 {
+        return Ok(false);
+    }
+    let age_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64) - info.state.last_timestamp.unix_timestamp();
+    Ok(age_s < i64::from(DEAD_AFTER_BEATS))
 }
 
 /// The log's stream, made if missing. File storage: a NATS restart keeps the log.
@@ -288,19 +335,30 @@ async fn send_copy(client: async_nats::Client, node: NodeTag, attempt: u32, copy
     info!(to = %format!("{node:06x}"), bytes = copy.len(), "sent a copy to a joining server");
 }
 
-/// Passes the log's entries to the driver, in order.
-async fn read_log(mut reader: consumer::push::Ordered, entries: mpsc::Sender<Entry>) {
+/// Passes the log's entries to the driver, in order, with their stream sequence (`None` for one
+/// that cannot be read: every server skips it alike, so the copies stay equal).
+async fn read_log(mut reader: consumer::push::Ordered, entries: mpsc::Sender<(u64, Option<Entry>)>) {
     while let Some(message) = reader.next().await {
         match message {
-            Ok(message) => match serde_json::from_slice::<Entry>(&message.payload) {
-                Ok(entry) => {
-                    if entries.send(entry).await.is_err() {
-                        return;
+            Ok(message) => {
+                let seq = match message.info() {
+                    Ok(info) => info.stream_sequence,
+                    Err(e) => {
+                        warn!(error = %e, "a log message without its sequence");
+                        continue;
                     }
+                };
+                let entry = match serde_json::from_slice::<Entry>(&message.payload) {
+                    Ok(entry) => Some(entry),
+                    Err(e) => {
+                        warn!(error = %e, seq, "an entry that cannot be read; skipped");
+                        None
+                    }
+                };
+                if entries.send((seq, entry)).await.is_err() {
+                    return;
                 }
-                // Every server skips it alike, so the copies stay equal.
-                Err(e) => warn!(error = %e, "an entry that cannot be read; skipped"),
-            },
+            }
             // The ordered consumer makes itself again from where it was.
             Err(e) => warn!(error = %e, "reading the cluster's log"),
         }
@@ -315,6 +373,11 @@ struct Publisher {
     run: u32,
     next: u64,
     last_beat: Instant,
+    /// The sequence of this publisher's last entry: a new entry's is always higher, unless NATS
+    /// lost the stream and numbers again from 1.
+    last_acked: u64,
+    /// Told when the publisher finds the log lost (it also sets `Metrics::log_broken`).
+    log_lost: Arc<tokio::sync::Notify>,
     max_payload: usize,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -322,7 +385,7 @@ struct Publisher {
 
 impl Publisher {
     fn new(js: jetstream::Context, me: NodeTag, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, max_payload: usize) -> Publisher {
-        Publisher { js, me, run: rand::thread_rng().gen(), next: 0, last_beat: Instant::now(), max_payload, clock, metrics }
+        Publisher { js, me, run: rand::thread_rng().gen(), next: 0, last_beat: Instant::now(), last_acked: 0, log_lost: Arc::default(), max_payload, clock, metrics }
     }
 
     /// Publishes what queues in `items`, an empty entry after [`BEAT_EVERY_MS`] of quiet, until
@@ -344,6 +407,10 @@ impl Publisher {
                 }
             }
             self.publish(batch).await;
+            if self.metrics.log_broken.load(Ordering::Relaxed) {
+                // Nothing more, not even a beat: see `ClusterHub::stop_following`.
+                break;
+            }
         }
         debug!("log publisher stopped");
     }
@@ -389,17 +456,28 @@ impl Publisher {
                         self.metrics.log_duplicates.fetch_add(1, Ordering::Relaxed);
                     }
                     self.metrics.log_failing_since_ms.store(0, Ordering::Relaxed);
+                    // A duplicate's acknowledgement names the sequence it was stored at first.
+                    if !ack.duplicate && ack.sequence <= self.last_acked {
+                        error!(seq = ack.sequence, last = self.last_acked, "the cluster's log numbers entries again from the start: NATS lost it");
+                        self.metrics.log_broken.store(true, Ordering::Relaxed);
+                        self.log_lost.notify_one();
+                    }
+                    self.last_acked = self.last_acked.max(ack.sequence);
                     return ack.sequence;
                 }
                 Err(e) => {
+                    if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                        // It existed when this server joined: NATS lost its store, and with it
+                        // entries some copies may not have applied. Making it again would let
+                        // the copies go on unequal; only a restart of the nodes starts afresh.
+                        error!("the cluster's log is gone from NATS (its store was lost); restart the nodes");
+                        self.metrics.log_broken.store(true, Ordering::Relaxed);
+                        self.log_lost.notify_one();
+                        return self.last_acked;
+                    }
                     warn!(error = %e, "publishing to the cluster's log failed; trying again");
                     self.metrics.log_publish_failures.fetch_add(1, Ordering::Relaxed);
                     let _ = self.metrics.log_failing_since_ms.compare_exchange(0, self.clock.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
-                    if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
-                        // NATS lost its storage: the stream is made again (the copies go on
-                        // from where they are).
-                        let _ = open_stream(&self.js).await;
-                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));
                 }
@@ -414,6 +492,10 @@ struct ClusterHub {
     me: NodeTag,
     client: async_nats::Client,
     items: mpsc::Sender<Item>,
+    /// The task that answers `hark.cluster.alive`.
+    answer_alive: JoinHandle<()>,
+    /// Told when the publisher finds the log lost.
+    log_lost: Arc<tokio::sync::Notify>,
     /// Sessions whose opening is in the log but not yet applied.
     pending: HashMap<SessionId, (mpsc::Sender<Outbound>, oneshot::Sender<Vec<CallSummary>>)>,
     /// This server's open sessions.
@@ -422,12 +504,14 @@ struct ClusterHub {
     ticked_for: Option<i64>,
     /// This server's `Leave` was applied.
     left: bool,
+    /// The log lost entries under this copy: nothing more is applied (see [`Replica::apply`]).
+    broken: bool,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
 impl ClusterHub {
-    async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut entries: mpsc::Receiver<Entry>, store: Store) {
+    async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut entries: mpsc::Receiver<(u64, Option<Entry>)>, store: Store) {
         let (outbox, handoffs) = mpsc::channel(256);
         let outbox_task = tokio::spawn(
             Outbox::new(store, Box::new(LocalDelivery::default()), Arc::clone(&self.clock), Arc::clone(&self.metrics)).run(handoffs),
@@ -436,7 +520,16 @@ impl ClusterHub {
         loop {
             let wake = self.tick_due();
             let clock = Arc::clone(&self.clock);
+            let log_lost = Arc::clone(&self.log_lost);
             tokio::select! {
+                () = log_lost.notified(), if !self.broken => {
+                    self.stop_following();
+                    let mut batch = Batch::default();
+                    self.close_local_sessions(&mut batch);
+                    if outbox.send(Handoff::Batch(batch)).await.is_err() {
+                        warn!("the outbox stopped");
+                    }
+                }
                 received = commands.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
                         break;
@@ -446,7 +539,7 @@ impl ClusterHub {
                     }
                 }
                 entry = entries.recv() => match entry {
-                    Some(entry) => self.apply(entry, &outbox).await,
+                    Some((seq, entry)) => self.apply(seq, entry, &outbox).await,
                     None => {
                         warn!("the cluster's log ended");
                         break;
@@ -459,17 +552,22 @@ impl ClusterHub {
             }
         }
         // Leaving: the others stop counting this server at once instead of after its silence,
-        // and if it is the last, it ends the calls and writes their records.
+        // and if it is the last, it ends the calls and writes their records. A joining server
+        // must not pick it to send a copy any more.
+        self.answer_alive.abort();
         self.publish(Item::Leave).await;
         let _ = tokio::time::timeout(LEAVE_WITHIN, async {
-            while !self.left {
+            while !self.left && !self.broken {
                 match entries.recv().await {
-                    Some(entry) => self.apply(entry, &outbox).await,
+                    Some((seq, entry)) => self.apply(seq, entry, &outbox).await,
                     None => break,
                 }
             }
         })
         .await;
+        // Nothing more goes into the log: a beat after the `Leave` would count this server
+        // live again on every copy.
+        self.items = mpsc::channel(1).0;
         if outbox.send(Handoff::Closing).await.is_err() {
             warn!("the outbox stopped");
         }
@@ -480,9 +578,28 @@ impl ClusterHub {
         info!("left the cluster");
     }
 
+    /// Stops taking part: a copy that may differ from the others must not decide or answer
+    /// anything, nor beat (so that a restarted node, finding the log quiet, starts it afresh).
+    fn stop_following(&mut self) {
+        self.broken = true;
+        self.answer_alive.abort();
+        self.items = mpsc::channel(1).0;
+    }
+
+    /// Closes this server's sessions (`kicked {reason:"shutdown"}`): their clients reconnect,
+    /// through another node if this one cannot serve them.
+    fn close_local_sessions(&mut self, batch: &mut Batch) {
+        for session in self.local.drain() {
+            batch.deliveries.push(Output::Close { session, reason: KickReason::Shutdown });
+        }
+    }
+
     /// When to publish a tick: a timer of the copy is due (at once for the writer, a little
     /// later for the others) and no tick went out for it yet.
     fn tick_due(&self) -> Option<i64> {
+        if self.broken {
+            return None;
+        }
         let at = self.replica.next_timer()?;
         if self.ticked_for == Some(at) {
             return None;
@@ -498,6 +615,15 @@ impl ClusterHub {
 
     /// A session's command: into the log, except questions the copy answers.
     async fn take(&mut self, command: HubCommand) {
+        if self.metrics.log_broken.load(Ordering::Relaxed) && !self.broken {
+            // The publisher found the log numbered anew.
+            self.stop_following();
+        }
+        if self.broken && !matches!(command, HubCommand::Online { .. }) {
+            // Nothing goes into a log this copy no longer follows: an opening session is
+            // refused (its answer dropped), and its client tries another node.
+            return;
+        }
         let item = match command {
             HubCommand::Open { session, user, device, sender, reply } => {
                 self.pending.insert(session, (sender, reply));
@@ -506,7 +632,7 @@ impl ClusterHub {
             HubCommand::Close { session } => Item::Close { session },
             HubCommand::Request { session, re, request } => Item::Request { session, re, request },
             HubCommand::Subscribe { session, users } => Item::Subscribe { session, users },
-            HubCommand::AccountRemoved { user } => Item::AccountRemoved { user },
+            HubCommand::AccountRemoved { user, event } => Item::AccountRemoved { user, event },
             HubCommand::Online { users, reply } => {
                 let _ = reply.send(users.iter().map(|u| self.replica.registry().is_online(u)).collect());
                 return;
@@ -515,18 +641,36 @@ impl ClusterHub {
         self.publish(item).await;
     }
 
-    /// Applies the log's next entry and carries out this server's part of it.
-    async fn apply(&mut self, entry: Entry, outbox: &mpsc::Sender<Handoff>) {
-        if entry.node == self.me && entry.items.contains(&Item::Leave) {
-            self.left = true;
+    /// Applies the log's entry at `seq` (`None`: one that cannot be read) and carries out this
+    /// server's part of it.
+    async fn apply(&mut self, seq: u64, entry: Option<Entry>, outbox: &mpsc::Sender<Handoff>) {
+        if self.broken {
+            return;
         }
-        let applied = self.replica.apply(entry);
-        let mut batch = Batch::default();
-        if applied.reset_by_other || applied.declared_dead {
-            warn!(reset = applied.reset_by_other, "this server's sessions are gone from the cluster; closing them so their clients reconnect");
-            for session in self.local.drain() {
-                batch.deliveries.push(Output::Close { session, reason: KickReason::Shutdown });
+        let mut applied = match entry {
+            Some(entry) => {
+                if entry.node == self.me && entry.items.contains(&Item::Leave) {
+                    self.left = true;
+                }
+                self.replica.apply(seq, entry)
             }
+            None => self.replica.skip(seq),
+        };
+        let mut batch = Batch::default();
+        if applied.log_broken {
+            error!(seq, after = self.replica.last_seq(), "the cluster's log skipped entries: this server's copy may differ from the others'; restart it");
+            self.metrics.log_broken.store(true, Ordering::Relaxed);
+        }
+        if self.metrics.log_broken.load(Ordering::Relaxed) && !self.broken {
+            self.stop_following();
+            applied.log_broken = true;
+        }
+        if applied.reset_by_other || applied.declared_dead || applied.log_broken {
+            warn!(reset = applied.reset_by_other, "this server's sessions are gone from the cluster; closing them so their clients reconnect");
+            // What this entry decided for them went to the others' copies as well; they hear
+            // it again when they resync.
+            applied.deliveries.clear();
+            self.close_local_sessions(&mut batch);
         }
         let mut handoffs = Vec::new();
         for (session, joined_calls) in applied.opened {
@@ -537,6 +681,7 @@ impl ClusterHub {
         }
         for session in applied.closed {
             self.local.remove(&session);
+            self.pending.remove(&session);
             handoffs.push(Handoff::Close { session });
         }
         let me = self.me;

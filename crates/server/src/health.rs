@@ -21,10 +21,13 @@ pub const KEPT_FOR: Duration = Duration::from_secs(1);
 /// How long records may keep failing before the server counts as unhealthy.
 pub const RECORDS_FAILING_FOR: Duration = Duration::from_secs(2);
 
-/// Why a cluster node is unhealthy when publishing to its log has failed for
-/// [`RECORDS_FAILING_FOR`] since `failing_since` (Unix ms; 0: it works): a node cut off from NATS
-/// cannot pass on anything its sessions ask.
-pub fn log_failing(failing_since: i64, now: i64) -> Option<String> {
+/// Why a cluster node is unhealthy: publishing to its log has failed for [`RECORDS_FAILING_FOR`]
+/// since `failing_since` (Unix ms; 0: it works), since a node cut off from NATS cannot pass on
+/// anything its sessions ask; or the log lost entries under its copy (`broken`).
+pub fn log_failing(failing_since: i64, now: i64, broken: bool) -> Option<String> {
+    if broken {
+        return Some("NATS: the cluster's log lost entries under this node's copy; restart the node".into());
+    }
     (failing_since > 0 && now - failing_since >= RECORDS_FAILING_FOR.as_millis() as i64)
         .then(|| format!("NATS: the cluster's log has not taken an entry for {} s", (now - failing_since) / 1000))
 }

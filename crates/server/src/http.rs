@@ -253,7 +253,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let failing_since = state.metrics.records_failing_since_ms.load(std::sync::atomic::Ordering::Relaxed);
     let log_failing_since = state.metrics.log_failing_since_ms.load(std::sync::atomic::Ordering::Relaxed);
     let now = state.clock.now_ms();
-    let answer = match crate::health::log_failing(log_failing_since, now) {
+    let log_broken = state.metrics.log_broken.load(std::sync::atomic::Ordering::Relaxed);
+    let answer = match crate::health::log_failing(log_failing_since, now, log_broken) {
         Some(reason) => Err(reason),
         None => state.health.check(&state.store, failing_since, now).await,
     };

@@ -86,6 +86,9 @@ pub enum HubCommand {
     AccountRemoved {
         /// Whose.
         user: UserId,
+        /// The removal's number in the database's account events (every node of a cluster reads
+        /// each removal; the number lets the cluster act on it once).
+        event: i64,
     },
     /// Which of `users` are online.
     Online {
@@ -176,7 +179,7 @@ impl Hub {
                 self.registry.handle_request(now, session, re, request);
             }
             HubCommand::Subscribe { session, users } => self.registry.subscribe(session, &users),
-            HubCommand::AccountRemoved { user } => self.registry.remove_account(now, &user),
+            HubCommand::AccountRemoved { user, .. } => self.registry.remove_account(now, &user),
             HubCommand::Online { users, reply } => {
                 let _ = reply.send(users.iter().map(|u| self.registry.is_online(u)).collect());
             }

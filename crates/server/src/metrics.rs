@@ -43,6 +43,9 @@ pub struct Metrics {
     pub log_duplicates: AtomicU64,
     /// Cluster mode: when (Unix ms) publishing to the log started failing; 0 while it works.
     pub log_failing_since_ms: AtomicI64,
+    /// Cluster mode: the log lost entries under this node's copy (a gap, or NATS numbering
+    /// anew): the node must be restarted, and `/healthz` says so.
+    pub log_broken: std::sync::atomic::AtomicBool,
     errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 

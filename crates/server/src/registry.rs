@@ -41,8 +41,9 @@ pub const MAX_ACTIVE_CALLS_LISTED: usize = 20;
 /// rather than `not_found`.
 const ENDED_CALL_MEMORY_MS: i64 = 120_000;
 
-/// Tunables of the registry, from the server's configuration.
-#[derive(Debug, Clone)]
+/// Tunables of the registry, from the server's configuration (a cluster's copies carry the
+/// settings they started with, and a node configured otherwise refuses to join).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegistrySettings {
     /// Most people in one call, caller included.
     pub max_participants: usize,
@@ -203,7 +204,7 @@ pub struct CallRegistry {
     /// Live calls each user is ringing or joined in.
     user_calls: HashMap<UserId, Vec<CallId>>,
     /// Sessions following each user's presence.
-    watchers: HashMap<UserId, HashSet<SessionId>>,
+    watchers: HashMap<UserId, BTreeSet<SessionId>>,
     calls: HashMap<CallId, Call>,
     /// Ended calls, by the people who were in them, for `invalid_state` answers.
     ended: HashMap<CallId, Vec<UserId>>,
@@ -994,8 +995,7 @@ impl CallRegistry {
     fn announce_presence(&mut self, user: &str, status: PresenceStatus) {
         let Some(watchers) = self.watchers.get(user) else { return };
         let message = ServerMessage::Presence { user: user.to_owned(), status };
-        let mut watchers: Vec<SessionId> = watchers.iter().copied().collect();
-        watchers.sort_unstable();
+        let watchers: Vec<SessionId> = watchers.iter().copied().collect();
         self.send_all(&watchers, &message);
     }
 

@@ -94,21 +94,27 @@ pub enum Item {
         /// Whom.
         users: Vec<UserId>,
     },
-    /// An operator removed the account.
+    /// An operator removed the account. Every server reads each removal from the database and
+    /// publishes it; the copies act on the first and skip the others by `event`.
     AccountRemoved {
         /// Whose.
         user: UserId,
+        /// The removal's number among the database's account events.
+        event: i64,
     },
     /// A timer is due on the publisher's clock (timers fire on any entry whose time has come;
     /// this one only carries the time).
     Tick,
     /// The publisher is shutting down; its sessions were closed before.
     Leave,
-    /// The publisher found no live server and starts the cluster afresh: every copy drops what
-    /// it had and starts from an empty registry whose call ids begin with `call_id_prefix`.
+    /// The publisher found no live server and starts the cluster afresh: every copy ends the
+    /// calls it had (writing their records) and starts from an empty registry whose call ids
+    /// begin with `call_id_prefix`, with the publisher's settings. Always alone in its entry.
     Reset {
         /// The new registry's call id prefix.
         call_id_prefix: u32,
+        /// The cluster's settings from now on.
+        settings: RegistrySettings,
     },
     /// The publisher has just started and needs a copy: server `from` (one that answered it a
     /// moment ago) sends it the state as it is right after this entry.
@@ -142,6 +148,9 @@ pub struct Applied {
     /// The others counted this server dead (it was silent too long): its sessions are away in
     /// every copy and are to be closed, so their clients reconnect and resync.
     pub declared_dead: bool,
+    /// The log skipped entries (a sequence number missing): this copy can no longer be trusted
+    /// to equal the others', and nothing more is applied to it.
+    pub log_broken: bool,
 }
 
 /// A live server, as a copy sees it.
@@ -170,10 +179,15 @@ pub struct Replica {
     now: i64,
     /// Records decided in the last [`RECORD_REPLAY_MS`], with who was to write them.
     recent: VecDeque<RecentRecord>,
+    /// The stream sequence of the last entry applied: an entry at or below it is one the reader
+    /// delivered again, and one past the next is a gap.
+    last_seq: u64,
+    /// The last account removal acted on.
+    removals_seen: i64,
+    /// The cluster's settings: those of the server that reset it last.
+    settings: RegistrySettings,
     #[serde(skip)]
     me: NodeTag,
-    #[serde(skip)]
-    settings: RegistrySettings,
 }
 
 /// A copy that could not be read.
@@ -189,8 +203,10 @@ impl Replica {
             members: BTreeMap::new(),
             now: 0,
             recent: VecDeque::new(),
-            me,
+            last_seq: 0,
+            removals_seen: 0,
             settings,
+            me,
         }
     }
 
@@ -199,13 +215,23 @@ impl Replica {
         serde_json::to_vec(self).expect("a replica always serializes")
     }
 
-    /// A copy another server sent, for server `me`.
-    pub fn from_copy(bytes: &[u8], me: NodeTag, settings: RegistrySettings) -> Result<Replica, CopyError> {
+    /// A copy another server sent, for server `me`. It runs with the cluster's settings, which
+    /// it carries ([`Self::settings`]).
+    pub fn from_copy(bytes: &[u8], me: NodeTag) -> Result<Replica, CopyError> {
         let mut replica: Replica = serde_json::from_slice(bytes)?;
-        replica.registry.set_settings(settings.clone());
+        replica.registry.set_settings(replica.settings.clone());
         replica.me = me;
-        replica.settings = settings;
         Ok(replica)
+    }
+
+    /// The cluster's settings.
+    pub fn settings(&self) -> &RegistrySettings {
+        &self.settings
+    }
+
+    /// The stream sequence of the last entry applied.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// The registry, for questions that change nothing (who is online).
@@ -238,9 +264,45 @@ impl Replica {
         self.members.keys().next().copied()
     }
 
-    /// Applies the log's next entry.
-    pub fn apply(&mut self, entry: Entry) -> Applied {
+    /// Moves on past `seq`, an entry no server can read (every copy skips it alike).
+    pub fn skip(&mut self, seq: u64) -> Applied {
+        self.advance(seq).err().unwrap_or_default()
+    }
+
+    /// Takes `seq` as the next sequence; `Err` with what to do if it is not.
+    fn advance(&mut self, seq: u64) -> Result<(), Applied> {
+        if seq <= self.last_seq {
+            return Err(Applied::default());
+        }
+        if self.last_seq != 0 && seq != self.last_seq + 1 {
+            return Err(Applied { log_broken: true, ..Applied::default() });
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// Applies the log's entry at stream sequence `seq`: the next one, or one already applied
+    /// (which changes nothing).
+    pub fn apply(&mut self, seq: u64, entry: Entry) -> Applied {
+        if let Err(applied) = self.advance(seq) {
+            return applied;
+        }
         let mut applied = Applied::default();
+        if let [Item::Reset { call_id_prefix, settings }] = entry.items.as_slice() {
+            // The calls the old state held end first, each person's record written as a single
+            // server's shutdown writes them.
+            self.registry.end_all(self.now);
+            self.collect(self.now, entry.node, &mut applied);
+            self.settings = settings.clone();
+            self.registry = CallRegistry::new(settings.clone(), *call_id_prefix);
+            self.members = BTreeMap::from([(entry.node, Member::default())]);
+            self.recent.clear();
+            self.removals_seen = 0;
+            // Exactly the entry's time: a copy that started with this entry has no other.
+            self.now = entry.now;
+            applied.reset_by_other = entry.node != self.me;
+            return applied;
+        }
         self.now = self.now.max(entry.now);
         let now = self.now;
         self.members.insert(entry.node, Member::default());
@@ -266,7 +328,7 @@ impl Replica {
             }
         }
         for tag in dead {
-            self.remove_member(now, tag, &mut applied);
+            self.remove_member(now, tag, true, &mut applied);
             if tag == self.me {
                 applied.declared_dead = true;
             }
@@ -294,32 +356,29 @@ impl Replica {
             }
             Item::Request { session, re, request } => self.registry.handle_request(now, session, re, request),
             Item::Subscribe { session, users } => self.registry.subscribe(session, &users),
-            Item::AccountRemoved { user } => self.registry.remove_account(now, &user),
-            Item::Tick | Item::CopyFor { .. } => {}
+            Item::AccountRemoved { user, event } => {
+                if event > self.removals_seen {
+                    self.removals_seen = event;
+                    self.registry.remove_account(now, &user);
+                }
+            }
+            // A reset is applied only alone in its entry (see `apply`), as its publisher sends it.
+            Item::Tick | Item::CopyFor { .. } | Item::Reset { .. } => {}
             Item::Leave => {
-                self.remove_member(now, node, applied);
+                // The leaving server wrote its records before it left: nothing to write again.
+                self.remove_member(now, node, false, applied);
                 if self.members.is_empty() {
                     // The last server is going: like a single server, it ends the calls and
                     // writes their records.
                     self.registry.end_all(now);
                 }
             }
-            Item::Reset { call_id_prefix } => {
-                self.registry = CallRegistry::new(self.settings.clone(), call_id_prefix);
-                self.members = BTreeMap::from([(node, Member::default())]);
-                self.recent.clear();
-                applied.deliveries.clear();
-                applied.records.clear();
-                applied.opened.clear();
-                applied.closed.clear();
-                applied.reset_by_other = node != self.me;
-            }
         }
     }
 
     /// Takes `tag` out of the cluster: its sessions close (with the reconnect grace for those in
-    /// a call), and the records it alone was to write go to the writer.
-    fn remove_member(&mut self, now: i64, tag: NodeTag, applied: &mut Applied) {
+    /// a call), and, with `replay` (it died), the records it alone was to write go to the writer.
+    fn remove_member(&mut self, now: i64, tag: NodeTag, replay: bool, applied: &mut Applied) {
         self.members.remove(&tag);
         for session in self.registry.session_ids() {
             if SessionTag::of(session).bits() == tag {
@@ -327,6 +386,12 @@ impl Replica {
             }
         }
         let Some(writer) = self.writer() else { return };
+        if !replay {
+            for recent in &mut self.recent {
+                recent.writers.retain(|w| *w != tag);
+            }
+            return;
+        }
         for recent in self.recent.iter_mut().filter(|r| r.writers.contains(&tag)) {
             recent.writers.retain(|w| *w != tag);
             if recent.writers.is_empty() {

@@ -49,30 +49,49 @@ fn invite(to: &str) -> CallRequest {
     CallRequest::Invite { to: vec![to.into()], media: Media::Audio, timeout_s: None, user_data: None, connect_early: false }
 }
 
+fn reset(prefix: u32) -> Item {
+    Item::Reset { call_id_prefix: prefix, settings: RegistrySettings::default() }
+}
+
 /// Three servers' copies of one log.
 struct Cluster {
     copies: Vec<Replica>,
+    /// The stream sequence of the last entry.
+    seq: u64,
 }
 
 impl Cluster {
     fn new() -> Cluster {
-        let mut copies: Vec<Replica> = [A, B, C].iter().map(|me| Replica::new(*me, RegistrySettings::default(), 7)).collect();
-        for copy in &mut copies {
-            copy.apply(entry(A, T0, vec![Item::Reset { call_id_prefix: 7 }]));
-            copy.apply(entry(B, T0, vec![]));
-            copy.apply(entry(C, T0, vec![]));
-        }
-        Cluster { copies }
+        let copies: Vec<Replica> = [A, B, C].iter().map(|me| Replica::new(*me, RegistrySettings::default(), 7)).collect();
+        let mut cluster = Cluster { copies, seq: 0 };
+        cluster.apply(entry(A, T0, vec![reset(7)]));
+        cluster.apply(entry(B, T0, vec![]));
+        cluster.apply(entry(C, T0, vec![]));
+        cluster
     }
 
-    /// Applies `e` to every copy; what each was asked to do, in the order A, B, C.
+    /// Applies `e`, as the log's next entry, to every copy; what each was asked to do, in the
+    /// order A, B, C.
     fn apply(&mut self, e: Entry) -> Vec<Applied> {
-        self.copies.iter_mut().map(|copy| copy.apply(e.clone())).collect()
+        self.seq += 1;
+        let seq = self.seq;
+        self.copies.iter_mut().map(|copy| copy.apply(seq, e.clone())).collect()
     }
 
     /// The copies' states, which must be equal.
     fn states(&self) -> Vec<serde_json::Value> {
         self.copies.iter().map(|copy| serde_json::to_value(copy).unwrap()).collect()
+    }
+
+    /// Opens the caller's and the callee's first sessions on their servers and has the caller
+    /// invite the callee; the two sessions and the call id.
+    fn ring(&mut self, caller: (NodeTag, &str), callee: (NodeTag, &str)) -> (SessionId, SessionId, String) {
+        self.apply(entry(caller.0, T0, vec![open(caller.0, 1, caller.1)]));
+        self.apply(entry(callee.0, T0, vec![open(callee.0, 1, callee.1)]));
+        let caller_session = session(caller.0, 1);
+        let out = self.apply(entry(caller.0, T0 + 1, vec![request(caller_session, invite(callee.1))]));
+        let call = call_id(&out[0], caller_session);
+        (caller_session, session(callee.0, 1), call)
     }
 
     fn assert_equal(&self) {
@@ -111,11 +130,7 @@ fn is_error(m: &ServerMessage) -> bool {
 #[test]
 fn the_entry_first_in_the_log_wins_on_every_copy() {
     let mut cluster = Cluster::new();
-    let (alice, bob) = (session(A, 1), session(B, 1));
-    cluster.apply(entry(A, T0, vec![open(A, 1, "alice")]));
-    cluster.apply(entry(B, T0, vec![open(B, 1, "bob")]));
-    let out = cluster.apply(entry(A, T0 + 10, vec![request(alice, invite("bob"))]));
-    let call = call_id(&out[0], alice);
+    let (alice, bob, call) = cluster.ring((A, "alice"), (B, "bob"));
     // Bob's accept on B and Alice's cancel on A were sent at the same moment; the log holds the
     // accept first.
     let accept = cluster.apply(entry(B, T0 + 20, vec![request(bob, CallRequest::Accept { call_id: call.clone() })]));
@@ -194,11 +209,7 @@ fn a_dead_writers_records_are_written_again_by_the_next() {
 #[test]
 fn a_dead_servers_person_reconnects_through_another_within_the_grace() {
     let mut cluster = Cluster::new();
-    let (alice, bob) = (session(A, 1), session(B, 1));
-    cluster.apply(entry(A, T0, vec![open(A, 1, "alice")]));
-    cluster.apply(entry(B, T0, vec![open(B, 1, "bob")]));
-    let out = cluster.apply(entry(A, T0 + 1, vec![request(alice, invite("bob"))]));
-    let call = call_id(&out[0], alice);
+    let (alice, bob, call) = cluster.ring((A, "alice"), (B, "bob"));
     cluster.apply(entry(B, T0 + 2, vec![request(bob, CallRequest::Accept { call_id: call.clone() })]));
     // B is killed: once the others beat five times without it, bob's session is away on every
     // copy.
@@ -250,9 +261,10 @@ fn a_joining_server_starts_from_a_copy_and_stays_equal() {
     let asks = cluster.apply(entry(D, T0 + 2, vec![Item::CopyFor { node: D, from: B, attempt: 1 }]));
     assert_eq!(asks.iter().filter(|a| a.copy_for.is_some()).count(), 1, "one server sends the copy");
     assert_eq!(asks[1].copy_for, Some((D, 1)), "the one asked does");
-    let mut d = Replica::from_copy(&cluster.copies[1].to_copy(), D, RegistrySettings::default()).unwrap();
+    let mut d = Replica::from_copy(&cluster.copies[1].to_copy(), D).unwrap();
+    assert_eq!(d.last_seq(), cluster.seq, "the copy is as of the CopyFor entry");
     let next = entry(D, T0 + 3, vec![Item::Open { session: session(D, 1), user: "bob".into(), device: "bob-desk".into() }]);
-    let out = d.apply(next.clone());
+    let out = d.apply(cluster.seq + 1, next.clone());
     cluster.apply(next);
     assert_eq!(out.opened.len(), 1);
     assert!(
@@ -265,14 +277,14 @@ fn a_joining_server_starts_from_a_copy_and_stays_equal() {
 
 #[test]
 fn a_copy_that_cannot_be_read_is_an_error() {
-    assert!(Replica::from_copy(b"{\"registry\":", A, RegistrySettings::default()).is_err());
+    assert!(Replica::from_copy(b"{\"registry\":", A).is_err());
 }
 
 #[test]
 fn a_reset_by_another_server_drops_everything() {
     let mut cluster = Cluster::new();
     cluster.apply(entry(A, T0, vec![open(A, 1, "alice")]));
-    let out = cluster.apply(entry(C, T0 + 1, vec![Item::Reset { call_id_prefix: 9 }]));
+    let out = cluster.apply(entry(C, T0 + 1, vec![reset(9)]));
     assert!(out[0].reset_by_other && out[1].reset_by_other);
     assert!(!out[2].reset_by_other, "C reset it itself");
     assert!(!cluster.copies[0].registry().is_online("alice"));
@@ -296,4 +308,86 @@ fn a_server_counted_dead_learns_it_and_the_last_to_leave_ends_the_calls() {
     let out = cluster.apply(entry(B, T0 + 7_001, vec![Item::Leave]));
     assert_eq!(out[1].records.len(), 2, "the last server writes the ended call's records");
     assert_eq!(cluster.copies[1].registry().live_calls(), 0);
+}
+
+#[test]
+fn an_entry_delivered_again_changes_nothing_and_a_gap_stops_the_copy() {
+    let mut cluster = Cluster::new();
+    let alice = session(A, 1);
+    cluster.apply(entry(A, T0, vec![open(A, 1, "alice")]));
+    let invite_entry = entry(A, T0 + 1, vec![request(alice, invite("bob"))]);
+    cluster.apply(invite_entry.clone());
+    // The reader made itself again and delivered the invite once more.
+    let again = cluster.copies[0].apply(cluster.seq, invite_entry);
+    assert!(again.deliveries.is_empty() && !again.log_broken);
+    assert_eq!(cluster.copies[0].registry().live_calls(), 1, "one call, not two");
+    // An unreadable entry moves the sequence on; a missing one breaks the copy.
+    assert!(!cluster.copies[0].skip(cluster.seq + 1).log_broken);
+    let gap = cluster.copies[0].apply(cluster.seq + 3, entry(B, T0 + 2, vec![]));
+    assert!(gap.log_broken);
+}
+
+#[test]
+fn a_removal_every_server_publishes_is_acted_on_once() {
+    let mut cluster = Cluster::new();
+    cluster.apply(entry(A, T0, vec![open(A, 1, "alice")]));
+    let (carol, watch) = (session(C, 1), Item::Subscribe { session: session(C, 1), users: vec!["alice".into()] });
+    cluster.apply(entry(C, T0, vec![open(C, 1, "carol"), watch]));
+    let mut unregistered = 0;
+    for node in [A, B, C] {
+        let out = cluster.apply(entry(node, T0 + 1, vec![Item::AccountRemoved { user: "alice".into(), event: 4 }]));
+        unregistered += frames_for(&out[2], carol).iter().filter(|m| matches!(m, ServerMessage::Presence { .. })).count();
+    }
+    assert_eq!(unregistered, 1, "carol hears it once");
+    // A later account of the same id is not removed by a late copy of the old event.
+    cluster.apply(entry(B, T0 + 2, vec![open(B, 5, "alice")]));
+    cluster.apply(entry(C, T0 + 3, vec![Item::AccountRemoved { user: "alice".into(), event: 4 }]));
+    assert!(cluster.copies[0].registry().is_online("alice"));
+}
+
+#[test]
+fn two_resets_leave_equal_copies_with_equal_time() {
+    // A and B start together; A's copy applies both resets, B's only its own.
+    let mut a = Replica::new(A, RegistrySettings::default(), 1);
+    let mut b = Replica::new(B, RegistrySettings::default(), 2);
+    a.apply(1, entry(A, T0 + 500, vec![reset(1)]));
+    a.apply(2, entry(A, T0 + 900, vec![]));
+    let out = a.apply(3, entry(B, T0 + 100, vec![reset(2)]));
+    assert!(out.reset_by_other);
+    b.apply(3, entry(B, T0 + 100, vec![reset(2)]));
+    assert_eq!(a.now(), T0 + 100);
+    assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap());
+}
+
+#[test]
+fn a_reset_ends_the_calls_it_drops_with_their_records() {
+    let mut cluster = Cluster::new();
+    let (_, bob, call) = cluster.ring((A, "alice"), (B, "bob"));
+    cluster.apply(entry(B, T0 + 2, vec![request(bob, CallRequest::Accept { call_id: call })]));
+    let out = cluster.apply(entry(C, T0 + 3, vec![reset(9)]));
+    assert_eq!(record_users(&out[0]), ["alice"]);
+    assert_eq!(record_users(&out[1]), ["bob"]);
+    assert_eq!(cluster.copies[2].registry().live_calls(), 0);
+}
+
+#[test]
+fn a_server_that_leaves_is_not_written_for_again() {
+    let mut cluster = Cluster::new();
+    let alice = session(A, 1);
+    cluster.apply(entry(A, T0, vec![open(A, 1, "alice")]));
+    let out = cluster.apply(entry(A, T0 + 1, vec![request(alice, invite("dave"))]));
+    let call = call_id(&out[0], alice);
+    let out = cluster.apply(entry(A, T0 + 2, vec![request(alice, CallRequest::Cancel { call_id: call })]));
+    assert_eq!(record_users(&out[0]), ["alice", "dave"]);
+    let out = cluster.apply(entry(A, T0 + 3, vec![Item::Close { session: alice }, Item::Leave]));
+    assert!(out[1].records.is_empty() && out[2].records.is_empty(), "A wrote them before it left");
+}
+
+#[test]
+fn a_copy_carries_the_clusters_settings() {
+    let mut cluster = Cluster::new();
+    let settings = RegistrySettings { max_participants: 4, ..RegistrySettings::default() };
+    cluster.apply(entry(A, T0, vec![Item::Reset { call_id_prefix: 3, settings: settings.clone() }]));
+    let copy = Replica::from_copy(&cluster.copies[0].to_copy(), B).unwrap();
+    assert_eq!(copy.settings(), &settings);
 }

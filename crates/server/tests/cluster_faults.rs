@@ -115,12 +115,18 @@ async fn health(addr: &str) -> u16 {
     reqwest::get(format!("http://{addr}/healthz")).await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
-/// Waits until `addr`'s `/healthz` answers `status`.
-async fn await_health(addr: &str, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while health(addr).await != status {
-        assert!(Instant::now() < deadline, "{addr}/healthz never answered {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+impl Cluster {
+    /// Waits until node `n`'s `/healthz` answers `status`.
+    async fn await_health(&self, n: usize, status: u16) {
+        let node = &self.nodes[n];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while health(&node.addr).await != status {
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(node._dir.path().join("stderr.log")).unwrap_or_default();
+                panic!("node {n}'s /healthz never answered {status}; its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -194,12 +200,12 @@ async fn nats_restarts_under_a_live_call() {
     alice.expect("call.accepted").await;
 
     cluster.nats.kill();
-    await_health(&cluster.nodes[0].addr, 503).await;
+    cluster.await_health(0, 503).await;
     bob.send(json!({"type":"signal","call_id":call,"to":"alice","payload":{"kind":"candidate","sent":"during the outage"}})).await;
     cluster.nats.restart();
     assert_eq!(alice.expect("signal").await["payload"]["sent"], "during the outage");
-    for node in &cluster.nodes {
-        await_health(&node.addr, 200).await;
+    for n in 0..cluster.nodes.len() {
+        cluster.await_health(n, 200).await;
     }
     let (mut carol, _) = cluster.client(2, "carol", "carol-dev").await;
     let (mut dave, _) = cluster.client(0, "dave", "dave-dev").await;
@@ -210,4 +216,30 @@ async fn nats_restarts_under_a_live_call() {
     assert_eq!(alice.expect("call.left").await["user"], "bob");
     cluster.await_records(&call, &[("alice", "completed"), ("bob", "completed")]).await;
     cluster.await_records(&second, &[("carol", "declined"), ("dave", "declined")]).await;
+}
+
+/// NATS comes back without its store (a lost disk): the log numbers its entries from 1 again, so
+/// no node's copy can be trusted. Every node stops, closes its sessions and says so on
+/// `/healthz`; a node started again finds the log quiet, starts the cluster afresh, and calls
+/// work through it.
+#[tokio::test]
+async fn nats_losing_its_store_stops_every_node_until_it_is_restarted() {
+    let mut cluster = Cluster::start().await;
+    let (mut alice, _) = cluster.client(0, "alice", "alice-dev").await;
+    cluster.nats.restart_without_its_store();
+    for n in 0..cluster.nodes.len() {
+        cluster.await_health(n, 503).await;
+        let reason = reqwest::get(format!("http://{}/healthz", cluster.nodes[n].addr)).await.unwrap().text().await.unwrap();
+        assert!(reason.contains("restart the node"), "node {n}: {reason}");
+    }
+    assert_eq!(alice.next().await, json!({"type":"kicked","reason":"shutdown"}));
+
+    cluster.kill(0);
+    cluster.nodes[0] = cluster.spawn(0);
+    cluster.await_health(0, 200).await;
+    let (mut carol, _) = cluster.client(0, "carol", "carol-dev").await;
+    let (mut dave, _) = cluster.client(0, "dave", "dave-dev").await;
+    let call = place_call(&mut carol, &mut [&mut dave], "audio").await;
+    dave.request(json!({"type":"call.reject","call_id":call})).await;
+    assert_eq!(carol.expect("call.rejected").await["user"], "dave");
 }

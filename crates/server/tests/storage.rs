@@ -110,6 +110,12 @@ async fn records(store: &Store) {
     let rejoined = CallRecord { duration_s: 50, ended_at: 60_000, ..record("c1", 10) };
     store.write_records(&[("alice".into(), rejoined.clone())]).await.unwrap();
     assert_eq!(store.history("alice", None, 50).await.unwrap()[2], rejoined, "replaced, its old quality gone");
+    // Written again, as a second node or a replay after a node died writes it: the quality
+    // stays; an older version that arrives late changes nothing.
+    assert!(store.set_record_quality("alice", "c1", &quality).await.unwrap());
+    store.write_records(&[("alice".into(), rejoined.clone())]).await.unwrap();
+    store.write_records(&[("alice".into(), record("c1", 10))]).await.unwrap();
+    assert_eq!(store.history("alice", None, 50).await.unwrap()[2], CallRecord { quality: Some(quality), ..rejoined.clone() });
     let first = CallRecord { result: CallResult::Missed, connected_at: None, end_reason: None, ..record("c4", 40) };
     let second = CallRecord { direction: Direction::Incoming, ..record("c4", 40) };
     store.write_records(&[("bob".into(), first), ("alice".into(), record("c5", 50)), ("bob".into(), second.clone())]).await.unwrap();

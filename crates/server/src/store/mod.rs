@@ -158,7 +158,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     async fn remove_contact(&self, owner: &str, contact: &str) -> Result<(), StoreError>;
 
     /// Writes records in one transaction; a person's record of a call replaces an earlier one
-    /// whole (its quality too, which belongs to the call as it was).
+    /// whole (its quality too, which belongs to the call as it was). The same record written
+    /// again (by a second node of a cluster, or again after a node died) keeps its quality, and
+    /// a record that ended earlier than the stored one changes nothing.
     async fn write_records(&self, records: &[(String, CallRecord)]) -> Result<(), StoreError>;
 
     /// Keeps how the call sounded in `user`'s record of `call_id`, if they were connected in it;

@@ -234,7 +234,9 @@ impl Storage for PostgresStore {
                caller = EXCLUDED.caller, invitees = EXCLUDED.invitees, media = EXCLUDED.media, started_at = EXCLUDED.started_at,
                connected_at = EXCLUDED.connected_at, ended_at = EXCLUDED.ended_at, duration_s = EXCLUDED.duration_s,
                direction = EXCLUDED.direction, result = EXCLUDED.result, end_reason = EXCLUDED.end_reason,
-               mos_average = NULL, mos_worst = NULL",
+               mos_average = CASE WHEN EXCLUDED.ended_at = call_records.ended_at THEN call_records.mos_average END,
+               mos_worst = CASE WHEN EXCLUDED.ended_at = call_records.ended_at THEN call_records.mos_worst END
+             WHERE EXCLUDED.ended_at >= call_records.ended_at",
         )
         .bind(columns.user)
         .bind(columns.call_id)

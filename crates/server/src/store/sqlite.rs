@@ -212,9 +212,16 @@ impl Storage for SqliteStore {
         for (user, r) in records {
             let stored = StoredRecordFields::of(r);
             sqlx::query(
-                "INSERT OR REPLACE INTO call_records
+                "INSERT INTO call_records
                  (user, call_id, caller, invitees, media, started_at, connected_at, ended_at, duration_s, direction, result, end_reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (user, call_id) DO UPDATE SET
+                   caller = excluded.caller, invitees = excluded.invitees, media = excluded.media, started_at = excluded.started_at,
+                   connected_at = excluded.connected_at, ended_at = excluded.ended_at, duration_s = excluded.duration_s,
+                   direction = excluded.direction, result = excluded.result, end_reason = excluded.end_reason,
+                   mos_average = CASE WHEN excluded.ended_at = call_records.ended_at THEN call_records.mos_average END,
+                   mos_worst = CASE WHEN excluded.ended_at = call_records.ended_at THEN call_records.mos_worst END
+                 WHERE excluded.ended_at >= call_records.ended_at",
             )
             .bind(user)
             .bind(&r.call_id)

@@ -45,6 +45,15 @@ impl ThrowawayNats {
         }
     }
 
+    /// Kills it and starts it again on the same port with an empty store, as after a lost disk.
+    pub fn restart_without_its_store(&mut self) {
+        self.kill();
+        for entry in std::fs::read_dir(self.store.path()).expect("the store").flatten() {
+            std::fs::remove_dir_all(entry.path()).or_else(|_| std::fs::remove_file(entry.path())).expect("emptied");
+        }
+        self.restart();
+    }
+
     /// Starts it again on the same port and store.
     pub fn restart(&mut self) {
         self.kill();
