@@ -110,8 +110,8 @@ impl Drop for ThrowawayPostgres {
     }
 }
 
-/// One throw-away cluster for the whole test program, stopped when the program exits (a
-/// static is never dropped, so an exit handler stops it).
+/// One throw-away cluster for the whole test program, stopped and removed when the program
+/// exits (a static is never dropped, so an exit handler does what `Drop` would).
 pub fn shared() -> &'static ThrowawayPostgres {
     static SHARED: std::sync::OnceLock<ThrowawayPostgres> = std::sync::OnceLock::new();
     SHARED.get_or_init(|| {
@@ -120,6 +120,7 @@ pub fn shared() -> &'static ThrowawayPostgres {
                 let mut stop = as_cluster_owner(&postgres.bin.join("pg_ctl"));
                 stop.args(["-D"]).arg(&postgres.data).args(["-m", "immediate", "stop"]);
                 let _ = stop.output();
+                let _ = std::fs::remove_dir_all(postgres._dir.path());
             }
         }
         // SAFETY: registers a plain function with no arguments, as atexit expects.
