@@ -3,7 +3,8 @@
 // is sent, one batch per `next` with the newest picture of each tile that moved), fed
 // solid-colour I420 pictures the test chooses, so a test can check the pixels the page drew.
 // A page that asks for VP8 gets I420 here, as the app's socket sends a tile that has no encoded
-// frames (our own camera's).
+// frames (our own camera's), unless the test sends VP8 frames (`showVp8`), which go only to pages
+// that asked for VP8, as the app's do.
 
 import { WebSocketServer } from 'ws';
 
@@ -19,17 +20,22 @@ export function solidPicture(width, height, [y, u, v]) {
   return { width, height, planes };
 }
 
-/** A batch entry: the tile's name, the header (crates/frames' wire_header; kind 0, I420), the planes. */
+/**
+ * A batch entry: the tile's name, the header (crates/frames' wire_header; kind 0 for I420, 1 and 2
+ * for a VP8 keyframe and delta), the planes or the VP8 frame.
+ */
 function entry(tile, picture, sequence) {
+  const payload = picture?.vp8?.data ?? picture?.planes;
   const header = Buffer.alloc(HEADER_LEN);
   header.writeUInt16LE(picture?.width ?? 0, 0);
   header.writeUInt16LE(picture?.height ?? 0, 2);
   header.writeUInt16LE(picture?.width ?? 0, 4);
   header.writeUInt16LE(picture?.height ?? 0, 6);
   header.writeUInt32LE(sequence, 8);
-  header.writeUInt32LE(picture?.planes.length ?? 0, 16);
+  header.writeUInt8(picture?.vp8 ? (picture.vp8.key ? 1 : 2) : 0, 12);
+  header.writeUInt32LE(payload?.length ?? 0, 16);
   const name = Buffer.from(tile, 'ascii');
-  return Buffer.concat([Buffer.from([name.length]), name, header, ...(picture ? [picture.planes] : [])]);
+  return Buffer.concat([Buffer.from([name.length]), name, header, ...(payload ? [payload] : [])]);
 }
 
 export async function startFrameFeed() {
@@ -44,7 +50,9 @@ export async function startFrameFeed() {
 
   const flush = (page) => {
     if (!page.mayShow) return;
-    const moved = [...page.tiles].filter(([tile, shown]) => shown.on && latest.has(tile) && shown.sent !== latest.get(tile).sequence);
+    const moved = [...page.tiles].filter(
+      ([tile, shown]) => shown.on && latest.has(tile) && shown.sent !== latest.get(tile).sequence && (!latest.get(tile).picture?.vp8 || shown.codec === 'vp8'),
+    );
     if (moved.length === 0) return;
     page.socket.send(
       Buffer.concat(
@@ -107,6 +115,10 @@ export async function startFrameFeed() {
     show(tile, picture) {
       latest.set(tile, { picture, sequence: sequence++ });
       for (const page of pages) if (page.open) flush(page);
+    },
+    /** Sends a VP8 frame (`{ width, height, key, data }`) of `tile` to every page that decodes it. */
+    showVp8(tile, { width, height, key, data }) {
+      this.show(tile, { width, height, vp8: { key, data: Buffer.from(data) } });
     },
     /** The open pages showing `tile`: the sizes and codec they said for it, and how many batches they asked for. */
     openPages(tile) {

@@ -216,6 +216,34 @@ function middlePixel(page, tile) {
   }, tile);
 }
 
+/** A VP8 keyframe of one colour (`yuv`, BT.601 limited range), coded by the page's own encoder. */
+function vp8Keyframe(page, width, height, yuv) {
+  return page.evaluate(
+    async ([width, height, [y, u, v]]) => {
+      const luma = width * height;
+      const planes = new Uint8Array(luma * 1.5);
+      planes.fill(y, 0, luma);
+      planes.fill(u, luma, luma * 1.25);
+      planes.fill(v, luma * 1.25);
+      const colorSpace = { primaries: 'smpte170m', transfer: 'smpte170m', matrix: 'smpte170m', fullRange: false };
+      const frame = new VideoFrame(planes, { format: 'I420', codedWidth: width, codedHeight: height, timestamp: 0, colorSpace });
+      const chunks = [];
+      let failed = null;
+      const encoder = new VideoEncoder({ output: (chunk) => chunks.push(chunk), error: (error) => (failed = error) });
+      encoder.configure({ codec: 'vp8', width, height, bitrate: 2_000_000 });
+      encoder.encode(frame, { keyFrame: true });
+      frame.close();
+      await encoder.flush();
+      encoder.close();
+      if (failed || chunks.length !== 1 || chunks[0].type !== 'key') throw new Error(`encoding: ${failed ?? chunks.length + ' chunks'}`);
+      const data = new Uint8Array(chunks[0].byteLength);
+      chunks[0].copyTo(data);
+      return { width, height, key: true, data: [...data] };
+    },
+    [width, height, yuv],
+  );
+}
+
 /** Whether two colours are within a few steps per channel (I420 -> RGB rounds). */
 const near = (seen, [r, g, b]) => seen !== null && Math.abs(seen.r - r) <= 12 && Math.abs(seen.g - g) <= 12 && Math.abs(seen.b - b) <= 12;
 
@@ -283,6 +311,14 @@ describe('video call', () => {
       assert.equal(frames.openPages('bob')[0].codec, 'vp8');
       assert.equal(await page.getByTestId('video-bob').getAttribute('data-decoded-by'), 'app');
       await screenshot(page, '31-video-connected');
+
+      // His video as it came: a 720p VP8 keyframe (Chromium's own encoder), decoded by the page
+      // and drawn in his colours (the decoder is told BT.601; Chromium's reads BT.709 otherwise).
+      frames.showVp8('bob', await vp8Keyframe(page, 1280, 720, RED.yuv));
+      await untilDrawn(page, 'video-bob', RED.rgb, "bob's VP8 picture is decoded and drawn");
+      assert.equal(await page.getByTestId('video-bob').getAttribute('data-decoded-by'), 'page');
+      const drawn = await middlePixel(page, 'video-bob');
+      assert.deepEqual([drawn.width, drawn.height], [1280, 720]);
 
       // The small view: dragged to the top left it stays there; a click swaps the two views.
       const pip = await page.getByTestId('pip').boundingBox();

@@ -152,6 +152,9 @@ export interface FeedHost {
   vp8?: Vp8Decoding;
 }
 
+/** The colours of the engine's pictures and of VP8 as it codes them: BT.601, limited range. */
+const BT601: VideoColorSpaceInit = { primaries: 'smpte170m', transfer: 'smpte170m', matrix: 'smpte170m', fullRange: false };
+
 let vp8Support: Promise<boolean> | null = null;
 
 /** WebCodecs' VP8 decoder, when this webview has one (WebKitGTK decodes with GStreamer's vp8dec). */
@@ -166,7 +169,9 @@ const webCodecsVp8: Vp8Decoding = {
           )),
   decoder: (output, error) => {
     const decoder = new VideoDecoder({ output, error: (e) => error(e) });
-    decoder.configure({ codec: 'vp8', optimizeForLatency: true });
+    // VP8 says nothing of its colours, and a decoder left to guess may read them as BT.709
+    // (Chromium's does: reds turn orange); the engine codes BT.601, limited range.
+    decoder.configure({ codec: 'vp8', optimizeForLatency: true, colorSpace: BT601 });
     return {
       decode: (frame) => decoder.decode(new EncodedVideoChunk({ type: frame.key ? 'key' : 'delta', timestamp: frame.sequence, data: frame.data })),
       close: () => {
@@ -564,7 +569,9 @@ export function drawPicture(canvas: HTMLCanvasElement, picture: Picture): void {
   const context = canvas.getContext('2d');
   if (!context) return;
   if (picture.frame) {
-    // The page's own decoder's picture: it owns the frame, and may hand it out again.
+    // The page's own decoder's picture: it owns the frame, and may hand it out again. Drawn at
+    // its size and scaled by the page's repaint: scaling it to the tile here instead cost the
+    // same in WebKit (docs/BENCHMARKS.md).
     context.drawImage(picture.frame, 0, 0);
     return;
   }
@@ -576,7 +583,7 @@ export function drawPicture(canvas: HTMLCanvasElement, picture: Picture): void {
     timestamp: picture.sequence,
     // VP8 and the camera conversions are BT.601, limited range; without saying so a browser may
     // read the planes as BT.709 (reds turn orange).
-    colorSpace: { primaries: 'smpte170m', transfer: 'smpte170m', matrix: 'smpte170m', fullRange: false },
+    colorSpace: BT601,
   });
   try {
     context.drawImage(frame, 0, 0);
