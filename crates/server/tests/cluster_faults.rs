@@ -158,17 +158,23 @@ async fn the_callers_node_dies_while_the_call_rings() {
     cluster.await_records(&call, &[("alice", "no_answer"), ("bob", "missed")]).await;
 }
 
+/// Alice on node 0 calls Bob on node 1, who accepts: a call in progress across two nodes.
+async fn call_across_nodes(cluster: &Cluster) -> (Client, Client, String) {
+    let (mut alice, _) = cluster.client(0, "alice", "alice-dev").await;
+    let (mut bob, _) = cluster.client(1, "bob", "bob-dev").await;
+    let call = place_call(&mut alice, &mut [&mut bob], "audio").await;
+    bob.request(json!({"type":"call.accept","call_id":call})).await;
+    alice.expect("call.accepted").await;
+    (alice, bob, call)
+}
+
 /// A node dies mid-call and is started again (as a service manager would); its person's app
 /// reconnects through the new process, which started from another node's copy, within the
 /// grace: the call goes on (signals pass, the hangup ends it), with one record per person.
 #[tokio::test]
 async fn a_node_dies_mid_call_and_its_person_reconnects_through_another() {
     let mut cluster = Cluster::start().await;
-    let (mut alice, _) = cluster.client(0, "alice", "alice-dev").await;
-    let (mut bob, _) = cluster.client(1, "bob", "bob-dev").await;
-    let call = place_call(&mut alice, &mut [&mut bob], "audio").await;
-    bob.request(json!({"type":"call.accept","call_id":call})).await;
-    alice.expect("call.accepted").await;
+    let (mut alice, mut bob, call) = call_across_nodes(&cluster).await;
 
     cluster.kill(1);
     cluster.nodes[1] = cluster.spawn(1);
@@ -193,11 +199,7 @@ async fn a_node_dies_mid_call_and_its_person_reconnects_through_another() {
 #[tokio::test]
 async fn nats_restarts_under_a_live_call() {
     let mut cluster = Cluster::start().await;
-    let (mut alice, _) = cluster.client(0, "alice", "alice-dev").await;
-    let (mut bob, _) = cluster.client(1, "bob", "bob-dev").await;
-    let call = place_call(&mut alice, &mut [&mut bob], "audio").await;
-    bob.request(json!({"type":"call.accept","call_id":call})).await;
-    alice.expect("call.accepted").await;
+    let (mut alice, mut bob, call) = call_across_nodes(&cluster).await;
 
     cluster.nats.kill();
     cluster.await_health(0, 503).await;

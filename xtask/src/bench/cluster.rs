@@ -396,22 +396,12 @@ fn render(single: &Setup, cluster: &Setup, options: &ClusterOptions, machine: &M
         );
     }
     for (name, setup) in [("1 node", single), (&*format!("{} nodes", cluster.nodes), cluster)] {
-        let setups = setup.paced.setups.max(1) as f64;
-        let [servers, nats, postgres] = setup.paced_cpu;
-        row(
-            format!("{name}: CPU per setup at {PACED_RATE:.0}/s: hark-server(s) / nats-server / PostgreSQL"),
-            format!("{:.0} / {:.0} / {:.0} µs", servers / setups * 1e6, nats / setups * 1e6, postgres / setups * 1e6),
-            "",
-            "",
-        );
-        let flat_setups = setup.flat.setups.max(1) as f64;
-        let [servers, nats, postgres] = setup.flat_cpu;
-        row(
-            format!("{name}: CPU per setup flat out: hark-server(s) / nats-server / PostgreSQL"),
-            format!("{:.0} / {:.0} / {:.0} µs", servers / flat_setups * 1e6, nats / flat_setups * 1e6, postgres / flat_setups * 1e6),
-            "",
-            "",
-        );
+        let runs = [(format!("at {PACED_RATE:.0}/s"), &setup.paced, setup.paced_cpu), ("flat out".to_owned(), &setup.flat, setup.flat_cpu)];
+        for (when, run, cpu) in runs {
+            let setups = run.setups.max(1) as f64;
+            let [servers, nats, postgres] = cpu.map(|seconds| seconds / setups * 1e6);
+            row(format!("{name}: CPU per setup {when}: hark-server(s) / nats-server / PostgreSQL"), format!("{servers:.0} / {nats:.0} / {postgres:.0} µs"), "", "");
+        }
     }
     out
 }
