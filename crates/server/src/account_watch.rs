@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::hub::HubCommand;
+use crate::registry::RegistryInput;
 use crate::store::Store;
 
 /// Watches `store` every `every` until `stop` turns true, acting on removals after event `seen`
@@ -35,7 +36,7 @@ pub async fn run(store: Store, hub: mpsc::Sender<HubCommand>, mut seen: i64, eve
         };
         for (seq, user) in removed {
             info!(%user, "account removed; closing its sessions");
-            if hub.send(HubCommand::AccountRemoved { user, event: seq }).await.is_err() {
+            if hub.send(HubCommand::Input(RegistryInput::AccountRemoved { user, event: seq })).await.is_err() {
                 return;
             }
             seen = seen.max(seq);

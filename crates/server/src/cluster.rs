@@ -629,10 +629,7 @@ impl ClusterHub {
                 self.pending.insert(session, (sender, reply));
                 Item::Open { session, user, device }
             }
-            HubCommand::Close { session } => Item::Close { session },
-            HubCommand::Request { session, re, request } => Item::Request { session, re, request },
-            HubCommand::Subscribe { session, users } => Item::Subscribe { session, users },
-            HubCommand::AccountRemoved { user, event } => Item::AccountRemoved { user, event },
+            HubCommand::Input(input) => Item::Input(input),
             HubCommand::Online { users, reply } => {
                 let _ = reply.send(users.iter().map(|u| self.replica.registry().is_online(u)).collect());
                 return;
@@ -657,6 +654,10 @@ impl ClusterHub {
             None => self.replica.skip(seq),
         };
         let mut batch = Batch::default();
+        for tag in &applied.counted_dead {
+            warn!(tag = %format!("{tag:06x}"), "a server went silent and is counted dead; its people have the reconnect grace to come back through another");
+            self.metrics.cluster_deaths.fetch_add(1, Ordering::Relaxed);
+        }
         if applied.log_broken {
             error!(seq, after = self.replica.last_seq(), "the cluster's log skipped entries: this server's copy may differ from the others'; restart it");
             self.metrics.log_broken.store(true, Ordering::Relaxed);

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::delivery::{Delivery, LocalDelivery};
 use crate::outbox::{Batch, Handoff, Outbox};
-use crate::registry::{CallRegistry, CallRequest, Output, SessionId};
+use crate::registry::{CallRegistry, Output, RegistryInput, SessionId};
 use crate::store::Store;
 
 /// Most commands taken into one batch.
@@ -61,35 +61,8 @@ pub enum HubCommand {
         /// Answered with the calls this device is still joined in.
         reply: oneshot::Sender<Vec<CallSummary>>,
     },
-    /// A session's socket is gone.
-    Close {
-        /// Which.
-        session: SessionId,
-    },
-    /// A call request.
-    Request {
-        /// From whom.
-        session: SessionId,
-        /// The request id, for the answer.
-        re: Option<String>,
-        /// What.
-        request: CallRequest,
-    },
-    /// Follow users' presence.
-    Subscribe {
-        /// Who follows.
-        session: SessionId,
-        /// Whom.
-        users: Vec<UserId>,
-    },
-    /// An operator removed `user`'s account: close its sessions and take it out of its calls.
-    AccountRemoved {
-        /// Whose.
-        user: UserId,
-        /// The removal's number in the database's account events (every node of a cluster reads
-        /// each removal; the number lets the cluster act on it once).
-        event: i64,
-    },
+    /// An input for the registry itself: a close, a request, a subscription, a removal.
+    Input(RegistryInput),
     /// Which of `users` are online.
     Online {
         /// Whom.
@@ -170,16 +143,16 @@ impl Hub {
                 outputs.opened.push((reply, joined_calls));
                 return Some(Handoff::Open { session, sender });
             }
-            HubCommand::Close { session } => {
+            HubCommand::Input(RegistryInput::Close { session }) => {
                 self.registry.close_session(now, session);
                 return Some(Handoff::Close { session });
             }
-            HubCommand::Request { session, re, request } => {
+            HubCommand::Input(RegistryInput::Request { session, re, request }) => {
                 let _span = debug_span!("request", session, call_id = request.call_id().unwrap_or("")).entered();
                 self.registry.handle_request(now, session, re, request);
             }
-            HubCommand::Subscribe { session, users } => self.registry.subscribe(session, &users),
-            HubCommand::AccountRemoved { user, .. } => self.registry.remove_account(now, &user),
+            HubCommand::Input(RegistryInput::Subscribe { session, users }) => self.registry.subscribe(session, &users),
+            HubCommand::Input(RegistryInput::AccountRemoved { user, .. }) => self.registry.remove_account(now, &user),
             HubCommand::Online { users, reply } => {
                 let _ = reply.send(users.iter().map(|u| self.registry.is_online(u)).collect());
             }

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub records_failing_since_ms: AtomicI64,
     /// Cluster mode: live nodes, as this node's copy of the log counts them (0 on a single server).
     pub cluster_members: AtomicI64,
+    /// Cluster mode: servers this node's copy of the log counted dead (silent too long).
+    pub cluster_deaths: AtomicU64,
     /// Cluster mode: entries this node published to the log.
     pub log_entries: AtomicU64,
     /// Cluster mode: microseconds, summed, from publishing an entry to NATS' acknowledgement.
@@ -85,6 +87,12 @@ impl Metrics {
             self.record_write_failures.load(Ordering::Relaxed),
         );
         gauge(&mut out, "hark_cluster_members", "Live nodes of the cluster (0 on a single server).", self.cluster_members.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "hark_cluster_deaths_total",
+            "Servers this node's copy of the log counted dead (silent too long); their people reconnect through another.",
+            self.cluster_deaths.load(Ordering::Relaxed),
+        );
         counter(&mut out, "hark_log_entries_total", "Entries this node published to the cluster's log.", self.log_entries.load(Ordering::Relaxed));
         counter(
             &mut out,

@@ -67,6 +67,44 @@ impl Default for RegistrySettings {
     }
 }
 
+/// What sessions and the account watch ask of the registry, as data. A single server's hub
+/// applies it as it comes; a cluster's nodes put it in their log ([`crate::replica::Item`]) and
+/// apply it in log order. One type for both, so the two paths cannot drift apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum RegistryInput {
+    /// A session's socket is gone.
+    Close {
+        /// Which.
+        session: SessionId,
+    },
+    /// A call request.
+    Request {
+        /// From whom.
+        session: SessionId,
+        /// The request id, for the answer.
+        re: Option<String>,
+        /// What.
+        request: CallRequest,
+    },
+    /// Follow users' presence.
+    Subscribe {
+        /// Who follows.
+        session: SessionId,
+        /// Whom.
+        users: Vec<UserId>,
+    },
+    /// An operator removed the account: its sessions close and it leaves its calls.
+    AccountRemoved {
+        /// Whose.
+        user: UserId,
+        /// The removal's number among the database's account events. Every node of a cluster
+        /// reads each removal from the database and publishes it; the copies act on the first
+        /// and skip the others by this number. A single server ignores it.
+        event: i64,
+    },
+}
+
 /// A call request from a session, already checked for shape and for unknown users by the session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CallRequest {

@@ -32,7 +32,7 @@ use hark_protocol::{CallRecord, CallSummary, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::SessionTag;
-use crate::registry::{CallRegistry, CallRequest, Output, RegistrySettings, SessionId};
+use crate::registry::{CallRegistry, Output, RegistryInput, RegistrySettings, SessionId};
 
 /// A server's tag: the top bits of its session ids ([`SessionTag::bits`]).
 pub type NodeTag = u32;
@@ -73,35 +73,6 @@ pub enum Item {
         /// Its device.
         device: String,
     },
-    /// A session's socket is gone.
-    Close {
-        /// Which.
-        session: SessionId,
-    },
-    /// A call request.
-    Request {
-        /// From whom.
-        session: SessionId,
-        /// The request id, for the answer.
-        re: Option<String>,
-        /// What.
-        request: CallRequest,
-    },
-    /// Follow users' presence.
-    Subscribe {
-        /// Who follows.
-        session: SessionId,
-        /// Whom.
-        users: Vec<UserId>,
-    },
-    /// An operator removed the account. Every server reads each removal from the database and
-    /// publishes it; the copies act on the first and skip the others by `event`.
-    AccountRemoved {
-        /// Whose.
-        user: UserId,
-        /// The removal's number among the database's account events.
-        event: i64,
-    },
     /// A timer is due on the publisher's clock (timers fire on any entry whose time has come;
     /// this one only carries the time).
     Tick,
@@ -127,6 +98,10 @@ pub enum Item {
         /// earlier try is never taken for this one's).
         attempt: u32,
     },
+    /// What a session or the account watch asked of the registry, as a single server's hub
+    /// takes it. Untagged here: its own tag (`close`, `request`, ...) sits beside the others.
+    #[serde(untagged)]
+    Input(RegistryInput),
 }
 
 /// What applying one entry asks of this server.
@@ -148,6 +123,8 @@ pub struct Applied {
     /// The others counted this server dead (it was silent too long): its sessions are away in
     /// every copy and are to be closed, so their clients reconnect and resync.
     pub declared_dead: bool,
+    /// The servers this entry counted dead, this one among them when `declared_dead`.
+    pub counted_dead: Vec<NodeTag>,
     /// The log skipped entries (a sequence number missing): this copy can no longer be trusted
     /// to equal the others', and nothing more is applied to it.
     pub log_broken: bool,
@@ -332,6 +309,7 @@ impl Replica {
             if tag == self.me {
                 applied.declared_dead = true;
             }
+            applied.counted_dead.push(tag);
         }
         if self.registry.poll_timeout().is_some_and(|at| at <= now) {
             self.registry.handle_timeout(now);
@@ -348,15 +326,15 @@ impl Replica {
                     applied.opened.push((session, joined));
                 }
             }
-            Item::Close { session } => {
+            Item::Input(RegistryInput::Close { session }) => {
                 self.registry.close_session(now, session);
                 if self.is_mine(session) {
                     applied.closed.push(session);
                 }
             }
-            Item::Request { session, re, request } => self.registry.handle_request(now, session, re, request),
-            Item::Subscribe { session, users } => self.registry.subscribe(session, &users),
-            Item::AccountRemoved { user, event } => {
+            Item::Input(RegistryInput::Request { session, re, request }) => self.registry.handle_request(now, session, re, request),
+            Item::Input(RegistryInput::Subscribe { session, users }) => self.registry.subscribe(session, &users),
+            Item::Input(RegistryInput::AccountRemoved { user, event }) => {
                 if event > self.removals_seen {
                     self.removals_seen = event;
                     self.registry.remove_account(now, &user);

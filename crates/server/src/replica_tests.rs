@@ -1,6 +1,7 @@
 //! The cluster's rules on a log written by hand: no NATS, no clock.
 
 use super::*;
+use crate::registry::CallRequest;
 use hark_protocol::{CallResult, Media, ServerMessage};
 
 const T0: i64 = 1_767_139_200_000;
@@ -31,6 +32,7 @@ fn beat_until_dead(cluster: &mut Cluster, live: &[NodeTag], from: i64) -> Vec<Ap
                 merged[copy].deliveries.extend(out.deliveries);
                 merged[copy].records.extend(out.records);
                 merged[copy].declared_dead |= out.declared_dead;
+                merged[copy].counted_dead.extend(out.counted_dead);
             }
         }
     }
@@ -42,7 +44,7 @@ fn open(node: NodeTag, n: u64, user: &str) -> Item {
 }
 
 fn request(s: SessionId, request: CallRequest) -> Item {
-    Item::Request { session: s, re: Some("r".into()), request }
+    Item::Input(RegistryInput::Request { session: s, re: Some("r".into()), request })
 }
 
 fn invite(to: &str) -> CallRequest {
@@ -303,6 +305,7 @@ fn a_server_counted_dead_learns_it_and_the_last_to_leave_ends_the_calls() {
     let out = beat_until_dead(&mut cluster, &[B, C], T0 + 1_000);
     assert!(out[0].declared_dead);
     assert!(!out[1].declared_dead);
+    assert!(out.iter().all(|copy| copy.counted_dead == [A]), "every copy counts A dead, once");
     // C leaves, then B: B is the last and ends the call, writing both records.
     cluster.apply(entry(C, T0 + 7_000, vec![Item::Leave]));
     let out = cluster.apply(entry(B, T0 + 7_001, vec![Item::Leave]));
@@ -331,17 +334,17 @@ fn an_entry_delivered_again_changes_nothing_and_a_gap_stops_the_copy() {
 fn a_removal_every_server_publishes_is_acted_on_once() {
     let mut cluster = Cluster::new();
     cluster.apply(entry(A, T0, vec![open(A, 1, "alice")]));
-    let (carol, watch) = (session(C, 1), Item::Subscribe { session: session(C, 1), users: vec!["alice".into()] });
+    let (carol, watch) = (session(C, 1), Item::Input(RegistryInput::Subscribe { session: session(C, 1), users: vec!["alice".into()] }));
     cluster.apply(entry(C, T0, vec![open(C, 1, "carol"), watch]));
     let mut unregistered = 0;
     for node in [A, B, C] {
-        let out = cluster.apply(entry(node, T0 + 1, vec![Item::AccountRemoved { user: "alice".into(), event: 4 }]));
+        let out = cluster.apply(entry(node, T0 + 1, vec![Item::Input(RegistryInput::AccountRemoved { user: "alice".into(), event: 4 })]));
         unregistered += frames_for(&out[2], carol).iter().filter(|m| matches!(m, ServerMessage::Presence { .. })).count();
     }
     assert_eq!(unregistered, 1, "carol hears it once");
     // A later account of the same id is not removed by a late copy of the old event.
     cluster.apply(entry(B, T0 + 2, vec![open(B, 5, "alice")]));
-    cluster.apply(entry(C, T0 + 3, vec![Item::AccountRemoved { user: "alice".into(), event: 4 }]));
+    cluster.apply(entry(C, T0 + 3, vec![Item::Input(RegistryInput::AccountRemoved { user: "alice".into(), event: 4 })]));
     assert!(cluster.copies[0].registry().is_online("alice"));
 }
 
@@ -379,7 +382,7 @@ fn a_server_that_leaves_is_not_written_for_again() {
     let call = call_id(&out[0], alice);
     let out = cluster.apply(entry(A, T0 + 2, vec![request(alice, CallRequest::Cancel { call_id: call })]));
     assert_eq!(record_users(&out[0]), ["alice", "dave"]);
-    let out = cluster.apply(entry(A, T0 + 3, vec![Item::Close { session: alice }, Item::Leave]));
+    let out = cluster.apply(entry(A, T0 + 3, vec![Item::Input(RegistryInput::Close { session: alice }), Item::Leave]));
     assert!(out[1].records.is_empty() && out[2].records.is_empty(), "A wrote them before it left");
 }
 
@@ -390,4 +393,15 @@ fn a_copy_carries_the_clusters_settings() {
     cluster.apply(entry(A, T0, vec![Item::Reset { call_id_prefix: 3, settings: settings.clone() }]));
     let copy = Replica::from_copy(&cluster.copies[0].to_copy(), B).unwrap();
     assert_eq!(copy.settings(), &settings);
+}
+
+#[test]
+fn a_registry_input_sits_in_the_log_under_its_own_tag_and_reads_back() {
+    let sent = entry(A, T0, vec![Item::Input(RegistryInput::Close { session: session(A, 1) }), Item::Tick, request(session(A, 1), invite("bob"))]);
+    let json = serde_json::to_value(&sent).unwrap();
+    assert_eq!(json["items"][0], serde_json::json!({"k": "close", "session": session(A, 1)}));
+    assert_eq!(json["items"][1]["k"], "tick");
+    assert_eq!(json["items"][2]["k"], "request");
+    assert_eq!(serde_json::from_value::<Entry>(json).unwrap(), sent);
+    assert!(serde_json::from_value::<Entry>(serde_json::json!({"node": A, "now": T0, "items": [{"k": "shout"}]})).is_err(), "an unknown tag is refused");
 }

@@ -38,7 +38,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::hub::{HubCommand, Outbound, SESSION_QUEUE};
 use crate::metrics::Metrics;
-use crate::registry::{presence, CallRequest, SessionId};
+use crate::registry::{presence, CallRequest, RegistryInput, SessionId};
 use crate::store::AccountState;
 use crate::AppState;
 
@@ -208,7 +208,7 @@ impl Connection {
             answer = joined => answer.unwrap_or_default(),
             _ = shutting_down(&mut stop) => {
                 self.close(GOING_AWAY, "server shutting down").await;
-                let _ = state.hub.send(HubCommand::Close { session }).await;
+                let _ = state.hub.send(HubCommand::Input(RegistryInput::Close { session })).await;
                 return;
             }
         };
@@ -219,7 +219,7 @@ impl Connection {
             Ok(_) => {
                 self.send(&ServerMessage::Kicked { reason: KickReason::AccountRemoved }).await;
                 self.close(NORMAL, KickReason::AccountRemoved.as_str()).await;
-                let _ = state.hub.send(HubCommand::Close { session }).await;
+                let _ = state.hub.send(HubCommand::Input(RegistryInput::Close { session })).await;
                 return;
             }
             Err(e) => warn!(error = %e, "cannot look up account"),
@@ -282,7 +282,7 @@ impl Connection {
                 }
             };
         }
-        let _ = state.hub.send(HubCommand::Close { session }).await;
+        let _ = state.hub.send(HubCommand::Input(RegistryInput::Close { session })).await;
     }
 
     /// Acts on what the hub's channel gave: a frame to pass on, a kick, or the channel closing.
@@ -501,7 +501,7 @@ async fn answer(
             if let Some(bad) = users.iter().find(|u| !valid_user_id(u)) {
                 return Err(Refusal(ErrorCode::BadRequest, format!("'{}' is not a user id", bad.chars().take(40).collect::<String>())));
             }
-            to_hub(&state, HubCommand::Subscribe { session, users: users.clone() }).await?;
+            to_hub(&state, HubCommand::Input(RegistryInput::Subscribe { session, users: users.clone() })).await?;
             let statuses = statuses(&state, &users).await?;
             return Ok(Some(OkBody { statuses: Some(statuses), ..OkBody::default() }));
         }
@@ -627,7 +627,7 @@ async fn answer(
         }
         ClientMessage::CallsActive => CallRequest::Active,
     };
-    to_hub(&state, HubCommand::Request { session, re, request }).await.map(|()| None)
+    to_hub(&state, HubCommand::Input(RegistryInput::Request { session, re, request })).await.map(|()| None)
 }
 
 /// Resolves once the server has begun to shut down (at once if it has).

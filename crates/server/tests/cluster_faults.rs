@@ -117,6 +117,20 @@ async fn health(addr: &str) -> u16 {
 
 impl Cluster {
     /// Waits until node `n`'s `/healthz` answers `status`.
+    /// Waits for node `n`'s copy of the log to have counted `count` servers dead.
+    async fn await_deaths(&self, n: usize, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let metrics = reqwest::get(format!("http://{}/metrics", self.nodes[n].addr)).await.unwrap().text().await.unwrap();
+            let deaths = metrics.lines().find_map(|l| l.strip_prefix("hark_cluster_deaths_total ")).and_then(|v| v.trim().parse::<u64>().ok());
+            if deaths.is_some_and(|d| d >= count) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {n} counted {deaths:?} servers dead, expected {count}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn await_health(&self, n: usize, status: u16) {
         let node = &self.nodes[n];
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -174,7 +188,8 @@ async fn call_across_nodes(cluster: &Cluster) -> (Client, Client, String) {
 #[tokio::test]
 async fn a_node_dies_mid_call_and_its_person_reconnects_through_another() {
     let mut cluster = Cluster::start().await;
-    let (mut alice, mut bob, call) = call_across_nodes(&cluster).await;
+    // Bob's first connection is to the node about to die; he comes back on a new one.
+    let (mut alice, _bob_before, call) = call_across_nodes(&cluster).await;
 
     cluster.kill(1);
     cluster.nodes[1] = cluster.spawn(1);
@@ -182,12 +197,10 @@ async fn a_node_dies_mid_call_and_its_person_reconnects_through_another() {
     assert_eq!(welcome["joined_calls"][0]["call_id"], call, "{welcome}");
     bob.request(json!({"type":"signal","call_id":call,"to":"alice","payload":{"kind":"offer","sdp":"v=0 again"}})).await;
     assert_eq!(alice.expect("signal").await["payload"]["sdp"], "v=0 again");
-    // Past the dead node's detection, the call is still on.
-    let deadline = Instant::now() + Duration::from_secs(7);
-    while Instant::now() < deadline {
-        assert!(alice.barrier().await.is_empty(), "alice hears nothing while bob is back");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // Once the dead node is counted dead (and its sessions closed, bob's with the grace), the
+    // call is still on and alice heard nothing of it.
+    cluster.await_deaths(0, 1).await;
+    assert!(alice.barrier().await.is_empty(), "alice hears nothing while bob is back");
     bob.request(json!({"type":"call.hangup","call_id":call})).await;
     alice.expect("call.left").await;
     assert_eq!(alice.expect("call.ended").await["reason"], "hangup");
