@@ -298,7 +298,7 @@ async fn main() -> Result<()> {
     video.print();
     // The same call between two headed Chromiums, each drawing the other in its window, in this run.
     let chromium = std::process::Command::new("node")
-        .args(["tests/browser/video-bench.mjs", "--only", "headed", "--seconds", "10", "--calls", &video.first_ms.len().to_string()])
+        .args(["tests/browser/video-bench.mjs", "--only", "headed", "--seconds", "10", "--calls", &video.first_ms.len().to_string(), "--layout", &video.layout])
         .current_dir(std::env::current_exe()?.parent().and_then(|p| p.parent()).and_then(|p| p.parent()).map(|root| root.join("ui")).context("the repository")?)
         .env("HARK_BIN_DIR", cli.parent().context("hark-cli's folder")?)
         .stderr(std::process::Stdio::inherit())
@@ -586,6 +586,10 @@ struct VideoFigures {
     /// The largest mappings of each process in the call.
     mappings: Vec<String>,
     far_end: String,
+    /// Where the call view drew the two pictures (JSON: the window's size, and for the caller's
+    /// picture and the self view their box, fit and mirroring), for the Chromium pages to
+    /// draw theirs the same.
+    layout: String,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -605,6 +609,7 @@ impl VideoFigures {
             println!("      {line}");
         }
         println!("    hark-cli decoded the app's video: {}", self.far_end);
+        println!("    as laid out in the call view: {}", self.layout);
     }
 }
 
@@ -649,13 +654,28 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
             let cpu = app_cpu(app).await;
             let memory = settled_memory(app).await;
             let mappings = mappings(app, 8);
+            let layout = web
+                .execute(
+                    "const box = (selector) => {
+                       const canvas = document.querySelector(selector);
+                       if (!canvas) return null;
+                       const r = canvas.getBoundingClientRect();
+                       return { x: Math.round(r.x), y: Math.round(r.y), width: Math.round(r.width), height: Math.round(r.height),
+                                fit: getComputedStyle(canvas).objectFit, mirror: canvas.classList.contains('mirror') };
+                     };
+                     return JSON.stringify({ window: [innerWidth, innerHeight], remote: box('[data-testid=video-caller]'), self: box('[data-testid=video-self]') });",
+                )
+                .await?
+                .as_str()
+                .context("the call view's layout")?
+                .to_owned();
             wait_for("the video call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
             let far_end = wait_for("hark-cli's count", SHORT, || async {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 Ok(text.lines().find(|l| l.contains("\"video_frames\"")).map(str::to_owned))
             })
             .await?;
-            return Ok(VideoFigures { first_ms, cpu, memory, mappings, far_end });
+            return Ok(VideoFigures { first_ms, cpu, memory, mappings, far_end, layout });
         }
         wait_for("the short call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
     }

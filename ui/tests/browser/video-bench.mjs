@@ -19,8 +19,10 @@
 //   slowest frame rate of the 72 streams (hark-cli's figures only).
 // Markdown on stdout (xtask records it), progress on stderr.
 //
-// Usage: node tests/browser/video-bench.mjs [--seconds S] [--calls N] [--only 1:1|mesh]; HARK_BIN_DIR names the
-// folder with hark-server and hark-cli (target/release by default).
+// Usage: node tests/browser/video-bench.mjs [--seconds S] [--calls N] [--only 1:1|mesh|headed] [--layout JSON];
+// HARK_BIN_DIR names the folder with hark-server and hark-cli (target/release by default).
+// `--layout` (with `--only headed`): where the app's call view drew the far side's picture and
+// the self view, as hark-appbench measured it; the headed pages draw theirs the same.
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,13 +42,14 @@ const SIZES = [
   [1280, 720],
 ];
 
-const options = { seconds: 60, calls: 5, only: null };
+const options = { seconds: 60, calls: 5, only: null, layout: null };
 for (let i = 2; i < process.argv.length; i += 2) {
   const [name, value] = [process.argv[i], process.argv[i + 1]];
   if (name === '--seconds' && Number(value) > 0) options.seconds = Number(value);
   else if (name === '--calls' && Number(value) > 0) options.calls = Number(value);
   else if (name === '--only' && ['1:1', 'mesh', 'headed'].includes(value)) options.only = value;
-  else throw new Error(`unknown option ${name}; use --seconds S --calls N --only 1:1|mesh|headed`);
+  else if (name === '--layout' && value) options.layout = JSON.parse(value);
+  else throw new Error(`unknown option ${name}; use --seconds S --calls N --only 1:1|mesh|headed --layout JSON`);
 }
 
 const say = (line) => process.stderr.write(`video-bench: ${line}\n`);
@@ -109,10 +112,13 @@ function cli(base, user, args) {
   };
 }
 
-/** One side of a Chromium call: its own browser (and fake camera), signed in as `user`; `headed`: in a window on $DISPLAY. */
-async function chromiumSide(site, base, user, camera, [width, height], clock = false, headed = false) {
+/**
+ * One side of a Chromium call: its own browser (and fake camera), signed in as `user`; `headed`:
+ * in a window on $DISPLAY, `[width, height]` (the browser's frame included).
+ */
+async function chromiumSide(site, base, user, camera, [width, height], clock = false, headed = null) {
   const before = new Set(childrenOf(process.pid));
-  const chromium = await launchChromium(headed ? [...fakeCameraArgs(camera), '--window-size=1100,720'] : fakeCameraArgs(camera), { headless: !headed });
+  const chromium = await launchChromium(headed ? [...fakeCameraArgs(camera), `--window-size=${headed[0]},${headed[1]}`] : fakeCameraArgs(camera), { headless: !headed });
   const page = await chromium.browser.newPage();
   await page.goto(site.url);
   const token = (await post(base, '/v1/login', { user, password: PASSWORD })).body.token;
@@ -279,6 +285,33 @@ function treePssMiB(pid) {
 }
 
 /**
+ * Draws the far side's picture and the self view where, at the size and with the fit the app's
+ * call view used (`--layout`), so both stacks scale and draw the same pixels: the far side's
+ * video element takes the app's box and fit, a second element shows the page's own camera as
+ * the app's self view does (mirrored when it is). Fails when the boxes do not fit the page.
+ */
+async function layOutAsTheApp(page, layout) {
+  const fits = await page.evaluate(({ remote, self }) => {
+    const css = (box) => `left: ${box.x}px; top: ${box.y}px; width: ${box.width}px; height: ${box.height}px; object-fit: ${box.fit};${box.mirror ? ' transform: scaleX(-1);' : ''}`;
+    const style = document.createElement('style');
+    style.textContent = `body { margin: 0; overflow: hidden; background: #111 }
+      video { position: fixed; ${css(remote)} }
+      video.self { z-index: 1; ${self ? css(self) : 'display: none;'} }`;
+    document.head.append(style);
+    if (self) {
+      const video = document.createElement('video');
+      video.className = 'self';
+      video.muted = true;
+      video.autoplay = true;
+      video.srcObject = new MediaStream(window.peer.local.getVideoTracks());
+      document.body.append(video);
+    }
+    return remote.x + remote.width <= innerWidth && remote.y + remote.height <= innerHeight;
+  }, layout);
+  if (!fits) throw new Error(`the app's layout ${JSON.stringify(layout)} does not fit the Chromium page`);
+}
+
+/**
  * `--only headed` (run by `cargo xtask bench app` under its Xvfb, beside the app): two headed
  * Chromiums in a 1:1 1280x720 call, each drawing the other's video in its window as the app does;
  * CPU and PSS of each side's whole process tree, and accept -> first frame. Plain lines on stdout.
@@ -287,9 +320,19 @@ async function headedPair(site, base, dir) {
   const camera = join(dir, 'pattern-1280x720.y4m');
   const made = spawnSync(binary('hark-cli'), ['test-pattern', camera, '--size', '1280x720', '--frames', '150', '--fps', '30']);
   if (made.status !== 0) throw new Error(`hark-cli test-pattern: ${made.stderr}`);
-  const ca = await chromiumSide(site, base, 'ca', camera, [1280, 720], false, true);
-  const cb = await chromiumSide(site, base, 'cb', camera, [1280, 720], false, true);
-  for (const side of [ca, cb]) await side.page.evaluate(() => (window.peer.keepResolution = true));
+  const layout = options.layout;
+  // Room for the browser's own tab strip and toolbar above the page.
+  const windowSize = layout ? [Math.max(layout.window[0], 800), layout.window[1] + 140] : [1100, 720];
+  const ca = await chromiumSide(site, base, 'ca', camera, [1280, 720], false, windowSize);
+  const cb = await chromiumSide(site, base, 'cb', camera, [1280, 720], false, windowSize);
+  for (const side of [ca, cb]) {
+    await side.page.evaluate(() => {
+      window.peer.keepResolution = true;
+      // The app plays out what it receives; Chromium decodes received audio only to play it.
+      window.peer.playAudio = true;
+    });
+    if (layout) await layOutAsTheApp(side.page, layout);
+  }
   const first = [];
   for (let n = 0; n < options.calls; n++) {
     await chromiumCall(ca, cb);
@@ -303,6 +346,10 @@ async function headedPair(site, base, dir) {
   await ca.chromium.close();
   await cb.chromium.close();
   console.log(`  chromium headed, 1:1 1280x720 30 fps, ${options.seconds} s: CPU ${caCpu.toFixed(1)} % (caller) / ${cbCpu.toFixed(1)} % (callee) of one core, whole process tree each`);
+  const drawn = layout
+    ? `the far side in ${layout.remote.width}x${layout.remote.height} (${layout.remote.fit})${layout.self ? `, itself in ${layout.self.width}x${layout.self.height} (${layout.self.fit})` : ''}, as the app's call view`
+    : 'the far side at its own size, no self view';
+  console.log(`  chromium headed, drawing ${drawn}; playing out received audio`);
   console.log(`  chromium headed, decoding ${size} at ${fps.toFixed(1)} fps; PSS ${caPss.toFixed(0)} MiB / ${cbPss.toFixed(0)} MiB`);
   console.log(`  chromium headed, accept -> first decoded frame, p50 of ${options.calls}: ${median(first).toFixed(0)} ms`);
   console.log(`  chromium-cpu-percent ${((caCpu + cbCpu) / 2).toFixed(1)}`);
