@@ -88,6 +88,10 @@ struct Cli {
     /// decoded of a test-clock camera on this machine, said at the end), none.
     #[arg(long, global = true, default_value = "none")]
     video_out: String,
+    /// With `--video-out count`: say the far side's video is shown in a WxH view (as a window
+    /// would show it, fitted), so it sends no more pixels than that (`video_size`, PROTOCOL.md).
+    #[arg(long, global = true, value_parser = parse_view_size)]
+    video_shown: Option<(u32, u32)>,
     /// Send 1280x720 in 1:1 video calls (640x360 otherwise).
     #[arg(long, global = true)]
     hd: bool,
@@ -446,13 +450,23 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
     let cameras: Option<hark_engine::engine::CameraLister> = real_camera.then(hark_engine::camera::polled_lister);
     let out: VideoOutSpec = cli.video_out.parse()?;
     let json = cli.json;
+    let view = cli.video_shown;
     let sinks = Arc::new(move |user: &hark_protocol::UserId, group: bool| match (&out, out.path_for(user, group)) {
         (_, Some(path)) => Box::new(Y4mRecorder::new(&path, 30)) as Box<dyn VideoSink>,
-        (VideoOutSpec::Count, None) => Box::new(FrameCount { user: user.clone(), frames: 0, size: (0, 0), printer: Printer { json } }) as Box<dyn VideoSink>,
+        (VideoOutSpec::Count, None) => Box::new(FrameCount { user: user.clone(), frames: 0, size: (0, 0), view, printer: Printer { json } }) as Box<dyn VideoSink>,
         (VideoOutSpec::Latency, None) => Box::new(FrameLatency { user: user.clone(), ages_ms: Vec::new(), unread: 0, printer: Printer { json } }) as Box<dyn VideoSink>,
         _ => Box::new(NoVideo) as Box<dyn VideoSink>,
     });
     Ok(VideoConfig { camera, sinks, preview: hark_engine::engine::no_preview(), resolution, cameras })
+}
+
+/// `--video-shown WxH`: two sides, each from 2 to 7680.
+fn parse_view_size(text: &str) -> Result<(u32, u32), String> {
+    let size = text.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+    match size {
+        Some((w, h)) if (2..=7680).contains(&w) && (2..=7680).contains(&h) => Ok((w, h)),
+        _ => Err(format!("'{text}' is not a view size: use WIDTHxHEIGHT, e.g. 640x360")),
+    }
 }
 
 /// `--video-out count`: counts one person's decoded pictures and says how many when their video
@@ -461,6 +475,8 @@ struct FrameCount {
     user: hark_protocol::UserId,
     frames: u64,
     size: (u32, u32),
+    /// `--video-shown`: the view the pictures are said to be shown in.
+    view: Option<(u32, u32)>,
     printer: Printer,
 }
 
@@ -468,6 +484,10 @@ impl VideoSink for FrameCount {
     fn write_frame(&mut self, frame: &hark_video::I420Frame) {
         self.frames += 1;
         self.size = (frame.width(), frame.height());
+    }
+
+    fn shown_at(&self, width: u32, height: u32) -> Option<(u32, u32)> {
+        self.view.map(|view| hark_engine::video::fitted_to_view(width, height, view, false))
     }
 
     fn finish(&mut self) {

@@ -93,6 +93,45 @@ async fn two_clis_record_each_others_video() {
     server.shutdown().await;
 }
 
+/// Bob's window shows alice's video in a 480x270 view: his side says so (`video_size`), and
+/// alice, who would send 1280x720, sends him pictures no larger than that view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_sends_no_more_pixels_than_the_receiver_shows() {
+    let (server, base, _dir) = server(Vec::new()).await;
+    let mut bob = Killed(
+        cli(&base, &["answer", "--auto", "--user", "bob", "--camera", "none", "--video-out", "count", "--video-shown", "480x270", "--json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let bob_lines = wait_for_line(&mut bob.0, "signed_in").await;
+    let output = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || cli(&base, &["call", "bob", "--video", "--duration", "4", "--user", "alice", "--camera", "test-pattern", "--hd"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "hark-cli call failed: {}", String::from_utf8_lossy(&output.stderr));
+    let counted = tokio::task::spawn_blocking(move || {
+        bob_lines.map_while(Result::ok).filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok()).find(|e| e["event"] == "video_frames")
+    })
+    .await
+    .unwrap()
+    .expect("bob's video_frames line");
+    assert_eq!((counted["width"].as_u64(), counted["height"].as_u64()), (Some(480), Some(270)), "{counted}");
+    assert!(counted["frames"].as_u64().is_some_and(|n| n >= 30), "{counted}");
+    server.shutdown().await;
+}
+
+#[test]
+fn a_shown_size_that_is_not_one_is_refused() {
+    for bad in ["0x270", "480", "480x", "axb", "9000x100"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_hark-cli")).args(["--video-shown", bad, "history"]).output().unwrap();
+        assert!(!output.status.success(), "{bad} was taken");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("is not a view size"), "{bad}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_echo_service_sends_your_own_video_back_a_second_later() {
     let (server, base, dir) = server(vec!["echo".into()]).await;

@@ -268,6 +268,16 @@ pub enum Output {
         /// What they sent.
         payload: SignalPayload,
     },
+    /// `user` shows our video at most this large now (their `video_size`): send them no more
+    /// pixels than that.
+    VideoShownBy {
+        /// The remote person.
+        user: UserId,
+        /// Width shown, device pixels.
+        width: u32,
+        /// Height shown.
+        height: u32,
+    },
     /// Close the peer connection to `user`.
     ClosePeer {
         /// The remote person.
@@ -1099,6 +1109,12 @@ impl CallCore {
         if let SignalPayload::Camera { on } = payload {
             if self.call.as_ref().is_some_and(|c| c.peers.contains_key(&from)) {
                 self.event(CallEvent::RemoteCamera { user: from, on });
+            }
+            return;
+        }
+        if let SignalPayload::VideoSize { width, height } = payload {
+            if width > 0 && height > 0 && self.call.as_ref().is_some_and(|c| c.peers.contains_key(&from)) {
+                self.outputs.push_back(Output::VideoShownBy { user: from, width, height });
             }
             return;
         }

@@ -689,3 +689,30 @@ fn connect_only_after_i_answer_keeps_both_sides_from_connecting_early() {
     let out = rig.ringing_in("alice");
     assert!(early_outputs(&out).is_empty() && sent(&out).is_empty());
 }
+
+
+#[test]
+fn a_peer_saying_how_large_it_shows_our_video_reaches_the_sender_and_no_one_else_is_heard() {
+    let mut rig = Rig::new("alice");
+    let out = rig.cmd(Command::Call { to: vec!["bob".into()], media: Media::Video, timeout_s: None, user_data: None });
+    let (id, _) = Rig::last_request(&out);
+    rig.server(json!({"type":"ok","re":id,"call_id":"c1"}));
+    rig.server(json!({"type":"call.accepted","call_id":"c1","user":"bob"}));
+    let shown = |out: &[Output]| out.iter().filter(|o| matches!(o, Output::VideoShownBy { .. })).cloned().collect::<Vec<_>>();
+    let out = rig.server(json!({"type":"signal","call_id":"c1","from":"bob","payload":{"kind":"video_size","width":718,"height":404}}));
+    assert_eq!(shown(&out), [Output::VideoShownBy { user: "bob".into(), width: 718, height: 404 }]);
+    assert!(!out.iter().any(|o| matches!(o, Output::RemoteSignal { .. })), "nothing for the peer connection");
+    for payload in [json!({"kind":"video_size","width":0,"height":404}), json!({"kind":"video_size","width":-3,"height":404}), json!({"kind":"video_size"})] {
+        let out = rig.server(json!({"type":"signal","call_id":"c1","from":"bob","payload":payload}));
+        assert!(shown(&out).is_empty() && !out.iter().any(|o| matches!(o, Output::RemoteSignal { .. })), "{payload} is ignored");
+    }
+    let out = rig.server(json!({"type":"signal","call_id":"c1","from":"mallory","payload":{"kind":"video_size","width":64,"height":36}}));
+    assert!(shown(&out).is_empty(), "only a person in the call is heard");
+    // Ours goes out as a signal to the person whose video it is.
+    rig.core.handle_media(MediaEvent::LocalSignal { user: "bob".into(), payload: SignalPayload::VideoSize { width: 480, height: 270 } });
+    let out = rig.drain();
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Send(ClientFrame { message: ClientMessage::Signal { to, payload, .. }, .. }) if to == "bob" && payload == &json!({"kind":"video_size","width":480,"height":270}))),
+        "{out:?}"
+    );
+}

@@ -575,7 +575,7 @@ impl LinkTask {
             SignalPayload::Restart if self.offerer => self.restart().await?,
             SignalPayload::Restart => {}
             // The core handles these; they never reach a link.
-            SignalPayload::Ready | SignalPayload::Camera { .. } => {}
+            SignalPayload::Ready | SignalPayload::Camera { .. } | SignalPayload::VideoSize { .. } => {}
         }
         Ok(())
     }

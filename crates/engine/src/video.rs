@@ -105,6 +105,40 @@ pub trait VideoSink: Send {
     fn wants_keyframe(&self) -> bool {
         false
     }
+    /// The largest size anyone shows a `width` x `height` picture at now, in device pixels
+    /// (fitted to the picture's shape, larger than the picture when the view is), or `None`
+    /// when the sink does not know (a recording, a count) or nobody shows it: the receiver tells
+    /// the sender, which then sends no more pixels than that (`video_size`, PROTOCOL.md).
+    fn shown_at(&self, _width: u32, _height: u32) -> Option<(u32, u32)> {
+        None
+    }
+}
+
+/// The scale that fits a `width` x `height` picture to a `view` box: all of it showing (`cover`
+/// false, bars where the shapes differ) or filling the box (`cover`). `None` for an empty
+/// picture or box.
+pub fn view_scale(width: u32, height: u32, view: (u32, u32), cover: bool) -> Option<f64> {
+    let (view_w, view_h) = view;
+    if width == 0 || height == 0 || view_w == 0 || view_h == 0 {
+        return None;
+    }
+    let (by_width, by_height) = (f64::from(view_w) / f64::from(width), f64::from(view_h) / f64::from(height));
+    Some(if cover { by_width.max(by_height) } else { by_width.min(by_height) })
+}
+
+/// A `width` x `height` picture scaled by `scale`, with even sides (I420's chroma is halved),
+/// rounded down: a picture never comes out larger than the box it was fitted to. (A millionth
+/// of a pixel is added first, so that a side the box gives exactly, such as 718 of 1280 x
+/// 718/1280, is not lost to the division's rounding.)
+pub fn scaled_even(width: u32, height: u32, scale: f64) -> (u32, u32) {
+    let side = |n: u32| (((f64::from(n) * scale + 1e-6) / 2.0).floor() as u32 * 2).max(2);
+    (side(width), side(height))
+}
+
+/// The size a `width` x `height` picture takes in a `view` box ([`view_scale`]), scaled up or
+/// down; (0, 0) for an empty picture or box.
+pub fn fitted_to_view(width: u32, height: u32, view: (u32, u32), cover: bool) -> (u32, u32) {
+    view_scale(width, height, view, cover).map_or((0, 0), |scale| scaled_even(width, height, scale))
 }
 
 /// Sleeps until `due`, then moves it on by one frame period; a source that fell behind (the

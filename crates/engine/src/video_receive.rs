@@ -57,6 +57,32 @@ pub enum VideoReceiveReport {
     /// A keyframe ended the freeze: how long after it began (the first keyframe request), and
     /// how long after the last keyframe request.
     Recovered(UserId, Duration, Duration),
+    /// Their video is shown at most this large now (device pixels): tell them, so they send no
+    /// more pixels than that.
+    Shown(UserId, u32, u32),
+}
+
+/// A view this much larger or smaller (a share of the size last told) is told again: a window
+/// dragged wider tells the sender a few times, not at every pixel (each change costs a keyframe).
+const SHOWN_SIZE_STEP: f64 = 0.125;
+
+/// The size the sender was last told its video is shown at.
+#[derive(Debug, Default)]
+struct ShownSizeTold {
+    told: Option<(u32, u32)>,
+}
+
+impl ShownSizeTold {
+    /// What to tell the sender now that the sink shows its video at `shown`, if anything.
+    fn next(&mut self, shown: Option<(u32, u32)>) -> Option<(u32, u32)> {
+        let shown = shown.filter(|&(w, h)| w > 0 && h > 0)?;
+        let moved = |now: u32, was: u32| f64::from(now.abs_diff(was)) > SHOWN_SIZE_STEP * f64::from(was);
+        if self.told.is_some_and(|(w, h)| !moved(shown.0, w) && !moved(shown.1, h)) {
+            return None;
+        }
+        self.told = Some(shown);
+        Some(shown)
+    }
 }
 
 /// A whole frame as reassembled from RTP.
@@ -140,6 +166,7 @@ fn decode_loop(
         }
     };
     let mut state = ReceiveState::default();
+    let mut shown_size = ShownSizeTold::default();
     // The stream's size (from its last keyframe) and how many frames arrived.
     let mut size = (0, 0);
     let mut arrived = 0u64;
@@ -187,6 +214,9 @@ fn decode_loop(
                     for report in state.shown(now, &user) {
                         let _ = reports.send(report);
                     }
+                }
+                if let Some((width, height)) = shown_size.next(sink.shown_at(size.0, size.1)) {
+                    let _ = reports.send(VideoReceiveReport::Shown(user.clone(), width, height));
                 }
             }
         }
@@ -427,6 +457,21 @@ mod tests {
         assert_eq!(state.decode(false, true), Decode::Yes);
         // A sink whose own decoder waits asks through the same pace.
         assert!(state.wants_keyframe(ms(800), true));
+    }
+
+
+    #[test]
+    fn the_shown_size_is_told_first_then_only_when_it_moved_by_an_eighth() {
+        let mut told = ShownSizeTold::default();
+        assert_eq!(told.next(None), None, "nobody shows it: nothing to tell");
+        assert_eq!(told.next(Some((0, 0))), None, "no size yet (no keyframe)");
+        assert_eq!(told.next(Some((718, 404))), Some((718, 404)));
+        assert_eq!(told.next(Some((718, 404))), None);
+        assert_eq!(told.next(Some((780, 438))), None, "within an eighth");
+        assert_eq!(told.next(Some((820, 461))), Some((820, 461)), "past an eighth wider");
+        assert_eq!(told.next(Some((700, 394))), Some((700, 394)), "past an eighth narrower");
+        assert_eq!(told.next(None), None, "hidden: the sender keeps what it was told");
+        assert_eq!(told.next(Some((700, 394))), None);
     }
 
 }

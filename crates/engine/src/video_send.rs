@@ -187,6 +187,34 @@ pub fn keep_shape(format: VideoFormat, width: u32, height: u32) -> VideoFormat {
     VideoFormat { width, height, ..format }
 }
 
+/// A format within this share of the ladder's is sent at the ladder's: scaling would cost about
+/// what it saves.
+const SHOWN_CLOSE_TO_FULL: f64 = 0.9;
+/// The short side is never asked below this: the smallest rung of the ladder is 180, and a
+/// tiny view (a mini window) should not make the picture useless once it grows again.
+const SHOWN_SHORT_SIDE_MIN: u32 = 90;
+
+/// The main layer's format for the sizes its peers show our video at (their `video_size`; `None`
+/// for a peer that never said): the ladder's `format`, or, when every peer on the layer shows it
+/// smaller, just large enough for the largest of their views, shape kept, even sides. No more
+/// pixels than shown go out, as the issue of the frame path asks of the engine.
+pub fn shown_format(format: VideoFormat, shown: impl IntoIterator<Item = Option<(u32, u32)>>) -> VideoFormat {
+    let mut largest: Option<f64> = None;
+    for view in shown {
+        let Some((width, height)) = view else { return format };
+        let scale = (f64::from(width) / f64::from(format.width.max(1))).max(f64::from(height) / f64::from(format.height.max(1)));
+        largest = Some(largest.map_or(scale, |l: f64| l.max(scale)));
+    }
+    let floor = f64::from(SHOWN_SHORT_SIDE_MIN) / f64::from(format.width.min(format.height).max(1));
+    match largest {
+        Some(scale) if scale < SHOWN_CLOSE_TO_FULL => {
+            let (width, height) = crate::video::scaled_even(format.width, format.height, scale.max(floor).min(1.0));
+            VideoFormat { width, height, ..format }
+        }
+        _ => format,
+    }
+}
+
 /// Threads for a VP8 encoder of `width`x`height` on a machine of `cores`: libvpx's row threads
 /// wait for each other by spinning, so a second thread only pays where there are cores to spare
 /// (libwebrtc's rule). Two threads at 720p on two cores spent half the sender's CPU spinning and
@@ -308,6 +336,7 @@ struct Layer {
 
 enum Command {
     AddOutlet(UserId, VideoOutlet),
+    Shown(UserId, u32, u32),
     Remove(UserId),
     Keyframe(UserId),
     Retransmissions(UserId, f64),
@@ -352,6 +381,11 @@ impl VideoSender {
     /// Sends our video to `user` too (with a keyframe to start on).
     pub fn add_outlet(&self, user: UserId, outlet: VideoOutlet) {
         self.send(Command::AddOutlet(user, outlet));
+    }
+
+    /// `user` shows our video at most `width` x `height` now: send them no more pixels.
+    pub fn shown(&self, user: UserId, width: u32, height: u32) {
+        self.send(Command::Shown(user, width, height));
     }
 
     /// Stops sending to `user`.
@@ -477,6 +511,8 @@ struct Encoder {
     /// Peers waiting for a keyframe of a layer before they are sent it (a decoder cannot go on
     /// from another encoder's frames).
     joining: HashMap<UserId, usize>,
+    /// The size each peer shows our video at, as they said.
+    shown: HashMap<UserId, (u32, u32)>,
     /// When a picture last came from the running camera (the watchdog's reference).
     last_picture: Instant,
     camera_failed: bool,
@@ -506,6 +542,7 @@ impl Encoder {
             rates: HashMap::new(),
             on_layer: HashMap::new(),
             joining: HashMap::new(),
+            shown: HashMap::new(),
             last_picture: Instant::now(),
             camera_failed: false,
             bitrate_said: 0,
@@ -585,7 +622,11 @@ impl Encoder {
                 self.joining.insert(user, 0);
                 self.layers[0].keyframe = true;
             }
+            Command::Shown(user, width, height) => {
+                self.shown.insert(user, (width, height));
+            }
             Command::Remove(user) => {
+                self.shown.remove(&user);
                 self.outlets.remove(&user);
                 self.rates.remove(&user);
                 self.on_layer.remove(&user);
@@ -665,7 +706,7 @@ impl Encoder {
                 self.bitrate_said = bitrate;
                 let _ = self.reports.send(VideoSendReport::Bitrate(bitrate));
             }
-            let format = if index == 0 { main } else { weak };
+            let format = if index == 0 { shown_format(main, audience.iter().map(|u| self.shown.get(u).copied())) } else { weak };
             let Some(encoded) = encode_layer(&mut self.layers[index], format, bitrate, frame) else { continue };
             if encoded.keyframe {
                 let arrived: Vec<UserId> = self.joining.iter().filter(|(_, &layer)| layer == index).map(|(user, _)| user.clone()).collect();
@@ -699,6 +740,7 @@ fn encode_layer(layer: &mut Layer, format: VideoFormat, bitrate: u32, frame: &I4
         (s.width, s.height, s.fps) == (format.width, format.height, format.fps)
     });
     if !fits {
+        info!(width = format.width, height = format.height, fps = format.fps, "VP8 encoder at this size");
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = encoder_threads(format.width, format.height, cores);
         let settings = EncoderSettings { width: format.width, height: format.height, fps: format.fps, bitrate_kbps: bitrate, threads };
@@ -823,4 +865,18 @@ mod tests {
         assert_eq!(latest.take(Duration::from_millis(1)).map(|f| f.width()), Some(4));
         assert!(latest.take(Duration::from_millis(1)).is_none());
     }
+
+    #[test]
+    fn the_main_layer_is_no_larger_than_its_largest_view_once_every_peer_on_it_said() {
+        let hd = VideoFormat { width: 1280, height: 720, fps: 30 };
+        assert_eq!(shown_format(hd, []), hd, "nobody on it");
+        assert_eq!(shown_format(hd, [Some((718, 404))]), VideoFormat { width: 718, height: 404, fps: 30 }, "the app's call view");
+        assert_eq!(shown_format(hd, [Some((718, 404)), None]), hd, "a peer that never said gets everything");
+        assert_eq!(shown_format(hd, [Some((320, 180)), Some((640, 360))]), VideoFormat { width: 640, height: 360, fps: 30 }, "the largest view");
+        assert_eq!(shown_format(hd, [Some((1200, 675))]), hd, "close to full: sent as it is");
+        assert_eq!(shown_format(hd, [Some((1920, 1080))]), hd, "never above the ladder");
+        assert_eq!(shown_format(hd, [Some((40, 22))]), VideoFormat { width: 160, height: 90, fps: 30 }, "a tiny view keeps a usable picture");
+        assert_eq!(shown_format(hd, [Some((300, 400))]), VideoFormat { width: 710, height: 400, fps: 30 }, "a view of another shape: the side that needs most");
+    }
+
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use hark_engine::video::{ReceivedFrame, VideoSink};
+use hark_engine::video::{fitted_to_view, scaled_even, view_scale, ReceivedFrame, VideoSink};
 use hark_video::I420Frame;
 use tokio::sync::watch;
 
@@ -97,21 +97,11 @@ impl Shown {
 /// The size to send a `width` x `height` picture at for a box: as large as the box needs and no
 /// larger than the picture (never scaled up), shape kept, even sides (I420's chroma is halved).
 pub fn fitted_size(width: u32, height: u32, shown: (u32, u32), fit: Fit) -> (u32, u32) {
-    let (box_w, box_h) = shown;
-    if width == 0 || height == 0 || box_w == 0 || box_h == 0 {
-        return (0, 0);
+    match view_scale(width, height, shown, fit == Fit::Cover) {
+        None => (0, 0),
+        Some(scale) if scale >= 1.0 => (width, height),
+        Some(scale) => scaled_even(width, height, scale),
     }
-    let (by_width, by_height) = (f64::from(box_w) / f64::from(width), f64::from(box_h) / f64::from(height));
-    let scale = match fit {
-        Fit::Contain => by_width.min(by_height),
-        Fit::Cover => by_width.max(by_height),
-    };
-    if scale >= 1.0 {
-        return (width, height);
-    }
-    // Rounded down: a picture never comes out larger than its box.
-    let side = |n: u32| (((f64::from(n) * scale) / 2.0).floor() as u32 * 2).max(2);
-    (side(width), side(height))
 }
 
 /// The header of an entry of `kind` whose picture is `size` (0x0 for "no picture"), made from
@@ -377,6 +367,15 @@ impl VideoSink for TileSink {
         lock(&self.tile.shown).values().any(|s| s.visible() && self.tile.sends_encoded(s.codec))
     }
 
+    fn shown_at(&self, width: u32, height: u32) -> Option<(u32, u32)> {
+        lock(&self.tile.shown)
+            .values()
+            .filter(|s| s.visible())
+            .map(|s| fitted_to_view(width, height, (s.width, s.height), s.fit == Fit::Cover))
+            .filter(|&(w, _)| w > 0)
+            .max_by_key(|&(w, h)| u64::from(w) * u64::from(h))
+    }
+
     fn write_encoded(&mut self, frame: &ReceivedFrame<'_>) {
         // Frames went by unwritten, or this sink's stream starts with a delta frame (nobody
         // decoded when its keyframe came): nobody may read on into it from what is there.
@@ -559,6 +558,24 @@ mod tests {
         assert_eq!(again.cursor, Some(chain.next));
         // A decoder that failed on k2's chain does not start there again.
         assert_eq!(chain.read(None, chain.next), Reading { entries: vec![], cursor: None });
+    }
+
+
+    #[test]
+    fn a_tile_says_the_largest_size_its_person_is_shown_at_fitted_to_the_picture() {
+        let tiles = FrameTiles::default();
+        let sink = tiles.remote_sink("bob");
+        let tile = tiles.find("bob").unwrap();
+        assert_eq!(sink.shown_at(1280, 720), None, "nobody shows it");
+        tile.show(1, Shown { width: 718, height: 500, fit: Fit::Contain, codec: Codec::Vp8 });
+        assert_eq!(sink.shown_at(1280, 720), Some((718, 402)), "contain: the picture's shape in the box, even sides");
+        tile.show(2, Shown { width: 200, height: 200, fit: Fit::Cover, codec: Codec::I420 });
+        assert_eq!(sink.shown_at(1280, 720), Some((718, 402)), "the largest view counts");
+        tile.show(1, Shown { width: 0, height: 0, fit: Fit::Contain, codec: Codec::Vp8 });
+        assert_eq!(sink.shown_at(1280, 720), Some((354, 200)), "cover: the box's short side filled");
+        tile.show(3, Shown { width: 2560, height: 1440, fit: Fit::Contain, codec: Codec::Vp8 });
+        assert_eq!(sink.shown_at(640, 360), Some((2560, 1440)), "larger than the picture: said as it is, the sender caps it");
+        assert_eq!(sink.shown_at(0, 0), None, "no picture yet");
     }
 
 }

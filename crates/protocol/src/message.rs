@@ -326,6 +326,15 @@ pub enum SignalPayload {
         /// Whether the camera is on now.
         on: bool,
     },
+    /// (Added by Hark) the size, in device pixels, at which the receiver now shows the
+    /// sender's video at most (its largest view, fitted to the picture's shape), so the sender
+    /// can send no more pixels than that; a peer that ignores it sends as before.
+    VideoSize {
+        /// Width shown.
+        width: u32,
+        /// Height shown.
+        height: u32,
+    },
 }
 
 /// A request from a client, tagged by `type`. The `id` lives in [`ClientFrame`].
