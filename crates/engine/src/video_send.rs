@@ -215,6 +215,17 @@ pub fn shown_format(format: VideoFormat, shown: impl IntoIterator<Item = Option<
     }
 }
 
+/// The ceiling of a layer scaled from the ladder's `format` to `shown` (its [`shown_format`]):
+/// in proportion to the sides, as the ladder's own rungs are (640x360 gets half of 1280x720's
+/// rate, 960x540 three quarters), so a smaller picture is not sent at the full size's rate.
+pub fn shown_kbps(max_kbps: u32, format: VideoFormat, shown: VideoFormat) -> u32 {
+    if shown.width >= format.width {
+        return max_kbps;
+    }
+    let scaled = f64::from(max_kbps) * f64::from(shown.width) / f64::from(format.width.max(1));
+    (scaled.round() as u32).max(MIN_KBPS)
+}
+
 /// Threads for a VP8 encoder of `width`x`height` on a machine of `cores`: libvpx's row threads
 /// wait for each other by spinning, so a second thread only pays where there are cores to spare
 /// (libwebrtc's rule). Two threads at 720p on two cores spent half the sender's CPU spinning and
@@ -700,13 +711,13 @@ impl Encoder {
             }
             // The layer follows the weakest peer meant for it.
             let meant = audience.iter().filter(|u| wanted.get(*u) == Some(&index)).filter_map(|u| rates.get(u)).copied().min();
-            let ceiling = if index == 0 { max } else { WEAK_MAX_KBPS.min(max) };
+            let format = if index == 0 { shown_format(main, audience.iter().map(|u| self.shown.get(u).copied())) } else { weak };
+            let ceiling = if index == 0 { shown_kbps(max, main, format) } else { WEAK_MAX_KBPS.min(max) };
             let bitrate = meant.or_else(|| audience.iter().filter_map(|u| rates.get(u)).copied().min()).unwrap_or(max / 3).clamp(MIN_KBPS, ceiling);
             if index == 0 && bitrate != self.bitrate_said {
                 self.bitrate_said = bitrate;
                 let _ = self.reports.send(VideoSendReport::Bitrate(bitrate));
             }
-            let format = if index == 0 { shown_format(main, audience.iter().map(|u| self.shown.get(u).copied())) } else { weak };
             let Some(encoded) = encode_layer(&mut self.layers[index], format, bitrate, frame) else { continue };
             if encoded.keyframe {
                 let arrived: Vec<UserId> = self.joining.iter().filter(|(_, &layer)| layer == index).map(|(user, _)| user.clone()).collect();
@@ -877,6 +888,17 @@ mod tests {
         assert_eq!(shown_format(hd, [Some((1920, 1080))]), hd, "never above the ladder");
         assert_eq!(shown_format(hd, [Some((40, 22))]), VideoFormat { width: 160, height: 90, fps: 30 }, "a tiny view keeps a usable picture");
         assert_eq!(shown_format(hd, [Some((300, 400))]), VideoFormat { width: 710, height: 400, fps: 30 }, "a view of another shape: the side that needs most");
+    }
+
+
+    #[test]
+    fn a_smaller_picture_for_the_views_gets_a_proportionally_lower_ceiling() {
+        let hd = VideoFormat { width: 1280, height: 720, fps: 30 };
+        assert_eq!(shown_kbps(2000, hd, hd), 2000);
+        assert_eq!(shown_kbps(2000, hd, VideoFormat { width: 640, height: 360, fps: 30 }), 1000, "as the ladder's 360p rung");
+        assert_eq!(shown_kbps(2000, hd, VideoFormat { width: 960, height: 540, fps: 30 }), 1500, "as the 540p rung");
+        assert_eq!(shown_kbps(2000, hd, VideoFormat { width: 718, height: 402, fps: 30 }), 1122);
+        assert_eq!(shown_kbps(200, hd, VideoFormat { width: 160, height: 90, fps: 30 }), MIN_KBPS, "never below the floor");
     }
 
 }
