@@ -311,6 +311,11 @@ async fn main() -> Result<()> {
     }
     if let Some(page) = said.lines().find_map(|l| l.trim().strip_prefix("chromium-cpu-percent ")).and_then(|v| v.parse::<f64>().ok()) {
         println!("    app / one Chromium page, CPU in the same 720p call: {:.2}x", video.cpu.percent / page);
+        println!(
+            "    app / one Chromium page, the app's far end showing its video in the call view's box (the app codes {}; the Chromium pages code 1280x720 whatever they show): {:.2}x",
+            video.far_end_shows.1,
+            video.far_end_shows.0.percent / page
+        );
     }
     Ok(())
 }
@@ -590,6 +595,9 @@ struct VideoFigures {
     /// picture and the self view their box, fit and mirroring), for the Chromium pages to
     /// draw theirs the same.
     layout: String,
+    /// CPU of the app in the same call when the far end says it shows the app's video in the
+    /// box the app's call view gives it (as another Hark app would: `video_size`), and that box.
+    far_end_shows: (Cpu, String),
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -610,7 +618,20 @@ impl VideoFigures {
         }
         println!("    hark-cli decoded the app's video: {}", self.far_end);
         println!("    as laid out in the call view: {}", self.layout);
+        let (cpu, view) = &self.far_end_shows;
+        println!(
+            "    CPU of the app, the far end showing the app's video in a {view} view as the app's call view would (it says so, video_size; the app codes no larger): {:.1}% of one core over 10 s ({})",
+            cpu.percent,
+            cpu.each.join(", ")
+        );
     }
+}
+
+/// The box the call view gave the far side's picture, `WxH`, from the layout's JSON.
+fn call_view_box(layout: &str) -> Result<String> {
+    let layout: serde_json::Value = serde_json::from_str(layout)?;
+    let side = |name: &str| layout["remote"][name].as_u64().context("the call view's box");
+    Ok(format!("{}x{}", side("width")?, side("height")?))
 }
 
 /// Calls the app from hark-cli with 720p video (the app set to 720p, its own camera the test
@@ -623,8 +644,11 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
     let args = ["--server", &fixture.server, "--user", "caller", "--password", "caller password 1", "--mic", "tone:440", "--speaker", "none", "--bind", "127.0.0.1:0"];
     let video = ["--camera", "test-pattern", "--hd", "--video-out", "count", "--json"];
     let mut first_ms = Vec::new();
-    for n in 0..=CALLS {
-        let last = n == CALLS;
+    let mut measured: Option<(Cpu, Memory, Vec<String>, String, String)> = None;
+    // The calls: CALLS short ones, timed; the measured one; then one more where the far end says
+    // how large it shows the app's video (the call view's box), measured for CPU only.
+    for n in 0..=CALLS + 1 {
+        let (last, far_end_shows) = (n == CALLS, n == CALLS + 1);
         web.execute(
             "window.__harkFirstPicture = null;
              const observer = new MutationObserver(() => {
@@ -636,10 +660,12 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
         .await?;
         let known = web.windows().await?;
         let log = fixture.home.path().join(format!("video-caller-{n}.log"));
-        let duration = if last { "25" } else { "3" };
+        let duration = if last { "25" } else if far_end_shows { "18" } else { "3" };
         // The caller signs up on its first call when no earlier stage did.
         let sign_up: &[&str] = if register && n == 0 { &["--register"] } else { &[] };
-        let _caller = spawn_logged(cli, &[&args[..], sign_up, &video[..], &["call", "bench", "--video", "--duration", duration]].concat(), &[], &log)?;
+        let view = measured.as_ref().map(|m| call_view_box(&m.3)).transpose()?.unwrap_or_default();
+        let shows: Vec<&str> = if far_end_shows { vec!["--video-shown", &view] } else { Vec::new() };
+        let _caller = spawn_logged(cli, &[&args[..], sign_up, &video[..], &shows[..], &["call", "bench", "--video", "--duration", duration]].concat(), &[], &log)?;
         let banner = web.wait_new_window(&known, Duration::from_secs(40)).await?;
         web.switch_to(&banner).await?;
         web.wait("[data-testid=banner-accept]", SHORT).await?;
@@ -648,7 +674,9 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
         let accepted = accepted.as_f64().context("the banner's clock")?;
         web.switch_to(main).await?;
         let drawn = wait_for("the caller's picture in the call view", Duration::from_secs(20), || async { Ok(web.execute("return window.__harkFirstPicture;").await?.as_f64()) }).await?;
-        first_ms.push(drawn - accepted);
+        if !far_end_shows {
+            first_ms.push(drawn - accepted);
+        }
         if last {
             tokio::time::sleep(Duration::from_secs(3)).await;
             let cpu = app_cpu(app).await;
@@ -675,7 +703,15 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
                 Ok(text.lines().find(|l| l.contains("\"video_frames\"")).map(str::to_owned))
             })
             .await?;
-            return Ok(VideoFigures { first_ms, cpu, memory, mappings, far_end, layout });
+            measured = Some((cpu, memory, mappings, layout, far_end));
+            continue;
+        }
+        if far_end_shows {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let cpu = app_cpu(app).await;
+            wait_for("the video call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
+            let (cpu_measured, memory, mappings, layout, far_end) = measured.context("the measured call came first")?;
+            return Ok(VideoFigures { first_ms, cpu: cpu_measured, memory, mappings, far_end, layout, far_end_shows: (cpu, view) });
         }
         wait_for("the short call to end", Duration::from_secs(40), || async { Ok(web.find("[data-testid=call-view]").await?.is_none().then_some(())) }).await?;
     }
