@@ -451,6 +451,9 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
     let out: VideoOutSpec = cli.video_out.parse()?;
     let json = cli.json;
     let view = cli.video_shown;
+    if view.is_some() && out != VideoOutSpec::Count {
+        anyhow::bail!("--video-shown says how large the counted video is shown: use it with --video-out count");
+    }
     let sinks = Arc::new(move |user: &hark_protocol::UserId, group: bool| match (&out, out.path_for(user, group)) {
         (_, Some(path)) => Box::new(Y4mRecorder::new(&path, 30)) as Box<dyn VideoSink>,
         (VideoOutSpec::Count, None) => Box::new(FrameCount { user: user.clone(), frames: 0, size: (0, 0), view, printer: Printer { json } }) as Box<dyn VideoSink>,

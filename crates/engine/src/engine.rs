@@ -417,7 +417,7 @@ impl Engine {
             camera_in_use: Arc::default(),
             sender_is_preview: false,
             video_outlets: HashMap::new(),
-            video_shown_by: HashMap::new(),
+            their_views_of_ours: HashMap::new(),
             video_send_reports: video_send_tx,
             video_receive_reports: video_receive_tx,
             video_receivers: Vec::new(),
@@ -743,7 +743,7 @@ struct EngineTask {
     video_outlets: HashMap<UserId, VideoOutlet>,
     /// The size each peer last said it shows our video at (`video_size`), for the sender now and
     /// any made later in the call.
-    video_shown_by: HashMap<UserId, (u32, u32)>,
+    their_views_of_ours: HashMap<UserId, (u32, u32)>,
     video_send_reports: mpsc::UnboundedSender<VideoSendReport>,
     video_receive_reports: mpsc::UnboundedSender<VideoReceiveReport>,
     /// One per remote video track received: says when its sink is finished (a recording whole).
@@ -1031,7 +1031,7 @@ impl EngineTask {
                 frozen_ms: frozen.as_millis() as u64,
                 after_request_ms: after_request.as_millis() as u64,
             }),
-            VideoReceiveReport::Shown(user, width, height) => {
+            VideoReceiveReport::ViewSize(user, width, height) => {
                 info!(%user, width, height, "their video is shown at most this large; telling them");
                 self.core.handle_media(MediaEvent::LocalSignal { user, payload: hark_protocol::SignalPayload::VideoSize { width, height } });
             }
@@ -1074,8 +1074,8 @@ impl EngineTask {
                 for (user, outlet) in &self.video_outlets {
                     sender.add_outlet(user.clone(), outlet.clone());
                 }
-                for (user, &(width, height)) in &self.video_shown_by {
-                    sender.shown(user.clone(), width, height);
+                for (user, &(width, height)) in &self.their_views_of_ours {
+                    sender.set_view_size(user.clone(), width, height);
                 }
                 self.video_sender = Some(sender);
             }
@@ -1084,7 +1084,7 @@ impl EngineTask {
         }
         if self.media.is_none() {
             self.video_outlets.clear();
-            self.video_shown_by.clear();
+            self.their_views_of_ours.clear();
             self.video_shown.clear();
             // A camera turned off by its failure is tried again in the next call (it may have
             // been plugged back in); one the person turned off stays off.
@@ -1154,13 +1154,13 @@ impl EngineTask {
                 Output::VideoShownBy { user, width, height } => {
                     info!(%user, width, height, "they show our video at most this large");
                     if let Some(sender) = &self.video_sender {
-                        sender.shown(user.clone(), width, height);
+                        sender.set_view_size(user.clone(), width, height);
                     }
-                    self.video_shown_by.insert(user, (width, height));
+                    self.their_views_of_ours.insert(user, (width, height));
                 }
                 Output::ClosePeer { user } => {
                     self.silent_for_good.remove(&user);
-                    self.video_shown_by.remove(&user);
+                    self.their_views_of_ours.remove(&user);
                     if let Some(link) = self.peers.remove(&user) {
                         link.send(PeerCommand::Close);
                     }

@@ -59,7 +59,7 @@ pub enum VideoReceiveReport {
     Recovered(UserId, Duration, Duration),
     /// Their video is shown at most this large now (device pixels): tell them, so they send no
     /// more pixels than that.
-    Shown(UserId, u32, u32),
+    ViewSize(UserId, u32, u32),
 }
 
 /// A view this much larger or smaller (a share of the size last told) is told again: a window
@@ -216,7 +216,7 @@ fn decode_loop(
                     }
                 }
                 if let Some((width, height)) = shown_size.next(sink.shown_at(size.0, size.1)) {
-                    let _ = reports.send(VideoReceiveReport::Shown(user.clone(), width, height));
+                    let _ = reports.send(VideoReceiveReport::ViewSize(user.clone(), width, height));
                 }
             }
         }

@@ -194,10 +194,11 @@ const SHOWN_CLOSE_TO_FULL: f64 = 0.9;
 /// tiny view (a mini window) should not make the picture useless once it grows again.
 const SHOWN_SHORT_SIDE_MIN: u32 = 90;
 
-/// The main layer's format for the sizes its peers show our video at (their `video_size`; `None`
-/// for a peer that never said): the ladder's `format`, or, when every peer on the layer shows it
+/// A layer's format for the sizes its peers show our video at (their `video_size`; `None` for a
+/// peer that never said): the ladder's `format`, or, when every peer on the layer shows it
 /// smaller, just large enough for the largest of their views, shape kept, even sides. No more
-/// pixels than shown go out, as the issue of the frame path asks of the engine.
+/// pixels than shown go out: VP8 reaches the app's page as it was coded, so only the sender can
+/// keep it to the size of the view.
 pub fn shown_format(format: VideoFormat, shown: impl IntoIterator<Item = Option<(u32, u32)>>) -> VideoFormat {
     let mut largest: Option<f64> = None;
     for view in shown {
@@ -347,7 +348,7 @@ struct Layer {
 
 enum Command {
     AddOutlet(UserId, VideoOutlet),
-    Shown(UserId, u32, u32),
+    ViewSize(UserId, u32, u32),
     Remove(UserId),
     Keyframe(UserId),
     Retransmissions(UserId, f64),
@@ -395,8 +396,8 @@ impl VideoSender {
     }
 
     /// `user` shows our video at most `width` x `height` now: send them no more pixels.
-    pub fn shown(&self, user: UserId, width: u32, height: u32) {
-        self.send(Command::Shown(user, width, height));
+    pub fn set_view_size(&self, user: UserId, width: u32, height: u32) {
+        self.send(Command::ViewSize(user, width, height));
     }
 
     /// Stops sending to `user`.
@@ -522,8 +523,8 @@ struct Encoder {
     /// Peers waiting for a keyframe of a layer before they are sent it (a decoder cannot go on
     /// from another encoder's frames).
     joining: HashMap<UserId, usize>,
-    /// The size each peer shows our video at, as they said.
-    shown: HashMap<UserId, (u32, u32)>,
+    /// The size each peer shows our video at, as they said (`video_size`).
+    view_sizes: HashMap<UserId, (u32, u32)>,
     /// When a picture last came from the running camera (the watchdog's reference).
     last_picture: Instant,
     camera_failed: bool,
@@ -553,7 +554,7 @@ impl Encoder {
             rates: HashMap::new(),
             on_layer: HashMap::new(),
             joining: HashMap::new(),
-            shown: HashMap::new(),
+            view_sizes: HashMap::new(),
             last_picture: Instant::now(),
             camera_failed: false,
             bitrate_said: 0,
@@ -633,11 +634,11 @@ impl Encoder {
                 self.joining.insert(user, 0);
                 self.layers[0].keyframe = true;
             }
-            Command::Shown(user, width, height) => {
-                self.shown.insert(user, (width, height));
+            Command::ViewSize(user, width, height) => {
+                self.view_sizes.insert(user, (width, height));
             }
             Command::Remove(user) => {
-                self.shown.remove(&user);
+                self.view_sizes.remove(&user);
                 self.outlets.remove(&user);
                 self.rates.remove(&user);
                 self.on_layer.remove(&user);
@@ -711,8 +712,21 @@ impl Encoder {
             }
             // The layer follows the weakest peer meant for it.
             let meant = audience.iter().filter(|u| wanted.get(*u) == Some(&index)).filter_map(|u| rates.get(u)).copied().min();
-            let format = if index == 0 { shown_format(main, audience.iter().map(|u| self.shown.get(u).copied())) } else { weak };
-            let ceiling = if index == 0 { shown_kbps(max, main, format) } else { WEAK_MAX_KBPS.min(max) };
+            // Each layer no larger than its people show it (a peer that joins and has not said yet
+            // takes it back to the full size until it says: a keyframe more, in a group call
+            // where the ladder's sizes are small already).
+            let full = if index == 0 { main } else { weak };
+            let format = shown_format(full, audience.iter().map(|u| self.view_sizes.get(u).copied()));
+            let ceiling = shown_kbps(if index == 0 { max } else { WEAK_MAX_KBPS.min(max) }, full, format);
+            if index == 0 {
+                // The links' estimates stay under what the layer sends, so a view that grows
+                // ramps up from what the link carried instead of jumping to a rate it never did.
+                for user in &audience {
+                    if let Some(rate) = self.rates.get_mut(user) {
+                        rate.set_max(ceiling);
+                    }
+                }
+            }
             let bitrate = meant.or_else(|| audience.iter().filter_map(|u| rates.get(u)).copied().min()).unwrap_or(max / 3).clamp(MIN_KBPS, ceiling);
             if index == 0 && bitrate != self.bitrate_said {
                 self.bitrate_said = bitrate;

@@ -397,11 +397,22 @@ fn a_copy_carries_the_clusters_settings() {
 
 #[test]
 fn a_registry_input_sits_in_the_log_under_its_own_tag_and_reads_back() {
-    let sent = entry(A, T0, vec![Item::Input(RegistryInput::Close { session: session(A, 1) }), Item::Tick, request(session(A, 1), invite("bob"))]);
+    let sent = entry(
+        A,
+        T0,
+        vec![
+            Item::Input(RegistryInput::Close { session: session(A, 1) }),
+            Item::Tick,
+            request(session(A, 1), invite("bob")),
+            Item::Input(RegistryInput::Subscribe { session: session(A, 1), users: vec!["carol".into()] }),
+            Item::Input(RegistryInput::AccountRemoved { user: "dave".into(), event: 7 }),
+        ],
+    );
     let json = serde_json::to_value(&sent).unwrap();
     assert_eq!(json["items"][0], serde_json::json!({"k": "close", "session": session(A, 1)}));
-    assert_eq!(json["items"][1]["k"], "tick");
-    assert_eq!(json["items"][2]["k"], "request");
+    let tags: Vec<&str> = json["items"].as_array().unwrap().iter().map(|i| i["k"].as_str().unwrap()).collect();
+    // Each input's tag must stay its own: one equal to an item's would be read as that item.
+    assert_eq!(tags, ["close", "tick", "request", "subscribe", "account_removed"]);
     assert_eq!(serde_json::from_value::<Entry>(json).unwrap(), sent);
     assert!(serde_json::from_value::<Entry>(serde_json::json!({"node": A, "now": T0, "items": [{"k": "shout"}]})).is_err(), "an unknown tag is refused");
 }

@@ -116,7 +116,6 @@ async fn health(addr: &str) -> u16 {
 }
 
 impl Cluster {
-    /// Waits until node `n`'s `/healthz` answers `status`.
     /// Waits for node `n`'s copy of the log to have counted `count` servers dead.
     async fn await_deaths(&self, n: usize, count: u64) {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -131,6 +130,7 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `n`'s `/healthz` answers `status`.
     async fn await_health(&self, n: usize, status: u16) {
         let node = &self.nodes[n];
         let deadline = Instant::now() + Duration::from_secs(15);

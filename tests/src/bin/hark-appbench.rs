@@ -627,10 +627,12 @@ impl VideoFigures {
     }
 }
 
-/// The box the call view gave the far side's picture, `WxH`, from the layout's JSON.
+/// The box the call view gave the far side's picture, `WxH` in device pixels (what
+/// `--video-shown` takes), from the layout's JSON (CSS pixels and the page's scale).
 fn call_view_box(layout: &str) -> Result<String> {
     let layout: serde_json::Value = serde_json::from_str(layout)?;
-    let side = |name: &str| layout["remote"][name].as_u64().context("the call view's box");
+    let scale = layout["scale"].as_f64().unwrap_or(1.0);
+    let side = |name: &str| layout["remote"][name].as_f64().map(|css| (css * scale).round() as u64).context("the call view's box");
     Ok(format!("{}x{}", side("width")?, side("height")?))
 }
 
@@ -691,7 +693,7 @@ async fn video_call(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
                        return { x: Math.round(r.x), y: Math.round(r.y), width: Math.round(r.width), height: Math.round(r.height),
                                 fit: getComputedStyle(canvas).objectFit, mirror: canvas.classList.contains('mirror') };
                      };
-                     return JSON.stringify({ window: [innerWidth, innerHeight], remote: box('[data-testid=video-caller]'), self: box('[data-testid=video-self]') });",
+                     return JSON.stringify({ window: [innerWidth, innerHeight], scale: devicePixelRatio, remote: box('[data-testid=video-caller]'), self: box('[data-testid=video-self]') });",
                 )
                 .await?
                 .as_str()
