@@ -199,11 +199,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::TestPattern { path, size, frames, fps } => {
-            let (width, height) = size
-                .split_once('x')
-                .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-                .filter(|(w, h)| *w > 0 && *h > 0)
-                .with_context(|| format!("--size {size:?}: give WIDTHxHEIGHT"))?;
+            let (width, height) = width_by_height(size).filter(|(w, h)| *w > 0 && *h > 0).with_context(|| format!("--size {size:?}: give WIDTHxHEIGHT"))?;
             let mut writer = hark_video::y4m::Y4mWriter::create(path, width, height, *fps)?;
             for n in 0..*frames {
                 writer.write_frame(&hark_video::pattern::draw(width, height, n))?;
@@ -463,10 +459,14 @@ fn video_config(cli: &Cli) -> anyhow::Result<VideoConfig> {
     Ok(VideoConfig { camera, sinks, preview: hark_engine::engine::no_preview(), resolution, cameras })
 }
 
+/// `WIDTHxHEIGHT`, as `--size` and `--video-shown` take it.
+fn width_by_height(text: &str) -> Option<(u32, u32)> {
+    text.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+}
+
 /// `--video-shown WxH`: two sides, each from 2 to 7680.
 fn parse_view_size(text: &str) -> Result<(u32, u32), String> {
-    let size = text.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
-    match size {
+    match width_by_height(text) {
         Some((w, h)) if (2..=7680).contains(&w) && (2..=7680).contains(&h) => Ok((w, h)),
         _ => Err(format!("'{text}' is not a view size: use WIDTHxHEIGHT, e.g. 640x360")),
     }

@@ -202,8 +202,9 @@ const SHOWN_SHORT_SIDE_MIN: u32 = 90;
 pub fn shown_format(format: VideoFormat, shown: impl IntoIterator<Item = Option<(u32, u32)>>) -> VideoFormat {
     let mut largest: Option<f64> = None;
     for view in shown {
-        let Some((width, height)) = view else { return format };
-        let scale = (f64::from(width) / f64::from(format.width.max(1))).max(f64::from(height) / f64::from(format.height.max(1)));
+        let Some(view) = view else { return format };
+        // The scale at which the picture covers the view: the side that needs most.
+        let scale = crate::video::view_scale(format.width, format.height, view, true).unwrap_or(0.0);
         largest = Some(largest.map_or(scale, |l: f64| l.max(scale)));
     }
     let floor = f64::from(SHOWN_SHORT_SIDE_MIN) / f64::from(format.width.min(format.height).max(1));
