@@ -293,6 +293,7 @@ impl Tile {
 pub struct FrameTiles {
     tiles: Arc<Mutex<HashMap<String, Arc<Tile>>>>,
     next_sink: Arc<AtomicU64>,
+    next_view: Arc<AtomicU64>,
 }
 
 impl FrameTiles {
@@ -333,6 +334,88 @@ impl FrameTiles {
     fn tile(&self, name: &str) -> Arc<Tile> {
         self.find(name).unwrap_or_else(|| Arc::new(Tile::new(name)))
     }
+}
+
+/// Viewer numbers of the views inside the app ([`TileView`]) start here, far from the socket's
+/// connections (counted from 1).
+const FIRST_VIEW: u64 = 1 << 62;
+
+impl FrameTiles {
+    /// A view of the tile named `tile` from inside the app (the desktop's video layer, which
+    /// draws outside the page): it says its box like a page does and reads the newest
+    /// picture. `None` when there are too many tiles.
+    pub fn view(&self, tile: &str) -> Option<TileView> {
+        let viewer = FIRST_VIEW + self.next_view.fetch_add(1, Ordering::Relaxed);
+        Some(TileView { tile: self.find(tile)?, viewer })
+    }
+}
+
+/// One box that shows a tile inside the app; dropping it takes the box away.
+pub struct TileView {
+    tile: Arc<Tile>,
+    viewer: u64,
+}
+
+impl TileView {
+    /// Shows the tile in a `width` x `height` box (device pixels; 0 x 0 while the box is hidden,
+    /// so nothing is decoded for it).
+    pub fn show(&self, width: u32, height: u32, fit: Fit) {
+        self.tile.show(self.viewer, Shown { width, height, fit, codec: Codec::I420 });
+    }
+
+    /// The tile's pictures from now on, starting with the one it holds.
+    pub fn pictures(&self) -> Pictures {
+        let mut latest = self.tile.latest.subscribe();
+        latest.mark_changed();
+        Pictures { latest }
+    }
+}
+
+/// A tile's pictures as they come; one that comes while the last is still being handled
+/// replaces the ones before it.
+pub struct Pictures {
+    latest: watch::Receiver<Option<Bytes>>,
+}
+
+impl Pictures {
+    /// The newest picture since the last call: `Some(None)` when the tile cleared (the
+    /// person's video ended). Waits until there is one; `None` only if the tile is gone.
+    pub async fn next(&mut self) -> Option<Option<I420Frame>> {
+        loop {
+            self.latest.changed().await.ok()?;
+            let Some(entry) = self.latest.borrow_and_update().clone() else { continue };
+            if let Some(picture) = picture_in(&entry) {
+                return Some(picture);
+            }
+        }
+    }
+}
+
+impl Drop for TileView {
+    fn drop(&mut self) {
+        self.tile.hide(self.viewer);
+    }
+}
+
+/// The picture an I420 entry carries: `Some(None)` for "no picture now", `None` for anything
+/// that is not a whole I420 entry.
+pub fn picture_in(entry: &[u8]) -> Option<Option<I420Frame>> {
+    let name_len = usize::from(*entry.first()?);
+    let header = entry.get(1 + name_len..1 + name_len + HEADER_LEN)?;
+    let side = |at: usize| u32::from(u16::from_le_bytes([header[at], header[at + 1]]));
+    let (width, height) = (side(0), side(2));
+    let payload_len = u32::from_le_bytes([header[16], header[17], header[18], header[19]]) as usize;
+    if header[12] != EntryKind::I420 as u8 {
+        return None;
+    }
+    let payload = entry.get(1 + name_len + HEADER_LEN..)?;
+    if payload.len() != payload_len {
+        return None;
+    }
+    if width == 0 || height == 0 {
+        return payload.is_empty().then_some(None);
+    }
+    I420Frame::from_bytes(width, height, payload.to_vec()).ok().map(Some)
 }
 
 /// Shows one person's pictures on their tile.
@@ -459,6 +542,55 @@ mod tests {
         tile.hide(2);
         sink.write_frame(&hark_video::pattern::draw(1280, 720, 2));
         assert_eq!(tile.latest.borrow().as_ref().unwrap().len(), 6 + HEADER_LEN + 320 * 180 * 3 / 2);
+    }
+
+    #[test]
+    fn a_view_in_the_app_is_a_viewer_like_a_page_and_reads_whole_pictures() {
+        let tiles = FrameTiles::default();
+        let mut sink = tiles.remote_sink("carol");
+        let view = tiles.view("carol").unwrap();
+        let mut pictures = view.tile.latest.subscribe();
+        assert!(!sink.wants_pictures(), "a view that said no box yet wants nothing");
+        view.show(0, 0, Fit::Contain);
+        assert!(!sink.wants_pictures(), "a hidden box wants nothing");
+        view.show(320, 180, Fit::Contain);
+        assert!(sink.wants_pictures() && !sink.wants_encoded(), "the app's view takes decoded pictures");
+        assert_eq!(sink.shown_at(1280, 720), Some((320, 180)));
+        let sent = hark_video::pattern::draw(1280, 720, 7);
+        sink.write_frame(&sent);
+        assert!(pictures.has_changed().unwrap());
+        let entry = pictures.borrow_and_update().clone().unwrap();
+        let picture = picture_in(&entry).unwrap().unwrap();
+        assert_eq!(picture, sent.scaled(320, 180), "the picture at the view's size");
+        // Anything else is not a picture: the VP8 kinds, a torn payload, a bare name.
+        let header = wire_header(EntryKind::Vp8Key, (2, 2), (2, 2), 0, 6);
+        assert_eq!(picture_in(&[&b"\x01c"[..], &header, &[0; 6]].concat()), None);
+        assert_eq!(picture_in(&entry[..entry.len() - 1]), None);
+        assert_eq!(picture_in(b"\x05carol"), None);
+        assert_eq!(picture_in(&[]), None);
+
+        drop(view);
+        assert!(!sink.wants_pictures(), "a dropped view takes its box away");
+        drop(sink);
+        let cleared = pictures.borrow_and_update().clone().unwrap();
+        assert_eq!(picture_in(&cleared), Some(None), "the tile cleared: no picture now");
+    }
+
+    #[tokio::test]
+    async fn a_view_reads_the_picture_it_finds_then_only_the_newest_of_those_that_came() {
+        let tiles = FrameTiles::default();
+        let mut sink = tiles.remote_sink("dave");
+        let view = tiles.view("dave").unwrap();
+        view.show(64, 36, Fit::Cover);
+        sink.write_frame(&hark_video::pattern::draw(64, 36, 1));
+        let mut pictures = view.pictures();
+        assert_eq!(pictures.next().await, Some(Some(hark_video::pattern::draw(64, 36, 1))), "the picture already there");
+        sink.write_frame(&hark_video::pattern::draw(64, 36, 2));
+        sink.write_frame(&hark_video::pattern::draw(64, 36, 3));
+        assert_eq!(pictures.next().await, Some(Some(hark_video::pattern::draw(64, 36, 3))), "two came: the newer");
+        drop(sink);
+        assert_eq!(pictures.next().await, Some(None), "then the tile cleared");
+        assert!(!pictures.latest.has_changed().unwrap(), "nothing new: the next call waits");
     }
 
     #[test]

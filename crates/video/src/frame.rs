@@ -118,6 +118,44 @@ impl I420Frame {
     }
 }
 
+impl I420Frame {
+    /// The picture as 32-bit pixels, B, G, R, then 255, rows tightly packed (what Cairo's RGB24
+    /// and ARGB32 surfaces hold on a little-endian machine), for drawing outside a web page.
+    /// BT.601 at limited range, as VP8 and the cameras' conversion use; `mirror` flips it left
+    /// to right (our own camera, as a mirror shows it). SIMD through `yuv`: about a millisecond
+    /// for a 720p picture.
+    pub fn to_bgra(&self, mirror: bool) -> Vec<u8> {
+        let (width, height) = (self.width as usize, self.height as usize);
+        let mut bgra = vec![0u8; width * height * 4];
+        let (y_plane, u_plane, v_plane) = self.planes();
+        let planes = yuv::YuvPlanarImage {
+            y_plane,
+            y_stride: self.width,
+            u_plane,
+            u_stride: self.chroma_width(),
+            v_plane,
+            v_stride: self.chroma_width(),
+            width: self.width,
+            height: self.height,
+        };
+        // The planes' lengths follow from the size (checked where a frame is made), so `yuv`
+        // has nothing to refuse; a refusal would leave the picture black, not panic.
+        let _ = yuv::yuv420_to_bgra(&planes, &mut bgra, self.width * 4, yuv::YuvRange::Limited, yuv::YuvStandardMatrix::Bt601);
+        if mirror {
+            for row in bgra.chunks_exact_mut(width * 4) {
+                mirror_row(row);
+            }
+        }
+        bgra
+    }
+}
+
+/// Reverses a row of 4-byte pixels in place.
+fn mirror_row(row: &mut [u8]) {
+    let (pixels, _) = row.as_chunks_mut::<4>();
+    pixels.reverse();
+}
+
 /// Bilinear resampling of one plane; source pixel centres are mapped onto destination pixel
 /// centres (16.16 fixed point) so the picture neither shifts nor loses its edges. Done in two
 /// passes, each row's two source rows blended first across the whole width (a loop the compiler
@@ -168,6 +206,48 @@ mod tests {
         assert!(I420Frame::from_bytes(4, 4, vec![0; 23]).is_err());
         assert!(I420Frame::from_bytes(0, 4, Vec::new()).is_err());
         assert!(I420Frame::from_bytes(4, 4, vec![0; 24]).is_ok());
+    }
+
+    /// A picture whose left half is one colour and right half another, given as Y, U, V.
+    fn halves(width: u32, height: u32, left: [u8; 3], right: [u8; 3]) -> I420Frame {
+        let mut frame = I420Frame::black(width, height);
+        let (cw, w) = (frame.chroma_width() as usize, width as usize);
+        let (y, u, v) = frame.planes_mut();
+        for (i, p) in y.iter_mut().enumerate() {
+            *p = if i % w < w / 2 { left[0] } else { right[0] };
+        }
+        for (plane, k) in [(u, 1), (v, 2)] {
+            for (i, p) in plane.iter_mut().enumerate() {
+                *p = if i % cw < cw / 2 { left[k] } else { right[k] };
+            }
+        }
+        frame
+    }
+
+    #[test]
+    fn pixels_for_drawing_are_bt601_limited_range_and_mirror_on_request() {
+        // Limited-range BT.601: Y 16 is black, 235 white; (81, 90, 240) is red, (41, 240, 110) blue.
+        let (white, red, blue) = ([235, 128, 128], [81, 90, 240], [41, 240, 110]);
+        let close = |got: &[u8], want: [u8; 4]| got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 3);
+        for (width, height) in [(16, 8), (18, 6), (320, 180)] {
+            let frame = halves(width, height, red, blue);
+            let bgra = frame.to_bgra(false);
+            assert_eq!(bgra.len(), (width * height * 4) as usize);
+            let row = (width * 4) as usize;
+            let last_row = &bgra[bgra.len() - row..];
+            assert!(close(&last_row[..4], [0, 0, 255, 255]), "left is red at {width}x{height}: {:?}", &last_row[..4]);
+            assert!(close(&last_row[row - 4..], [255, 0, 0, 255]), "right is blue at {width}x{height}: {:?}", &last_row[row - 4..]);
+            let mirrored = frame.to_bgra(true);
+            for (plain, flipped) in bgra.chunks_exact(row).zip(mirrored.chunks_exact(row)) {
+                let reversed: Vec<[u8; 4]> = plain.chunks_exact(4).rev().map(|p| [p[0], p[1], p[2], p[3]]).collect();
+                let flipped: Vec<[u8; 4]> = flipped.chunks_exact(4).map(|p| [p[0], p[1], p[2], p[3]]).collect();
+                assert_eq!(reversed, flipped);
+            }
+        }
+        let white = I420Frame::from_bytes(2, 2, vec![white[0], white[0], white[0], white[0], 128, 128]).unwrap().to_bgra(false);
+        assert!(white.chunks_exact(4).all(|p| close(p, [255, 255, 255, 255])), "{white:?}");
+        let black = I420Frame::black(4, 2).to_bgra(false);
+        assert!(black.chunks_exact(4).all(|p| close(p, [0, 0, 0, 255])), "{black:?}");
     }
 
     /// Bilinear resampling as first written: one formula per pixel, 16.16 weights.
