@@ -406,6 +406,54 @@ pub struct FrameSocketInfo {
     pub token: String,
 }
 
+/// How a picture fits its box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoFit {
+    /// All of the picture shows, with bars where the shapes differ.
+    Contain,
+    /// The picture fills the box; what sticks out is cut.
+    Cover,
+}
+
+/// Where the main window's video layer draws a tile's pictures: a box in the page's CSS pixels
+/// (from the window's top left), drawn over the page.
+#[derive(Debug, Clone, PartialEq, Deserialize, TS)]
+pub struct VideoPlacement {
+    /// The frame tile: a user id, or `_self`.
+    pub tile: String,
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+    /// Device pixels per CSS pixel (`devicePixelRatio`).
+    pub scale: f64,
+    pub fit: VideoFit,
+    /// Drawn as a mirror shows it (our own camera).
+    pub mirror: bool,
+    /// What the page has over this box (a name, a badge, a button, a smaller view): left alone.
+    pub holes: Vec<VideoHole>,
+}
+
+/// A box of the page the video layer leaves alone, in CSS pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, TS)]
+pub struct VideoHole {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// News from the main window's video layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct VideoLayerNews {
+    /// The frame tile.
+    pub tile: String,
+    /// Whether a picture of it is on screen now (the first was just drawn), or not (its video
+    /// ended).
+    pub showing: bool,
+}
+
 /// The ringing call, for the banner (which opens after the event went by).
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
 pub struct IncomingCall {

@@ -9,7 +9,7 @@ use hark_protocol::{CallRecord, CallSummary, Contact, Media, UserId, UserProfile
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State};
 
-use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, CrashReport, FrameSocketInfo, IncomingCall, LiveUpdate, RingtoneOption, RingtoneSetting, Settings, SignInRequest};
+use crate::api::{Account, ApiError, AppErrorCode, AppInfo, CallReplay, CrashReport, FrameSocketInfo, IncomingCall, LiveUpdate, RingtoneOption, RingtoneSetting, Settings, SignInRequest, VideoLayerNews, VideoPlacement};
 use crate::AppState;
 
 type Answer<T> = Result<T, ApiError>;
@@ -132,6 +132,20 @@ pub async fn preview_camera(state: State<'_, AppState>, on: bool) -> Answer<()> 
 #[tauri::command]
 pub fn frame_socket(state: State<'_, AppState>) -> Answer<FrameSocketInfo> {
     state.video.socket.clone().ok_or_else(|| ApiError::new(AppErrorCode::Internal, "the frame socket is not running"))
+}
+
+/// Draws video pictures over this window's page, if it can: `false`, the page draws them itself.
+/// The layer's news (a tile's picture showing or not) go to `channel`.
+#[tauri::command]
+pub async fn video_layer(window: tauri::WebviewWindow, state: State<'_, AppState>, channel: Channel<VideoLayerNews>) -> Answer<bool> {
+    Ok(state.video.layer.open(&window, channel).await)
+}
+
+/// Where the video layer draws which tiles now, in order (none: an empty list).
+#[tauri::command]
+pub fn place_video(app: AppHandle, state: State<'_, AppState>, placements: Vec<VideoPlacement>) -> Answer<()> {
+    state.video.layer.place(&app, placements);
+    Ok(())
 }
 
 #[tauri::command]

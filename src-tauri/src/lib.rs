@@ -6,8 +6,10 @@
 //! settings and the session on disk; [`app_state`] is what the commands share (the session, the
 //! settings, signing in and out); [`sound_cards`] opens the chosen microphone and speaker for the
 //! session and for the settings' meter ([`live`]); [`video`] runs the frame socket the page
-//! reads pictures from and gives the engine its camera; [`platform`] tunes WebKitGTK and the heap. Everything the UI sees is typed in [`api`], from which the
-//! UI's TypeScript types are generated. Nothing below this crate knows Tauri.
+//! reads pictures from and gives the engine its camera; [`video_layer`] draws the call view's
+//! pictures over the page; [`platform`] tunes WebKitGTK and the heap. Everything the UI sees is
+//! typed in [`api`], from which the UI's TypeScript types are generated. Nothing below this
+//! crate knows Tauri.
 
 pub mod api;
 mod app_state;
@@ -28,6 +30,7 @@ pub mod store;
 mod support;
 mod tel_links;
 mod video;
+mod video_layer;
 mod windows;
 
 use std::sync::Arc;
@@ -93,6 +96,7 @@ pub fn run() {
         tiles: tiles.clone(),
         socket: frame_socket.as_ref().map(|s| api::FrameSocketInfo { port: s.port(), token: s.token().to_owned() }),
         resolution: std::sync::Arc::default(),
+        layer: video_layer::VideoLayer::new(tiles.clone()),
     };
 
     let app = tauri::Builder::default()
@@ -150,6 +154,13 @@ pub fn run() {
             tracing::info!(elapsed_ms = launched.elapsed().as_millis() as u64, "set up");
             Ok(())
         })
+        // A main page that reloads takes its video boxes with it.
+        .on_page_load(|webview, payload| {
+            if webview.label() == "main" && payload.event() == tauri::webview::PageLoadEvent::Started {
+                let app = webview.app_handle();
+                app.state::<AppState>().video.layer.forget_page(app);
+            }
+        })
         .on_window_event(|window, event| {
             if let WindowEvent::Destroyed = event {
                 // A window that is gone reads no more levels.
@@ -164,8 +175,10 @@ pub fn run() {
                 // the banner or the mini window carry Hark until the tray's "Show" or an
                 // answered call makes the window anew. Without a tray, closing quits.
                 WindowEvent::Destroyed => {
-                    // The settings' camera preview went with the page that asked for it.
+                    // The settings' camera preview went with the page that asked for it, and the
+                    // video layer's boxes with the window.
                     let app = window.app_handle().clone();
+                    app.state::<AppState>().video.layer.forget_page(&app);
                     tauri::async_runtime::spawn(async move {
                         if let Some(engine) = app.state::<AppState>().engine().await {
                             engine.preview_camera(false);
@@ -215,6 +228,8 @@ pub fn run() {
             commands::preview_ringtone,
             commands::stop_preview,
             commands::frame_socket,
+            commands::video_layer,
+            commands::place_video,
             commands::set_camera,
             commands::audio_only,
             commands::cameras,

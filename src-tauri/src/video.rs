@@ -34,6 +34,8 @@ pub struct AppVideo {
     /// The 1:1 resolution setting, read each time the camera opens (a change of it alone must not
     /// reopen a running camera).
     pub resolution: Arc<Mutex<VideoResolution>>,
+    /// The main window's video layer (the call view's pictures drawn over the page).
+    pub layer: crate::video_layer::VideoLayer,
 }
 
 /// Binds the frame socket (before the window exists).

@@ -423,6 +423,68 @@ pub fn minimise_windows_titled(title: &str) -> Result<()> {
     Ok(())
 }
 
+/// A window's pixels as the screen shows them, RGB, rows top to bottom.
+pub struct ScreenImage {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+impl ScreenImage {
+    /// The box at (`x`, `y`) of `width` x `height` (window pixels, clipped to the window) as an
+    /// 8 x 8 grid of sums of R + G + B over each cell, rows first: enough to tell a blank box
+    /// from a picture and one picture from the next.
+    pub fn grid(&self, x: f64, y: f64, width: f64, height: f64) -> Vec<u64> {
+        let clip = |v: f64, max: usize| (v.max(0.0) as usize).min(max);
+        let (x0, y0) = (clip(x, self.width), clip(y, self.height));
+        let (x1, y1) = (clip(x + width, self.width), clip(y + height, self.height));
+        let mut cells = vec![0u64; 64];
+        if x1 <= x0 || y1 <= y0 {
+            return cells;
+        }
+        for row in y0..y1 {
+            let cell_row = (row - y0) * 8 / (y1 - y0);
+            for column in x0..x1 {
+                let cell = cell_row * 8 + (column - x0) * 8 / (x1 - x0);
+                let at = (row * self.width + column) * 3;
+                cells[cell] += self.rgb[at..at + 3].iter().map(|&v| u64::from(v)).sum::<u64>();
+            }
+        }
+        let per_cell = (((x1 - x0) * (y1 - y0)) as u64 / 64).max(1);
+        cells.iter().map(|sum| sum / per_cell).collect()
+    }
+
+    /// The box at (`x`, `y`) of `width` x `height` (whole pixels inside the window) as a grey
+    /// I420 picture: its luma, BT.601 at limited range, for reading a test pattern's stamp
+    /// ([`hark_video::pattern::read_number`]) off the screen.
+    pub fn luma_picture(&self, x: usize, y: usize, width: usize, height: usize) -> Option<hark_video::I420Frame> {
+        if width < 2 || height < 2 || x + width > self.width || y + height > self.height {
+            return None;
+        }
+        let (width, height) = (width & !1, height & !1);
+        let mut frame = hark_video::I420Frame::black(width as u32, height as u32);
+        let (luma, _, _) = frame.planes_mut();
+        for row in 0..height {
+            for column in 0..width {
+                let at = ((y + row) * self.width + x + column) * 3;
+                let [r, g, b] = [self.rgb[at], self.rgb[at + 1], self.rgb[at + 2]].map(f64::from);
+                luma[row * width + column] = (16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0).round() as u8;
+            }
+        }
+        Some(frame)
+    }
+}
+
+/// What the X window named `title` shows now, read from the X server with `xwd` (from
+/// x11-apps): pictures the app draws outside its web page too, which WebDriver's screenshots
+/// never see.
+pub fn window_image(title: &str) -> Result<ScreenImage> {
+    let out = Command::new("xwd").args(["-silent", "-name", title]).stderr(Stdio::null()).output().context("running xwd")?;
+    anyhow::ensure!(out.status.success(), "xwd found no window named {title:?}");
+    let (width, height, rgb) = xwd_to_rgb(&out.stdout)?;
+    Ok(ScreenImage { width: width as usize, height: height as usize, rgb })
+}
+
 /// Starts `program` with `args` and `envs`, output to `log`.
 pub fn spawn_logged(program: &Path, args: &[&str], envs: &[(&str, String)], log: &Path) -> Result<Guarded> {
     let out = std::fs::File::create(log)?;
@@ -433,4 +495,26 @@ pub fn spawn_logged(program: &Path, args: &[&str], envs: &[(&str, String)], log:
         command.env(key, value);
     }
     Ok(Guarded(command.spawn().with_context(|| format!("starting {}", program.display()))?))
+}
+
+#[cfg(test)]
+mod screen_tests {
+    use super::ScreenImage;
+
+    #[test]
+    fn a_box_on_screen_reads_as_eight_by_eight_cells_clipped_to_the_window() {
+        // 32 x 16: white left of x = 16, black right of it.
+        let (width, height) = (32usize, 16usize);
+        let rgb: Vec<u8> = (0..width * height).flat_map(|i| if i % width < 16 { [255u8; 3] } else { [0u8; 3] }).collect();
+        let image = ScreenImage { width, height, rgb };
+        let whole = image.grid(0.0, 0.0, 32.0, 16.0);
+        for row in whole.chunks(8) {
+            assert_eq!(row, &[765, 765, 765, 765, 0, 0, 0, 0]);
+        }
+        // Half the box lies outside the window: only what is inside is read.
+        let clipped = image.grid(8.0, 0.0, 40.0, 16.0);
+        // 24 columns in eight cells of three: the third holds two white columns and one black.
+        assert_eq!(&clipped[..8], &[765, 765, 510, 0, 0, 0, 0, 0], "{clipped:?}");
+        assert_eq!(image.grid(40.0, 0.0, 8.0, 8.0), vec![0; 64], "a box off the window reads nothing");
+    }
 }

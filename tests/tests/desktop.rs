@@ -244,6 +244,32 @@ async fn link_calls(scene: &Scene, web: &WebDriver) -> Result<()> {
     wait_for_call_view_to_close(web).await
 }
 
+/// Where `tile`'s box is in the main window's page: x, y, width, height.
+async fn tile_box(web: &WebDriver, tile: &str) -> Result<[f64; 4]> {
+    let script = format!("const r = document.querySelector('[data-testid=\"video-{tile}\"]')?.getBoundingClientRect(); return r ? [r.x, r.y, r.width, r.height] : null;");
+    let rect: Vec<f64> = web.execute(&script).await?.as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default();
+    rect.try_into().map_err(|_| anyhow::anyhow!("no box for {tile} in the page"))
+}
+
+/// What the main window shows in `tile`'s box, read from the screen (the app's video layer
+/// draws it over the page, outside anything the page or WebDriver can read): an 8 x 8 grid of
+/// R + G + B sums.
+async fn tile_on_screen(web: &WebDriver, tile: &str) -> Result<Vec<u64>> {
+    let [x, y, width, height] = tile_box(web, tile).await?;
+    Ok(hark_e2e::window_image("Hark")?.grid(x, y, width, height))
+}
+
+/// The frame number of the 16:9 test pattern shown in `tile`'s box (fitted, `contain`), read
+/// from the screen.
+async fn number_on_screen(web: &WebDriver, tile: &str) -> Result<Option<u32>> {
+    let [x, y, width, height] = tile_box(web, tile).await?;
+    let shown_height = (width * 9.0 / 16.0).min(height);
+    let top = y + (height - shown_height) / 2.0;
+    let image = hark_e2e::window_image("Hark")?;
+    let picture = image.luma_picture(x.ceil() as usize, top.ceil() as usize, width.floor() as usize, shown_height.floor() as usize);
+    Ok(picture.as_ref().and_then(hark_video::pattern::read_number))
+}
+
 /// What the app's canvas for `tile` shows: a luma-like sum per 8x8 block, read in the page.
 async fn tile_pixels(web: &WebDriver, tile: &str) -> Result<Vec<u64>> {
     let script = format!(
@@ -281,24 +307,29 @@ async fn video_call(scene: &Scene, web: &WebDriver) -> Result<()> {
     .await?;
     web.switch_to(&main).await?;
 
-    // bob's moving picture shows large, ours small.
+    // bob's moving picture shows large, ours small, both drawn by the app's video layer over
+    // the page: read from the screen.
     web.wait("[data-testid=tile-bob][data-video=true]", CALL).await?;
     web.wait("[data-testid=tile-alice][data-video=true]", CALL).await?;
-    let first = tile_pixels(web, "bob").await?;
-    let spread = first.iter().max().copied().unwrap_or(0) - first.iter().min().copied().unwrap_or(0);
-    anyhow::ensure!(first.len() == 64 && spread > 60, "bob's tile is not blank: {first:?}");
-    scene.shot("12-video-call").await?;
-    let moved = wait_for("bob's picture to move", SHORT, || async {
-        let now = tile_pixels(web, "bob").await?;
-        Ok((now != first).then_some(now))
+    let drawn_by = |tile: &str| format!("return document.querySelector('[data-testid=\"video-{tile}\"]')?.dataset.drawnBy ?? null");
+    let (bob_by, own_by) = (web.execute(&drawn_by("bob")).await?, web.execute(&drawn_by("self")).await?);
+    anyhow::ensure!(bob_by == "layer" && own_by == "layer", "who draws bob's tile: {bob_by}, ours: {own_by}");
+    let spread = |cells: &[u64]| cells.iter().max().copied().unwrap_or(0) - cells.iter().min().copied().unwrap_or(0);
+    let first = wait_for("bob's picture on screen", SHORT, || async {
+        let cells = tile_on_screen(web, "bob").await?;
+        Ok((spread(&cells) > 60).then_some(cells))
     })
     .await?;
-    anyhow::ensure!(moved.len() == 64);
-    // WebKitGTK decodes VP8 (GStreamer's vp8dec, which its package depends on): bob's video
-    // crossed as it came and the page decoded it; our own camera's tile is the app's pictures.
-    let decoded_by = |tile: &str| format!("return document.querySelector('[data-testid=\"video-{tile}\"]')?.dataset.decodedBy ?? null");
-    let (bob_by, own_by) = (web.execute(&decoded_by("bob")).await?, web.execute(&decoded_by("self")).await?);
-    anyhow::ensure!(bob_by == "page" && own_by == "app", "who decoded bob's tile: {bob_by}, ours: {own_by}");
+    // Our own test pattern moves too (its name's caption alone would not).
+    let own = tile_on_screen(web, "self").await?;
+    anyhow::ensure!(spread(&own) > 60, "our own small view is not blank: {own:?}");
+    wait_for("our own picture to move", SHORT, || async { Ok((tile_on_screen(web, "self").await? != own).then_some(())) }).await?;
+    scene.shot("12-video-call").await?;
+    // It is bob's test pattern, and it moves on: the frame numbers stamped on it, read off the
+    // screen, go up.
+    let number = wait_for("bob's frame number on screen", SHORT, || async { number_on_screen(web, "bob").await }).await?;
+    let later = wait_for("a later frame of bob's on screen", SHORT, || async { Ok(number_on_screen(web, "bob").await?.filter(|&n| n > number)) }).await?;
+    eprintln!("bob's frames {number} then {later} read off the screen; first grid {first:?}");
     scene.shot("13-video-call-later").await?;
 
     // What bob decodes of alice (he records it as it comes): her test pattern's numbers, going up.
@@ -345,6 +376,16 @@ async fn video_call(scene: &Scene, web: &WebDriver) -> Result<()> {
     };
     wait_for("the mini window at its video height", SHORT, inner_height(84.0 + 169.0)).await?;
     web.wait("[data-testid=mini-picture][data-video=true]", SHORT).await?;
+    // The mini window draws in its page: WebKitGTK decodes VP8 (GStreamer's vp8dec, which its
+    // package depends on), so bob's video crossed as it came and the page decoded and drew it.
+    let decoded = web.execute("return document.querySelector('[data-testid=\"video-bob\"]')?.dataset.decodedBy ?? null").await?;
+    anyhow::ensure!(decoded == "page", "who decoded bob's picture in the mini window: {decoded}");
+    let mini_cells = wait_for("bob's picture in the mini window", SHORT, || async {
+        let cells = tile_pixels(web, "bob").await?;
+        Ok((cells.len() == 64 && spread(&cells) > 60).then_some(cells))
+    })
+    .await?;
+    anyhow::ensure!(mini_cells.len() == 64);
     scene.shot("14b-mini-window-video").await?;
 
     // Switch to audio (the call view's button, its window out of sight): both cameras are

@@ -19,6 +19,8 @@ import type { CrashReport } from './bindings/CrashReport';
 import type { CameraInfo } from './bindings/CameraInfo';
 import type { DeviceInfo } from './bindings/DeviceInfo';
 import type { FrameSocketInfo } from './bindings/FrameSocketInfo';
+import type { VideoLayerNews } from './bindings/VideoLayerNews';
+import type { VideoPlacement } from './bindings/VideoPlacement';
 import type { IncomingCall } from './bindings/IncomingCall';
 import type { OpenedLink } from './bindings/OpenedLink';
 import type { LiveUpdate } from './bindings/LiveUpdate';
@@ -78,6 +80,14 @@ export const backend = {
   audioOnly: () => command<null>('audio_only'),
   /** Where video pictures are read: the frame socket's port and this launch's token. */
   frameSocket: () => command<FrameSocketInfo>('frame_socket'),
+  /** Has the app draw the call view's pictures over this page (`false`: it cannot here, the page draws them); the layer's news go to `onNews`. */
+  videoLayer: async (onNews: (news: VideoLayerNews) => void): Promise<boolean> => {
+    const channel = new Channel<VideoLayerNews>();
+    channel.onmessage = onNews;
+    return command<boolean>('video_layer', { channel });
+  },
+  /** Where the video layer draws which tiles now, in order, and what it leaves showing in each. */
+  placeVideo: (placements: VideoPlacement[]) => command<null>('place_video', { placements }),
   /** The call going on, as its events so far: for a window that opens in its middle. */
   callReplay: () => command<CallReplay>('call_replay'),
   /** Brings the main window (and its call view) back; the mini window uses it. */

@@ -19,6 +19,8 @@ interface HarnessWindow {
   __harkEmit(payload: unknown): Promise<unknown>;
   __harkEmitTo(event: string, payload: unknown): Promise<unknown>;
   __harkLive(update: unknown): void;
+  /** News from the app's video layer (when the test's `video_layer` answers true). */
+  __harkLayerNews(news: unknown): void;
 }
 
 const page = window as unknown as HarnessWindow;
@@ -28,6 +30,8 @@ mockWindows(label);
 
 let live: { id: number } | null = null;
 let liveIndex = 0;
+let layer: { id: number } | null = null;
+let layerIndex = 0;
 
 mockIPC(
   async (cmd, args) => {
@@ -36,6 +40,12 @@ mockIPC(
       live = (args as { channel: { id: number } }).channel;
       liveIndex = 0;
       return null;
+    }
+    if (cmd === 'video_layer') {
+      // Kept here like the live channel; the test answers whether there is a layer.
+      layer = (args as { channel: { id: number } }).channel;
+      layerIndex = 0;
+      args = {};
     }
     const reply = await page.__harkInvoke(cmd, args ?? {});
     if ('error' in reply) throw reply.error;
@@ -46,6 +56,9 @@ mockIPC(
 
 page.__harkEmitTo = (event, payload) => page.__TAURI_INTERNALS__.invoke('plugin:event|emit', { event, payload });
 page.__harkEmit = (payload) => page.__harkEmitTo('engine', payload);
+page.__harkLayerNews = (message) => {
+  if (layer) page.__TAURI_INTERNALS__.runCallback(layer.id, { index: layerIndex++, message });
+};
 page.__harkLive = (message) => {
   if (live) page.__TAURI_INTERNALS__.runCallback(live.id, { index: liveIndex++, message });
 };

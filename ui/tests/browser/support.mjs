@@ -158,6 +158,9 @@ export class Scenario {
       audio_only: null,
       cameras: [],
       preview_camera: null,
+      // No video layer unless a test says so: the page draws its pictures.
+      video_layer: false,
+      place_video: null,
       // No frame socket unless a test brings one (`frame-feed.mjs`): tiles show avatars.
       frame_socket: () => {
         throw { code: 'internal', message: 'no frame socket in this test' };
@@ -249,6 +252,11 @@ export function emitMutes(page, mutes) {
   return page.evaluate((m) => window.__harkEmitTo('mutes', m), mutes);
 }
 
+/** Sends news from the app's video layer into the page. */
+export function layerNews(page, news) {
+  return page.evaluate((n) => window.__harkLayerNews(n), news);
+}
+
 /** Sends a live-channel update into the page. */
 export function live(page, update) {
   return page.evaluate((u) => window.__harkLive(u), update);
@@ -271,10 +279,10 @@ export async function text(page, testid) {
   return ((await page.getByTestId(testid).first().textContent({ timeout: 2000 })) ?? '').trim();
 }
 
-/** Waits until `predicate()` is true (for things recorded on the Node side). */
+/** Waits until `predicate()` (or the promise it gives) is true (for things recorded on the Node side, or read from the page). */
 export async function until(predicate, what, timeout = 5000) {
   const end = Date.now() + timeout;
-  while (!predicate()) {
+  while (!(await predicate())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((done) => setTimeout(done, 20));
   }

@@ -11,6 +11,7 @@ import {
   emit,
   emitMutes,
   launchChromium,
+  layerNews,
   live,
   openApp,
   screenshot,
@@ -368,6 +369,101 @@ describe('video call', () => {
       await page.getByTestId('camera').waitFor({ state: 'detached' });
       await page.getByTestId('video-self').waitFor({ state: 'detached' });
       await screenshot(page, '33-video-to-audio');
+    });
+  });
+
+  test("on the app's video layer the page says where the boxes are and what lies over them, and shows a tile when the layer says so", async () => {
+    const scenario = new Scenario({ replies: { contacts: [contact('bob')], frame_socket: frames.info, video_layer: true } });
+    await withApp(scenario, {}, async (page) => {
+      const lastPlaced = () => scenario.callsOf('place_video').at(-1)?.placements;
+      const placed = (tile) => lastPlaced()?.find((p) => p.tile === tile);
+      const near = (box, rect) => box && rect && ['x', 'y', 'width', 'height'].every((k) => Math.abs(box[k] - rect[k]) <= 1);
+      const holeAt = (placement, box) => placement.holes.some((hole) => near(hole, box));
+      const boxOf = (selector) => page.locator(selector).boundingBox();
+      await page.getByTestId('call-video-bob').click();
+      await emit(page, { event: 'dialing', call_id: 'c1', invitees: ['bob'] });
+      // The preview, large while it rings: on the layer, mirrored, its name left showing.
+      await until(() => placed('_self'), 'the self tile to be placed');
+      const large = await boxOf('.large [data-testid="video-self"]');
+      await until(() => near(large, placed('_self')), `the preview placed where its box is: ${JSON.stringify(placed('_self'))} for ${JSON.stringify(large)}`);
+      assert.deepEqual([placed('_self').mirror, placed('_self').fit, placed('_self').scale], [true, 'contain', 1]);
+      assert.ok(holeAt(placed('_self'), await boxOf('.large [data-testid="tile-me"] .name')), `its name is left showing: ${JSON.stringify(placed('_self').holes)}`);
+      assert.equal(frames.openPages('_self').length, 0, 'the page reads no pictures from the socket');
+      assert.equal(await page.getByTestId('video-self').getAttribute('data-drawn-by'), 'layer');
+      // The avatar shows until the layer says the picture does.
+      assert.equal(await page.getByTestId('tile-me').getAttribute('data-video'), 'false');
+      await layerNews(page, { tile: '_self', showing: true });
+      await page.locator('[data-testid="tile-me"][data-video="true"]').waitFor();
+      await screenshot(page, '33b-video-layer-ringing');
+
+      // Bob answers: his box large, ours small and drawn after his; his box leaves the small
+      // view, the buttons over it and his name showing.
+      await emit(page, { event: 'user_joined', user: 'bob' });
+      await emit(page, { event: 'call_began', call_id: 'c1', media: 'video', connected_at: Date.now() });
+      await emit(page, { event: 'first_remote_video_frame', user: 'bob' });
+      await until(() => lastPlaced()?.map((p) => p.tile).join() === 'bob,_self', 'bob large, then us small');
+      await layerNews(page, { tile: 'bob', showing: true });
+      await page.locator('.large [data-testid="tile-bob"][data-video="true"]').waitFor();
+      await until(async () => near(await boxOf('.large [data-testid="video-bob"]'), placed('bob')), 'bob placed where his box is');
+      for (const over of ['[data-testid="pip"]', '[data-testid="swap"]', '[data-testid="fit"]', '.large [data-testid="tile-bob"] .name']) {
+        assert.ok(holeAt(placed('bob'), await boxOf(over)), `${over} is left showing over bob: ${JSON.stringify(placed('bob').holes)}`);
+      }
+      assert.ok(!holeAt(placed('_self'), await boxOf('[data-testid="pip"]')), 'the small view is not a hole in itself');
+      // Speaking: his ring is left showing along the tile's edges.
+      await live(page, { kind: 'level', user: 'bob', level: 60 });
+      await until(() => placed('bob').holes.length >= 4 + 4, 'the ring to be left showing');
+      const tile = await boxOf('.large [data-testid="tile-bob"]');
+      assert.ok(holeAt(placed('bob'), { x: tile.x, y: tile.y, width: tile.width, height: 3 }), 'the top of the ring');
+      // Dragged to the top left, the small view is placed there (it moved without a resize).
+      const pip = await boxOf('[data-testid="pip"]');
+      const stage = await boxOf('.duo');
+      await page.mouse.move(pip.x + pip.width / 2, pip.y + pip.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(stage.x + 40, stage.y + 40, { steps: 5 });
+      await page.mouse.up();
+      await page.locator('[data-testid="pip"][data-corner="top-left"]').waitFor();
+      await until(async () => near(await boxOf('.pip [data-testid="video-self"]'), placed('_self')), 'the small view placed at the top left');
+      // Fill instead of fit, said to the layer; a frozen picture's hint is left showing.
+      await page.getByTestId('fit').click();
+      await until(() => placed('bob')?.fit === 'cover', 'cover to be said');
+      await emit(page, { event: 'remote_video_frozen', user: 'bob' });
+      await page.getByTestId('paused-bob').waitFor();
+      await until(async () => holeAt(placed('bob'), await boxOf('[data-testid="paused-bob"]')), 'the hint to be left showing');
+      // Hidden (minimised), the page shows no boxes; shown again, they come back.
+      const setHidden = (hidden) =>
+        page.evaluate((h) => {
+          Object.defineProperty(document, 'visibilityState', { value: h ? 'hidden' : 'visible', configurable: true });
+          document.dispatchEvent(new Event('visibilitychange'));
+        }, hidden);
+      await setHidden(true);
+      await until(() => lastPlaced()?.length === 0, 'no boxes while hidden');
+      await setHidden(false);
+      await until(() => lastPlaced()?.length === 2, 'the boxes again when shown');
+      // Our camera off then on: the avatar shows until the layer draws a new picture.
+      await page.keyboard.press('Control+e');
+      await emit(page, { event: 'camera', on: false });
+      await until(() => !placed('_self'), 'our box to go with the camera');
+      await layerNews(page, { tile: '_self', showing: false });
+      await page.keyboard.press('Control+e');
+      await emit(page, { event: 'camera', on: true });
+      await until(() => placed('_self'), 'our box back');
+      assert.equal(await page.locator('.pip [data-testid="tile-me"]').getAttribute('data-video'), 'false', 'no picture until the layer says so');
+      await layerNews(page, { tile: '_self', showing: true });
+      await page.locator('.pip [data-testid="tile-me"][data-video="true"]').waitFor();
+      // A dialog over the call is left showing.
+      await page.getByTestId('invite-more').click();
+      await page.getByTestId('invite-dialog').waitFor();
+      await until(async () => holeAt(placed('bob'), await boxOf('[data-testid="invite-dialog"]')), 'the dialog to be left showing');
+      await page.keyboard.press('Escape');
+      await page.getByTestId('invite-dialog').waitFor({ state: 'detached' });
+      // His video ends: the layer says so, his avatar shows.
+      await layerNews(page, { tile: 'bob', showing: false });
+      await page.locator('[data-testid="tile-bob"][data-video="false"]').waitFor();
+      await screenshot(page, '33c-video-layer-call');
+
+      // The call ends: no boxes.
+      await emit(page, { event: 'call_ended', call_id: 'c1', reason: 'hangup', duration_s: 20 });
+      await until(() => lastPlaced()?.length === 0, 'the boxes to go', 10_000);
     });
   });
 

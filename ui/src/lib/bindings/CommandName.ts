@@ -38,6 +38,8 @@ export const COMMAND_NAMES = [
   'call_replay',
   'show_main',
   'frame_socket',
+  'video_layer',
+  'place_video',
   'set_camera',
   'audio_only',
   'cameras',

@@ -14,6 +14,7 @@ import type { AppEvent } from '../events';
 import { setLanguage } from '../i18n/index.svelte';
 import { allowedMedia, NO_POLICY } from '../policy';
 import { prepareVideo } from '../video/frames';
+import { videoLayer } from '../video/layer';
 import { CallStore, ReplayGate } from './call.svelte';
 import { ContactsStore } from './contacts.svelte';
 import { HistoryStore } from './history.svelte';
@@ -185,7 +186,7 @@ export class HarkApp {
   async placeCall(to: string[], asked: 'audio' | 'video'): Promise<void> {
     const media = allowedMedia(this.policy, asked);
     void this.people.want(to);
-    if (media === 'video') prepareVideo(() => this.backend.frameSocket());
+    if (media === 'video') this.prepareVideo();
     await this.call.place(to, media);
   }
 
@@ -246,10 +247,21 @@ export class HarkApp {
     }
   }
 
+  /**
+   * Gets video ready while a video call rings or is placed: the app's video layer where this
+   * window has one (the page then decodes and draws nothing, and loads no decoder), the page's
+   * frame connection and VP8 decoding otherwise.
+   */
+  private prepareVideo(): void {
+    void videoLayer(this.backend).then((drawnByApp) => {
+      if (!drawnByApp) prepareVideo(() => this.backend.frameSocket());
+    });
+  }
+
   private followCall(call: CallEvent): void {
     this.call.handle(call);
     if (call.event === 'incoming_call') void this.people.want([call.caller, ...call.invitees]);
-    if (call.event === 'incoming_call' && allowedMedia(this.policy, call.media) === 'video') prepareVideo(() => this.backend.frameSocket());
+    if (call.event === 'incoming_call' && allowedMedia(this.policy, call.media) === 'video') this.prepareVideo();
     if (call.event === 'user_joined') void this.people.want([call.user]);
     if (call.event === 'users_invited') void this.people.want(call.users);
     // A call that ended leaves a record behind, and a link that came meanwhile may be offered.

@@ -66,6 +66,8 @@ export function fakeBackend(overrides: Partial<Backend> = {}): FakeBackend {
     frameSocket: async () => {
       throw { code: 'internal', message: 'no frame socket in unit tests' };
     },
+    videoLayer: async () => false,
+    placeVideo: async () => null,
     cameras: async () => [],
     previewCamera: async () => null,
     callReplay: async () => ({ me: null, events: [], mutes: { microphone: false, speaker: false }, camera_on: true }),
