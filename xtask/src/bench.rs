@@ -72,8 +72,9 @@ usage: cargo xtask bench app [--no-record]
   minimised (mini window) and idle closed to the tray, with where the memory goes; CPU in a 1:1
   audio call; in a 1:1 720p30 video call: accept -> first remote picture drawn, CPU and memory of
   the whole app, and the same call between two headed Chromiums for the ratio. Needs what `cargo xtask test` installs (tauri-driver in target/tools, openbox,
-  xdotool, wmctrl). HARK_WEBKIT_TUNING=0 or HARK_RELATED_VIEWS=0 in the environment measure
-  without the WebKit settings or with a web process per window.";
+  xdotool, wmctrl). HARK_WEBKIT_TUNING=0, HARK_RELATED_VIEWS=0 or HARK_VIDEO_LAYER=0 in the
+  environment measure without the WebKit settings, with a web process per window, or with the
+  call view's pictures drawn in the page.";
 
 /// Runs `cargo xtask bench ARGS…`; `args` is what follows `bench`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {

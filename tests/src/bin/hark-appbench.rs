@@ -311,6 +311,18 @@ async fn main() -> Result<()> {
     }
     if let Some(page) = said.lines().find_map(|l| l.trim().strip_prefix("chromium-cpu-percent ")).and_then(|v| v.parse::<f64>().ok()) {
         println!("    app / one Chromium page, CPU in the same 720p call: {:.2}x", video.cpu.percent / page);
+        // Each side's pictures are uploaded to and composited by the X server: its share counted
+        // too (the two Chromium pages share one X server, so each is given half).
+        if let Some(x_pages) = said.lines().find_map(|l| l.trim().strip_prefix("chromium-x-server-percent ")).and_then(|v| v.parse::<f64>().ok()) {
+            println!(
+                "    the same with the X server's share counted on each side (app {:.1} + {:.1}, page {:.1} + {:.1}): {:.2}x",
+                video.cpu.percent,
+                video.cpu.x_server,
+                page,
+                x_pages / 2.0,
+                (video.cpu.percent + video.cpu.x_server) / (page + x_pages / 2.0)
+            );
+        }
         println!(
             "    app / one Chromium page, the app's far end showing its video in the call view's box (the app codes {}; the Chromium pages code 1280x720 whatever they show): {:.2}x",
             video.far_end_shows.1,
@@ -336,11 +348,26 @@ struct Cpu {
     percent: f64,
     /// `name %` per process that used any, largest first.
     each: Vec<String>,
+    /// The X server's CPU over the same time: what the app's drawing costs it (the app's own
+    /// drawing is uploaded and composited there, as a browser's is).
+    x_server: f64,
+}
+
+/// The X server this runs under: the Xvfb whose arguments name `DISPLAY`.
+fn x_server() -> Option<u32> {
+    let display = std::env::var("DISPLAY").ok()?;
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        comm.trim() == "Xvfb" && args.split(|&b| b == 0).any(|arg| arg == display.as_bytes())
+    })
 }
 
 async fn app_cpu(app: &Path) -> Cpu {
     let tree = app_tree(app);
     let before: Vec<u64> = tree.iter().map(|&pid| cpu_ticks(pid)).collect();
+    let x = x_server();
+    let x_before = x.map(cpu_ticks).unwrap_or(0);
     let measured = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let seconds = measured.elapsed().as_secs_f64();
@@ -356,7 +383,8 @@ async fn app_cpu(app: &Path) -> Cpu {
         .collect();
     used.sort_by(|a, b| b.1.total_cmp(&a.1));
     let percent = used.iter().map(|(_, p)| p).sum();
-    Cpu { percent, each: used.iter().filter(|(_, p)| *p > 0.0).map(|(name, p)| format!("{name} {p:.1}")).collect() }
+    let x_server = x.map(|pid| cpu_ticks(pid).saturating_sub(x_before) as f64 / ticks_per_second / seconds * 100.0).unwrap_or(0.0);
+    Cpu { percent, each: used.iter().filter(|(_, p)| *p > 0.0).map(|(name, p)| format!("{name} {p:.1}")).collect(), x_server }
 }
 
 /// Opens `tiles` canvases of `width`x`height` in the main window, each showing one of `names`
@@ -469,6 +497,38 @@ fn decode_canvases(stage: &Stage, clip: &[EncodedFrame]) -> String {
     )
 }
 
+/// The app's video layer (src-tauri/src/video_layer.rs) showing `names` in boxes placed as the
+/// canvases are: the pictures decoded in Rust, converted and drawn by the app over the page.
+/// Answers `ok`, or why there is no layer.
+const LAYER_BOXES: &str = "
+const internals = window.__TAURI_INTERNALS__;
+// A Channel as Tauri's API serialises one: the layer's news are not needed here.
+const channel = `__CHANNEL__:${internals.transformCallback(() => {})}`;
+if (!(await internals.invoke('video_layer', { channel }))) return 'the app has no video layer here';
+const placements = names.map((tile, i) => ({ tile, x: (i % 3) * (width + 4), y: Math.floor(i / 3) * (height + 4), width, height, scale: 1, fit: 'contain', mirror: false, holes: [] }));
+await internals.invoke('place_video', { placements });
+window.__harkPath = { drawn: 0, close: [() => internals.invoke('place_video', { placements: [] })] };
+return 'ok';";
+
+fn layer_boxes(stage: &Stage) -> String {
+    let Stage { width, height, tiles, .. } = stage;
+    let names: Vec<String> = if *tiles == 1 { vec!["_self".into()] } else { (1..=*tiles).map(|i| format!("_test{i}")).collect() };
+    format!("return (async () => {{ const [width, height, names] = [{width}, {height}, {}]; {LAYER_BOXES} }})();", serde_json::to_string(&names).unwrap_or_default())
+}
+
+/// The rate the video layer drew at per box, from the count and the time the app logs when the
+/// boxes go.
+async fn layer_rate(fixture: &AppUnderTest, before: usize, stage: &Stage) -> Result<f64> {
+    let field = |line: &str, name: &str| line.split(name).nth(1)?.split_whitespace().next()?.parse::<f64>().ok();
+    let (pictures, seconds) = wait_for("the video layer's count", SHORT, || async {
+        let log = fixture.log();
+        let counts: Vec<(f64, f64)> = log.lines().filter(|l| l.contains("video layer: the boxes went")).filter_map(|l| Some((field(l, "pictures=")?, field(l, "seconds=")?))).collect();
+        Ok(counts.get(before).copied())
+    })
+    .await?;
+    Ok(pictures / seconds.max(f64::EPSILON) / f64::from(stage.tiles))
+}
+
 const CLOSE_CANVASES: &str = "
 const path = window.__harkPath;
 path.close.forEach((close) => close());
@@ -561,8 +621,27 @@ async fn frame_path(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
     tokio::time::sleep(Duration::from_secs(3)).await;
     let baseline = app_cpu(app).await.percent;
     let mut lines = vec![format!("baseline: the settings page, camera preview at 320x180: {baseline:.1}% of one core")];
-    let mut table = vec!["| picture | I420 path: decode in Rust + frame socket + draw | VP8 path: WebCodecs decode + draw | VP8 / I420 |".to_owned(), "| --- | --- | --- | --- |".to_owned()];
+    let mut table = vec![
+        "| picture | I420 path: decode in Rust + frame socket + draw | VP8 path: WebCodecs decode + draw | VP8 / I420 | the app's video layer: decode in Rust + draw over the page |".to_owned(),
+        "| --- | --- | --- | --- | --- |".to_owned(),
+    ];
     for stage in &STAGES {
+        let layer = {
+            let before = fixture.log().matches("video layer: the boxes went").count();
+            match measure_canvases(web, app, &layer_boxes(stage), stage, baseline).await {
+                Ok((cpu, line)) => {
+                    let fps = layer_rate(fixture, before, stage).await?;
+                    // The page counts nothing here: the rate is the app's.
+                    let line = line.split(", 0.0 fps drawn per canvas").next().unwrap_or(&line).to_owned();
+                    lines.push(format!("the app's video layer (decoded in Rust, drawn over the page), {}: {line}, {fps:.1} pictures a second per box (the app's count)", stage.name()));
+                    format!("{cpu:.1} %")
+                }
+                Err(why) => {
+                    lines.push(format!("the app's video layer, {}: not measured: {why:#}", stage.name()));
+                    "–".to_owned()
+                }
+            }
+        };
         let (i420, line) = measure_canvases(web, app, &open_canvases(stage), stage, baseline).await?;
         lines.push(format!("I420 over the frame socket, {}: {line}", stage.name()));
         let clip = encoded_clip(stage)?;
@@ -572,7 +651,7 @@ async fn frame_path(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
         match measure_canvases(web, app, &decode_canvases(stage, &clip), stage, baseline).await {
             Ok((vp8, line)) => {
                 lines.push(format!("VP8 into VideoDecoder, {}: {line}", stage.name()));
-                table.push(format!("| {} | {:.1} % ({decode:.1} + {i420:.1}) | {vp8:.1} % | {:.2}x |", stage.name(), decode + i420, vp8 / (decode + i420)));
+                table.push(format!("| {} | {:.1} % ({decode:.1} + {i420:.1}) | {vp8:.1} % | {:.2}x | {layer} |", stage.name(), decode + i420, vp8 / (decode + i420)));
             }
             Err(why) => lines.push(format!("VP8 into VideoDecoder, {}: not measured: {why:#}", stage.name())),
         }
@@ -610,7 +689,7 @@ impl VideoFigures {
     fn print(&self) {
         println!("  video, 1:1 1280x720 30 fps both ways (hark-cli's and the app's test patterns):");
         println!("    accept -> first remote picture drawn in the call view, p50 of {}: {:.0} ms (each: {:?})", self.first_ms.len(), median(&self.first_ms), self.first_ms);
-        println!("    CPU of the app (all processes): {:.1}% of one core over 10 s ({})", self.cpu.percent, self.cpu.each.join(", "));
+        println!("    CPU of the app (all processes): {:.1}% of one core over 10 s ({}); the X server meanwhile {:.1}%", self.cpu.percent, self.cpu.each.join(", "), self.cpu.x_server);
         println!("    memory: {}", self.memory.line());
         println!("    where it goes, in the video call (PSS MiB by mapping, largest first):");
         for line in &self.mappings {

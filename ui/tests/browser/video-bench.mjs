@@ -179,12 +179,27 @@ async function cpuOver(seconds, pids) {
 async function chromiumCallCpu(ca, cb) {
   await sleep(2000);
   const framesBefore = (await pageFrames(cb, 'ca')).frames;
-  const [caCpu, cbCpu] = await cpuOver(options.seconds, [
-    [ca.pid, true],
-    [cb.pid, true],
-  ]);
+  const x = xServer();
+  const [caCpu, cbCpu, xCpu] = await cpuOver(options.seconds, [[ca.pid, true], [cb.pid, true], ...(x ? [[x, false]] : [])]);
   const after = await pageFrames(cb, 'ca');
-  return { caCpu, cbCpu, size: after.size, fps: (after.frames - framesBefore) / options.seconds };
+  return { caCpu, cbCpu, xCpu: xCpu ?? null, size: after.size, fps: (after.frames - framesBefore) / options.seconds };
+}
+
+/** The X server the pages draw to: the Xvfb whose arguments name `DISPLAY` (none when headless). */
+function xServer() {
+  const display = process.env.DISPLAY;
+  if (!display) return null;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (comm === 'Xvfb' && args.includes(display)) return Number(entry);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return null;
 }
 
 /** The p50 of some numbers, as text. */
@@ -340,7 +355,7 @@ async function headedPair(site, base, dir) {
     first.push(seen.firstFrameAt - seen.acceptedAt);
     if (n + 1 < options.calls) await chromiumHangup(ca, cb);
   }
-  const { caCpu, cbCpu, size, fps } = await chromiumCallCpu(ca, cb);
+  const { caCpu, cbCpu, xCpu, size, fps } = await chromiumCallCpu(ca, cb);
   const [caPss, cbPss] = [treePssMiB(ca.pid), treePssMiB(cb.pid)];
   await chromiumHangup(ca, cb);
   await ca.chromium.close();
@@ -352,7 +367,9 @@ async function headedPair(site, base, dir) {
   console.log(`  chromium headed, drawing ${drawn}; playing out received audio`);
   console.log(`  chromium headed, decoding ${size} at ${fps.toFixed(1)} fps; PSS ${caPss.toFixed(0)} MiB / ${cbPss.toFixed(0)} MiB`);
   console.log(`  chromium headed, accept -> first decoded frame, p50 of ${options.calls}: ${median(first).toFixed(0)} ms`);
+  if (xCpu !== null) console.log(`  chromium headed, the X server meanwhile (both pages): ${xCpu.toFixed(1)} %`);
   console.log(`  chromium-cpu-percent ${((caCpu + cbCpu) / 2).toFixed(1)}`);
+  if (xCpu !== null) console.log(`  chromium-x-server-percent ${xCpu.toFixed(1)}`);
 }
 
 async function main() {
