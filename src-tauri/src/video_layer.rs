@@ -36,6 +36,8 @@ struct Bitmap {
     width: u32,
     height: u32,
     pixels: Vec<u8>,
+    /// When the picture reached the layer (the engine had decoded and scaled it).
+    arrived: std::time::Instant,
 }
 
 /// What the workers hand the GTK thread.
@@ -45,9 +47,11 @@ struct Handover {
     pictures: HashMap<String, Option<Bitmap>>,
     /// Whether a redraw is already asked for: the pictures that come meanwhile ride on it.
     asked: bool,
-    /// New pictures drawn since boxes were placed after none, and when that was (logged when
-    /// the boxes go: `cargo xtask bench app` reads the rate).
+    /// New pictures drawn since boxes were placed after none, and when that was, and how long
+    /// each took from reaching the layer to being drawn, in ms (logged when the boxes go:
+    /// `cargo xtask bench app` reads the rate and the latency the layer adds).
     drawn: u64,
+    latencies: Vec<f64>,
     since: Option<std::time::Instant>,
 }
 
@@ -116,7 +120,11 @@ impl VideoLayer {
             if placements.is_empty() && !views.is_empty() {
                 let pictures = std::mem::take(&mut handover.drawn);
                 let seconds = handover.since.take().map(|since| since.elapsed().as_secs_f64()).unwrap_or_default();
-                tracing::info!(pictures, seconds, "video layer: the boxes went");
+                let mut latencies = std::mem::take(&mut handover.latencies);
+                latencies.sort_by(f64::total_cmp);
+                let at = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round().max(0.0) as usize).copied().unwrap_or(f64::NAN);
+                let (latency_p50_ms, latency_p95_ms) = (at(0.5), at(0.95));
+                tracing::info!(pictures, seconds, latency_p50_ms, latency_p95_ms, "video layer: the boxes went");
             } else if !placements.is_empty() && handover.since.is_none() {
                 handover.since = Some(std::time::Instant::now());
             }
@@ -173,7 +181,8 @@ fn device_size(placement: &VideoPlacement) -> (u32, u32) {
 /// Converts each new picture of `tile` for Cairo and leaves it for the GTK thread.
 async fn convert_pictures(tile: String, mut pictures: hark_frames::Pictures, mirror: bool, handover: Arc<Mutex<Handover>>) {
     while let Some(picture) = pictures.next().await {
-        let bitmap = picture.map(|frame| Bitmap { width: frame.width(), height: frame.height(), pixels: frame.to_bgra(mirror) });
+        let arrived = std::time::Instant::now();
+        let bitmap = picture.map(|frame| Bitmap { width: frame.width(), height: frame.height(), pixels: frame.to_bgra(mirror), arrived });
         let ask = {
             let mut handover = lock(&handover);
             handover.pictures.insert(tile.clone(), bitmap);
@@ -265,8 +274,9 @@ mod gtk_side {
         webview: webkit2gtk::WebView,
         placements: Vec<VideoPlacement>,
         pictures: HashMap<String, cairo::ImageSurface>,
-        /// Tiles whose picture is new since it was last drawn (the bench's count).
-        fresh: HashSet<String>,
+        /// Tiles whose picture is new since it was last drawn, and when it reached the layer (the
+        /// bench's count and latency).
+        fresh: HashMap<String, std::time::Instant>,
         handover: Option<Arc<Mutex<Handover>>>,
         /// The tiles whose picture the page was told is showing.
         told: HashSet<String>,
@@ -323,7 +333,7 @@ mod gtk_side {
             });
         }
         LAYER.with(|layer| {
-            *layer.borrow_mut() = Some(Layer { webview, placements: Vec::new(), pictures: HashMap::new(), fresh: HashSet::new(), handover: None, told: HashSet::new(), news });
+            *layer.borrow_mut() = Some(Layer { webview, placements: Vec::new(), pictures: HashMap::new(), fresh: HashMap::new(), handover: None, told: HashSet::new(), news });
         });
         tracing::info!("video layer in the main window's web view");
         true
@@ -342,7 +352,7 @@ mod gtk_side {
             layer.handover = Some(Arc::clone(handover));
             let kept: HashSet<&str> = placements.iter().map(|p| p.tile.as_str()).collect();
             layer.pictures.retain(|tile, _| kept.contains(tile.as_str()));
-            layer.fresh.retain(|tile| kept.contains(tile.as_str()));
+            layer.fresh.retain(|tile, _| kept.contains(tile.as_str()));
             // A tile without a box shows nothing: the page hears so (a later box for it waits
             // for its next picture, which may never come: a camera turned off).
             let gone: Vec<String> = layer.told.iter().filter(|tile| !kept.contains(tile.as_str())).cloned().collect();
@@ -378,10 +388,11 @@ mod gtk_side {
                     if !layer.placements.iter().any(|p| p.tile == tile) {
                         continue;
                     }
-                    match bitmap.and_then(surface) {
-                        Some(surface) => {
+                    let arrived = bitmap.as_ref().map(|bitmap| bitmap.arrived);
+                    match bitmap.and_then(surface).zip(arrived) {
+                        Some((surface, arrived)) => {
                             layer.pictures.insert(tile.clone(), surface);
-                            layer.fresh.insert(tile.clone());
+                            layer.fresh.insert(tile.clone(), arrived);
                         }
                         None => {
                             layer.pictures.remove(&tile);
@@ -433,9 +444,14 @@ mod gtk_side {
                 }
                 let _ = cr.restore();
             }
-            let new = drawn.iter().filter(|tile| layer.fresh.remove(*tile)).count() as u64;
+            let waited: Vec<f64> = drawn.iter().filter_map(|tile| layer.fresh.remove(tile)).map(|arrived| arrived.elapsed().as_secs_f64() * 1000.0).collect();
             if let Some(handover) = &layer.handover {
-                lock(handover).drawn += new;
+                let mut handover = lock(handover);
+                handover.drawn += waited.len() as u64;
+                // Bounded: a bench's boxes go after seconds; a call's may stay for hours.
+                if handover.latencies.len() < 100_000 {
+                    handover.latencies.extend(waited);
+                }
             }
             for tile in drawn {
                 if layer.told.insert(tile.clone()) {

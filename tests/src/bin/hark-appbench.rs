@@ -516,17 +516,21 @@ fn layer_boxes(stage: &Stage) -> String {
     format!("return (async () => {{ const [width, height, names] = [{width}, {height}, {}]; {LAYER_BOXES} }})();", serde_json::to_string(&names).unwrap_or_default())
 }
 
-/// The rate the video layer drew at per box, from the count and the time the app logs when the
-/// boxes go.
-async fn layer_rate(fixture: &AppUnderTest, before: usize, stage: &Stage) -> Result<f64> {
+/// The rate the video layer drew at per box, and the p50 and p95 of the time from a picture
+/// reaching the layer to its being drawn (ms), from what the app logs when the boxes go.
+async fn layer_rate(fixture: &AppUnderTest, before: usize, stage: &Stage) -> Result<(f64, f64, f64)> {
     let field = |line: &str, name: &str| line.split(name).nth(1)?.split_whitespace().next()?.parse::<f64>().ok();
-    let (pictures, seconds) = wait_for("the video layer's count", SHORT, || async {
+    let (pictures, seconds, p50, p95) = wait_for("the video layer's count", SHORT, || async {
         let log = fixture.log();
-        let counts: Vec<(f64, f64)> = log.lines().filter(|l| l.contains("video layer: the boxes went")).filter_map(|l| Some((field(l, "pictures=")?, field(l, "seconds=")?))).collect();
+        let counts: Vec<(f64, f64, f64, f64)> = log
+            .lines()
+            .filter(|l| l.contains("video layer: the boxes went"))
+            .filter_map(|l| Some((field(l, "pictures=")?, field(l, "seconds=")?, field(l, "latency_p50_ms=")?, field(l, "latency_p95_ms=")?)))
+            .collect();
         Ok(counts.get(before).copied())
     })
     .await?;
-    Ok(pictures / seconds.max(f64::EPSILON) / f64::from(stage.tiles))
+    Ok((pictures / seconds.max(f64::EPSILON) / f64::from(stage.tiles), p50, p95))
 }
 
 const CLOSE_CANVASES: &str = "
@@ -630,10 +634,13 @@ async fn frame_path(fixture: &AppUnderTest, web: &hark_e2e::WebDriver, app: &Pat
             let before = fixture.log().matches("video layer: the boxes went").count();
             match measure_canvases(web, app, &layer_boxes(stage), stage, baseline).await {
                 Ok((cpu, line)) => {
-                    let fps = layer_rate(fixture, before, stage).await?;
+                    let (fps, p50, p95) = layer_rate(fixture, before, stage).await?;
                     // The page counts nothing here: the rate is the app's.
                     let line = line.split(", 0.0 fps drawn per canvas").next().unwrap_or(&line).to_owned();
-                    lines.push(format!("the app's video layer (decoded in Rust, drawn over the page), {}: {line}, {fps:.1} pictures a second per box (the app's count)", stage.name()));
+                    lines.push(format!(
+                        "the app's video layer (decoded in Rust, drawn over the page), {}: {line}, {fps:.1} pictures a second per box (the app's count); added from a decoded picture to drawn: p50 {p50:.1} ms, p95 {p95:.1} ms",
+                        stage.name()
+                    ));
                     format!("{cpu:.1} %")
                 }
                 Err(why) => {
