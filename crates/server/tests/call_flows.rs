@@ -199,6 +199,7 @@ async fn pending_invitation_is_delivered_at_sign_in_but_not_after_it_expired() {
     let server = TestServer::start().await;
     let mut alice = server.client("alice").await;
     drop(server.client("bob").await); // bob has an account but is offline
+    alice.until_offline("bob").await;
     let ok = alice.request(json!({"type":"call.invite","to":["bob"],"media":"video"})).await;
     let call = ok["call_id"].as_str().unwrap().to_owned();
 

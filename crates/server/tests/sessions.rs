@@ -188,18 +188,9 @@ async fn presence_query_subscribe_and_events() {
     let server = TestServer::start().await;
     let mut alice = server.client("alice").await;
     drop(server.client("bob").await);
-    // Bob's socket closing reaches the registry after his server reads it, and on a cluster
-    // after every node applies it from the log; alice's node may answer before that. Presence
-    // follows within moments, so she asks until it does, with a deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let statuses = loop {
-        let ok = alice.request(json!({"type":"presence.query","users":["alice","bob","nobody"]})).await;
-        if ok["statuses"]["bob"] != "online" || tokio::time::Instant::now() >= deadline {
-            break ok["statuses"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(statuses, json!({"alice":"online","bob":"offline","nobody":"unregistered"}));
+    alice.until_offline("bob").await;
+    let ok = alice.request(json!({"type":"presence.query","users":["alice","bob","nobody"]})).await;
+    assert_eq!(ok["statuses"], json!({"alice":"online","bob":"offline","nobody":"unregistered"}));
     let ok = alice.request(json!({"type":"presence.subscribe","users":["bob"]})).await;
     assert_eq!(ok["type"], "ok");
     let laptop = server.client_on("bob", "laptop").await;
@@ -217,6 +208,7 @@ async fn contacts_add_list_remove() {
     let mut alice = server.client("alice").await;
     let mut bob = server.client("bob").await;
     drop(server.client("carol").await);
+    alice.until_offline("carol").await;
     bob.request(json!({"type":"profile.set","nickname":"Bob B."})).await;
     assert_eq!(alice.request(json!({"type":"contacts.add","user":"bob","alias":"Bobby"})).await["type"], "ok");
     assert_eq!(alice.request(json!({"type":"contacts.add","user":"carol"})).await["type"], "ok");

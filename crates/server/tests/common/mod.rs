@@ -312,6 +312,22 @@ impl Client {
         message
     }
 
+    /// Waits until this client's server counts `user` offline (their last socket was just
+    /// dropped). A closing socket reaches the registry after its server reads it, and on a
+    /// cluster after every node applies it from the log: this client's node may still count
+    /// them online for a moment, and ring or list them so. Asks every 20 ms, for up to 5 s.
+    pub async fn until_offline(&mut self, user: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let ok = self.request(json!({"type":"presence.query","users":[user]})).await;
+            if ok["statuses"][user] != "online" {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{}: {user} still counted online after 5 s", self.user);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every frame the server queued for this client before now (see the module docs).
     pub async fn barrier(&mut self) -> Vec<Value> {
         let before: Vec<Value> = self.pending.drain(..).collect();
