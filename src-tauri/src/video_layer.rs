@@ -80,8 +80,8 @@ impl Drop for PlacedView {
 
 /// At most this many boxes (a group call's nine, ourselves and spares).
 const MAX_PLACEMENTS: usize = 16;
-/// At most this many holes (names, badges and buttons of nine tiles).
-const MAX_HOLES: usize = 128;
+/// At most this many holes in a box (its name, badges, hints, buttons, a smaller view).
+const MAX_HOLES: usize = 32;
 
 impl VideoLayer {
     pub fn new(tiles: FrameTiles) -> VideoLayer {
@@ -95,7 +95,7 @@ impl VideoLayer {
         if !self.enabled || window.label() != "main" {
             return false;
         }
-        let opened = gtk_side::attach(window, channel).await;
+        let opened = gtk_side::attach(window, channel, Arc::clone(&self.handover)).await;
         if !opened {
             tracing::warn!("no video layer in this window: the page draws the pictures");
         }
@@ -146,14 +146,11 @@ impl VideoLayer {
                 }
             }
         }
-        let handover = Arc::clone(&self.handover);
-        if let Err(error) = app.run_on_main_thread(move || gtk_side::place(placements, &handover)) {
+        if let Err(error) = app.run_on_main_thread(move || gtk_side::place(placements)) {
             tracing::warn!(%error, "could not place the video layer's boxes");
         }
     }
-}
 
-impl VideoLayer {
     /// Takes every box away and lets go of the page's layer: its page is going (a reload, or
     /// the window closed). A new page opens the layer again when it shows video.
     pub fn forget_page(&self, app: &tauri::AppHandle) {
@@ -166,9 +163,18 @@ impl VideoLayer {
     }
 }
 
+/// Device pixels per CSS pixel of a box's page (a broken or absurd scale counts as 1, at most 4).
+fn device_scale(placement: &VideoPlacement) -> f64 {
+    if placement.scale.is_finite() && placement.scale > 0.0 {
+        placement.scale.min(4.0)
+    } else {
+        1.0
+    }
+}
+
 /// A box's size in device pixels (0 x 0 for an empty or absurd box: nothing is decoded for it).
 fn device_size(placement: &VideoPlacement) -> (u32, u32) {
-    let scale = if placement.scale.is_finite() && placement.scale > 0.0 { placement.scale.min(4.0) } else { 1.0 };
+    let scale = device_scale(placement);
     let side = |css: f64| (css * scale).round().clamp(0.0, 8192.0) as u32;
     let (width, height) = (side(placement.width), side(placement.height));
     if width == 0 || height == 0 {
@@ -199,13 +205,10 @@ async fn convert_pictures(tile: String, mut pictures: hark_frames::Pictures, mir
 /// pixels. A picture within a pixel of the box's size is drawn as it is, at a whole device pixel,
 /// so Cairo copies it instead of resampling it.
 fn fitted(placement: &VideoPlacement, picture_width: u32, picture_height: u32) -> (f64, f64, f64) {
-    let device = if placement.scale.is_finite() && placement.scale > 0.0 { placement.scale } else { 1.0 };
+    let device = device_scale(placement);
     let (width, height) = (f64::from(picture_width) / device, f64::from(picture_height) / device);
-    let (by_width, by_height) = (placement.width / width, placement.height / height);
-    let mut scale = match placement.fit {
-        VideoFit::Contain => by_width.min(by_height),
-        VideoFit::Cover => by_width.max(by_height),
-    };
+    let cover = placement.fit == VideoFit::Cover;
+    let mut scale = hark_engine::video::view_scale(picture_width, picture_height, device_size(placement), cover).unwrap_or(1.0);
     if (scale - 1.0).abs() * width.max(height) < 1.0 {
         scale = 1.0;
     }
@@ -267,17 +270,17 @@ mod gtk_side {
     use gtk::{cairo, glib};
     use tauri::ipc::Channel;
 
-    use super::{bounds, fitted, lock, uncovered, Bitmap, Handover};
+    use super::{bounds, device_scale, fitted, lock, uncovered, Bitmap, Handover};
     use crate::api::{VideoLayerNews, VideoPlacement};
 
     struct Layer {
         webview: webkit2gtk::WebView,
+        handover: Arc<Mutex<Handover>>,
         placements: Vec<VideoPlacement>,
         pictures: HashMap<String, cairo::ImageSurface>,
         /// Tiles whose picture is new since it was last drawn, and when it reached the layer (the
         /// bench's count and latency).
         fresh: HashMap<String, std::time::Instant>,
-        handover: Option<Arc<Mutex<Handover>>>,
         /// The tiles whose picture the page was told is showing.
         told: HashSet<String>,
         news: Channel<VideoLayerNews>,
@@ -291,29 +294,19 @@ mod gtk_side {
     }
 
     /// Draws the layer in the window's web view, after WebKit paints the page.
-    pub(super) async fn attach(window: &tauri::WebviewWindow, news: Channel<VideoLayerNews>) -> bool {
+    pub(super) async fn attach(window: &tauri::WebviewWindow, news: Channel<VideoLayerNews>, handover: Arc<Mutex<Handover>>) -> bool {
         let (done, answer) = tokio::sync::oneshot::channel();
         let asked = window.with_webview(move |platform| {
-            let _ = done.send(attach_to(platform.inner(), news));
+            attach_to(platform.inner(), news, handover);
+            let _ = done.send(());
         });
-        asked.is_ok() && answer.await.unwrap_or(false)
+        asked.is_ok() && answer.await.is_ok()
     }
 
     /// A web view's draw handler is connected once; a window made anew (after it was closed to
-    /// the tray) gets its own.
-    fn attach_to(webview: webkit2gtk::WebView, news: Channel<VideoLayerNews>) -> bool {
-        let same = LAYER.with(|layer| match layer.borrow_mut().as_mut() {
-            // The page reloaded: only the news go elsewhere.
-            Some(layer) if layer.webview == webview => {
-                layer.news = news.clone();
-                layer.told.clear();
-                true
-            }
-            _ => false,
-        });
-        if same {
-            return true;
-        }
+    /// the tray) gets its own. Each page opens the layer once, and its loading let go of the
+    /// last page's ([`super::VideoLayer::forget_page`]).
+    fn attach_to(webview: webkit2gtk::WebView, news: Channel<VideoLayerNews>, handover: Arc<Mutex<Handover>>) {
         let hooked = HOOKED.with(|hooked| {
             let mut hooked = hooked.borrow_mut();
             hooked.retain(|weak| weak.upgrade().is_some());
@@ -333,10 +326,9 @@ mod gtk_side {
             });
         }
         LAYER.with(|layer| {
-            *layer.borrow_mut() = Some(Layer { webview, placements: Vec::new(), pictures: HashMap::new(), fresh: HashMap::new(), handover: None, told: HashSet::new(), news });
+            *layer.borrow_mut() = Some(Layer { webview, handover, placements: Vec::new(), pictures: HashMap::new(), fresh: HashMap::new(), told: HashSet::new(), news });
         });
         tracing::info!("video layer in the main window's web view");
-        true
     }
 
     /// Lets go of the web view (its page or window is going).
@@ -345,11 +337,10 @@ mod gtk_side {
     }
 
     /// Shows the boxes at `placements`.
-    pub(super) fn place(placements: Vec<VideoPlacement>, handover: &Arc<Mutex<Handover>>) {
+    pub(super) fn place(placements: Vec<VideoPlacement>) {
         LAYER.with(|layer| {
             let mut layer = layer.borrow_mut();
             let Some(layer) = layer.as_mut() else { return };
-            layer.handover = Some(Arc::clone(handover));
             let kept: HashSet<&str> = placements.iter().map(|p| p.tile.as_str()).collect();
             layer.pictures.retain(|tile, _| kept.contains(tile.as_str()));
             layer.fresh.retain(|tile, _| kept.contains(tile.as_str()));
@@ -360,7 +351,7 @@ mod gtk_side {
                 layer.told.remove(&tile);
                 let _ = layer.news.send(VideoLayerNews { tile, showing: false });
             }
-            lock(handover).pictures.retain(|tile, _| kept.contains(tile.as_str()));
+            lock(&layer.handover).pictures.retain(|tile, _| kept.contains(tile.as_str()));
             // The boxes' old places are redrawn too: the page shows there again.
             for placement in layer.placements.iter().chain(&placements) {
                 let (x, y, w, h) = bounds(placement);
@@ -427,7 +418,7 @@ mod gtk_side {
                 let Some(picture) = layer.pictures.get(&placement.tile) else { continue };
                 let _ = cr.save();
                 // Clipped at whole device pixels: Cairo then clips without a mask.
-                let device = if placement.scale.is_finite() && placement.scale > 0.0 { placement.scale } else { 1.0 };
+                let device = device_scale(placement);
                 let snap = |v: f64| (v * device).round() / device;
                 for (x, y, w, h) in uncovered((placement.x, placement.y, placement.width, placement.height), &placement.holes) {
                     let (x0, y0, x1, y1) = (snap(x), snap(y), snap(x + w), snap(y + h));
@@ -445,8 +436,8 @@ mod gtk_side {
                 let _ = cr.restore();
             }
             let waited: Vec<f64> = drawn.iter().filter_map(|tile| layer.fresh.remove(tile)).map(|arrived| arrived.elapsed().as_secs_f64() * 1000.0).collect();
-            if let Some(handover) = &layer.handover {
-                let mut handover = lock(handover);
+            if !waited.is_empty() {
+                let mut handover = lock(&layer.handover);
                 handover.drawn += waited.len() as u64;
                 // Bounded: a bench's boxes go after seconds; a call's may stay for hours.
                 if handover.latencies.len() < 100_000 {
@@ -472,11 +463,11 @@ mod gtk_side {
     use super::Handover;
     use crate::api::{VideoLayerNews, VideoPlacement};
 
-    pub(super) async fn attach(_window: &tauri::WebviewWindow, _news: Channel<VideoLayerNews>) -> bool {
+    pub(super) async fn attach(_window: &tauri::WebviewWindow, _news: Channel<VideoLayerNews>, _handover: Arc<Mutex<Handover>>) -> bool {
         false
     }
 
-    pub(super) fn place(_placements: Vec<VideoPlacement>, _handover: &Arc<Mutex<Handover>>) {}
+    pub(super) fn place(_placements: Vec<VideoPlacement>) {}
 
     pub(super) fn detach() {}
 

@@ -352,11 +352,7 @@ pub async fn sign_up(web: &WebDriver, user: &str, password: &str, nickname: Opti
 /// answers when the app runs with its memory tuning (no DMA-BUF renderer), and the screen also
 /// shows the banner's real place beside the main window.
 pub fn capture_screen(path: &Path) -> Result<()> {
-    let output = Command::new("xwd").args(["-root", "-silent"]).output().context("running xwd (Debian package x11-apps)")?;
-    if !output.status.success() {
-        bail!("xwd failed: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    let (width, height, rgb) = xwd_to_rgb(&output.stdout)?;
+    let (width, height, rgb) = xwd(&["-root"])?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -366,6 +362,15 @@ pub fn capture_screen(path: &Path) -> Result<()> {
     encoder.set_depth(png::BitDepth::Eight);
     encoder.write_header()?.write_image_data(&rgb)?;
     Ok(())
+}
+
+/// What `xwd` dumps of the window its `args` name, as RGB: width, height, pixels.
+fn xwd(args: &[&str]) -> Result<(u32, u32, Vec<u8>)> {
+    let output = Command::new("xwd").arg("-silent").args(args).output().context("running xwd (Debian package x11-apps)")?;
+    if !output.status.success() {
+        bail!("xwd {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    xwd_to_rgb(&output.stdout)
 }
 
 /// Decodes an XWD dump of a TrueColor screen with 32 bits per pixel (what Xvfb at depth 24
@@ -479,9 +484,7 @@ impl ScreenImage {
 /// x11-apps): pictures the app draws outside its web page too, which WebDriver's screenshots
 /// never see.
 pub fn window_image(title: &str) -> Result<ScreenImage> {
-    let out = Command::new("xwd").args(["-silent", "-name", title]).stderr(Stdio::null()).output().context("running xwd")?;
-    anyhow::ensure!(out.status.success(), "xwd found no window named {title:?}");
-    let (width, height, rgb) = xwd_to_rgb(&out.stdout)?;
+    let (width, height, rgb) = xwd(&["-name", title])?;
     Ok(ScreenImage { width: width as usize, height: height as usize, rgb })
 }
 

@@ -16,4 +16,4 @@ mod socket;
 mod tiles;
 
 pub use socket::{FrameSocket, SocketError, MAX_CONNECTIONS, MAX_TILES_PER_PAGE};
-pub use tiles::{fitted_size, picture_in, wire_header, Codec, EntryKind, Fit, FrameTiles, Pictures, TileSink, TileView, HEADER_LEN, MAX_CHAIN, MAX_NAME_LEN, SELF_TILE};
+pub use tiles::{fitted_size, wire_header, Codec, EntryKind, Fit, FrameTiles, Pictures, TileSink, TileView, HEADER_LEN, MAX_CHAIN, MAX_NAME_LEN, SELF_TILE};

@@ -399,7 +399,7 @@ impl Drop for TileView {
 
 /// The picture an I420 entry carries: `Some(None)` for "no picture now", `None` for anything
 /// that is not a whole I420 entry.
-pub fn picture_in(entry: &[u8]) -> Option<Option<I420Frame>> {
+pub(crate) fn picture_in(entry: &[u8]) -> Option<Option<I420Frame>> {
     let name_len = usize::from(*entry.first()?);
     let header = entry.get(1 + name_len..1 + name_len + HEADER_LEN)?;
     let side = |at: usize| u32::from(u16::from_le_bytes([header[at], header[at + 1]]));

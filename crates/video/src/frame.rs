@@ -122,8 +122,7 @@ impl I420Frame {
     /// The picture as 32-bit pixels, B, G, R, then 255, rows tightly packed (what Cairo's RGB24
     /// and ARGB32 surfaces hold on a little-endian machine), for drawing outside a web page.
     /// BT.601 at limited range, as VP8 and the cameras' conversion use; `mirror` flips it left
-    /// to right (our own camera, as a mirror shows it). SIMD through `yuv`: about a millisecond
-    /// for a 720p picture.
+    /// to right (our own camera, as a mirror shows it). SIMD through `yuv`.
     pub fn to_bgra(&self, mirror: bool) -> Vec<u8> {
         let (width, height) = (self.width as usize, self.height as usize);
         let mut bgra = vec![0u8; width * height * 4];

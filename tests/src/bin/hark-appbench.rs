@@ -476,13 +476,8 @@ const place = (i) => {
 };";
 
 fn open_canvases(stage: &Stage) -> String {
-    let Stage { width, height, tiles, .. } = stage;
-    // One canvas of our camera, or the grid's test tiles (HARK_TEST_TILES), one canvas each.
-    let names: Vec<String> = if *tiles == 1 { vec!["_self".into()] } else { (1..=*tiles).map(|i| format!("_test{i}")).collect() };
-    format!(
-        "return (async () => {{ const [width, height, names] = [{width}, {height}, {}]; {PLACE} {OPEN_CANVASES} }})();",
-        serde_json::to_string(&names).unwrap_or_default()
-    )
+    let Stage { width, height, .. } = stage;
+    format!("return (async () => {{ const [width, height, names] = [{width}, {height}, {}]; {PLACE} {OPEN_CANVASES} }})();", stage_tiles(stage))
 }
 
 fn decode_canvases(stage: &Stage, clip: &[EncodedFrame]) -> String {
@@ -497,23 +492,32 @@ fn decode_canvases(stage: &Stage, clip: &[EncodedFrame]) -> String {
     )
 }
 
-/// The app's video layer (src-tauri/src/video_layer.rs) showing `names` in boxes placed as the
-/// canvases are: the pictures decoded in Rust, converted and drawn by the app over the page.
-/// Answers `ok`, or why there is no layer.
+/// The app's video layer (src-tauri/src/video_layer.rs) showing `names` in the boxes of canvases
+/// placed as the page's are (left empty): the pictures decoded in Rust, converted and drawn by
+/// the app over the page. Answers `ok`, or why there is no layer.
 const LAYER_BOXES: &str = "
 const internals = window.__TAURI_INTERNALS__;
 // A Channel as Tauri's API serialises one: the layer's news are not needed here.
 const channel = `__CHANNEL__:${internals.transformCallback(() => {})}`;
 if (!(await internals.invoke('video_layer', { channel }))) return 'the app has no video layer here';
-const placements = names.map((tile, i) => ({ tile, x: (i % 3) * (width + 4), y: Math.floor(i / 3) * (height + 4), width, height, scale: 1, fit: 'contain', mirror: false, holes: [] }));
+const boxes = names.map((tile, i) => [tile, place(i)]);
+const placements = boxes.map(([tile, canvas]) => {
+  const { x, y } = canvas.getBoundingClientRect();
+  return { tile, x, y, width, height, scale: 1, fit: 'contain', mirror: false, holes: [] };
+});
 await internals.invoke('place_video', { placements });
-window.__harkPath = { drawn: 0, close: [() => internals.invoke('place_video', { placements: [] })] };
+window.__harkPath = { drawn: 0, close: [() => internals.invoke('place_video', { placements: [] }), () => boxes.forEach(([, canvas]) => canvas.remove())] };
 return 'ok';";
 
+/// The tiles a stage shows: our camera's, or the grid's test tiles (HARK_TEST_TILES).
+fn stage_tiles(stage: &Stage) -> String {
+    let names: Vec<String> = if stage.tiles == 1 { vec!["_self".into()] } else { (1..=stage.tiles).map(|i| format!("_test{i}")).collect() };
+    serde_json::to_string(&names).unwrap_or_default()
+}
+
 fn layer_boxes(stage: &Stage) -> String {
-    let Stage { width, height, tiles, .. } = stage;
-    let names: Vec<String> = if *tiles == 1 { vec!["_self".into()] } else { (1..=*tiles).map(|i| format!("_test{i}")).collect() };
-    format!("return (async () => {{ const [width, height, names] = [{width}, {height}, {}]; {LAYER_BOXES} }})();", serde_json::to_string(&names).unwrap_or_default())
+    let Stage { width, height, .. } = stage;
+    format!("return (async () => {{ const [width, height, names] = [{width}, {height}, {}]; {PLACE} {LAYER_BOXES} }})();", stage_tiles(stage))
 }
 
 /// The rate the video layer drew at per box, and the p50 and p95 of the time from a picture
